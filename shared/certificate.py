@@ -1,0 +1,374 @@
+"""Certificates read from their own DER, and the files admins hand us: PEM, DER, PKCS#7, PKCS#12.
+
+`Certificate` walks the DER itself, so a certificate that `cryptography` refuses (a PrintableString
+holding `*`, a Latin-1 T61String, an unsorted SET) still yields its names, dates, serial and DNS
+names. `load_certificates` accepts any of the usual containers, finds the leaf, and orders the rest
+as its chain. Private keys are never parsed from PEM; a PKCS#12 key is dropped the moment the
+library hands it back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from shared import der
+from shared.exceptions import CertificateInputError, DerError, NameDecodeError
+from shared.x500 import X500Name, fold_case
+
+MAX_INPUT_BYTES = 10 * 1024 * 1024
+
+_SAN = "2.5.29.17"
+_SKI = "2.5.29.14"
+_AKI = "2.5.29.35"
+_BASIC_CONSTRAINTS = "2.5.29.19"
+_PKCS7_SIGNED_DATA = "1.2.840.113549.1.7.2"
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_PEM_CERTIFICATE_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+_PEM_PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
+_BASE64_ONLY = re.compile(rb"[A-Za-z0-9+/=\s]+\Z")
+
+
+@dataclass(frozen=True, eq=False)
+class Certificate:
+    """An X.509 certificate, as its DER and the fields certsync reads from it.
+
+    `label` says where it came from (`mail.pfx, certificate 2 of 3`) so that every error can name it.
+    Two certificates are equal when their DER is."""
+
+    der: bytes
+    label: str
+    serial_bytes: bytes
+    issuer_der: bytes
+    subject_der: bytes
+    not_before: dt.datetime
+    not_after: dt.datetime
+    spki_der: bytes
+    dns_names: tuple[str, ...] = ()
+    subject_key_id: bytes | None = None
+    authority_key_id: bytes | None = None
+    is_ca: bool = False
+
+    @classmethod
+    def from_der(cls, data: bytes, label: str = "certificate") -> Certificate:
+        """Read a DER certificate; raises CertificateInputError naming `label` when it is not one."""
+        try:
+            return cls._walk(bytes(data), label)
+        except DerError as exc:
+            raise CertificateInputError(f"{label}: not a valid X.509 certificate ({exc})") from None
+
+    @classmethod
+    def _walk(cls, buf: bytes, label: str) -> Certificate:
+        outer = der.expect(buf, 0, der.SEQUENCE, "Certificate")
+        if outer.end != len(buf):
+            raise DerError("bytes after the end of the certificate")
+        tbs = der.expect(buf, outer.content_start, der.SEQUENCE, "TBSCertificate", outer.end)
+        fields = der.children(buf, tbs)
+        i = 1 if fields and fields[0].tag == 0xA0 else 0  # [0] EXPLICIT version
+        if len(fields) < i + 6:
+            raise DerError("TBSCertificate has too few fields")
+        serial, _sig_alg, issuer, validity, subject, spki = fields[i : i + 6]
+        if serial.tag != der.INTEGER or issuer.tag != der.SEQUENCE or subject.tag != der.SEQUENCE:
+            raise DerError("TBSCertificate fields are out of order")
+        not_before, not_after = (_read_time(buf, t) for t in der.children(buf, validity))
+        cert = cls(
+            der=buf,
+            label=label,
+            serial_bytes=der.content(buf, serial),
+            issuer_der=der.whole(buf, issuer),
+            subject_der=der.whole(buf, subject),
+            not_before=not_before,
+            not_after=not_after,
+            spki_der=der.whole(buf, spki),
+            **_read_extensions(buf, fields[i + 6 :]),
+        )
+        return cert
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Certificate) and self.der == other.der
+
+    def __hash__(self) -> int:
+        return hash(self.der)
+
+    @cached_property
+    def issuer(self) -> X500Name:
+        return self._name(self.issuer_der, "issuer")
+
+    @cached_property
+    def subject(self) -> X500Name:
+        return self._name(self.subject_der, "subject")
+
+    def _name(self, name_der: bytes, which: str) -> X500Name:
+        try:
+            return X500Name.from_der(name_der)
+        except NameDecodeError as exc:
+            raise NameDecodeError(
+                f"{self.label}: the {which} name cannot be decoded ({exc}); re-issue the certificate"
+            ) from None
+
+    @property
+    def thumbprint(self) -> str:
+        """SHA-1 of the DER in upper-case hex, as Get-ExchangeCertificate shows it."""
+        return hashlib.sha1(self.der).hexdigest().upper()
+
+    @property
+    def serial(self) -> str:
+        """The serial number as Windows shows it: the encoded bytes in upper-case hex."""
+        return self.serial_bytes.hex().upper()
+
+    @property
+    def is_self_issued(self) -> bool:
+        return self.issuer_der == self.subject_der
+
+    def issued(self, other: Certificate) -> bool:
+        """Whether this certificate's subject (and key id, where both say) names `other`'s issuer."""
+        if self == other:
+            return False
+        if self.subject_key_id and other.authority_key_id and self.subject_key_id != other.authority_key_id:
+            return False
+        if self.subject_der == other.issuer_der:
+            return True
+        try:  # the same name in another string type still chains (RFC 5280 §7.1)
+            return fold_case(str(self.subject)) == fold_case(str(other.issuer))
+        except NameDecodeError:
+            return False
+
+
+@dataclass(frozen=True)
+class CertificateBundle:
+    """What a file held: the leaf, its chain in order towards the root, and any unrelated extras."""
+
+    leaf: Certificate
+    chain: tuple[Certificate, ...] = ()
+    extras: tuple[Certificate, ...] = ()
+    source: str = ""
+    container: str = "pem"  # pem | der | pkcs7 | pkcs12
+    has_private_key: bool = field(default=False)
+
+
+def load_certificate_file(path: str, password: bytes | None = None) -> CertificateBundle:
+    """Read a certificate file of any supported kind; errors name the file and what to do."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
+    except FileNotFoundError:
+        raise CertificateInputError(f"{path}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise CertificateInputError(f"{path}: is a directory; give a certificate file") from None
+    except OSError as exc:
+        raise CertificateInputError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise CertificateInputError(f"{path}: larger than 10 MiB, which no certificate file is; check the path")
+    return load_certificates(data, source=path, password=password)
+
+
+def load_certificates(data: bytes, source: str = "input", password: bytes | None = None) -> CertificateBundle:
+    """Certificates from PEM (any number of blocks), DER, PKCS#7 (DER or PEM) or PKCS#12 bytes."""
+    stripped = data.strip()
+    if not stripped:
+        raise CertificateInputError(f"{source}: is empty; give a PEM, DER, PKCS#7 or PKCS#12 file")
+    if b"-----BEGIN " in stripped:
+        return _from_pem(stripped, source)
+    if stripped[:1] != b"\x30" and _BASE64_ONLY.match(stripped):
+        try:  # a Key Vault secret value or a .cer saved as bare base64
+            return load_certificates(base64.b64decode(stripped, validate=False), source, password)
+        except (binascii.Error, ValueError):
+            pass
+    return _from_binary(data, source, password)
+
+
+def _from_pem(data: bytes, source: str) -> CertificateBundle:
+    ders: list[bytes] = []
+    seen: list[str] = []
+    container = "pem"
+    for match in _PEM_BLOCK.finditer(data):
+        label = match.group(1)
+        seen.append(label.decode())
+        if label not in _PEM_CERTIFICATE_LABELS and label not in _PEM_PKCS7_LABELS:
+            continue  # private keys and requests are skipped without being decoded
+        try:
+            body = base64.b64decode(b"".join(match.group(2).split()), validate=True)
+        except binascii.Error:
+            raise CertificateInputError(
+                f"{source}: the {label.decode()} block {len(seen)} is not valid base64; re-export the file"
+            ) from None
+        if label in _PEM_PKCS7_LABELS:
+            ders.extend(_pkcs7_certificates(body, source))
+            container = "pkcs7"
+        else:
+            ders.append(body)
+    if not ders:
+        found = f" (found {', '.join(seen)})" if seen else ""
+        raise CertificateInputError(f"{source}: holds no certificate{found}; give the certificate file")
+    return _bundle(_parse_all(ders, source), source, container)
+
+
+def _from_binary(data: bytes, source: str, password: bytes | None) -> CertificateBundle:
+    try:
+        outer = der.expect(data, 0, der.SEQUENCE, "file")
+        first = der.read_tlv(data, outer.content_start, outer.end)
+    except DerError:
+        raise CertificateInputError(
+            f"{source}: is not a certificate (not PEM, DER, PKCS#7 or PKCS#12); check the file"
+        ) from None
+    if first.tag == der.INTEGER:
+        return _from_pkcs12(data, source, password)
+    if first.tag == der.OID:
+        return _bundle(_parse_all(_pkcs7_certificates(data, source), source), source, "pkcs7")
+    return _bundle(_parse_all([data], source), source, "der")
+
+
+def _pkcs7_certificates(data: bytes, source: str) -> list[bytes]:
+    """The certificates of a PKCS#7 SignedData (a .p7b/.p7c certs-only bundle), by our own walk."""
+    try:
+        info = der.expect(data, 0, der.SEQUENCE, "ContentInfo")
+        oid_tlv, explicit = der.children(data, info)[:2]
+        if der.decode_oid(der.content(data, oid_tlv)) != _PKCS7_SIGNED_DATA:
+            raise DerError("not SignedData")
+        signed = der.expect(data, explicit.content_start, der.SEQUENCE, "SignedData", explicit.end)
+        certs = [f for f in der.children(data, signed) if f.tag == 0xA0]
+        out = [der.whole(data, c) for c in der.children(data, certs[0]) if c.tag == der.SEQUENCE] if certs else []
+    except (DerError, ValueError):
+        raise CertificateInputError(f"{source}: is not a valid PKCS#7 certificate bundle; re-export it") from None
+    if not out:
+        raise CertificateInputError(f"{source}: the PKCS#7 bundle holds no certificate")
+    return out
+
+
+def _from_pkcs12(data: bytes, source: str, password: bytes | None) -> CertificateBundle:
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+
+    try:
+        p12 = pkcs12.load_pkcs12(data, password)
+    except ValueError:
+        if password is None:
+            raise CertificateInputError(
+                f"{source}: is a password-protected PKCS#12 file; pass --password-env VAR, "
+                "where VAR is an environment variable holding the password"
+            ) from None
+        raise CertificateInputError(
+            f"{source}: wrong password for this PKCS#12 file, or the file is damaged; check the password"
+        ) from None
+    has_key = p12.key is not None
+    key_cert = p12.cert.certificate.public_bytes(Encoding.DER) if p12.cert else None
+    others = [c.certificate.public_bytes(Encoding.DER) for c in p12.additional_certs]
+    del p12  # drops the private key: nothing below holds it
+    ders = ([key_cert] if key_cert else []) + others
+    if not ders:
+        raise CertificateInputError(f"{source}: the PKCS#12 file holds no certificate")
+    certs = _parse_all(ders, source)
+    return _bundle(certs, source, "pkcs12", leaf=certs[0] if key_cert else None, has_private_key=has_key)
+
+
+def _parse_all(ders: list[bytes], source: str) -> list[Certificate]:
+    unique = list(dict.fromkeys(ders))
+    if len(unique) == 1:
+        return [Certificate.from_der(unique[0], source)]
+    return [
+        Certificate.from_der(blob, f"{source}, certificate {n} of {len(unique)}") for n, blob in enumerate(unique, 1)
+    ]
+
+
+def _bundle(
+    certs: list[Certificate],
+    source: str,
+    container: str,
+    leaf: Certificate | None = None,
+    has_private_key: bool = False,
+) -> CertificateBundle:
+    if leaf is None:
+        leaf = find_leaf(certs, source)
+    chain: list[Certificate] = []
+    rest = [c for c in certs if c != leaf]
+    current = leaf
+    while not current.is_self_issued:
+        parent = next((c for c in rest if c.issued(current)), None)
+        if parent is None:
+            break
+        chain.append(parent)
+        rest.remove(parent)
+        current = parent
+    return CertificateBundle(leaf, tuple(chain), tuple(rest), source, container, has_private_key)
+
+
+def find_leaf(certs: list[Certificate], source: str = "input") -> Certificate:
+    """The one certificate that issued no other in the set."""
+    candidates = [c for c in certs if not any(c.issued(other) for other in certs)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise CertificateInputError(
+            f"{source}: every certificate in it issued another, so there is no leaf; "
+            "give the server certificate with its chain"
+        )
+    names = "; ".join(_describe(c) for c in candidates)
+    raise CertificateInputError(
+        f"{source}: holds {len(candidates)} unrelated end certificates ({names}); "
+        "keep one server certificate and its chain in the file"
+    )
+
+
+def _describe(cert: Certificate) -> str:
+    try:
+        return str(cert.subject) or "empty subject"
+    except NameDecodeError:
+        return cert.thumbprint
+
+
+def _read_time(buf: bytes, tlv: der.Tlv) -> dt.datetime:
+    text = der.content(buf, tlv).decode("ascii", "replace")
+    if not text.endswith("Z"):
+        raise DerError(f"time {text!r} is not in UTC")
+    if tlv.tag == der.UTC_TIME:
+        fmt = "%y%m%d%H%M%SZ" if len(text) == 13 else "%y%m%d%H%MZ"
+    elif tlv.tag == der.GENERALIZED_TIME:
+        text = re.sub(r"\.\d+Z$", "Z", text)
+        fmt = "%Y%m%d%H%M%SZ"
+    else:
+        raise DerError(f"validity field at offset {tlv.start} is not a time")
+    try:
+        stamp = dt.datetime.strptime(text, fmt)
+    except ValueError:
+        raise DerError(f"bad time {text!r}") from None
+    if tlv.tag == der.UTC_TIME:  # RFC 5280 4.1.2.5.1: two-digit years 50-99 are 19xx
+        stamp = stamp.replace(year=stamp.year - 100) if stamp.year >= 2050 else stamp
+    return stamp.replace(tzinfo=dt.timezone.utc)
+
+
+def _read_extensions(buf: bytes, trailing: list[der.Tlv]) -> dict:
+    found: dict = {}
+    block = next((t for t in trailing if t.tag == 0xA3), None)
+    if block is None:
+        return found
+    seq = der.expect(buf, block.content_start, der.SEQUENCE, "Extensions", block.end)
+    for ext in der.children(buf, seq):
+        parts = der.children(buf, ext)
+        if len(parts) < 2 or parts[0].tag != der.OID:
+            raise DerError(f"extension at offset {ext.start} is not (id, value)")
+        oid = der.decode_oid(der.content(buf, parts[0]))
+        value = parts[-1]
+        if value.tag != der.OCTET_STRING:
+            raise DerError(f"extension {oid} has no OCTET STRING value")
+        inner = der.content(buf, value)
+        if oid == _SAN:
+            names = der.expect(inner, 0, der.SEQUENCE, "subjectAltName")
+            found["dns_names"] = tuple(
+                der.content(inner, g).decode("latin-1") for g in der.children(inner, names) if g.tag == 0x82
+            )
+        elif oid == _SKI:
+            found["subject_key_id"] = der.content(inner, der.expect(inner, 0, der.OCTET_STRING, "SKI"))
+        elif oid == _AKI:
+            aki = der.expect(inner, 0, der.SEQUENCE, "AKI")
+            key_id = next((g for g in der.children(inner, aki) if g.tag == 0x80), None)
+            found["authority_key_id"] = der.content(inner, key_id) if key_id else None
+        elif oid == _BASIC_CONSTRAINTS:
+            bc = der.expect(inner, 0, der.SEQUENCE, "basicConstraints")
+            first = der.children(inner, bc)[:1]
+            found["is_ca"] = bool(first and first[0].tag == der.BOOLEAN and der.content(inner, first[0]) != b"\x00")
+    return found
