@@ -168,8 +168,12 @@ def load_certificate_file(path: str, password: bytes | None = None) -> Certifica
     return load_certificates(data, source=path, password=password)
 
 
-def load_certificates(data: bytes, source: str = "input", password: bytes | None = None) -> CertificateBundle:
-    """Certificates from PEM (any number of blocks), DER, PKCS#7 (DER or PEM) or PKCS#12 bytes."""
+def load_certificates(
+    data: bytes, source: str = "input", password: bytes | None = None, *, accept_pkcs12: bool = True
+) -> CertificateBundle:
+    """Certificates from PEM (any number of blocks), DER, PKCS#7 (DER or PEM) or PKCS#12 bytes.
+
+    With `accept_pkcs12=False`, a PKCS#12 blob (which carries a private key) is refused unopened."""
     stripped = data.strip()
     if not stripped:
         raise CertificateInputError(f"{source}: is empty; give a PEM, DER, PKCS#7 or PKCS#12 file")
@@ -177,10 +181,11 @@ def load_certificates(data: bytes, source: str = "input", password: bytes | None
         return _from_pem(stripped, source)
     if stripped[:1] != b"\x30" and _BASE64_ONLY.match(stripped):
         try:  # a Key Vault secret value or a .cer saved as bare base64
-            return load_certificates(base64.b64decode(stripped, validate=False), source, password)
+            decoded = base64.b64decode(stripped, validate=False)
+            return load_certificates(decoded, source, password, accept_pkcs12=accept_pkcs12)
         except (binascii.Error, ValueError):
             pass
-    return _from_binary(data, source, password)
+    return _from_binary(data, source, password, accept_pkcs12)
 
 
 def _from_pem(data: bytes, source: str) -> CertificateBundle:
@@ -209,7 +214,7 @@ def _from_pem(data: bytes, source: str) -> CertificateBundle:
     return _bundle(_parse_all(ders, source), source, container)
 
 
-def _from_binary(data: bytes, source: str, password: bytes | None) -> CertificateBundle:
+def _from_binary(data: bytes, source: str, password: bytes | None, accept_pkcs12: bool) -> CertificateBundle:
     try:
         outer = der.expect(data, 0, der.SEQUENCE, "file")
         first = der.read_tlv(data, outer.content_start, outer.end)
@@ -218,6 +223,11 @@ def _from_binary(data: bytes, source: str, password: bytes | None) -> Certificat
             f"{source}: is not a certificate (not PEM, DER, PKCS#7 or PKCS#12); check the file"
         ) from None
     if first.tag == der.INTEGER:
+        if not accept_pkcs12:
+            raise CertificateInputError(
+                f"{source}: is a PKCS#12 file, which carries a private key; send only the public certificate "
+                "(PEM, DER or PKCS#7)"
+            )
         return _from_pkcs12(data, source, password)
     if first.tag == der.OID:
         return _bundle(_parse_all(_pkcs7_certificates(data, source), source), source, "pkcs7")

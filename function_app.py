@@ -1,0 +1,8 @@
+"""The Azure Functions app: creates the FunctionApp and registers the blueprints in functions/."""
+
+import azure.functions as func
+
+from functions.names import bp as names_bp
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(names_bp)

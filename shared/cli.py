@@ -1,0 +1,218 @@
+"""`certsync`, the admin's command line.
+
+Exit codes: 0 all is well; 1 a finding (Exchange would reject the value, the connectors must change,
+the value does not select the certificate); 2 bad input, with one line on stderr naming the object
+and what to do. Kept light on imports so that it starts fast: `cryptography` loads only for PKCS#12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from shared import __version__
+from shared.exceptions import CertsyncError
+
+if TYPE_CHECKING:
+    from shared.certificate import CertificateBundle
+
+EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except CertsyncError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`); nothing more to say
+        return EXIT_OK
+    except Exception as exc:  # a bug, not bad input: still no traceback unless asked for
+        if os.environ.get("CERTSYNC_DEBUG"):
+            raise
+        _error(f"internal error ({type(exc).__name__}: {exc}); set CERTSYNC_DEBUG=1 for details and report it")
+        return EXIT_INTERNAL
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certsync",
+        description="Keep Exchange Hybrid TLS connectors in step with certificate renewals.",
+    )
+    parser.add_argument("--version", action="version", version=f"certsync {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    name = commands.add_parser("name", help="print a certificate's TlsCertificateName")
+    name.add_argument("file", metavar="FILE", help="PEM, DER, PKCS#7 (.p7b) or PKCS#12 (.pfx) file")
+    _password_option(name)
+    _json_option(name)
+    name.set_defaults(run=_cmd_name)
+
+    diff = commands.add_parser("diff", help="what a renewal changes for the connectors (exit 1 if they must change)")
+    diff.add_argument("old", metavar="OLD", help="the certificate the connectors use now")
+    diff.add_argument("new", metavar="NEW", help="the renewed certificate")
+    _password_option(diff)
+    _json_option(diff)
+    diff.set_defaults(run=_cmd_diff)
+
+    parse = commands.add_parser("parse", help="check a TlsCertificateName copied from Get-SendConnector")
+    parse.add_argument("value", metavar="STRING", help="e.g. '<I>CN=R11, O=Let''s Encrypt, C=US<S>CN=mail.contoso.com'")
+    parse.add_argument("--cert", metavar="FILE", help="also check that the value selects this certificate")
+    _password_option(parse)
+    _json_option(parse)
+    parse.set_defaults(run=_cmd_parse)
+    return parser
+
+
+def _password_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="name of an environment variable holding the PKCS#12 password (never the password itself)",
+    )
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _load(path: str, password_env: str | None) -> CertificateBundle:
+    from shared.certificate import load_certificate_file  # lazily: keeps start-up light
+
+    password = None
+    if password_env:
+        if password_env not in os.environ:
+            raise CertsyncError(
+                f"environment variable {password_env} is not set; set it to the PKCS#12 password for {path}"
+            )
+        password = os.environ[password_env].encode("utf-8")
+    return load_certificate_file(path, password)
+
+
+def _cmd_name(args: argparse.Namespace) -> int:
+    from shared.reports import name_report
+
+    report = name_report(_load(args.file, args.password_env))
+    if args.json:
+        _print_json(report)
+    else:
+        _print_table([*_certificate_rows(report), ("Chain", _chain_text(report["chain"]))])
+        _print_problems(report["problems"])
+    return EXIT_OK if report["exchange_accepts"] else EXIT_FINDING
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from shared.reports import diff_report
+
+    report = diff_report(_load(args.old, args.password_env), _load(args.new, args.password_env))
+    old, new = report["old"], report["new"]
+    if args.json:
+        _print_json(report)
+    else:
+        rows = [("Old", old["tls_certificate_name"]), ("New", new["tls_certificate_name"]), ("", "")]
+        rows.append(_change_row("Issuer", old["issuer"], new["issuer"], report["issuer_changed"]))
+        rows.append(_change_row("Subject", old["subject"], new["subject"], report["subject_changed"]))
+        added = ["+" + n for n in report["dns_names_added"]]
+        removed = ["-" + n for n in report["dns_names_removed"]]
+        rows.append(("DNS names", " ".join(added + removed) or "unchanged"))
+        rows.append(("Thumbprint", f"{old['thumbprint']} -> {new['thumbprint']}"))
+        if report["connector_update_required"]:
+            verdict = (
+                "UPDATE REQUIRED: set TlsCertificateName on the send connectors, the receive connectors "
+                f"and the hybrid configuration to {new['powershell_literal']}"
+            )
+        elif report["differs_only_in_case"]:
+            verdict = "no change needed (the strings differ only in case, which Exchange ignores)"
+        else:
+            verdict = "no change needed: the connectors will pick up the renewed certificate by name"
+        rows.append(("Connectors", verdict))
+        _print_table(rows)
+        _print_problems(new["problems"])
+    finding = report["connector_update_required"] or not new["exchange_accepts"]
+    return EXIT_FINDING if finding else EXIT_OK
+
+
+def _cmd_parse(args: argparse.Namespace) -> int:
+    from shared.reports import parse_report
+
+    bundle = _load(args.cert, args.password_env) if args.cert else None
+    report = parse_report(args.value, bundle)
+    if args.json:
+        _print_json(report)
+    else:
+        rows = []
+        if report["subject"] is not None:
+            rows += [("Issuer", "(none: matches any issuer)" if report["issuer"] is None else report["issuer"])]
+            rows += [("Subject", report["subject"]), ("Stored as", report["canonical"])]
+        if "selects_certificate" in report:
+            cert = report["certificate"]
+            selects = report["selects_certificate"]
+            verdict = "yes" if selects else f"NO: the certificate is {cert['tls_certificate_name']}"
+            rows.append(("Selects " + cert["thumbprint"][:8], verdict))
+        _print_table(rows)
+        if report["exchange_accepts"]:
+            print("Exchange accepts this value.")
+        _print_problems(report["problems"])
+    ok = report["exchange_accepts"] and report.get("selects_certificate", True)
+    return EXIT_OK if ok else EXIT_FINDING
+
+
+def _certificate_rows(report: dict) -> list[tuple[str, str]]:
+    return [
+        ("TlsCertificateName", report["tls_certificate_name"]),
+        ("Issuer", report["issuer"]),
+        ("Subject", report["subject"]),
+        ("Thumbprint", report["thumbprint"]),
+        ("Serial", report["serial"]),
+        ("Valid", f"{report['not_before']} to {report['not_after']}"),
+        ("DNS names", ", ".join(report["dns_names"]) or "(none)"),
+        ("PowerShell", report["powershell_literal"]),
+    ]
+
+
+def _chain_text(chain: list[dict]) -> str:
+    if not chain:
+        return "(no issuing certificates in the file)"
+    return "; ".join(f"{c['subject']} ({c['thumbprint'][:8]})" for c in chain)
+
+
+def _change_row(label: str, old: str, new: str, changed: bool) -> tuple[str, str]:
+    return (label, f"CHANGED: {old}  ->  {new}" if changed else "unchanged")
+
+
+def _print_table(rows: list[tuple[str, str]]) -> None:
+    width = max((len(label) for label, _ in rows), default=0)
+    for label, value in rows:
+        print(f"{label:<{width}}  {_visible(value)}".rstrip())
+
+
+def _print_problems(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"Problem: {_visible(problem)}")
+
+
+def _visible(text: str) -> str:
+    """Control characters shown escaped, so a terminal cannot be garbled by a certificate's name."""
+    if all(ch >= " " and ch != "\x7f" for ch in text):
+        return text
+    return "".join(ch if ch >= " " and ch != "\x7f" else repr(ch)[1:-1] for ch in text)
+
+
+def _print_json(report: dict) -> None:
+    print(json.dumps(report, indent=2))
+
+
+def _error(message: str) -> None:
+    print(f"certsync: error: {_visible(message)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
