@@ -24,7 +24,10 @@ EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named without their values, which may be a password typed in the wrong place
+        options = " ".join(dict.fromkeys(a.split("=")[0] for a in unknown if a.startswith("-")))
+        parser.error(f"unrecognized arguments: {options or 'one too many'} (values not shown); see certsync --help")
     try:
         return args.run(args)
     except CertsyncError as exc:
@@ -46,25 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="certsync",
         description="Keep Exchange Hybrid TLS connectors in step with certificate renewals.",
+        allow_abbrev=False,  # `--password` must never be read as `--password-env`
     )
     parser.add_argument("--version", action="version", version=f"certsync {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
-    name = commands.add_parser("name", help="print a certificate's TlsCertificateName")
+    name = commands.add_parser("name", allow_abbrev=False, help="print a certificate's TlsCertificateName")
     name.add_argument("file", metavar="FILE", help="PEM, DER, PKCS#7 (.p7b) or PKCS#12 (.pfx) file")
     _password_option(name)
     _json_option(name)
     name.set_defaults(run=_cmd_name)
 
-    diff = commands.add_parser("diff", help="what a renewal changes for the connectors (exit 1 if they must change)")
+    diff = commands.add_parser(
+        "diff", allow_abbrev=False, help="what a renewal changes for the connectors (exit 1 if they must change)"
+    )
     diff.add_argument("old", metavar="OLD", help="the certificate the connectors use now")
     diff.add_argument("new", metavar="NEW", help="the renewed certificate")
     _password_option(diff)
     _json_option(diff)
     diff.set_defaults(run=_cmd_diff)
 
-    parse = commands.add_parser("parse", help="check a TlsCertificateName copied from Get-SendConnector")
-    parse.add_argument("value", metavar="STRING", help="e.g. '<I>CN=R11, O=Let''s Encrypt, C=US<S>CN=mail.contoso.com'")
+    parse = commands.add_parser(
+        "parse", allow_abbrev=False, help="check a TlsCertificateName copied from Get-SendConnector"
+    )
+    parse.add_argument("value", metavar="STRING", help="e.g. '<I>CN=R11, O=Contoso, C=US<S>CN=mail.contoso.com'")
     parse.add_argument("--cert", metavar="FILE", help="also check that the value selects this certificate")
     _password_option(parse)
     _json_option(parse)
@@ -78,6 +86,17 @@ def _password_option(parser: argparse.ArgumentParser) -> None:
         metavar="VAR",
         help="name of an environment variable holding the PKCS#12 password (never the password itself)",
     )
+    parser.add_argument("--password", "--pass", nargs="?", action=_RefusePassword, help=argparse.SUPPRESS)
+
+
+class _RefusePassword(argparse.Action):
+    """A password on the command line ends up in shell history and process lists: refuse it, unechoed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        parser.error(
+            "passwords are not taken on the command line; put the PKCS#12 password in an environment "
+            "variable and pass its name with --password-env"
+        )
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -89,9 +108,10 @@ def _load(path: str, password_env: str | None) -> CertificateBundle:
 
     password = None
     if password_env:
-        if password_env not in os.environ:
+        if password_env not in os.environ:  # the name is not echoed: it may be a mistyped password
             raise CertsyncError(
-                f"environment variable {password_env} is not set; set it to the PKCS#12 password for {path}"
+                f"{path}: the environment variable named by --password-env is not set; "
+                "set it to the PKCS#12 password, and pass its name (not the password)"
             )
         password = os.environ[password_env].encode("utf-8")
     return load_certificate_file(path, password)

@@ -1,0 +1,294 @@
+"""`certsync` as a user runs it: a real process, every exit path, stdout, stderr and JSON."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from tests.chains import build_chain, issue, make_name
+
+CERTSYNC = str(Path(sys.executable).with_name("certsync"))
+VECTORS = Path(__file__).parent / "fixtures" / "tls-certificate-name"
+PASSWORD = "correct horse battery staple"
+
+
+def run(*args, env=None):
+    environment = {k: v for k, v in os.environ.items() if k != "CERTSYNC_DEBUG"} | (env or {})
+    return subprocess.run([CERTSYNC, *map(str, args)], capture_output=True, text=True, env=environment, timeout=60)
+
+
+def assert_bad_input(result, *words):
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("certsync: error: ")
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# --- name ---------------------------------------------------------------------------------------
+
+
+def test_name_prints_the_exact_string_and_exits_0():
+    result = run("name", VECTORS / "godaddy_g2_dv.pem")
+    assert result.returncode == 0, result.stderr
+    expected = json.loads((VECTORS / "cases.json").read_text())[0]["tls_certificate_name"]
+    assert result.stdout.splitlines()[0] == "TlsCertificateName  " + expected
+    assert result.stderr == ""
+
+
+def test_name_json_has_every_field_with_values_computed_independently(tmp_path):
+    chain = build_chain("rsa", dns_names=("mail.contoso.com", "autodiscover.contoso.com"))
+    path = write(tmp_path, "bundle.pem", chain.root.pem + chain.leaf.pem + chain.intermediate.pem)
+    result = run("name", path, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    cert = chain.leaf.cert
+    assert report["issuer"] == "CN=Contoso Issuing CA 1, O=Contoso, C=US"
+    assert report["subject"] == "CN=mail.contoso.com, O=Contoso, C=US"
+    assert report["tls_certificate_name"] == "<I>" + report["issuer"] + "<S>" + report["subject"]
+    assert report["thumbprint"] == hashlib.sha1(chain.leaf.der).hexdigest().upper()
+    serial = cert.serial_number
+    encoded = serial.to_bytes((serial.bit_length() + 8) // 8, "big")  # DER INTEGER: sign bit kept clear
+    assert report["serial"] == encoded.hex().upper()
+    assert report["not_before"] == cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert report["not_after"] == cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert report["dns_names"] == ["mail.contoso.com", "autodiscover.contoso.com"]
+    assert report["exchange_accepts"] is True and report["problems"] == []
+    assert [c["subject"] for c in report["chain"]] == [
+        "CN=Contoso Issuing CA 1, O=Contoso, C=US",
+        "CN=Contoso Root CA, O=Contoso, C=US",
+    ]
+
+
+def test_name_of_a_certificate_exchange_cannot_name_exits_1_with_the_reason():
+    result = run("name", VECTORS / "q_comma.pem")
+    assert result.returncode == 1
+    assert "Problem: the subject's first CN 'a,b' is not a DNS host name" in result.stdout
+    assert result.stderr == ""
+
+
+def test_name_reads_a_pfx_with_the_password_from_the_environment_and_never_prints_it(tmp_path):
+    chain = build_chain("ec")
+    encryption = serialization.BestAvailableEncryption(PASSWORD.encode())
+    pfx = pkcs12.serialize_key_and_certificates(
+        b"mail", chain.leaf.key, chain.leaf.cert, [chain.intermediate.cert], encryption
+    )
+    path = write(tmp_path, "mail.pfx", pfx)
+    result = run("name", path, "--password-env", "PFX_PASSWORD", "--json", env={"PFX_PASSWORD": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["subject"] == "CN=mail.contoso.com, O=Contoso, C=US"
+    key_pem = chain.leaf.key_pem.decode()
+    for secret in (PASSWORD, key_pem.splitlines()[1]):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_a_wrong_pfx_password_is_bad_input_naming_the_file(tmp_path):
+    chain = build_chain("ec")
+    encryption = serialization.BestAvailableEncryption(PASSWORD.encode())
+    path = write(tmp_path, "mail.pfx", pkcs12.serialize_key_and_certificates(
+        b"mail", chain.leaf.key, chain.leaf.cert, None, encryption))
+    wrong = run("name", path, "--password-env", "PFX_PASSWORD", env={"PFX_PASSWORD": "guess"})
+    assert_bad_input(wrong, str(path), "wrong password")
+    assert "guess" not in wrong.stderr
+    assert_bad_input(run("name", path), str(path), "password-protected", "--password-env")
+    unset = run("name", path, "--password-env", "Hunter2-typed-here")
+    assert_bad_input(unset, str(path), "named by --password-env is not set")
+    assert "Hunter2" not in unset.stderr
+
+
+@pytest.mark.parametrize("args", [["--password", "Hunter2secret"], ["--pass", "Hunter2secret"],
+                                  ["--passw", "Hunter2secret"], ["--pwd=Hunter2secret"], ["Hunter2secret"]])
+def test_a_password_on_the_command_line_is_refused_without_echoing_it(args):
+    result = run("name", VECTORS / "zerossl.pem", *args)
+    assert result.returncode == 2
+    assert "Hunter2secret" not in result.stderr + result.stdout
+    assert "--password-env" in result.stderr or "values not shown" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, ["no such file"]),
+        (b"", ["is empty"]),
+        (b"\x00\x01garbage that is no certificate", ["is not a certificate"]),
+        (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", ["holds no certificate", "PRIVATE KEY"]),
+    ],
+)
+def test_unreadable_input_is_one_line_and_exit_2(tmp_path, content, words):
+    path = tmp_path / "input.pem"
+    if content is not None:
+        path.write_bytes(content)
+    assert_bad_input(run("name", path), str(path), *words)
+
+
+def test_a_name_that_cannot_be_decoded_is_bad_input_naming_the_certificate(tmp_path):
+    leaf = issue(make_name("zzzz.contoso.com", "Contoso"))
+    # Same length, so the DER stays well-formed: the UTF8String CN now holds invalid UTF-8.
+    broken = leaf.der.replace(b"zzzz.contoso.com", b"\xff\xfe.contoso.com\xc3\x28")
+    assert broken != leaf.der
+    path = write(tmp_path, "broken.cer", broken)
+    assert_bad_input(run("name", path), str(path), "cannot be decoded", "UTF8String")
+
+
+def test_a_directory_is_bad_input(tmp_path):
+    assert_bad_input(run("name", tmp_path), str(tmp_path), "is a directory")
+
+
+# --- diff ---------------------------------------------------------------------------------------
+
+
+def test_diff_of_an_issuer_rotation_requires_a_connector_update_and_exits_1():
+    result = run("diff", VECTORS / "rotation_le_r10.pem", VECTORS / "letsencrypt_r11.pem", "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["change"] == "issuer_changed"
+    assert report["connector_update_required"] is True
+    assert report["old"]["tls_certificate_name"] == "<I>CN=R10, O=Let's Encrypt, C=US<S>CN=mail.contoso.com"
+    assert report["new"]["tls_certificate_name"] == "<I>CN=R11, O=Let's Encrypt, C=US<S>CN=mail.contoso.com"
+    human = run("diff", VECTORS / "rotation_le_r10.pem", VECTORS / "letsencrypt_r11.pem")
+    assert human.returncode == 1
+    assert "UPDATE REQUIRED" in human.stdout
+    assert "'<I>CN=R11, O=Let''s Encrypt, C=US<S>CN=mail.contoso.com'" in human.stdout
+
+
+def test_diff_of_a_renewal_with_the_same_names_needs_no_update_and_exits_0(tmp_path):
+    chain = build_chain("ec", dns_names=("mail.contoso.com",))
+    dns_names = ("mail.contoso.com", "smtp.contoso.com")
+    renewed = issue(chain.leaf.cert.subject, issuer=chain.intermediate, dns_names=dns_names)
+    old = write(tmp_path, "old.pem", chain.leaf.pem)
+    new = write(tmp_path, "new.pem", renewed.pem)
+    result = run("diff", old, new, "--json")
+    assert result.returncode == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert report["change"] == "unchanged" and report["connector_update_required"] is False
+    assert report["dns_names_added"] == ["smtp.contoso.com"] and report["dns_names_removed"] == []
+    assert "no change needed" in run("diff", old, new).stdout
+
+
+def test_diff_that_differs_only_in_case_needs_no_update(tmp_path):
+    chain = build_chain("ec")
+    upper = issue(make_name("MAIL.CONTOSO.COM", "CONTOSO"), issuer=chain.intermediate)
+    lower = issue(make_name("mail.contoso.com", "contoso"), issuer=chain.intermediate)
+    result = run("diff", write(tmp_path, "a.pem", upper.pem), write(tmp_path, "b.pem", lower.pem), "--json")
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    assert report["differs_only_in_case"] is True and report["change"] == "unchanged"
+
+
+@pytest.mark.parametrize(
+    ("new_issuer_org", "new_cn", "change"),
+    [
+        ("Contoso", "smtp.contoso.com", "subject_changed"),
+        ("Fabrikam", "smtp.contoso.com", "issuer_and_subject_changed"),
+    ],
+)
+def test_diff_reports_subject_and_both_changes(tmp_path, new_issuer_org, new_cn, change):
+    old_chain = build_chain("ec")
+    new_chain = old_chain if new_issuer_org == "Contoso" else build_chain("ec", organization=new_issuer_org)
+    renewed = issue(make_name(new_cn, "Contoso"), issuer=new_chain.intermediate, dns_names=(new_cn,))
+    old, new = write(tmp_path, "a.pem", old_chain.leaf.pem), write(tmp_path, "b.pem", renewed.pem)
+    result = run("diff", old, new, "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["change"] == change
+    assert report["dns_names_added"] == [new_cn]
+    assert report["dns_names_removed"] == ["mail.contoso.com", "autodiscover.contoso.com"]
+
+
+def test_diff_with_a_bad_file_is_bad_input(tmp_path):
+    assert_bad_input(run("diff", VECTORS / "zerossl.pem", tmp_path / "nope.pem"), "nope.pem", "no such file")
+
+
+# --- parse --------------------------------------------------------------------------------------
+
+
+def test_parse_accepts_a_connector_value_and_shows_what_exchange_stores():
+    result = run("parse", "<i>cn=R11 ; O = Let's Encrypt,ST=Ohio, C=US<s> CN=mail.contoso.com")
+    assert result.returncode == 0, result.stdout
+    assert "Stored as  <I>CN=R11, O=Let's Encrypt, S=Ohio, C=US<S>CN=mail.contoso.com" in result.stdout
+    assert "Exchange accepts this value." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("CN=mail.contoso.com", "has no <S> tag"),
+        ("<I>CN=a<b<S>CN=mail.contoso.com", "cannot contain '<'"),
+        ('<S>CN="unterminated', "unterminated quoted value"),
+        ("<S>XX=mail.contoso.com", "unknown attribute key 'XX'"),
+        ("<S>CN=Contoso Mail Server", "is not a DNS host name"),
+        ("<S>O=Contoso", "has no CN"),
+    ],
+)
+def test_parse_exits_1_when_exchange_would_reject_the_value(value, words):
+    result = run("parse", value, "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["exchange_accepts"] is False
+    assert any(words in problem for problem in report["problems"]), report["problems"]
+    human = run("parse", value)
+    assert human.returncode == 1 and "Problem: " in human.stdout and human.stderr == ""
+
+
+def test_parse_with_cert_tells_whether_the_value_selects_it():
+    value = "<I>CN=R10, O=LET'S ENCRYPT, C=US<S>CN=MAIL.contoso.com"
+    selected = run("parse", value, "--cert", VECTORS / "rotation_le_r10.pem", "--json")
+    assert selected.returncode == 0
+    assert json.loads(selected.stdout)["selects_certificate"] is True
+    missed = run("parse", value, "--cert", VECTORS / "letsencrypt_r11.pem")
+    assert missed.returncode == 1
+    assert "NO: the certificate is <I>CN=R11, O=Let's Encrypt, C=US<S>CN=mail.contoso.com" in missed.stdout
+
+
+# --- the command line itself ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["name"], ["diff", "one"], ["name", "x", "--jsn"]])
+def test_usage_errors_exit_2_without_a_traceback(args):
+    result = run(*args)
+    assert result.returncode == 2
+    assert "usage: certsync" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version_and_help_exit_0():
+    assert run("--version").stdout.startswith("certsync ")
+    assert run("--version").returncode == 0
+    help_text = run("name", "--help")
+    assert help_text.returncode == 0 and "--password-env" in help_text.stdout
+
+
+def test_the_cli_does_not_import_cryptography_for_a_pem():
+    # Start-up cost matters for a CLI: cryptography is only needed to open PKCS#12.
+    code = (
+        "import sys; from shared.cli import main; rc = main(['name', sys.argv[1]]);"
+        "print('cryptography' in sys.modules, file=sys.stderr); sys.exit(rc)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, VECTORS / "zerossl.pem"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr.strip() == "False"
+
+
+def test_certificates_cryptography_refuses_still_get_a_name(tmp_path):
+    leaf = issue(make_name("zzz.contoso.com", "Contoso"))
+    # Turn the CN's UTF8String into a PrintableString holding '*', which cryptography rejects outright.
+    der = leaf.der.replace(b"\x0c\x0fzzz.contoso.com", b"\x13\x0f*.z.contoso.com")
+    with pytest.raises(ValueError):
+        x509.load_der_x509_certificate(der)
+    result = run("name", write(tmp_path, "star.cer", der), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["subject"] == "CN=*.z.contoso.com, O=Contoso, C=US"
