@@ -240,7 +240,6 @@ class _Parser:
             if '"' in raw:
                 self.pos += raw.index('"')
                 raise self.fail("a quote inside an unquoted value (quote the whole value instead)")
-            self.pos = end
             is_hex = raw.startswith("#")
             value = raw
             if is_hex:
@@ -248,6 +247,7 @@ class _Parser:
                 if not digits or len(digits) % 2 or not self._HEX.match(digits):
                     raise self.fail(f"{raw!r} is not '#' followed by pairs of hex digits")
                 value = "#" + digits.upper()
+            self.pos = end
         return Attribute(oid, value, is_hex)
 
     def quoted(self) -> str:
