@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -29,7 +30,7 @@ _AKI = "2.5.29.35"
 _BASIC_CONSTRAINTS = "2.5.29.19"
 _PKCS7_SIGNED_DATA = "1.2.840.113549.1.7.2"
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _PEM_CERTIFICATE_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 _PEM_PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
 _BASE64_ONLY = re.compile(rb"[A-Za-z0-9+/=\s]+\Z")
@@ -207,6 +208,9 @@ def _from_pem(data: bytes, source: str) -> CertificateBundle:
             ders.extend(_pkcs7_certificates(body, source))
             container = "pkcs7"
         else:
+            if label == b"TRUSTED CERTIFICATE":  # the certificate, then OpenSSL's trust settings
+                with contextlib.suppress(DerError):  # if it is not DER, Certificate.from_der says so
+                    body = der.whole(body, der.read_tlv(body, 0))
             ders.append(body)
     if not ders:
         found = f" (found {', '.join(seen)})" if seen else ""
@@ -218,6 +222,8 @@ def _from_binary(data: bytes, source: str, password: bytes | None, accept_pkcs12
     try:
         outer = der.expect(data, 0, der.SEQUENCE, "file")
         first = der.read_tlv(data, outer.content_start, outer.end)
+        if first.tag == der.INTEGER and der.content(data, first) != b"\x03":
+            raise DerError("not a PKCS#12 file, whose version is always 3")  # e.g. a DER private key
     except DerError:
         raise CertificateInputError(
             f"{source}: is not a certificate (not PEM, DER, PKCS#7 or PKCS#12); check the file"
@@ -332,23 +338,29 @@ def _describe(cert: Certificate) -> str:
 
 
 def _read_time(buf: bytes, tlv: der.Tlv) -> dt.datetime:
-    text = der.content(buf, tlv).decode("ascii", "replace")
+    raw = der.content(buf, tlv)
+    text = raw.decode("ascii", "replace")
     if not text.endswith("Z"):
         raise DerError(f"time {text!r} is not in UTC")
+    digits = text[:-1]
     if tlv.tag == der.UTC_TIME:
-        fmt = "%y%m%d%H%M%SZ" if len(text) == 13 else "%y%m%d%H%MZ"
+        if len(digits) not in (10, 12) or not digits.isdigit():
+            raise DerError(f"bad time {text!r}")
+        year = int(digits[:2])
+        year += 1900 if year >= 50 else 2000  # RFC 5280 4.1.2.5.1
+        digits = f"{year}{digits[2:]}"
     elif tlv.tag == der.GENERALIZED_TIME:
-        text = re.sub(r"\.\d+Z$", "Z", text)
-        fmt = "%Y%m%d%H%M%SZ"
+        digits = digits.split(".")[0]  # fractional seconds are allowed and dropped
+        if len(digits) != 14 or not digits.isdigit():
+            raise DerError(f"bad time {text!r}")
     else:
         raise DerError(f"validity field at offset {tlv.start} is not a time")
+    parts = [int(digits[:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:10]), int(digits[10:12])]
+    seconds = int(digits[12:14]) if len(digits) >= 14 else 0
     try:
-        stamp = dt.datetime.strptime(text, fmt)
+        return dt.datetime(*parts, seconds, tzinfo=dt.timezone.utc)
     except ValueError:
         raise DerError(f"bad time {text!r}") from None
-    if tlv.tag == der.UTC_TIME:  # RFC 5280 4.1.2.5.1: two-digit years 50-99 are 19xx
-        stamp = stamp.replace(year=stamp.year - 100) if stamp.year >= 2050 else stamp
-    return stamp.replace(tzinfo=dt.timezone.utc)
 
 
 def _read_extensions(buf: bytes, trailing: list[der.Tlv]) -> dict:

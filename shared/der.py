@@ -72,6 +72,21 @@ def read_tlv(buf: bytes, pos: int, limit: int | None = None) -> Tlv:
     return Tlv(tag, start, pos, end)
 
 
+def header(buf: bytes, pos: int, limit: int) -> tuple[int, int, int]:
+    """`(tag, content_start, end)` of the element at `pos`: the hot-path form of `read_tlv`."""
+    if pos + 2 > limit:
+        raise DerError(f"truncated: expected an element at offset {pos}")
+    tag = buf[pos]
+    first = buf[pos + 1]
+    if first < 0x80 and tag & 0x1F != 0x1F:
+        end = pos + 2 + first
+        if end > limit:
+            raise DerError(f"element at offset {pos} runs past its container")
+        return tag, pos + 2, end
+    tlv = read_tlv(buf, pos, limit)
+    return tlv.tag, tlv.content_start, tlv.end
+
+
 def children(buf: bytes, tlv: Tlv) -> list[Tlv]:
     """The elements directly inside a constructed element."""
     if not tlv.tag & 0x20:
@@ -101,8 +116,20 @@ def whole(buf: bytes, tlv: Tlv) -> bytes:
     return buf[tlv.start : tlv.end]
 
 
+_OID_TEXT: dict[bytes, str] = {}
+
+
 def decode_oid(body: bytes) -> str:
-    """Dotted-decimal text of an OBJECT IDENTIFIER's content octets."""
+    """Dotted-decimal text of an OBJECT IDENTIFIER's content octets (memoised: names reuse a few)."""
+    text = _OID_TEXT.get(body)
+    if text is None:
+        text = _decode_oid(body)
+        if len(_OID_TEXT) < 4096:
+            _OID_TEXT[body] = text
+    return text
+
+
+def _decode_oid(body: bytes) -> str:
     if not body or body[-1] & 0x80:
         raise DerError("malformed OBJECT IDENTIFIER")
     arcs: list[int] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from shared import der
 from shared.exceptions import DerError, NameDecodeError, NameSyntaxError
@@ -56,8 +57,7 @@ _LATIN1_TAGS = frozenset({0x13, 0x16, 0x12, 0x1A, 0x19, 0x1B, 0x15})
 _UTF8, _BMP, _T61, _UNIVERSAL = 0x0C, 0x1E, 0x14, 0x1C
 
 
-@dataclass(frozen=True, slots=True)
-class Attribute:
+class Attribute(NamedTuple):
     """One AttributeTypeAndValue. `value` is the text as Windows shows it; for a value that is not a
     string type, it is `#` plus the upper-case hex of the whole value TLV, and `is_hex` is set."""
 
@@ -83,10 +83,7 @@ class X500Name:
     def from_der(cls, name_der: bytes) -> X500Name:
         """Decode a DER Name (`SEQUENCE OF SET OF AttributeTypeAndValue`); raises NameDecodeError."""
         try:
-            outer = der.expect(name_der, 0, der.SEQUENCE, "Name")
-            if outer.end != len(name_der):
-                raise DerError("bytes after the end of the Name")
-            rdns = [_decode_rdn(name_der, rdn) for rdn in der.children(name_der, outer)]
+            rdns = _walk_name(name_der)
         except DerError as exc:
             raise NameDecodeError(f"malformed Name: {exc}") from None
         rdns.reverse()
@@ -138,45 +135,64 @@ def render_name(name_der: bytes) -> str:
     return str(X500Name.from_der(name_der))
 
 
-def _decode_rdn(buf: bytes, rdn: der.Tlv) -> tuple[Attribute, ...]:
-    if rdn.tag != der.SET:
-        raise DerError(f"RDN at offset {rdn.start} is not a SET")
-    avas = der.children(buf, rdn)
-    if not avas:
-        raise DerError(f"empty RDN at offset {rdn.start}")
-    return tuple(_decode_ava(buf, ava) for ava in avas)  # encoded order, never re-sorted
+def _walk_name(buf: bytes) -> list[tuple[Attribute, ...]]:
+    """The RDNs of a DER Name in encoded order, each RDN's attributes in encoded order (never re-sorted).
+
+    One flat loop over `der.header`: this is the hot path of every event and every CLI call."""
+    header = der.header
+    size = len(buf)
+    tag, pos, end = header(buf, 0, size)
+    if tag != der.SEQUENCE:
+        raise DerError("a Name must be a SEQUENCE")
+    if end != size:
+        raise DerError("bytes after the end of the Name")
+    rdns = []
+    while pos < end:
+        tag, avas_at, rdn_end = header(buf, pos, end)
+        if tag != der.SET:
+            raise DerError(f"RDN at offset {pos} is not a SET")
+        if avas_at == rdn_end:
+            raise DerError(f"empty RDN at offset {pos}")
+        rdn = []
+        while avas_at < rdn_end:
+            tag, oid_at, ava_end = header(buf, avas_at, rdn_end)
+            if tag != der.SEQUENCE:
+                raise DerError(f"attribute at offset {avas_at} is not a SEQUENCE")
+            if oid_at == ava_end:
+                raise DerError(f"attribute at offset {avas_at} is not (type, value)")
+            tag, oid_start, value_at = header(buf, oid_at, ava_end)
+            if tag != der.OID or value_at >= ava_end:
+                raise DerError(f"attribute at offset {avas_at} is not (type, value)")
+            oid = der.decode_oid(buf[oid_start:value_at])
+            tag, body_start, value_end = header(buf, value_at, ava_end)
+            if value_end != ava_end:
+                raise DerError(f"attribute at offset {avas_at} is not (type, value)")
+            rdn.append(_attribute(oid, tag, buf, value_at, body_start, value_end))
+            avas_at = ava_end
+        rdns.append(tuple(rdn))
+        pos = rdn_end
+    return rdns
 
 
-def _decode_ava(buf: bytes, ava: der.Tlv) -> Attribute:
-    if ava.tag != der.SEQUENCE:
-        raise DerError(f"attribute at offset {ava.start} is not a SEQUENCE")
-    parts = der.children(buf, ava)
-    if len(parts) != 2 or parts[0].tag != der.OID:
-        raise DerError(f"attribute at offset {ava.start} is not (type, value)")
-    oid = der.decode_oid(der.content(buf, parts[0]))
-    value = parts[1]
-    body = der.content(buf, value)
-    tag = value.tag
+_CODEC_BY_TAG = dict.fromkeys(_LATIN1_TAGS, "latin-1") | {_UTF8: "utf-8", _BMP: "utf-16-be", _UNIVERSAL: "utf-32-be"}
+_STRING_KIND = {_UTF8: "UTF8String", _BMP: "BMPString", _UNIVERSAL: "UniversalString"}
+
+
+def _attribute(oid: str, tag: int, buf: bytes, start: int, body_start: int, end: int) -> Attribute:
+    """Decode one value by its tag (spec §2.7); a non-string value becomes `#` + hex of its whole TLV."""
+    codec = _CODEC_BY_TAG.get(tag)
     try:
-        if tag in _LATIN1_TAGS:
-            text = body.decode("latin-1")
-        elif tag == _UTF8:
-            text = body.decode("utf-8")
-        elif tag == _BMP:
-            text = body.decode("utf-16-be")
-        elif tag == _T61:
+        if codec is not None:
+            return Attribute(oid, buf[body_start:end].decode(codec))
+        if tag == _T61:  # strict UTF-8 first, else one Latin-1 character per byte
             try:
-                text = body.decode("utf-8")
+                return Attribute(oid, buf[body_start:end].decode("utf-8"))
             except UnicodeDecodeError:
-                text = body.decode("latin-1")
-        elif tag == _UNIVERSAL:
-            text = body.decode("utf-32-be")
-        else:
-            return Attribute(oid, "#" + der.whole(buf, value).hex().upper(), is_hex=True)
+                return Attribute(oid, buf[body_start:end].decode("latin-1"))
     except UnicodeDecodeError as exc:
-        kind = {_UTF8: "UTF8String", _BMP: "BMPString", _UNIVERSAL: "UniversalString"}[tag]
-        raise DerError(f"{KEY_BY_OID.get(oid, 'OID.' + oid)} value is not a valid {kind} ({exc.reason})") from None
-    return Attribute(oid, text)
+        key = KEY_BY_OID.get(oid, "OID." + oid)
+        raise DerError(f"{key} value is not a valid {_STRING_KIND[tag]} ({exc.reason})") from None
+    return Attribute(oid, "#" + buf[start:end].hex().upper(), is_hex=True)
 
 
 class _Parser:
