@@ -42,6 +42,7 @@ class TlsCertificateName:
         """Read a TlsCertificateName as Exchange does. With `strict`, also refuse what the cmdlets
         refuse (see `problems`); without it, only the syntax is checked."""
         body = text.strip()
+        offset = len(text) - len(text.lstrip())  # so positions count from the start of `text`
         issuer_text: str | None = None
         if body[:3].upper() == "<I>":
             close = body.find("<", 3)
@@ -51,7 +52,7 @@ class TlsCertificateName:
         if body[:3].upper() != "<S>":
             if issuer_text is not None:
                 raise NameSyntaxError(
-                    f"{text!r}: the issuer cannot contain '<'; expected <S> at character {len(text) - len(body) + 1}"
+                    f"{text!r}: the issuer cannot contain '<'; expected <S> at character {offset + close + 1}"
                 )
             raise NameSyntaxError(f"{text!r} has no <S> tag; the form is <I>issuer<S>subject")
         issuer = None if issuer_text is None else _parse_part(issuer_text, "issuer")
@@ -72,15 +73,27 @@ class TlsCertificateName:
                 f"the issuer {str(self.issuer)!r} contains '<', which a TlsCertificateName cannot hold; "
                 "use a certificate from another issuing CA"
             )
-        cn = self.subject.first(COMMON_NAME)
-        if cn is None:
+        read = self.first_cn_as_exchange_reads_it()
+        if read is None:
             found.append("the subject has no CN; Exchange needs the first CN to be the host name")
-        elif not is_exchange_host_name(cn):
+        elif not is_exchange_host_name(read):
+            cn = self.subject.first(COMMON_NAME)
+            shown = repr(cn) if read == cn else f"{cn!r} (read by Exchange as {read!r}, up to the next comma)"
             found.append(
-                f"the subject's first CN {cn!r} is not a DNS host name, so Exchange rejects the value; "
+                f"the subject's first CN {shown} is not a DNS host name, so Exchange rejects the value; "
                 "re-issue the certificate with the host name as its CN"
             )
         return found
+
+    def first_cn_as_exchange_reads_it(self) -> str | None:
+        """The subject text from the first `CN=` up to the next `,`, as Exchange takes it: a quoted
+        value keeps its quote, and the rest of a multi-valued RDN (` + O=x`) comes along."""
+        for rdn in self.subject.rdns:
+            for i, ava in enumerate(rdn):
+                if ava.oid == COMMON_NAME:
+                    rendered = str(ava)[len("CN=") :] + "".join(" + " + str(rest) for rest in rdn[i + 1 :])
+                    return rendered.split(",", 1)[0]
+        return None
 
     def exchange_key(self) -> str:
         return fold_case(str(self))

@@ -79,7 +79,10 @@ def test_name_json_has_every_field_with_values_computed_independently(tmp_path):
 def test_name_of_a_certificate_exchange_cannot_name_exits_1_with_the_reason():
     result = run("name", VECTORS / "q_comma.pem")
     assert result.returncode == 1
-    assert "Problem: the subject's first CN 'a,b' is not a DNS host name" in result.stdout
+    assert (
+        "Problem: the subject's first CN 'a,b' (read by Exchange as '\"a', up to the next comma) "
+        "is not a DNS host name" in result.stdout
+    )
     assert result.stderr == ""
 
 
