@@ -314,8 +314,12 @@ def _bundle(
 
 
 def find_leaf(certs: list[Certificate], source: str = "input") -> Certificate:
-    """The one certificate that issued no other in the set."""
+    """The one certificate that issued no other in the set. A CA certificate that issued nothing here
+    (an extra root someone appended) gives way to the one end-entity certificate, if there is one."""
     candidates = [c for c in certs if not any(c.issued(other) for other in certs)]
+    if len(candidates) > 1:
+        end_entities = [c for c in candidates if not c.is_ca]
+        candidates = end_entities if len(end_entities) == 1 else candidates
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
