@@ -163,7 +163,9 @@ def load_certificate_file(path: str, password: bytes | None = None) -> Certifica
     except IsADirectoryError:
         raise CertificateInputError(f"{path}: is a directory; give a certificate file") from None
     except OSError as exc:
-        raise CertificateInputError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+        raise CertificateInputError(
+            f"{path}: cannot be read ({exc.strerror}); check that it is a file you can read"
+        ) from None
     if len(data) > MAX_INPUT_BYTES:
         raise CertificateInputError(f"{path}: larger than 10 MiB, which no certificate file is; check the path")
     return load_certificates(data, source=path, password=password)
