@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 from shared import der
@@ -150,7 +150,7 @@ class CertificateBundle:
     extras: tuple[Certificate, ...] = ()
     source: str = ""
     container: str = "pem"  # pem | der | pkcs7 | pkcs12
-    has_private_key: bool = field(default=False)
+    has_private_key: bool = False
 
 
 def load_certificate_file(path: str, password: bytes | None = None) -> CertificateBundle:

@@ -84,7 +84,7 @@ def parse_report(text: str, cert: CertificateBundle | None = None) -> dict:
         problems=problems,
     )
     if cert is not None:
-        report["certificate"] = {"thumbprint": cert.leaf.thumbprint, "tls_certificate_name": str(
-            TlsCertificateName.from_certificate(cert.leaf))}
-        report["selects_certificate"] = name.selects(cert.leaf)
+        leaf_name = TlsCertificateName.from_certificate(cert.leaf)
+        report["certificate"] = {"thumbprint": cert.leaf.thumbprint, "tls_certificate_name": str(leaf_name)}
+        report["selects_certificate"] = name.matches(leaf_name)
     return report

@@ -130,11 +130,6 @@ def fold_case(text: str) -> str:
     return "".join(ch if len(up := ch.upper()) != 1 else up for ch in text)
 
 
-def render_name(name_der: bytes) -> str:
-    """The Windows rendering of a DER Name, e.g. `CN=R11, O=Let's Encrypt, C=US`."""
-    return str(X500Name.from_der(name_der))
-
-
 def _walk_name(buf: bytes) -> list[tuple[Attribute, ...]]:
     """The RDNs of a DER Name in encoded order, each RDN's attributes in encoded order (never re-sorted).
 
