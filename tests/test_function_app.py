@@ -1,7 +1,6 @@
 """The Functions app as the host sees it: its bindings, its settings files, and the HTTP function."""
 
 import ast
-import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -9,14 +8,13 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 import function_app
 from shared.certificate import load_certificates
 from shared.reports import name_report
+from tests.chains import issue
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "fixtures" / "tls-certificate-name"
@@ -116,15 +114,8 @@ def test_posting_der_works_too():
 
 
 def test_posting_a_pfx_is_refused_without_opening_it():
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.contoso.com")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(7).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pfx = pkcs12.serialize_key_and_certificates(b"x", key, cert, None, serialization.NoEncryption())
+    leaf = issue("mail.contoso.com")
+    pfx = pkcs12.serialize_key_and_certificates(b"x", leaf.key, leaf.cert, None, serialization.NoEncryption())
     response = call(pfx)
     assert response.status_code == 400
     error = json.loads(response.get_body())["error"]
