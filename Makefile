@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+	@command -v openssl >/dev/null || { echo "installing openssl (the tests drive the real CLI)"; \
+	  apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
 	@touch $@

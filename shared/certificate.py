@@ -20,7 +20,7 @@ from functools import cached_property
 
 from shared import der
 from shared.exceptions import CertificateInputError, DerError, NameDecodeError
-from shared.x500 import X500Name, fold_case
+from shared.x500 import X500Name
 
 MAX_INPUT_BYTES = 10 * 1024 * 1024
 
@@ -136,7 +136,7 @@ class Certificate:
         if self.subject_der == other.issuer_der:
             return True
         try:  # the same name in another string type still chains (RFC 5280 §7.1)
-            return fold_case(str(self.subject)) == fold_case(str(other.issuer))
+            return self.subject.matches(other.issuer)
         except NameDecodeError:
             return False
 

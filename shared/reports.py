@@ -35,11 +35,12 @@ def name_report(bundle: CertificateBundle) -> dict:
 
 def certificate_report(cert: Certificate) -> dict:
     name = TlsCertificateName.from_certificate(cert)
+    text = str(name)
     problems = name.problems()
     return {
         "issuer": str(cert.issuer),
         "subject": str(cert.subject),
-        "tls_certificate_name": str(name),
+        "tls_certificate_name": text,
         "thumbprint": cert.thumbprint,
         "serial": cert.serial,
         "not_before": iso(cert.not_before),
@@ -47,7 +48,7 @@ def certificate_report(cert: Certificate) -> dict:
         "dns_names": list(cert.dns_names),
         "exchange_accepts": not problems,
         "problems": problems,
-        "powershell_literal": powershell_literal(str(name)),
+        "powershell_literal": powershell_literal(text),
     }
 
 

@@ -33,7 +33,6 @@ from shared.exceptions import CertificateInputError
 from tests.chains import Chain, Issued, build_chain, issue, make_name, pem_of
 
 OPENSSL = shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl CLI is not installed")
 PASSWORD = "Pa55-w0rd!"
 MIB = 1024 * 1024
 
@@ -81,7 +80,7 @@ def write(directory: Path, name: str, data: bytes) -> str:
 
 
 def openssl(*args: str, cwd: Path, stdin: bytes | None = None) -> bytes:
-    assert OPENSSL is not None
+    assert OPENSSL is not None, "the openssl CLI is missing: `make test` installs it (Debian package openssl)"
     proc = subprocess.run([OPENSSL, *args], cwd=cwd, input=stdin, capture_output=True, check=False)
     assert proc.returncode == 0, f"openssl {' '.join(args)}: {proc.stderr.decode(errors='replace')}"
     return proc.stdout
@@ -236,7 +235,6 @@ def test_pem_private_key_body_is_never_base64_decoded(
     assert all(key_body[:64] not in call for call in calls)
 
 
-@needs_openssl
 def test_pem_written_by_openssl_pkcs12_nodes(tmp_path: Path, rsa_chain: Chain) -> None:
     """`openssl pkcs12 -nodes` output: Bag Attributes text, the key, then the certificates."""
     pfx = pfx_openssl(tmp_path, rsa_chain, PASSWORD)
@@ -246,7 +244,6 @@ def test_pem_written_by_openssl_pkcs12_nodes(tmp_path: Path, rsa_chain: Chain) -
     assert_chain(bundle, rsa_chain)
 
 
-@needs_openssl
 def test_pem_trusted_certificate_with_trust_settings(tmp_path: Path, ec_chain: Chain) -> None:
     """OpenSSL's `TRUSTED CERTIFICATE` block is the certificate followed by its trust settings."""
     write(tmp_path, "root.pem", ec_chain.root.pem)
@@ -294,7 +291,6 @@ def p7b_openssl(tmp_path: Path, members: list[Issued], outform: str) -> bytes:
     return openssl("crl2pkcs7", "-nocrl", "-certfile", "certs.pem", "-outform", outform, cwd=tmp_path)
 
 
-@needs_openssl
 @pytest.mark.parametrize("outform", ["DER", "PEM"])
 @pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)], ids=["LIR", "RIL", "IRL"])
 def test_pkcs7_from_openssl(tmp_path: Path, chain: Chain, outform: str, order: tuple) -> None:
@@ -320,7 +316,6 @@ def test_pkcs7_from_cryptography(tmp_path: Path, rsa_chain: Chain, encoding: ser
     assert bundle.container == "pkcs7"
 
 
-@needs_openssl
 def test_pkcs7_with_the_pkcs_7_signed_data_pem_label(tmp_path: Path, ec_chain: Chain) -> None:
     """Some Windows tools armour a .p7b as `PKCS #7 SIGNED DATA` rather than `PKCS7`."""
     data = p7b_openssl(tmp_path, list(ec_chain.members), "PEM")
@@ -331,7 +326,6 @@ def test_pkcs7_with_the_pkcs_7_signed_data_pem_label(tmp_path: Path, ec_chain: C
     assert bundle.container == "pkcs7"
 
 
-@needs_openssl
 def test_pkcs7_signed_message_certificates(tmp_path: Path, ec_chain: Chain) -> None:
     """A real signed CMS message (with signerInfos) also yields its certificates."""
     write(tmp_path, "leaf.pem", ec_chain.leaf.pem)
@@ -438,7 +432,6 @@ def pfx_info(tmp_path: Path, data: bytes, password: str) -> str:
     return proc.stdout.decode() + proc.stderr.decode()
 
 
-@needs_openssl
 @pytest.mark.parametrize("producer", list(OPENSSL_PFX))
 def test_pfx_with_password_from_openssl(tmp_path: Path, chain: Chain, producer: str) -> None:
     options, expected_info = OPENSSL_PFX[producer]
@@ -468,7 +461,6 @@ def test_pfx_with_non_ascii_password(tmp_path: Path, ec_chain: Chain) -> None:
     assert_chain(load_certificate_file(write(tmp_path, "x.pfx", data), password=password), ec_chain)
 
 
-@needs_openssl
 @pytest.mark.parametrize(
     "options", [(), ("-nomac", "-keypbe", "NONE", "-certpbe", "NONE")], ids=["empty-password", "no-mac-no-encryption"]
 )
@@ -494,7 +486,6 @@ def _pfx_subject_order(tmp_path: Path, data: bytes) -> list[str]:
     return re.findall(r"^subject=.*CN ?= ?([^,\n]+)$", out, re.MULTILINE)
 
 
-@needs_openssl
 def test_pfx_whose_key_certificate_is_not_first(tmp_path: Path, rsa_chain: Chain) -> None:
     data = pkcs12.serialize_key_and_certificates(
         b"x",
@@ -509,7 +500,6 @@ def test_pfx_whose_key_certificate_is_not_first(tmp_path: Path, rsa_chain: Chain
     assert bundle.has_private_key is True
 
 
-@needs_openssl
 def test_pfx_leaf_is_the_key_certificate_even_with_another_end_certificate(
     tmp_path: Path, rsa_chain: Chain, sibling: Issued, other_chain: Chain
 ) -> None:
@@ -534,7 +524,6 @@ def test_pfx_leaf_is_the_key_certificate_even_with_another_end_certificate(
     )
 
 
-@needs_openssl
 def test_pfx_without_key(tmp_path: Path, ec_chain: Chain) -> None:
     _leaf_files(tmp_path, ec_chain)
     openssl(
@@ -587,7 +576,6 @@ def test_bare_base64_of_der_certificate(tmp_path: Path, ec_chain: Chain, wrap: i
     assert bundle.container == "der"
 
 
-@needs_openssl
 def test_bare_base64_of_pkcs7(tmp_path: Path, rsa_chain: Chain) -> None:
     text = base64.b64encode(p7b_openssl(tmp_path, list(rsa_chain.members), "DER"))
     bundle = load_certificate_file(write(tmp_path, "p7.txt", text))
@@ -756,7 +744,6 @@ def test_bundle_holds_no_key_material(tmp_path: Path, kind: str, request: pytest
 # Fields
 
 
-@needs_openssl
 def test_thumbprint(tmp_path: Path, chain: Chain) -> None:
     bundle = load_certificate_file(write(tmp_path, "b.pem", pem_of(chain.members)))
     for got, want in zip(ders(bundle), chain.members, strict=True):
@@ -1002,7 +989,6 @@ def test_text_that_is_not_pem(tmp_path: Path, text: bytes) -> None:
     expect_error(lambda: load_certificate_file(path), path)
 
 
-@needs_openssl
 def test_pem_with_only_a_certificate_request(tmp_path: Path, ec_chain: Chain) -> None:
     write(tmp_path, "key.pem", ec_chain.leaf.key_pem)
     csr = openssl("req", "-new", "-key", "key.pem", "-subj", "/CN=mail.contoso.com", cwd=tmp_path)
@@ -1086,7 +1072,6 @@ def test_der_private_key_is_not_called_a_password_protected_pfx(tmp_path: Path, 
     assert "password" not in message
 
 
-@needs_openssl
 @pytest.mark.parametrize("producer", ["openssl-legacy-rc2-3des", "openssl-modern-aes"])
 def test_pfx_with_password_but_none_given(tmp_path: Path, rsa_chain: Chain, producer: str) -> None:
     path = write(tmp_path, "mail.pfx", pfx_openssl(tmp_path, rsa_chain, PASSWORD, *OPENSSL_PFX[producer][0]))
@@ -1094,7 +1079,6 @@ def test_pfx_with_password_but_none_given(tmp_path: Path, rsa_chain: Chain, prod
     assert PASSWORD not in message
 
 
-@needs_openssl
 @pytest.mark.parametrize("wrong", [b"Hunter2-typo", b"", PASSWORD.upper().encode()], ids=["other", "empty", "case"])
 def test_pfx_with_wrong_password(tmp_path: Path, rsa_chain: Chain, wrong: bytes) -> None:
     path = write(tmp_path, "mail.pfx", pfx_openssl(tmp_path, rsa_chain, PASSWORD, "-legacy"))
@@ -1163,7 +1147,6 @@ def test_file_over_10_mib(tmp_path: Path, ec_chain: Chain) -> None:
     expect_error(lambda: load_certificate_file(path), path, "10 MiB")
 
 
-@needs_openssl
 def test_pkcs7_content_type_other_than_signed_data_is_refused(tmp_path: Path, ec_chain: Chain) -> None:
     """A well-formed certs-only SignedData body labelled with another content type is not read."""
     data = bytearray(p7b_openssl(tmp_path, list(ec_chain.members), "DER"))
@@ -1175,7 +1158,6 @@ def test_pkcs7_content_type_other_than_signed_data_is_refused(tmp_path: Path, ec
     expect_error(lambda: load_certificate_file(path), path, "PKCS#7", "re-export")
 
 
-@needs_openssl
 def test_pkcs7_enveloped_data_is_not_a_bundle(tmp_path: Path, ec_chain: Chain) -> None:
     write(tmp_path, "leaf.pem", ec_chain.leaf.pem)
     write(tmp_path, "msg.txt", b"hello")
@@ -1185,7 +1167,6 @@ def test_pkcs7_enveloped_data_is_not_a_bundle(tmp_path: Path, ec_chain: Chain) -
     expect_error(lambda: load_certificate_file(path), path, "PKCS#7", "re-export")
 
 
-@needs_openssl
 @pytest.mark.parametrize("outform", ["DER", "PEM"])
 def test_pkcs7_data_is_not_a_bundle(tmp_path: Path, outform: str) -> None:
     data = openssl("cms", "-data_create", "-outform", outform, cwd=tmp_path, stdin=b"hello")
@@ -1195,7 +1176,6 @@ def test_pkcs7_data_is_not_a_bundle(tmp_path: Path, outform: str) -> None:
     expect_error(lambda: load_certificate_file(path), path, "PKCS#7", "re-export")
 
 
-@needs_openssl
 def test_pkcs7_without_certificates(tmp_path: Path) -> None:
     data = openssl("crl2pkcs7", "-nocrl", "-outform", "DER", cwd=tmp_path)
     path = write(tmp_path, "empty.p7b", data)
@@ -1225,7 +1205,6 @@ def test_pkcs12_refused_unopened_when_not_accepted(ec_chain: Chain, monkeypatch:
     assert calls == []
 
 
-@needs_openssl
 def test_public_containers_still_load_when_pkcs12_is_not_accepted(tmp_path: Path, ec_chain: Chain) -> None:
     for data in (
         pem_of(ec_chain.members),
