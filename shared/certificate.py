@@ -77,7 +77,7 @@ class Certificate:
         serial, _sig_alg, issuer, validity, subject, spki = fields[i : i + 6]
         if serial.tag != der.INTEGER or issuer.tag != der.SEQUENCE or subject.tag != der.SEQUENCE:
             raise DerError("TBSCertificate fields are out of order")
-        not_before, not_after = (_read_time(buf, t) for t in der.children(buf, validity))
+        not_before, not_after = (read_time(buf, t) for t in der.children(buf, validity))
         cert = cls(
             der=buf,
             label=label,
@@ -343,7 +343,7 @@ def _describe(cert: Certificate) -> str:
         return cert.thumbprint
 
 
-def _read_time(buf: bytes, tlv: der.Tlv) -> dt.datetime:
+def read_time(buf: bytes, tlv: der.Tlv) -> dt.datetime:
     raw = der.content(buf, tlv)
     text = raw.decode("ascii", "replace")
     if not text.endswith("Z"):
