@@ -192,6 +192,11 @@ def load_certificates(
 
 
 def _from_pem(data: bytes, source: str) -> CertificateBundle:
+    ders, container = _pem_certificates(data, source)
+    return _bundle(_parse_all(ders, source), source, container)
+
+
+def _pem_certificates(data: bytes, source: str) -> tuple[list[bytes], str]:
     ders: list[bytes] = []
     seen: list[str] = []
     container = "pem"
@@ -217,7 +222,25 @@ def _from_pem(data: bytes, source: str) -> CertificateBundle:
     if not ders:
         found = f" (found {', '.join(seen)})" if seen else ""
         raise CertificateInputError(f"{source}: holds no certificate{found}; give the certificate file")
-    return _bundle(_parse_all(ders, source), source, container)
+    return ders, container
+
+
+def certificates_in(data: bytes, source: str) -> list[Certificate]:
+    """Every certificate in PEM, DER or PKCS#7 bytes, in file order, with no leaf or chain logic: for
+    trust-store files and AIA caIssuers answers. PKCS#12 is refused (it carries a private key)."""
+    stripped = data.strip()
+    if b"-----BEGIN " in stripped:
+        return _parse_all(_pem_certificates(stripped, source)[0], source)
+    try:
+        outer = der.expect(data, 0, der.SEQUENCE, "file")
+        first = der.read_tlv(data, outer.content_start, outer.end)
+    except DerError:
+        raise CertificateInputError(f"{source}: is not a certificate (not PEM, DER or PKCS#7); check it") from None
+    if first.tag == der.OID:
+        return _parse_all(_pkcs7_certificates(data, source), source)
+    if first.tag == der.INTEGER:
+        raise CertificateInputError(f"{source}: is a PKCS#12 file or a key, not certificates; export the certificates")
+    return _parse_all([data], source)
 
 
 def _from_binary(data: bytes, source: str, password: bytes | None, accept_pkcs12: bool) -> CertificateBundle:

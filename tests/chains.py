@@ -4,6 +4,12 @@
 (basicConstraints, keyUsage, SKI/AKI, and SAN DNS names plus serverAuth on the leaf). `issue()` makes
 any single certificate, so a test can add a sibling leaf, an unrelated chain or odd serials and dates.
 Every certificate is returned with its private key (`Issued`), so tests can build PFX files from it.
+`issue()` also takes the revocation-related extensions (AIA with OCSP/caIssuers URLs, CRL distribution
+points, OCSPNoCheck, a chosen EKU or keyUsage) and legacy SHA-1 signatures, and `make_crl()` makes a
+CRL for any issuer with `cryptography`'s builder (see `tests.pki.big_crl_der` for very large ones).
+
+`cryptography` 50 refuses to sign with SHA-1 or MD5, so for those `issue()`/`make_crl()` build with
+SHA-256 and then re-sign the TBS bytes themselves, rewriting both signature AlgorithmIdentifiers.
 """
 
 from __future__ import annotations
@@ -11,22 +17,84 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-KeyKind = Literal["rsa", "ec"]
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+from shared import der
+from tests import pki
+
+KeyKind = Literal["rsa", "ec", "rsa1024", "rsa4096", "p384", "p521", "secp256k1", "ed25519", "ed448"]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+
+_RSA_BITS = {"rsa": 2048, "rsa1024": 1024, "rsa4096": 4096}
+_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "ec": ec.SECP256R1,
+    "p384": ec.SECP384R1,
+    "p521": ec.SECP521R1,
+    "secp256k1": ec.SECP256K1,
+}
 
 
 def new_key(kind: KeyKind = "ec") -> PrivateKey:
-    """A fresh RSA-2048 or P-256 private key."""
-    if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return ec.generate_private_key(ec.SECP256R1())
+    """A fresh private key: "rsa" (2048), "rsa1024", "rsa4096", "ec" (P-256), "p384", "p521",
+    "secp256k1", "ed25519" or "ed448"."""
+    if kind in _RSA_BITS:
+        return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS[kind])
+    if kind in _CURVES:
+        return ec.generate_private_key(_CURVES[kind]())
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if kind == "ed448":
+        return ed448.Ed448PrivateKey.generate()
+    raise ValueError(f"unknown key kind {kind!r}")
+
+
+# Signature algorithms `cryptography` no longer signs with: (key family, hash name) -> OID.
+_LEGACY_SIGNATURES = {
+    ("rsa", "sha1"): "1.2.840.113549.1.1.5",
+    ("rsa", "md5"): "1.2.840.113549.1.1.4",
+    ("ec", "sha1"): "1.2.840.10045.4.1",
+}
+
+
+def _is_legacy(hash_algorithm: hashes.HashAlgorithm | None) -> bool:
+    return hash_algorithm is not None and hash_algorithm.name in ("sha1", "md5")
+
+
+def _resign(signed: bytes, key: PrivateKey, hash_algorithm: hashes.HashAlgorithm) -> bytes:
+    """Re-sign a certificate or CRL (DER) with a hash `cryptography` refuses (SHA-1, MD5): both
+    AlgorithmIdentifiers (the TBS one and the outer one) are rewritten and the TBS is signed again."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        family = "rsa"
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        family = "ec"
+    else:
+        raise ValueError(f"{hash_algorithm.name} signatures need an RSA or EC key")
+    algorithm_oid = _LEGACY_SIGNATURES.get((family, hash_algorithm.name))
+    if algorithm_oid is None:
+        raise ValueError(f"no {hash_algorithm.name} signature algorithm for {family} keys")
+    algorithm = pki.seq(pki.oid(algorithm_oid), pki.tlv(0x05, b"") if family == "rsa" else b"")
+    tbs_tlv, old_algorithm_tlv, _ = der.children(signed, der.read_tlv(signed, 0))
+    old_algorithm = der.whole(signed, old_algorithm_tlv)
+    parts = [der.whole(signed, child) for child in der.children(signed, tbs_tlv)]
+    parts[parts.index(old_algorithm)] = algorithm  # the TBS copy of the algorithm (first match)
+    tbs = pki.seq(*parts)
+    if isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(tbs, padding.PKCS1v15(), hash_algorithm)
+    else:
+        signature = key.sign(tbs, ec.ECDSA(hash_algorithm))
+    return pki.seq(tbs, algorithm, pki.tlv(der.BIT_STRING, b"\x00" + signature))
+
+
+def _signing_hash(key: PrivateKey, hash_algorithm: hashes.HashAlgorithm | None) -> hashes.HashAlgorithm | None:
+    """`None` means the default: SHA-256, or no separate hash for an Ed25519/Ed448 key."""
+    if hash_algorithm is None and not isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return hashes.SHA256()
+    return hash_algorithm
 
 
 def make_name(common_name: str, organization: str | None = None, country: str | None = "US") -> x509.Name:
@@ -85,6 +153,13 @@ def issue(
     not_after: dt.datetime | None = None,
     key_ids: bool = True,
     issuer_name: x509.Name | None = None,
+    ocsp_urls: Sequence[str] = (),
+    ca_issuers_urls: Sequence[str] = (),
+    crl_urls: Sequence[str] = (),
+    eku: Sequence[x509.ObjectIdentifier] | None = None,
+    ocsp_no_check: bool = False,
+    key_usage: dict[str, bool] | Literal[False] | None = None,
+    hash_algorithm: hashes.HashAlgorithm | None = None,
 ) -> Issued:
     """Issue one certificate.
 
@@ -93,6 +168,16 @@ def issue(
     (naive ones are read as UTC by `cryptography`); defaults are yesterday and a year (ten for a CA)
     from now. `key_ids=False` leaves out SKI and AKI. `issuer_name` overrides the issuer Name written
     into the certificate (for chains that are deliberately broken).
+
+    Revocation and usage options (all non-critical except keyUsage):
+    `ocsp_urls` / `ca_issuers_urls` make an AuthorityInformationAccess extension (OCSP entries first);
+    `crl_urls` make CRLDistributionPoints, one DistributionPoint with a full_name URI per URL;
+    `eku=None` keeps the default (serverAuth on a non-CA certificate, none on a CA), `eku=()` leaves
+    the extension out, anything else is written exactly (on a CA too); `ocsp_no_check` adds
+    id-pkix-ocsp-nocheck; `key_usage` replaces the default keyUsage flags with the named ones set
+    (e.g. `{"digital_signature": True}`), or `False` leaves keyUsage out entirely.
+    `hash_algorithm=None` signs with SHA-256 (no separate hash for an Ed25519/Ed448 issuer key);
+    `hashes.SHA1()` gives a real sha1WithRSAEncryption / ecdsa-with-SHA1 signature.
     """
     name = make_name(subject, "Contoso") if isinstance(subject, str) else subject
     key = key or new_key(kind)
@@ -110,7 +195,9 @@ def issue(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
     )
-    if ca:
+    if key_usage is not None:
+        usage = dict(key_usage or {})
+    elif ca:
         usage = {"key_cert_sign": True, "crl_sign": True, "digital_signature": True}
     else:
         usage = {"digital_signature": True, "key_encipherment": isinstance(key, rsa.RSAPrivateKey)}
@@ -128,7 +215,8 @@ def issue(
         ),
         False,
     )
-    builder = builder.add_extension(x509.KeyUsage(**(flags | usage)), critical=True)
+    if key_usage is not False:
+        builder = builder.add_extension(x509.KeyUsage(**(flags | usage)), critical=True)
     if key_ids:
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         if issuer is not None:
@@ -140,9 +228,31 @@ def issue(
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
         )
-    if not ca:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    return Issued(builder.sign(signer_key, hashes.SHA256()), key)
+    usages = ([] if ca else [ExtendedKeyUsageOID.SERVER_AUTH]) if eku is None else list(eku)
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if ocsp_urls or ca_issuers_urls:
+        access = [
+            x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url))
+            for url in ocsp_urls
+        ] + [
+            x509.AccessDescription(
+                x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url)
+            )
+            for url in ca_issuers_urls
+        ]
+        builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
+    if crl_urls:
+        points = [x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None) for url in crl_urls]
+        builder = builder.add_extension(x509.CRLDistributionPoints(points), critical=False)
+    if ocsp_no_check:
+        builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
+    hash_algorithm = _signing_hash(signer_key, hash_algorithm)
+    if _is_legacy(hash_algorithm):
+        assert hash_algorithm is not None
+        signed = builder.sign(signer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+        return Issued(x509.load_der_x509_certificate(_resign(signed, signer_key, hash_algorithm)), key)
+    return Issued(builder.sign(signer_key, hash_algorithm), key)
 
 
 @dataclass(frozen=True)
@@ -168,25 +278,106 @@ def build_chain(
     leaf_serial: int | None = None,
     leaf_not_before: dt.datetime | None = None,
     leaf_not_after: dt.datetime | None = None,
+    leaf_options: dict[str, Any] | None = None,
+    intermediate_options: dict[str, Any] | None = None,
+    root_options: dict[str, Any] | None = None,
 ) -> Chain:
-    """A three-certificate chain; all keys are `kind` (RSA-2048 or P-256).
+    """A three-certificate chain; all keys are `kind` (see `new_key`).
 
     The CA names carry `organization`, so two chains built with different organizations are
-    unrelated. The leaf's CN defaults to its first DNS name."""
-    root = issue(make_name(f"{organization} Root CA", organization), kind=kind, ca=True, path_length=1)
+    unrelated. The leaf's CN defaults to its first DNS name. `leaf_options`, `intermediate_options`
+    and `root_options` are extra `issue()` keywords for that certificate (they win over the ones
+    set here), e.g. `build_chain("rsa", leaf_options={"crl_urls": [url]})`."""
+    root = issue(
+        make_name(f"{organization} Root CA", organization),
+        **{"kind": kind, "ca": True, "path_length": 1} | (root_options or {}),
+    )
     intermediate = issue(
-        make_name(f"{organization} Issuing CA 1", organization), issuer=root, kind=kind, ca=True, path_length=0
+        make_name(f"{organization} Issuing CA 1", organization),
+        **{"issuer": root, "kind": kind, "ca": True, "path_length": 0} | (intermediate_options or {}),
     )
     leaf = issue(
         make_name(leaf_cn or (dns_names[0] if dns_names else "server"), organization),
-        issuer=intermediate,
-        kind=kind,
-        dns_names=dns_names,
-        serial=leaf_serial,
-        not_before=leaf_not_before,
-        not_after=leaf_not_after,
+        **{
+            "issuer": intermediate,
+            "kind": kind,
+            "dns_names": dns_names,
+            "serial": leaf_serial,
+            "not_before": leaf_not_before,
+            "not_after": leaf_not_after,
+        }
+        | (leaf_options or {}),
     )
     return Chain(root, intermediate, leaf)
+
+
+RevokedEntry = tuple[int, x509.ReasonFlags | None, dt.datetime]
+
+
+def make_crl(
+    issuer: Issued,
+    revoked: Sequence[RevokedEntry] = (),
+    *,
+    this_update: dt.datetime | None = None,
+    next_update: dt.datetime | None = None,
+    number: int | None = 1,
+    number_critical: bool = False,
+    idp_url: str | None = None,
+    hash_algorithm: hashes.HashAlgorithm | None = None,
+    signer_key: PrivateKey | None = None,
+    issuer_name: x509.Name | None = None,
+    key_ids: bool = True,
+) -> bytes:
+    """A v2 CRL (DER) from `issuer`, built with `cryptography`'s CertificateRevocationListBuilder.
+
+    `revoked` holds (serial, reason or None for no reasonCode, revocation date). `this_update`
+    defaults to an hour ago and `next_update` to `this_update` + 7 days. `number=None` leaves out
+    CRLNumber; `number_critical` marks it critical (a test of unknown-critical handling). `idp_url`
+    adds a critical IssuingDistributionPoint with that full_name URI. The CRL carries the issuer's
+    SKI as its AKI unless `key_ids=False` (or the issuer has no SKI). `signer_key` signs with another
+    key ("signed by the wrong key"); `issuer_name` overrides the issuer Name written into the CRL.
+    `hash_algorithm` works as in `issue()` (SHA-1 is re-signed by hand)."""
+    this_update = this_update or _now() - dt.timedelta(hours=1)
+    next_update = next_update or this_update + dt.timedelta(days=7)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer_name or issuer.cert.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+    )
+    for serial, reason, revoked_at in revoked:
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(revoked_at)
+        if reason is not None:
+            entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    if number is not None:
+        builder = builder.add_extension(x509.CRLNumber(number), critical=number_critical)
+    if key_ids:
+        try:
+            ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        except x509.ExtensionNotFound:
+            pass
+        else:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+            )
+    if idp_url is not None:
+        idp = x509.IssuingDistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(idp_url)],
+            relative_name=None,
+            only_contains_user_certs=False,
+            only_contains_ca_certs=False,
+            only_some_reasons=None,
+            indirect_crl=False,
+            only_contains_attribute_certs=False,
+        )
+        builder = builder.add_extension(idp, critical=True)
+    key = signer_key or issuer.key
+    hash_algorithm = _signing_hash(key, hash_algorithm)
+    if _is_legacy(hash_algorithm):
+        assert hash_algorithm is not None
+        return _resign(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER), key, hash_algorithm)
+    return builder.sign(key, hash_algorithm).public_bytes(serialization.Encoding.DER)
 
 
 def pem_of(items: Iterable[Issued | bytes]) -> bytes:

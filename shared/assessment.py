@@ -1,0 +1,719 @@
+"""Assess a certificate the way Exchange will see it, before anything is deployed.
+
+Exchange uses a certificate only when Windows can build and trust its chain on the server, and shows the
+outcome as `Get-ExchangeCertificate`'s Status. `assess()` gives that status and the findings behind it:
+
+- the path: the leaf, the certificates delivered with it, intermediates fetched through AIA caIssuers
+  (each fetch reported, because the server will not have them), up to a root in the trust store;
+- `cryptography.x509.verification` checks signatures, CA constraints and dates along that path;
+- certsync's own lints on what the library lets through (`spec/validation.md` §0.2): EKU, key, signature
+  hash, host names (RFC 6125), and the first CN Exchange reads for TlsCertificateName;
+- revocation of the leaf and every intermediate (`shared.revocation`), under policy hard, soft or off.
+
+Status precedence when several apply: Revoked, DateInvalid, Untrusted, Invalid, RevocationCheckFailure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from shared.certificate import Certificate, CertificateBundle, certificates_in
+from shared.crl import Crl
+from shared.exceptions import CertsyncError
+from shared.fetch import Fetcher, FetchError
+from shared.reports import iso
+from shared.revocation import FetchCache, check_revocation
+from shared.signatures import SHA1_SIGNATURES
+from shared.tls_certificate_name import TlsCertificateName
+
+VALID, INVALID, UNTRUSTED = "Valid", "Invalid", "Untrusted"
+DATE_INVALID, REVOKED, REVOCATION_CHECK_FAILURE = "DateInvalid", "Revoked", "RevocationCheckFailure"
+_PRECEDENCE = (REVOKED, DATE_INVALID, UNTRUSTED, INVALID, REVOCATION_CHECK_FAILURE)
+POLICIES = ("hard", "soft", "off")
+MAX_PATH = 8  # certificates in a path, leaf and root included
+MAX_AIA_DEPTH = 4  # issuers fetched through AIA for one path
+_GOOD_CURVES = {"secp256r1", "secp384r1"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong or worth knowing. `status` is the Exchange status an error implies."""
+
+    code: str
+    severity: str  # "error" | "warning" | "info"
+    subject: str  # the certificate it concerns, as Windows prints its subject
+    thumbprint: str
+    message: str
+    remedy: str
+    status: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "subject": self.subject,
+            "thumbprint": self.thumbprint,
+            "message": self.message,
+            "remedy": self.remedy,
+        }
+
+
+@dataclass(frozen=True)
+class PathEntry:
+    """One certificate of the path, leaf first: where it came from (`delivered`, `aia`, `trust store`)."""
+
+    certificate: Certificate
+    source: str
+
+    def to_dict(self) -> dict:
+        cert = self.certificate
+        return {
+            "subject": _subject(cert),
+            "issuer": _issuer(cert),
+            "thumbprint": cert.thumbprint,
+            "not_after": iso(cert.not_after),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Assessment:
+    status: str
+    tls_certificate_name: str
+    findings: tuple[Finding, ...]
+    path: tuple[PathEntry, ...]
+    at: dt.datetime
+    revocation_policy: str
+    fetches: tuple[str, ...] = ()  # "URL: outcome" for every fetch attempted
+
+    @property
+    def intermediates_to_install(self) -> tuple[Certificate, ...]:
+        """The intermediates of the path, delivered or fetched: what the servers' CA store needs."""
+        return tuple(e.certificate for e in self.path[1:] if e.source != "trust store")
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "tls_certificate_name": self.tls_certificate_name,
+            "at": iso(self.at),
+            "revocation_policy": self.revocation_policy,
+            "findings": [f.to_dict() for f in self.findings],
+            "path": [e.to_dict() for e in self.path],
+            "fetches": list(self.fetches),
+        }
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """The roots a path may end at."""
+
+    roots: tuple[Certificate, ...]
+    source: str
+    _x509: tuple[x509.Certificate, ...] = field(repr=False, default=())
+
+    @classmethod
+    def from_certificates(cls, roots: Sequence[Certificate], source: str) -> TrustStore:
+        if not roots:
+            raise CertsyncError(f"{source}: holds no certificate to trust; give a PEM file of root certificates")
+        parsed = tuple(_to_x509(c) for c in roots)
+        return cls(tuple(roots), source, parsed)
+
+    @classmethod
+    def from_file(cls, path: str) -> TrustStore:
+        """Exactly the roots in a PEM, DER or PKCS#7 file (`--trust FILE`)."""
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(10 * 1024 * 1024)
+        except OSError as exc:
+            raise CertsyncError(f"{path}: cannot be read ({exc.strerror}); check the --trust path") from None
+        return cls.from_certificates(certificates_in(data, path), path)
+
+    @classmethod
+    def mozilla(cls) -> TrustStore:
+        """Mozilla's roots, as `certifi` ships them."""
+        return _mozilla()
+
+    def contains(self, cert: Certificate) -> bool:
+        return cert in self.roots
+
+    def store(self) -> verification.Store:
+        return verification.Store(list(self._x509))
+
+
+@functools.lru_cache(maxsize=1)
+def _mozilla() -> TrustStore:
+    import certifi
+
+    with open(certifi.where(), "rb") as handle:
+        return TrustStore.from_certificates(certificates_in(handle.read(), "Mozilla roots (certifi)"), "mozilla")
+
+
+class _MalformedError(Exception):
+    def __init__(self, cert: Certificate) -> None:
+        self.cert = cert
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_x509(cert: Certificate) -> x509.Certificate:
+    try:
+        with warnings.catch_warnings():  # a few Mozilla roots have non-positive serials; we only read them
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            return x509.load_der_x509_certificate(cert.der)
+    except ValueError:
+        raise _MalformedError(cert) from None
+
+
+def assess(
+    bundle: CertificateBundle,
+    *,
+    hosts: Iterable[str] = (),
+    trust: TrustStore | None = None,
+    at: dt.datetime | None = None,
+    revocation: str = "hard",
+    crls: Sequence[Crl] = (),
+    fetcher: Fetcher | None = None,
+    offline: bool = False,
+    cache: FetchCache | None = None,
+    expiry_warning_days: int = 30,
+) -> Assessment:
+    """Assess `bundle` (the leaf and what came with it) for use by Exchange.
+
+    `at` defaults to now; `trust` to Mozilla's roots; `fetcher` to a default guarded one. With `offline`,
+    nothing is fetched (AIA and revocation use only what is given). `cache` carries CRLs and OCSP answers
+    between assessments."""
+    if revocation not in POLICIES:
+        raise CertsyncError(f"revocation policy {revocation!r}: use one of {', '.join(POLICIES)}")
+    run = _Run(
+        bundle=bundle,
+        hosts=tuple(dict.fromkeys(h.strip().lower().rstrip(".") for h in hosts if h.strip())),
+        trust=trust or TrustStore.mozilla(),
+        at=(at or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc),
+        policy=revocation,
+        crls=tuple(crls),
+        fetcher=None if offline else (fetcher or Fetcher()),
+        cache=cache if cache is not None else FetchCache(),
+        expiry_days=expiry_warning_days,
+    )
+    return run.assess()
+
+
+@dataclass
+class _Run:
+    bundle: CertificateBundle
+    hosts: tuple[str, ...]
+    trust: TrustStore
+    at: dt.datetime
+    policy: str
+    crls: tuple[Crl, ...]
+    fetcher: Fetcher | None
+    cache: FetchCache
+    expiry_days: int
+    findings: list[Finding] = field(default_factory=list)
+
+    def assess(self) -> Assessment:
+        leaf = self.bundle.leaf
+        path: list[PathEntry] = [PathEntry(leaf, "delivered")]
+        try:
+            path, anchored = self._build_path()
+            verified = self._verify(path, anchored)
+            self._lint_leaf(leaf)
+            self._lint_path(path)
+            if verified and self.policy != "off":
+                self._check_revocation(path)
+        except _MalformedError as exc:
+            self._add(
+                "malformed-certificate",
+                "error",
+                exc.cert,
+                "The certificate is not well-formed DER that a strict parser accepts.",
+                "Re-issue or re-export the certificate; Windows may also refuse it.",
+                INVALID,
+            )
+        if self.policy == "off":
+            self._add(
+                "revocation-not-checked",
+                "info",
+                leaf,
+                "Revocation was not checked (policy off).",
+                "Run with --revocation hard before deploying.",
+            )
+        status = next((s for s in _PRECEDENCE if any(f.status == s for f in self.findings)), VALID)
+        order = {"error": 0, "warning": 1, "info": 2}
+        findings = tuple(sorted(self.findings, key=lambda f: order[f.severity]))
+        attempts = self.fetcher.attempts if self.fetcher else []
+        return Assessment(
+            status=status,
+            tls_certificate_name=str(TlsCertificateName.from_certificate(leaf)),
+            findings=findings,
+            path=tuple(path),
+            at=self.at,
+            revocation_policy=self.policy,
+            fetches=tuple(f"{a.url}: {a.outcome}" for a in attempts),
+        )
+
+    # -- the path -------------------------------------------------------------------------------------
+
+    def _build_path(self) -> tuple[list[PathEntry], bool]:
+        """Leaf to root by name (and key id), preferring the trust store, then what was delivered, then AIA."""
+        delivered = [c for c in (*self.bundle.chain, *self.bundle.extras) if c != self.bundle.leaf]
+        path = [PathEntry(self.bundle.leaf, "delivered")]
+        fetched = 0
+        while len(path) < MAX_PATH:
+            current = path[-1].certificate
+            if self.trust.contains(current):
+                return path, True
+            root = next((r for r in self.trust.roots if r.issued(current)), None)
+            if root is not None:
+                path.append(PathEntry(root, "trust store"))
+                return path, True
+            if current.is_self_issued:
+                self._add(
+                    "untrusted-root",
+                    "error",
+                    current,
+                    "The chain ends at a root that is not in the trust store.",
+                    "Use a certificate from a public CA, or add this root to the servers' and certsync's trust.",
+                    UNTRUSTED,
+                )
+                return path, False
+            in_path = {e.certificate for e in path}
+            parent = next((c for c in delivered if c not in in_path and c.issued(current)), None)
+            if parent is not None:
+                path.append(PathEntry(parent, "delivered"))
+                continue
+            parent = self._fetch_issuer(current, in_path) if fetched < MAX_AIA_DEPTH else None
+            if parent is None:
+                self._add(
+                    "chain-incomplete",
+                    "error",
+                    current,
+                    f"The issuer of {_subject(current)!r} ({_issuer(current)}) was not delivered with the "
+                    "certificate and could not be fetched, so Exchange will not find a chain "
+                    "(454 4.7.5 certificate not found).",
+                    "Re-import the certificate into Key Vault as a PFX that includes the intermediate "
+                    "certificates, or install the intermediate on every Exchange server.",
+                    UNTRUSTED,
+                )
+                return path, False
+            fetched += 1
+            self._add(
+                "chain-incomplete",
+                "warning",
+                current,
+                f"The intermediate {_subject(parent)!r} was not delivered with the certificate; certsync "
+                "fetched it through AIA, but a server without it shows the certificate as missing (454 4.7.5).",
+                "Re-import the certificate into Key Vault with its full chain; until then certsync installs "
+                "the fetched intermediate on the servers.",
+            )
+            path.append(PathEntry(parent, "aia"))
+        self._add(
+            "chain-too-long",
+            "error",
+            self.bundle.leaf,
+            f"No path to a trusted root within {MAX_PATH} certificates.",
+            "Check the chain delivered with the certificate.",
+            UNTRUSTED,
+        )
+        return path, False
+
+    def _fetch_issuer(self, cert: Certificate, in_path: set[Certificate]) -> Certificate | None:
+        if self.fetcher is None:
+            return None
+        cert_x = _to_x509(cert)
+        try:
+            aia = cert_x.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        except x509.ExtensionNotFound:
+            return None
+        urls = [
+            d.access_location.value
+            for d in aia
+            if d.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS
+            and isinstance(d.access_location, x509.UniformResourceIdentifier)
+        ][:4]
+        for url in urls:
+            candidates = self.cache.aia.get(url)
+            if candidates is None:
+                if self.cache.failed_recently(url):
+                    continue
+                try:
+                    candidates = tuple(certificates_in(self.fetcher.get(url, "aia"), url))
+                except (FetchError, CertsyncError) as exc:
+                    if not getattr(exc, "refused", False):
+                        self.cache.fail(url)
+                    continue
+                self.cache.aia[url] = candidates
+            for candidate in candidates:
+                if candidate in in_path:
+                    continue  # an AIA loop: a certificate already in the path
+                if candidate.issued(cert) and _signed_by(cert_x, candidate):
+                    return candidate
+        return None
+
+    def _verify(self, path: list[PathEntry], anchored: bool) -> bool:
+        """Check the path with cryptography's verifier; return whether revocation can be checked on it."""
+        leaf_x = _to_x509(self.bundle.leaf)
+        intermediates = [_to_x509(e.certificate) for e in path[1:] if e.source != "trust store"]
+        for extra in self.bundle.chain + self.bundle.extras:
+            if extra not in {e.certificate for e in path}:
+                try:
+                    intermediates.append(_to_x509(extra))
+                except _MalformedError:
+                    continue
+        if not anchored:
+            self._lint_dates(path)
+            return False
+        for entry in path:
+            _to_x509(entry.certificate)  # every certificate of the path must parse
+        try:
+            _verifier(self.trust, self.at).verify(leaf_x, intermediates)
+            self._lint_dates(path)
+            return True
+        except verification.VerificationError as exc:
+            reason = str(exc)
+        window_start = max(e.certificate.not_before for e in path)
+        window_end = min(e.certificate.not_after for e in path)
+        if not window_start <= self.at <= window_end and window_start <= window_end:
+            try:  # does the path verify at a time when every certificate is in date? then dates are the problem
+                _verifier(self.trust, window_start + (window_end - window_start) / 2).verify(leaf_x, intermediates)
+                self._lint_dates(path)
+                return True
+            except verification.VerificationError:
+                pass
+        self._lint_dates(path)
+        self._add(
+            "chain-invalid",
+            "error",
+            self.bundle.leaf,
+            f"The chain does not validate: {_verifier_reason(reason)}.",
+            "Re-issue the certificate from a CA whose chain validates, and deliver the chain with it.",
+            INVALID,
+        )
+        return False
+
+    # -- lints ----------------------------------------------------------------------------------------
+
+    def _lint_dates(self, path: list[PathEntry]) -> None:
+        leaf = self.bundle.leaf
+        if self.at < leaf.not_before:
+            self._add(
+                "not-yet-valid",
+                "error",
+                leaf,
+                f"The certificate is not valid until {iso(leaf.not_before)}.",
+                "Wait until it is valid before switching the connectors to it.",
+                DATE_INVALID,
+            )
+        elif self.at > leaf.not_after:
+            self._add(
+                "expired",
+                "error",
+                leaf,
+                f"The certificate expired on {iso(leaf.not_after)}.",
+                "Renew the certificate in Key Vault.",
+                DATE_INVALID,
+            )
+        else:
+            left = leaf.not_after - self.at
+            if left < dt.timedelta(days=self.expiry_days):
+                self._add(
+                    "expires-soon",
+                    "warning",
+                    leaf,
+                    f"The certificate expires on {iso(leaf.not_after)}, in {left.days} days.",
+                    "Renew it now; Key Vault can renew it automatically at a lifetime percentage.",
+                )
+        for entry in path[1:]:
+            ca = entry.certificate
+            if not ca.not_before <= self.at <= ca.not_after:
+                when = "expired on" if self.at > ca.not_after else "is not valid until"
+                stamp = ca.not_after if self.at > ca.not_after else ca.not_before
+                kind = "root" if entry.source == "trust store" else "intermediate"
+                self._add(
+                    "intermediate-expired",
+                    "error",
+                    ca,
+                    f"The {kind} certificate {_subject(ca)!r} {when} {iso(stamp)}.",
+                    "Deliver the CA's current intermediate with the certificate (re-import the PFX with its chain).",
+                    DATE_INVALID,
+                )
+
+    def _lint_leaf(self, leaf: Certificate) -> None:
+        cert_x = _to_x509(leaf)
+        self._lint_eku(leaf, cert_x)
+        self._lint_key(leaf, cert_x)
+        self._lint_hosts(leaf)
+        problems = TlsCertificateName.from_certificate(leaf).problems()
+        if problems:
+            self._add(
+                "cn-not-dns-name",
+                "error",
+                leaf,
+                f"Exchange will reject this certificate's TlsCertificateName: {problems[0]}",
+                "Re-issue the certificate with the mail host name (e.g. mail.contoso.com) as its first CN.",
+                INVALID,
+            )
+
+    def _lint_eku(self, leaf: Certificate, cert_x: x509.Certificate) -> None:
+        ekus = _ekus(cert_x)
+        if ekus is None or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in ekus:
+            return
+        if ExtendedKeyUsageOID.SERVER_AUTH not in ekus:
+            self._add(
+                "eku-no-server-auth",
+                "error",
+                leaf,
+                "The extended key usage does not include Server Authentication, so TLS cannot use it.",
+                "Re-issue the certificate as a TLS server certificate (EKU serverAuth).",
+                INVALID,
+            )
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in ekus:
+            self._add(
+                "eku-no-client-auth",
+                "warning",
+                leaf,
+                "The extended key usage lacks Client Authentication; Exchange presents this certificate as a "
+                "TLS client when it sends to Exchange Online, and the connection may fall back or fail.",
+                "Prefer a certificate with clientAuth, or confirm that the partner (Exchange Online) accepts "
+                "a serverAuth-only certificate for the outbound connector.",
+            )
+        key_usage = _key_usage(cert_x)
+        if key_usage is not None and not key_usage.digital_signature and not key_usage.key_encipherment:
+            self._add(
+                "key-usage",
+                "error",
+                leaf,
+                "The key usage allows neither digitalSignature nor keyEncipherment, so TLS cannot use the key.",
+                "Re-issue the certificate with digitalSignature (and keyEncipherment for RSA).",
+                INVALID,
+            )
+
+    def _lint_key(self, leaf: Certificate, cert_x: x509.Certificate) -> None:
+        key = cert_x.public_key()
+        if isinstance(key, rsa.RSAPublicKey):
+            if key.key_size < 2048:
+                self._add(
+                    "weak-key",
+                    "error",
+                    leaf,
+                    f"The RSA key is {key.key_size} bits; Windows and Exchange Online require at least 2048.",
+                    "Re-issue the certificate with an RSA key of 2048 bits or more.",
+                    INVALID,
+                )
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            if key.curve.name not in _GOOD_CURVES:
+                self._add(
+                    "weak-key",
+                    "error",
+                    leaf,
+                    f"The key is on curve {key.curve.name}; only P-256 and P-384 are usable for TLS here.",
+                    "Re-issue the certificate with an RSA-2048 (or larger) or a P-256/P-384 key.",
+                    INVALID,
+                )
+            else:
+                self._add(
+                    "ecdsa-key",
+                    "warning",
+                    leaf,
+                    "The key is ECDSA; Exchange Server supports ECC certificates only on recent builds, and only "
+                    "once ECC support is enabled.",
+                    "Confirm the servers run Exchange Server SE or 2019 CU with ECC enabled, or use RSA-2048.",
+                )
+        else:
+            kind = (
+                "DSA"
+                if isinstance(key, dsa.DSAPublicKey)
+                else "Ed25519"
+                if isinstance(key, ed25519.Ed25519PublicKey)
+                else "Ed448"
+                if isinstance(key, ed448.Ed448PublicKey)
+                else type(key).__name__
+            )
+            self._add(
+                "weak-key",
+                "error",
+                leaf,
+                f"The key is {kind}, which Exchange cannot use for TLS.",
+                "Re-issue the certificate with an RSA-2048 (or larger) or a P-256/P-384 key.",
+                INVALID,
+            )
+
+    def _lint_path(self, path: list[PathEntry]) -> None:
+        for entry in path:
+            if entry.source == "trust store":
+                continue  # a root's self-signature is not checked, by Windows or anyone
+            cert_x = _to_x509(entry.certificate)
+            if cert_x.signature_algorithm_oid.dotted_string in SHA1_SIGNATURES:
+                self._add(
+                    "sha1-signature",
+                    "error",
+                    entry.certificate,
+                    "The certificate is signed with SHA-1, which TLS clients no longer accept.",
+                    "Re-issue it; every public CA signs with SHA-256 or better.",
+                    INVALID,
+                )
+            if entry is not path[0]:
+                ekus = _ekus(cert_x)
+                if ekus is not None and not {
+                    ExtendedKeyUsageOID.SERVER_AUTH,
+                    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+                } & set(ekus):
+                    self._add(
+                        "eku-no-server-auth",
+                        "error",
+                        entry.certificate,
+                        "This CA certificate's extended key usage excludes Server Authentication, so nothing "
+                        "it issues is valid for TLS.",
+                        "Use a certificate from a CA hierarchy issued for TLS server authentication.",
+                        INVALID,
+                    )
+
+    def _lint_hosts(self, leaf: Certificate) -> None:
+        names = leaf.dns_names
+        source = "subject alternative names"
+        if not names:
+            cn = TlsCertificateName.from_certificate(leaf).first_cn_as_exchange_reads_it()
+            names, source = ((cn,) if cn else ()), "subject CN (the certificate has no DNS SAN)"
+        for host in self.hosts:
+            if not any(host_matches(pattern, host) for pattern in names):
+                self._add(
+                    "host-not-covered",
+                    "error",
+                    leaf,
+                    f"The host name {host} is not covered by the certificate's {source} "
+                    f"({', '.join(names) or 'none'}).",
+                    f"Re-issue the certificate with {host} in its subject alternative names.",
+                    INVALID,
+                )
+
+    # -- revocation ---------------------------------------------------------------------------------
+
+    def _check_revocation(self, path: list[PathEntry]) -> None:
+        for child, parent in itertools.pairwise(path):
+            if self.trust.contains(child.certificate):
+                break
+            result = check_revocation(
+                _to_x509(child.certificate),
+                _to_x509(parent.certificate),
+                at=self.at,
+                fetcher=self.fetcher,
+                cache=self.cache,
+                supplied_crls=self.crls,
+            )
+            cert = child.certificate
+            if result.status == "revoked":
+                when = f" on {iso(result.revoked_at)}" if result.revoked_at else ""
+                reason = f" (reason: {result.reason})" if result.reason else ""
+                self._add(
+                    "revoked",
+                    "error",
+                    cert,
+                    f"{_subject(cert)!r} was revoked{when}{reason}, according to {result.source}.",
+                    "Do not deploy it: issue a new certificate and import it into Key Vault.",
+                    REVOKED,
+                )
+            elif result.status == "unknown":
+                hard = self.policy == "hard"
+                why = "; ".join(result.problems) or "no source answered"
+                self._add(
+                    "revocation-unknown",
+                    "error" if hard else "warning",
+                    cert,
+                    f"The revocation status of {_subject(cert)!r} could not be established ({why}).",
+                    "Make the CRL/OCSP URLs reachable (allow-list a private PKI host with --allow-host), or "
+                    "supply the CRL with --crl; Exchange shows RevocationCheckFailure in the same situation.",
+                    REVOCATION_CHECK_FAILURE if hard else None,
+                )
+
+    def _add(
+        self, code: str, severity: str, cert: Certificate, message: str, remedy: str, status: str | None = None
+    ) -> None:
+        self.findings.append(Finding(code, severity, _subject(cert), cert.thumbprint, message, remedy, status))
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """RFC 6125 §6.4: exact match ignoring case, or `*.rest` matching exactly one leftmost label.
+
+    Partial-label wildcards (`f*.example.com`), wildcards not in the leftmost label, and wildcards
+    over fewer than two remaining labels (`*.com`) match nothing."""
+    pattern = pattern.lower().rstrip(".")
+    host = host.lower().rstrip(".")
+    if "*" not in pattern:
+        return pattern == host
+    label, _, rest = pattern.partition(".")
+    if label != "*" or "*" in rest or rest.count(".") < 1:
+        return False
+    first, _, host_rest = host.partition(".")
+    return bool(first) and host_rest == rest
+
+
+@functools.lru_cache(maxsize=64)
+def _verifier_cached(trust: TrustStore, at: dt.datetime) -> verification.ClientVerifier:
+    ca_policy = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, None
+    )  # CA EKU is our lint (`eku-no-server-auth`), so a serverAuth-only CA passes the client verifier
+    builder = (
+        verification.PolicyBuilder()
+        .store(trust.store())
+        .time(at)
+        .extension_policies(ca_policy=ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
+    )
+    return builder.build_client_verifier()
+
+
+def _verifier(trust: TrustStore, at: dt.datetime) -> verification.ClientVerifier:
+    """Path building and signatures without the leaf profile: EKU, SAN and key are certsync's own lints."""
+    return _verifier_cached(trust, at.replace(microsecond=0))
+
+
+def _verifier_reason(text: str) -> str:
+    """cryptography's message without the certificate repr it appends."""
+    text = text.split(" (encountered processing", 1)[0]
+    return text.removeprefix("validation failed: ")
+
+
+def _signed_by(cert_x: x509.Certificate, issuer: Certificate) -> bool:
+    try:
+        cert_x.verify_directly_issued_by(_to_x509(issuer))
+    except (ValueError, TypeError, InvalidSignature, _MalformedError):
+        return False
+    return True
+
+
+def _ekus(cert_x: x509.Certificate) -> list | None:
+    try:
+        return list(cert_x.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _key_usage(cert_x: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return cert_x.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _subject(cert: Certificate) -> str:
+    try:
+        return str(cert.subject)
+    except CertsyncError:
+        return f"(undecodable subject, thumbprint {cert.thumbprint})"
+
+
+def _issuer(cert: Certificate) -> str:
+    try:
+        return str(cert.issuer)
+    except CertsyncError:
+        return "(undecodable issuer)"
