@@ -8,6 +8,7 @@ and what to do. Kept light on imports so that it starts fast: `cryptography` loa
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -77,6 +78,36 @@ def _parser() -> argparse.ArgumentParser:
     _password_option(parse)
     _json_option(parse)
     parse.set_defaults(run=_cmd_parse)
+
+    check = commands.add_parser(
+        "check", allow_abbrev=False, help="assess a certificate the way Exchange will see it (exit 1 unless Valid)"
+    )
+    check.add_argument("file", metavar="FILE", help="the certificate with its chain: PEM, DER, PKCS#7 or PKCS#12")
+    _password_option(check)
+    check.add_argument(
+        "--host", action="append", default=[], metavar="NAME", help="a host name the certificate must cover (repeat)"
+    )
+    check.add_argument("--at", metavar="ISO8601", help="assess at this time instead of now (e.g. 2027-01-31T00:00Z)")
+    check.add_argument(
+        "--revocation",
+        choices=("hard", "soft", "off"),
+        default="hard",
+        help="hard: no revocation evidence is RevocationCheckFailure (default); soft: a warning; off: not checked",
+    )
+    check.add_argument("--trust", metavar="FILE", help="trust exactly the roots in FILE instead of Mozilla's")
+    check.add_argument("--crl", action="append", default=[], metavar="FILE", help="a CRL to use (repeat)")
+    check.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="let fetches reach this host (and port), e.g. a private PKI's CRL server (repeat)",
+    )
+    check.add_argument(
+        "--expiry-days", type=int, default=30, metavar="N", help="warn when fewer than N days are left (default 30)"
+    )
+    _json_option(check)
+    check.set_defaults(run=_cmd_check)
     return parser
 
 
@@ -183,6 +214,57 @@ def _cmd_parse(args: argparse.Namespace) -> int:
         _print_problems(report["problems"])
     ok = report["exchange_accepts"] and report.get("selects_certificate", True)
     return EXIT_OK if ok else EXIT_FINDING
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from shared.assessment import VALID, TrustStore, assess
+    from shared.fetch import Fetcher
+    from shared.revocation import load_crl_file
+
+    at = _parse_time(args.at) if args.at else None
+    fetcher = Fetcher(allow=args.allow_host)
+    trust = TrustStore.from_file(args.trust) if args.trust else None
+    crls = [load_crl_file(path) for path in args.crl]
+    bundle = _load(args.file, args.password_env)
+    result = assess(
+        bundle,
+        hosts=args.host,
+        trust=trust,
+        at=at,
+        revocation=args.revocation,
+        crls=crls,
+        fetcher=fetcher,
+        expiry_warning_days=args.expiry_days,
+    )
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        rows = [
+            ("Status", result.status),
+            ("TlsCertificateName", result.tls_certificate_name),
+            ("Checked at", f"{result.to_dict()['at']} (revocation {result.revocation_policy})"),
+        ]
+        for n, entry in enumerate(result.path, 1):
+            item = entry.to_dict()
+            text = f"{n}. {item['subject']}  [{item['thumbprint'][:8]}, {entry.source}, until {item['not_after'][:10]}]"
+            rows.append(("Path" if n == 1 else "", text))
+        _print_table(rows)
+        for finding in result.findings:
+            print(f"{finding.severity.upper():<8} {finding.code}: {_visible(finding.message)}")
+            print(f"{'':<8} Fix: {_visible(finding.remedy)}")
+        if not result.findings:
+            print("No findings.")
+    return EXIT_OK if result.status == VALID else EXIT_FINDING
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        stamp = dt.datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise CertsyncError(
+            f"--at {text!r}: not an ISO 8601 time; write e.g. 2027-01-31 or 2027-01-31T08:00Z"
+        ) from None
+    return stamp.replace(tzinfo=dt.timezone.utc) if stamp.tzinfo is None else stamp
 
 
 def _certificate_rows(report: dict) -> list[tuple[str, str]]:
