@@ -30,4 +30,14 @@ expect 1 certsync parse "$connector_value" --cert "$new"
 
 step "5. Machine-readable, for scripts and pipelines" "certsync diff --json $old $new"
 expect 1 certsync diff --json "$old" "$new"
+at=2026-12-01T00:00Z  # a fixed time, so the demo tells the same story whenever it runs
+step "6. Will Exchange accept the renewed certificate? Chain, dates, EKU, key, host names" \
+  "certsync check $new --trust examples/demo-root.pem --host mail.contoso.com --host smtp.contoso.com --at $at --revocation soft"
+expect 0 certsync check "$new" --trust examples/demo-root.pem --host mail.contoso.com --host smtp.contoso.com \
+  --at "$at" --revocation soft
+
+step "7. The old certificate alone: no intermediate delivered, expired by then, smtp.contoso.com not covered" \
+  "certsync check $old --trust examples/demo-root.pem --host smtp.contoso.com --at $at --revocation off"
+expect 1 certsync check <(head -n "$(grep -n 'END CERTIFICATE' "$old" | head -1 | cut -d: -f1)" "$old") \
+  --trust examples/demo-root.pem --host smtp.contoso.com --at "$at" --revocation off
 printf '\nDemo finished: the renewal needs a connector update, and certsync says exactly to what.\n'

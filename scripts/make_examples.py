@@ -24,7 +24,22 @@ def _name(**attrs: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(oids[k], v) for k, v in attrs.items()])
 
 
-def _issue(subject, issuer, key, issuer_key, start, days, *, ca, dns=()):  # noqa: ANN001
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    flags = dict.fromkeys(
+        [
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "encipher_only",
+            "decipher_only",
+        ],
+        False,
+    )
+    return x509.KeyUsage(digital_signature=True, key_cert_sign=ca, crl_sign=ca, **flags)
+
+
+def _issue(subject, issuer, key, issuer_key, start, days, *, ca, dns=(), path_length=0):  # noqa: ANN001
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -33,7 +48,8 @@ def _issue(subject, issuer, key, issuer_key, start, days, *, ca, dns=()):  # noq
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
+        .add_extension(_key_usage(ca), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
     )
@@ -48,12 +64,23 @@ def _issue(subject, issuer, key, issuer_key, start, days, *, ca, dns=()):  # noq
 def main() -> None:
     root_key = ec.generate_private_key(ec.SECP384R1())
     root_name = _name(C="US", O="certsync demo", CN="certsync Demo Root X1")
-    root = _issue(root_name, root_name, root_key, root_key, dt.datetime(2024, 1, 1, tzinfo=UTC), 3650, ca=True)
+    root = _issue(
+        root_name, root_name, root_key, root_key, dt.datetime(2024, 1, 1, tzinfo=UTC), 3650, ca=True, path_length=None
+    )
+    (OUT / "demo-root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))  # for `check --trust`
     versions = [
-        ("mail-2026-08.pem", "R10", dt.datetime(2026, 8, 28, tzinfo=UTC),
-         ["mail.contoso.com", "autodiscover.contoso.com"]),
-        ("mail-2026-11.pem", "R11", dt.datetime(2026, 11, 20, tzinfo=UTC),
-         ["mail.contoso.com", "autodiscover.contoso.com", "smtp.contoso.com"]),
+        (
+            "mail-2026-08.pem",
+            "R10",
+            dt.datetime(2026, 8, 28, tzinfo=UTC),
+            ["mail.contoso.com", "autodiscover.contoso.com"],
+        ),
+        (
+            "mail-2026-11.pem",
+            "R11",
+            dt.datetime(2026, 11, 20, tzinfo=UTC),
+            ["mail.contoso.com", "autodiscover.contoso.com", "smtp.contoso.com"],
+        ),
     ]
     for filename, ca_cn, start, dns in versions:
         ca_key = ec.generate_private_key(ec.SECP256R1())

@@ -660,9 +660,13 @@ def host_matches(pattern: str, host: str) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _verifier_cached(trust: TrustStore, at: dt.datetime) -> verification.ClientVerifier:
-    ca_policy = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
-        x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, None
-    )  # CA EKU is our lint (`eku-no-server-auth`), so a serverAuth-only CA passes the client verifier
+    # CA EKU is our lint (`eku-no-server-auth`), so a serverAuth-only CA passes the client verifier. A CA
+    # without KeyUsage is accepted, as Windows accepts it; one with KeyUsage must have keyCertSign.
+    ca_policy = (
+        verification.ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, None)
+        .may_be_present(x509.KeyUsage, verification.Criticality.AGNOSTIC, _ca_key_usage)
+    )
     builder = (
         verification.PolicyBuilder()
         .store(trust.store())
@@ -670,6 +674,11 @@ def _verifier_cached(trust: TrustStore, at: dt.datetime) -> verification.ClientV
         .extension_policies(ca_policy=ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
     )
     return builder.build_client_verifier()
+
+
+def _ca_key_usage(_policy: object, _cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("the CA certificate's key usage lacks keyCertSign")
 
 
 def _verifier(trust: TrustStore, at: dt.datetime) -> verification.ClientVerifier:
