@@ -131,7 +131,7 @@ class Fetcher:
             raise FetchRefused(f"scheme {parts.scheme or '(none)'!r} is not http")
         if not host or parts.username is not None or parts.password is not None:
             raise FetchRefused("the URL has no host, or carries user info")
-        if not host.isascii() or not (set(host) <= _HOST_CHARS or host.replace(":", "").isalnum()):
+        if not _is_host(host):
             raise FetchRefused("the host name has characters a DNS name cannot")
         if port != 80 and (host, port) not in self.allow:
             raise FetchRefused(f"port {port} is not 80 and {host}:{port} is not allow-listed")
@@ -211,7 +211,8 @@ class Fetcher:
         except OSError:
             raise _Transient("cannot connect") from None
         # A hard deadline for the whole exchange: a server that drips bytes cannot hold us past it.
-        watchdog = threading.Timer(budget, _shutdown, (sock,))
+        expired = threading.Event()
+        watchdog = threading.Timer(budget, _shutdown, (sock, expired))
         watchdog.start()
         try:
             conn = http.client.HTTPConnection(host, port, timeout=budget)
@@ -240,11 +241,15 @@ class Fetcher:
                 if size > cap:
                     raise FetchError(f"the response is larger than the {_size(cap)} allowed for {kind}")
                 chunks.append(chunk)
+            if expired.is_set():  # the deadline cut the connection: what arrived is only part of it
+                raise _Transient(f"no complete answer within {budget:g} s")
+            if length and length.isdigit() and size != int(length):
+                raise _Transient("the connection closed before the whole response arrived")
             return b"".join(chunks)
         except FetchError:
             raise
         except (OSError, http.client.HTTPException, ValueError):
-            if not watchdog.is_alive():
+            if expired.is_set():
                 raise _Transient(f"no complete answer within {budget:g} s") from None
             raise _Transient("the connection failed") from None
         finally:
@@ -282,6 +287,17 @@ def address_problem(text: str) -> str | None:
     return None
 
 
+def _is_host(host: str) -> bool:
+    """A DNS name in ASCII, or an IP address literal."""
+    if host.isascii() and set(host) <= _HOST_CHARS:
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _system_resolve(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -291,7 +307,8 @@ def _tcp_connect(address: str, port: int, timeout: float) -> socket.socket:
     return socket.create_connection((address, port), timeout=timeout)
 
 
-def _shutdown(sock: socket.socket) -> None:
+def _shutdown(sock: socket.socket, expired: threading.Event) -> None:
+    expired.set()
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
 

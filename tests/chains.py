@@ -236,9 +236,7 @@ def issue(
             x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url))
             for url in ocsp_urls
         ] + [
-            x509.AccessDescription(
-                x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url)
-            )
+            x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url))
             for url in ca_issuers_urls
         ]
         builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
