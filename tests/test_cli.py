@@ -104,8 +104,11 @@ def test_name_reads_a_pfx_with_the_password_from_the_environment_and_never_print
 def test_a_wrong_pfx_password_is_bad_input_naming_the_file(tmp_path):
     chain = build_chain("ec")
     encryption = serialization.BestAvailableEncryption(PASSWORD.encode())
-    path = write(tmp_path, "mail.pfx", pkcs12.serialize_key_and_certificates(
-        b"mail", chain.leaf.key, chain.leaf.cert, None, encryption))
+    path = write(
+        tmp_path,
+        "mail.pfx",
+        pkcs12.serialize_key_and_certificates(b"mail", chain.leaf.key, chain.leaf.cert, None, encryption),
+    )
     wrong = run("name", path, "--password-env", "PFX_PASSWORD", env={"PFX_PASSWORD": "guess"})
     assert_bad_input(wrong, str(path), "wrong password")
     assert "guess" not in wrong.stderr
@@ -115,8 +118,16 @@ def test_a_wrong_pfx_password_is_bad_input_naming_the_file(tmp_path):
     assert "Hunter2" not in unset.stderr
 
 
-@pytest.mark.parametrize("args", [["--password", "Hunter2secret"], ["--pass", "Hunter2secret"],
-                                  ["--passw", "Hunter2secret"], ["--pwd=Hunter2secret"], ["Hunter2secret"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--password", "Hunter2secret"],
+        ["--pass", "Hunter2secret"],
+        ["--passw", "Hunter2secret"],
+        ["--pwd=Hunter2secret"],
+        ["Hunter2secret"],
+    ],
+)
 def test_a_password_on_the_command_line_is_refused_without_echoing_it(args):
     result = run("name", VECTORS / "zerossl.pem", *args)
     assert result.returncode == 2

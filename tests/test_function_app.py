@@ -102,7 +102,7 @@ def test_posting_a_pem_returns_the_same_report_as_the_cli():
     assert response.mimetype == "application/json"
     body = json.loads(response.get_body())
     assert body == name_report(load_certificates(pem))
-    assert body["tls_certificate_name"].startswith('<I>CN=Go Daddy Secure Certificate Authority - G2, OU=')
+    assert body["tls_certificate_name"].startswith("<I>CN=Go Daddy Secure Certificate Authority - G2, OU=")
 
 
 def test_posting_der_works_too():
