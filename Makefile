@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/names.py
+	$(BIN)/python bench/assess.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
