@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -221,14 +222,14 @@ class _Run:
     cache: FetchCache
     expiry_days: int
     findings: list[Finding] = field(default_factory=list)
+    _verifier_reason: str = ""
 
     def assess(self) -> Assessment:
         leaf = self.bundle.leaf
         path: list[PathEntry] = [PathEntry(leaf, "delivered")]
         try:
-            path, anchored = self._build_path()
-            verified = self._verify(path, anchored)
-            self._lint_leaf(leaf)
+            path, verified = self._path()
+            self._lint_leaf(leaf, path)
             self._lint_path(path)
             if verified and self.policy != "off":
                 self._check_revocation(path)
@@ -255,7 +256,7 @@ class _Run:
         attempts = self.fetcher.attempts if self.fetcher else []
         return Assessment(
             status=status,
-            tls_certificate_name=str(TlsCertificateName.from_certificate(leaf)),
+            tls_certificate_name=_tls_name(leaf)[0],
             findings=findings,
             path=tuple(path),
             at=self.at,
@@ -265,76 +266,125 @@ class _Run:
 
     # -- the path -------------------------------------------------------------------------------------
 
-    def _build_path(self) -> tuple[list[PathEntry], bool]:
-        """Leaf to root by name (and key id), preferring the trust store, then what was delivered, then AIA."""
+    def _path(self) -> tuple[list[PathEntry], bool]:
+        """The path, and whether it verified (signatures and constraints; dates are judged separately).
+
+        certsync walks leaf to root by name and key id (trust store, then what was delivered, then AIA),
+        which finds what is missing and fetches it. cryptography's verifier then builds and checks the
+        path from everything found; where it finds a path (backtracking past a dead end the walk took),
+        that path is the one reported."""
+        walked, anchored, walk_findings = self._walk()
+        known = {e.certificate.der: e for e in walked}
+        for extra in (*self.bundle.chain, *self.bundle.extras):
+            known.setdefault(extra.der, PathEntry(extra, "delivered"))
+        for root in self.trust.roots:
+            known.setdefault(root.der, PathEntry(root, "trust store"))
+        pool = [e.certificate for e in known.values() if e.source != "trust store"]
+        chain = self._verified_chain(pool, [e.certificate for e in walked])
+        if chain is None:
+            self.findings.extend(walk_findings)
+            self._lint_dates(walked)
+            if anchored:
+                self._add(
+                    "chain-invalid",
+                    "error",
+                    self.bundle.leaf,
+                    f"The chain does not validate: {self._verifier_reason}.",
+                    "Re-issue the certificate from a CA whose chain validates, and deliver the chain with it.",
+                    INVALID,
+                )
+            return walked, False
+        path = [known[c.public_bytes(Encoding.DER)] for c in chain]
+        path[-1] = PathEntry(path[-1].certificate, "trust store")
+        self.findings.extend(f for f in walk_findings if f.severity != "error")
+        fetched_warnings = {f.thumbprint for f in walk_findings if f.code == "chain-incomplete"}
+        for child, parent in itertools.pairwise(path):
+            if parent.source == "aia" and child.certificate.thumbprint not in fetched_warnings:
+                self._aia_warning(child.certificate, parent.certificate)
+        self._lint_dates(path)
+        return path, True
+
+    def _walk(self) -> tuple[list[PathEntry], bool, list[Finding]]:
+        findings: list[Finding] = []
         delivered = [c for c in (*self.bundle.chain, *self.bundle.extras) if c != self.bundle.leaf]
         path = [PathEntry(self.bundle.leaf, "delivered")]
         fetched = 0
         while len(path) < MAX_PATH:
             current = path[-1].certificate
             if self.trust.contains(current):
-                return path, True
+                return path, True, findings
             root = next((r for r in self.trust.roots if r.issued(current)), None)
             if root is not None:
                 path.append(PathEntry(root, "trust store"))
-                return path, True
-            if current.is_self_issued:
-                self._add(
-                    "untrusted-root",
-                    "error",
-                    current,
-                    "The chain ends at a root that is not in the trust store.",
-                    "Use a certificate from a public CA, or add this root to the servers' and certsync's trust.",
-                    UNTRUSTED,
-                )
-                return path, False
+                return path, True, findings
             in_path = {e.certificate for e in path}
             parent = next((c for c in delivered if c not in in_path and c.issued(current)), None)
             if parent is not None:
                 path.append(PathEntry(parent, "delivered"))
                 continue
+            if current.is_self_issued and _signed_by(_to_x509(current), current):
+                findings.append(
+                    self._finding(
+                        "untrusted-root",
+                        "error",
+                        current,
+                        "The chain ends at a root that is not in the trust store.",
+                        "Use a certificate from a public CA, or add this root to the servers' and certsync's trust.",
+                        UNTRUSTED,
+                    )
+                )
+                return path, False, findings
             parent = self._fetch_issuer(current, in_path) if fetched < MAX_AIA_DEPTH else None
             if parent is None:
-                self._add(
-                    "chain-incomplete",
-                    "error",
-                    current,
-                    f"The issuer of {_subject(current)!r} ({_issuer(current)}) was not delivered with the "
-                    "certificate and could not be fetched, so Exchange will not find a chain "
-                    "(454 4.7.5 certificate not found).",
-                    "Re-import the certificate into Key Vault as a PFX that includes the intermediate "
-                    "certificates, or install the intermediate on every Exchange server.",
-                    UNTRUSTED,
+                findings.append(
+                    self._finding(
+                        "chain-incomplete",
+                        "error",
+                        current,
+                        f"The issuer of {_subject(current)!r} ({_issuer(current)}) was not delivered with the "
+                        "certificate and could not be fetched, so Exchange will not find a chain "
+                        "(454 4.7.5 certificate not found).",
+                        "Re-import the certificate into Key Vault as a PFX that includes the intermediate "
+                        "certificates, or install the intermediate on every Exchange server.",
+                        UNTRUSTED,
+                    )
                 )
-                return path, False
+                return path, False, findings
             fetched += 1
-            self._add(
-                "chain-incomplete",
-                "warning",
-                current,
-                f"The intermediate {_subject(parent)!r} was not delivered with the certificate; certsync "
-                "fetched it through AIA, but a server without it shows the certificate as missing (454 4.7.5).",
-                "Re-import the certificate into Key Vault with its full chain; until then certsync installs "
-                "the fetched intermediate on the servers.",
-            )
+            findings.append(self._aia_finding(current, parent))
             path.append(PathEntry(parent, "aia"))
-        self._add(
-            "chain-too-long",
-            "error",
-            self.bundle.leaf,
-            f"No path to a trusted root within {MAX_PATH} certificates.",
-            "Check the chain delivered with the certificate.",
-            UNTRUSTED,
+        findings.append(
+            self._finding(
+                "chain-too-long",
+                "error",
+                self.bundle.leaf,
+                f"No path to a trusted root within {MAX_PATH} certificates.",
+                "Check the chain delivered with the certificate.",
+                UNTRUSTED,
+            )
         )
-        return path, False
+        return path, False, findings
+
+    def _aia_finding(self, cert: Certificate, fetched: Certificate) -> Finding:
+        return self._finding(
+            "chain-incomplete",
+            "warning",
+            cert,
+            f"The intermediate {_subject(fetched)!r} was not delivered with the certificate; certsync "
+            "fetched it through AIA, but a server without it shows the certificate as missing (454 4.7.5).",
+            "Re-import the certificate into Key Vault with its full chain; until then certsync installs "
+            "the fetched intermediate on the servers.",
+        )
+
+    def _aia_warning(self, cert: Certificate, fetched: Certificate) -> None:
+        self.findings.append(self._aia_finding(cert, fetched))
 
     def _fetch_issuer(self, cert: Certificate, in_path: set[Certificate]) -> Certificate | None:
         if self.fetcher is None:
             return None
         cert_x = _to_x509(cert)
-        try:
-            aia = cert_x.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-        except x509.ExtensionNotFound:
+        aia = _extensions(cert).get(x509.AuthorityInformationAccess)
+        if aia is None:
             return None
         urls = [
             d.access_location.value
@@ -361,46 +411,29 @@ class _Run:
                     return candidate
         return None
 
-    def _verify(self, path: list[PathEntry], anchored: bool) -> bool:
-        """Check the path with cryptography's verifier; return whether revocation can be checked on it."""
+    def _verified_chain(self, pool: list[Certificate], walked: list[Certificate]) -> list[x509.Certificate] | None:
+        """cryptography's verified chain, leaf to root, at `at`; failing only on dates, at a time inside
+        every validity period of the walked path (dates are then reported by `_lint_dates`). None if neither."""
         leaf_x = _to_x509(self.bundle.leaf)
-        intermediates = [_to_x509(e.certificate) for e in path[1:] if e.source != "trust store"]
-        for extra in self.bundle.chain + self.bundle.extras:
-            if extra not in {e.certificate for e in path}:
+        intermediates = []
+        for cert in pool:
+            if cert != self.bundle.leaf:
                 try:
-                    intermediates.append(_to_x509(extra))
+                    intermediates.append(_to_x509(cert))
                 except _MalformedError:
                     continue
-        if not anchored:
-            self._lint_dates(path)
-            return False
-        for entry in path:
-            _to_x509(entry.certificate)  # every certificate of the path must parse
         try:
-            _verifier(self.trust, self.at).verify(leaf_x, intermediates)
-            self._lint_dates(path)
-            return True
+            return _verifier(self.trust, self.at).verify(leaf_x, intermediates).chain
         except verification.VerificationError as exc:
-            reason = str(exc)
-        window_start = max(e.certificate.not_before for e in path)
-        window_end = min(e.certificate.not_after for e in path)
-        if not window_start <= self.at <= window_end and window_start <= window_end:
-            try:  # does the path verify at a time when every certificate is in date? then dates are the problem
-                _verifier(self.trust, window_start + (window_end - window_start) / 2).verify(leaf_x, intermediates)
-                self._lint_dates(path)
-                return True
+            self._verifier_reason = _verifier_reason(str(exc))
+        start = max(c.not_before for c in walked)
+        end = min(c.not_after for c in walked)
+        if start <= end and not start <= self.at <= end:
+            try:
+                return _verifier(self.trust, start + (end - start) / 2).verify(leaf_x, intermediates).chain
             except verification.VerificationError:
                 pass
-        self._lint_dates(path)
-        self._add(
-            "chain-invalid",
-            "error",
-            self.bundle.leaf,
-            f"The chain does not validate: {_verifier_reason(reason)}.",
-            "Re-issue the certificate from a CA whose chain validates, and deliver the chain with it.",
-            INVALID,
-        )
-        return False
+        return None
 
     # -- lints ----------------------------------------------------------------------------------------
 
@@ -449,12 +482,11 @@ class _Run:
                     DATE_INVALID,
                 )
 
-    def _lint_leaf(self, leaf: Certificate) -> None:
-        cert_x = _to_x509(leaf)
-        self._lint_eku(leaf, cert_x)
-        self._lint_key(leaf, cert_x)
-        self._lint_hosts(leaf)
-        problems = TlsCertificateName.from_certificate(leaf).problems()
+    def _lint_leaf(self, leaf: Certificate, path: list[PathEntry]) -> None:
+        self._lint_eku(leaf)
+        self._lint_key(leaf)
+        self._lint_hosts(leaf, path)
+        problems = _tls_name(leaf)[1]
         if problems:
             self._add(
                 "cn-not-dns-name",
@@ -465,8 +497,8 @@ class _Run:
                 INVALID,
             )
 
-    def _lint_eku(self, leaf: Certificate, cert_x: x509.Certificate) -> None:
-        ekus = _ekus(cert_x)
+    def _lint_eku(self, leaf: Certificate) -> None:
+        ekus = _ekus(leaf)
         if ekus is None or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in ekus:
             return
         if ExtendedKeyUsageOID.SERVER_AUTH not in ekus:
@@ -488,7 +520,7 @@ class _Run:
                 "Prefer a certificate with clientAuth, or confirm that the partner (Exchange Online) accepts "
                 "a serverAuth-only certificate for the outbound connector.",
             )
-        key_usage = _key_usage(cert_x)
+        key_usage = _key_usage(leaf)
         if key_usage is not None and not key_usage.digital_signature and not key_usage.key_encipherment:
             self._add(
                 "key-usage",
@@ -499,28 +531,17 @@ class _Run:
                 INVALID,
             )
 
-    def _lint_key(self, leaf: Certificate, cert_x: x509.Certificate) -> None:
-        key = cert_x.public_key()
-        if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size < 2048:
-                self._add(
-                    "weak-key",
-                    "error",
-                    leaf,
-                    f"The RSA key is {key.key_size} bits; Windows and Exchange Online require at least 2048.",
-                    "Re-issue the certificate with an RSA key of 2048 bits or more.",
-                    INVALID,
-                )
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            if key.curve.name not in _GOOD_CURVES:
-                self._add(
-                    "weak-key",
-                    "error",
-                    leaf,
-                    f"The key is on curve {key.curve.name}; only P-256 and P-384 are usable for TLS here.",
-                    "Re-issue the certificate with an RSA-2048 (or larger) or a P-256/P-384 key.",
-                    INVALID,
-                )
+    def _lint_key(self, leaf: Certificate) -> None:
+        kind, detail = _key_facts(leaf)
+        remedy = "Re-issue the certificate with an RSA-2048 (or larger) or a P-256/P-384 key."
+        if kind == "rsa":
+            if int(detail) < 2048:
+                message = f"The RSA key is {detail} bits; Windows and Exchange Online require at least 2048."
+                self._add("weak-key", "error", leaf, message, remedy, INVALID)
+        elif kind == "ec":
+            if detail not in _GOOD_CURVES:
+                message = f"The key is on curve {detail}; only P-256 and P-384 are usable for TLS here."
+                self._add("weak-key", "error", leaf, message, remedy, INVALID)
             else:
                 self._add(
                     "ecdsa-key",
@@ -531,22 +552,8 @@ class _Run:
                     "Confirm the servers run Exchange Server SE or 2019 CU with ECC enabled, or use RSA-2048.",
                 )
         else:
-            kind = (
-                "DSA"
-                if isinstance(key, dsa.DSAPublicKey)
-                else "Ed25519"
-                if isinstance(key, ed25519.Ed25519PublicKey)
-                else "Ed448"
-                if isinstance(key, ed448.Ed448PublicKey)
-                else type(key).__name__
-            )
             self._add(
-                "weak-key",
-                "error",
-                leaf,
-                f"The key is {kind}, which Exchange cannot use for TLS.",
-                "Re-issue the certificate with an RSA-2048 (or larger) or a P-256/P-384 key.",
-                INVALID,
+                "weak-key", "error", leaf, f"The key is {kind}, which Exchange cannot use for TLS.", remedy, INVALID
             )
 
     def _lint_path(self, path: list[PathEntry]) -> None:
@@ -564,7 +571,7 @@ class _Run:
                     INVALID,
                 )
             if entry is not path[0]:
-                ekus = _ekus(cert_x)
+                ekus = _ekus(entry.certificate)
                 if ekus is not None and not {
                     ExtendedKeyUsageOID.SERVER_AUTH,
                     ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
@@ -579,12 +586,16 @@ class _Run:
                         INVALID,
                     )
 
-    def _lint_hosts(self, leaf: Certificate) -> None:
+    def _lint_hosts(self, leaf: Certificate, path: list[PathEntry]) -> None:
         names = leaf.dns_names
         source = "subject alternative names"
-        if not names:
-            cn = TlsCertificateName.from_certificate(leaf).first_cn_as_exchange_reads_it()
-            names, source = ((cn,) if cn else ()), "subject CN (the certificate has no DNS SAN)"
+        if not names and self.hosts:
+            constrained = any(x509.NameConstraints in _extensions(e.certificate) for e in path[1:])
+            cn = _tls_name(leaf)[2]
+            if constrained:  # name constraints bind SANs only: a CN would slip past them
+                names, source = (), "DNS SANs (it has none; the CN is not used under name constraints)"
+            else:
+                names, source = ((cn,) if cn else ()), "subject CN (the certificate has no DNS SAN)"
         for host in self.hosts:
             if not any(host_matches(pattern, host) for pattern in names):
                 self._add(
@@ -639,7 +650,12 @@ class _Run:
     def _add(
         self, code: str, severity: str, cert: Certificate, message: str, remedy: str, status: str | None = None
     ) -> None:
-        self.findings.append(Finding(code, severity, _subject(cert), cert.thumbprint, message, remedy, status))
+        self.findings.append(self._finding(code, severity, cert, message, remedy, status))
+
+    def _finding(
+        self, code: str, severity: str, cert: Certificate, message: str, remedy: str, status: str | None = None
+    ) -> Finding:
+        return Finding(code, severity, _subject(cert), cert.thumbprint, message, remedy, status)
 
 
 def host_matches(pattern: str, host: str) -> bool:
@@ -700,20 +716,50 @@ def _signed_by(cert_x: x509.Certificate, issuer: Certificate) -> bool:
     return True
 
 
-def _ekus(cert_x: x509.Certificate) -> list | None:
+@functools.lru_cache(maxsize=4096)
+def _extensions(cert: Certificate) -> dict[type, x509.ExtensionType]:
+    """The certificate's extensions by type, read once. cryptography parses them lazily, so a malformed
+    or duplicated extension surfaces here, as a malformed certificate."""
     try:
-        return list(cert_x.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        return None
+        return {type(ext.value): ext.value for ext in _to_x509(cert).extensions}
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        raise _MalformedError(cert) from None
 
 
-def _key_usage(cert_x: x509.Certificate) -> x509.KeyUsage | None:
-    try:
-        return cert_x.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
+def _ekus(cert: Certificate) -> list | None:
+    usage = _extensions(cert).get(x509.ExtendedKeyUsage)
+    return None if usage is None else list(usage)
 
 
+def _key_usage(cert: Certificate) -> x509.KeyUsage | None:
+    return _extensions(cert).get(x509.KeyUsage)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_facts(cert: Certificate) -> tuple[str, int | str]:
+    """("rsa", bits) | ("ec", curve name) | (other key type name, "")."""
+    key = _to_x509(cert).public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ec", key.curve.name
+    if isinstance(key, dsa.DSAPublicKey):
+        return "DSA", ""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", ""
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", ""
+    return type(key).__name__, ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _tls_name(cert: Certificate) -> tuple[str, tuple[str, ...], str | None]:
+    """The TlsCertificateName, what Exchange would object to in it, and the first CN as Exchange reads it."""
+    name = TlsCertificateName.from_certificate(cert)
+    return str(name), tuple(name.problems()), name.first_cn_as_exchange_reads_it()
+
+
+@functools.lru_cache(maxsize=4096)
 def _subject(cert: Certificate) -> str:
     try:
         return str(cert.subject)
@@ -721,6 +767,7 @@ def _subject(cert: Certificate) -> str:
         return f"(undecodable subject, thumbprint {cert.thumbprint})"
 
 
+@functools.lru_cache(maxsize=4096)
 def _issuer(cert: Certificate) -> str:
     try:
         return str(cert.issuer)

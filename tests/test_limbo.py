@@ -36,7 +36,7 @@ DIVERGENCE_FILE = json.loads((LIMBO / "divergences.json").read_text(encoding="ut
 DIVERGENCES: dict[str, str] = DIVERGENCE_FILE["divergences"]
 CATEGORIES: dict[str, str] = DIVERGENCE_FILE["categories"]
 
-BASELINE_AGREE = 149  # of 198 SERVER cases; raise it when a fix makes more cases agree
+BASELINE_AGREE = 157  # of 198 SERVER cases; raise it when a fix makes more cases agree
 CASE_SECONDS = 5.0  # a denial-of-service case must be rejected, not hang; the slowest takes ~0.2 s
 
 
