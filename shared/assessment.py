@@ -300,7 +300,7 @@ class _Run:
         fetched_warnings = {f.thumbprint for f in walk_findings if f.code == "chain-incomplete"}
         for child, parent in itertools.pairwise(path):
             if parent.source == "aia" and child.certificate.thumbprint not in fetched_warnings:
-                self._aia_warning(child.certificate, parent.certificate)
+                self.findings.append(self._aia_finding(child.certificate, parent.certificate))
         self._lint_dates(path)
         return path, True
 
@@ -375,9 +375,6 @@ class _Run:
             "Re-import the certificate into Key Vault with its full chain; until then certsync installs "
             "the fetched intermediate on the servers.",
         )
-
-    def _aia_warning(self, cert: Certificate, fetched: Certificate) -> None:
-        self.findings.append(self._aia_finding(cert, fetched))
 
     def _fetch_issuer(self, cert: Certificate, in_path: set[Certificate]) -> Certificate | None:
         if self.fetcher is None:

@@ -161,10 +161,11 @@ class Crl:
 
     def verify_signature(self, public_key: object) -> bool:
         """Whether the issuer's `public_key` (a cryptography key) signed the TBS bytes as they are."""
-        from shared.signatures import verify_signature
+        from shared.signatures import algorithm_oid, verify_signature
 
         start, end = self.tbs
-        return verify_signature(public_key, self.signature_algorithm, self.signature, memoryview(self.der)[start:end])
+        algorithm = algorithm_oid(self.signature_algorithm)
+        return verify_signature(public_key, algorithm, self.signature, memoryview(self.der)[start:end])
 
     def check(
         self,

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shared.exceptions import CertsyncError
+from shared.signatures import verify_signature
 
 NONCE_BYTES = 32  # RFC 8954
 _SKEW = dt.timedelta(minutes=5)
@@ -81,7 +81,8 @@ def read_response(data: bytes, request: OcspRequest, issuer: x509.Certificate, a
         raise OcspError(f"the responder answered {response.response_status.name.lower()}")
     single = _matching_single_response(response, request)
     signer, responder = _signer(response, issuer, at)
-    if not _signature_ok(signer.public_key(), response):
+    algorithm = response.signature_algorithm_oid.dotted_string
+    if not verify_signature(signer.public_key(), algorithm, response.signature, response.tbs_response_bytes):
         raise OcspError("the response signature does not verify")
     _check_nonce(response, request)
     this_update, next_update = single.this_update_utc, single.next_update_utc
@@ -142,22 +143,6 @@ def _names_responder(response: ocsp.OCSPResponse, cert: x509.Certificate) -> boo
     if response.responder_key_hash is not None:
         return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest == response.responder_key_hash
     return response.responder_name == cert.subject
-
-
-def _signature_ok(public_key: object, response: ocsp.OCSPResponse) -> bool:
-    algorithm = response.signature_hash_algorithm
-    try:
-        if isinstance(public_key, rsa.RSAPublicKey) and algorithm is not None:
-            public_key.verify(response.signature, response.tbs_response_bytes, padding.PKCS1v15(), algorithm)
-        elif isinstance(public_key, ec.EllipticCurvePublicKey) and algorithm is not None:
-            public_key.verify(response.signature, response.tbs_response_bytes, ec.ECDSA(algorithm))
-        elif hasattr(public_key, "verify") and algorithm is None:
-            public_key.verify(response.signature, response.tbs_response_bytes)  # Ed25519 / Ed448
-        else:
-            return False
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
 
 
 def _check_nonce(response: ocsp.OCSPResponse, request: OcspRequest) -> None:

@@ -11,6 +11,7 @@ failed URLs for a minute, across assessments in one process (CryptoAPI caches pe
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -216,13 +217,19 @@ def _urls(cert: x509.Certificate) -> tuple[list[str], list[str]]:
     return ocsp_urls[:MAX_URLS_PER_EXTENSION], crl_urls[:MAX_URLS_PER_EXTENSION]
 
 
+@functools.lru_cache(maxsize=1024)
 def _key_id(cert: x509.Certificate) -> bytes:
     """SHA-1 of the subjectPublicKey bits: what OCSP's issuerKeyHash and RFC 5280 key ids use."""
     return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
 
 
+@functools.lru_cache(maxsize=1024)
+def _subject_der(cert: x509.Certificate) -> bytes:
+    return cert.subject.public_bytes()
+
+
 def _crl_names(crl: Crl, issuer: x509.Certificate) -> bool:
-    subject_der = issuer.subject.public_bytes()
+    subject_der = _subject_der(issuer)
     if crl.issuer_der == subject_der:
         return True
     try:

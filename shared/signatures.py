@@ -1,6 +1,6 @@
 """Signature checks over exact bytes, for the signed structures certsync reads itself (CRLs).
 
-The AlgorithmIdentifier is matched as DER against the algorithms certificates and CRLs use; anything
+The algorithm's OID is matched against the algorithms certificates and CRLs use; anything
 else (RSASSA-PSS with parameters, DSA, GOST) is reported as unsupported rather than guessed at.
 """
 
@@ -35,11 +35,11 @@ def algorithm_oid(algorithm_der: bytes) -> str:
     return der.decode_oid(der.content(algorithm_der, oid))
 
 
-def verify_signature(public_key: object, algorithm_der: bytes, signature: bytes, data: bytes | memoryview) -> bool:
-    """Whether `signature` over `data` verifies with `public_key` under the algorithm named.
+def verify_signature(public_key: object, algorithm: str, signature: bytes, data: bytes | memoryview) -> bool:
+    """Whether `signature` over `data` verifies with `public_key` under the algorithm whose OID is `algorithm`.
 
     False for a bad signature, a key of the wrong family for the algorithm, or an unsupported algorithm."""
-    family, hash_type = _ALGORITHMS.get(algorithm_oid(algorithm_der), (None, None))
+    family, hash_type = _ALGORITHMS.get(algorithm, (None, None))
     try:
         if family == "rsa" and isinstance(public_key, rsa.RSAPublicKey) and hash_type:
             public_key.verify(signature, data, padding.PKCS1v15(), hash_type())
