@@ -15,18 +15,16 @@ Status precedence when several apply: Revoked, DateInvalid, Untrusted, Invalid, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -34,10 +32,12 @@ from shared.certificate import Certificate, CertificateBundle, certificates_in
 from shared.crl import Crl
 from shared.exceptions import CertsyncError
 from shared.fetch import Fetcher, FetchError
+from shared.parsed import MalformedCertificate, extensions, to_x509
 from shared.reports import iso
 from shared.revocation import FetchCache, check_revocation
 from shared.signatures import SHA1_SIGNATURES
 from shared.tls_certificate_name import TlsCertificateName
+from shared.x500 import X500Name
 
 VALID, INVALID, UNTRUSTED = "Valid", "Invalid", "Untrusted"
 DATE_INVALID, REVOKED, REVOCATION_CHECK_FAILURE = "DateInvalid", "Revoked", "RevocationCheckFailure"
@@ -116,20 +116,27 @@ class Assessment:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrustStore:
-    """The roots a path may end at."""
+    """The roots a path may end at. Compared and hashed by identity: the verifier is cached per store."""
 
     roots: tuple[Certificate, ...]
     source: str
     _x509: tuple[x509.Certificate, ...] = field(repr=False, default=())
+    _owners: dict[int, Certificate] = field(repr=False, compare=False, hash=False, default_factory=dict)
+    _ders: frozenset[bytes] = field(repr=False, compare=False, hash=False, default=frozenset())
+    _by_name: dict[str | bytes, list[Certificate]] = field(repr=False, compare=False, hash=False, default_factory=dict)
 
     @classmethod
     def from_certificates(cls, roots: Sequence[Certificate], source: str) -> TrustStore:
         if not roots:
             raise CertsyncError(f"{source}: holds no certificate to trust; give a PEM file of root certificates")
-        parsed = tuple(_to_x509(c) for c in roots)
-        return cls(tuple(roots), source, parsed)
+        parsed = tuple(to_x509(c) for c in roots)
+        by_name: dict[str | bytes, list[Certificate]] = {}
+        for root in roots:
+            by_name.setdefault(_name_key(root.subject_der), []).append(root)
+        owners = {id(x): c for x, c in zip(parsed, roots, strict=True)}
+        return cls(tuple(roots), source, parsed, owners, frozenset(c.der for c in roots), by_name)
 
     @classmethod
     def from_file(cls, path: str) -> TrustStore:
@@ -147,10 +154,23 @@ class TrustStore:
         return _mozilla()
 
     def contains(self, cert: Certificate) -> bool:
-        return cert in self.roots
+        return cert.der in self._ders
+
+    def issuers_of(self, cert: Certificate) -> list[Certificate]:
+        """The roots that issued `cert` by name (as Exchange compares names) and key id."""
+        return [r for r in self._by_name.get(_name_key(cert.issuer_der), ()) if r.issued(cert)]
 
     def store(self) -> verification.Store:
         return verification.Store(list(self._x509))
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_key(name_der: bytes) -> str | bytes:
+    """A name as Exchange compares it; the DER itself when it cannot be decoded (then only equal DER matches)."""
+    try:
+        return X500Name.from_der(name_der).exchange_key()
+    except CertsyncError:
+        return name_der
 
 
 @functools.lru_cache(maxsize=1)
@@ -159,21 +179,6 @@ def _mozilla() -> TrustStore:
 
     with open(certifi.where(), "rb") as handle:
         return TrustStore.from_certificates(certificates_in(handle.read(), "Mozilla roots (certifi)"), "mozilla")
-
-
-class _MalformedError(Exception):
-    def __init__(self, cert: Certificate) -> None:
-        self.cert = cert
-
-
-@functools.lru_cache(maxsize=4096)
-def _to_x509(cert: Certificate) -> x509.Certificate:
-    try:
-        with warnings.catch_warnings():  # a few Mozilla roots have non-positive serials; we only read them
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            return x509.load_der_x509_certificate(cert.der)
-    except ValueError:
-        raise _MalformedError(cert) from None
 
 
 def assess(
@@ -233,7 +238,7 @@ class _Run:
             self._lint_path(path)
             if verified and self.policy != "off":
                 self._check_revocation(path)
-        except _MalformedError as exc:
+        except MalformedCertificate as exc:
             self._add(
                 "malformed-certificate",
                 "error",
@@ -277,8 +282,6 @@ class _Run:
         known = {e.certificate.der: e for e in walked}
         for extra in (*self.bundle.chain, *self.bundle.extras):
             known.setdefault(extra.der, PathEntry(extra, "delivered"))
-        for root in self.trust.roots:
-            known.setdefault(root.der, PathEntry(root, "trust store"))
         pool = [e.certificate for e in known.values() if e.source != "trust store"]
         chain = self._verified_chain(pool, [e.certificate for e in walked])
         if chain is None:
@@ -294,8 +297,8 @@ class _Run:
                     INVALID,
                 )
             return walked, False
-        path = [known[c.public_bytes(Encoding.DER)] for c in chain]
-        path[-1] = PathEntry(path[-1].certificate, "trust store")
+        path = [known.get(c.der) or PathEntry(c, "trust store") for c in chain[:-1]]
+        path.append(PathEntry(chain[-1], "trust store"))
         self.findings.extend(f for f in walk_findings if f.severity != "error")
         fetched_warnings = {f.thumbprint for f in walk_findings if f.code == "chain-incomplete"}
         for child, parent in itertools.pairwise(path):
@@ -313,7 +316,7 @@ class _Run:
             current = path[-1].certificate
             if self.trust.contains(current):
                 return path, True, findings
-            root = next((r for r in self.trust.roots if r.issued(current)), None)
+            root = next(iter(self.trust.issuers_of(current)), None)
             if root is not None:
                 path.append(PathEntry(root, "trust store"))
                 return path, True, findings
@@ -322,7 +325,7 @@ class _Run:
             if parent is not None:
                 path.append(PathEntry(parent, "delivered"))
                 continue
-            if current.is_self_issued and _signed_by(_to_x509(current), current):
+            if current.is_self_issued and _signed_by(to_x509(current), current):
                 findings.append(
                     self._finding(
                         "untrusted-root",
@@ -379,8 +382,8 @@ class _Run:
     def _fetch_issuer(self, cert: Certificate, in_path: set[Certificate]) -> Certificate | None:
         if self.fetcher is None:
             return None
-        cert_x = _to_x509(cert)
-        aia = _extensions(cert).get(x509.AuthorityInformationAccess)
+        cert_x = to_x509(cert)
+        aia = extensions(cert).get(x509.AuthorityInformationAccess)
         if aia is None:
             return None
         urls = [
@@ -408,29 +411,31 @@ class _Run:
                     return candidate
         return None
 
-    def _verified_chain(self, pool: list[Certificate], walked: list[Certificate]) -> list[x509.Certificate] | None:
+    def _verified_chain(self, pool: list[Certificate], walked: list[Certificate]) -> list[Certificate] | None:
         """cryptography's verified chain, leaf to root, at `at`; failing only on dates, at a time inside
         every validity period of the walked path (dates are then reported by `_lint_dates`). None if neither."""
-        leaf_x = _to_x509(self.bundle.leaf)
+        leaf_x = to_x509(self.bundle.leaf)
+        owners = {id(leaf_x): self.bundle.leaf} | self.trust._owners  # the verifier hands back the objects it got
         intermediates = []
         for cert in pool:
             if cert != self.bundle.leaf:
                 try:
-                    intermediates.append(_to_x509(cert))
-                except _MalformedError:
+                    cert_x = to_x509(cert)
+                except MalformedCertificate:
                     continue
+                intermediates.append(cert_x)
+                owners[id(cert_x)] = cert
         try:
-            return _verifier(self.trust, self.at).verify(leaf_x, intermediates).chain
+            chain = _verifier(self.trust, self.at).verify(leaf_x, intermediates).chain
         except verification.VerificationError as exc:
             self._verifier_reason = _verifier_reason(str(exc))
-        start = max(c.not_before for c in walked)
-        end = min(c.not_after for c in walked)
-        if start <= end and not start <= self.at <= end:
-            try:
-                return _verifier(self.trust, start + (end - start) / 2).verify(leaf_x, intermediates).chain
-            except verification.VerificationError:
-                pass
-        return None
+            chain = None
+            start = max(c.not_before for c in walked)
+            end = min(c.not_after for c in walked)
+            if start <= end and not start <= self.at <= end:
+                with contextlib.suppress(verification.VerificationError):
+                    chain = _verifier(self.trust, start + (end - start) / 2).verify(leaf_x, intermediates).chain
+        return None if chain is None else [owners[id(c)] for c in chain]
 
     # -- lints ----------------------------------------------------------------------------------------
 
@@ -557,7 +562,7 @@ class _Run:
         for entry in path:
             if entry.source == "trust store":
                 continue  # a root's self-signature is not checked, by Windows or anyone
-            cert_x = _to_x509(entry.certificate)
+            cert_x = to_x509(entry.certificate)
             if cert_x.signature_algorithm_oid.dotted_string in SHA1_SIGNATURES:
                 self._add(
                     "sha1-signature",
@@ -587,7 +592,7 @@ class _Run:
         names = leaf.dns_names
         source = "subject alternative names"
         if not names and self.hosts:
-            constrained = any(x509.NameConstraints in _extensions(e.certificate) for e in path[1:])
+            constrained = any(x509.NameConstraints in extensions(e.certificate) for e in path[1:])
             cn = _tls_name(leaf)[2]
             if constrained:  # name constraints bind SANs only: a CN would slip past them
                 names, source = (), "DNS SANs (it has none; the CN is not used under name constraints)"
@@ -612,8 +617,8 @@ class _Run:
             if self.trust.contains(child.certificate):
                 break
             result = check_revocation(
-                _to_x509(child.certificate),
-                _to_x509(parent.certificate),
+                child.certificate,
+                parent.certificate,
                 at=self.at,
                 fetcher=self.fetcher,
                 cache=self.cache,
@@ -707,35 +712,25 @@ def _verifier_reason(text: str) -> str:
 
 def _signed_by(cert_x: x509.Certificate, issuer: Certificate) -> bool:
     try:
-        cert_x.verify_directly_issued_by(_to_x509(issuer))
-    except (ValueError, TypeError, InvalidSignature, _MalformedError):
+        cert_x.verify_directly_issued_by(to_x509(issuer))
+    except (ValueError, TypeError, InvalidSignature, MalformedCertificate):
         return False
     return True
 
 
-@functools.lru_cache(maxsize=4096)
-def _extensions(cert: Certificate) -> dict[type, x509.ExtensionType]:
-    """The certificate's extensions by type, read once. cryptography parses them lazily, so a malformed
-    or duplicated extension surfaces here, as a malformed certificate."""
-    try:
-        return {type(ext.value): ext.value for ext in _to_x509(cert).extensions}
-    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
-        raise _MalformedError(cert) from None
-
-
 def _ekus(cert: Certificate) -> list | None:
-    usage = _extensions(cert).get(x509.ExtendedKeyUsage)
+    usage = extensions(cert).get(x509.ExtendedKeyUsage)
     return None if usage is None else list(usage)
 
 
 def _key_usage(cert: Certificate) -> x509.KeyUsage | None:
-    return _extensions(cert).get(x509.KeyUsage)
+    return extensions(cert).get(x509.KeyUsage)
 
 
 @functools.lru_cache(maxsize=4096)
 def _key_facts(cert: Certificate) -> tuple[str, int | str]:
     """("rsa", bits) | ("ec", curve name) | (other key type name, "")."""
-    key = _to_x509(cert).public_key()
+    key = to_x509(cert).public_key()
     if isinstance(key, rsa.RSAPublicKey):
         return "rsa", key.key_size
     if isinstance(key, ec.EllipticCurvePublicKey):

@@ -20,6 +20,7 @@ never reflected back (a status-code oracle is what makes blind SSRF useful).
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import ipaddress
 import socket
@@ -79,6 +80,7 @@ class Attempt:
     address: str | None = None
 
 
+@functools.lru_cache(maxsize=256)
 def parse_allow_entry(entry: str) -> tuple[str, int]:
     """`host`, `host:port`, `[v6]:port` -> (lower-case host, port). Port 80 when none is given."""
     text = entry.strip()

@@ -21,6 +21,7 @@ from shared.certificate import Certificate
 from shared.crl import Crl, CrlError, parse_crl
 from shared.fetch import Fetcher, FetchError
 from shared.ocsp import OcspAnswer, OcspError, build_request, read_response
+from shared.parsed import extensions, to_x509
 from shared.x500 import X500Name
 
 MAX_URLS_PER_EXTENSION = 4
@@ -45,7 +46,7 @@ class FetchCache:
 
     crls: dict[str, Crl] = field(default_factory=dict)
     verified: dict[Crl, bytes] = field(default_factory=dict)  # CRL -> key id of the issuer it verified with
-    ocsp: dict[tuple[str, int, bytes], OcspAnswer] = field(default_factory=dict)
+    ocsp: dict[tuple[str, bytes, bytes], OcspAnswer] = field(default_factory=dict)
     aia: dict[str, tuple[Certificate, ...]] = field(default_factory=dict)
     failures: dict[str, float] = field(default_factory=dict)
 
@@ -63,22 +64,22 @@ def serial_bytes(serial: int) -> bytes:
 
 
 def check_revocation(
-    cert: x509.Certificate,
-    issuer: x509.Certificate,
+    cert: Certificate,
+    issuer: Certificate,
     *,
     at: dt.datetime,
     fetcher: Fetcher | None,
     cache: FetchCache,
     supplied_crls: tuple[Crl, ...] = (),
 ) -> RevocationStatus:
-    """The revocation status of `cert`, issued by `issuer`, at `at`. With no `fetcher` nothing is fetched."""
+    """The revocation status of `cert`, issued by `issuer`, at `at`. With no `fetcher` nothing is fetched.
+
+    Raises `MalformedCertificate` if either certificate is one cryptography refuses."""
     problems: list[str] = []
-    is_ca = _is_ca(cert)
-    serial = serial_bytes(cert.serial_number)
     for crl in supplied_crls:
         if not _crl_names(crl, issuer):
             continue
-        status = _from_crl(crl, serial, issuer, at, None, is_ca, cache, problems)
+        status = _from_crl(crl, cert, issuer, at, None, cache, problems)
         if status:
             return status
     ocsp_urls, crl_urls = _urls(cert)
@@ -90,7 +91,7 @@ def check_revocation(
         for url in crl_urls:
             crl = _fetch_crl(url, at, fetcher, cache, problems)
             if crl is not None:
-                status = _from_crl(crl, serial, issuer, at, url, is_ca, cache, problems)
+                status = _from_crl(crl, cert, issuer, at, url, cache, problems)
                 if status:
                     return status
     elif ocsp_urls or crl_urls:
@@ -102,11 +103,10 @@ def check_revocation(
 
 def _from_crl(
     crl: Crl,
-    serial: bytes,
-    issuer: x509.Certificate,
+    cert: Certificate,
+    issuer: Certificate,
     at: dt.datetime,
     url: str | None,
-    is_ca: bool,
     cache: FetchCache,
     problems: list,
 ) -> RevocationStatus | None:
@@ -118,14 +118,14 @@ def _from_crl(
             raise CrlError("its issuer's key usage does not include cRLSign")
         key_id = _key_id(issuer)
         if cache.verified.get(crl) != key_id:
-            if not crl.verify_signature(issuer.public_key()):
+            if not crl.verify_signature(to_x509(issuer).public_key()):
                 if url:
                     cache.crls.pop(url, None)
                 raise CrlError("its signature does not verify with the issuer's key")
             if url:  # only cached CRLs are remembered as verified: a supplied one is checked each time
                 cache.verified[crl] = key_id
-        crl.check(at=at, fetched_from=url, for_ca=is_ca)
-        entry = crl.lookup(serial)
+        crl.check(at=at, fetched_from=url, for_ca=cert.is_ca)
+        entry = crl.lookup(cert.serial_bytes)
     except CrlError as exc:
         problems.append(f"CRL {where}: {exc}")
         return None
@@ -159,24 +159,24 @@ def _fetch_crl(url: str, at: dt.datetime, fetcher: Fetcher, cache: FetchCache, p
 
 def _from_ocsp(
     url: str,
-    cert: x509.Certificate,
-    issuer: x509.Certificate,
+    cert: Certificate,
+    issuer: Certificate,
     at: dt.datetime,
     fetcher: Fetcher,
     cache: FetchCache,
     problems: list,
 ) -> RevocationStatus | None:
-    key = (url, cert.serial_number, _key_id(issuer))
+    key = (url, cert.serial_bytes, _key_id(issuer))
     answer = cache.ocsp.get(key)
     fresh = answer is not None and (answer.next_update or answer.this_update + dt.timedelta(minutes=5)) >= at
     if not fresh:
         if cache.failed_recently(url):
             problems.append(f"OCSP {url}: failed moments ago; not asked again yet")
             return None
-        request = build_request(cert, issuer)
+        request = build_request(to_x509(cert), to_x509(issuer))
         try:
             body = fetcher.post(url, request.der, "application/ocsp-request")
-            answer = read_response(body, request, issuer, at)
+            answer = read_response(body, request, to_x509(issuer), at)
         except (FetchError, OcspError) as exc:
             problems.append(f"OCSP {url}: {_short(exc, url)}")
             if not getattr(exc, "refused", False):
@@ -191,65 +191,45 @@ def _from_ocsp(
     return None
 
 
-def _urls(cert: x509.Certificate) -> tuple[list[str], list[str]]:
-    ocsp_urls: list[str] = []
-    crl_urls: list[str] = []
-    try:
-        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-        ocsp_urls = [
-            d.access_location.value
-            for d in aia
-            if d.access_method == x509.AuthorityInformationAccessOID.OCSP
-            and isinstance(d.access_location, x509.UniformResourceIdentifier)
-        ]
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        crl_urls = [
-            name.value
-            for point in cdp
-            for name in (point.full_name or ())
-            if isinstance(name, x509.UniformResourceIdentifier)
-        ]
-    except x509.ExtensionNotFound:
-        pass
-    return ocsp_urls[:MAX_URLS_PER_EXTENSION], crl_urls[:MAX_URLS_PER_EXTENSION]
+@functools.lru_cache(maxsize=4096)
+def _urls(cert: Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The OCSP and CRL URLs the certificate names (at most MAX_URLS_PER_EXTENSION of each)."""
+    found = extensions(cert)
+    aia = found.get(x509.AuthorityInformationAccess, ())
+    ocsp_urls = [
+        d.access_location.value
+        for d in aia
+        if d.access_method == x509.AuthorityInformationAccessOID.OCSP
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+    ]
+    cdp = found.get(x509.CRLDistributionPoints, ())
+    crl_urls = [
+        name.value
+        for point in cdp
+        for name in (point.full_name or ())
+        if isinstance(name, x509.UniformResourceIdentifier)
+    ]
+    return tuple(ocsp_urls[:MAX_URLS_PER_EXTENSION]), tuple(crl_urls[:MAX_URLS_PER_EXTENSION])
 
 
-@functools.lru_cache(maxsize=1024)
-def _key_id(cert: x509.Certificate) -> bytes:
+@functools.lru_cache(maxsize=4096)
+def _key_id(cert: Certificate) -> bytes:
     """SHA-1 of the subjectPublicKey bits: what OCSP's issuerKeyHash and RFC 5280 key ids use."""
-    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+    return x509.SubjectKeyIdentifier.from_public_key(to_x509(cert).public_key()).digest
 
 
-@functools.lru_cache(maxsize=1024)
-def _subject_der(cert: x509.Certificate) -> bytes:
-    return cert.subject.public_bytes()
-
-
-def _crl_names(crl: Crl, issuer: x509.Certificate) -> bool:
-    subject_der = _subject_der(issuer)
-    if crl.issuer_der == subject_der:
+def _crl_names(crl: Crl, issuer: Certificate) -> bool:
+    if crl.issuer_der == issuer.subject_der:
         return True
     try:
-        return X500Name.from_der(crl.issuer_der).matches(X500Name.from_der(subject_der))
+        return X500Name.from_der(crl.issuer_der).matches(issuer.subject)
     except Exception:  # an undecodable name is simply not this issuer's
         return False
 
 
-def _may_sign_crls(issuer: x509.Certificate) -> bool:
-    try:
-        return issuer.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign
-    except x509.ExtensionNotFound:
-        return True
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
+def _may_sign_crls(issuer: Certificate) -> bool:
+    usage = extensions(issuer).get(x509.KeyUsage)
+    return usage is None or usage.crl_sign
 
 
 def _short(exc: Exception, url: str) -> str:

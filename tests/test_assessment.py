@@ -657,3 +657,22 @@ def test_the_mozilla_store_is_the_default_and_knows_public_roots():
 def test_a_bundle_loaded_from_pem_assesses_the_same(pki):
     loaded = load_certificates(pem_of([pki.leaf, pki.intermediate]), "mail.pem")
     assert assess(loaded, trust=pki.trust, fetcher=pki.fetcher(), hosts=HOSTS).status == "Valid"
+
+
+def test_a_private_root_among_mozillas_is_found(pki):
+    roots = TrustStore.from_certificates([*TrustStore.mozilla().roots, cert(pki.root)], "mozilla + contoso")
+    result = pki.assess(trust=roots)
+    assert result.status == "Valid", result.to_dict()
+    assert result.path[-1].certificate == cert(pki.root)
+    assert pki.assess(trust=TrustStore.mozilla()).status == "Untrusted"
+
+
+def test_of_two_roots_with_one_name_the_one_whose_key_signed_is_used(pki):
+    """A root rollover: the old and new root share a name; the key id picks the right one."""
+    old_root = issue(make_name("Contoso Test Root", "Contoso"), kind="rsa", ca=True, path_length=1)
+    roots = TrustStore.from_certificates([cert(old_root), cert(pki.root)], "rollover")
+    assert roots.issuers_of(cert(pki.intermediate)) == [cert(pki.root)]
+    result = pki.assess(trust=roots)
+    assert result.status == "Valid", result.to_dict()
+    assert result.path[-1].certificate == cert(pki.root)
+    assert TrustStore.from_certificates([cert(old_root)], "old only").issuers_of(cert(pki.intermediate)) == []
