@@ -3,6 +3,8 @@
 import azure.functions as func
 
 from functions.names import bp as names_bp
+from functions.pipeline import bp as pipeline_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(names_bp)
+app.register_functions(pipeline_bp)

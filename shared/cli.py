@@ -19,8 +19,10 @@ from shared.exceptions import CertsyncError
 
 if TYPE_CHECKING:
     from shared.certificate import CertificateBundle
+    from shared.pipeline import Outcome
 
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+AUDIT_DEFAULT = "certsync-audit.sqlite"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +110,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     _json_option(check)
     check.set_defaults(run=_cmd_check)
+
+    process = commands.add_parser(
+        "process",
+        allow_abbrev=False,
+        help="run a Key Vault event through the pipeline locally (exit 1 if blocked or expiring)",
+    )
+    process.add_argument("event", metavar="EVENT.json", help="an Event Grid or CloudEvents Key Vault event (or array)")
+    where = process.add_mutually_exclusive_group(required=True)
+    where.add_argument("--vault-dir", metavar="DIR", help="certificates from DIR/<name>/<version>.pem|.pfx|...")
+    where.add_argument("--vault-url", metavar="URL", help="certificates from a real Key Vault (Azure sign-in)")
+    process.add_argument("--targets", metavar="FILE", help="the targets file (docs/targets.md); tags also count")
+    process.add_argument("--outbox", metavar="DIR", default="certsync-outbox", help="where job files go")
+    process.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
+    process.add_argument("--at", metavar="ISO8601", help="assess at this time instead of now")
+    process.add_argument("--revocation", choices=("hard", "soft", "off"), default="hard", help="as for check")
+    process.add_argument("--trust", metavar="FILE", help="trust exactly the roots in FILE instead of Mozilla's")
+    process.add_argument(
+        "--allow-host", action="append", default=[], metavar="HOST[:PORT]", help="as for check (repeat)"
+    )
+    _json_option(process)
+    process.set_defaults(run=_cmd_process)
+
+    history = commands.add_parser("history", allow_abbrev=False, help="a certificate's audit trail, oldest first")
+    history.add_argument("name", metavar="NAME", help="the Key Vault certificate name")
+    history.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
+    _json_option(history)
+    history.set_defaults(run=_cmd_history)
     return parser
 
 
@@ -255,6 +284,90 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if not result.findings:
             print("No findings.")
     return EXIT_OK if result.status == VALID else EXIT_FINDING
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from shared.assessment import TrustStore
+    from shared.events import parse_event_json
+    from shared.pipeline import PipelineSettings
+    from shared.wiring import local_pipeline
+
+    try:
+        with open(args.event, "rb") as handle:
+            text = handle.read(2 * 1024 * 1024)
+    except OSError as exc:
+        raise CertsyncError(f"{args.event}: cannot be read ({exc.strerror}); check the path") from None
+    events = parse_event_json(text, args.event)
+    settings = PipelineSettings(
+        vaults=(),
+        trust=TrustStore.from_file(args.trust) if args.trust else None,
+        revocation=args.revocation,
+        allow_hosts=tuple(args.allow_host),
+        at=_parse_time(args.at) if args.at else None,
+    )
+    pipeline = local_pipeline(
+        vault_dir=args.vault_dir,
+        vault_url=args.vault_url,
+        targets=args.targets,
+        outbox=args.outbox,
+        audit=args.audit,
+        settings=settings,
+    )
+    outcomes = [pipeline.process(event) for event in events]
+    if args.json:
+        _print_json([o.to_dict() for o in outcomes] if len(outcomes) > 1 else outcomes[0].to_dict())
+    else:
+        for outcome in outcomes:
+            _print_outcome(outcome, args.outbox)
+    worst = EXIT_FINDING if any(o.outcome in ("blocked", "expiry-warning") for o in outcomes) else EXIT_OK
+    return worst
+
+
+def _print_outcome(outcome: Outcome, outbox: str) -> None:
+    report = outcome.to_dict()
+    event = report["event"]
+    rows = [("Event", f"{event['event_type'].rsplit('.', 1)[-1]} {event['vault']}/{event['name']} {event['version']}")]
+    diff = report["diff"]
+    if diff:
+        rows += [("Old", diff["old"]), ("New", diff["new"]), ("Change", diff["change"].replace("_", " "))]
+        if diff["dns_names_added"] or diff["dns_names_removed"]:
+            dns = [f"+{n}" for n in diff["dns_names_added"]] + [f"-{n}" for n in diff["dns_names_removed"]]
+            rows.append(("DNS names", " ".join(dns)))
+    elif outcome.new is not None:
+        rows.append(("New", report["assessment"]["tls_certificate_name"] if report["assessment"] else ""))
+    assessment = report["assessment"]
+    if assessment:
+        rows.append(("Assessment", f"{assessment['status']} ({len(assessment['findings'])} finding(s))"))
+    _print_table(rows)
+    for finding in (assessment or {}).get("findings", []):
+        print(f"  {finding['severity'].upper():<8} {finding['code']}: {_visible(finding['message'])}")
+    plan = report["plan"]
+    if plan:
+        print(f"Plan: {_visible(plan['summary'])}")
+        for step in plan["steps"]:
+            where = f"{step['server']}: " if step.get("server") else ""
+            target = step["object"] if isinstance(step["object"], str) else ", ".join(step["object"])
+            change = f"{step['previous']!s} -> {step['value']!s}" if step.get("previous") else str(step.get("value"))
+            print(f"  {step['n']:>2}. [{step['phase']}] {where}{step['action']} {_visible(target)}: {_visible(change)}")
+    print(f"Outcome: {outcome.outcome.upper()}" + (f" ({_visible(outcome.reason)})" if outcome.reason else ""))
+    if outcome.job is not None and outcome.outcome == "queued":
+        print(f"Job: {outbox}/{outcome.job.job_id}.json")
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from shared.wiring import local_audit
+
+    entries = local_audit(args.audit).history(args.name)
+    if args.json:
+        _print_json([e.to_dict() for e in entries])
+        return EXIT_OK
+    if not entries:
+        print(f"No audit entries for {args.name}.")
+        return EXIT_OK
+    for entry in entries:
+        item = entry.to_dict()
+        print(f"{item['at'][:19]}Z  {item['kind']:<15} {entry.correlation_id[:8]}  {_visible(entry.summary)}")
+    return EXIT_OK
 
 
 def _parse_time(text: str) -> dt.datetime:

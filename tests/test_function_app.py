@@ -30,7 +30,7 @@ def functions_by_name():
 
 
 def test_app_registers_the_expected_functions_with_unique_names():
-    assert set(functions_by_name()) == {"tls_certificate_name"}
+    assert set(functions_by_name()) == {"tls_certificate_name", "keyvault_certificate_events", "certificate_history"}
 
 
 def test_name_function_binding_is_a_function_key_post_route():

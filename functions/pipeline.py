@@ -1,0 +1,89 @@
+"""Event Grid: Key Vault certificate events into the pipeline; HTTP: a certificate's audit trail.
+
+The trigger accepts the Event Grid and the CloudEvents schema (the library hands us an `EventGridEvent`
+or a `CloudEvent`), turns it back into its envelope and lets `shared.events` read it. An event the
+pipeline settles (queued, blocked, ignored, duplicate) returns normally; one it cannot settle yet
+(Key Vault unavailable or forbidding, a malformed event) raises after its audit entry is written, so
+Event Grid delivers it again and finally dead-letters it.
+
+The pipeline and the Azure SDKs are imported on first use, not at import: cold start stays close to
+a bare `import azure.functions`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+bp = func.Blueprint()
+log = logging.getLogger("certsync")
+
+
+@bp.function_name("keyvault_certificate_events")
+@bp.event_grid_trigger(arg_name="event")
+def keyvault_certificate_events(event: func.EventGridEvent) -> None:
+    from shared.events import parse_event
+    from shared.exceptions import CertsyncError
+    from shared.wiring import azure_pipeline
+
+    try:
+        outcome = azure_pipeline().process(parse_event(envelope(event), f"event {event.id}"))
+    except CertsyncError as exc:
+        log.error(
+            "event %s not settled, Event Grid will retry: %s", event.id, exc, extra={"certsync.event_id": event.id}
+        )
+        raise
+    log.info(
+        "event %s: %s",
+        event.id,
+        outcome.outcome,
+        extra={"certsync.event_id": event.id, "certsync.correlation_id": outcome.correlation_id},
+    )
+
+
+def envelope(event: func.EventGridEvent | func.CloudEvent) -> dict:
+    """The event as it was on the wire, in its own schema."""
+    if isinstance(event, func.CloudEvent):
+        return {
+            "specversion": event.specversion,
+            "id": event.id,
+            "source": event.source,
+            "type": event.type,
+            "subject": event.subject,
+            "time": event.time.isoformat() if event.time else None,
+            "data": event.get_json(),
+        }
+    return {
+        "id": event.id,
+        "topic": event.topic,
+        "subject": event.subject,
+        "eventType": event.event_type,
+        "eventTime": event.event_time.isoformat() if event.event_time else None,
+        "dataVersion": event.data_version,
+        "data": event.get_json(),
+    }
+
+
+@bp.function_name("certificate_history")
+@bp.route(route="certificates/{name}/history", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def certificate_history(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.exceptions import CertsyncError
+    from shared.sources import check_object_name
+    from shared.wiring import azure_audit
+
+    name = req.route_params.get("name", "")
+    try:
+        check_object_name(name)
+    except CertsyncError as exc:
+        return _json({"error": str(exc)}, 400)
+    try:
+        entries = azure_audit().history(name)
+    except CertsyncError as exc:  # storage unreachable or misconfigured: the message names the setting
+        return _json({"error": str(exc)}, 503)
+    return _json({"certificate": name.lower(), "entries": [e.to_dict() for e in entries]}, 200)
+
+
+def _json(payload: dict, status: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")

@@ -1,0 +1,133 @@
+"""The one place that chooses adapters: Azure (Key Vault, Storage queue, Table storage) in the Function
+App, local ones (a directory or a real vault, an outbox directory, SQLite) for `certsync process`.
+
+The Azure SDKs are imported only when an Azure adapter is built, so neither the CLI nor the Function
+App's cold start pays for clients an invocation does not use.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from shared.assessment import POLICIES, TrustStore
+from shared.audit import AuditLog, SqliteAuditLog
+from shared.exceptions import CertsyncError
+from shared.fetch import parse_allow_entry
+from shared.jobs import OutboxQueue
+from shared.pipeline import Pipeline, PipelineSettings
+from shared.sources import CertificateSource, DirectoryVault
+from shared.targets import load_targets_file
+
+DEFAULT_QUEUE = "certsync-jobs"
+DEFAULT_AUDIT_TABLE = "certsyncaudit"
+DEFAULT_CLAIMS_TABLE = "certsyncjobs"
+DEFAULT_VAULT_DNS_SUFFIX = "vault.azure.net"
+
+
+def local_pipeline(
+    *,
+    vault_dir: str | None = None,
+    vault_url: str | None = None,
+    targets: str | None = None,
+    outbox: str = "certsync-outbox",
+    audit: str = "certsync-audit.sqlite",
+    settings: PipelineSettings | None = None,
+) -> Pipeline:
+    """`certsync process`: certificates from a directory (one folder per certificate) or a real vault,
+    jobs as plan files in `outbox`, the audit trail in the SQLite file `audit`."""
+    if (vault_dir is None) == (vault_url is None):
+        raise CertsyncError("give exactly one of --vault-dir DIR or --vault-url URL")
+    settings = settings or PipelineSettings()
+    sources: Callable[[str], CertificateSource]
+    if vault_dir is not None:
+        root = Path(vault_dir)
+        if not root.is_dir():
+            raise CertsyncError(f"{vault_dir}: no such directory; give --vault-dir a folder of certificate folders")
+        sources = functools.cache(lambda vault: DirectoryVault(root, vault))
+    else:
+        source = _key_vault(vault_url)
+        sources = lambda _vault: source  # noqa: E731 - one vault, whatever the event calls it
+    return Pipeline(
+        sources=sources,
+        jobs=OutboxQueue(outbox),
+        audit=SqliteAuditLog(audit),
+        settings=settings,
+        targets_file=load_targets_file(targets) if targets else None,
+    )
+
+
+def local_audit(path: str) -> AuditLog:
+    if not Path(path).exists():
+        raise CertsyncError(f"{path}: no audit trail here yet; run certsync process first, or give --audit FILE")
+    return SqliteAuditLog(path)
+
+
+def settings_from_env(env: Mapping[str, str]) -> PipelineSettings:
+    """The Function App's pipeline settings (documented in README, defined in local.settings.json.example)."""
+    vaults = tuple(v.strip().lower() for v in env.get("CERTSYNC_VAULTS", "").split(",") if v.strip())
+    if not vaults:
+        raise CertsyncError("CERTSYNC_VAULTS is not set; set it to the comma-separated Key Vault names to act on")
+    revocation = env.get("CERTSYNC_REVOCATION", "hard").strip().lower()
+    if revocation not in POLICIES:
+        raise CertsyncError(f"CERTSYNC_REVOCATION={revocation!r}: use one of {', '.join(POLICIES)}")
+    allow_hosts = tuple(h.strip() for h in env.get("CERTSYNC_ALLOW_HOSTS", "").split(",") if h.strip())
+    for entry in allow_hosts:
+        parse_allow_entry(entry)
+    days_text = env.get("CERTSYNC_EXPIRY_DAYS", "30").strip()
+    if not days_text.isdigit():
+        raise CertsyncError(f"CERTSYNC_EXPIRY_DAYS={days_text!r}: give a whole number of days")
+    trust_file = env.get("CERTSYNC_TRUST_FILE", "").strip()
+    return PipelineSettings(
+        vaults=vaults,
+        trust=TrustStore.from_file(trust_file) if trust_file else None,
+        revocation=revocation,
+        allow_hosts=allow_hosts,
+        expiry_warning_days=int(days_text),
+    )
+
+
+def pipeline_from_env(env: Mapping[str, str]) -> Pipeline:
+    """The Function App's pipeline: Key Vault, the jobs queue and the audit table of `JobsStorage`."""
+    from shared.storage import StorageJobQueue, storage_settings
+
+    settings = settings_from_env(env)
+    storage = storage_settings(env, "JobsStorage")
+    suffix = env.get("CERTSYNC_VAULT_DNS_SUFFIX", DEFAULT_VAULT_DNS_SUFFIX).strip().lstrip(".")
+    targets = env.get("CERTSYNC_TARGETS_FILE", "").strip()
+    return Pipeline(
+        sources=functools.cache(lambda vault: _key_vault(f"https://{vault}.{suffix}")),
+        jobs=StorageJobQueue(
+            storage.queue_client(env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE)),
+            storage.table_client(env.get("JOB_CLAIMS_TABLE", DEFAULT_CLAIMS_TABLE)),
+        ),
+        audit=audit_from_env(env),
+        settings=settings,
+        targets_file=load_targets_file(targets) if targets else None,
+    )
+
+
+def audit_from_env(env: Mapping[str, str]) -> AuditLog:
+    from shared.storage import TableAuditLog, storage_settings
+
+    storage = storage_settings(env, "JobsStorage")
+    return TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))
+
+
+@functools.cache
+def azure_pipeline() -> Pipeline:
+    """One pipeline per Functions worker process (clients and the CRL cache are reused across events)."""
+    return pipeline_from_env(os.environ)
+
+
+@functools.cache
+def azure_audit() -> AuditLog:
+    return audit_from_env(os.environ)
+
+
+def _key_vault(vault_url: str) -> CertificateSource:
+    from shared.keyvault import KeyVaultSource
+
+    return KeyVaultSource(vault_url)
