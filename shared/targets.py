@@ -141,7 +141,7 @@ def load_targets_file(path: str) -> TargetsFile:
         # What Windows PowerShell 5.1's Out-File and `>` write by default.
         raise TargetsError(f"{path}: is UTF-16 text; save it as UTF-8 (Set-Content -Encoding UTF8)")
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")  # a byte-order mark is dropped by parse_targets_json
     except UnicodeDecodeError as exc:
         raise TargetsError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
     return parse_targets_json(text, path)
