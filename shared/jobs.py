@@ -65,6 +65,10 @@ class JobQueue(Protocol):
         """Queue the job; False (and nothing sent) when this job was queued before."""
         ...
 
+    def queued(self, job_id: str) -> bool:
+        """Whether the job with this id was queued already (a redelivered event then stops early)."""
+        ...
+
 
 class OutboxQueue:
     """Jobs as `<job id>.json` plan files in a directory; a second job with the same id is refused."""
@@ -80,6 +84,9 @@ class OutboxQueue:
 
     def path_for(self, job: Job) -> Path:
         return self.directory / f"{job.job_id}.json"
+
+    def queued(self, job_id: str) -> bool:
+        return (self.directory / f"{job_id}.json").exists()
 
     def enqueue(self, job: Job) -> bool:
         final = self.path_for(job)

@@ -24,7 +24,7 @@ from shared.assessment import Assessment, TrustStore, assess
 from shared.audit import AuditEntry, AuditLog, partition
 from shared.events import NEW_VERSION, EventError, KeyVaultEvent, require_certificate_fields
 from shared.fetch import Fetcher
-from shared.jobs import Job, JobQueue
+from shared.jobs import Job, JobQueue, job_id
 from shared.plan import Plan, build_plan
 from shared.revocation import FetchCache
 from shared.sources import CertificateSource, SourceError, StoredVersion
@@ -156,6 +156,12 @@ class _Run:
         except EventError as exc:
             self._audit("event-rejected", str(exc), {})
             raise
+        queued_as = job_id(event.vault, event.name, event.version)
+        if event.event_type == NEW_VERSION and self.pipeline.jobs.queued(queued_as):
+            self._audit(
+                "duplicate", f"job {queued_as} was queued before; this delivery changes nothing", {"job_id": queued_as}
+            )
+            return Outcome("duplicate", self.correlation_id, event, reason=f"job {queued_as} already queued")
         try:
             source = self.pipeline.sources(event.vault)
             new = source.get(event.name, event.version)
