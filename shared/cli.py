@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -128,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--trust", metavar="FILE", help="trust exactly the roots in FILE instead of Mozilla's")
     process.add_argument(
         "--allow-host", action="append", default=[], metavar="HOST[:PORT]", help="as for check (repeat)"
+    )
+    process.add_argument(
+        "--expiry-days", type=int, default=30, metavar="N", help="warn when fewer than N days are left (default 30)"
     )
     _json_option(process)
     process.set_defaults(run=_cmd_process)
@@ -298,12 +302,14 @@ def _cmd_process(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CertsyncError(f"{args.event}: cannot be read ({exc.strerror}); check the path") from None
     events = parse_event_json(text, args.event)
+    logging.getLogger("certsync").addHandler(logging.NullHandler())  # notices: the outcome lines say it all
     settings = PipelineSettings(
         vaults=(),
         trust=TrustStore.from_file(args.trust) if args.trust else None,
         revocation=args.revocation,
         allow_hosts=tuple(args.allow_host),
         at=_parse_time(args.at) if args.at else None,
+        expiry_warning_days=args.expiry_days,
     )
     pipeline = local_pipeline(
         vault_dir=args.vault_dir,
@@ -347,6 +353,8 @@ def _print_outcome(outcome: Outcome, outbox: str) -> None:
         for step in plan["steps"]:
             where = f"{step['server']}: " if step.get("server") else ""
             target = step["object"] if isinstance(step["object"], str) else ", ".join(step["object"])
+            if step.get("subject"):
+                target = f"{target} ({step['subject']})"
             change = f"{step['previous']!s} -> {step['value']!s}" if step.get("previous") else str(step.get("value"))
             print(f"  {step['n']:>2}. [{step['phase']}] {where}{step['action']} {_visible(target)}: {_visible(change)}")
     print(f"Outcome: {outcome.outcome.upper()}" + (f" ({_visible(outcome.reason)})" if outcome.reason else ""))
