@@ -105,6 +105,10 @@ class SqliteAuditLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # WAL with NORMAL sync: an entry survives a crash of the process, and a write does not wait
+            # for the disk (a power cut may lose the last entries; the Azure backend is the durable one).
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
                 " PRIMARY KEY (partition, row_key))"

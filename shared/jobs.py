@@ -91,7 +91,7 @@ class OutboxQueue:
     def enqueue(self, job: Job) -> bool:
         final = self.path_for(job)
         temporary = final.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(job.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        temporary.write_text(job.to_json() + "\n", encoding="utf-8")  # compact: `python -m json.tool` reads it
         try:
             os.link(temporary, final)  # atomic, and fails if the job is already there
         except FileExistsError:

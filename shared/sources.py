@@ -86,6 +86,7 @@ class DirectoryVault:
             raise CertsyncError(f"{self.root}: no such directory; give --vault-dir a folder of certificate folders")
         self.vault = vault
         self.vault_url = (vault_url or f"https://{vault}.vault.azure.net").rstrip("/")
+        self._cache: dict[str, tuple[tuple, list[StoredVersion]]] = {}
 
     def get(self, name: str, version: str) -> StoredVersion:
         versions = self._versions(name)
@@ -102,10 +103,20 @@ class DirectoryVault:
         return next((v for v in reversed(versions[:index]) if v.enabled), None)
 
     def _versions(self, name: str) -> list[StoredVersion]:
+        """Every version, oldest first; re-read only when a file in the folder changed."""
         check_object_name(name)
         folder = self.root / name
         if not folder.is_dir():
             raise SourceError(f"{folder}: no such certificate folder", "not-found")
+        stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir()))
+        cached = self._cache.get(name.lower())
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        versions = self._read_versions(name, folder)
+        self._cache[name.lower()] = (stamp, versions)
+        return versions
+
+    def _read_versions(self, name: str, folder: Path) -> list[StoredVersion]:
         meta = self._meta(folder)
         created = meta.get("created", {})
         disabled = {str(v).lower() for v in meta.get("disabled", [])}

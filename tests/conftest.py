@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.chains import Issued
 from tests.servers import HttpServer, OcspResponder
+
+if TYPE_CHECKING:
+    from tests.fakes.keyvault import FakeKeyVault, LoopbackTls
 
 
 @pytest.fixture
@@ -36,3 +39,22 @@ def ocsp_responder(tmp_path: Path) -> Iterator[Callable[..., OcspResponder]]:
     finally:
         for server in made:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def keyvault_tls(tmp_path_factory: pytest.TempPathFactory) -> LoopbackTls:
+    """The test CA and server certificate the fake Key Vault serves with (made once per session)."""
+    from tests.fakes.keyvault import LoopbackTls
+
+    return LoopbackTls.create(tmp_path_factory.mktemp("keyvault-tls"))
+
+
+@pytest.fixture
+def keyvault(keyvault_tls: LoopbackTls) -> Iterator[FakeKeyVault]:
+    """A running `FakeKeyVault` (HTTPS on localhost) for one test: `vault_url`, `credential` and
+    `client_kwargs` are what a real SDK client needs to talk to it. A new port per test also means
+    a fresh bearer challenge (the SDK caches challenges per host and port)."""
+    from tests.fakes.keyvault import FakeKeyVault
+
+    with FakeKeyVault(keyvault_tls) as vault:
+        yield vault

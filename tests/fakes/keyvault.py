@@ -1,0 +1,545 @@
+"""A local HTTPS Key Vault (data plane, read side) that the real `azure-keyvault-certificates` and
+`azure-keyvault-secrets` clients talk to unchanged.
+
+No Key Vault emulator can be installed on the build machine (lowkey-vault and the others come as
+Docker images, Maven jars or GitHub releases), so this is our own: an `HttpServer` from `tests.servers`
+behind TLS, with a test CA written to a PEM file the clients trust.
+
+    with FakeKeyVault(tls) as vault:
+        version = vault.add_version("exch-smtp", pfx_bytes, PKCS12, tags={"exchange": "yes"})
+        client = CertificateClient(vault.vault_url, vault.credential, **vault.client_kwargs)
+        client.get_certificate_version("exch-smtp", version)
+
+What it does, following Key Vault as far as we know it:
+- A request without `Authorization` is answered 401 with the bearer challenge
+  (`WWW-Authenticate: Bearer authorization="https://login.microsoftonline.com/<tenant>",
+  resource="https://vault.azure.net"`); the SDK then asks its credential for
+  `https://vault.azure.net/.default` with `tenant_id=<tenant>` and sends the request again. A token
+  other than `credential`'s is answered 401 with the challenge too.
+- `GET /certificates/{name}/{version}` and `GET /certificates/{name}/` (latest = newest created):
+  the certificate bundle (`id`, `kid`, `sid`, `x5t`, `cer`, `attributes`, `tags`, a minimal `policy`).
+  Disabled versions are returned as well (Key Vault does this by design, azure-cli#26044); only
+  their secret is withheld.
+- `GET /secrets/{name}/{version}` (or latest): the backing secret (`value`, `contentType`, `kid`,
+  `managed: true`); for a disabled version 403 Forbidden "Operation get is not allowed on a disabled
+  secret." (innererror SecretDisabled).
+- `GET /certificates/{name}/versions`: certificate items, `page_size` (default 2) or the client's
+  `maxresults` per page, linked by `nextLink` with a `$skiptoken`. Items come in version-id order,
+  not by date (as Key Vault and lowkey-vault list them), so callers have to sort. An unknown name
+  lists nothing (assumed, not verified against Key Vault).
+- Names and versions are case-insensitive; ids keep the case they were added with. Any api-version
+  is accepted. Errors carry the Key Vault body `{"error": {"code": ..., "message": ...}}`.
+- `fail(prefix, status, code)` makes authenticated requests under a path prefix fail;
+  `requests` (from `HttpServer`) logs every request with its method, path, headers and body.
+
+Not emulated: writes (the challenge request of a POST/PUT is sent without its body), deleted
+objects, the policy and issuer endpoints, CAE claims challenges.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import secrets
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from azure.core.credentials import AccessToken
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.servers import LOOPBACK, Headers, HttpServer, Route, _Server
+
+PKCS12 = "application/x-pkcs12"
+PEM = "application/x-pem-file"
+KEY_VAULT_RESOURCE = "https://vault.azure.net"
+KEY_VAULT_SCOPE = KEY_VAULT_RESOURCE + "/.default"
+
+_NOT_FOUND_HELP = (
+    "If you recently deleted this {what} you may be able to recover it using the correct recovery command. "
+    "For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+)
+_DEFAULT_MESSAGES = {
+    "Forbidden": (
+        "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role "
+        "definitions were changed recently, please observe propagation time."
+    ),
+    "CertificateNotFound": "A certificate with (name/id) was not found in this key vault.",
+    "SecretNotFound": "A secret with (name/id) was not found in this key vault.",
+    "Throttled": "Request was not processed because too many requests were received.",
+    "InternalServerError": "The server encountered an internal error.",
+    "ServiceUnavailable": "The service is unavailable.",
+}
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopbackTls:
+    """A throwaway CA and a server certificate for `localhost` and 127.0.0.1, as PEM files.
+
+    Clients trust `ca_pem` (`connection_verify=str(ca_pem)`); the server loads `cert_pem`/`key_pem`."""
+
+    ca_pem: Path
+    cert_pem: Path
+    key_pem: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> LoopbackTls:
+        directory.mkdir(parents=True, exist_ok=True)
+        now = dt.datetime.now(dt.timezone.utc)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certsync test Key Vault CA")])
+        ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+            .add_extension(ca_ski, critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        server = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        tls = cls(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+        tls.ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        tls.cert_pem.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+        tls.key_pem.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        tls.key_pem.chmod(0o600)
+        return tls
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_pem, self.key_pem)
+        return context
+
+
+def _key_usage(**flags: bool) -> x509.KeyUsage:
+    names = (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    )
+    return x509.KeyUsage(**(dict.fromkeys(names, False) | {"digital_signature": True} | flags))
+
+
+class _TlsServer(_Server):
+    """`tests.servers`' threading server with a TLS listening socket: accepted connections are TLS
+    sockets, and each one's handshake runs on its own connection thread."""
+
+    def __init__(self, owner: HttpServer, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__(owner)
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        self.socket = self._context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Headers and body go out as two TLS records; without NODELAY the second waits for the
+        # client's delayed ACK (~40 ms a response).
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        request.do_handshake()  # a failed handshake (untrusted CA) ends here, quietly
+        super().finish_request(request, client_address)
+
+
+# --- credential ----------------------------------------------------------------------------------
+
+
+class StaticTokenCredential:
+    """A `TokenCredential` that hands out one fixed token and records every request for one."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.calls: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        with self._lock:
+            self.calls.append((scopes, kwargs))
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+# --- the vault -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Version:
+    name: str
+    version: str
+    cer: bytes  # DER of the certificate the certificate object reports
+    secret: str  # the secret value exactly as Key Vault serves it
+    content_type: str
+    enabled: bool
+    created: int
+    not_before: int
+    expires: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class FakeKeyVault(HttpServer):
+    """The fake vault on `https://localhost:PORT` (a context manager, like `HttpServer`).
+
+    Without `tls` it makes its own CA in a temporary directory, removed on `stop()`."""
+
+    def __init__(self, tls: LoopbackTls | None = None, *, page_size: int = 2, tenant_id: str | None = None) -> None:
+        super().__init__()
+        self._own_tls_dir: str | None = None
+        if tls is None:
+            self._own_tls_dir = tempfile.mkdtemp(prefix="fake-keyvault-")
+            tls = LoopbackTls.create(Path(self._own_tls_dir))
+        self.tls = tls
+        self.page_size = page_size
+        self.tenant_id = tenant_id or str(uuid.uuid4())
+        self.credential = StaticTokenCredential(secrets.token_urlsafe(24))
+        self._versions: dict[str, list[_Version]] = {}
+        self._failures: dict[str, tuple[int, str, str, str | None]] = {}
+        self._data_lock = threading.Lock()
+
+    # lifecycle
+
+    def start(self) -> FakeKeyVault:
+        if self._server is None:
+            self._server = _TlsServer(self, self.tls.server_context())
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="keyvault-fake"
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        super().stop()
+        if self._own_tls_dir is not None:
+            shutil.rmtree(self._own_tls_dir, ignore_errors=True)
+            self._own_tls_dir = None
+
+    def __enter__(self) -> FakeKeyVault:
+        return self.start()
+
+    # what clients need
+
+    @property
+    def vault_url(self) -> str:
+        """`https://localhost:PORT`: the vault name (first host label) is `localhost`."""
+        return f"https://localhost:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        """`https://localhost:PORT/path`."""
+        return self.vault_url + (path if path.startswith("/") else "/" + path)
+
+    @property
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keywords for `CertificateClient`/`SecretClient`: no challenge-resource check (the SDK wants the
+        vault under vault.azure.net), trust the test CA (the SDK sends tokens over HTTPS only), and fail on
+        the first error instead of retrying for seconds."""
+        return {"verify_challenge_resource": False, "connection_verify": str(self.tls.ca_pem), "retry_total": 0}
+
+    # populating
+
+    def add_version(
+        self,
+        name: str,
+        pfx_or_pem: bytes,
+        content_type: str = PKCS12,
+        *,
+        enabled: bool = True,
+        created: dt.datetime | None = None,
+        tags: Mapping[str, str] | None = None,
+        version: str | None = None,
+        cer: bytes | None = None,
+    ) -> str:
+        """Add a version of certificate `name` backed by `pfx_or_pem` (an unprotected PFX, or PEM with
+        the private key and the certificates); returns its version id (random unless given).
+
+        `created` defaults to now, or a second after the newest version if that is later, so versions
+        added one after another are ordered. The certificate object reports the key's certificate
+        unless `cer` (DER) says otherwise — a way to make the object and its secret disagree."""
+        if content_type == PKCS12:
+            value = base64.b64encode(pfx_or_pem).decode("ascii")
+        elif content_type == PEM:
+            value = pfx_or_pem.decode("ascii")
+        else:
+            raise ValueError(f"content_type must be {PKCS12!r} or {PEM!r}")
+        if cer is not None:  # the secret need not even hold a certificate then
+            leaf = x509.load_der_x509_certificate(cer)
+        else:
+            leaf = _pkcs12_leaf(pfx_or_pem) if content_type == PKCS12 else _pem_leaf(pfx_or_pem)
+        with self._data_lock:
+            existing = self._versions.setdefault(name.lower(), [])
+            if created is None:
+                stamp = max([int(time.time())] + [v.created + 1 for v in existing])
+            else:
+                stamp = int(created.timestamp())
+            entry = _Version(
+                name=existing[0].name if existing else name,
+                version=version or uuid.uuid4().hex,
+                cer=leaf.public_bytes(serialization.Encoding.DER),
+                secret=value,
+                content_type=content_type,
+                enabled=enabled,
+                created=stamp,
+                not_before=int(leaf.not_valid_before_utc.timestamp()),
+                expires=int(leaf.not_valid_after_utc.timestamp()),
+                tags=dict(tags or {}),
+            )
+            existing.append(entry)
+        return entry.version
+
+    def fail(
+        self, path_prefix: str, status: int, code: str, message: str | None = None, *, inner_code: str | None = None
+    ) -> None:
+        """Answer authenticated requests whose path (without the query) starts with `path_prefix`
+        (case-insensitive; the longest matching prefix wins) with `status` and the Key Vault error body."""
+        with self._data_lock:
+            self._failures[path_prefix.lower()] = (
+                status,
+                code,
+                message or _DEFAULT_MESSAGES.get(code, code),
+                inner_code,
+            )
+
+    def clear_failures(self) -> None:
+        with self._data_lock:
+            self._failures.clear()
+
+    # serving
+
+    def _lookup(self, path: str) -> Route | None:
+        return Route(handler=self._answer)
+
+    def _answer(self, method: str, target: str, headers: Headers, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        parts = urlsplit(target)
+        path = unquote(parts.path)
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        authorization = headers.get("Authorization")
+        if authorization is None:
+            return self._challenge("AKV10000: Request is missing a Bearer or PoP token.")
+        if authorization != f"Bearer {self.credential.token}":
+            return self._challenge("The access token is not valid for this vault.")
+        failure = self._failure_for(path)
+        if failure is not None:
+            status, code, message, inner = failure
+            return _error(status, code, message, inner)
+        if method != "GET":
+            return _error(405, "MethodNotAllowed", f"The fake Key Vault serves GET only, not {method}.")
+        segments = path.split("/")[1:]
+        if len(segments) in (2, 3) and segments[0] in ("certificates", "secrets"):
+            collection, name = segments[0], segments[1]
+            rest = segments[2] if len(segments) == 3 else ""
+            if collection == "certificates" and rest.lower() == "versions":
+                return self._list_versions(name, query)
+            return self._get(collection, name, rest)
+        return _error(404, "NotFound", f"The fake Key Vault has no route for {path}.")
+
+    def _challenge(self, message: str) -> tuple[int, dict[str, str], bytes]:
+        status, headers, payload = _error(401, "Unauthorized", message)
+        headers["WWW-Authenticate"] = (
+            f'Bearer authorization="https://login.microsoftonline.com/{self.tenant_id}", '
+            f'resource="{KEY_VAULT_RESOURCE}"'
+        )
+        return status, headers, payload
+
+    def _failure_for(self, path: str) -> tuple[int, str, str, str | None] | None:
+        lowered = path.lower()
+        with self._data_lock:
+            matches = [prefix for prefix in self._failures if lowered.startswith(prefix)]
+            return self._failures[max(matches, key=len)] if matches else None
+
+    def _find(self, name: str, version: str) -> _Version | None:
+        with self._data_lock:
+            versions = list(self._versions.get(name.lower(), []))
+        if not version:
+            return max(versions, key=lambda v: v.created, default=None)
+        return next((v for v in versions if v.version.lower() == version.lower()), None)
+
+    def _get(self, collection: str, name: str, version: str) -> tuple[int, dict[str, str], bytes]:
+        found = self._find(name, version)
+        what = "certificate" if collection == "certificates" else "secret"
+        if found is None:
+            code = "CertificateNotFound" if what == "certificate" else "SecretNotFound"
+            message = f"A {what} with (name/id) {name}/{version} was not found in this key vault. "
+            return _error(404, code, message + _NOT_FOUND_HELP.format(what=what))
+        if what == "certificate":
+            return _json(200, self._certificate_bundle(found))
+        if not found.enabled:
+            return _error(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
+        return _json(200, self._secret_bundle(found))
+
+    def _list_versions(self, name: str, query: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+        with self._data_lock:
+            versions = sorted(self._versions.get(name.lower(), []), key=lambda v: v.version.lower())
+        try:
+            size = int(query.get("maxresults") or self.page_size)
+            start = int(base64.urlsafe_b64decode(query["$skiptoken"]).decode()) if "$skiptoken" in query else 0
+        except (ValueError, KeyError):
+            return _error(400, "BadParameter", "The skiptoken or maxresults parameter is not valid.")
+        page = versions[start : start + size]
+        next_link = None
+        if start + size < len(versions):
+            token = base64.urlsafe_b64encode(str(start + size).encode()).decode()
+            api_version = query.get("api-version", "")
+            next_link = (
+                f"{self.vault_url}/certificates/{name}/versions"
+                f"?api-version={api_version}&$skiptoken={token}&maxresults={size}"
+            )
+        items = [
+            {
+                "id": self._url("certificates", v),
+                "x5t": _x5t(v.cer),
+                "attributes": _attributes(v),
+                **({"tags": v.tags} if v.tags else {}),
+            }
+            for v in page
+        ]
+        return _json(200, {"value": items, "nextLink": next_link})
+
+    def _url(self, collection: str, v: _Version) -> str:
+        return f"{self.vault_url}/{collection}/{v.name}/{v.version}"
+
+    def _certificate_bundle(self, v: _Version) -> dict[str, Any]:
+        cert = x509.load_der_x509_certificate(v.cer)
+        try:
+            dns_names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = {"dns_names": dns_names.get_values_for_type(x509.DNSName)}
+        except x509.ExtensionNotFound:
+            sans = {}
+        return {
+            "id": self._url("certificates", v),
+            "kid": self._url("keys", v),
+            "sid": self._url("secrets", v),
+            "x5t": _x5t(v.cer),
+            "cer": base64.b64encode(v.cer).decode("ascii"),
+            "attributes": _attributes(v),
+            **({"tags": v.tags} if v.tags else {}),
+            "policy": {
+                "id": f"{self.vault_url}/certificates/{v.name}/policy",
+                "key_props": {
+                    "exportable": True,
+                    "kty": "RSA" if isinstance(cert.public_key(), rsa.RSAPublicKey) else "EC",
+                    "reuse_key": False,
+                },
+                "secret_props": {"contentType": v.content_type},
+                "x509_props": {"subject": cert.subject.rfc4514_string(), "sans": sans, "validity_months": 12},
+                "issuer": {"name": "Unknown"},
+                "attributes": {"enabled": True, "created": v.created, "updated": v.created},
+            },
+        }
+
+    def _secret_bundle(self, v: _Version) -> dict[str, Any]:
+        return {
+            "value": v.secret,
+            "contentType": v.content_type,
+            "id": self._url("secrets", v),
+            "attributes": _attributes(v),
+            **({"tags": v.tags} if v.tags else {}),
+            "kid": self._url("keys", v),
+            "managed": True,
+        }
+
+
+def _attributes(v: _Version) -> dict[str, Any]:
+    return {
+        "enabled": v.enabled,
+        "nbf": v.not_before,
+        "exp": v.expires,
+        "created": v.created,
+        "updated": v.created,
+        "recoveryLevel": "Recoverable+Purgeable",
+        "recoverableDays": 90,
+    }
+
+
+def _x5t(der: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode("ascii")
+
+
+def _json(status: int, document: Mapping[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Content-Type": "application/json; charset=utf-8", "x-ms-request-id": str(uuid.uuid4())}
+    return status, headers, json.dumps(document).encode()
+
+
+def _error(status: int, code: str, message: str, inner_code: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if inner_code:
+        error["innererror"] = {"code": inner_code}
+    status, headers, payload = _json(status, {"error": error})
+    if status in (429, 503):
+        headers["Retry-After"] = "1"
+    return status, headers, payload
+
+
+def _pkcs12_leaf(data: bytes) -> x509.Certificate:
+    loaded = pkcs12.load_pkcs12(data, None)
+    if loaded.cert is None:
+        raise ValueError("the PFX has no certificate for its key")
+    return loaded.cert.certificate
+
+
+def _pem_leaf(data: bytes) -> x509.Certificate:
+    """The certificate matching the PEM's private key (Key Vault's leaf), else the first one."""
+    certificates = x509.load_pem_x509_certificates(data)
+    start = data.find(b"-----BEGIN PRIVATE KEY-----")
+    if start >= 0:
+        end = data.index(b"-----END PRIVATE KEY-----", start) + len(b"-----END PRIVATE KEY-----")
+        key = serialization.load_pem_private_key(data[start:end], None)
+        spki = _spki(key.public_key())
+        match = next((c for c in certificates if _spki(c.public_key()) == spki), None)
+        if match is not None:
+            return match
+    return certificates[0]
+
+
+def _spki(public_key: Any) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
