@@ -3,8 +3,8 @@
 `Certificate` walks the DER itself, so a certificate that `cryptography` refuses (a PrintableString
 holding `*`, a Latin-1 T61String, an unsorted SET) still yields its names, dates, serial and DNS
 names. `load_certificates` accepts any of the usual containers, finds the leaf, and orders the rest
-as its chain. Private keys are never parsed from PEM; a PKCS#12 key is dropped the moment the
-library hands it back.
+as its chain. Private keys are never parsed: PEM key blocks are skipped undecoded, and PKCS#12 key
+bags are skipped unopened by the certificates-only reader in `shared.pkcs12`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _SKI = "2.5.29.14"
 _AKI = "2.5.29.35"
 _BASIC_CONSTRAINTS = "2.5.29.19"
 _PKCS7_SIGNED_DATA = "1.2.840.113549.1.7.2"
+_BER_PKCS12_START = b"\x30\x80\x02\x01\x03"  # SEQUENCE (indefinite length) starting with INTEGER 3
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _PEM_CERTIFICATE_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
@@ -244,16 +245,20 @@ def certificates_in(data: bytes, source: str) -> list[Certificate]:
 
 
 def _from_binary(data: bytes, source: str, password: bytes | None, accept_pkcs12: bool) -> CertificateBundle:
-    try:
-        outer = der.expect(data, 0, der.SEQUENCE, "file")
-        first = der.read_tlv(data, outer.content_start, outer.end)
-        if first.tag == der.INTEGER and der.content(data, first) != b"\x03":
-            raise DerError("not a PKCS#12 file, whose version is always 3")  # e.g. a DER private key
-    except DerError:
-        raise CertificateInputError(
-            f"{source}: is not a certificate (not PEM, DER, PKCS#7 or PKCS#12); check the file"
-        ) from None
-    if first.tag == der.INTEGER:
+    # A PFX in BER with an indefinite outer length (BouncyCastle, Java) is PKCS#12 too; shared.pkcs12 reads it.
+    is_pkcs12 = data[:5] == _BER_PKCS12_START
+    if not is_pkcs12:
+        try:
+            outer = der.expect(data, 0, der.SEQUENCE, "file")
+            first = der.read_tlv(data, outer.content_start, outer.end)
+            if first.tag == der.INTEGER and der.content(data, first) != b"\x03":
+                raise DerError("not a PKCS#12 file, whose version is always 3")  # e.g. a DER private key
+        except DerError:
+            raise CertificateInputError(
+                f"{source}: is not a certificate (not PEM, DER, PKCS#7 or PKCS#12); check the file"
+            ) from None
+        is_pkcs12 = first.tag == der.INTEGER
+    if is_pkcs12:
         if not accept_pkcs12:
             raise CertificateInputError(
                 f"{source}: is a PKCS#12 file, which carries a private key; send only the public certificate "
@@ -283,28 +288,18 @@ def _pkcs7_certificates(data: bytes, source: str) -> list[bytes]:
 
 
 def _from_pkcs12(data: bytes, source: str, password: bytes | None) -> CertificateBundle:
-    from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+    from shared.pkcs12 import read_pkcs12  # imports cryptography only to decrypt
 
-    try:
-        p12 = pkcs12.load_pkcs12(data, password)
-    except ValueError:
-        if password is None:
-            raise CertificateInputError(
-                f"{source}: is a password-protected PKCS#12 file; pass --password-env VAR, "
-                "where VAR is an environment variable holding the password"
-            ) from None
-        raise CertificateInputError(
-            f"{source}: wrong password for this PKCS#12 file, or the file is damaged; check the password"
-        ) from None
-    has_key = p12.key is not None
-    key_cert = p12.cert.certificate.public_bytes(Encoding.DER) if p12.cert else None
-    others = [c.certificate.public_bytes(Encoding.DER) for c in p12.additional_certs]
-    del p12  # drops the private key: nothing below holds it
-    ders = ([key_cert] if key_cert else []) + others
-    if not ders:
+    contents = read_pkcs12(data, password, source)
+    if not contents.certificates:
         raise CertificateInputError(f"{source}: the PKCS#12 file holds no certificate")
-    certs = _parse_all(ders, source)
-    return _bundle(certs, source, "pkcs12", leaf=certs[0] if key_cert else None, has_private_key=has_key)
+    return _bundle(
+        list(contents.certificates),
+        source,
+        "pkcs12",
+        leaf=contents.key_certificate,
+        has_private_key=contents.has_private_key,
+    )
 
 
 def _parse_all(ders: list[bytes], source: str) -> list[Certificate]:

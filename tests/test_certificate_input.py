@@ -17,7 +17,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
+import shared.pkcs12
 from shared.certificate import CertificateBundle, load_certificate_file, load_certificates
 from shared.exceptions import CertificateInputError
 from tests.chains import Chain, Issued, build_chain, issue, make_name, pem_of
@@ -503,12 +503,13 @@ def test_pfx_whose_key_certificate_is_not_first(tmp_path: Path, rsa_chain: Chain
 def test_pfx_leaf_is_the_key_certificate_even_with_another_end_certificate(
     tmp_path: Path, rsa_chain: Chain, sibling: Issued, other_chain: Chain
 ) -> None:
-    """Two (three) end certificates, the key's one not first: the leaf is still the key's certificate."""
+    """Three end certificates: the leaf is still the key's certificate, the one whose localKeyId is the
+    key bag's (the key itself is never opened; tests/test_pkcs12.py has the key's certificate not first)."""
     data = pkcs12.serialize_key_and_certificates(
         b"x",
         rsa_chain.leaf.key,
-        None,
-        [sibling.cert, other_chain.leaf.cert, rsa_chain.intermediate.cert, rsa_chain.leaf.cert, rsa_chain.root.cert],
+        rsa_chain.leaf.cert,
+        [sibling.cert, other_chain.leaf.cert, rsa_chain.intermediate.cert, rsa_chain.root.cert],
         serialization.BestAvailableEncryption(PASSWORD.encode()),
     )
     bundle = load_certificate_file(write(tmp_path, "x.pfx", data), password=PASSWORD.encode())
@@ -625,14 +626,13 @@ def test_key_scan_detects_a_retained_key(tmp_path: Path, rsa_chain: Chain, monke
     assert _live_instances(kinds) == before + 1
     del holder
     assert _live_instances(kinds) == before
-    real = pkcs12.load_pkcs12
+    real = shared.pkcs12.read_pkcs12
 
-    def leaky(data: bytes, password: bytes | None) -> object:
-        result = real(data, password)
-        _LEAKED.append(result.key)
-        return result
+    def leaky(data: bytes, password: bytes | None, source: str) -> object:
+        _LEAKED.append(pkcs12.load_pkcs12(data, password).key)  # what going back to the library could do
+        return real(data, password, source)
 
-    monkeypatch.setattr(pkcs12, "load_pkcs12", leaky)
+    monkeypatch.setattr(shared.pkcs12, "read_pkcs12", leaky)
     try:
         load_certificates(pfx_cryptography(rsa_chain, serialization.NoEncryption()), "leaky.pfx")
         assert _live_instances(kinds) == before + 1
@@ -657,27 +657,21 @@ def test_pfx_private_key_is_not_kept_after_loading(tmp_path: Path, kind: str, re
     assert _live_instances(kinds) == before
 
 
-def test_pfx_private_key_has_no_reference_left(rsa_chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reference counts: once loading returns, only this test holds the key the library handed back."""
-    real = pkcs12.load_pkcs12
-    seen: list[object] = []
-
-    def spy(data: bytes, password: bytes | None) -> object:
-        result = real(data, password)
-        seen.append(result.key)
-        return result
-
-    monkeypatch.setattr(pkcs12, "load_pkcs12", spy)
-    bundle = load_certificates(pfx_cryptography(rsa_chain, serialization.NoEncryption()), "x.pfx")
-    monkeypatch.undo()
-    assert bundle.has_private_key is True
-    assert len(seen) == 1
-    key = seen.pop()
-    gc.collect()
-    refs = sys.getrefcount(key)  # the local `key`, and getrefcount's own argument
-    holders = [type(r).__name__ for r in gc.get_referrers(key)]
-    assert refs == 2, f"the private key is still referenced ({refs - 2} more), by {holders}"
-    assert isinstance(key, rsa.RSAPrivateKey)
+def test_pfx_private_key_is_never_handed_to_the_library(rsa_chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key object is ever made: the library is not asked to open the PFX or any key in it."""
+    seen: list[str] = []
+    for module, name in [
+        (pkcs12, "load_pkcs12"),
+        (pkcs12, "load_key_and_certificates"),
+        (serialization, "load_der_private_key"),
+    ]:
+        monkeypatch.setattr(module, name, lambda *args, name=name, **kwargs: seen.append(name))
+    for password in (None, PASSWORD.encode()):
+        encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+        bundle = load_certificates(pfx_cryptography(rsa_chain, encryption), "x.pfx", password)
+        assert bundle.has_private_key is True
+        assert bundle.leaf.der == rsa_chain.leaf.der
+    assert seen == []
 
 
 def _secrets(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[list[bytes], list[int]]:
@@ -1192,7 +1186,10 @@ def test_errors_from_bytes_name_the_source() -> None:
 
 
 def test_pkcs12_refused_unopened_when_not_accepted(ec_chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.pkcs12
+
     calls: list[object] = []
+    monkeypatch.setattr(shared.pkcs12, "read_pkcs12", lambda *args: calls.append(args))
     monkeypatch.setattr(pkcs12, "load_pkcs12", lambda *args: calls.append(args))
     data = pfx_cryptography(ec_chain, serialization.NoEncryption())
     for blob in (data, base64.b64encode(data)):
