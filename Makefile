@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Azurite (the Storage emulator the integration tests start), pinned by tools/azurite/package-lock.json.
+AZURITE := .tools/azurite/.installed
 
 .PHONY: demo test lint bench clean
 
@@ -13,10 +15,13 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
 	@touch $@
 
-demo: $(STAMP)
+$(AZURITE): tools/azurite/package.json tools/azurite/package-lock.json scripts/install-azurite.sh
+	bash scripts/install-azurite.sh
+
+demo: $(STAMP) $(AZURITE)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) $(AZURITE)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -29,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis

@@ -65,7 +65,7 @@ class JobQueue(Protocol):
         """Queue the job; False (and nothing sent) when this job was queued before."""
         ...
 
-    def queued(self, job_id: str) -> bool:
+    def queued(self, vault: str, job_id: str) -> bool:
         """Whether the job with this id was queued already (a redelivered event then stops early)."""
         ...
 
@@ -85,7 +85,7 @@ class OutboxQueue:
     def path_for(self, job: Job) -> Path:
         return self.directory / f"{job.job_id}.json"
 
-    def queued(self, job_id: str) -> bool:
+    def queued(self, vault: str, job_id: str) -> bool:
         return (self.directory / f"{job_id}.json").exists()
 
     def enqueue(self, job: Job) -> bool:

@@ -76,8 +76,15 @@ def vault_name(vault_url: str) -> str:
 class KeyVaultSource:
     """`CertificateSource` over one vault. Thread-safe; the clients are built on first use."""
 
-    def __init__(self, vault_url: str, credential: TokenCredential | None = None, **client_kwargs: Any) -> None:
-        self.vault = vault_name(vault_url)
+    def __init__(
+        self,
+        vault_url: str,
+        credential: TokenCredential | None = None,
+        *,
+        name: str | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        self.vault = name or vault_name(vault_url)  # `name` when the URL's host is not the vault's name
         self.vault_url = vault_url.rstrip("/")
         self._credential = credential
         self._client_kwargs = client_kwargs

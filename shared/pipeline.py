@@ -157,7 +157,7 @@ class _Run:
             self._audit("event-rejected", str(exc), {})
             raise
         queued_as = job_id(event.vault, event.name, event.version)
-        if event.event_type == NEW_VERSION and self.pipeline.jobs.queued(queued_as):
+        if event.event_type == NEW_VERSION and self.pipeline.jobs.queued(event.vault, queued_as):
             self._audit(
                 "duplicate", f"job {queued_as} was queued before; this delivery changes nothing", {"job_id": queued_as}
             )

@@ -11,6 +11,7 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from shared.assessment import POLICIES, TrustStore
 from shared.audit import AuditLog, SqliteAuditLog
@@ -89,16 +90,27 @@ def settings_from_env(env: Mapping[str, str]) -> PipelineSettings:
     )
 
 
-def pipeline_from_env(env: Mapping[str, str]) -> Pipeline:
-    """The Function App's pipeline: Key Vault, the jobs queue and the audit table of `JobsStorage`."""
+def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
+    """The Function App's pipeline: Key Vault, the jobs queue and the audit table of `JobsStorage`.
+
+    A vault's URL is `https://<name>.<CERTSYNC_VAULT_DNS_SUFFIX>` unless `CERTSYNC_VAULT_URLS` maps the
+    name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
+    Key Vault clients (transport settings)."""
+    from shared.keyvault import KeyVaultSource
     from shared.storage import StorageJobQueue, storage_settings
 
     settings = settings_from_env(env)
     storage = storage_settings(env, "JobsStorage")
     suffix = env.get("CERTSYNC_VAULT_DNS_SUFFIX", DEFAULT_VAULT_DNS_SUFFIX).strip().lstrip(".")
+    urls = _vault_urls(env.get("CERTSYNC_VAULT_URLS", ""))
     targets = env.get("CERTSYNC_TARGETS_FILE", "").strip()
+    options = dict(keyvault_options or {})
+
+    def source(vault: str) -> CertificateSource:
+        return KeyVaultSource(urls.get(vault) or f"https://{vault}.{suffix}", name=vault, **options)
+
     return Pipeline(
-        sources=functools.cache(lambda vault: _key_vault(f"https://{vault}.{suffix}")),
+        sources=functools.cache(source),
         jobs=StorageJobQueue(
             storage.queue_client(env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE)),
             storage.table_client(env.get("JOB_CLAIMS_TABLE", DEFAULT_CLAIMS_TABLE)),
@@ -125,6 +137,16 @@ def azure_pipeline() -> Pipeline:
 @functools.cache
 def azure_audit() -> AuditLog:
     return audit_from_env(os.environ)
+
+
+def _vault_urls(text: str) -> dict[str, str]:
+    urls = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip() or not url.strip().startswith("https://"):
+            raise CertsyncError(f"CERTSYNC_VAULT_URLS item {item!r}: write name=https://host, comma-separated")
+        urls[name.strip().lower()] = url.strip()
+    return urls
 
 
 def _key_vault(vault_url: str) -> CertificateSource:

@@ -1,4 +1,5 @@
-"""Shared fixtures: loopback servers from `tests.servers`, stopped at teardown even when a test fails."""
+"""Shared fixtures: loopback servers from `tests.servers` and Azurite from `tests.azurite`, stopped at
+teardown even when a test fails."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.azurite import Azurite, AzuriteError
 from tests.chains import Issued
 from tests.servers import HttpServer, OcspResponder
 
@@ -39,6 +41,23 @@ def ocsp_responder(tmp_path: Path) -> Iterator[Callable[..., OcspResponder]]:
     finally:
         for server in made:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """One running Azurite for the whole session (in memory, random loopback ports).
+
+    Fails, never skips, when Azurite is not installed: `make test` (and so CI) installs it, so a
+    missing emulator means a broken setup that a skip would hide."""
+    emulator = Azurite()
+    try:
+        emulator.start()
+    except AzuriteError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
 
 
 @pytest.fixture(scope="session")

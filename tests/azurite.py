@@ -1,0 +1,195 @@
+"""A real Azurite (the Azure Storage emulator) on loopback, for tests of the Storage backends.
+
+`Azurite` runs the copy `scripts/install-azurite.sh` puts in `.tools/azurite` (`make test` installs it),
+in memory, on free random ports for blob, queue and table, all on 127.0.0.1:
+
+    with Azurite() as azurite:
+        queue = QueueClient.from_connection_string(azurite.connection_string, "jobs")
+
+What Azurite 3.37.0 does, and how this class copes (see the local-stack spec, section 3):
+- The Python SDKs send API versions newer than Azurite knows (azure-storage-queue 12.18.1 sends
+  2026-10-06), which it refuses with 400 unless started with `--skipApiVersionCheck`.
+- Without `--disableTelemetry` it closes its listeners on SIGTERM but never exits on an offline machine.
+- Ports are picked by binding port 0 and closing the socket, so another process can take one before
+  Azurite binds it; Azurite then exits with EADDRINUSE and `start()` tries again with new ports.
+- Readiness is all three ports accepting TCP while the process is still running; it prints
+  "successfully listening" lines on stdout, but TCP is what the clients need.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tests.servers import _LIVE_PROCESSES, LOOPBACK, _terminate
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite"
+
+# The well-known key of Azurite's devstoreaccount1 (public, the same in every emulator).
+ACCOUNT = "devstoreaccount1"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+FLAGS = (
+    "--silent",
+    "--inMemoryPersistence",
+    "--skipApiVersionCheck",
+    "--disableTelemetry",
+    "--disableProductStyleUrl",
+    "--extentMemoryLimit", "256",
+)  # fmt: skip
+_SERVICES = ("blob", "queue", "table")
+
+
+class AzuriteError(RuntimeError):
+    """Azurite is not installed or did not come up (the message carries its output)."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Azurite:
+    """One Azurite process; a context manager. `start()` waits until blob, queue and table accept TCP."""
+
+    def __init__(self, binary: Path | None = None, *, startup_timeout: float = 15.0, attempts: int = 3) -> None:
+        self.binary = Path(binary) if binary is not None else BINARY
+        self.startup_timeout = startup_timeout
+        self.attempts = attempts
+        self.ports: dict[str, int] = {}
+        self.startup_seconds = 0.0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._directory: Path | None = None
+
+    # lifecycle
+
+    def start(self) -> Azurite:
+        if self._process is not None:
+            return self
+        if not (self.binary.is_file() and self.binary.stat().st_mode & 0o111):
+            raise AzuriteError(
+                f"Azurite is not installed ({self.binary} is missing): run `make test`, or"
+                " `scripts/install-azurite.sh` before running pytest directly"
+            )
+        started = time.monotonic()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self._launch()
+                self.startup_seconds = time.monotonic() - started
+                return self
+            except AzuriteError as exc:
+                if "EADDRINUSE" not in str(exc) or attempt == self.attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """SIGTERM our own process, SIGKILL it after 5 s; remove its working directory."""
+        process, self._process = self._process, None
+        if process is not None:
+            _terminate(process)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+    def __enter__(self) -> Azurite:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # state
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self._require().pid
+
+    @property
+    def queue_port(self) -> int:
+        self._require()
+        return self.ports["queue"]
+
+    @property
+    def table_port(self) -> int:
+        self._require()
+        return self.ports["table"]
+
+    @property
+    def connection_string(self) -> str:
+        """The explicit form, with 127.0.0.1 endpoints and the well-known devstoreaccount1 key."""
+        self._require()
+        endpoints = "".join(
+            f"{service.capitalize()}Endpoint=http://{LOOPBACK}:{self.ports[service]}/{ACCOUNT};"
+            for service in _SERVICES
+        )
+        return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};{endpoints}"
+
+    # internals
+
+    def _require(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("Azurite has not been started")
+        return self._process
+
+    def _launch(self) -> None:
+        self.ports = {service: _free_port() for service in _SERVICES}
+        # Its working directory: it holds the output logs (in-memory mode refuses --location).
+        self._directory = Path(tempfile.mkdtemp(prefix="certsync-azurite-"))
+        args = [str(self.binary), *FLAGS]
+        for service, port in self.ports.items():
+            args += [f"--{service}Host", LOOPBACK, f"--{service}Port", str(port)]
+        with open(self._directory / "stdout.log", "wb") as stdout, open(self._directory / "stderr.log", "wb") as stderr:
+            process = subprocess.Popen(
+                args, cwd=self._directory, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+            )
+        _LIVE_PROCESSES.add(process)  # killed at interpreter exit if a test run never reaches stop()
+        try:
+            self._wait_until_ready(process, args)
+        except BaseException:
+            _terminate(process)
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+            raise
+        self._process = process
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes], args: list[str]) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        waiting = dict(self.ports)
+        while True:
+            if process.poll() is not None:
+                raise self._failure(f"azurite exited with status {process.returncode} before listening", args)
+            waiting = {service: port for service, port in waiting.items() if not _accepts(port)}
+            if not waiting and process.poll() is None:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{service} on {port}" for service, port in waiting.items())
+                raise self._failure(f"azurite did not accept TCP ({names}) within {self.startup_timeout:g} s", args)
+            time.sleep(0.05)
+
+    def _failure(self, what: str, args: list[str]) -> AzuriteError:
+        assert self._directory is not None
+        stderr = (self._directory / "stderr.log").read_bytes().decode(errors="replace").strip()
+        stdout = (self._directory / "stdout.log").read_bytes().decode(errors="replace").strip()
+        return AzuriteError(
+            f"{what}\ncommand: {' '.join(args)}\nstderr:\n{stderr or '(empty)'}\nstdout:\n{stdout or '(empty)'}"
+        )

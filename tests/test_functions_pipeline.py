@@ -1,0 +1,249 @@
+"""The Event Grid and history functions on their Azure adapters: events decoded by the azure-functions
+library's own converter, the real Key Vault SDK clients against the local HTTPS Key Vault test server,
+the jobs queue and the audit tables in Azurite, CRLs on loopback. What the host would see: a settled
+event returns, an unsettled one raises (Event Grid retries it, then dead-letters it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.functions import meta
+from azure.functions.eventgrid import EventGridEventInConverter
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+import shared.wiring
+from functions.pipeline import certificate_history, keyvault_certificate_events
+from shared.events import EventError
+from shared.sources import SourceError
+from shared.wiring import pipeline_from_env
+from tests.chains import Issued, issue, make_crl, make_name
+
+NAME = "exch-hybrid-smtp"
+VAULT = "contoso-kv"
+HOSTS = ["mail.contoso.com", "autodiscover.contoso.com"]
+
+
+def pfx(leaf: Issued, *chain: Issued) -> bytes:
+    return pkcs12.serialize_key_and_certificates(
+        b"", leaf.key, leaf.cert, [c.cert for c in chain], serialization.NoEncryption()
+    )
+
+
+@dataclass
+class Deployment:
+    env: dict
+    pipeline: object
+    keyvault: object
+    versions: list[str]
+    connection_string: str
+
+    def deliver(self, version: str, *, schema: str = "EventGrid", vault: str = VAULT, **data_changes) -> None:
+        data = {
+            "Id": f"https://{vault}.vault.azure.net/certificates/{NAME}/{version}",
+            "VaultName": vault,
+            "ObjectType": "Certificate",
+            "ObjectName": NAME,
+            "Version": version,
+            "NBF": 1777622400,
+            "EXP": 1809158400,
+        } | data_changes
+        data = {k: v for k, v in data.items() if v is not None}
+        source = f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{vault}"
+        kind = "Microsoft.KeyVault.CertificateNewVersionCreated"
+        if schema == "CloudEvents":
+            body = {
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": source,
+                "type": kind,
+                "subject": NAME,
+                "time": "2026-11-26T08:00:00Z",
+                "data": data,
+            }
+        else:
+            body = {
+                "id": str(uuid.uuid4()),
+                "topic": source,
+                "subject": NAME,
+                "eventType": kind,
+                "eventTime": "2026-11-26T08:00:00.1234567Z",
+                "data": data,
+                "dataVersion": "1",
+                "metadataVersion": "1",
+            }
+        event = EventGridEventInConverter.decode(meta.Datum(json.dumps(body), "json"), trigger_metadata={})
+        keyvault_certificate_events(event)
+
+    def messages(self) -> list[dict]:
+        from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+        queue = QueueClient.from_connection_string(
+            self.connection_string, self.env["REMEDIATION_QUEUE"], message_decode_policy=TextBase64DecodePolicy()
+        )
+        try:
+            return [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
+        except ResourceNotFoundError:  # nothing was ever queued
+            return []
+
+    def history(self, name: str = NAME) -> tuple[int, dict]:
+        request = func.HttpRequest(
+            "GET", f"/api/certificates/{name}/history", headers={}, params={}, route_params={"name": name}, body=b""
+        )
+        response = certificate_history(request)
+        return response.status_code, json.loads(response.get_body())
+
+    def kinds(self) -> list[str]:
+        return [e["kind"] for e in self.history()[1]["entries"]]
+
+
+@pytest.fixture
+def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> Deployment:
+    root = issue(make_name("Contoso Root", "Contoso"), kind="ec", ca=True, path_length=1)
+    inters = [
+        issue(
+            make_name(cn, "Contoso"),
+            issuer=root,
+            kind="ec",
+            ca=True,
+            path_length=0,
+            crl_urls=[http_server.url("/root.crl")],
+        )
+        for cn in ("R10", "R11")
+    ]
+    http_server.route("/root.crl", body=make_crl(root))
+    versions = []
+    for inter in inters:
+        cn = inter.cert.subject.rfc4514_string().split(",")[0].removeprefix("CN=")
+        http_server.route(f"/{cn}.crl", body=make_crl(inter))
+        leaf = issue(
+            make_name("mail.contoso.com"),
+            issuer=inter,
+            kind="ec",
+            dns_names=HOSTS,
+            eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            crl_urls=[http_server.url(f"/{cn}.crl")],
+        )
+        versions.append(keyvault.add_version(NAME, pfx(leaf, inter), tags={"certsync-servers": "EX01"}))
+    (tmp_path / "root.pem").write_bytes(root.pem)
+    (tmp_path / "targets.json").write_text(
+        json.dumps(
+            {
+                "schema": "certsync.targets/1",
+                "certificates": {
+                    NAME: {
+                        "worker_group": "hrw-exchange",
+                        "servers": ["EX01"],
+                        "send_connectors": ["Outbound to Office 365"],
+                        "hosts": HOSTS,
+                    }
+                },
+            }
+        )
+    )
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "JobsStorage": azurite.connection_string,
+        "REMEDIATION_QUEUE": f"jobs-{suffix}",
+        "AUDIT_TABLE": f"audit{suffix}",
+        "JOB_CLAIMS_TABLE": f"claims{suffix}",
+        "CERTSYNC_VAULTS": VAULT,
+        "CERTSYNC_VAULT_URLS": f"{VAULT}={keyvault.vault_url}",
+        "CERTSYNC_TARGETS_FILE": str(tmp_path / "targets.json"),
+        "CERTSYNC_TRUST_FILE": str(tmp_path / "root.pem"),
+        "CERTSYNC_ALLOW_HOSTS": f"127.0.0.1:{http_server.port}",
+    }
+    options = {"credential": keyvault.credential, **keyvault.client_kwargs}
+    pipeline = pipeline_from_env(env, keyvault_options=options)
+    monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: pipeline)
+    monkeypatch.setattr(shared.wiring, "azure_audit", lambda: pipeline.audit)
+    return Deployment(env, pipeline, keyvault, versions, azurite.connection_string)
+
+
+def test_a_new_version_event_queues_one_job_and_the_trail_is_served(deployment):
+    deployment.deliver(deployment.versions[1])
+    [job] = deployment.messages()
+    assert job["version"] == deployment.versions[1] and job["vault"] == VAULT
+    assert job["plan"]["change"] == "issuer_changed"
+    assert job["plan"]["previous"]["version"] == deployment.versions[0]
+    assert job["secret_id"].endswith(f"/secrets/{NAME}/{deployment.versions[1]}")
+    status, body = deployment.history()
+    assert status == 200 and body["certificate"] == NAME
+    assert [e["kind"] for e in body["entries"]] == ["event-received", "assessment", "plan", "job-queued"]
+    assert len({e["correlation_id"] for e in body["entries"]}) == 1
+    assert body["entries"][1]["details"]["assessment"]["status"] == "Valid"
+
+
+def test_the_cloudevents_schema_is_processed_the_same(deployment):
+    deployment.deliver(deployment.versions[1], schema="CloudEvents")
+    assert [m["version"] for m in deployment.messages()] == [deployment.versions[1]]
+
+
+def test_duplicate_delivery_sends_one_message(deployment):
+    for _ in range(3):
+        deployment.deliver(deployment.versions[1])
+    assert len(deployment.messages()) == 1
+    assert deployment.kinds().count("duplicate") == 2
+
+
+def test_an_event_from_a_vault_off_the_allow_list_is_acknowledged_and_audited(deployment):
+    deployment.deliver(deployment.versions[1], vault="other-kv")  # returns: Event Grid is done with it
+    assert deployment.messages() == []
+    assert deployment.kinds() == ["event-received", "event-ignored"]
+
+
+def test_a_malformed_event_raises_for_redelivery_after_its_audit_entry(deployment):
+    with pytest.raises(EventError, match="has no Version"):
+        deployment.deliver("x", Version=None, Id=f"https://{VAULT}.vault.azure.net/certificates/{NAME}")
+    assert deployment.kinds() == ["event-received", "event-rejected"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind", "transient"),
+    [
+        (404, "SecretNotFound", "not-found", False),
+        (403, "Forbidden", "forbidden", True),
+        (500, "InternalError", "unavailable", True),
+    ],
+)
+def test_key_vault_failures_raise_after_a_clear_audit_entry(deployment, status, code, kind, transient):
+    deployment.keyvault.fail(f"/secrets/{NAME}", status, code)
+    with pytest.raises(SourceError) as caught:
+        deployment.deliver(deployment.versions[1])
+    assert (caught.value.kind, caught.value.transient) == (kind, transient)
+    _, body = deployment.history()
+    failed = body["entries"][-1]
+    assert failed["kind"] == "event-failed" and failed["details"] == {"error": kind, "transient": transient}
+    assert VAULT in failed["summary"] and deployment.messages() == []
+    deployment.keyvault.clear_failures()  # the retry Event Grid makes later goes through
+    deployment.deliver(deployment.versions[1])
+    assert len(deployment.messages()) == 1
+
+
+def test_history_refuses_a_name_key_vault_cannot_hold(deployment):
+    status, body = deployment.history("no_such name")
+    assert status == 400 and "Key Vault names" in body["error"]
+
+
+def test_settings_errors_name_the_setting(monkeypatch):
+    with pytest.raises(Exception, match="CERTSYNC_VAULTS is not set"):
+        shared.wiring.settings_from_env({})
+    with pytest.raises(Exception, match="CERTSYNC_VAULT_URLS item"):
+        shared.wiring._vault_urls("contoso-kv=http://plain")
+
+
+def test_queue_messages_are_base64_of_the_job_json(deployment):
+    from azure.storage.queue import QueueClient
+
+    deployment.deliver(deployment.versions[1])
+    raw = QueueClient.from_connection_string(deployment.connection_string, deployment.env["REMEDIATION_QUEUE"])
+    [message] = raw.peek_messages()
+    assert json.loads(base64.b64decode(message.content))["schema"] == "certsync.job/1"
