@@ -136,3 +136,23 @@ def test_bad_bodies_get_a_one_line_error(body, status, words):
     assert response.status_code == status
     error = json.loads(response.get_body())["error"]
     assert words in error and error.startswith("request body") and "\n" not in error
+
+
+def test_the_event_grid_trigger_takes_key_vault_events():
+    function = functions_by_name()["keyvault_certificate_events"]
+    bindings = json.loads(function.get_function_json())["bindings"]
+    assert bindings == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
+    assert function.get_settings_dict("retry_policy") is None  # Event Grid retries; a host retry would not
+
+
+def test_the_history_function_is_a_function_key_get_route():
+    bindings = json.loads(functions_by_name()["certificate_history"].get_function_json())["bindings"]
+    trigger = next(b for b in bindings if b["direction"] == "IN")
+    assert trigger == {
+        "direction": "IN",
+        "type": "httpTrigger",
+        "name": "req",
+        "methods": ["GET"],
+        "authLevel": "FUNCTION",
+        "route": "certificates/{name}/history",
+    }
