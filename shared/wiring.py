@@ -97,7 +97,7 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
     Key Vault clients (transport settings)."""
     from shared.keyvault import KeyVaultSource
-    from shared.storage import StorageJobQueue, storage_settings
+    from shared.storage import StorageJobQueue, TableAuditLog, storage_settings
 
     settings = settings_from_env(env)
     storage = storage_settings(env, "JobsStorage")
@@ -115,7 +115,7 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
             storage.queue_client(env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE)),
             storage.table_client(env.get("JOB_CLAIMS_TABLE", DEFAULT_CLAIMS_TABLE)),
         ),
-        audit=audit_from_env(env),
+        audit=TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE))),  # one credential
         settings=settings,
         targets_file=load_targets_file(targets) if targets else None,
     )
