@@ -69,6 +69,11 @@ class AuditEntry:
         }
 
     @classmethod
+    def from_stored(cls, row_key: str, data: dict) -> AuditEntry:
+        """An entry read back from a store that keeps it under `row_key` (the id is its last part)."""
+        return cls.from_dict(data, row_key.rsplit("-", 1)[-1])
+
+    @classmethod
     def from_dict(cls, data: dict, entry_id: str = "") -> AuditEntry:
         return cls(
             certificate=data["certificate"],
@@ -130,7 +135,7 @@ class SqliteAuditLog:
             rows = self._db.execute(
                 "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
             ).fetchall()
-        return [AuditEntry.from_dict(json.loads(body), row_key.rsplit("-", 1)[-1]) for row_key, body in rows]
+        return [AuditEntry.from_stored(row_key, json.loads(body)) for row_key, body in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -108,7 +108,7 @@ class DirectoryVault:
         folder = self.root / name
         if not folder.is_dir():
             raise SourceError(f"{folder}: no such certificate folder", "not-found")
-        stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir()))
+        stamp = tuple((p.name, st.st_mtime_ns, st.st_size) for p in sorted(folder.iterdir()) if (st := p.stat()))
         cached = self._cache.get(name.lower())
         if cached is not None and cached[0] == stamp:
             return cached[1]

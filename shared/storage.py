@@ -135,7 +135,7 @@ def storage_settings(env: Mapping[str, str], connection: str = "JobsStorage") ->
 _HINTS = {
     400: "the request was refused as invalid",
     401: "check the account key or the identity",
-    403: "check the account key, or the identity's data role (Storage Queue Data Message Sender,"
+    403: "check the account key, or the identity's data roles (Storage Queue Data Contributor,"
     " Storage Table Data Contributor)",
     404: "check the account and the name",
     409: "it conflicts with the current state; retry",
@@ -247,7 +247,7 @@ class TableAuditLog:
             except ResourceNotFoundError:  # no table yet: nothing was ever recorded
                 return []
         rows.sort(key=lambda row: row["RowKey"])
-        return [AuditEntry.from_dict(_entry_dict(row), row["RowKey"].rsplit("-", 1)[-1]) for row in rows]
+        return [AuditEntry.from_stored(row["RowKey"], _entry_dict(row)) for row in rows]
 
 
 def _entry_dict(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,9 @@ def local_pipeline(
             raise CertsyncError(f"{vault_dir}: no such directory; give --vault-dir a folder of certificate folders")
         sources = functools.cache(lambda vault: DirectoryVault(root, vault))
     else:
-        source = _key_vault(vault_url)
+        from shared.keyvault import KeyVaultSource
+
+        source = KeyVaultSource(vault_url)
         sources = lambda _vault: source  # noqa: E731 - one vault, whatever the event calls it
     return Pipeline(
         sources=sources,
@@ -147,9 +149,3 @@ def _vault_urls(text: str) -> dict[str, str]:
             raise CertsyncError(f"CERTSYNC_VAULT_URLS item {item!r}: write name=https://host, comma-separated")
         urls[name.strip().lower()] = url.strip()
     return urls
-
-
-def _key_vault(vault_url: str) -> CertificateSource:
-    from shared.keyvault import KeyVaultSource
-
-    return KeyVaultSource(vault_url)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.servers import _LIVE_PROCESSES, LOOPBACK, _terminate
+from tests.servers import LIVE_PROCESSES, LOOPBACK, terminate_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite"
@@ -101,7 +101,7 @@ class Azurite:
         """SIGTERM our own process, SIGKILL it after 5 s; remove its working directory."""
         process, self._process = self._process, None
         if process is not None:
-            _terminate(process)
+            terminate_process(process)
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
@@ -162,11 +162,11 @@ class Azurite:
             process = subprocess.Popen(
                 args, cwd=self._directory, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
             )
-        _LIVE_PROCESSES.add(process)  # killed at interpreter exit if a test run never reaches stop()
+        LIVE_PROCESSES.add(process)  # killed at interpreter exit if a test run never reaches stop()
         try:
             self._wait_until_ready(process, args)
         except BaseException:
-            _terminate(process)
+            terminate_process(process)
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
             raise

@@ -15,8 +15,11 @@ SHA-256 and then re-sign the TBS bytes themselves, rewriting both signature Algo
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
@@ -95,6 +98,24 @@ def _signing_hash(key: PrivateKey, hash_algorithm: hashes.HashAlgorithm | None) 
     if hash_algorithm is None and not isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return hashes.SHA256()
     return hash_algorithm
+
+
+_KEY_USAGE_FLAGS = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def key_usage_of(**flags: bool) -> x509.KeyUsage:
+    """A KeyUsage with the named flags set and every other one clear."""
+    return x509.KeyUsage(**(dict.fromkeys(_KEY_USAGE_FLAGS, False) | flags))
 
 
 def make_name(common_name: str, organization: str | None = None, country: str | None = "US") -> x509.Name:
@@ -201,22 +222,8 @@ def issue(
         usage = {"key_cert_sign": True, "crl_sign": True, "digital_signature": True}
     else:
         usage = {"digital_signature": True, "key_encipherment": isinstance(key, rsa.RSAPrivateKey)}
-    flags = dict.fromkeys(
-        (
-            "digital_signature",
-            "content_commitment",
-            "key_encipherment",
-            "data_encipherment",
-            "key_agreement",
-            "key_cert_sign",
-            "crl_sign",
-            "encipher_only",
-            "decipher_only",
-        ),
-        False,
-    )
     if key_usage is not False:
-        builder = builder.add_extension(x509.KeyUsage(**(flags | usage)), critical=True)
+        builder = builder.add_extension(key_usage_of(**usage), critical=True)
     if key_ids:
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         if issuer is not None:
@@ -381,3 +388,19 @@ def make_crl(
 def pem_of(items: Iterable[Issued | bytes]) -> bytes:
     """The PEM certificates of `items` concatenated in the order given; bytes are inserted as they are."""
     return b"".join(item if isinstance(item, bytes) else item.pem for item in items)
+
+
+def pfx_openssl(directory: Path, chain: Chain, password: str | bytes, *options: str) -> bytes:
+    """`openssl pkcs12 -export` of the chain's leaf and key with its intermediate and root (friendly
+    name "Exchange"); `options` are extra export options, e.g. `-legacy`. Files are written to `directory`."""
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "the openssl CLI is missing: `make test` installs it (Debian package openssl)"
+    (directory / "leaf.pem").write_bytes(chain.leaf.pem)
+    (directory / "key.pem").write_bytes(chain.leaf.key_pem)
+    (directory / "ca.pem").write_bytes(pem_of([chain.intermediate, chain.root]))
+    passout = b"pass:" + password if isinstance(password, bytes) else f"pass:{password}"
+    args = ["pkcs12", "-export", "-in", "leaf.pem", "-inkey", "key.pem", "-certfile", "ca.pem"]
+    args += ["-name", "Exchange", "-passout", passout, "-out", "x.pfx", *options]
+    proc = subprocess.run([openssl, *args], cwd=directory, capture_output=True, check=False)
+    assert proc.returncode == 0, f"openssl {args}: {proc.stderr.decode(errors='replace')}"
+    return (directory / "x.pfx").read_bytes()

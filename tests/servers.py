@@ -339,16 +339,16 @@ class OcspResponderError(RuntimeError):
 
 OPENSSL = os.environ.get("OPENSSL", "openssl")
 _ACCEPT = re.compile(rb"ACCEPT \S*:(\d+) PID=")
-_LIVE_PROCESSES: set[subprocess.Popen[bytes]] = set()
+LIVE_PROCESSES: set[subprocess.Popen[bytes]] = set()
 
 
 @atexit.register
 def _kill_leftovers() -> None:
-    for process in list(_LIVE_PROCESSES):
-        _terminate(process)
+    for process in list(LIVE_PROCESSES):
+        terminate_process(process)
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
+def terminate_process(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -356,7 +356,7 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-    _LIVE_PROCESSES.discard(process)
+    LIVE_PROCESSES.discard(process)
 
 
 def _index_time(when: dt.datetime) -> str:
@@ -562,7 +562,7 @@ class OcspResponder:
                 stdout=stdout,
                 stderr=stderr,
             )
-        _LIVE_PROCESSES.add(process)
+        LIVE_PROCESSES.add(process)
         try:
             port = self._wait_for_accept(process, stdout_path)
             if self._port and port != self._port:
@@ -572,7 +572,7 @@ class OcspResponder:
             self._probe()
         except BaseException:
             self._process = None
-            _terminate(process)
+            terminate_process(process)
             raise
 
     def _wait_for_accept(self, process: subprocess.Popen[bytes], stdout_path: Path) -> int:
@@ -618,4 +618,4 @@ class OcspResponder:
     def _kill(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            _terminate(process)
+            terminate_process(process)

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 import shared.pkcs12
 from shared.certificate import CertificateBundle, load_certificate_file, load_certificates
 from shared.exceptions import CertificateInputError
-from tests.chains import Chain, Issued, build_chain, issue, make_name, pem_of
+from tests.chains import Chain, Issued, build_chain, issue, make_name, pem_of, pfx_openssl
 
 OPENSSL = shutil.which("openssl")
 PASSWORD = "Pa55-w0rd!"
@@ -359,29 +359,6 @@ def _leaf_files(tmp_path: Path, chain: Chain) -> None:
     write(tmp_path, "leaf.pem", chain.leaf.pem)
     write(tmp_path, "key.pem", chain.leaf.key_pem)
     write(tmp_path, "ca.pem", pem_of([chain.intermediate, chain.root]))
-
-
-def pfx_openssl(tmp_path: Path, chain: Chain, password: str, *options: str) -> bytes:
-    _leaf_files(tmp_path, chain)
-    openssl(
-        "pkcs12",
-        "-export",
-        "-in",
-        "leaf.pem",
-        "-inkey",
-        "key.pem",
-        "-certfile",
-        "ca.pem",
-        "-name",
-        "Exchange",
-        "-passout",
-        f"pass:{password}",
-        "-out",
-        "x.pfx",
-        *options,
-        cwd=tmp_path,
-    )
-    return (tmp_path / "x.pfx").read_bytes()
 
 
 def pfx_cryptography(chain: Chain, encryption: serialization.KeySerializationEncryption) -> bytes:

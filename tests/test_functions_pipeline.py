@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 import shared.wiring
 from functions.pipeline import certificate_history, keyvault_certificate_events
 from shared.events import EventError
+from shared.exceptions import CertsyncError
 from shared.sources import SourceError
 from shared.wiring import pipeline_from_env
 from tests.chains import Issued, issue, make_crl, make_name
@@ -234,9 +235,9 @@ def test_history_refuses_a_name_key_vault_cannot_hold(deployment):
 
 
 def test_settings_errors_name_the_setting(monkeypatch):
-    with pytest.raises(Exception, match="CERTSYNC_VAULTS is not set"):
+    with pytest.raises(CertsyncError, match="CERTSYNC_VAULTS is not set"):
         shared.wiring.settings_from_env({})
-    with pytest.raises(Exception, match="CERTSYNC_VAULT_URLS item"):
+    with pytest.raises(CertsyncError, match="CERTSYNC_VAULT_URLS item"):
         shared.wiring._vault_urls("contoso-kv=http://plain")
 
 

@@ -33,7 +33,7 @@ from shared import der
 from shared.certificate import load_certificates
 from shared.exceptions import CertificateInputError
 from shared.pkcs12 import Pkcs12Contents, read_pkcs12
-from tests.chains import Chain, Issued, build_chain, issue, make_name, pem_of
+from tests.chains import Chain, Issued, build_chain, issue, make_name, pfx_openssl
 
 OPENSSL = shutil.which("openssl")
 PASSWORD = "Pa55-w0rd!"
@@ -106,33 +106,6 @@ def openssl(*args: str | bytes, cwd: Path, ok: bool = True) -> subprocess.Comple
     if ok:
         assert proc.returncode == 0, f"openssl {args}: {proc.stderr.decode(errors='replace')}"
     return proc
-
-
-def export(tmp_path: Path, chain: Chain, password: str | bytes, *options: str) -> bytes:
-    """`openssl pkcs12 -export` of chain's leaf and key with the intermediate and root."""
-    (tmp_path / "leaf.pem").write_bytes(chain.leaf.pem)
-    (tmp_path / "key.pem").write_bytes(chain.leaf.key_pem)
-    (tmp_path / "ca.pem").write_bytes(pem_of([chain.intermediate, chain.root]))
-    passout = (b"pass:" + password) if isinstance(password, bytes) else f"pass:{password}"
-    openssl(
-        "pkcs12",
-        "-export",
-        "-in",
-        "leaf.pem",
-        "-inkey",
-        "key.pem",
-        "-certfile",
-        "ca.pem",
-        "-name",
-        "Exchange",
-        "-passout",
-        passout,
-        "-out",
-        "x.pfx",
-        *options,
-        cwd=tmp_path,
-    )
-    return (tmp_path / "x.pfx").read_bytes()
 
 
 def openssl_info(tmp_path: Path, data: bytes, password: str | bytes, *options: str, ok: bool = True) -> str:
@@ -382,7 +355,7 @@ OPENSSL_PRODUCERS = {  # options for `openssl pkcs12 -export` -> what `openssl p
 @pytest.mark.parametrize("producer", list(OPENSSL_PRODUCERS))
 def test_openssl_producers(tmp_path: Path, rsa_chain: Chain, producer: str) -> None:
     options, expected = OPENSSL_PRODUCERS[producer]
-    data = export(tmp_path, rsa_chain, PASSWORD, *options)
+    data = pfx_openssl(tmp_path, rsa_chain, PASSWORD, *options)
     info = openssl_info(tmp_path, data, PASSWORD)
     for fragment in expected:
         assert fragment in info, info
@@ -402,7 +375,7 @@ def _children(buf: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
 
 def test_one_iteration_mac_omits_the_count(tmp_path: Path, rsa_chain: Chain) -> None:
     """The `-nomaciter` fixture really leaves the iterations INTEGER out of its MacData (DEFAULT 1)."""
-    data = export(tmp_path, rsa_chain, PASSWORD, "-noiter", "-nomaciter")
+    data = pfx_openssl(tmp_path, rsa_chain, PASSWORD, "-noiter", "-nomaciter")
     _, start, end = _element(data, 0)
     mac = _children(data, start, end)[2]
     assert [tag for tag, _, _ in _children(data, mac[1], mac[2])] == [0x30, 0x04]
@@ -476,7 +449,7 @@ def test_pkcs12_pbe_3des_made_here(tmp_path: Path, ec_chain: Chain) -> None:
 @pytest.mark.parametrize("options", [(), ("-legacy",)], ids=["aes", "legacy"])
 def test_non_ascii_passwords(tmp_path: Path, ec_chain: Chain, password: str, options: tuple[str, ...]) -> None:
     """UTF-8 for PBKDF2, a BMPString (surrogate pairs beyond the BMP) for the PKCS#12 key derivation."""
-    data = export(tmp_path, ec_chain, password.encode(), *options)
+    data = pfx_openssl(tmp_path, ec_chain, password.encode(), *options)
     assert read_pkcs12(data, password.encode(), "x.pfx").key_certificate is not None
     expect_error(lambda: read_pkcs12(data, password[:-1].encode(), "x.pfx"), "wrong password")
 
@@ -488,7 +461,7 @@ def test_non_ascii_passwords(tmp_path: Path, ec_chain: Chain, password: str, opt
 @pytest.mark.parametrize("password", [None, b""], ids=["none", "empty"])
 @pytest.mark.parametrize("options", [(), ("-legacy",)], ids=["aes", "legacy"])
 def test_empty_password_from_openssl(tmp_path: Path, rsa_chain: Chain, password: bytes | None, options: tuple) -> None:
-    data = export(tmp_path, rsa_chain, "", *options)
+    data = pfx_openssl(tmp_path, rsa_chain, "", *options)
     assert "MAC: sha" in openssl_info(tmp_path, data, "")
     contents = read_pkcs12(data, password, "nopass.pfx")
     assert ders(contents) == [m.der for m in rsa_chain.members]
@@ -524,7 +497,7 @@ NOMAC_ENCRYPTED = {  # `-nomac` alone leaves the certificates unencrypted, so na
 
 @pytest.mark.parametrize("options", list(NOMAC_ENCRYPTED.values()), ids=list(NOMAC_ENCRYPTED))
 def test_no_mac_with_password(tmp_path: Path, rsa_chain: Chain, options: tuple[str, ...]) -> None:
-    data = export(tmp_path, rsa_chain, PASSWORD, *options)
+    data = pfx_openssl(tmp_path, rsa_chain, PASSWORD, *options)
     info = openssl_info(tmp_path, data, PASSWORD)
     assert "MAC:" not in info and "PKCS7 Encrypted data" in info
     contents = read_pkcs12(data, PASSWORD.encode(), "nomac.pfx")
@@ -536,13 +509,13 @@ def test_no_mac_with_password(tmp_path: Path, rsa_chain: Chain, options: tuple[s
 
 @pytest.mark.parametrize("options", list(NOMAC_ENCRYPTED.values()), ids=list(NOMAC_ENCRYPTED))
 def test_no_mac_empty_password(tmp_path: Path, ec_chain: Chain, options: tuple[str, ...]) -> None:
-    data = export(tmp_path, ec_chain, "", *options)
+    data = pfx_openssl(tmp_path, ec_chain, "", *options)
     assert "PKCS7 Encrypted data" in openssl_info(tmp_path, data, "")
     assert ders(read_pkcs12(data, None, "nomac.pfx")) == [m.der for m in ec_chain.members]
 
 
 def test_no_mac_no_encryption_any_password(tmp_path: Path, ec_chain: Chain) -> None:
-    data = export(tmp_path, ec_chain, "", "-nomac", "-keypbe", "NONE", "-certpbe", "NONE")
+    data = pfx_openssl(tmp_path, ec_chain, "", "-nomac", "-keypbe", "NONE", "-certpbe", "NONE")
     for password in (None, b"", b"anything"):
         contents = read_pkcs12(data, password, "plain.pfx")
         assert ders(contents) == [m.der for m in ec_chain.members]
@@ -556,7 +529,7 @@ def test_no_mac_no_encryption_any_password(tmp_path: Path, ec_chain: Chain) -> N
 @pytest.mark.parametrize("wrong", [b"Hunter2-typo", b"", PASSWORD.upper().encode()], ids=["other", "empty", "case"])
 @pytest.mark.parametrize("options", [(), ("-legacy",)], ids=["aes", "legacy"])
 def test_wrong_password(tmp_path: Path, rsa_chain: Chain, wrong: bytes, options: tuple[str, ...]) -> None:
-    data = export(tmp_path, rsa_chain, PASSWORD, *options)
+    data = pfx_openssl(tmp_path, rsa_chain, PASSWORD, *options)
     message = expect_error(
         lambda: read_pkcs12(data, wrong, "mail.pfx"), "mail.pfx", "wrong password", absent=(PASSWORD,)
     )
@@ -568,7 +541,7 @@ def test_wrong_password(tmp_path: Path, rsa_chain: Chain, wrong: bytes, options:
 def test_wrong_password_is_found_by_the_mac_before_any_decryption(
     tmp_path: Path, rsa_chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = export(tmp_path, rsa_chain, PASSWORD)
+    data = pfx_openssl(tmp_path, rsa_chain, PASSWORD)
     calls: list[object] = []
     monkeypatch.setattr(reader, "_cbc_decrypt", lambda *args: calls.append(args))
     expect_error(lambda: read_pkcs12(data, b"wrong", "mail.pfx"), "wrong password")
@@ -576,7 +549,7 @@ def test_wrong_password_is_found_by_the_mac_before_any_decryption(
 
 
 def test_tampered_mac(tmp_path: Path, rsa_chain: Chain) -> None:
-    data = bytearray(export(tmp_path, rsa_chain, PASSWORD))
+    data = bytearray(pfx_openssl(tmp_path, rsa_chain, PASSWORD))
     digest = data.rindex(bytes([0x04, 32])) + 2  # the SHA-256 MAC value, near the end
     data[digest + 5] ^= 0x01
     openssl_info(tmp_path, bytes(data), PASSWORD, ok=False)
@@ -584,14 +557,14 @@ def test_tampered_mac(tmp_path: Path, rsa_chain: Chain) -> None:
 
 
 def test_tampered_content_fails_the_mac(tmp_path: Path, rsa_chain: Chain) -> None:
-    data = bytearray(export(tmp_path, rsa_chain, PASSWORD))
+    data = bytearray(pfx_openssl(tmp_path, rsa_chain, PASSWORD))
     data[len(data) // 2] ^= 0x40  # inside the encrypted certificates
     expect_error(lambda: read_pkcs12(bytes(data), PASSWORD.encode(), "mail.pfx"), "wrong password")
 
 
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])
 def test_truncated(tmp_path: Path, rsa_chain: Chain, keep: float) -> None:
-    data = export(tmp_path, rsa_chain, PASSWORD)
+    data = pfx_openssl(tmp_path, rsa_chain, PASSWORD)
     cut = data[: int(len(data) * keep)]
     expect_error(lambda: read_pkcs12(cut, PASSWORD.encode(), "cut.pfx"), "cut.pfx")
     expect_error(lambda: load_certificates(cut, "cut.pfx", PASSWORD.encode()), "cut.pfx")
@@ -625,9 +598,9 @@ def test_random_damage_gives_only_input_errors(tmp_path: Path, ec_chain: Chain, 
     """Flipped bytes and cuts anywhere in MAC-less files: a certificate list or a CertificateInputError."""
     rng = random.Random(seed)
     files = [
-        export(tmp_path, ec_chain, "", "-nomac", "-keypbe", "NONE", "-certpbe", "NONE"),
-        export(tmp_path, ec_chain, PASSWORD, *NOMAC_ENCRYPTED["legacy"]),
-        export(tmp_path, ec_chain, PASSWORD, *NOMAC_ENCRYPTED["aes"]),
+        pfx_openssl(tmp_path, ec_chain, "", "-nomac", "-keypbe", "NONE", "-certpbe", "NONE"),
+        pfx_openssl(tmp_path, ec_chain, PASSWORD, *NOMAC_ENCRYPTED["legacy"]),
+        pfx_openssl(tmp_path, ec_chain, PASSWORD, *NOMAC_ENCRYPTED["aes"]),
         pfx(pbes2_info(seq(cert_bag(ec_chain.leaf), safe_contents_bag(cert_bag(ec_chain.root)))), mac_password=None),
     ]
     for data in files:
@@ -673,7 +646,7 @@ def test_without_local_key_ids_the_leaf_is_found_by_issuing(ec_chain: Chain) -> 
 
 
 def test_no_key(tmp_path: Path, ec_chain: Chain) -> None:
-    data = export(tmp_path, ec_chain, PASSWORD, "-nokeys")
+    data = pfx_openssl(tmp_path, ec_chain, PASSWORD, "-nokeys")
     contents = read_pkcs12(data, PASSWORD.encode(), "certs.pfx")
     assert contents.has_private_key is False and contents.key_certificate is None
     assert sorted(ders(contents)) == sorted(m.der for m in ec_chain.members)
@@ -775,7 +748,7 @@ def test_key_bags_whose_value_is_not_even_der(ec_chain: Chain, monkeypatch: pyte
 def test_openssl_pfx_read_with_key_parsers_refused(
     tmp_path: Path, rsa_chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = export(tmp_path, rsa_chain, PASSWORD, "-legacy")
+    data = pfx_openssl(tmp_path, rsa_chain, PASSWORD, "-legacy")
     _forbid_key_parsing(monkeypatch)
     bundle = load_certificates(data, "x.pfx", PASSWORD.encode())
     assert bundle.leaf.der == rsa_chain.leaf.der and bundle.has_private_key is True
@@ -902,7 +875,7 @@ def test_total_key_derivation_work_is_bounded(ec_chain: Chain, monkeypatch: pyte
 
 def test_rc2_40_content_is_bounded(tmp_path: Path, ec_chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
     """40-bit RC2 is decrypted in Python, so how much of it a file may hold is bounded."""
-    data = export(tmp_path, ec_chain, PASSWORD, "-legacy")
+    data = pfx_openssl(tmp_path, ec_chain, PASSWORD, "-legacy")
     assert len(read_pkcs12(data, PASSWORD.encode(), "x.pfx").certificates) == 3
     monkeypatch.setattr(reader, "_MAX_RC2_40_BYTES", 256)
     expect_error(lambda: read_pkcs12(data, PASSWORD.encode(), "x.pfx"), "40-bit RC2", "re-export")
@@ -951,7 +924,7 @@ def test_ber_pfx_inside_and_out(tmp_path: Path, ec_chain: Chain, monkeypatch: py
 
 
 def test_ber_outside_of_an_openssl_pfx(tmp_path: Path, rsa_chain: Chain) -> None:
-    data = to_ber(export(tmp_path, rsa_chain, PASSWORD, "-legacy"))
+    data = to_ber(pfx_openssl(tmp_path, rsa_chain, PASSWORD, "-legacy"))
     openssl_info(tmp_path, data, PASSWORD)
     assert ders(read_pkcs12(data, PASSWORD.encode(), "x.pfx")) == [m.der for m in rsa_chain.members]
 

@@ -64,6 +64,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.chains import key_usage_of
 from tests.servers import LOOPBACK, Headers, HttpServer, Route, _Server
 
 PKCS12 = "application/x-pkcs12"
@@ -161,18 +162,7 @@ class LoopbackTls:
 
 
 def _key_usage(**flags: bool) -> x509.KeyUsage:
-    names = (
-        "digital_signature",
-        "content_commitment",
-        "key_encipherment",
-        "data_encipherment",
-        "key_agreement",
-        "key_cert_sign",
-        "crl_sign",
-        "encipher_only",
-        "decipher_only",
-    )
-    return x509.KeyUsage(**(dict.fromkeys(names, False) | {"digital_signature": True} | flags))
+    return key_usage_of(**({"digital_signature": True} | flags))
 
 
 class _TlsServer(_Server):
