@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Azurite (the Storage emulator the integration tests start), pinned by tools/azurite/package-lock.json.
 AZURITE := .tools/azurite/.installed
+# Debian's Chromium, for the status page's browser test (a test tool's own browser download cannot work here).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lint bench clean
 
@@ -18,10 +20,14 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 $(AZURITE): tools/azurite/package.json tools/azurite/package-lock.json scripts/install-azurite.sh
 	bash scripts/install-azurite.sh
 
+$(CHROMIUM):
+	@echo "installing Debian's chromium (the status page is tested in headless Chromium)"
+	@apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
 demo: $(STAMP) $(AZURITE)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-test: $(STAMP) $(AZURITE)
+test: $(STAMP) $(AZURITE) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

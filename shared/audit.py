@@ -30,6 +30,17 @@ KINDS = (
     "job-queued",
     "blocked",
     "expiry-warning",
+    # remediation (shared/remediation.py): the Automation job and what the runbook reported
+    "job-started",  # the Automation job was created (or found, on a retry)
+    "job-retry",  # Automation answered 5xx or 429: the start or the poll is tried again later
+    "job-rejected",  # Automation answered 4xx: not retried; fix the setting or role the message names
+    "job-poisoned",  # retries exhausted: the message is in the poison queue
+    "job-status",  # a non-terminal status seen while tracking (only when it changes)
+    "job-result",  # the terminal status and the runbook's result (steps, inventory)
+    "probe",  # the STARTTLS probe after a remediation: what each endpoint serves
+    # notifications and reconciliation (shared/notify.py, shared/reconcile.py)
+    "notification-failed",  # a webhook delivery that failed after its retries (also in the poison queue)
+    "reconcile-finding",  # a finding of the daily reconciliation whose state changed
 )
 
 

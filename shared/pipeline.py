@@ -38,12 +38,13 @@ log = logging.getLogger("certsync")
 class Notice:
     """Something a person should hear about (the webhook notifiers of issue 6 format it)."""
 
-    kind: str  # blocked, queued, expiry-warning, failed
+    kind: str  # blocked, queued, expiry-warning, failed (see shared.notify for the full list)
     certificate: str
     vault: str
     version: str
     correlation_id: str
     summary: str
+    details: dict = field(default_factory=dict)  # JSON-ready facts for formatters (diff, steps, findings)
 
 
 class Notifier(Protocol):
