@@ -26,25 +26,59 @@ from shared.events import NEW_VERSION, EventError, KeyVaultEvent, require_certif
 from shared.fetch import Fetcher
 from shared.jobs import Job, JobQueue, job_id
 from shared.plan import Plan, build_plan
+from shared.reports import iso
 from shared.revocation import FetchCache
 from shared.sources import CertificateSource, SourceError, StoredVersion
 from shared.targets import Targets, TargetsError, TargetsFile, resolve_targets
-from shared.tls_certificate_name import diff_certificates
+from shared.tls_certificate_name import TlsCertificateName, diff_certificates
+from shared.x500 import X500Name
 
 log = logging.getLogger("certsync")
 
 
+# How much a notice of each kind needs attention (see `Notice.severity` for the kinds that depend on details).
+SEVERITIES = ("info", "good", "warning", "critical")
+_KIND_SEVERITY = {
+    "renewal": "info",  # a renewal seen that needs no job (nothing to change)
+    "queued": "info",
+    "job-started": "info",
+    "blocked": "critical",
+    "job-rejected": "critical",
+    "job-poisoned": "critical",
+    "probe": "warning",
+    "drift": "warning",
+    "unprocessed": "warning",
+    "failed": "warning",
+}
+_LOG_LEVEL = {"info": logging.INFO, "good": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+
+
 @dataclass(frozen=True)
 class Notice:
-    """Something a person should hear about (the webhook notifiers of issue 6 format it)."""
+    """Something a person should hear about; `shared.notify` formats it for Teams, Slack and webhooks."""
 
-    kind: str  # blocked, queued, expiry-warning, failed (see shared.notify for the full list)
+    kind: str  # renewal, queued, blocked, job-*, probe, expiry-warning, drift, unprocessed, failed
     certificate: str
     vault: str
     version: str
     correlation_id: str
     summary: str
-    details: dict = field(default_factory=dict)  # JSON-ready facts for formatters (diff, steps, findings)
+    details: dict = field(default_factory=dict)  # JSON-ready facts for formatters (diff, servers, findings)
+
+    @property
+    def severity(self) -> str:
+        """info, good, warning or critical. `details["severity"]` wins when it names one of them."""
+        details = self.details
+        if details.get("severity") in SEVERITIES:
+            return details["severity"]
+        if self.kind == "job-result":
+            status = str(details.get("status") or "").lower()
+            return "good" if status == "succeeded" else "info" if status == "what-if" else "critical"
+        if self.kind == "expiry-warning":
+            days = details.get("days_left")
+            soon = isinstance(days, int | float) and days <= 7
+            return "critical" if soon or details.get("expiry_state") in ("7", "expired") else "warning"
+        return _KIND_SEVERITY.get(self.kind, "warning")
 
 
 class Notifier(Protocol):
@@ -55,15 +89,15 @@ class LogNotifier:
     """Notices as structured log records on the `certsync` logger (Application Insights in Azure)."""
 
     def notify(self, notice: Notice) -> None:
-        level = logging.INFO if notice.kind == "queued" else logging.WARNING
         log.log(
-            level,
+            _LOG_LEVEL[notice.severity],
             "%s %s: %s",
             notice.kind,
             notice.certificate,
             notice.summary,
             extra={
                 "certsync.kind": notice.kind,
+                "certsync.severity": notice.severity,
                 "certsync.certificate": notice.certificate,
                 "certsync.vault": notice.vault,
                 "certsync.version": notice.version,
@@ -170,7 +204,7 @@ class _Run:
         except SourceError as exc:
             retry = "Event Grid will deliver it again" if exc.transient else "it will be dead-lettered after retries"
             self._audit("event-failed", f"{exc} ({retry})", {"error": exc.kind, "transient": exc.transient})
-            self._notify("failed", str(exc))
+            self._notify("failed", str(exc), {"error": exc.kind, "transient": exc.transient})
             raise
         outcome = Outcome("", self.correlation_id, event, new=new, previous=previous)
         targets_error = None
@@ -189,6 +223,8 @@ class _Run:
         if plan.blocked:
             return self._block(outcome, plan.body["blocked"])
         if plan.nothing_to_change:
+            headline, details = _renewal(outcome)
+            self._notify("renewal", f"{headline}. {plan.summary}", details)
             outcome.outcome, outcome.reason = "nothing-to-change", plan.summary
             return outcome
         job = Job(
@@ -207,7 +243,8 @@ class _Run:
                 f"job {job.job_id} queued for worker group {plan.body['worker_group']}",
                 {"job_id": job.job_id, "thumbprint": job.thumbprint, "secret_id": job.secret_id},
             )
-            self._notify("queued", plan.summary)
+            headline, details = _renewal(outcome)
+            self._notify("queued", f"{headline}. {plan.summary}", details | {"job_id": job.job_id})
             outcome.outcome, outcome.reason = "queued", plan.summary
         else:
             self._audit(
@@ -242,14 +279,16 @@ class _Run:
         days = (leaf.not_after - now).total_seconds() / 86400
         when = f"expired {-days:.0f} day(s) ago" if days < 0 else f"expires in {days:.0f} day(s)"
         summary = f"{outcome.new.name} version {outcome.new.version} {when}; renew it in Key Vault"
-        self._audit("expiry-warning", summary, {"not_after": leaf.not_after.isoformat(), "days_left": round(days, 1)})
-        self._notify("expiry-warning", summary)
+        facts = {"not_after": leaf.not_after.isoformat(), "days_left": round(days, 1)}
+        self._audit("expiry-warning", summary, facts)
+        self._notify("expiry-warning", summary, facts | {"expired": days < 0, "thumbprint": outcome.new.thumbprint})
         outcome.outcome, outcome.reason = "expiry-warning", summary
         return outcome
 
     def _block(self, outcome: Outcome, reason: str) -> Outcome:
         self._audit("blocked", f"not queued: {reason}", {"reason": reason})
-        self._notify("blocked", reason)
+        headline, details = _renewal(outcome)  # only renewals are blocked: expiry events never plan
+        self._notify("blocked", f"{headline}. Not deployed: {reason}", details | {"reason": reason})
         outcome.outcome, outcome.reason = "blocked", reason
         return outcome
 
@@ -272,11 +311,56 @@ class _Run:
             )
         )
 
-    def _notify(self, kind: str, summary: str) -> None:
+    def _notify(self, kind: str, summary: str, details: dict | None = None) -> None:
         event = self.event
         self.pipeline.notifier.notify(
-            Notice(kind, event.name, event.vault, event.version, self.correlation_id, summary)
+            Notice(kind, event.name, event.vault, event.version, self.correlation_id, summary, details or {})
         )
+
+
+def _renewal(outcome: Outcome) -> tuple[str, dict]:
+    """A renewal for people: a headline ("Renewal seen: issuer changed (R10 -> R11)") and the diff, so each
+    renewal is one notice (queued, blocked, or renewal when nothing changes) that says what changed."""
+    new, previous = outcome.new, outcome.previous
+    leaf = new.bundle.leaf
+    diff = diff_certificates(previous.bundle.leaf, leaf) if previous is not None else None
+    if diff is None:
+        change = "first_version"
+    elif previous.thumbprint == new.thumbprint:
+        change = "same_certificate"
+    else:
+        change = diff.change
+    details: dict = {
+        "change": change,
+        "previous_version": previous.version if previous is not None else None,
+        "old": str(diff.old) if diff is not None else None,
+        "new": str(TlsCertificateName.from_certificate(leaf)),
+        "dns_names_added": list(diff.dns_names_added) if diff is not None else [],
+        "dns_names_removed": list(diff.dns_names_removed) if diff is not None else [],
+        "thumbprint": new.thumbprint,
+        "not_after": iso(leaf.not_after),
+    }
+    if outcome.assessment is not None:
+        details["assessment_status"] = outcome.assessment.status
+    if outcome.plan is not None:
+        details["worker_group"] = outcome.plan.body["worker_group"]
+        details["servers"] = list(outcome.plan.body["servers"])
+    moves = []  # (which name, old common name, new common name)
+    if diff is not None and change != "same_certificate":
+        if diff.issuer_changed:
+            moves.append(("issuer", _common_name(diff.old.issuer), _common_name(diff.new.issuer)))
+        if diff.subject_changed:
+            moves.append(("subject", _common_name(diff.old.subject), _common_name(diff.new.subject)))
+    # "issuer changed (R10 -> R11)"; the part is named only when both changed
+    said = "; ".join(f"{which} {a} -> {b}" if len(moves) > 1 else f"{a} -> {b}" for which, a, b in moves)
+    headline = "Renewal seen: " + change.replace("_", " ") + (f" ({said})" if said else "")
+    return headline, details
+
+
+def _common_name(name: X500Name | None) -> str:
+    if name is None:
+        return "(none)"
+    return name.first("2.5.4.3") or str(name) or "(empty)"
 
 
 def _without_der(plan: dict) -> dict:
