@@ -81,8 +81,9 @@ class Attempt:
 
 
 @functools.lru_cache(maxsize=256)
-def parse_allow_entry(entry: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]:port` -> (lower-case host, port). Port 80 when none is given."""
+def parse_allow_entry(entry: str, default_port: int = 80) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port` -> (lower-case host, port). `default_port` (80, for fetches; 25 for
+    the STARTTLS probe) when none is given."""
     text = entry.strip()
     try:
         parts = urlsplit(f"http://{text}/")
@@ -91,7 +92,7 @@ def parse_allow_entry(entry: str) -> tuple[str, int]:
         host = port = None
     if not host or parts.username or parts.password or parts.path != "/" or text.endswith(":"):
         raise CertsyncError(f"--allow-host {entry!r}: give HOST or HOST:PORT, e.g. crl.corp.local or 10.0.0.5:8080")
-    return host.lower(), port or 80
+    return host.lower(), port or default_port
 
 
 class Fetcher:
@@ -181,18 +182,7 @@ class Fetcher:
         return self.limits.deadline - (time.monotonic() - self._started)
 
     def _pinned_address(self, host: str, port: int) -> str:
-        allowed = (host, port) in self.allow
-        try:
-            addresses = self._resolve(host, port)
-        except OSError:
-            raise FetchRefused("the host name does not resolve") from None
-        if not addresses:
-            raise FetchRefused("the host name does not resolve")
-        for text in addresses:
-            problem = address_problem(text)
-            if problem and (not allowed or problem == "blocked"):
-                raise FetchRefused(f"{host} resolves to {text}, {_PROBLEMS[problem]}")
-        return addresses[0]
+        return pin_address(host, port, allowed=(host, port) in self.allow, resolve=self._resolve)
 
     def _once(
         self,
@@ -257,6 +247,34 @@ class Fetcher:
         finally:
             watchdog.cancel()
             sock.close()
+
+
+class AddressRefused(FetchRefused):
+    """A host that resolves to an address the guard refuses: `address`, and `problem` ("blocked" or "private")."""
+
+    def __init__(self, host: str, address: str, problem: str) -> None:
+        super().__init__(f"{host} resolves to {address}, {_PROBLEMS[problem]}")
+        self.host, self.address, self.problem = host, address, problem
+
+
+def pin_address(host: str, port: int, *, allowed: bool = False, resolve: Resolver | None = None) -> str:
+    """Resolve `host` once and return the address to connect to. Every address it resolves to must be global
+    (`address_problem`), unless `allowed` (the host and port are allow-listed), which still never admits a
+    "blocked" one. Raises FetchRefused when it does not resolve, AddressRefused for a refused address.
+
+    Connecting to the returned address, not to the name again, is what defeats DNS rebinding. Shared by the
+    fetcher and the STARTTLS probe (`shared.probe`), whose endpoints may come from Key Vault tags."""
+    try:
+        addresses = (resolve or _system_resolve)(host, port)
+    except OSError:
+        raise FetchRefused("the host name does not resolve") from None
+    if not addresses:
+        raise FetchRefused("the host name does not resolve")
+    for text in addresses:
+        problem = address_problem(text)
+        if problem and (not allowed or problem == "blocked"):
+            raise AddressRefused(host, text, problem)
+    return addresses[0]
 
 
 class _Transient(FetchError):

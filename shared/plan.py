@@ -207,6 +207,7 @@ def build_plan(new: StoredVersion, previous: StoredVersion | None, assessment: A
         "blocked": blocked,
         "worker_group": targets.worker_group,
         "servers": list(targets.servers),
+        "probe": list(targets.probe),
         "summary": _summary(change, switch, nothing, changed_objects, targets, blocked),
         "steps": steps,
     }

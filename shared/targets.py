@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from shared.assessment import DATE_INVALID, INVALID, REVOCATION_CHECK_FAILURE, REVOKED, UNTRUSTED, VALID
 from shared.exceptions import CertsyncError
+from shared.probe import format_endpoint, parse_endpoint
 from shared.sources import check_object_name
 from shared.tls_certificate_name import is_exchange_host_name
 
@@ -38,6 +39,7 @@ FIELDS = (
     "hosts",
     "exo_inbound_connector",
     "allow_status",
+    "probe",
 )
 TAGS = {
     "certsync-worker-group": "worker_group",
@@ -48,10 +50,18 @@ TAGS = {
     "certsync-hosts": "hosts",
     "certsync-exo-inbound-connector": "exo_inbound_connector",
     "certsync-allow-status": "allow_status",
+    "certsync-probe": "probe",
 }
 _TAG_OF = {field: tag for tag, field in TAGS.items()}
 # Connector names may contain commas, so their tags separate items with semicolons.
-_TAG_SEPARATOR = {"servers": ",", "send_connectors": ";", "receive_connectors": ";", "hosts": ",", "allow_status": ","}
+_TAG_SEPARATOR = {
+    "servers": ",",
+    "send_connectors": ";",
+    "receive_connectors": ";",
+    "hosts": ",",
+    "allow_status": ",",
+    "probe": ",",
+}
 # Statuses (Get-ExchangeCertificate's words) under which a plan may still be queued besides Valid.
 ALLOWED_STATUSES = (INVALID, UNTRUSTED, DATE_INVALID, REVOKED, REVOCATION_CHECK_FAILURE)
 
@@ -82,6 +92,7 @@ class Targets:
     exo_inbound_connector: str | None
     allow_status: tuple[str, ...]
     sources: tuple[str, ...]
+    probe: tuple[str, ...] = ()  # HOST:PORT endpoints to probe over STARTTLS after a remediation
 
     def to_dict(self) -> dict:
         """The entry as the targets file writes it (`FIELDS`); the certificate name is the entry's key."""
@@ -94,6 +105,7 @@ class Targets:
             "hosts": list(self.hosts),
             "exo_inbound_connector": self.exo_inbound_connector,
             "allow_status": list(self.allow_status),
+            "probe": list(self.probe),
         }
 
 
@@ -354,6 +366,11 @@ def resolve_targets(name: str, *, tags: dict[str, str] | None = None, file: Targ
                 f'{name}: {what}; set the tag {_TAG_OF[required]} or "{required}" {in_file} (docs/targets.md)'
             )
     servers = merged["servers"]
+    hosts = merged.get("hosts", ())
+    if "probe" in merged:
+        probe = merged["probe"]
+    else:  # each host on port 25, as Exchange Online connects; a wildcard names no server to connect to
+        probe = tuple(_probe_endpoint(host) for host in hosts if not host.startswith("*."))
     if "receive_connectors" in merged:
         _check_receive_servers(merged, origin["receive_connectors"], origin["servers"])
         receive = merged["receive_connectors"]
@@ -366,10 +383,11 @@ def resolve_targets(name: str, *, tags: dict[str, str] | None = None, file: Targ
         send_connectors=merged.get("send_connectors", ()),
         receive_connectors=receive,
         hybrid_configuration=merged.get("hybrid_configuration", True),
-        hosts=merged.get("hosts", ()),
+        hosts=hosts,
         exo_inbound_connector=merged.get("exo_inbound_connector"),
         allow_status=merged.get("allow_status", ()),
         sources=tuple(sources),
+        probe=probe,
     )
 
 
@@ -490,6 +508,18 @@ def _status(value: str) -> str:
     return _STATUS_BY_FOLDED[text.lower()]
 
 
+def _probe_endpoint(value: str) -> str:
+    text = _text(value)
+    try:
+        host, port = parse_endpoint(text)
+    except CertsyncError:
+        raise _Invalid(
+            f"{_show(text)} is not HOST or HOST:PORT",
+            "give e.g. mail.contoso.com or mail.contoso.com:25 ([2001:db8::1]:25 for IPv6); port 25 when none is given",
+        ) from None
+    return format_endpoint(host, port)
+
+
 _CHECKS: dict[str, Callable[[str], str]] = {
     "worker_group": _text,
     "servers": _server,
@@ -498,6 +528,7 @@ _CHECKS: dict[str, Callable[[str], str]] = {
     "hosts": _host,
     "exo_inbound_connector": _connector_name,
     "allow_status": _status,
+    "probe": _probe_endpoint,
 }
 
 

@@ -146,6 +146,7 @@ def test_a_renewal_with_a_new_intermediate_queues_a_plan_in_the_safe_order(renew
     assert outcome.assessment.status == "Valid"
     plan = outcome.plan.to_dict()
     assert plan["change"] == "issuer_changed" and plan["connector_update_required"]
+    assert plan["probe"] == [f"{host}:25" for host in HOSTS]  # probed after the remediation, as EXO connects
     assert plan["previous"]["tls_certificate_name"] == "<I>CN=R10, O=Contoso, C=US<S>CN=mail.contoso.com, C=US"
     assert plan["certificate"]["tls_certificate_name"] == "<I>CN=R11, O=Contoso, C=US<S>CN=mail.contoso.com, C=US"
     actions = [(s["phase"], s["action"], s.get("server")) for s in plan["steps"]]

@@ -33,11 +33,11 @@ BASE = {"worker_group": "hrw-exchange", "servers": ["EX01", "EX02"]}
 AT = f"targets.json: certificates.{CERT}"
 KEYS = (
     "worker_group, servers, send_connectors, receive_connectors, hybrid_configuration, hosts, "
-    "exo_inbound_connector, allow_status"
+    "exo_inbound_connector, allow_status, probe"
 )
 TAG_LIST = (
     "certsync-worker-group, certsync-servers, certsync-send-connectors, certsync-receive-connectors, "
-    "certsync-hybrid, certsync-hosts, certsync-exo-inbound-connector, certsync-allow-status"
+    "certsync-hybrid, certsync-hosts, certsync-exo-inbound-connector, certsync-allow-status, certsync-probe"
 )
 NOT_NETBIOS = "is not a server's NetBIOS name (1-15 letters, digits, hyphens)"
 CONTROL_REMEDY = "remove it (Exchange identities cannot contain line breaks, tabs or NUL)"
@@ -96,6 +96,7 @@ def test_the_example_file_loads_and_resolves_to_its_entry():
         exo_inbound_connector=INBOUND,
         allow_status=(),
         sources=(str(EXAMPLE),),
+        probe=("mail.contoso.com:25", "autodiscover.contoso.com:25"),  # the hosts, on port 25
     )
 
 
@@ -769,6 +770,54 @@ def test_a_tag_can_clear_what_the_file_sets():
     file = parse(with_entry(hosts=["mail.contoso.com"], exo_inbound_connector=INBOUND))
     targets = resolve_targets(CERT, file=file, tags={"certsync-hosts": "", "certsync-exo-inbound-connector": ""})
     assert (targets.hosts, targets.exo_inbound_connector) == ((), None)
+
+
+# --------------------------------------------------------------------------------------------------
+# probe: the STARTTLS endpoints checked after a remediation
+
+
+def test_probe_defaults_to_each_host_on_port_25_skipping_wildcards():
+    file = parse(with_entry(hosts=["Mail.Contoso.com", "*.contoso.com", "autodiscover.contoso.com"]))
+    assert resolve_targets(CERT, file=file).probe == ("mail.contoso.com:25", "autodiscover.contoso.com:25")
+    assert resolve_targets(CERT, file=parse(with_entry())).probe == ()  # no hosts: nothing to probe
+
+
+def test_probe_endpoints_from_the_file_and_tags_are_normalised_and_an_empty_list_turns_probing_off():
+    file = parse(with_entry(hosts=["mail.contoso.com"], probe=[" EX01.corp.contoso.com ", "10.0.0.5:2525"]))
+    assert resolve_targets(CERT, file=file).probe == ("ex01.corp.contoso.com:25", "10.0.0.5:2525")
+    tags = {"certsync-probe": "mail.contoso.com:587, [2001:db8::1], mail.contoso.com:587"}
+    assert resolve_targets(CERT, file=file, tags=tags).probe == ("mail.contoso.com:587", "[2001:db8::1]:25")
+    assert resolve_targets(CERT, file=parse(with_entry(hosts=["mail.contoso.com"], probe=[]))).probe == ()
+    assert resolve_targets(CERT, file=file, tags={"certsync-probe": ""}).probe == ()
+
+
+PROBE_REMEDY = (
+    "give e.g. mail.contoso.com or mail.contoso.com:25 ([2001:db8::1]:25 for IPv6); port 25 when none is given"
+)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        pytest.param(
+            lambda: parse(with_entry(probe=["mail.contoso.com:99999"])),
+            f'{AT}.probe[0]: "mail.contoso.com:99999" is not HOST or HOST:PORT; {PROBE_REMEDY}',
+            id="file-port",
+        ),
+        pytest.param(
+            lambda: parse(with_entry(probe="mail.contoso.com")),
+            f'{AT}.probe: is a string; it must be an array of strings, e.g. ["a", "b"]',
+            id="file-not-a-list",
+        ),
+        pytest.param(
+            lambda: targets_from_tags({"certsync-probe": "mail.contoso.com,*.contoso.com"}, source=CERT),
+            f'tag certsync-probe on {CERT}: "*.contoso.com" is not HOST or HOST:PORT; {PROBE_REMEDY}',
+            id="tag-wildcard",
+        ),
+    ],
+)
+def test_bad_probe_endpoints_name_the_file_or_tag(call, message):
+    assert error_of(call) == message
 
 
 def test_merged_servers_are_checked_against_the_file_receive_connectors():
