@@ -7,6 +7,11 @@ never parsed or kept, the secret's value is dropped as soon as the certificates 
 never reaches an exception or a log. The identity needs the Key Vault Certificate User and Key
 Vault Secrets User roles on the vault.
 
+The daily reconciliation also lists the vault's certificates (`list_properties_of_certificates`, paged)
+and each one's versions: `tags` (of the newest enabled version) from the listing alone, so certificates
+certsync has no targets for are never read further, and `latest` (the listing, then `get`). Listing is
+covered by the same Certificate User role (certificates/read).
+
 A disabled version keeps its certificate object readable but Key Vault refuses its secret (403
 "Operation get is not allowed on a disabled secret."), so a disabled version's bundle is its leaf
 alone, from the certificate object.
@@ -33,7 +38,7 @@ from shared.sources import SourceError, StoredVersion, check_object_name
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
-    from azure.keyvault.certificates import CertificateClient, KeyVaultCertificate
+    from azure.keyvault.certificates import CertificateClient, CertificateProperties, KeyVaultCertificate
     from azure.keyvault.secrets import SecretClient
 
 PKCS12_CONTENT_TYPE = "application/x-pkcs12"
@@ -122,9 +127,7 @@ class KeyVaultSource:
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
         self._check(name, version)
-        certificates, _ = self._get_clients()
-        with self._answers(f"listing the versions of certificate {name}"):
-            versions = list(certificates.list_properties_of_certificate_versions(name))
+        versions = self._list_versions(name)
         target = next((v for v in versions if (v.version or "").lower() == version.lower()), None)
         if target is None or target.created_on is None:
             raise SourceError(
@@ -144,14 +147,40 @@ class KeyVaultSource:
             return None
         return self.get(name, max(earlier)[1])
 
+    def names(self) -> list[str]:
+        certificates, _ = self._get_clients()
+        with self._answers("listing the certificates"):
+            listed = [p.name for p in certificates.list_properties_of_certificates() if p.name]
+        return sorted(listed, key=str.lower)
+
+    def latest(self, name: str) -> StoredVersion | None:
+        newest = self._newest_enabled(name)
+        return self.get(name, newest.version or "") if newest is not None else None
+
+    def tags(self, name: str) -> dict[str, str]:
+        newest = self._newest_enabled(name)  # the listing carries each version's tags: no secret is read
+        return dict(newest.tags or {}) if newest is not None else {}
+
     # helpers
 
-    def _check(self, name: str, version: str) -> None:
+    def _check(self, name: str, version: str | None = None) -> None:
         try:
             check_object_name(name)
-            check_object_name(version, "version")
+            if version is not None:
+                check_object_name(version, "version")
         except CertsyncError as exc:
             raise SourceError(f"Key Vault {self.vault}: {exc}", "not-found") from None
+
+    def _newest_enabled(self, name: str) -> CertificateProperties | None:
+        """Ordered like `previous` and DirectoryVault: by created time, then by version id."""
+        self._check(name)
+        enabled = [v for v in self._list_versions(name) if v.enabled and v.created_on is not None and v.version]
+        return max(enabled, key=lambda v: (v.created_on, (v.version or "").lower()), default=None)
+
+    def _list_versions(self, name: str) -> list[CertificateProperties]:
+        certificates, _ = self._get_clients()
+        with self._answers(f"listing the versions of certificate {name}"):
+            return list(certificates.list_properties_of_certificate_versions(name))
 
     def _get_clients(self) -> tuple[CertificateClient, SecretClient]:
         with self._lock:

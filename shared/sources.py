@@ -2,8 +2,9 @@
 
 `CertificateSource` is what the pipeline needs from Key Vault: one version's public certificates (leaf
 and chain, never the private key), the previous enabled version for the diff, and the certificate's
-tags. `shared.keyvault.KeyVaultSource` reads a real vault; `DirectoryVault` reads a folder laid out
-like one, for `certsync process --vault-dir` and the demo.
+tags; the daily reconciliation also lists the vault's certificates and takes each one's latest
+enabled version. `shared.keyvault.KeyVaultSource` reads a real vault; `DirectoryVault` reads a folder
+laid out like one, for `certsync process --vault-dir`, `certsync reconcile` and the demo.
 
 Directory layout: `DIR/<certificate name>/<version>.<pem|cer|der|crt|p7b|pfx>`, one file per version,
 plus an optional `DIR/<certificate name>/certificate.json`:
@@ -59,7 +60,7 @@ class StoredVersion:
 
 
 class CertificateSource(Protocol):
-    """The pipeline's view of Key Vault."""
+    """The pipeline's and the reconciliation's view of Key Vault."""
 
     def get(self, name: str, version: str) -> StoredVersion:
         """The version, or SourceError."""
@@ -67,6 +68,19 @@ class CertificateSource(Protocol):
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
         """The newest enabled version created before `version`, or None when there is none."""
+        ...
+
+    def names(self) -> list[str]:
+        """Every certificate in the vault, enabled or not, sorted; the caller decides which matter."""
+        ...
+
+    def latest(self, name: str) -> StoredVersion | None:
+        """The newest enabled version (by created time, then version id), or None when none is enabled."""
+        ...
+
+    def tags(self, name: str) -> dict[str, str]:
+        """The tags of `latest(name)` ({} when no version is enabled), read without its secret: enough to
+        tell whether certsync has targets for a certificate before reading anything else of it."""
         ...
 
 
@@ -101,6 +115,21 @@ class DirectoryVault:
         if index is None:
             raise SourceError(f"{self.root / name}: has no version {version!r}", "not-found")
         return next((v for v in reversed(versions[:index]) if v.enabled), None)
+
+    def names(self) -> list[str]:
+        """The certificate folders; folders whose name Key Vault could not hold are not certificates."""
+        try:
+            folders = [p.name for p in self.root.iterdir() if p.is_dir() and _OBJECT_NAME.match(p.name)]
+        except OSError as exc:
+            raise SourceError(f"{self.root}: cannot list the vault directory ({exc.strerror})", "unavailable") from None
+        return sorted(folders, key=str.lower)
+
+    def latest(self, name: str) -> StoredVersion | None:
+        return next((v for v in reversed(self._versions(name)) if v.enabled), None)
+
+    def tags(self, name: str) -> dict[str, str]:
+        latest = self.latest(name)
+        return dict(latest.tags) if latest is not None else {}
 
     def _versions(self, name: str) -> list[StoredVersion]:
         """Every version, oldest first; re-read only when a file in the folder changed."""

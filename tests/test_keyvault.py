@@ -249,6 +249,88 @@ def test_previous_of_a_version_the_vault_does_not_list_is_not_found(keyvault: Fa
     assert NAME in str(caught.value) and "0" * 32 in str(caught.value)
 
 
+# --- listing: names and the latest version (the daily reconciliation) ----------------------------
+
+
+def test_names_lists_every_certificate_across_pages(keyvault: FakeKeyVault) -> None:
+    for name in ("exch-smtp", "Alpha-Web", "zeta-old"):
+        keyvault.add_version(name, pfx_of(build_chain()), PKCS12, enabled=name != "zeta-old")
+
+    names = source_for(keyvault).names()
+
+    assert names == ["Alpha-Web", "exch-smtp", "zeta-old"]  # disabled ones too: the caller decides
+    listed = [r.path for r in keyvault.requests if r.path.startswith("/certificates?") and "Authorization" in r.headers]
+    assert len(listed) == 2 and "$skiptoken=" in listed[-1]  # page size 2: the SDK followed nextLink
+
+
+def test_an_empty_vault_has_no_names(keyvault: FakeKeyVault) -> None:
+    assert source_for(keyvault).names() == []
+
+
+def test_latest_is_the_newest_enabled_version_with_its_tags(keyvault: FakeKeyVault) -> None:
+    chains = [build_chain() for _ in range(4)]
+    # Ids sort against time, so the listing order (by id) is not the answer; the newest is disabled.
+    for n, (chain, version) in enumerate(zip(chains, ["d0", "c0", "b0", "a0"], strict=True)):
+        keyvault.add_version(
+            NAME,
+            pfx_of(chain),
+            PKCS12,
+            version=version * 16,
+            created=T0 + dt.timedelta(days=30 * n),
+            enabled=version != "a0",
+            tags={"certsync-servers": f"EX0{n}"},
+        )
+
+    latest = source_for(keyvault).latest(NAME)
+
+    assert latest is not None and latest.version == "b0" * 16
+    assert latest.bundle.leaf.der == chains[2].leaf.der
+    assert latest.tags == {"certsync-servers": "EX02"} and latest.enabled
+    assert [c.der for c in latest.bundle.chain] == [chains[2].intermediate.der, chains[2].root.der]
+
+
+def test_tags_are_the_newest_enabled_versions_read_without_its_secret(keyvault: FakeKeyVault) -> None:
+    keyvault.add_version(NAME, pfx_of(build_chain()), PKCS12, created=T0, tags={"certsync-servers": "EX01"})
+    keyvault.add_version(NAME, pfx_of(build_chain()), PKCS12, created=T0 + dt.timedelta(days=1), enabled=False)
+    source = source_for(keyvault)
+
+    assert source.tags(NAME) == {"certsync-servers": "EX01"}
+    assert source.tags("never-added") == {}
+    assert {r.path.split("?")[0] for r in keyvault.requests} == {
+        f"/certificates/{NAME}/versions",
+        "/certificates/never-added/versions",
+    }  # the version listings alone: no certificate object, no secret
+
+
+def test_latest_is_none_without_an_enabled_version(keyvault: FakeKeyVault) -> None:
+    keyvault.add_version(NAME, pfx_of(build_chain()), PKCS12, enabled=False)
+    source = source_for(keyvault)
+
+    assert source.latest(NAME) is None
+    assert source.latest("never-added") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind"), [(403, "Forbidden", "forbidden"), (503, "ServiceUnavailable", "unavailable")]
+)
+def test_a_failed_certificate_listing_is_mapped(keyvault: FakeKeyVault, status: int, code: str, kind: str) -> None:
+    keyvault.add_version(NAME, pfx_of(build_chain()), PKCS12)
+    keyvault.fail("/certificates", status, code)
+
+    with pytest.raises(SourceError) as caught:
+        source_for(keyvault).names()
+
+    assert (caught.value.kind, caught.value.transient) == (kind, True)
+    assert "Key Vault localhost: listing the certificates" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_latest_of_a_name_key_vault_cannot_hold_is_refused_before_any_request(keyvault: FakeKeyVault) -> None:
+    with pytest.raises(SourceError) as caught:
+        source_for(keyvault).latest("../secrets/x")
+
+    assert caught.value.kind == "not-found" and keyvault.requests == []
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 

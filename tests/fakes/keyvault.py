@@ -27,6 +27,8 @@ What it does, following Key Vault as far as we know it:
   `maxresults` per page, linked by `nextLink` with a `$skiptoken`. Items come in version-id order,
   not by date (as Key Vault and lowkey-vault list them), so callers have to sort. An unknown name
   lists nothing (assumed, not verified against Key Vault).
+- `GET /certificates`: one item per certificate (id without a version; the attributes and tags of
+  its newest version), in name order, paged the same way.
 - Names and versions are case-insensitive; ids keep the case they were added with. Any api-version
   is accepted. Errors carry the Key Vault body `{"error": {"code": ..., "message": ...}}`.
 - `fail(prefix, status, code)` makes authenticated requests under a path prefix fail;
@@ -51,7 +53,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,6 +367,8 @@ class FakeKeyVault(HttpServer):
         if method != "GET":
             return _error(405, "MethodNotAllowed", f"The fake Key Vault serves GET only, not {method}.")
         segments = path.split("/")[1:]
+        if segments in (["certificates"], ["certificates", ""]):
+            return self._list_certificates(query)
         if len(segments) in (2, 3) and segments[0] in ("certificates", "secrets"):
             collection, name = segments[0], segments[1]
             rest = segments[2] if len(segments) == 3 else ""
@@ -410,30 +414,40 @@ class FakeKeyVault(HttpServer):
     def _list_versions(self, name: str, query: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
         with self._data_lock:
             versions = sorted(self._versions.get(name.lower(), []), key=lambda v: v.version.lower())
+        return self._page(versions, query, f"/certificates/{name}/versions", lambda v: self._url("certificates", v))
+
+    def _list_certificates(self, query: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """One item per certificate, with the attributes and tags of its newest version (what Key Vault
+        calls the current one), in name order; its id has no version."""
+        with self._data_lock:
+            current = [max(vs, key=lambda v: v.created) for _, vs in sorted(self._versions.items()) if vs]
+        return self._page(current, query, "/certificates", lambda v: f"{self.vault_url}/certificates/{v.name}")
+
+    def _page(
+        self, items: list[_Version], query: Mapping[str, str], path: str, item_id: Callable[[_Version], str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """`maxresults` items from the `$skiptoken` on (page_size by default), with a `nextLink` to the rest."""
         try:
             size = int(query.get("maxresults") or self.page_size)
             start = int(base64.urlsafe_b64decode(query["$skiptoken"]).decode()) if "$skiptoken" in query else 0
         except (ValueError, KeyError):
             return _error(400, "BadParameter", "The skiptoken or maxresults parameter is not valid.")
-        page = versions[start : start + size]
+        page = items[start : start + size]
         next_link = None
-        if start + size < len(versions):
+        if start + size < len(items):
             token = base64.urlsafe_b64encode(str(start + size).encode()).decode()
             api_version = query.get("api-version", "")
-            next_link = (
-                f"{self.vault_url}/certificates/{name}/versions"
-                f"?api-version={api_version}&$skiptoken={token}&maxresults={size}"
-            )
-        items = [
+            next_link = f"{self.vault_url}{path}?api-version={api_version}&$skiptoken={token}&maxresults={size}"
+        listed = [
             {
-                "id": self._url("certificates", v),
+                "id": item_id(v),
                 "x5t": _x5t(v.cer),
                 "attributes": _attributes(v),
                 **({"tags": v.tags} if v.tags else {}),
             }
             for v in page
         ]
-        return _json(200, {"value": items, "nextLink": next_link})
+        return _json(200, {"value": listed, "nextLink": next_link})
 
     def _url(self, collection: str, v: _Version) -> str:
         return f"{self.vault_url}/{collection}/{v.name}/{v.version}"

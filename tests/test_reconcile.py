@@ -1,0 +1,749 @@
+"""The daily reconciliation on its local adapters (a vault directory, the outbox, SQLite audit and state,
+CRLs served on loopback) with a clock the tests set: unprocessed versions, expiry crossings, drift
+against a runbook inventory, failures that stay with their certificate, the status snapshots, and
+`certsync reconcile` as a user runs it. The Table storage state store runs on Azurite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from shared.assessment import TrustStore
+from shared.audit import AuditEntry, SqliteAuditLog
+from shared.certificate import Certificate
+from shared.exceptions import CertsyncError
+from shared.jobs import OutboxQueue, job_id
+from shared.pipeline import Notice, Pipeline, PipelineSettings
+from shared.reconcile import (
+    OK,
+    SNAPSHOT_SCHEMA,
+    Reconciler,
+    SqliteStateStore,
+    TableStateStore,
+    _fit_snapshot,
+    expiry_state,
+)
+from shared.sources import DirectoryVault, SourceError
+from shared.storage import TABLE_STRING_LIMIT, StorageError
+from shared.targets import parse_targets_json
+from tests.chains import Issued, issue, make_crl, make_name, pem_of
+
+NAME = "exch-hybrid-smtp"
+VAULT = "contoso-kv"
+HOSTS = ["mail.contoso.com", "autodiscover.contoso.com"]
+SEND = "Outbound to Office 365"
+OLD_NAME = "<I>CN=R10, O=Contoso, C=US<S>CN=mail.contoso.com, C=US"
+NEW_NAME = "<I>CN=R11, O=Contoso, C=US<S>CN=mail.contoso.com, C=US"
+TARGETS = {
+    "schema": "certsync.targets/1",
+    "certificates": {
+        "*": {"worker_group": "hrw-exchange", "servers": ["EX09"]},  # defaults only: targets nothing alone
+        NAME: {"servers": ["EX01", "EX02"], "send_connectors": [SEND], "hybrid_configuration": True, "hosts": HOSTS},
+        "broken-cert": {"servers": ["EX01"]},
+    },
+}
+SNAPSHOT_KEYS = {
+    "schema",
+    "certificate",
+    "vault",
+    "version",
+    "thumbprint",
+    "tls_certificate_name",
+    "status",
+    "not_after",
+    "days_left",
+    "expiry_state",
+    "drift",
+    "servers",
+    "findings",
+    "attention",
+    "checked_at",
+}
+CERTSYNC = str(Path(sys.executable).with_name("certsync"))
+
+
+def thumbprint(issued: Issued) -> str:
+    return hashlib.sha1(issued.der).hexdigest().upper()
+
+
+class RecordingNotifier:
+    """A Notifier that keeps every notice (the webhook notifiers themselves are tested in test_notify)."""
+
+    def __init__(self) -> None:
+        self.notices: list[Notice] = []
+
+    def notify(self, notice: Notice) -> None:
+        self.notices.append(notice)
+
+    def of(self, *kinds: str) -> list[Notice]:
+        return [n for n in self.notices if n.kind in kinds]
+
+
+class FailingOnceNotifier(RecordingNotifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def notify(self, notice: Notice) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("the webhook is down")
+        super().notify(notice)
+
+
+@dataclass
+class World:
+    root: Issued
+    inter_a: Issued
+    inter_b: Issued
+    old: Issued
+    new: Issued
+    vault_dir: Path
+    tmp: Path
+    server: object
+    notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
+    targets: dict = field(default_factory=lambda: json.loads(json.dumps(TARGETS)))
+
+    @property
+    def expires(self) -> dt.datetime:
+        return self.new.cert.not_valid_after_utc
+
+    def leaf(self, inter: Issued, cn: str, **options) -> Issued:
+        return issue(
+            make_name("mail.contoso.com"),
+            issuer=inter,
+            kind="ec",
+            dns_names=HOSTS,
+            eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            crl_urls=[self.server.url(f"/{cn}.crl")],
+            **options,
+        )
+
+    def add_version(self, name: str, version: str, data: bytes, created: str, **meta) -> None:
+        folder = self.vault_dir / name
+        folder.mkdir(exist_ok=True)
+        (folder / f"{version}.pem").write_bytes(data)
+        path = folder / "certificate.json"
+        current = json.loads(path.read_text()) if path.exists() else {}
+        current.setdefault("created", {})[version] = created
+        current.update(meta)
+        path.write_text(json.dumps(current))
+
+    def audit(self) -> SqliteAuditLog:
+        return SqliteAuditLog(self.tmp / "audit.sqlite")
+
+    def state(self) -> SqliteStateStore:
+        return SqliteStateStore(self.tmp / "state.sqlite")
+
+    def reconciler(self, *, with_pipeline: bool = True, notifier=None) -> Reconciler:
+        notifier = notifier or self.notifier
+        settings = PipelineSettings(
+            vaults=(VAULT,),
+            trust=TrustStore.from_certificates([Certificate.from_der(self.root.der)], "test"),
+            allow_hosts=(f"127.0.0.1:{self.server.port}",),
+        )
+        targets = parse_targets_json(json.dumps(self.targets), "targets.json")
+        pipeline = Pipeline(
+            sources=lambda vault: DirectoryVault(self.vault_dir, vault),
+            jobs=OutboxQueue(self.tmp / "outbox"),
+            audit=self.audit(),
+            settings=settings,
+            targets_file=targets,
+            notifier=notifier,
+        )
+        return Reconciler(
+            sources=pipeline.sources,
+            vaults=(VAULT,),
+            audit=pipeline.audit,
+            state=self.state(),
+            notifier=notifier,
+            pipeline=pipeline if with_pipeline else None,
+            targets_file=targets,
+            settings=settings,
+        )
+
+    def jobs(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.tmp / "outbox").glob("*.json"))]
+
+    def result(self, version: str, inventory: list[dict], *, status: str = "succeeded", steps=()) -> None:
+        """A job-result audit entry as remediation writes it, with the runbook's certsync.result/1."""
+        job = job_id(VAULT, NAME, version)
+        result = {
+            "schema": "certsync.result/1",
+            "job_id": job,
+            "correlation_id": "c0ffee",
+            "certificate": {"vault": VAULT, "name": NAME, "version": version, "thumbprint": thumbprint(self.new)},
+            "status": status,
+            "error": None,
+            "worker": "HRW01",
+            "started": "2026-01-01T00:00:00Z",
+            "finished": "2026-01-01T00:05:00Z",
+            "steps": list(steps),
+            "inventory": inventory,
+        }
+        self.audit().record(
+            AuditEntry(
+                certificate=NAME,
+                kind="job-result",
+                correlation_id="c0ffee",
+                summary=f"runbook {status}",
+                vault=VAULT,
+                version=version,
+                details={
+                    "job_id": job,
+                    "automation_job": str(uuid.UUID(hex=job)),
+                    "status": "Completed",
+                    "result": result,
+                    "error": "",
+                    "via": "callback",
+                },
+            )
+        )
+
+    def inventory(self, *, send: str = NEW_NAME, servers=("EX01", "EX02"), status: str = "Valid") -> list[dict]:
+        items = [
+            {
+                "server": None,
+                "kind": "send-connector",
+                "object": SEND,
+                "tls_certificate_name": send,
+                "thumbprint": None,
+                "status": None,
+                "services": None,
+            },
+            {
+                "server": None,
+                "kind": "hybrid-configuration",
+                "object": "HybridConfiguration",
+                "tls_certificate_name": NEW_NAME,
+                "thumbprint": None,
+                "status": None,
+                "services": None,
+            },
+        ]
+        for server in servers:
+            items.append(
+                {
+                    "server": server,
+                    "kind": "receive-connector",
+                    "object": f"{server}\\Default Frontend {server}",
+                    "tls_certificate_name": NEW_NAME,
+                    "thumbprint": None,
+                    "status": None,
+                    "services": None,
+                }
+            )
+            items.append(
+                {
+                    "server": server,
+                    "kind": "certificate",
+                    "object": thumbprint(self.new),
+                    "tls_certificate_name": None,
+                    "thumbprint": thumbprint(self.new),
+                    "status": status,
+                    "services": "SMTP",
+                }
+            )
+        return items
+
+
+@pytest.fixture
+def world(tmp_path: Path, http_server) -> World:
+    now = dt.datetime.now(dt.timezone.utc)
+    root = issue(make_name("Contoso Demo Root", "Contoso"), kind="ec", ca=True, path_length=1)
+    http_server.route("/root.crl", body=make_crl(root, next_update=now + dt.timedelta(days=400)))
+    inters = []
+    for cn in ("R10", "R11"):
+        inter = issue(
+            make_name(cn, "Contoso"),
+            issuer=root,
+            kind="ec",
+            ca=True,
+            path_length=0,
+            crl_urls=[http_server.url("/root.crl")],
+        )
+        http_server.route(f"/{cn}.crl", body=make_crl(inter, next_update=now + dt.timedelta(days=400)))
+        inters.append(inter)
+    w = World(root, inters[0], inters[1], None, None, tmp_path / "vault", tmp_path, http_server)
+    w.vault_dir.mkdir()
+    w.old = w.leaf(inters[0], "R10")
+    w.new = w.leaf(inters[1], "R11", not_after=now + dt.timedelta(days=100))
+    w.add_version(NAME, "v1", pem_of([w.old, w.inter_a]), "2026-01-01T00:00:00Z")
+    w.add_version(NAME, "v2", pem_of([w.new, w.inter_b]), "2026-02-01T00:00:00Z")
+    # Another certificate in the vault with neither tags nor an own entry: not certsync's business.
+    w.add_version("other-web", "w1", pem_of([w.leaf(inters[1], "R11"), w.inter_b]), "2026-01-01T00:00:00Z")
+    return w
+
+
+def findings(report, code: str | None = None) -> list:
+    return [f for f in report.findings if code is None or f.code == code]
+
+
+# --- unprocessed versions ------------------------------------------------------------------------
+
+
+def test_an_unprocessed_version_is_processed_and_reported_once(world):
+    now = dt.datetime.now(dt.timezone.utc)
+    report = world.reconciler().run(now)
+
+    [finding] = findings(report, "unprocessed")
+    assert finding.changed and finding.version == "v2" and finding.details["outcome"] == "queued"
+    assert "never processed" in finding.summary and "queued" in finding.summary
+    [job] = world.jobs()
+    assert (job["version"], job["plan"]["previous"]["version"]) == ("v2", "v1")
+    assert report.processed == [
+        {
+            "vault": VAULT,
+            "certificate": NAME,
+            "version": "v2",
+            "outcome": "queued",
+            "job_id": job["job_id"],
+            "correlation_id": finding.details["correlation_id"],
+        }
+    ]
+    assert [n.kind for n in world.notifier.notices] == ["queued", "unprocessed"]
+    history = world.audit().history(NAME)
+    received = [e for e in history if e.kind == "event-received"]
+    assert [e.event_id for e in received] == ["reconcile-v2"]
+    assert received[0].details["event"]["event_type"] == "Microsoft.KeyVault.CertificateNewVersionCreated"
+    assert [e.details["finding"] for e in history if e.kind == "reconcile-finding"] == ["unprocessed"]
+
+    for later in (now + dt.timedelta(hours=2), now + dt.timedelta(days=1), now + dt.timedelta(days=2)):
+        again = world.reconciler().run(later)
+        assert findings(again, "unprocessed") == [] and again.processed == []
+    assert [n.kind for n in world.notifier.notices] == ["queued", "unprocessed"]  # nothing repeated
+    assert len(world.jobs()) == 1
+    assert report.certificates == [f"{VAULT}/{NAME}"]  # other-web has no targets: the "*" entry alone is none
+
+
+def test_a_version_settled_by_its_event_is_not_processed_again(world):
+    from shared.events import parse_event
+
+    event = {
+        "id": "evt-1",
+        "topic": "t",
+        "subject": NAME,
+        "eventType": "Microsoft.KeyVault.CertificateNewVersionCreated",
+        "eventTime": "2026-02-01T00:00:00Z",
+        "data": {
+            "Id": f"https://{VAULT}.vault.azure.net/certificates/{NAME}/v2",
+            "VaultName": VAULT,
+            "ObjectType": "Certificate",
+            "ObjectName": NAME,
+            "Version": "v2",
+        },
+    }
+    reconciler = world.reconciler()
+    assert reconciler.pipeline.process(parse_event(event)).outcome == "queued"
+    world.notifier.notices.clear()
+
+    report = world.reconciler().run(dt.datetime.now(dt.timezone.utc))
+
+    assert findings(report, "unprocessed") == [] and report.processed == []
+    assert world.notifier.notices == [] and len(world.jobs()) == 1
+
+
+def test_without_a_pipeline_an_unprocessed_version_is_reported_once_and_left_alone(world):
+    now = dt.datetime.now(dt.timezone.utc)
+    report = world.reconciler(with_pipeline=False).run(now)
+    [finding] = findings(report, "unprocessed")
+    assert finding.severity == "warning" and "deliver its event" in finding.summary
+    assert world.jobs() == []
+    world.reconciler(with_pipeline=False).run(now + dt.timedelta(days=1))
+    assert [n.kind for n in world.notifier.notices] == ["unprocessed"]
+
+
+# --- expiry --------------------------------------------------------------------------------------
+
+
+def test_expiry_notifies_at_each_crossing_only_then_resolves_on_renewal(world):
+    end = world.expires
+    states = []
+    for days_before in (95, 25, 24, 13, 12, 6, 5, -1, -2):
+        report = world.reconciler().run(end - dt.timedelta(days=days_before))
+        [snapshot] = world.state().snapshots()
+        states.append(snapshot["expiry_state"])
+    assert states == ["ok", "30", "30", "14", "14", "7", "7", "expired", "expired"]
+    notices = world.notifier.of("expiry-warning")
+    assert [n.details["state"] for n in notices] == ["30", "14", "7", "expired"]
+    assert [n.details["severity"] for n in notices] == ["warning", "warning", "critical", "critical"]
+    assert notices[0].summary.startswith(f"{NAME} version v2 expires in 25 day(s)")
+    assert "expired 1 day(s) ago" in notices[-1].summary
+    assert [f.state for f in findings(report, "expiry")] == ["expired"]  # still a finding, just not news
+    audited = [e for e in world.audit().history(NAME) if e.kind == "reconcile-finding"]
+    assert [e.details["state"] for e in audited if e.details["finding"] == "expiry"] == ["30", "14", "7", "expired"]
+
+    renewed = world.leaf(world.inter_b, "R11")
+    world.add_version(NAME, "v3", pem_of([renewed, world.inter_b]), "2026-03-01T00:00:00Z")
+    report = world.reconciler().run(end + dt.timedelta(days=3))
+    [resolved] = world.notifier.of("resolved")
+    assert resolved.details["finding"] == "expiry" and resolved.details["previous"] == "expired"
+    assert resolved.version == "v3" and resolved.details["severity"] == "good"
+    assert [f.code for f in report.resolved] == ["expiry"]
+    assert [p["version"] for p in report.processed] == ["v3"]
+    world.reconciler().run(end + dt.timedelta(days=4))
+    assert len(world.notifier.of("resolved")) == 1 and len(world.notifier.of("expiry-warning")) == 4
+
+
+def test_expiry_states_follow_the_thresholds():
+    assert [expiry_state(d) for d in (31, 30, 14.5, 14, 7.01, 7, 0.5, 0, -3)] == [
+        OK,
+        "30",
+        "30",
+        "14",
+        "14",
+        "7",
+        "7",
+        "expired",
+        "expired",
+    ]
+    assert expiry_state(50, (60, 10)) == "60"
+    with pytest.raises(CertsyncError, match="thresholds"):
+        Reconciler(sources=None, vaults=(), audit=None, state=None, notifier=None, thresholds=(30, 0))
+
+
+# --- drift ---------------------------------------------------------------------------------------
+
+
+def test_drift_from_the_last_inventory_is_notified_once_and_resolves_once(world):
+    now = dt.datetime.now(dt.timezone.utc)
+    world.reconciler().run(now)  # v2 is processed: its job is queued, so drift waits for its result
+    [snapshot] = world.state().snapshots()
+    assert snapshot["drift"] == "pending"
+    assert [s["outcome"] for s in snapshot["servers"]] == ["pending", "pending"]
+
+    failed_step = {
+        "n": 9,
+        "action": "set-send-connector",
+        "server": "EX02",
+        "object": SEND,
+        "before": OLD_NAME,
+        "after": OLD_NAME,
+        "outcome": "failed",
+        "message": "access denied",
+    }
+    world.result("v2", world.inventory(send=OLD_NAME, servers=("EX01",)), status="failed", steps=[failed_step])
+    report = world.reconciler().run(now + dt.timedelta(hours=1))
+
+    [drift] = findings(report, "drift")
+    assert drift.changed and drift.severity == "critical" and drift.state.startswith("drift:")
+    assert drift.details["drift"] == [
+        f"send-connector {SEND} uses {OLD_NAME}, not {NEW_NAME}",
+        f"EX02 does not have certificate {thumbprint(world.new)}",
+    ]
+    [notice] = world.notifier.of("drift")
+    assert notice.version == "v2" and SEND in notice.summary
+    [snapshot] = world.state().snapshots()
+    assert snapshot["drift"] == "drift" and snapshot["attention"] == "critical"
+    assert [(s["server"], s["outcome"]) for s in snapshot["servers"]] == [("EX01", "failed"), ("EX02", "failed")]
+    assert {f["code"] for f in snapshot["findings"]} >= {"drift", "remediation"}
+
+    world.reconciler().run(now + dt.timedelta(days=1))
+    assert len(world.notifier.of("drift")) == 1  # the same drift the next day: no repeat
+
+    world.result("v2", world.inventory())
+    report = world.reconciler().run(now + dt.timedelta(days=2))
+    assert findings(report, "drift") == []
+    [resolved] = world.notifier.of("resolved")
+    assert resolved.details["finding"] == "drift" and resolved.details["previous"].startswith("drift:")
+    [snapshot] = world.state().snapshots()
+    assert snapshot["drift"] == "ok" and snapshot["attention"] == "ok"
+    assert [(s["server"], s["outcome"], s["thumbprint"]) for s in snapshot["servers"]] == [
+        ("EX01", "succeeded", thumbprint(world.new)),
+        ("EX02", "succeeded", thumbprint(world.new)),
+    ]
+    world.reconciler().run(now + dt.timedelta(days=3))
+    assert len(world.notifier.of("resolved")) == 1 and len(world.notifier.of("drift")) == 1
+
+
+def test_a_certificate_not_valid_on_a_server_is_drift(world):
+    world.reconciler().run(dt.datetime.now(dt.timezone.utc))
+    world.result("v2", world.inventory(status="Untrusted"))
+    report = world.reconciler().run(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1))
+    assert findings(report, "drift")[0].details["drift"] == [
+        f"EX01 has certificate {thumbprint(world.new)} with status Untrusted",
+        f"EX02 has certificate {thumbprint(world.new)} with status Untrusted",
+    ]
+
+
+def test_without_an_inventory_drift_is_unknown_and_no_finding(world):
+    report = world.reconciler().run(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2))  # past the grace
+    assert findings(report, "drift") == []
+    [snapshot] = world.state().snapshots()
+    assert snapshot["drift"] == "unknown" and world.notifier.of("drift") == []
+
+
+# --- failures stay with their certificate --------------------------------------------------------
+
+
+def test_one_certificates_failure_does_not_stop_the_others_and_is_notified_once(world):
+    other = world.leaf(world.inter_b, "R11")
+    world.add_version(
+        "exch-internal",
+        "i1",
+        pem_of([other, world.inter_b]),
+        "2026-01-01T00:00:00Z",
+        tags={"certsync-servers": "EX03", "certsync-hybrid": "maybe"},
+    )
+    (world.vault_dir / "broken-cert").mkdir()
+    (world.vault_dir / "broken-cert" / "b1.pem").write_bytes(b"not a certificate")
+    now = dt.datetime.now(dt.timezone.utc)
+
+    report = world.reconciler().run(now)
+
+    assert report.certificates == [f"{VAULT}/broken-cert", f"{VAULT}/exch-hybrid-smtp", f"{VAULT}/exch-internal"]
+    failed = {f.certificate: f for f in findings(report, "failed")}
+    assert set(failed) == {"broken-cert", "exch-internal"}
+    assert failed["broken-cert"].state == "bad-content" and failed["exch-internal"].state == "targets"
+    assert "certsync-hybrid" in failed["exch-internal"].summary and "\n" not in failed["exch-internal"].summary
+    assert len(report.failures) == 2
+    assert [p["certificate"] for p in report.processed] == [NAME]  # the good one went on
+    assert sorted(n.certificate for n in world.notifier.of("failed")) == ["broken-cert", "exch-internal"]
+    assert [e.kind for e in world.audit().history("exch-internal")] == ["reconcile-finding"]
+    snapshots = {s["certificate"]: s for s in world.state().snapshots()}
+    assert set(snapshots) == {"broken-cert", "exch-hybrid-smtp", "exch-internal"}
+    assert snapshots["exch-internal"]["attention"] == "critical"
+    assert snapshots["exch-internal"]["findings"][0]["code"] == "failed"
+
+    world.reconciler().run(now + dt.timedelta(days=1))
+    assert len(world.notifier.of("failed")) == 2  # the same failures the next day: no repeat
+
+    world.add_version(
+        "exch-internal",
+        "i1",
+        pem_of([other, world.inter_b]),
+        "2026-01-01T00:00:00Z",
+        tags={"certsync-servers": "EX03", "certsync-hybrid": "true", "certsync-worker-group": "hrw"},
+    )
+    report = world.reconciler().run(now + dt.timedelta(days=2))
+    assert [(n.certificate, n.details["finding"]) for n in world.notifier.of("resolved")] == [
+        ("exch-internal", "failed")
+    ]
+    assert {f.certificate for f in findings(report, "failed")} == {"broken-cert"}
+
+
+def test_a_notice_that_could_not_be_sent_is_sent_by_the_next_run(world):
+    notifier = FailingOnceNotifier()
+    now = dt.datetime.now(dt.timezone.utc)
+    report = world.reconciler(with_pipeline=False, notifier=notifier).run(now)
+    assert notifier.notices == [] and "not sent" in report.failures[0]
+    assert [e for e in world.audit().history(NAME) if e.kind == "reconcile-finding"] == []
+    world.reconciler(with_pipeline=False, notifier=notifier).run(now + dt.timedelta(days=1))
+    assert [n.kind for n in notifier.notices] == ["unprocessed"]
+
+
+def test_a_vault_that_cannot_be_listed_is_one_failure(world, tmp_path):
+    reconciler = world.reconciler()
+    reconciler.vaults = ("missing-kv", VAULT)
+    reconciler.sources = lambda vault: DirectoryVault(world.vault_dir if vault == VAULT else tmp_path / "nope", vault)
+    report = reconciler.run(dt.datetime.now(dt.timezone.utc))
+    assert [f.certificate for f in findings(report, "failed")] == ["*"]
+    assert "nope" in report.failures[0] and report.certificates == [f"{VAULT}/{NAME}"]
+    assert world.notifier.of("failed")[0].vault == "missing-kv"
+
+
+# --- snapshots -----------------------------------------------------------------------------------
+
+
+def test_snapshots_have_the_status_schema(world):
+    now = dt.datetime.now(dt.timezone.utc)
+    world.reconciler().run(now)
+    [snapshot] = world.state().snapshots()
+    assert set(snapshot) == SNAPSHOT_KEYS
+    assert snapshot["schema"] == SNAPSHOT_SCHEMA
+    assert (snapshot["certificate"], snapshot["vault"], snapshot["version"]) == (NAME, VAULT, "v2")
+    assert snapshot["thumbprint"] == thumbprint(world.new)
+    assert snapshot["tls_certificate_name"] == NEW_NAME and snapshot["status"] == "Valid"
+    assert snapshot["not_after"] == world.expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert 99 <= snapshot["days_left"] <= 100 and snapshot["expiry_state"] == "ok"
+    assert snapshot["checked_at"] == now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [s["server"] for s in snapshot["servers"]] == ["EX01", "EX02"]
+    assert set(snapshot["servers"][0]) == {"server", "outcome", "at", "job_id", "thumbprint"}
+    assert snapshot["servers"][0]["job_id"] == job_id(VAULT, NAME, "v2")
+    assert snapshot["findings"] == [
+        {"code": "unprocessed", "severity": "info", "summary": findings_summary(snapshot, "unprocessed")}
+    ]
+    assert snapshot["attention"] == "ok"  # info is no cause for attention
+    json.dumps(snapshot)
+
+
+def findings_summary(snapshot: dict, code: str) -> str:
+    return next(f["summary"] for f in snapshot["findings"] if f["code"] == code)
+
+
+def test_a_certificate_that_leaves_the_vault_loses_its_snapshot(world):
+    world.reconciler().run(dt.datetime.now(dt.timezone.utc))
+    assert [s["certificate"] for s in world.state().snapshots()] == [NAME]
+    for path in (world.vault_dir / NAME).iterdir():
+        path.unlink()
+    (world.vault_dir / NAME).rmdir()
+    world.reconciler().run(dt.datetime.now(dt.timezone.utc))
+    assert world.state().snapshots() == []
+
+
+def test_a_snapshot_too_large_for_a_table_property_is_shortened_and_still_json():
+    snapshot = {
+        "schema": SNAPSHOT_SCHEMA,
+        "certificate": NAME,
+        "vault": VAULT,
+        "servers": [{"server": f"EX{n:02}", "outcome": "never"} for n in range(300)],
+        "findings": [{"code": "drift", "severity": "critical", "summary": "x" * 2000} for _ in range(100)],
+    }
+    text = _fit_snapshot(snapshot)
+    assert len(text.encode("utf-16-le")) <= TABLE_STRING_LIMIT
+    shortened = json.loads(text)
+    assert shortened["truncated"] is True and shortened["certificate"] == NAME
+    assert 0 < len(shortened["findings"]) < 100
+
+
+def test_the_sqlite_state_store_remembers_states_and_snapshots(tmp_path):
+    store = SqliteStateStore(tmp_path / "state.sqlite")
+    at = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    assert store.get("kv/a", "expiry") is None
+    store.put("KV/A", "expiry", "30", at)
+    store.put("kv/a", "expiry", "14", at)
+    assert SqliteStateStore(tmp_path / "state.sqlite").get("kv/a", "expiry") == "14"
+    for name, vault in (("b", "kv"), ("a", "kv2"), ("a", "kv")):
+        store.put_snapshot({"certificate": name, "vault": vault, "n": 1})
+    assert [(s["certificate"], s["vault"]) for s in store.snapshots()] == [("a", "kv"), ("a", "kv2"), ("b", "kv")]
+    store.delete_snapshot("KV2", "A")
+    assert len(store.snapshots()) == 2
+
+
+def test_the_table_state_store_on_azurite(azurite):
+    from azure.data.tables import TableClient
+
+    name = f"state{uuid.uuid4().hex[:8]}"
+    store = TableStateStore(TableClient.from_connection_string(azurite.connection_string, name))
+    at = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    assert store.get("contoso-kv/exch", "expiry") is None and store.snapshots() == []  # no table yet
+    store.put("contoso-kv/exch", "expiry", "30", at)
+    store.put("contoso-kv/exch", "expiry", "14", at)
+    store.put("other-kv/exch", "expiry", "7", at)
+    assert store.get("Contoso-KV/exch", "expiry") == "14" and store.get("other-kv/exch", "expiry") == "7"
+    big = {
+        "schema": SNAPSHOT_SCHEMA,
+        "certificate": "exch",
+        "vault": "contoso-kv",
+        "findings": [{"code": "drift", "severity": "critical", "summary": "é" * 40000}],
+        "servers": [],
+    }
+    store.put_snapshot(big)
+    store.put_snapshot({"schema": SNAPSHOT_SCHEMA, "certificate": "exch", "vault": "other-kv", "findings": []})
+    stored = store.snapshots()
+    assert [(s["certificate"], s["vault"]) for s in stored] == [("exch", "contoso-kv"), ("exch", "other-kv")]
+    assert stored[0]["truncated"] is True
+    store.delete_snapshot("other-kv", "exch")
+    assert len(store.snapshots()) == 1
+
+
+def test_table_state_store_errors_name_the_table(azurite):
+    from azure.data.tables import TableClient
+
+    bad = azurite.connection_string.replace("AccountKey=", "AccountKey=AAAA")
+    store = TableStateStore(TableClient.from_connection_string(bad, "certsyncstate", retry_total=0))
+    with pytest.raises(StorageError) as caught:
+        store.put("kv/a", "expiry", "30", dt.datetime.now(dt.timezone.utc))
+    message = str(caught.value)
+    assert message.startswith("state table certsyncstate:") and "403" in message and "\n" not in message
+    assert "AccountKey" not in message
+
+
+# --- the sources' listing, locally ---------------------------------------------------------------
+
+
+def test_a_directory_vault_lists_names_and_its_latest_enabled_version(world):
+    vault = DirectoryVault(world.vault_dir, VAULT)
+    (world.vault_dir / "not a certificate name").mkdir()
+    assert vault.names() == [NAME, "other-web"]
+    assert vault.latest(NAME).version == "v2"
+    world.add_version(
+        NAME,
+        "v3",
+        pem_of([world.old, world.inter_a]),
+        "2026-03-01T00:00:00Z",
+        disabled=["v3"],
+        tags={"certsync-servers": "EX01"},
+    )
+    vault = DirectoryVault(world.vault_dir, VAULT)
+    assert vault.latest(NAME).version == "v2" and vault.tags(NAME) == {"certsync-servers": "EX01"}
+    world.add_version(
+        NAME, "v3", pem_of([world.old, world.inter_a]), "2026-03-01T00:00:00Z", disabled=["v1", "v2", "v3"]
+    )
+    assert vault.latest(NAME) is None and vault.tags(NAME) == {}
+    with pytest.raises(SourceError):
+        vault.latest("no-such")
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def run_cli(world: World, *args: str) -> subprocess.CompletedProcess:
+    (world.tmp / "targets.json").write_text(json.dumps(world.targets))
+    (world.tmp / "root.pem").write_bytes(world.root.pem)
+    environment = {k: v for k, v in os.environ.items() if k != "CERTSYNC_DEBUG"}
+    return subprocess.run(
+        [
+            CERTSYNC,
+            "reconcile",
+            "--vault-dir",
+            str(world.vault_dir),
+            "--vault",
+            VAULT,
+            "--targets",
+            str(world.tmp / "targets.json"),
+            "--trust",
+            str(world.tmp / "root.pem"),
+            "--allow-host",
+            f"127.0.0.1:{world.server.port}",
+            "--outbox",
+            str(world.tmp / "outbox"),
+            "--audit",
+            str(world.tmp / "audit.sqlite"),
+            "--state",
+            str(world.tmp / "state.sqlite"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        cwd=world.tmp,
+    )
+
+
+def test_certsync_reconcile_prints_findings_and_exits_1_then_0(world):
+    first = run_cli(world)
+    assert first.returncode == 1, first.stderr
+    assert f"INFO     {NAME} unprocessed v2:" in first.stdout and "(new)" in first.stdout
+    assert f"Processed {NAME} version v2: queued" in first.stdout
+    assert len(world.jobs()) == 1
+
+    second = run_cli(world, "--json")
+    assert second.returncode == 0, second.stdout + second.stderr
+    report = json.loads(second.stdout)
+    assert report["findings"] == [] and report["certificates"] == [f"{VAULT}/{NAME}"]
+
+    late = run_cli(world, "--at", (world.expires - dt.timedelta(days=10)).isoformat())
+    assert late.returncode == 1 and f"WARNING  {NAME} expiry 14:" in late.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(("--at", "tomorrow"), "--at 'tomorrow'"), (("--vault", "bad_name"), "vault name 'bad_name'")],
+)
+def test_certsync_reconcile_bad_input_exits_2_with_one_line(world, args, words):
+    result = run_cli(world, *args)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("certsync: error: ") and words in line
