@@ -1,0 +1,869 @@
+"""The deployment as far as it can be checked without Azure: infra/**/*.bicep, azure.yaml, the parameters
+file and the azd hooks, against the code they deploy.
+
+No Bicep compiler, ARM what-if or pwsh can run here (no network to Azure; spec: local-stack §5), so:
+- every Bicep file must parse with the tree-sitter Bicep grammar, with no ERROR or MISSING node (a
+  syntax gate; it knows nothing of types or resource schemas);
+- the facts the app relies on are read from the parse trees and compared with the code: the bindings
+  (`function_app.app.get_functions()`, via tests.test_function_app), the settings shared/*.py and
+  functions/*.py read (their ASTs), the role registry (shared/permissions.py), the event types
+  (shared/events.py) and local.settings.json.example;
+- module wiring is checked like a compiler would: the files exist, the params passed are declared and
+  the required ones are passed, the outputs read exist.
+Regular expressions are used only where a tree does not help: shell hook scripts (no shell grammar
+here), `<module>.outputs.<name>` references (the grammar mis-nests member access after a ternary), and
+role names inside the code's message strings.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pytest
+import tree_sitter
+import tree_sitter_bicep
+import yaml
+
+from shared import permissions
+from shared.events import CERTIFICATE_EVENTS
+from shared.exceptions import CertsyncError
+from tests.test_function_app import FUNCTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+MODULES = INFRA / "modules"
+HOOKS = INFRA / "hooks"
+BICEP = tree_sitter.Language(tree_sitter_bicep.language())
+GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+# Flex Consumption app settings Microsoft documents as deprecated ("Flex Consumption plan deprecations"
+# in the Functions app settings reference): the runtime and scale live in functionAppConfig instead.
+FLEX_DEPRECATED_SETTINGS = frozenset(
+    {
+        "ENABLE_ORYX_BUILD", "FUNCTIONS_EXTENSION_VERSION", "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_WORKER_RUNTIME_VERSION", "FUNCTIONS_MAX_HTTP_CONCURRENCY", "FUNCTIONS_WORKER_PROCESS_COUNT",
+        "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED", "SCM_DO_BUILD_DURING_DEPLOYMENT",
+        "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTOVERVNET", "WEBSITE_CONTENTSHARE",
+        "WEBSITE_DNS_SERVER", "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT", "WEBSITE_NODE_DEFAULT_VERSION",
+        "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_SKIP_CONTENTSHARE_VALIDATION", "WEBSITE_VNET_ROUTE_ALL",
+    }
+)  # fmt: skip
+# ...and the site properties deprecated there.
+FLEX_DEPRECATED_SITE_CONFIG = frozenset(
+    {
+        "alwaysOn", "containerSize", "ftpsState", "isReserved", "javaVersion", "linuxFxVersion",
+        "netFrameworkVersion", "powerShellVersion", "functionAppScaleLimit", "preWarmedInstanceCount",
+        "use32BitWorkerProcess", "vnetRouteAllEnabled", "vnetContentShareEnabled", "vnetImagePullEnabled",
+        "windowsFxVersion",
+    }
+)  # fmt: skip
+# Read by the Functions host and the Python worker in Azure, not by certsync's code, and meaningless
+# locally (there is no Application Insights resource to send to): Bicep only.
+HOST_ONLY_SETTINGS = {
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": None,
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",
+    "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME": "certsync",
+}
+# The Functions host's own storage connection (no binding names it).
+HOST_CONNECTION = "AzureWebJobsStorage"
+# How the Bicep passes each principal's id to a role assignment (registry principal -> Bicep param).
+PRINCIPAL_PARAMS = {
+    "functionPrincipalId": permissions.FUNCTION,
+    "hybridWorkerPrincipalId": permissions.HYBRID_WORKER,
+    "eventGridPrincipalId": permissions.EVENT_GRID,
+}
+# Environment variables azd itself gives every hook (the rest must be main.bicep outputs).
+AZD_HOOK_VARIABLES = {"AZURE_ENV_NAME", "AZURE_SUBSCRIPTION_ID"}
+
+
+# --- the tree-sitter syntax gate -------------------------------------------------------------------
+
+
+def parse_bicep(source: bytes) -> tree_sitter.Tree:
+    return tree_sitter.Parser(BICEP).parse(source)
+
+
+def syntax_errors(tree: tree_sitter.Tree) -> list[str]:
+    """`line:column node` for every ERROR and MISSING node (both mean the grammar could not parse it)."""
+    found = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing:
+            row, column = node.start_point
+            found.append(f"{row + 1}:{column + 1} {'MISSING ' + node.type if node.is_missing else 'ERROR'}")
+        stack.extend(node.children)
+    return sorted(found)
+
+
+def bicep_files() -> list[Path]:
+    return sorted(INFRA.rglob("*.bicep"))
+
+
+def test_the_infra_has_the_files_azd_and_the_hooks_use():
+    names = {p.relative_to(INFRA).as_posix() for p in bicep_files()}
+    assert {
+        "main.bicep",
+        "modules/function-app.bicep",
+        "modules/storage.bicep",
+        "modules/automation.bicep",
+        "modules/event-grid.bicep",
+        "modules/event-subscription.bicep",
+        "modules/vault-access.bicep",
+    } <= names
+
+
+@pytest.mark.parametrize("path", bicep_files(), ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_every_bicep_file_parses_without_errors(path):
+    tree = parse_bicep(path.read_bytes())
+    assert tree.root_node.type == "infrastructure"
+    assert syntax_errors(tree) == [], path
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "resource st 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'x'\n",  # no closing brace
+        "param name string = 'unterminated\n",
+        "var x = [\n  'a'\n  'b',,\n]\n",
+        "@description('x'\n param p string\n",
+        "resource 'Microsoft.Web/sites@2024-04-01' = {\n  name: 'x'\n}\n",  # no symbolic name
+        "module m = {\n  name: 'm'\n}\n",  # no path
+    ],
+)
+def test_the_syntax_gate_flags_broken_bicep(snippet):
+    assert syntax_errors(parse_bicep(snippet.encode())) != []
+
+
+# --- reading facts out of Bicep trees --------------------------------------------------------------
+
+
+def text(node: tree_sitter.Node) -> str:
+    return node.text.decode()
+
+
+def string_value(node: tree_sitter.Node | None) -> str | None:
+    """The value of a string literal without interpolation; None for anything else."""
+    if node is None or node.type != "string" or any(c.type == "interpolation" for c in node.children):
+        return None
+    return "".join(text(c) for c in node.children if c.type == "string_content")
+
+
+def property_key(node: tree_sitter.Node) -> str:
+    key = node.named_children[0]
+    return string_value(key) if key.type == "string" else text(key)
+
+
+def properties(obj: tree_sitter.Node) -> dict[str, tree_sitter.Node]:
+    """An object's properties, key -> value node."""
+    assert obj.type == "object", text(obj)[:80]
+    return {property_key(p): p.named_children[-1] for p in obj.named_children if p.type == "object_property"}
+
+
+def lookup(obj: tree_sitter.Node, dotted: str) -> tree_sitter.Node | None:
+    node: tree_sitter.Node | None = obj
+    for key in dotted.split("."):
+        if node is None or node.type != "object":
+            return None
+        node = properties(node).get(key)
+    return node
+
+
+def literal(obj: tree_sitter.Node, dotted: str) -> object:
+    """A string, number or bool literal at `dotted` in `obj`."""
+    node = lookup(obj, dotted)
+    assert node is not None, f"{dotted} is not set"
+    if node.type == "string":
+        value = string_value(node)
+        assert value is not None, f"{dotted} is not a plain string: {text(node)}"
+        return value
+    if node.type == "number":
+        return int(text(node))
+    if node.type == "boolean":
+        return text(node) == "true"
+    raise AssertionError(f"{dotted} is not a literal: {text(node)}")
+
+
+def strings(node: tree_sitter.Node) -> list[str]:
+    """The plain string literals of an array."""
+    assert node.type == "array", text(node)[:80]
+    values = [string_value(c) for c in node.named_children if c.type != "comment"]
+    assert None not in values, text(node)
+    return values  # type: ignore[return-value]
+
+
+def walk(node: tree_sitter.Node):
+    yield node
+    for child in node.children:
+        yield from walk(child)
+
+
+@dataclass
+class Resource:
+    symbol: str
+    type: str  # with the API version: Microsoft.Web/sites@2024-04-01
+    body: tree_sitter.Node  # the object
+    condition: tree_sitter.Node | None
+    existing: bool
+    declaration: tree_sitter.Node
+
+    @property
+    def arm_type(self) -> str:
+        return self.type.partition("@")[0]
+
+    def leading_comments(self) -> str:
+        """The comment lines directly above the declaration (no blank line between), joined."""
+        lines = []
+        row = self.declaration.start_point[0] - 1
+        node = self.declaration.prev_sibling
+        while node is not None and node.type == "comment" and node.end_point[0] == row:
+            lines.insert(0, text(node).removeprefix("//").strip())
+            row = node.start_point[0] - 1
+            node = node.prev_sibling
+        return " ".join(lines)
+
+
+@dataclass
+class Module:
+    symbol: str
+    path: Path
+    body: tree_sitter.Node
+
+
+@dataclass
+class BicepFile:
+    path: Path
+    tree: tree_sitter.Tree
+    params: dict[str, bool] = field(default_factory=dict)  # name -> has a default
+    variables: dict[str, tree_sitter.Node] = field(default_factory=dict)
+    resources: list[Resource] = field(default_factory=list)
+    modules: list[Module] = field(default_factory=list)
+    outputs: set[str] = field(default_factory=set)
+
+    @property
+    def source(self) -> str:
+        return self.tree.root_node.text.decode()
+
+    def resource(self, symbol: str) -> Resource:
+        return next(r for r in self.resources if r.symbol == symbol)
+
+    def resources_of(self, arm_type: str) -> list[Resource]:
+        return [r for r in self.resources if r.arm_type == arm_type]
+
+
+def _body(declaration: tree_sitter.Node) -> tuple[tree_sitter.Node, tree_sitter.Node | None]:
+    value = declaration.named_children[-1]
+    if value.type == "if_statement":
+        return value.named_children[-1], value.named_children[0]
+    if value.type == "for_statement":
+        return value.named_children[-1], None
+    return value, None
+
+
+@cache
+def bicep(relative: str) -> BicepFile:
+    path = INFRA / relative
+    tree = parse_bicep(path.read_bytes())
+    assert syntax_errors(tree) == [], path
+    parsed = BicepFile(path, tree)
+    for node in tree.root_node.named_children:
+        children = node.named_children
+        if node.type == "parameter_declaration":
+            parsed.params[text(children[0])] = any(c.type == "=" for c in node.children)
+        elif node.type == "variable_declaration":
+            parsed.variables[text(children[0])] = children[-1]
+        elif node.type == "output_declaration":
+            parsed.outputs.add(text(children[0]))
+        elif node.type == "resource_declaration":
+            body, condition = _body(node)
+            existing = any(c.type == "existing" for c in node.children)
+            parsed.resources.append(
+                Resource(text(children[0]), string_value(children[1]), body, condition, existing, node)
+            )
+        elif node.type == "module_declaration":
+            body, _ = _body(node)
+            parsed.modules.append(Module(text(children[0]), (path.parent / string_value(children[1])), body))
+    return parsed
+
+
+def all_bicep() -> list[BicepFile]:
+    return [bicep(p.relative_to(INFRA).as_posix()) for p in bicep_files()]
+
+
+def app_settings() -> dict[str, tree_sitter.Node]:
+    """The Function App's app settings (the sites/config 'appsettings' resource), name -> value node."""
+    found = [
+        r
+        for f in all_bicep()
+        for r in f.resources_of("Microsoft.Web/sites/config")
+        if literal(r.body, "name") == "appsettings"
+    ]
+    assert len(found) == 1, "exactly one appsettings resource"
+    return properties(lookup(found[0].body, "properties"))
+
+
+def local_settings() -> dict[str, str]:
+    return json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+
+
+# --- what the code needs ---------------------------------------------------------------------------
+
+
+def bindings() -> list[tuple[str, dict]]:
+    return [(f.get_function_name(), b) for f in FUNCTIONS for b in json.loads(f.get_function_json())["bindings"]]
+
+
+def binding_connections() -> set[str]:
+    return {b["connection"] for _, b in bindings() if b.get("connection")}
+
+
+def binding_placeholders() -> set[str]:
+    return {name for _, b in bindings() for name in re.findall(r"%(\w+)%", json.dumps(b))}
+
+
+def _module_constants(tree: ast.Module) -> dict[str, object]:
+    """Module-level names bound to a string, or to a dict/tuple/list of strings."""
+    constants: dict[str, object] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                with contextlib.suppress(ValueError):
+                    constants[target.id] = ast.literal_eval(node.value)
+    return constants
+
+
+def _names(node: ast.expr, constants: dict[str, object]) -> set[str]:
+    """The setting names an expression can evaluate to: a string literal, a module-level string constant,
+    or any value of a module-level dict/tuple of names indexed by a variable. Anything else (an f-string,
+    a parameter) gives none: such reads are dynamic, like `<connection>__clientId` in shared/storage.py."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.Name) and isinstance(constants.get(node.id), str):
+        return {constants[node.id]}
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+        container = constants.get(node.value.id)
+        values = container.values() if isinstance(container, dict) else container
+        if isinstance(values, (tuple, list, type({}.values()))):
+            return {v for v in values if isinstance(v, str)}
+    return set()
+
+
+def _is_environment(node: ast.expr) -> bool:
+    # `env` is how shared/ names the settings mapping; `os.environ` is the process environment.
+    if isinstance(node, ast.Name):
+        return node.id in {"env", "environ"}
+    return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+
+@cache
+def code_settings() -> tuple[frozenset[str], frozenset[str]]:
+    """(settings, connections) the Function App's code reads: `env.get(X)`, `env[X]`, `os.environ...`,
+    `os.getenv(X)`, and `storage_settings(env, "Conn")` connections. Only UPPER_CASE names count as
+    settings: shared/events.py reads its event envelope through a mapping also called `env`.
+    shared/cli.py is left out: its environment variables (CERTSYNC_DEBUG, --password-env) belong to the
+    command line, not to the Function App."""
+    settings: set[str] = set()
+    connections: set[str] = set()
+    files = [p for p in sorted((ROOT / "shared").glob("*.py")) if p.name != "cli.py"]
+    files += [*sorted((ROOT / "functions").glob("*.py")), ROOT / "function_app.py"]
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        constants = _module_constants(tree)
+        for node in ast.walk(tree):
+            names: set[str] = set()
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                reads = isinstance(func, ast.Attribute) and (
+                    (func.attr == "get" and _is_environment(func.value)) or func.attr == "getenv"
+                )
+                if reads:
+                    names = _names(node.args[0], constants)
+                called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                if called == "storage_settings" and len(node.args) > 1:
+                    connections |= _names(node.args[1], constants)
+            elif isinstance(node, ast.Subscript) and _is_environment(node.value):
+                names = _names(node.slice, constants)
+            settings |= {n for n in names if re.fullmatch(r"[A-Z][A-Z0-9_]*", n)}
+    return frozenset(settings), frozenset(connections)
+
+
+def test_the_settings_scan_finds_what_the_code_reads():
+    # Guards the scan itself: a scan that found nothing would make the contract tests below vacuous.
+    settings, connections = code_settings()
+    assert {"CERTSYNC_VAULTS", "REMEDIATION_QUEUE", "AUDIT_TABLE", "AZURE_CLIENT_ID"} <= settings
+    assert "JobsStorage" in connections
+    assert not any(name.islower() for name in settings)
+
+
+# --- contract: settings and connections ------------------------------------------------------------
+
+
+def _assert_connection_in_bicep(connection: str, settings: dict[str, tree_sitter.Node]) -> None:
+    if connection in settings:
+        value = text(settings[connection])
+        assert "AccountKey" not in value, f"{connection} must not be a connection string with a key"
+        return
+    prefix = f"{connection}__"
+    forms = {name.removeprefix(prefix) for name in settings if name.startswith(prefix)}
+    assert forms, f"{connection}: no app setting {connection} or {prefix}* in the Bicep"
+    assert string_value(settings[f"{prefix}credential"]) == "managedidentity", connection
+    assert f"{prefix}clientId" in settings, f"{connection}: a user-assigned identity needs {prefix}clientId"
+    assert forms & {"accountName", "queueServiceUri", "tableServiceUri", "blobServiceUri", "serviceUri"}, connection
+
+
+def test_every_connection_the_bindings_and_code_use_is_defined_in_bicep_and_locally():
+    settings = app_settings()
+    local = local_settings()
+    connections = binding_connections() | code_settings()[1] | {HOST_CONNECTION}
+    assert "JobsStorage" in connections
+    for connection in sorted(connections):
+        _assert_connection_in_bicep(connection, settings)
+        assert connection in local, f"{connection} missing from local.settings.json.example"
+
+
+def test_every_binding_placeholder_is_defined_in_bicep_and_locally():
+    settings = app_settings()
+    local = local_settings()
+    placeholders = binding_placeholders()
+    assert "REMEDIATION_QUEUE" in placeholders  # the scan sees the queue trigger
+    for name in sorted(placeholders):
+        assert name in settings, f"%{name}% is used by a binding but is not an app setting in the Bicep"
+        assert name in local, f"%{name}% is used by a binding but missing from local.settings.json.example"
+        assert text(settings[name]) not in ("''", ""), f"%{name}% would be empty in Azure"
+
+
+def test_every_setting_the_code_reads_is_defined_in_bicep_and_locally():
+    settings = app_settings()
+    local = local_settings()
+    for name in sorted(code_settings()[0]):
+        assert name in settings, f"the code reads {name} but the Bicep app settings do not define it"
+        assert name in local, f"the code reads {name} but local.settings.json.example does not define it"
+
+
+def test_no_bicep_app_setting_is_unknown_locally():
+    # The other direction: a setting only the Bicep knows is either host-only (listed above, with the
+    # reason) or an identity-based form of a connection whose local form is in the example.
+    local = local_settings()
+    for name in sorted(app_settings()):
+        if name in HOST_ONLY_SETTINGS:
+            continue
+        base = name.split("__")[0]
+        assert base in local, f"{name} is set in Azure but {base} is missing from local.settings.json.example"
+
+
+def test_host_settings_are_identity_based_and_telemetry_goes_through_the_worker():
+    settings = app_settings()
+    assert HOST_CONNECTION not in settings, "AzureWebJobsStorage must be identity-based (no connection string)"
+    assert string_value(settings["AzureWebJobsStorage__credential"]) == "managedidentity"
+    assert "AzureWebJobsStorage__accountName" in settings
+    for name, value in HOST_ONLY_SETTINGS.items():
+        assert name in settings
+        if value is not None:
+            assert string_value(settings[name]) == value, name
+    # One identity for everything: the same client id for the host, JobsStorage and the SDK clients.
+    client_id_settings = ("AzureWebJobsStorage__clientId", "JobsStorage__clientId", "AZURE_CLIENT_ID")
+    client_ids = {text(settings[n]) for n in client_id_settings}
+    assert client_ids == {"identityClientId"}
+
+
+def test_flex_consumption_takes_no_deprecated_settings_but_core_tools_gets_the_worker_runtime():
+    settings = app_settings()
+    assert set(settings) & FLEX_DEPRECATED_SETTINGS == set()
+    site = bicep("modules/function-app.bicep").resources_of("Microsoft.Web/sites")[0]
+    site_config = lookup(site.body, "properties.siteConfig")
+    assert set(properties(site_config)) & FLEX_DEPRECATED_SITE_CONFIG == set()
+    assert set(properties(lookup(site.body, "properties"))) & FLEX_DEPRECATED_SITE_CONFIG == set()
+    # Locally the Core Tools host still needs the runtime as a setting.
+    assert local_settings()["FUNCTIONS_WORKER_RUNTIME"] == "python"
+
+
+def test_secrets_are_key_vault_references_resolved_with_the_user_assigned_identity():
+    source = bicep("modules/function-app.bicep")
+    settings = app_settings()
+    secret_settings = ("CERTSYNC_TEAMS_WEBHOOK_URL", "CERTSYNC_SLACK_WEBHOOK_URL", "CERTSYNC_WEBHOOK_URL")
+    for name in (*secret_settings, "CERTSYNC_WEBHOOK_SECRET"):
+        variable = source.variables[text(settings[name])]
+        assert variable.type == "ternary_expression", name  # empty when no secret is named
+        assert "@Microsoft.KeyVault(SecretUri=" in text(variable), name
+    callback = source.variables[text(settings["CERTSYNC_CALLBACK_SECRET"])]
+    assert "@Microsoft.KeyVault(SecretUri=" in text(callback) and "certsync-callback-secret" in text(callback)
+    site = source.resources_of("Microsoft.Web/sites")[0]
+    assert text(lookup(site.body, "properties.keyVaultReferenceIdentity")) == "identityId"
+    assert literal(site.body, "identity.type") == "UserAssigned"
+
+
+def test_the_function_app_is_flex_consumption_python_3_11_deployed_with_its_identity():
+    source = bicep("modules/function-app.bicep")
+    plan = source.resources_of("Microsoft.Web/serverfarms")[0]
+    assert (literal(plan.body, "sku.name"), literal(plan.body, "sku.tier")) == ("FC1", "FlexConsumption")
+    site = source.resources_of("Microsoft.Web/sites")[0]
+    assert literal(site.body, "kind") == "functionapp,linux"
+    config = lookup(site.body, "properties.functionAppConfig")
+    assert (literal(config, "runtime.name"), literal(config, "runtime.version")) == ("python", "3.11")
+    assert literal(config, "deployment.storage.type") == "blobContainer"
+    assert literal(config, "deployment.storage.authentication.type") == "UserAssignedIdentity"
+    assert text(lookup(config, "deployment.storage.authentication.userAssignedIdentityResourceId")) == "identityId"
+    assert lookup(config, "scaleAndConcurrency.maximumInstanceCount") is not None
+    assert "'azd-service-name': 'api'" in text(lookup(site.body, "tags"))
+
+
+# --- contract: storage ------------------------------------------------------------------------------
+
+
+def test_storage_allows_no_shared_key_and_no_key_is_read_anywhere():
+    account = bicep("modules/storage.bicep").resources_of("Microsoft.Storage/storageAccounts")[0]
+    assert literal(account.body, "properties.allowSharedKeyAccess") is False
+    assert literal(account.body, "properties.allowBlobPublicAccess") is False
+    for parsed in all_bicep():
+        for node in walk(parsed.tree.root_node):
+            if node.type == "call_expression":
+                callee = node.named_children[0]
+                name = text(callee.named_children[-1] if callee.type == "member_expression" else callee)
+                assert not name.lower().startswith(("listkeys", "listaccountsas", "listservicesas")), parsed.path
+            if node.type == "string_content":
+                assert not re.search(r"AccountKey=|SharedAccessSignature=|sig=", text(node)), parsed.path
+
+
+def test_the_queues_and_tables_the_settings_name_exist():
+    source = bicep("modules/storage.bicep")
+    queues = set(strings(source.variables["queueNames"]))
+    tables = set(strings(source.variables["tableNames"]))
+    settings = app_settings()
+    named_queues = {n: string_value(v) for n, v in settings.items() if n.endswith("_QUEUE")}
+    named_tables = {n: string_value(v) for n, v in settings.items() if n.endswith("_TABLE")}
+    assert {"REMEDIATION_QUEUE", "TRACKING_QUEUE", "NOTIFY_POISON_QUEUE"} <= set(named_queues)
+    assert {"AUDIT_TABLE", "JOB_CLAIMS_TABLE", "STATE_TABLE"} <= set(named_tables)
+    for name, queue in named_queues.items():
+        assert queue in queues, f"{name}={queue} is not created in storage.bicep"
+    for name, table in named_tables.items():
+        assert table in tables, f"{name}={table} is not created in storage.bicep"
+    # A queue trigger's messages go to <queue>-poison after maxDequeueCount failures.
+    triggered = {re.fullmatch(r"%(\w+)%", b["queueName"])[1] for _, b in bindings() if b["type"] == "queueTrigger"}
+    assert triggered, "the scan sees the queue triggers"
+    for setting in triggered:
+        assert f"{named_queues[setting]}-poison" in queues, setting
+    container_type = "Microsoft.Storage/storageAccounts/blobServices/containers"
+    containers = {text(lookup(r.body, "name")) for r in source.resources_of(container_type)}
+    assert containers == {"deploymentContainerName", "deadLetterContainerName"}
+
+
+# --- contract: roles ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    role_definition_id: str
+    principal: str
+    scope: str
+    file: str
+    symbol: str
+
+
+def bicep_grants() -> list[Grant]:
+    grants = []
+    for parsed in all_bicep():
+        for assignment in parsed.resources_of("Microsoft.Authorization/roleAssignments"):
+            where = f"{parsed.path.name}:{assignment.symbol}"
+            role_call = lookup(assignment.body, "properties.roleDefinitionId")
+            ids = [string_value(a) for a in role_call.named_children[-1].named_children if a.type == "string"]
+            guid = next((i for i in ids if i and GUID.match(i)), None)
+            assert guid, f"{where}: roleDefinitionId must name the built-in role by its GUID"
+            principal_param = text(lookup(assignment.body, "properties.principalId"))
+            assert principal_param in PRINCIPAL_PARAMS, f"{where}: principalId {principal_param} is not known"
+            assert literal(assignment.body, "properties.principalType") == "ServicePrincipal", where
+            scope = parsed.resource(text(lookup(assignment.body, "scope")))
+            # The assignment's name is derived from the same scope, principal and role (stable, unique).
+            name = text(lookup(assignment.body, "name"))
+            assert name == f"guid({scope.symbol}.id, {principal_param}, '{guid}')", where
+            principal = PRINCIPAL_PARAMS[principal_param]
+            grants.append(Grant(guid, principal, scope.arm_type, parsed.path.name, assignment.symbol))
+    return grants
+
+
+def test_the_role_registry_names_built_in_roles_by_guid():
+    assert len(set(permissions.BUILT_IN_ROLES.values())) == len(permissions.BUILT_IN_ROLES)
+    for name, guid in permissions.BUILT_IN_ROLES.items():
+        assert GUID.match(guid), name
+        assert permissions.role_name(guid.upper()) == name
+    for assignment in permissions.ASSIGNMENTS:
+        assert assignment.role_definition_id == permissions.BUILT_IN_ROLES[assignment.role]
+        assert assignment.principal in permissions.PRINCIPALS
+        assert assignment.reason and assignment.needed_by
+    assert {a.role for a in permissions.assignments_for(permissions.FUNCTION)} >= {
+        "Key Vault Certificate User", "Key Vault Secrets User", "Automation Job Operator",
+        "Storage Queue Data Contributor", "Storage Table Data Contributor",
+    }  # fmt: skip
+    with pytest.raises(CertsyncError) as raised:
+        permissions.role_definition_id("Owner")
+    assert "\n" not in str(raised.value) and "Owner" in str(raised.value)
+    with pytest.raises(CertsyncError):
+        permissions.assignments_for("someone")
+
+
+def test_the_bicep_assigns_exactly_the_roles_in_the_registry():
+    grants = bicep_grants()
+    assigned = {(g.role_definition_id, g.principal, g.scope) for g in grants}
+    needed = {(a.role_definition_id, a.principal, a.scope) for a in permissions.ASSIGNMENTS}
+    assert len(grants) == len(assigned), "a role is assigned twice"
+    assert needed - assigned == set(), "roles the code needs but the Bicep does not assign"
+    assert assigned - needed == set(), "role assignments in the Bicep that the registry does not explain"
+
+
+def test_every_role_assignment_says_which_role_and_why():
+    for parsed in all_bicep():
+        for assignment in parsed.resources_of("Microsoft.Authorization/roleAssignments"):
+            grant = next(g for g in bicep_grants() if g.symbol == assignment.symbol and g.file == parsed.path.name)
+            comment = assignment.leading_comments()
+            role = permissions.role_name(grant.role_definition_id)
+            assert comment.startswith(f"{role} for"), f"{parsed.path.name}:{assignment.symbol}: {comment!r}"
+            assert len(comment) > len(role) + 40, "the comment gives the reason"
+            assert literal(assignment.body, "properties.description").startswith("certsync: ")
+
+
+def test_every_hybrid_worker_given_gets_the_grant_and_none_is_needed():
+    # A job sent to the group runs on any of its workers: one grant per worker identity, none until the
+    # workers exist (an empty list, not an assignment with an empty principal).
+    access = bicep("modules/vault-access.bicep")
+    assert access.params["hybridWorkerPrincipalIds"] is True  # optional
+    principals = text(access.variables["hybridWorkerPrincipals"])
+    assert "split(hybridWorkerPrincipalIds, ',')" in principals and "!empty(" in principals
+    assignments = access.resources_of("Microsoft.Authorization/roleAssignments")
+    worker = [r for r in assignments if "hybridWorkerPrincipalId" in text(r.body)]
+    assert len(worker) == 1
+    loop = worker[0].declaration.named_children[-1]
+    assert loop.type == "for_statement"
+    assert [text(c) for c in loop.named_children[:2]] == ["hybridWorkerPrincipalId", "hybridWorkerPrincipals"]
+
+
+def test_vault_roles_are_assigned_outside_main_bicep():
+    # azd down deletes every resource group the main deployment put resources in; the vault's resource
+    # group must never be one of them, so main.bicep only reads the vault (an `existing` reference).
+    main = bicep("main.bicep")
+    vault = main.resource("vault")
+    assert vault.existing and vault.arm_type == "Microsoft.KeyVault/vaults"
+    for module in main.modules:
+        assert text(lookup(module.body, "scope")) == "rg", module.symbol
+        assert module.path.name != "vault-access.bicep"
+    assert [r for r in main.resources if not r.existing] == [main.resource("rg")]
+
+
+def _role_names_in(text_: str) -> set[str]:
+    # Built-in role names as the code's messages write them ("... Key Vault Secrets User role ...").
+    pattern = (
+        r"\b((?:Key Vault|Storage|Automation|Monitoring|Log Analytics)(?: [A-Z][a-z]+)*?"
+        r" (?:User|Contributor|Owner|Operator|Reader|Officer|Publisher|Administrator))\b"
+    )
+    return set(re.findall(pattern, re.sub(r"\s+", " ", text_)))
+
+
+def test_roles_named_in_the_codes_hints_are_in_the_registry():
+    named: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "shared").glob("*.py")):
+        if path.name == "permissions.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for role in _role_names_in(node.value):
+                    named.setdefault(role, set()).add(path.name)
+    assert {"Key Vault Certificate User", "Key Vault Secrets User"} <= set(named), named  # the scan works
+    unknown = {role: files for role, files in named.items() if role not in permissions.BUILT_IN_ROLES}
+    assert unknown == {}, "roles named in hints but missing from shared/permissions.py"
+
+
+def test_the_role_name_pattern_finds_names_across_line_breaks():
+    assert _role_names_in("needs the Key Vault Certificate User and Key\n    Vault Secrets User roles") == {
+        "Key Vault Certificate User",
+        "Key Vault Secrets User",
+    }
+    assert _role_names_in("check the Storage Queue Data Contributor role") == {"Storage Queue Data Contributor"}
+    assert _role_names_in("the Automation account and the vault") == set()
+
+
+# --- contract: Event Grid ------------------------------------------------------------------------------
+
+
+def test_the_event_subscription_delivers_the_three_certificate_events_to_the_function():
+    subscription = bicep("modules/event-subscription.bicep").resources_of(
+        "Microsoft.EventGrid/systemTopics/eventSubscriptions"
+    )[0]
+    props = lookup(subscription.body, "properties")
+    assert set(strings(lookup(props, "filter.includedEventTypes"))) == set(CERTIFICATE_EVENTS)
+    assert len(strings(lookup(props, "filter.includedEventTypes"))) == 3
+    assert literal(props, "eventDeliverySchema") == "EventGridSchema"
+    assert literal(props, "retryPolicy.maxDeliveryAttempts") == 30
+    assert literal(props, "retryPolicy.eventTimeToLiveInMinutes") == 1440
+    assert literal(props, "destination.endpointType") == "AzureFunction"
+    target = lookup(props, "destination.properties.resourceId")
+    assert text(target.named_children[0].named_children[0]) == "functionAppId"
+    function_name = text(target).split("/functions/")[1].rstrip("'")
+    event_grid_functions = {
+        f.get_function_name() for f in FUNCTIONS if f.get_trigger().get_binding_name() == "eventGridTrigger"
+    }
+    assert function_name in event_grid_functions
+    dead_letter = lookup(props, "deadLetterWithResourceIdentity")
+    assert literal(dead_letter, "identity.type") == "SystemAssigned"
+    assert literal(dead_letter, "deadLetterDestination.endpointType") == "StorageBlob"
+
+
+def test_the_system_topic_is_the_vaults_and_has_an_identity_for_dead_letters():
+    topic = bicep("modules/event-grid.bicep").resources_of("Microsoft.EventGrid/systemTopics")[0]
+    assert literal(topic.body, "properties.topicType") == "Microsoft.KeyVault.vaults"
+    assert text(lookup(topic.body, "properties.source")) == "keyVaultId"
+    assert text(lookup(topic.body, "location")) == "keyVaultLocation"
+    assert literal(topic.body, "identity.type") == "SystemAssigned"
+    # The identity that writes dead letters is the one granted on the dead-letter container.
+    grant = next(g for g in bicep_grants() if g.principal == permissions.EVENT_GRID)
+    assert grant.scope == "Microsoft.Storage/storageAccounts/blobServices/containers"
+
+
+# --- contract: Automation and the runbook ---------------------------------------------------------------
+
+
+def test_the_runbook_is_powershell_5_1_named_as_the_code_expects_and_its_content_exists():
+    main = bicep("main.bicep")
+    name = string_value(main.variables["runbookName"])
+    from shared.remediation import DEFAULT_RUNBOOK
+
+    assert name == DEFAULT_RUNBOOK
+    runbook = bicep("modules/automation.bicep").resources_of("Microsoft.Automation/automationAccounts/runbooks")[0]
+    assert literal(runbook.body, "properties.runbookType") == "PowerShell"
+    assert (INFRA / "runbooks" / f"{name}.ps1").is_file(), "the runbook content the postprovision hook publishes"
+    hook = (HOOKS / "postprovision.sh").read_text()
+    assert 'runbook="$root/infra/runbooks/$AUTOMATION_RUNBOOK_NAME.ps1"' in hook
+    assert "az automation runbook replace-content" in hook and "az automation runbook publish" in hook
+
+
+def test_the_hybrid_worker_group_defaults_to_hrw_exchange():
+    assert string_value(lookup_param_default("main.bicep", "hybridWorkerGroupName")) == "hrw-exchange"
+    automation = bicep("modules/automation.bicep")
+    group = automation.resources_of("Microsoft.Automation/automationAccounts/hybridRunbookWorkerGroups")[0]
+    assert text(lookup(group.body, "name")) == "hybridWorkerGroupName"
+
+
+def lookup_param_default(relative: str, name: str) -> tree_sitter.Node:
+    for node in bicep(relative).tree.root_node.named_children:
+        if node.type == "parameter_declaration" and text(node.named_children[0]) == name:
+            return node.named_children[-1]
+    raise AssertionError(f"{relative}: no param {name}")
+
+
+# --- module wiring (what `bicep build` would catch) ----------------------------------------------------
+
+
+def test_modules_exist_and_get_exactly_their_declared_params():
+    for parsed in all_bicep():
+        for module in parsed.modules:
+            assert module.path.is_file(), module.path
+            target = bicep(module.path.relative_to(INFRA).as_posix())
+            given = set(properties(lookup(module.body, "params")))
+            assert given - set(target.params) == set(), f"{module.symbol}: unknown params"
+            required = {p for p, has_default in target.params.items() if not has_default}
+            assert required - given == set(), f"{module.symbol}: required params not given"
+
+
+def test_module_outputs_that_are_read_exist():
+    main = bicep("main.bicep")
+    modules = {m.symbol: bicep(m.path.relative_to(INFRA).as_posix()) for m in main.modules}
+    source = re.sub(r"//[^\n]*", "", main.source)
+    references = re.findall(r"\b(\w+)!?\.outputs\.(\w+)", source)
+    assert references
+    for symbol, output in references:
+        assert output in modules[symbol].outputs, f"{symbol}.outputs.{output}"
+
+
+def test_the_parameters_file_covers_main_bicep_with_azd_substitutions():
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    main = bicep("main.bicep")
+    assert set(parameters) - set(main.params) == set(), "parameters main.bicep does not declare"
+    required = {p for p, has_default in main.params.items() if not has_default}
+    assert required - set(parameters) == set(), "required parameters azd would have to prompt for"
+    assert parameters["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert parameters["location"]["value"] == "${AZURE_LOCATION}"
+    for name, entry in parameters.items():
+        assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*(=[^}]*)?\}", entry["value"]), name
+
+
+# --- azd: azure.yaml and the hooks ------------------------------------------------------------------
+
+
+def hook_scripts() -> dict[str, Path]:
+    config = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    return {name: ROOT / hook["run"] for name, hook in config["hooks"].items()}
+
+
+def test_azure_yaml_deploys_the_function_app_from_the_project_root():
+    config = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    assert config["name"] == "certsync"
+    assert config["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    assert config["services"] == {"api": {"project": ".", "language": "python", "host": "function"}}
+    assert set(config["hooks"]) == {"postprovision", "postdeploy", "predown"}
+    for name, hook in config["hooks"].items():
+        assert hook["shell"] == "sh" and hook["continueOnError"] is False, name
+
+
+@pytest.mark.parametrize("hook", ["postprovision", "postdeploy", "predown"])
+def test_hook_scripts_exist_are_executable_and_parse(hook):
+    path = hook_scripts()[hook]
+    assert path.is_file() and os.access(path, os.X_OK), path
+    # The real POSIX shell parses it (-n: read, do not execute); azure.yaml runs the hooks with `sh`.
+    result = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "set -eu" in path.read_text()
+
+
+def test_hooks_read_only_variables_main_bicep_outputs():
+    outputs = bicep("main.bicep").outputs
+    for hook, path in hook_scripts().items():
+        script = path.read_text().replace("\\\n", " ")
+        used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", script))
+        for line in re.findall(r"^require (.+?)$", script, re.M):
+            used |= set(re.findall(r"[A-Z][A-Z0-9_]+", line))
+        assert used, hook
+        assert used - outputs - AZD_HOOK_VARIABLES == set(), f"{hook} reads variables main.bicep does not output"
+
+
+def test_hooks_deploy_the_standalone_modules_with_their_params():
+    for hook, path in hook_scripts().items():
+        script = path.read_text().replace("\\\n", " ")
+        for command in re.findall(r"az stack group create .+", script):
+            module = re.search(r'--template-file "\$root/infra/(modules/[\w-]+\.bicep)"', command)[1]
+            target = bicep(module)
+            given = set(re.findall(r"(\w+)=\"", command.split("--parameters", 1)[1].split("--", 1)[0]))
+            required = {p for p, has_default in target.params.items() if not has_default}
+            assert given <= set(target.params) and required <= given, (hook, module, given)
+            assert "--action-on-unmanage deleteResources" in command and "--deny-settings-mode none" in command
+
+
+def test_predown_deletes_both_stacks_the_other_hooks_create():
+    created = set()
+    for hook in ("postprovision", "postdeploy"):
+        created |= set(re.findall(r'--name "(certsync-\$AZURE_ENV_NAME-[\w-]+)"', hook_scripts()[hook].read_text()))
+    assert created == {"certsync-$AZURE_ENV_NAME-vault-access", "certsync-$AZURE_ENV_NAME-events"}
+    predown = hook_scripts()["predown"].read_text()
+    for stack in created:
+        assert f'delete_stack "{stack}"' in predown
+
+
+# --- docs -----------------------------------------------------------------------------------------------
+
+
+def test_the_infra_readme_lists_every_role_assignment_and_says_nothing_was_deployed():
+    readme = (INFRA / "README.md").read_text()
+    for assignment in permissions.ASSIGNMENTS:
+        assert assignment.role in readme and assignment.role_definition_id in readme, assignment.role
+    assert "azd down --purge" in readme
+    assert "nothing here has been deployed to azure" in readme.lower()
