@@ -14,6 +14,7 @@ from tests.chains import Issued
 from tests.servers import HttpServer, OcspResponder
 
 if TYPE_CHECKING:
+    from tests.fakes.arm import FakeArm
     from tests.fakes.keyvault import FakeKeyVault, LoopbackTls
 
 
@@ -77,3 +78,13 @@ def keyvault(keyvault_tls: LoopbackTls) -> Iterator[FakeKeyVault]:
 
     with FakeKeyVault(keyvault_tls) as vault:
         yield vault
+
+
+@pytest.fixture
+def arm(keyvault_tls: LoopbackTls) -> Iterator[FakeArm]:
+    """A running `FakeArm` (Azure Automation jobs over HTTPS on 127.0.0.1) for one test: `account_id`,
+    `endpoint`, `credential` and `client_kwargs` (or `env`) are what `AutomationClient` needs."""
+    from tests.fakes.arm import FakeArm
+
+    with FakeArm(keyvault_tls) as fake:
+        yield fake
