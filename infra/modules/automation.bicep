@@ -53,7 +53,7 @@ resource runbook 'Microsoft.Automation/automationAccounts/runbooks@2023-11-01' =
     runbookType: 'PowerShell'
     description: 'certsync: applies a certsync.plan/1 remediation plan to Exchange (content from infra/runbooks/)'
     logProgress: false
-    logVerbose: false
+    logVerbose: true
   }
 }
 
