@@ -11,9 +11,12 @@ below the root names a CRL at `http://127.0.0.1:<port>/<ca>.crl`, and the CRLs a
     <work>/targets.json                           the targets file (docs/targets.md)
     <work>/event.json                             an Event Grid CertificateNewVersionCreated delivery
     <work>/demo-root.pem                          the trust anchor, for --trust
+    <work>/mailserver/                            the on-premises mail server's files for the STARTTLS
+                                                  probe: new-leaf.pem, new-chain.pem (+ R11), new-key.pem
 
-Only public certificates and CRLs are written; every private key lives in this process's memory and
-dies with it. Dates are relative to now, so the world always validates. Run:
+Apart from the mail server's own key (which the demo's loopback SMTP server needs, as a real Exchange
+server holds its key; certsync never reads it), only public certificates and CRLs are written: every
+CA key lives in this process's memory and dies with it. Dates are relative to now, so the world always validates. Run:
     .venv/bin/python scripts/demo_pki.py .demo --port 8080
 """
 
@@ -162,9 +165,17 @@ def build(work: Path, port: int, now: dt.datetime | None = None) -> dict:
         version = uuid.uuid4().hex
         (cert_dir / f"{version}.pem").write_bytes(_pem(leaf, ca.cert))
         versions.append(
-            {"version": version, "issuer": ca_name, "created": start + dt.timedelta(minutes=5), "leaf": leaf}
+            {
+                "version": version,
+                "issuer": ca_name,
+                "created": start + dt.timedelta(minutes=5),
+                "leaf": leaf,
+                "key": leaf_key,
+                "ca": ca.cert,
+            }
         )
     old, new = versions
+    _write_mail_server(work / "mailserver", new)
 
     for name, ca in cas.items():
         (crl_dir / f"{name}.crl").write_bytes(ca.crl(now))
@@ -223,6 +234,21 @@ def build(work: Path, port: int, now: dt.datetime | None = None) -> dict:
     return {"vault": VAULT, "certificate": CERTIFICATE, "old": old["version"], "new": new["version"]}
 
 
+def _write_mail_server(folder: Path, new: dict) -> None:
+    """What the demo's on-premises mail server serves after the renewal, with and without R11."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "new-leaf.pem").write_bytes(_pem(new["leaf"]))
+    (folder / "new-chain.pem").write_bytes(_pem(new["leaf"], new["ca"]))
+    key = folder / "new-key.pem"
+    key.touch(mode=0o600)
+    key.chmod(0o600)
+    key.write_bytes(
+        new["key"].private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("work", type=Path, help="the work directory (created; e.g. .demo)")
@@ -234,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {args.work}/: {made['vault']}/{made['certificate']} versions {made['old']} (R10) and "
         f"{made['new']} (R11), CRLs for root, R10 and R11 on http://127.0.0.1:{args.port}/, "
-        "targets.json, event.json, demo-root.pem"
+        "targets.json, event.json, demo-root.pem, mailserver/"
     )
     return 0
 

@@ -141,6 +141,56 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
     _json_option(history)
     history.set_defaults(run=_cmd_history)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        allow_abbrev=False,
+        help="the daily reconciliation, once: unprocessed versions, expiry, drift (exit 1 on findings)",
+    )
+    where = reconcile.add_mutually_exclusive_group(required=True)
+    where.add_argument("--vault-dir", metavar="DIR", help="certificates from DIR/<name>/<version>.pem|.pfx|...")
+    where.add_argument("--vault-url", metavar="URL", help="certificates from a real Key Vault (Azure sign-in)")
+    reconcile.add_argument(
+        "--vault", metavar="NAME", help="the vault name the events carried, for --vault-dir (default: DIR's name)"
+    )
+    reconcile.add_argument("--targets", metavar="FILE", help="the targets file (docs/targets.md); tags also count")
+    reconcile.add_argument("--outbox", metavar="DIR", default="certsync-outbox", help="where job files go")
+    reconcile.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
+    reconcile.add_argument(
+        "--state", metavar="FILE", default="certsync-state.sqlite", help="finding states and snapshots (SQLite)"
+    )
+    reconcile.add_argument("--at", metavar="ISO8601", help="reconcile as of this time instead of now")
+    reconcile.add_argument("--revocation", choices=("hard", "soft", "off"), default="hard", help="as for check")
+    reconcile.add_argument("--trust", metavar="FILE", help="trust exactly the roots in FILE instead of Mozilla's")
+    reconcile.add_argument(
+        "--allow-host", action="append", default=[], metavar="HOST[:PORT]", help="as for check (repeat)"
+    )
+    _json_option(reconcile)
+    reconcile.set_defaults(run=_cmd_reconcile)
+
+    probe = commands.add_parser(
+        "probe",
+        allow_abbrev=False,
+        help="connect over SMTP STARTTLS and assess the certificate served (exit 1 unless it is right)",
+    )
+    probe.add_argument("endpoint", metavar="HOST[:PORT]", help="the SMTP server, port 25 unless given")
+    expect = probe.add_mutually_exclusive_group()
+    expect.add_argument("--expect", metavar="THUMBPRINT", help="the thumbprint the server should serve now")
+    expect.add_argument("--expect-file", metavar="CERT", help="the certificate the server should serve now")
+    _password_option(probe)  # for an --expect-file that is a PFX
+    probe.add_argument("--trust", metavar="FILE", help="trust exactly the roots in FILE instead of Mozilla's")
+    probe.add_argument("--at", metavar="ISO8601", help="assess at this time instead of now")
+    probe.add_argument(
+        "--revocation",
+        choices=("hard", "soft", "off"),
+        default="soft",
+        help="as for check, but soft by default so that a probe never waits on a CRL",
+    )
+    probe.add_argument("--allow-host", action="append", default=[], metavar="HOST[:PORT]", help="as for check (repeat)")
+    probe.add_argument("--timeout", type=float, default=15.0, metavar="S", help="give up after S seconds (15)")
+    probe.add_argument("--servername", metavar="NAME", help="SNI, and the name the certificate must cover")
+    _json_option(probe)
+    probe.set_defaults(run=_cmd_probe)
     return parser
 
 
@@ -362,6 +412,52 @@ def _print_outcome(outcome: Outcome, outbox: str) -> None:
         print(f"Job: {outbox}/{outcome.job.job_id}.json")
 
 
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from shared.assessment import TrustStore
+    from shared.pipeline import PipelineSettings
+    from shared.wiring import local_reconciler
+
+    at = _parse_time(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
+    logging.getLogger("certsync").addHandler(logging.NullHandler())  # notices: the findings below say it all
+    settings = PipelineSettings(
+        trust=TrustStore.from_file(args.trust) if args.trust else None,
+        revocation=args.revocation,
+        allow_hosts=tuple(args.allow_host),
+    )
+    reconciler = local_reconciler(
+        vault_dir=args.vault_dir,
+        vault_url=args.vault_url,
+        vault=args.vault,
+        targets=args.targets,
+        outbox=args.outbox,
+        audit=args.audit,
+        state=args.state,
+        settings=settings,
+    )
+    report = reconciler.run(at)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        checked = report.to_dict()["checked_at"]
+        print(f"Reconciled {len(report.certificates)} certificate(s) in {', '.join(report.vaults)} as of {checked}")
+        for finding in report.findings:
+            new = "  (new)" if finding.changed else ""
+            print(
+                f"{finding.severity.upper():<8} {finding.certificate} {finding.code} {finding.state}: "
+                f"{_visible(finding.summary)}{new}"
+            )
+        for finding in report.resolved:
+            print(f"RESOLVED {finding.certificate} {finding.code}: {_visible(finding.summary)}")
+        for item in report.processed:
+            job = f" (job {args.outbox}/{item['job_id']}.json)" if item.get("job_id") else ""
+            print(f"Processed {item['certificate']} version {item['version']}: {item['outcome']}{job}")
+        for failure in report.failures:
+            print(f"Failure: {_visible(failure)}")
+        if not report.findings and not report.failures:
+            print("No findings.")
+    return EXIT_FINDING if report.findings or report.failures else EXIT_OK
+
+
 def _cmd_history(args: argparse.Namespace) -> int:
     from shared.wiring import local_audit
 
@@ -376,6 +472,57 @@ def _cmd_history(args: argparse.Namespace) -> int:
         item = entry.to_dict()
         print(f"{item['at'][:19]}Z  {item['kind']:<15} {entry.correlation_id[:8]}  {_visible(entry.summary)}")
     return EXIT_OK
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from shared.assessment import TrustStore
+    from shared.fetch import Fetcher
+    from shared.probe import probe
+
+    expected = args.expect or (_load(args.expect_file, args.password_env).leaf.thumbprint if args.expect_file else None)
+    result = probe(
+        args.endpoint,
+        expected_thumbprint=expected,
+        trust=TrustStore.from_file(args.trust) if args.trust else None,
+        at=_parse_time(args.at) if args.at else None,
+        revocation=args.revocation,
+        timeout=args.timeout,
+        server_name=args.servername,
+        fetcher=Fetcher(allow=args.allow_host),
+    )
+    if not result.ok:
+        raise CertsyncError(result.error or f"{result.endpoint}: the probe failed")
+    if args.json:
+        _print_json(result.to_dict())
+        return EXIT_OK if result.passed else EXIT_FINDING
+    assessment = result.assessment
+    assert assessment is not None  # an ok probe always has one
+    rows = [
+        ("Endpoint", result.endpoint),
+        ("Banner", result.banner or ""),
+        ("TLS", f"{result.tls_version}, {result.cipher}"),
+    ]
+    for n, cert in enumerate(result.to_dict()["chain"], 1):
+        rows.append(("Served chain" if n == 1 else "", f"{n}. {cert['subject']}  [until {cert['not_after'][:10]}]"))
+        rows.append(("", f"   issued by {cert['issuer']}; thumbprint {cert['thumbprint']}"))
+    rows.append(("TlsCertificateName", assessment.tls_certificate_name))
+    if result.is_expected is None:
+        rows.append(("New certificate", "not checked (give --expect or --expect-file)"))
+    else:
+        rows.append(("New certificate", "yes" if result.is_expected else f"NO: expected {result.expected_thumbprint}"))
+    sent = {True: "yes", False: "NO: the server does not send the intermediate its chain needs", None: "unknown"}
+    rows.append(("Intermediates sent", sent[result.intermediates_sent]))
+    rows.append(("Status", f"{assessment.status} (revocation {assessment.revocation_policy})"))
+    _print_table(rows)
+    if result.intermediates_sent is False:
+        print(
+            "Fix: install the intermediate certificate into the server's intermediate store "
+            "(Cert:\\LocalMachine\\CA), then restart the Microsoft Exchange Transport service"
+        )
+    for finding in assessment.findings:
+        print(f"{finding.severity.upper():<8} {finding.code}: {_visible(finding.message)}")
+        print(f"{'':<8} Fix: {_visible(finding.remedy)}")
+    return EXIT_OK if result.passed else EXIT_FINDING
 
 
 def _parse_time(text: str) -> dt.datetime:

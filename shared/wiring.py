@@ -11,21 +11,27 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.assessment import POLICIES, TrustStore
 from shared.audit import AuditLog, SqliteAuditLog
 from shared.exceptions import CertsyncError
 from shared.fetch import parse_allow_entry
 from shared.jobs import OutboxQueue
-from shared.pipeline import Pipeline, PipelineSettings
+from shared.pipeline import Notifier, Pipeline, PipelineSettings
 from shared.sources import CertificateSource, DirectoryVault
 from shared.targets import load_targets_file
+
+if TYPE_CHECKING:
+    from shared.reconcile import Reconciler, StateStore
+    from shared.remediation import Remediation
 
 DEFAULT_QUEUE = "certsync-jobs"
 DEFAULT_AUDIT_TABLE = "certsyncaudit"
 DEFAULT_CLAIMS_TABLE = "certsyncjobs"
+DEFAULT_TRACKING_QUEUE = "certsync-tracking"
 DEFAULT_VAULT_DNS_SUFFIX = "vault.azure.net"
+DEFAULT_STATE_TABLE = "certsyncstate"
 
 
 def local_pipeline(
@@ -99,6 +105,7 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
     Key Vault clients (transport settings)."""
     from shared.keyvault import KeyVaultSource
+    from shared.notify import notifier_from_env
     from shared.storage import StorageJobQueue, TableAuditLog, storage_settings
 
     settings = settings_from_env(env)
@@ -111,15 +118,17 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     def source(vault: str) -> CertificateSource:
         return KeyVaultSource(urls.get(vault) or f"https://{vault}.{suffix}", name=vault, **options)
 
+    audit = TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))  # one credential
     return Pipeline(
         sources=functools.cache(source),
         jobs=StorageJobQueue(
             storage.queue_client(env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE)),
             storage.table_client(env.get("JOB_CLAIMS_TABLE", DEFAULT_CLAIMS_TABLE)),
         ),
-        audit=TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE))),  # one credential
+        audit=audit,
         settings=settings,
         targets_file=load_targets_file(targets) if targets else None,
+        notifier=notifier_from_env(env, audit),  # Teams, Slack, the signed webhook; logs only when none is set
     )
 
 
@@ -139,6 +148,155 @@ def azure_pipeline() -> Pipeline:
 @functools.cache
 def azure_audit() -> AuditLog:
     return audit_from_env(os.environ)
+
+
+def reconciler_from_env(
+    env: Mapping[str, str],
+    *,
+    pipeline: Pipeline | None = None,
+    notifier: Notifier | None = None,
+    keyvault_options: Mapping[str, Any] | None = None,
+) -> Reconciler:
+    """The Function App's daily reconciliation: the pipeline's vaults (CERTSYNC_VAULTS), sources, audit
+    trail, targets and assessment settings (`pipeline` defaults to `pipeline_from_env`), its notifier
+    unless `notifier` is given, and the state table STATE_TABLE of `JobsStorage`."""
+    from shared.reconcile import Reconciler
+
+    if pipeline is None:
+        pipeline = pipeline_from_env(env, keyvault_options=keyvault_options)
+    return Reconciler(
+        sources=pipeline.sources,
+        vaults=pipeline.settings.vaults,
+        audit=pipeline.audit,
+        state=state_store_from_env(env),
+        notifier=notifier if notifier is not None else pipeline.notifier,
+        pipeline=pipeline,
+        targets_file=pipeline.targets_file,
+        settings=pipeline.settings,
+    )
+
+
+def state_store_from_env(env: Mapping[str, str]) -> StateStore:
+    """Finding states and status snapshots: the table STATE_TABLE (default certsyncstate) of `JobsStorage`."""
+    from shared.reconcile import TableStateStore
+    from shared.storage import storage_settings
+
+    table = env.get("STATE_TABLE", "").strip() or DEFAULT_STATE_TABLE
+    return TableStateStore(storage_settings(env, "JobsStorage").table_client(table))
+
+
+@functools.cache
+def azure_reconciler() -> Reconciler:
+    """One reconciler per worker process, on the worker's pipeline (Key Vault clients, the CRL cache)."""
+    return reconciler_from_env(os.environ, pipeline=azure_pipeline())
+
+
+@functools.cache
+def azure_state_store() -> StateStore:
+    return state_store_from_env(os.environ)
+
+
+def azure_snapshots() -> list[dict]:
+    """The certsync.status/1 snapshots the last reconciliation wrote, sorted by certificate (the status page)."""
+    return azure_state_store().snapshots()
+
+
+def local_reconciler(
+    *,
+    vault_dir: str | None = None,
+    vault_url: str | None = None,
+    vault: str | None = None,
+    targets: str | None = None,
+    outbox: str = "certsync-outbox",
+    audit: str = "certsync-audit.sqlite",
+    state: str = "certsync-state.sqlite",
+    settings: PipelineSettings | None = None,
+) -> Reconciler:
+    """`certsync reconcile`: `local_pipeline`'s adapters, states and snapshots in the SQLite file `state`.
+    The vault is named by the URL's host, or for a directory by `vault` (default: the directory's name);
+    it must be the vault name the events carried, or versions they settled look unprocessed."""
+    from shared.keyvault import vault_name
+    from shared.reconcile import Reconciler, SqliteStateStore
+    from shared.sources import check_object_name
+
+    pipeline = local_pipeline(
+        vault_dir=vault_dir, vault_url=vault_url, targets=targets, outbox=outbox, audit=audit, settings=settings
+    )
+    if vault_url is not None:
+        if vault is not None:
+            raise CertsyncError("--vault names a --vault-dir vault; with --vault-url the URL names the vault")
+        name = vault_name(vault_url)
+    else:
+        name = check_object_name(vault or Path(vault_dir or ".").resolve().name, "vault name").lower()
+    return Reconciler(
+        sources=pipeline.sources,
+        vaults=(name,),
+        audit=pipeline.audit,
+        state=SqliteStateStore(state),
+        notifier=pipeline.notifier,
+        pipeline=pipeline,
+        targets_file=pipeline.targets_file,
+        settings=pipeline.settings,
+    )
+
+
+def remediation_from_env(
+    env: Mapping[str, str],
+    *,
+    audit: AuditLog | None = None,
+    notifier: Notifier | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Remediation:
+    """The Function App's remediation: Azure Automation (AUTOMATION_ACCOUNT_ID), the jobs and tracking
+    queues of `JobsStorage` (each with its `-poison` queue) and the audit table. `automation_options` go to
+    `automation_from_env` (a credential, transport settings); `notifier` defaults to the configured
+    webhooks (`shared.notify.notifier_from_env`)."""
+    from shared.automation import automation_from_env
+    from shared.notify import notifier_from_env
+    from shared.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings, StorageMessageQueue
+    from shared.signing import parse_secrets
+    from shared.storage import TableAuditLog, storage_settings
+
+    storage = storage_settings(env, "JobsStorage")
+    jobs_queue = env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE).strip() or DEFAULT_QUEUE
+    tracking_queue = env.get("TRACKING_QUEUE", DEFAULT_TRACKING_QUEUE).strip() or DEFAULT_TRACKING_QUEUE
+    timeout_text = env.get("CERTSYNC_PROBE_TIMEOUT", "15").strip() or "15"
+    try:
+        probe_timeout = float(timeout_text)
+    except ValueError:
+        probe_timeout = 0.0
+    if not 0 < probe_timeout <= 120:
+        raise CertsyncError(f"CERTSYNC_PROBE_TIMEOUT={timeout_text!r}: give seconds per probe, above 0 and at most 120")
+    allow_hosts = tuple(h.strip() for h in env.get("CERTSYNC_ALLOW_HOSTS", "").split(",") if h.strip())
+    for entry in allow_hosts:
+        parse_allow_entry(entry)
+    trust_file = env.get("CERTSYNC_TRUST_FILE", "").strip()
+    settings = RemediationSettings(
+        runbook=env.get("AUTOMATION_RUNBOOK", "").strip() or DEFAULT_RUNBOOK,
+        callback_base=env.get("CERTSYNC_CALLBACK_URL", "").strip(),
+        callback_secrets=parse_secrets(env.get("CERTSYNC_CALLBACK_SECRET", ""), "CERTSYNC_CALLBACK_SECRET"),
+        allow_hosts=allow_hosts,
+        trust=TrustStore.from_file(trust_file) if trust_file else None,
+        probe_timeout=probe_timeout,
+    )
+    if audit is None:
+        audit = TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))
+    return Remediation(
+        automation=automation_from_env(env, **dict(automation_options or {})),
+        audit=audit,
+        jobs=StorageMessageQueue(storage.queue_client(jobs_queue)),
+        jobs_poison=StorageMessageQueue(storage.queue_client(f"{jobs_queue}-poison")),
+        tracking=StorageMessageQueue(storage.queue_client(tracking_queue)),
+        tracking_poison=StorageMessageQueue(storage.queue_client(f"{tracking_queue}-poison")),
+        settings=settings,
+        notifier=notifier if notifier is not None else notifier_from_env(env, audit),
+    )
+
+
+@functools.cache
+def azure_remediation() -> Remediation:
+    """One remediation service per Functions worker process (the ARM session and token are reused)."""
+    return remediation_from_env(os.environ)
 
 
 def _vault_urls(text: str) -> dict[str, str]:

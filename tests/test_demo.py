@@ -77,8 +77,13 @@ def test_the_demo_pki_loads_with_certsyncs_loaders_and_assesses_valid(tmp_path: 
         fetched = {r.path for r in server.requests}
         assert {"/R11.crl", "/root.crl"} <= fetched  # the leaf's and the intermediate's CRLs
 
-    written = b"".join(p.read_bytes() for p in work.rglob("*") if p.is_file())
+    # The only private key written is the demo mail server's own (its loopback SMTP server needs it),
+    # readable by its owner alone; the vault, the event, the targets and the CRLs hold none.
+    written = b"".join(p.read_bytes() for p in work.rglob("*") if p.is_file() and p.parent.name != "mailserver")
     assert b"PRIVATE KEY" not in written
+    mail = work / "mailserver"
+    assert [p.name for p in sorted(mail.iterdir()) if b"PRIVATE KEY" in p.read_bytes()] == ["new-key.pem"]
+    assert (mail / "new-key.pem").stat().st_mode & 0o077 == 0
 
 
 def test_make_demo_runs_end_to_end(tmp_path: Path):

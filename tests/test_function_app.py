@@ -30,7 +30,16 @@ def functions_by_name():
 
 
 def test_app_registers_the_expected_functions_with_unique_names():
-    assert set(functions_by_name()) == {"tls_certificate_name", "keyvault_certificate_events", "certificate_history"}
+    assert set(functions_by_name()) == {
+        "tls_certificate_name",
+        "keyvault_certificate_events",
+        "certificate_history",
+        "start_remediation_job",
+        "track_remediation_job",
+        "remediation_result",
+        "reconcile_daily",
+        "status_page",
+    }
 
 
 def test_name_function_binding_is_a_function_key_post_route():
