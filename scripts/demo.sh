@@ -46,11 +46,12 @@ expect 1 certsync check <(head -n "$(grep -n 'END CERTIFICATE' "$old" | head -1 
 # demo PKI (dates relative to now) whose CRLs are served on loopback, a vault directory, a targets file
 # and an Event Grid event, all in $work, cleaned first so that every run tells the same story.
 rm -rf "$work/crl" "$work/vault" "$work/outbox" "$work/audit.sqlite" "$work/targets.json" "$work/event.json" \
-  "$work/demo-root.pem" "$work/http.log"
+  "$work/demo-root.pem" "$work/http.log" "$work/webhook.log" "$work/smtp.log" "$work/mailserver"
 mkdir -p "$work/crl" || exit 1
 python -u -m http.server --bind 127.0.0.1 --directory "$work/crl" 0 >"$work/http.log" 2>&1 &
 crl_server=$!
-trap 'kill "$crl_server" 2>/dev/null; wait "$crl_server" 2>/dev/null' EXIT
+background=("$crl_server")  # stopped on exit: the CRL server, the webhook receiver, the mail server
+trap 'kill "${background[@]}" 2>/dev/null; wait "${background[@]}" 2>/dev/null' EXIT
 trap 'exit 130' INT TERM  # so that the EXIT trap stops the server on Ctrl-C and kill too
 port=
 for _ in $(seq 100); do  # port 0: the system picks a free port, and the server announces it
@@ -78,14 +79,42 @@ expect 0 python scripts/demo_pki.py "$work" --port "$port"
 
 process=(certsync process "$work/event.json" --vault-dir "$work/vault" --targets "$work/targets.json"
   --trust "$work/demo-root.pem" --allow-host "127.0.0.1:$port" --outbox "$work/outbox" --audit "$work/audit.sqlite")
-step "9. Key Vault announces the renewal: the event through the pipeline (diff, assessment, plan, job)" \
+first_line() {  # wait for a background server's first output line (its URL or endpoint)
+  local file=$1 line=
+  for _ in $(seq 200); do
+    line=$(head -n 1 "$file" 2>/dev/null)
+    [ -n "$line" ] && { echo "$line"; return 0; }
+    sleep 0.05
+  done
+  echo "demo: $file stayed empty; the server did not start" >&2
+  return 1
+}
+
+# A webhook receiver on loopback that verifies Standard Webhooks signatures with its own copy of the
+# secret (the independent `standardwebhooks` library); certsync signs with CERTSYNC_WEBHOOK_SECRET.
+secret=$(python -c "from shared.signing import new_secret; print(new_secret())") || exit 1
+python -u -m tests.receivers --secret "$secret" --count 1 --timeout 60 >"$work/webhook.log" 2>&1 &
+receiver=$!
+background+=("$receiver")
+webhook_url=$(first_line "$work/webhook.log") || exit 1
+
+step "9. Key Vault announces the renewal: the event through the pipeline (diff, assessment, plan, job, notice)" \
+  "CERTSYNC_WEBHOOK_URL=<the receiver's URL> CERTSYNC_WEBHOOK_SECRET=whsec_... ${process[*]}"
+CERTSYNC_WEBHOOK_URL=$webhook_url CERTSYNC_WEBHOOK_SECRET=$secret expect 0 "${process[@]}"
+
+step "10. Event Grid delivers the same event again: recognised, nothing queued twice, nobody notified twice" \
   "${process[*]}"
-expect 0 "${process[@]}"
+CERTSYNC_WEBHOOK_URL=$webhook_url CERTSYNC_WEBHOOK_SECRET=$secret expect 0 "${process[@]}"
 
-step "10. Event Grid delivers the same event again: recognised, nothing queued twice" "${process[*]}"
-expect 0 "${process[@]}"
+step "11. The signed webhook, as the receiver saw it: the signature verifies with the shared secret" \
+  "python -m tests.receivers --secret whsec_... --count 1"
+wait "$receiver"; got=$?
+sed 1d "$work/webhook.log"  # its first line is the URL: a webhook URL is a secret, even this one
+[ "$got" -eq 0 ] && grep -q '^VERIFIED .* certsync\.queued' "$work/webhook.log" \
+  || { echo "demo: the receiver did not verify the renewal's notice (exit $got)" >&2; exit 1; }
+echo "(exit $got)"
 
-step "11. The job for the Hybrid Runbook Worker: identifiers and the plan, no key material" \
+step "12. The job for the Hybrid Runbook Worker: identifiers and the plan, no key material" \
   "python -m json.tool $work/outbox/*.json  (summarised)"
 expect 0 python - "$work/outbox" <<'PY'
 import base64, collections, json, pathlib, sys
@@ -110,8 +139,30 @@ if found:
 print("  key material    none: the runbook reads the PFX from Key Vault (secret_id) with its own identity")
 PY
 
-step "12. The audit trail: every step of both deliveries, one correlation id each" \
+step "13. The audit trail: every step of both deliveries, one correlation id each" \
   "certsync history exch-hybrid-smtp --audit $work/audit.sqlite"
 expect 0 certsync history exch-hybrid-smtp --audit "$work/audit.sqlite"
+
+# Steps 14-15: proof after the change, as Exchange Online sees the on-premises server: EHLO, STARTTLS,
+# and the chain the server presents. The demo's mail server is an SMTP server on loopback.
+mail_server() {  # serve a chain over STARTTLS; sets $smtp (the process) and $endpoint (HOST:PORT)
+  : >"$work/smtp.log"
+  python -u -m tests.smtp --chain "$1" --key "$work/mailserver/new-key.pem" >"$work/smtp.log" 2>&1 &
+  smtp=$!
+  background+=("$smtp")
+  endpoint=$(first_line "$work/smtp.log")
+}
+probe_args=(--servername mail.contoso.com --expect-file "$work/mailserver/new-leaf.pem" --trust "$work/demo-root.pem"
+  --allow-host "127.0.0.1:$port")
+mail_server "$work/mailserver/new-leaf.pem" || exit 1
+step "14. The runbook imported the renewal, but the server does not send R11: Exchange Online cannot build the chain" \
+  "certsync probe $endpoint ${probe_args[*]}"
+expect 1 certsync probe "$endpoint" "${probe_args[@]}"
+kill "$smtp"; wait "$smtp" 2>/dev/null
+
+mail_server "$work/mailserver/new-chain.pem" || exit 1
+step "15. With R11 in Cert:\\LocalMachine\\CA (the plan's first step), the server sends the full chain" \
+  "certsync probe $endpoint ${probe_args[*]}"
+expect 0 certsync probe "$endpoint" "${probe_args[@]}"
 
 printf '\nDemo finished: the renewal needs a connector update, and certsync says exactly to what.\n'

@@ -18,7 +18,7 @@ from shared.audit import AuditLog, SqliteAuditLog
 from shared.exceptions import CertsyncError
 from shared.fetch import parse_allow_entry
 from shared.jobs import OutboxQueue
-from shared.pipeline import Notifier, Pipeline, PipelineSettings
+from shared.pipeline import LogNotifier, Notifier, Pipeline, PipelineSettings
 from shared.sources import CertificateSource, DirectoryVault
 from shared.targets import load_targets_file
 
@@ -42,9 +42,14 @@ def local_pipeline(
     outbox: str = "certsync-outbox",
     audit: str = "certsync-audit.sqlite",
     settings: PipelineSettings | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Pipeline:
     """`certsync process`: certificates from a directory (one folder per certificate) or a real vault,
-    jobs as plan files in `outbox`, the audit trail in the SQLite file `audit`."""
+    jobs as plan files in `outbox`, the audit trail in the SQLite file `audit`. Notices go to the
+    webhooks the environment names (the Function App's settings, `CERTSYNC_*_WEBHOOK_URL`), else to
+    the log; a delivery that fails is in the audit trail (there is no poison queue locally)."""
+    from shared.notify import FanoutNotifier, channels_from_env
+
     if (vault_dir is None) == (vault_url is None):
         raise CertsyncError("give exactly one of --vault-dir DIR or --vault-url URL")
     settings = settings or PipelineSettings()
@@ -59,12 +64,15 @@ def local_pipeline(
 
         source = KeyVaultSource(vault_url)
         sources = lambda _vault: source  # noqa: E731 - one vault, whatever the event calls it
+    channels = channels_from_env(os.environ if env is None else env)
+    audit_log = SqliteAuditLog(audit)
     return Pipeline(
         sources=sources,
         jobs=OutboxQueue(outbox),
-        audit=SqliteAuditLog(audit),
+        audit=audit_log,
         settings=settings,
         targets_file=load_targets_file(targets) if targets else None,
+        notifier=FanoutNotifier(channels, audit_log) if channels else LogNotifier(),
     )
 
 

@@ -115,4 +115,13 @@ def test_make_demo_runs_end_to_end(tmp_path: Path):
     for kind in ("event-received", "assessment", "plan", "job-queued", "duplicate"):
         assert f"  {kind} " in history, kind
     assert len(list((tmp_path / "demo" / "outbox").glob("*.json"))) == 1
+    # The renewal's notice reached the loopback receiver once, and its signature verified there.
+    verified = [line for line in output.splitlines() if line.startswith("VERIFIED ")]
+    assert len(verified) == 1 and verified[0].endswith(" certsync.queued"), verified
+    assert "sig=" not in output and "whsec_" not in output.replace("whsec_...", "")
+    # The probe: first the server without R11 (exit 1), then with the full chain (exit 0).
+    probes = output.split("certsync probe ")[1:]
+    assert len(probes) == 2  # each probe step echoes its command, then its output follows
+    assert "Intermediates sent  NO" in probes[0] and "(exit 1)" in probes[0]
+    assert "Intermediates sent  yes" in probes[1] and "Status              Valid" in probes[1]
     assert "Demo finished" in output
