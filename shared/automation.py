@@ -29,7 +29,6 @@ when this module is imported.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import logging
 import re
 import ssl
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.exceptions import CertsyncError
+from shared.retry_after import retry_after_seconds
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -529,28 +529,15 @@ def _clean(message: str, secrets: Mapping[str, str] | None) -> str:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from `retry-after-ms`/`x-ms-retry-after-ms` or `Retry-After` (seconds or an
-    HTTP date); None when absent or unreadable."""
+    """Seconds to wait, from `retry-after-ms`/`x-ms-retry-after-ms` (Azure's) or `Retry-After` (seconds or
+    an HTTP date); None when absent or unreadable."""
     lowered = {key.lower(): value for key, value in headers.items()}
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
         try:
             return max(0.0, float(lowered[name]) / 1000)
         except (KeyError, ValueError):
             pass
-    value = (lowered.get("retry-after") or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    return retry_after_seconds(lowered.get("retry-after"), dt.datetime.now(dt.timezone.utc))
 
 
 def _reason(exc: BaseException) -> str:

@@ -19,7 +19,6 @@ generic webhook's signing keys: messages, logs, audit entries and poison message
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import hashlib
 import http.client
 import json
@@ -30,17 +29,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from shared.audit import AuditEntry, AuditLog, partition
 from shared.exceptions import CertsyncError
 from shared.pipeline import LogNotifier, Notice, Notifier
 from shared.reports import iso
+from shared.retry_after import retry_after_seconds
 from shared.signing import parse_secrets, sign
-
-if TYPE_CHECKING:
-    from azure.storage.queue import QueueClient
 
 log = logging.getLogger("certsync.notify")
 
@@ -391,22 +388,6 @@ class Delivery:
     waits: tuple[float, ...] = ()  # the pauses between attempts, in seconds
 
 
-def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
-    """A Retry-After header as seconds from `now`: delay-seconds or an HTTP date; None if absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - now).total_seconds())
-
-
 def backoff_seconds(attempt: int) -> float:
     """The pause after failed attempt `attempt` (1-based): 0.5 s, 1 s, 2 s, 4 s ..."""
     return 0.5 * 2 ** (attempt - 1)
@@ -582,28 +563,9 @@ def _network_error(exc: BaseException, timeout: float) -> str:
 
 
 class PoisonQueue(Protocol):
-    def put(self, message: dict) -> None: ...
+    """Where undeliverable notifications go, as JSON text (`shared.storage.StorageMessageQueue`)."""
 
-
-class StoragePoisonQueue:
-    """Undeliverable notifications on an Azure Storage queue (base64, like every certsync queue)."""
-
-    def __init__(self, queue_client: QueueClient) -> None:
-        self._queue = queue_client
-        self._created = False
-
-    @property
-    def name(self) -> str:
-        return self._queue.queue_name
-
-    def put(self, message: dict) -> None:
-        from shared.storage import _create_if_missing, _host, _storage_errors
-
-        with _storage_errors(f"queue {self._queue.queue_name}", _host(self._queue)):
-            if not self._created:
-                _create_if_missing(self._queue.create_queue)
-                self._created = True
-            self._queue.send_message(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+    def send(self, text: str) -> None: ...
 
 
 @dataclass
@@ -671,7 +633,7 @@ class FanoutNotifier:
                 "notice": generic_payload(notice, now)["data"],  # bounded, so it fits a queue message
             }
             try:
-                self.poison.put(message)
+                self.poison.send(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
                 poisoned = True
             except Exception as exc:
                 log.error(
@@ -744,10 +706,10 @@ def notifier_from_env(env: Mapping[str, str], audit: AuditLog | None, **options:
     channels = channels_from_env(env, **options)
     if not channels:
         return LogNotifier()
-    from shared.storage import storage_settings
+    from shared.storage import StorageMessageQueue, storage_settings
 
     queue = (env.get(POISON_QUEUE_SETTING) or "").strip() or DEFAULT_POISON_QUEUE
-    poison = StoragePoisonQueue(storage_settings(env, "JobsStorage").queue_client(queue))
+    poison = StorageMessageQueue(storage_settings(env, "JobsStorage").queue_client(queue))
     return FanoutNotifier(channels, audit, poison)
 
 

@@ -64,14 +64,7 @@ from shared.pipeline import Notice, Notifier, Pipeline, PipelineSettings
 from shared.reports import iso
 from shared.revocation import FetchCache
 from shared.sources import CertificateSource, SourceError, StoredVersion
-from shared.storage import (
-    TABLE_STRING_LIMIT,
-    StorageError,
-    _create_if_missing,
-    _host,
-    _storage_errors,
-    _table_key,
-)
+from shared.storage import StorageError, create_if_missing, storage_errors, table_key, table_string_fits
 from shared.targets import TAG_PREFIX, Targets, TargetsError, TargetsFile, resolve_targets
 from shared.tls_certificate_name import TlsCertificateName
 
@@ -254,7 +247,7 @@ class TableStateStore:
     A state is a row (PartitionKey: the certificate key; RowKey: the finding) with `state` and `at`. A
     snapshot is a row in the partition `snapshot` (RowKey: the certificate key) holding its JSON in one
     string property; a snapshot too large for a property (64 KiB as UTF-16) is stored shortened
-    (`_fit_snapshot`), still valid JSON. Errors are one-line `StorageError`s naming the table."""
+    (`fit_snapshot`), still valid JSON. Errors are one-line `StorageError`s naming the table."""
 
     def __init__(self, table_client: TableClient) -> None:
         self._table = table_client
@@ -264,9 +257,9 @@ class TableStateStore:
     def get(self, certificate: str, finding: str) -> str | None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        with _storage_errors(self._what, _host(self._table)):
+        with storage_errors(self._what, self._table):
             try:
-                row = self._table.get_entity(_table_key(certificate.lower()), _table_key(finding))
+                row = self._table.get_entity(table_key(certificate.lower()), table_key(finding))
             except ResourceNotFoundError:  # no such row, or no table yet: nothing remembered
                 return None
         return row.get("state")
@@ -274,8 +267,8 @@ class TableStateStore:
     def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
         self._upsert(
             {
-                "PartitionKey": _table_key(certificate.lower()),
-                "RowKey": _table_key(finding),
+                "PartitionKey": table_key(certificate.lower()),
+                "RowKey": table_key(finding),
                 "state": state,
                 "at": iso(at),
             }
@@ -286,17 +279,17 @@ class TableStateStore:
         self._upsert(
             {
                 "PartitionKey": _SNAPSHOT_PARTITION,
-                "RowKey": _table_key(key),
+                "RowKey": table_key(key),
                 "certificate": str(snapshot["certificate"]),
                 "vault": str(snapshot["vault"]),
-                "snapshot": _fit_snapshot(snapshot),
+                "snapshot": fit_snapshot(snapshot),
             }
         )
 
     def snapshots(self) -> list[dict]:
         from azure.core.exceptions import ResourceNotFoundError
 
-        with _storage_errors(self._what, _host(self._table)):
+        with storage_errors(self._what, self._table):
             try:
                 rows = list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _SNAPSHOT_PARTITION}))
             except ResourceNotFoundError:  # no table yet: no run has written one
@@ -304,28 +297,25 @@ class TableStateStore:
         return _sorted_snapshots(json.loads(row["snapshot"]) for row in rows)
 
     def delete_snapshot(self, vault: str, certificate: str) -> None:
-        with _storage_errors(self._what, _host(self._table)):
-            self._table.delete_entity(_SNAPSHOT_PARTITION, _table_key(certificate_key(vault, certificate)))
+        with storage_errors(self._what, self._table):
+            self._table.delete_entity(_SNAPSHOT_PARTITION, table_key(certificate_key(vault, certificate)))
 
     def _upsert(self, entity: dict[str, Any]) -> None:
         from azure.data.tables import UpdateMode
 
-        with _storage_errors(self._what, _host(self._table)):
+        with storage_errors(self._what, self._table):
             if not self._created:
-                _create_if_missing(self._table.create_table)
+                create_if_missing(self._table.create_table)
                 self._created = True
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
 
-def _fit_snapshot(snapshot: dict) -> str:
+def fit_snapshot(snapshot: dict) -> str:
     """The snapshot's JSON, shortened until it fits a Table string property: long summaries cut, then
     servers and findings beyond the first ones dropped, then both emptied; `truncated` says so."""
 
-    def fits(text: str) -> bool:
-        return len(text.encode("utf-16-le")) <= TABLE_STRING_LIMIT
-
     text = json.dumps(snapshot, sort_keys=True, ensure_ascii=False)
-    if fits(text):
+    if table_string_fits(text):
         return text
     for servers, findings, summary in ((None, None, 300), (100, 50, 200), (0, 0, 0)):
         shortened = dict(snapshot, truncated=True)
@@ -333,7 +323,7 @@ def _fit_snapshot(snapshot: dict) -> str:
         kept = list(snapshot.get("findings", []))[:findings]
         shortened["findings"] = [dict(f, summary=str(f.get("summary", ""))[:summary]) for f in kept]
         text = json.dumps(shortened, sort_keys=True, ensure_ascii=False)
-        if fits(text):
+        if table_string_fits(text):
             return text
     raise CertsyncError(f"status snapshot of {snapshot.get('certificate')}: too large to store even shortened")
 

@@ -42,10 +42,9 @@ from shared.jobs import JOB_SCHEMA, Job
 from shared.jobs import job_id as derive_job_id
 from shared.pipeline import LogNotifier, Notice, Notifier
 from shared.signing import SignatureError, verify
+from shared.storage import MAX_VISIBILITY_SECONDS
 
 if TYPE_CHECKING:
-    from azure.storage.queue import QueueClient
-
     from shared.assessment import TrustStore
 
 log = logging.getLogger("certsync")
@@ -56,7 +55,6 @@ DEFAULT_RUNBOOK = "Invoke-CertsyncRemediation"
 RESULT_STATUSES = ("succeeded", "failed", "rolled-back", "what-if")
 FAILED_STATES = ("Failed", "Stopped", "Suspended")
 CALLBACK_BODY_LIMIT = 1024 * 1024
-MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # the most a Storage queue message can be held back
 ERROR_TEXT_LIMIT = 4000  # characters of runbook error text kept in an audit row
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -139,7 +137,7 @@ class Automation(Protocol):
 
 
 class MessageQueue(Protocol):
-    """A queue messages are sent to, each visible after `delay` seconds (`StorageMessageQueue`)."""
+    """A queue messages are sent to, each visible after `delay` seconds (`shared.storage.StorageMessageQueue`)."""
 
     name: str
 
@@ -828,35 +826,6 @@ class Remediation:
 
     def _log(self, subject: _Subject, message: str, *args: object) -> None:
         log.info(message, *args, extra=_extra(subject))
-
-
-# --- the Storage queue adapter -------------------------------------------------------------------
-
-
-class StorageMessageQueue:
-    """A Storage queue, base64-encoded like the Functions host reads it; the queue is made on first send.
-
-    `queue_client` comes from `shared.storage.StorageSettings.queue_client`. Message bodies are never
-    logged; a Storage failure is a one-line `StorageError` naming the queue."""
-
-    def __init__(self, queue_client: QueueClient) -> None:
-        self._queue = queue_client
-        self.name: str = queue_client.queue_name
-        self._created = False
-
-    def send(self, text: str, delay: int = 0) -> None:
-        from shared.storage import QUEUE_MESSAGE_LIMIT, _base64_size, _create_if_missing, _host, _storage_errors
-
-        size = _base64_size(text)
-        if size > QUEUE_MESSAGE_LIMIT:
-            raise CertsyncError(
-                f"queue {self.name}: a message of {size} bytes (encoded) is over the {QUEUE_MESSAGE_LIMIT} limit"
-            )
-        with _storage_errors(f"queue {self.name}", _host(self._queue)):
-            if not self._created:
-                _create_if_missing(self._queue.create_queue)
-                self._created = True
-            self._queue.send_message(text, visibility_timeout=max(0, min(delay, MAX_VISIBILITY_SECONDS)) or None)
 
 
 # --- helpers -------------------------------------------------------------------------------------

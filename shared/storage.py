@@ -1,5 +1,10 @@
-"""Azure Storage backends: the audit trail in Table storage (`TableAuditLog`) and remediation jobs on a
-Storage queue (`StorageJobQueue`), plus `storage_settings`, which reads a Functions-style connection.
+"""Azure Storage backends: the audit trail in Table storage (`TableAuditLog`), remediation jobs on a
+Storage queue (`StorageJobQueue`), any other JSON message on a Storage queue (`StorageMessageQueue`),
+plus `storage_settings`, which reads a Functions-style connection.
+
+Other modules' Storage adapters (e.g. `shared.reconcile.TableStateStore`) use the public helpers here,
+so that every Storage adapter reports errors, makes its table or queue, and escapes Table keys one way:
+`storage_errors`, `create_if_missing`, `table_key`, `table_string_fits`.
 
 The Azure SDKs are imported inside the functions that need them, never at module import: the HTTP and
 Event Grid handlers that do not touch Storage should not pay for azure.storage.queue, azure.data.tables
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # A queue message, as sent (after base64), is at most 64 KiB.
 QUEUE_MESSAGE_LIMIT = 64 * 1024
+# The longest a queue message can be held back before it becomes visible (7 days).
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 # A Table string property is UTF-16 and at most 64 KiB: 32 Ki code units.
 TABLE_STRING_LIMIT = 64 * 1024
 
@@ -144,8 +151,10 @@ _HINTS = {
 
 
 @contextlib.contextmanager
-def _storage_errors(what: str, host: str) -> Iterator[None]:
-    """SDK exceptions inside the block become one-line `StorageError`s about `what` (e.g. "queue jobs")."""
+def storage_errors(what: str, client: QueueClient | TableClient) -> Iterator[None]:
+    """Azure SDK exceptions raised inside the block become one-line `StorageError`s about `what` (e.g.
+    "queue jobs", "state table certsyncstate"): the HTTP status, the service's error code and a hint,
+    or the host `client` talks to when there was no answer; never a request body, a key or a SAS token."""
     from azure.core.exceptions import (
         AzureError,
         ClientAuthenticationError,
@@ -154,6 +163,7 @@ def _storage_errors(what: str, host: str) -> Iterator[None]:
         ServiceResponseError,
     )
 
+    host = _host(client)
     try:
         yield
     except HttpResponseError as exc:
@@ -174,18 +184,23 @@ def _storage_errors(what: str, host: str) -> Iterator[None]:
         raise StorageError(f"{what}: {type(exc).__name__} talking to {host}") from None
 
 
-def _table_key(value: str) -> str:
-    """`value` made safe as a PartitionKey/RowKey: the refused characters (and %) are %XX-escaped."""
+def table_key(value: str) -> str:
+    """`value` made safe as a PartitionKey or RowKey: the characters Table storage refuses (/ \\ # ? and
+    control characters) and % are %XX-escaped, so distinct values stay distinct keys."""
     return _KEY_UNSAFE.sub(lambda match: f"%{ord(match.group()):02X}", value)
+
+
+def table_string_fits(text: str) -> bool:
+    """Whether `text` fits one Table string property (64 KiB as UTF-16)."""
+    return len(text.encode("utf-16-le")) <= TABLE_STRING_LIMIT
 
 
 def _fit_table_string(text: str) -> tuple[str, bool]:
     """`text` cut to what a Table string property holds, and whether it was cut."""
-    encoded = text.encode("utf-16-le")
-    if len(encoded) <= TABLE_STRING_LIMIT:
+    if table_string_fits(text):
         return text, False
     # errors="ignore" drops half of a surrogate pair split at the cut.
-    return encoded[:TABLE_STRING_LIMIT].decode("utf-16-le", errors="ignore"), True
+    return text.encode("utf-16-le")[:TABLE_STRING_LIMIT].decode("utf-16-le", errors="ignore"), True
 
 
 def _host(client: QueueClient | TableClient) -> str:
@@ -193,7 +208,9 @@ def _host(client: QueueClient | TableClient) -> str:
     return urlsplit(client.url).netloc
 
 
-def _create_if_missing(create: Callable[[], object]) -> None:
+def create_if_missing(create: Callable[[], object]) -> None:
+    """Call `create` (e.g. `table_client.create_table`, `queue_client.create_queue`); one that exists
+    already is fine. Call it inside `storage_errors` for any other failure."""
     from azure.core.exceptions import ResourceExistsError
 
     with contextlib.suppress(ResourceExistsError):
@@ -221,27 +238,27 @@ class TableAuditLog:
             json.dumps(properties.pop("details"), sort_keys=True, ensure_ascii=False)
         )
         entity: dict[str, Any] = {
-            "PartitionKey": _table_key(partition(entry.certificate)),
+            "PartitionKey": table_key(partition(entry.certificate)),
             "RowKey": entry.row_key,
             **properties,
             "details": details,
         }
         if truncated:
             entity["details_truncated"] = True
-        with _storage_errors(self._what, _host(self._table)):
+        with storage_errors(self._what, self._table):
             if not self._created:
-                _create_if_missing(self._table.create_table)
+                create_if_missing(self._table.create_table)
                 self._created = True
             self._table.create_entity(entity)
 
     def history(self, certificate: str) -> list[AuditEntry]:
         from azure.core.exceptions import ResourceNotFoundError
 
-        with _storage_errors(self._what, _host(self._table)):
+        with storage_errors(self._what, self._table):
             try:
                 rows = list(
                     self._table.query_entities(
-                        "PartitionKey eq @pk", parameters={"pk": _table_key(partition(certificate))}
+                        "PartitionKey eq @pk", parameters={"pk": table_key(partition(certificate))}
                     )
                 )
             except ResourceNotFoundError:  # no table yet: nothing was ever recorded
@@ -305,11 +322,11 @@ class StorageJobQueue:
                 f" too large for a queue message ({size} bytes encoded, the limit is {QUEUE_MESSAGE_LIMIT});"
                 " reduce the plan's targets"
             )
-        key = {"PartitionKey": _table_key(job.vault.lower()), "RowKey": job.job_id}
+        key = {"PartitionKey": table_key(job.vault.lower()), "RowKey": job.job_id}
         ids = {"certsync.vault": job.vault, "certsync.certificate": job.certificate, "certsync.job_id": job.job_id}
         self._create_once()
 
-        with _storage_errors(self._claims_what, _host(self._claims)):
+        with storage_errors(self._claims_what, self._claims):
             try:
                 self._claims.create_entity(
                     {
@@ -330,11 +347,11 @@ class StorageJobQueue:
                     return False
                 log.warning("job claimed before but never marked queued; sending it again", extra=ids)
 
-        with _storage_errors(self._queue_what, _host(self._queue)):
+        with storage_errors(self._queue_what, self._queue):
             message = self._queue.send_message(body)
         ids["certsync.message_id"] = message.id
         try:
-            with _storage_errors(self._claims_what, _host(self._claims)):
+            with storage_errors(self._claims_what, self._claims):
                 self._claims.update_entity({**key, "state": "queued", "message_id": message.id}, mode=UpdateMode.MERGE)
         except StorageError as exc:
             log.warning("job queued, but its claim stays pending: %s", exc, extra=ids)
@@ -347,9 +364,9 @@ class StorageJobQueue:
         from azure.core.exceptions import ResourceNotFoundError
 
         self._create_once()
-        with _storage_errors(self._claims_what, _host(self._claims)):
+        with storage_errors(self._claims_what, self._claims):
             try:
-                claim = self._claims.get_entity(_table_key(vault.lower()), job_id)
+                claim = self._claims.get_entity(table_key(vault.lower()), job_id)
             except ResourceNotFoundError:
                 return False
         return claim.get("state") == "queued"
@@ -357,11 +374,42 @@ class StorageJobQueue:
     def _create_once(self) -> None:
         if self._created:
             return
-        with _storage_errors(self._claims_what, _host(self._claims)):
-            _create_if_missing(self._claims.create_table)
-        with _storage_errors(self._queue_what, _host(self._queue)):
-            _create_if_missing(self._queue.create_queue)
+        with storage_errors(self._claims_what, self._claims):
+            create_if_missing(self._claims.create_table)
+        with storage_errors(self._queue_what, self._queue):
+            create_if_missing(self._queue.create_queue)
         self._created = True
+
+
+# --- other messages ------------------------------------------------------------------------------
+
+
+class StorageMessageQueue:
+    """JSON text on an Azure Storage queue, base64-encoded like the Functions host reads it; the queue is
+    made on first send. Used for remediation's re-enqueued starts, tracking messages and both poison
+    queues, and for undeliverable notifications.
+
+    `queue_client` comes from `StorageSettings.queue_client`. Message bodies are never logged; a message
+    over the 64 KiB limit is refused with a `CertsyncError`, a Storage failure is a one-line
+    `StorageError` naming the queue."""
+
+    def __init__(self, queue_client: QueueClient) -> None:
+        self._queue = queue_client
+        self.name: str = queue_client.queue_name
+        self._created = False
+
+    def send(self, text: str, delay: int = 0) -> None:
+        """Send `text`, visible after `delay` seconds (at most `MAX_VISIBILITY_SECONDS`; 0 at once)."""
+        size = _base64_size(text)
+        if size > QUEUE_MESSAGE_LIMIT:
+            raise CertsyncError(
+                f"queue {self.name}: a message of {size} bytes (encoded) is over the {QUEUE_MESSAGE_LIMIT} limit"
+            )
+        with storage_errors(f"queue {self.name}", self._queue):
+            if not self._created:
+                create_if_missing(self._queue.create_queue)
+                self._created = True
+            self._queue.send_message(text, visibility_timeout=max(0, min(delay, MAX_VISIBILITY_SECONDS)) or None)
 
 
 def _base64_size(text: str) -> int:

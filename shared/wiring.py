@@ -261,9 +261,9 @@ def remediation_from_env(
     webhooks (`shared.notify.notifier_from_env`)."""
     from shared.automation import automation_from_env
     from shared.notify import notifier_from_env
-    from shared.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings, StorageMessageQueue
+    from shared.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings
     from shared.signing import parse_secrets
-    from shared.storage import TableAuditLog, storage_settings
+    from shared.storage import StorageMessageQueue, TableAuditLog, storage_settings
 
     storage = storage_settings(env, "JobsStorage")
     jobs_queue = env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE).strip() or DEFAULT_QUEUE

@@ -7,6 +7,9 @@ Every certificate is returned with its private key (`Issued`), so tests can buil
 `issue()` also takes the revocation-related extensions (AIA with OCSP/caIssuers URLs, CRL distribution
 points, OCSPNoCheck, a chosen EKU or keyUsage) and legacy SHA-1 signatures, and `make_crl()` makes a
 CRL for any issuer with `cryptography`'s builder (see `tests.pki.big_crl_der` for very large ones).
+`renewal_pki()` makes the R10 -> R11 renewal that the pipeline, reconciliation and function tests act
+out, with its CRLs served on loopback; `unprotected_pfx()` packs a leaf, its key and chain as Key Vault
+stores them.
 
 `cryptography` 50 refuses to sign with SHA-1 or MD5, so for those `issue()`/`make_crl()` build with
 SHA-256 and then re-sign the TBS bytes themselves, rewriting both signature AlgorithmIdentifiers.
@@ -15,20 +18,25 @@ SHA-256 and then re-sign the TBS bytes themselves, rewriting both signature Algo
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared import der
 from tests import pki
+
+if TYPE_CHECKING:
+    from tests.servers import HttpServer  # tests.servers imports this module
 
 KeyKind = Literal["rsa", "ec", "rsa1024", "rsa4096", "p384", "p521", "secp256k1", "ed25519", "ed448"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
@@ -169,6 +177,7 @@ def issue(
     ca: bool = False,
     path_length: int | None = None,
     dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (),
     serial: int | None = None,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
@@ -188,7 +197,8 @@ def issue(
     the certificate is self-signed. `key` defaults to a new key of `kind`. Datetimes must be UTC
     (naive ones are read as UTC by `cryptography`); defaults are yesterday and a year (ten for a CA)
     from now. `key_ids=False` leaves out SKI and AKI. `issuer_name` overrides the issuer Name written
-    into the certificate (for chains that are deliberately broken).
+    into the certificate (for chains that are deliberately broken). `dns_names` and `ip_addresses`
+    make the subjectAltName.
 
     Revocation and usage options (all non-critical except keyUsage):
     `ocsp_urls` / `ca_issuers_urls` make an AuthorityInformationAccess extension (OCSP entries first);
@@ -231,10 +241,10 @@ def issue(
             builder = builder.add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
             )
-    if dns_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
-        )
+    if dns_names or ip_addresses:
+        alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        alt_names += [x509.IPAddress(ipaddress.ip_address(address)) for address in ip_addresses]
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
     usages = ([] if ca else [ExtendedKeyUsageOID.SERVER_AUTH]) if eku is None else list(eku)
     if usages:
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -404,3 +414,56 @@ def pfx_openssl(directory: Path, chain: Chain, password: str | bytes, *options: 
     proc = subprocess.run([openssl, *args], cwd=directory, capture_output=True, check=False)
     assert proc.returncode == 0, f"openssl {args}: {proc.stderr.decode(errors='replace')}"
     return (directory / "x.pfx").read_bytes()
+
+
+# --- the renewal the pipeline tests act out -----------------------------------------------------
+
+MAIL_HOSTS = ["mail.contoso.com", "autodiscover.contoso.com"]
+
+
+@dataclass
+class RenewalPki:
+    """A renewal that changes the issuing intermediate: root "Contoso Demo Root" issues R10 (`inter_a`,
+    the old issuer) and R11 (`inter_b`, the new one), all EC. Each CA's CRL is on `server` at /root.crl,
+    /R10.crl and /R11.crl, and named in the certificates it issues, so revocation checks pass. Test
+    fixtures extend it with their leaves and folders (a dataclass: `Fixture(**vars(pki), ...)`)."""
+
+    root: Issued
+    inter_a: Issued
+    inter_b: Issued
+    server: HttpServer
+
+    def leaf(self, inter: Issued, **options: Any) -> Issued:
+        """A mail.contoso.com server certificate from `inter` (SANs `MAIL_HOSTS`, serverAuth and
+        clientAuth, `inter`'s CRL); `options` are extra `issue()` keywords, e.g. `not_after`."""
+        return issue(
+            make_name("mail.contoso.com"),
+            issuer=inter,
+            kind="ec",
+            dns_names=MAIL_HOSTS,
+            eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            crl_urls=[self.server.url(f"/{inter.subject_cn}.crl")],
+            **options,
+        )
+
+
+def renewal_pki(server: HttpServer, *, crl_next_update: dt.datetime | None = None) -> RenewalPki:
+    """The CAs of the renewal, their CRLs routed on `server` (valid for 7 days, or until `crl_next_update`
+    for tests whose clock runs ahead)."""
+    root = issue(make_name("Contoso Demo Root", "Contoso"), kind="ec", ca=True, path_length=1)
+    server.route("/root.crl", body=make_crl(root, next_update=crl_next_update))
+    intermediates = []
+    for cn in ("R10", "R11"):
+        inter = issue(
+            make_name(cn, "Contoso"), issuer=root, kind="ec", ca=True, path_length=0, crl_urls=[server.url("/root.crl")]
+        )
+        server.route(f"/{cn}.crl", body=make_crl(inter, next_update=crl_next_update))
+        intermediates.append(inter)
+    return RenewalPki(root, intermediates[0], intermediates[1], server)
+
+
+def unprotected_pfx(leaf: Issued, *chain: Issued) -> bytes:
+    """`leaf`'s key and certificate with `chain` as a PFX without a password, as Key Vault holds one."""
+    return pkcs12.serialize_key_and_certificates(
+        b"", leaf.key, leaf.cert, [c.cert for c in chain], serialization.NoEncryption()
+    )

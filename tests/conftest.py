@@ -15,7 +15,8 @@ from tests.servers import HttpServer, OcspResponder
 
 if TYPE_CHECKING:
     from tests.fakes.arm import FakeArm
-    from tests.fakes.keyvault import FakeKeyVault, LoopbackTls
+    from tests.fakes.keyvault import FakeKeyVault
+    from tests.servers import LoopbackTls
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def azurite() -> Iterator[Azurite]:
 @pytest.fixture(scope="session")
 def keyvault_tls(tmp_path_factory: pytest.TempPathFactory) -> LoopbackTls:
     """The test CA and server certificate the fake Key Vault serves with (made once per session)."""
-    from tests.fakes.keyvault import LoopbackTls
+    from tests.servers import LoopbackTls
 
     return LoopbackTls.create(tmp_path_factory.mktemp("keyvault-tls"))
 

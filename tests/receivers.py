@@ -27,12 +27,11 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.servers import Headers, HttpServer
+from tests.servers import Headers, HttpServer, LoopbackTls, Service
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class _Answer:
     body: bytes
 
 
-class WebhookReceiver:
+class WebhookReceiver(Service):
     """A webhook endpoint on loopback; a context manager. Without scripted answers it answers
     `status` (200 `ok`, as Slack does; Teams Workflows answer 202). `tls` (a `LoopbackTls`) serves
     HTTPS with that test CA."""
@@ -70,7 +69,7 @@ class WebhookReceiver:
         *,
         status: int = 200,
         body: bytes = b"ok",
-        tls: Any = None,
+        tls: LoopbackTls | None = None,
     ) -> None:
         self.secrets = tuple(secrets)
         self.token = random.token_urlsafe(18)  # stands for the secret part of a real webhook URL
@@ -81,8 +80,7 @@ class WebhookReceiver:
         self._received: list[Received] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._tls = tls
-        self._server = _TlsHttpServer(tls) if tls is not None else HttpServer()
+        self._server = HttpServer(tls, name="webhook-receiver")
 
     # lifecycle
 
@@ -94,21 +92,12 @@ class WebhookReceiver:
     def stop(self) -> None:
         self._server.stop()
 
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # configuration
 
     @property
     def url(self) -> str:
         """The webhook URL, secret token included (http://127.0.0.1:PORT/... or https:// with `tls`)."""
-        scheme = "https" if self._tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self._server.port}{self.path}?{self.query}"
+        return f"{self._server.url(self.path)}?{self.query}"
 
     def answer(
         self, status: int, *, times: int = 1, headers: Mapping[str, str] | None = None, body: bytes = b""
@@ -174,25 +163,6 @@ class WebhookReceiver:
         except (WebhookVerificationError, ValueError) as exc:
             return str(exc) or type(exc).__name__
         return ""
-
-
-class _TlsHttpServer(HttpServer):
-    """`HttpServer` with a TLS listening socket (the Key Vault fake's server, on 127.0.0.1)."""
-
-    def __init__(self, tls: Any) -> None:
-        super().__init__()
-        self._tls_config = tls
-
-    def start(self) -> _TlsHttpServer:
-        from tests.fakes.keyvault import _TlsServer
-
-        if self._server is None:
-            self._server = _TlsServer(self, self._tls_config.server_context())
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="webhook-tls"
-            )
-            self._thread.start()
-        return self
 
 
 def main(argv: Sequence[str] | None = None) -> int:

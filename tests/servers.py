@@ -1,8 +1,12 @@
-"""Real loopback servers for tests of code that fetches over HTTP: CRLs, OCSP, caIssuers.
+"""Real loopback servers for tests: HTTP(S) for code that fetches (CRLs, OCSP, caIssuers) and the one
+way the HTTPS fakes (Key Vault, ARM) and the webhook receivers run, plus the real `openssl ocsp`.
 
-`HttpServer` is a threading HTTP/1.1 server on 127.0.0.1 with an ephemeral port. Routes answer with
-a fixed response (any status, headers, delay, dripped body, with or without Content-Length) or a
-callable; every request and every accepted TCP connection is recorded.
+`HttpServer` is a threading HTTP/1.1 server on 127.0.0.1 with an ephemeral port; with `tls` (a
+`LoopbackTls`: a throwaway CA and a certificate for localhost and 127.0.0.1) it serves HTTPS. Routes
+answer with a fixed response (any status, headers, delay, dripped body, with or without Content-Length)
+or a callable; every request and every accepted TCP connection is recorded. A fake serves every path
+itself by overriding `_lookup`. `HttpsServer` is HTTPS with a CA of its own when it is given none.
+`Service` gives every server here the same start/stop and context-manager protocol.
 
     with HttpServer() as server:
         server.route("/ca.crl", body=crl_der, headers={"Content-Type": "application/pkix-crl"})
@@ -40,6 +44,7 @@ import re
 import shutil
 import socket
 import socketserver
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -50,15 +55,73 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from tests.chains import Issued
+from tests.chains import Issued, issue, make_name
 
 LOOPBACK = "127.0.0.1"
+
+_S = TypeVar("_S", bound="Service")
+
+
+class Service:
+    """Something a test starts and stops, also as a context manager: `with Server() as server:`
+    starts it and stops it at the end of the block. Subclasses define `start` (returning self) and
+    `stop` (safe to call twice)."""
+
+    def start(self: _S) -> _S:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopbackTls:
+    """A throwaway CA and a server certificate for `localhost` and 127.0.0.1, as PEM files.
+
+    Clients trust `ca_pem` (`connection_verify=str(ca_pem)`); the server loads `cert_pem`/`key_pem`."""
+
+    ca_pem: Path
+    cert_pem: Path
+    key_pem: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> LoopbackTls:
+        directory.mkdir(parents=True, exist_ok=True)
+        now = dt.datetime.now(dt.timezone.utc)
+        valid = {"not_before": now - dt.timedelta(hours=1), "not_after": now + dt.timedelta(days=2)}
+        ca = issue(make_name("certsync test Key Vault CA", country=None), ca=True, path_length=0, **valid)
+        server = issue(
+            make_name("localhost", country=None), issuer=ca, dns_names=["localhost"], ip_addresses=[LOOPBACK], **valid
+        )
+        tls = cls(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+        tls.ca_pem.write_bytes(ca.pem)
+        tls.cert_pem.write_bytes(server.pem)
+        tls.key_pem.write_bytes(server.key_pem)
+        tls.key_pem.chmod(0o600)
+        return tls
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_pem, self.key_pem)
+        return context
+
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
@@ -109,16 +172,30 @@ class Route:
 
 
 class _Server(ThreadingHTTPServer):
+    """The threading server behind `HttpServer`. With a TLS `context` the listening socket is a TLS
+    socket: accepted connections are TLS sockets, and each one's handshake runs on its own thread."""
+
     daemon_threads = True
 
-    def __init__(self, owner: HttpServer) -> None:
+    def __init__(self, owner: HttpServer, context: ssl.SSLContext | None = None) -> None:
         self.owner = owner
+        self._context = context
         super().__init__((LOOPBACK, 0), _RequestHandler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would look up the FQDN of 127.0.0.1; a fixed name avoids DNS.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+        if self._context is not None:
+            self.socket = self._context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self._context is not None:
+            # Headers and body go out as two TLS records; without NODELAY the second waits for the
+            # client's delayed ACK (~40 ms a response).
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            request.do_handshake()  # a failed handshake (untrusted CA) ends here, quietly
+        super().finish_request(request, client_address)
 
     def get_request(self) -> tuple[socket.socket, object]:
         conn, address = super().get_request()
@@ -200,13 +277,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
 
 
-class HttpServer:
-    """A threading HTTP/1.1 server on 127.0.0.1 (ephemeral port); a context manager.
+class HttpServer(Service):
+    """A threading HTTP/1.1 server on 127.0.0.1 (ephemeral port); HTTPS with `tls`. A context manager.
 
     Unknown paths answer 404. `requests` lists every request read (in order) and `connections`
-    counts accepted TCP connections, including ones that never send a byte."""
+    counts accepted TCP connections, including ones that never send a byte. `name` names its thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: LoopbackTls | None = None, *, name: str = "http-test") -> None:
+        self.tls = tls
+        self._name = name
         self._lock = threading.Lock()
         self._routes: dict[str, Route] = {}
         self._requests: list[Request] = []
@@ -219,11 +298,11 @@ class HttpServer:
 
     # lifecycle
 
-    def start(self) -> HttpServer:
+    def start(self: _S) -> _S:
         if self._server is None:
-            self._server = _Server(self)
+            self._server = _Server(self, self.tls.server_context() if self.tls is not None else None)
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="http-test"
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name=self._name
             )
             self._thread.start()
         return self
@@ -245,14 +324,6 @@ class HttpServer:
             if thread is not None:
                 thread.join(timeout=5)
 
-    def __enter__(self) -> HttpServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # configuration
 
     @property
@@ -261,9 +332,14 @@ class HttpServer:
             raise RuntimeError("HttpServer is not running")
         return self._server.server_address[1]
 
+    @property
+    def origin(self) -> str:
+        """`http://127.0.0.1:PORT` (`https://` with `tls`), no trailing slash."""
+        return f"{'https' if self.tls is not None else 'http'}://{LOOPBACK}:{self.port}"
+
     def url(self, path: str = "/") -> str:
-        """`http://127.0.0.1:PORT/path`."""
-        return f"http://{LOOPBACK}:{self.port}{path if path.startswith('/') else '/' + path}"
+        """`<origin>/path`."""
+        return self.origin + (path if path.startswith("/") else "/" + path)
 
     def route(
         self,
@@ -330,6 +406,24 @@ class HttpServer:
             return self._routes.get(path) or self._routes.get(path.split("?", 1)[0])
 
 
+class HttpsServer(HttpServer):
+    """`HttpServer` over TLS with `tls`, or, without it, with a throwaway CA of its own in a temporary
+    directory that `stop()` removes (clients then trust `self.tls.ca_pem`)."""
+
+    def __init__(self, tls: LoopbackTls | None = None, *, name: str = "https-test") -> None:
+        self._own_tls_dir: str | None = None
+        if tls is None:
+            self._own_tls_dir = tempfile.mkdtemp(prefix=f"{name}-")
+            tls = LoopbackTls.create(Path(self._own_tls_dir))
+        super().__init__(tls, name=name)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._own_tls_dir is not None:
+            shutil.rmtree(self._own_tls_dir, ignore_errors=True)
+            self._own_tls_dir = None
+
+
 # --- OCSP ----------------------------------------------------------------------------------------
 
 
@@ -381,7 +475,7 @@ def _index_subject(name: x509.Name) -> str:
 IndexStatus = Literal["V", "R", "E"]
 
 
-class OcspResponder:
+class OcspResponder(Service):
     """The real `openssl ocsp` responder for `ca`, on an ephemeral port; a context manager.
 
     Responses are signed by `responder` (a delegated OCSP signing certificate, included in the
@@ -464,14 +558,6 @@ class OcspResponder:
     def restart(self) -> None:
         self._kill()
         self.start()
-
-    def __enter__(self) -> OcspResponder:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # state
 

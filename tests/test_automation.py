@@ -29,7 +29,8 @@ from shared.automation import (
 )
 from shared.exceptions import CertsyncError
 from tests.fakes.arm import FakeArm
-from tests.fakes.keyvault import LoopbackTls, StaticTokenCredential
+from tests.fakes.keyvault import StaticTokenCredential
+from tests.servers import LoopbackTls
 
 RUNBOOK = "Invoke-CertsyncRemediation"
 GROUP = "hrw-exchange"

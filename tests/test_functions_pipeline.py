@@ -16,9 +16,6 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import shared.wiring
 from functions.pipeline import certificate_history, keyvault_certificate_events
@@ -26,17 +23,56 @@ from shared.events import EventError
 from shared.exceptions import CertsyncError
 from shared.sources import SourceError
 from shared.wiring import pipeline_from_env
-from tests.chains import Issued, issue, make_crl, make_name
+from tests.azurite import Azurite
+from tests.chains import MAIL_HOSTS, Issued, renewal_pki, unprotected_pfx
+from tests.fakes.keyvault import FakeKeyVault
+from tests.servers import HttpServer
 
 NAME = "exch-hybrid-smtp"
 VAULT = "contoso-kv"
-HOSTS = ["mail.contoso.com", "autodiscover.contoso.com"]
+HOSTS = MAIL_HOSTS
 
 
-def pfx(leaf: Issued, *chain: Issued) -> bytes:
-    return pkcs12.serialize_key_and_certificates(
-        b"", leaf.key, leaf.cert, [c.cert for c in chain], serialization.NoEncryption()
+def queued_json(connection_string: str, queue: str) -> list[dict]:
+    """The JSON messages waiting on a base64 Storage `queue` (peeked: they stay); none if it was never made."""
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+    client = QueueClient.from_connection_string(
+        connection_string, queue, message_decode_policy=TextBase64DecodePolicy()
     )
+    try:
+        return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
+    except ResourceNotFoundError:  # nothing was ever queued
+        return []
+
+
+def app_settings(
+    azurite: Azurite,
+    keyvault: FakeKeyVault,
+    http_server: HttpServer,
+    tmp_path: Path,
+    root: Issued,
+    certificates: dict[str, dict],
+) -> dict[str, str]:
+    """The Function App's settings for a deployment on loopback: Storage in Azurite (a queue and tables of
+    its own), vault `VAULT` at the Key Vault fake, `root` as the only trust anchor and `certificates` as
+    the targets file (both written to `tmp_path`), CRLs on `http_server` let through the SSRF guard."""
+    (tmp_path / "root.pem").write_bytes(root.pem)
+    targets = {"schema": "certsync.targets/1", "certificates": certificates}
+    (tmp_path / "targets.json").write_text(json.dumps(targets))
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "JobsStorage": azurite.connection_string,
+        "REMEDIATION_QUEUE": f"jobs-{suffix}",
+        "AUDIT_TABLE": f"audit{suffix}",
+        "JOB_CLAIMS_TABLE": f"claims{suffix}",
+        "STATE_TABLE": f"state{suffix}",
+        "CERTSYNC_VAULTS": VAULT,
+        "CERTSYNC_VAULT_URLS": f"{VAULT}={keyvault.vault_url}",
+        "CERTSYNC_TARGETS_FILE": str(tmp_path / "targets.json"),
+        "CERTSYNC_TRUST_FILE": str(tmp_path / "root.pem"),
+        "CERTSYNC_ALLOW_HOSTS": f"127.0.0.1:{http_server.port}",
+    }
 
 
 @dataclass
@@ -85,15 +121,7 @@ class Deployment:
         keyvault_certificate_events(event)
 
     def messages(self) -> list[dict]:
-        from azure.storage.queue import QueueClient, TextBase64DecodePolicy
-
-        queue = QueueClient.from_connection_string(
-            self.connection_string, self.env["REMEDIATION_QUEUE"], message_decode_policy=TextBase64DecodePolicy()
-        )
-        try:
-            return [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
-        except ResourceNotFoundError:  # nothing was ever queued
-            return []
+        return queued_json(self.connection_string, self.env["REMEDIATION_QUEUE"])
 
     def history(self, name: str = NAME) -> tuple[int, dict]:
         request = func.HttpRequest(
@@ -108,60 +136,18 @@ class Deployment:
 
 @pytest.fixture
 def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> Deployment:
-    root = issue(make_name("Contoso Root", "Contoso"), kind="ec", ca=True, path_length=1)
-    inters = [
-        issue(
-            make_name(cn, "Contoso"),
-            issuer=root,
-            kind="ec",
-            ca=True,
-            path_length=0,
-            crl_urls=[http_server.url("/root.crl")],
-        )
-        for cn in ("R10", "R11")
-    ]
-    http_server.route("/root.crl", body=make_crl(root))
+    pki = renewal_pki(http_server)
     versions = []
-    for inter in inters:
-        cn = inter.cert.subject.rfc4514_string().split(",")[0].removeprefix("CN=")
-        http_server.route(f"/{cn}.crl", body=make_crl(inter))
-        leaf = issue(
-            make_name("mail.contoso.com"),
-            issuer=inter,
-            kind="ec",
-            dns_names=HOSTS,
-            eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-            crl_urls=[http_server.url(f"/{cn}.crl")],
-        )
-        versions.append(keyvault.add_version(NAME, pfx(leaf, inter), tags={"certsync-servers": "EX01"}))
-    (tmp_path / "root.pem").write_bytes(root.pem)
-    (tmp_path / "targets.json").write_text(
-        json.dumps(
-            {
-                "schema": "certsync.targets/1",
-                "certificates": {
-                    NAME: {
-                        "worker_group": "hrw-exchange",
-                        "servers": ["EX01"],
-                        "send_connectors": ["Outbound to Office 365"],
-                        "hosts": HOSTS,
-                    }
-                },
-            }
-        )
-    )
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        "JobsStorage": azurite.connection_string,
-        "REMEDIATION_QUEUE": f"jobs-{suffix}",
-        "AUDIT_TABLE": f"audit{suffix}",
-        "JOB_CLAIMS_TABLE": f"claims{suffix}",
-        "CERTSYNC_VAULTS": VAULT,
-        "CERTSYNC_VAULT_URLS": f"{VAULT}={keyvault.vault_url}",
-        "CERTSYNC_TARGETS_FILE": str(tmp_path / "targets.json"),
-        "CERTSYNC_TRUST_FILE": str(tmp_path / "root.pem"),
-        "CERTSYNC_ALLOW_HOSTS": f"127.0.0.1:{http_server.port}",
+    for inter in (pki.inter_a, pki.inter_b):
+        data = unprotected_pfx(pki.leaf(inter), inter)
+        versions.append(keyvault.add_version(NAME, data, tags={"certsync-servers": "EX01"}))
+    target = {
+        "worker_group": "hrw-exchange",
+        "servers": ["EX01"],
+        "send_connectors": ["Outbound to Office 365"],
+        "hosts": HOSTS,
     }
+    env = app_settings(azurite, keyvault, http_server, tmp_path, pki.root, {NAME: target})
     options = {"credential": keyvault.credential, **keyvault.client_kwargs}
     pipeline = pipeline_from_env(env, keyvault_options=options)
     monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: pipeline)

@@ -9,48 +9,26 @@ import base64
 import datetime as dt
 import json
 import logging
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import azure.functions as func
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 from azure.functions import meta
 from azure.functions.timer import TimerRequestConverter
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import functions.reconcile
 import shared.wiring
 from functions.reconcile import reconcile_daily
 from shared.exceptions import CertsyncError
-from shared.pipeline import Notice
 from shared.reconcile import Reconciler
 from shared.wiring import reconciler_from_env, state_store_from_env
-from tests.chains import Issued, issue, make_crl, make_name
+from tests.chains import renewal_pki, unprotected_pfx
+from tests.test_functions_pipeline import app_settings, queued_json
+from tests.test_reconcile import RecordingNotifier
 
 NAME = "exch-hybrid-smtp"
 LOCKED = "exch-locked"
-VAULT = "contoso-kv"
-HOSTS = ["mail.contoso.com", "autodiscover.contoso.com"]
-
-
-class RecordingNotifier:
-    """A Notifier that keeps every notice (the webhook notifiers themselves are tested in test_notify)."""
-
-    def __init__(self) -> None:
-        self.notices: list[Notice] = []
-
-    def notify(self, notice: Notice) -> None:
-        self.notices.append(notice)
-
-
-def pfx(leaf: Issued, *chain: Issued) -> bytes:
-    return pkcs12.serialize_key_and_certificates(
-        b"", leaf.key, leaf.cert, [c.cert for c in chain], serialization.NoEncryption()
-    )
 
 
 @dataclass
@@ -81,15 +59,7 @@ class Deployment:
         reconcile_daily(timer)
 
     def messages(self) -> list[dict]:
-        from azure.storage.queue import QueueClient, TextBase64DecodePolicy
-
-        queue = QueueClient.from_connection_string(
-            self.connection_string, self.env["REMEDIATION_QUEUE"], message_decode_policy=TextBase64DecodePolicy()
-        )
-        try:
-            return [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
-        except ResourceNotFoundError:
-            return []
+        return queued_json(self.connection_string, self.env["REMEDIATION_QUEUE"])
 
     def kinds(self, *only: str) -> list[str]:
         return [n.kind for n in self.notifier.notices if not only or n.kind in only]
@@ -98,61 +68,20 @@ class Deployment:
 @pytest.fixture
 def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> Deployment:
     now = dt.datetime.now(dt.timezone.utc)
-    root = issue(make_name("Contoso Root", "Contoso"), kind="ec", ca=True, path_length=1)
-    http_server.route("/root.crl", body=make_crl(root, next_update=now + dt.timedelta(days=400)))
+    pki = renewal_pki(http_server, crl_next_update=now + dt.timedelta(days=400))
     secrets = []
-    versions = {}
-    for cn in ("R10", "R11"):
-        inter = issue(
-            make_name(cn, "Contoso"),
-            issuer=root,
-            kind="ec",
-            ca=True,
-            path_length=0,
-            crl_urls=[http_server.url("/root.crl")],
-        )
-        http_server.route(f"/{cn}.crl", body=make_crl(inter, next_update=now + dt.timedelta(days=400)))
-        leaf = issue(
-            make_name("mail.contoso.com"),
-            issuer=inter,
-            kind="ec",
-            dns_names=HOSTS,
-            eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-            crl_urls=[http_server.url(f"/{cn}.crl")],
-            not_after=now + dt.timedelta(days=20 if cn == "R11" else 300),
-        )
-        data = pfx(leaf, inter)
+    for inter, days in ((pki.inter_a, 300), (pki.inter_b, 20)):
+        leaf = pki.leaf(inter, not_after=now + dt.timedelta(days=days))
+        data = unprotected_pfx(leaf, inter)
         secrets += [base64.b64encode(data).decode(), leaf.key_pem.split(b"-----")[2].strip().decode()[:64]]
-        versions[cn] = (keyvault.add_version(NAME, data, tags={"certsync-servers": "EX01"}), leaf, data, inter)
-    _, r11_leaf, r11_pfx, _ = versions["R11"]
+        keyvault.add_version(NAME, data, tags={"certsync-servers": "EX01"})
+    r11_leaf, r11_pfx = leaf, data  # the newest version's
     keyvault.add_version(LOCKED, r11_pfx, tags={"certsync-worker-group": "hrw-exchange", "certsync-servers": "EX02"})
     keyvault.add_version("other-web", r11_pfx)  # no certsync tag: never read beyond its version listing
     keyvault.fail(f"/secrets/{LOCKED}", 403, "Forbidden", inner_code="ForbiddenByRbac")
-    (tmp_path / "root.pem").write_bytes(root.pem)
-    (tmp_path / "targets.json").write_text(
-        json.dumps(
-            {
-                "schema": "certsync.targets/1",
-                "certificates": {
-                    NAME: {"worker_group": "hrw-exchange", "servers": ["EX01"], "send_connectors": ["Outbound"]}
-                },
-            }
-        )
-    )
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        "JobsStorage": azurite.connection_string,
-        "REMEDIATION_QUEUE": f"jobs-{suffix}",
-        "AUDIT_TABLE": f"audit{suffix}",
-        "JOB_CLAIMS_TABLE": f"claims{suffix}",
-        "STATE_TABLE": f"state{suffix}",
-        "RECONCILE_SCHEDULE": "0 0 6 * * *",
-        "CERTSYNC_VAULTS": VAULT,
-        "CERTSYNC_VAULT_URLS": f"{VAULT}={keyvault.vault_url}",
-        "CERTSYNC_TARGETS_FILE": str(tmp_path / "targets.json"),
-        "CERTSYNC_TRUST_FILE": str(tmp_path / "root.pem"),
-        "CERTSYNC_ALLOW_HOSTS": f"127.0.0.1:{http_server.port}",
-    }
+    target = {"worker_group": "hrw-exchange", "servers": ["EX01"], "send_connectors": ["Outbound"]}
+    env = app_settings(azurite, keyvault, http_server, tmp_path, pki.root, {NAME: target})
+    env["RECONCILE_SCHEDULE"] = "0 0 6 * * *"
     notifier = RecordingNotifier()
     options = {"credential": keyvault.credential, **keyvault.client_kwargs}
     reconciler = reconciler_from_env(env, notifier=notifier, keyvault_options=options)

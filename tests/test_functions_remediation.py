@@ -15,9 +15,8 @@ import pytest
 
 import shared.wiring
 from functions.remediation import remediation_result, start_remediation_job, track_remediation_job
-from shared.remediation import StorageMessageQueue
 from shared.signing import parse_secrets, sign
-from shared.storage import StorageError, storage_settings
+from shared.storage import StorageError, StorageMessageQueue, storage_settings
 from tests.test_function_app import FUNCTIONS
 from tests.test_remediation import NAME, Setup, make_job, make_setup, output_for, result_for
 

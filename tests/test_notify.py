@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import email.utils
 import json
 import logging
 import socket
@@ -17,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from shared.audit import SqliteAuditLog
@@ -28,7 +26,6 @@ from shared.notify import (
     SLACK_BLOCK_LIMIT,
     TEAMS_MESSAGE_LIMIT,
     FanoutNotifier,
-    StoragePoisonQueue,
     WebhookChannel,
     channels_from_env,
     encode,
@@ -36,16 +33,16 @@ from shared.notify import (
     notice_facts,
     notice_id,
     notifier_from_env,
-    retry_after_seconds,
     slack_message,
     teams_message,
 )
 from shared.pipeline import LogNotifier, Notice
 from shared.signing import new_secret, parse_secrets
-from shared.storage import storage_settings
+from shared.storage import StorageMessageQueue, storage_settings
 from tests import test_pipeline
-from tests.azurite import ACCOUNT_KEY, Azurite
+from tests.azurite import ACCOUNT_KEY
 from tests.receivers import WebhookReceiver
+from tests.test_functions_pipeline import queued_json
 
 renewal = test_pipeline.renewal  # the pipeline tests' fixture: two versions, R10 -> R11
 
@@ -86,13 +83,6 @@ class Sleeps(list):
 def generic_channel(receiver: WebhookReceiver, *secrets: str, **options) -> WebhookChannel:
     keys = parse_secrets(" ".join(secrets), "CERTSYNC_WEBHOOK_SECRET")
     return WebhookChannel("generic", receiver.url, keys, **options)
-
-
-def poison_messages(azurite: Azurite, name: str) -> list[dict]:
-    queue = QueueClient.from_connection_string(
-        azurite.connection_string, name, message_decode_policy=TextBase64DecodePolicy()
-    )
-    return [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
 
 
 @pytest.fixture
@@ -273,13 +263,6 @@ def test_the_webhook_id_is_stable_per_notice_and_differs_between_notices():
     assert notice_id(renewal_notice()) == notice_id(renewal_notice())
     assert notice_id(notice("queued")) != notice_id(notice("blocked"))
     assert notice_id(notice("queued")).startswith("msg_") and len(notice_id(notice("queued"))) == 28
-
-
-def test_retry_after_reads_seconds_and_http_dates():
-    assert retry_after_seconds("2", AT) == 2.0
-    assert retry_after_seconds(email.utils.format_datetime(AT + dt.timedelta(seconds=30), usegmt=True), AT) == 30.0
-    assert retry_after_seconds(email.utils.format_datetime(AT - dt.timedelta(seconds=30), usegmt=True), AT) == 0.0
-    assert retry_after_seconds("soon", AT) is None and retry_after_seconds(None, AT) is None
 
 
 # --- delivery to real receivers ------------------------------------------------------------------
@@ -478,7 +461,7 @@ def test_a_delivery_that_still_fails_is_poisoned_and_audited_without_the_url(azu
     notifier.notify(made)
     assert len(receiver.received) == 4 and sleeps == [0.5, 1, 2]
 
-    [message] = poison_messages(azurite, queue)
+    [message] = queued_json(azurite.connection_string, queue)
     assert message["schema"] == "certsync.notify-poison/1" and message["channel"] == "teams"
     assert (message["status"], message["attempts"]) == (500, 4)
     assert message["notice_id"] == notice_id(made)
@@ -510,7 +493,7 @@ def test_a_delivery_that_still_fails_is_poisoned_and_audited_without_the_url(azu
 def test_when_the_poison_queue_fails_too_the_error_is_logged_with_the_notice_id(azurite, receiver, tmp_path, caplog):
     wrong_key = base64.b64encode(b"not the key" * 6).decode()
     settings = storage_settings({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
-    poison = StoragePoisonQueue(settings.queue_client("notify-poison", retry_total=0))
+    poison = StorageMessageQueue(settings.queue_client("notify-poison", retry_total=0))
     audit = SqliteAuditLog(tmp_path / "audit.sqlite")
     receiver.answer(410, body=b"channel_is_archived")
     made = notice("drift", "EX01's send connector names R10")

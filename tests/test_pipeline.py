@@ -13,7 +13,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shared.assessment import TrustStore
 from shared.audit import SqliteAuditLog
@@ -23,11 +22,11 @@ from shared.jobs import OutboxQueue
 from shared.pipeline import Pipeline, PipelineSettings
 from shared.sources import DirectoryVault, SourceError
 from shared.targets import parse_targets_json
-from tests.chains import Issued, issue, make_crl, make_name, pem_of
+from tests.chains import MAIL_HOSTS, Issued, RenewalPki, make_crl, pem_of, renewal_pki
 
 NAME = "exch-hybrid-smtp"
 VAULT = "contoso-kv"
-HOSTS = ["mail.contoso.com", "autodiscover.contoso.com"]
+HOSTS = MAIL_HOSTS
 SEND = "Outbound to Office 365 - 0b9d5c6e-3f51-4d2b-9a70-2f1c8e4b7a10"
 TARGETS = {
     "schema": "certsync.targets/1",
@@ -66,16 +65,12 @@ def event(version: str, *, event_type: str = "CertificateNewVersionCreated", vau
 
 
 @dataclass
-class Renewal:
-    root: Issued
-    inter_a: Issued
-    inter_b: Issued
+class Renewal(RenewalPki):
     old: Issued
     new: Issued
     vault_dir: Path
     outbox: Path
     audit_path: Path
-    server: object
 
     def pipeline(self, targets: dict | None = TARGETS, **settings) -> Pipeline:
         settings.setdefault("trust", TrustStore.from_certificates([Certificate.from_der(self.root.der)], "test"))
@@ -100,34 +95,17 @@ class Renewal:
 
 @pytest.fixture
 def renewal(tmp_path: Path, http_server) -> Renewal:
-    root = issue(make_name("Contoso Demo Root", "Contoso"), kind="ec", ca=True, path_length=1)
-    inters = []
-    for cn in ("R10", "R11"):
-        inter = issue(
-            make_name(cn, "Contoso"),
-            issuer=root,
-            kind="ec",
-            ca=True,
-            path_length=0,
-            crl_urls=[http_server.url("/root.crl")],
-        )
-        inters.append(inter)
-        http_server.route(f"/{cn}.crl", body=make_crl(inter))
-    http_server.route("/root.crl", body=make_crl(root))
-    leaves = [
-        issue(
-            make_name("mail.contoso.com"),
-            issuer=inter,
-            kind="ec",
-            dns_names=HOSTS,
-            eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-            crl_urls=[http_server.url(f"/{cn}.crl")],
-        )
-        for inter, cn in zip(inters, ("R10", "R11"), strict=True)
-    ]
+    pki = renewal_pki(http_server)
     vault_dir = tmp_path / "vault"
     (vault_dir / NAME).mkdir(parents=True)
-    r = Renewal(root, *inters, *leaves, vault_dir, tmp_path / "outbox", tmp_path / "audit.sqlite", http_server)
+    r = Renewal(
+        **vars(pki),
+        old=pki.leaf(pki.inter_a),
+        new=pki.leaf(pki.inter_b),
+        vault_dir=vault_dir,
+        outbox=tmp_path / "outbox",
+        audit_path=tmp_path / "audit.sqlite",
+    )
     r.add_version("v1", pem_of([r.old, r.inter_a]))
     r.add_version("v2", pem_of([r.new, r.inter_b]))
     (vault_dir / NAME / "certificate.json").write_text(
@@ -193,14 +171,7 @@ def test_a_second_delivery_of_the_same_event_queues_nothing_more(renewal):
 
 
 def test_an_unchanged_name_imports_without_touching_connectors(renewal):
-    same_issuer = issue(
-        make_name("mail.contoso.com"),
-        issuer=renewal.inter_b,
-        kind="ec",
-        dns_names=HOSTS,
-        eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        crl_urls=[renewal.server.url("/R11.crl")],
-    )
+    same_issuer = renewal.leaf(renewal.inter_b)
     renewal.add_version("v3", pem_of([same_issuer, renewal.inter_b]))
     (renewal.vault_dir / NAME / "certificate.json").write_text(
         json.dumps(

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shared.assessment import TrustStore
 from shared.audit import AuditEntry, SqliteAuditLog
@@ -30,17 +29,17 @@ from shared.reconcile import (
     Reconciler,
     SqliteStateStore,
     TableStateStore,
-    _fit_snapshot,
     expiry_state,
+    fit_snapshot,
 )
 from shared.sources import DirectoryVault, SourceError
 from shared.storage import TABLE_STRING_LIMIT, StorageError
 from shared.targets import parse_targets_json
-from tests.chains import Issued, issue, make_crl, make_name, pem_of
+from tests.chains import MAIL_HOSTS, Issued, RenewalPki, pem_of, renewal_pki
 
 NAME = "exch-hybrid-smtp"
 VAULT = "contoso-kv"
-HOSTS = ["mail.contoso.com", "autodiscover.contoso.com"]
+HOSTS = MAIL_HOSTS
 SEND = "Outbound to Office 365"
 OLD_NAME = "<I>CN=R10, O=Contoso, C=US<S>CN=mail.contoso.com, C=US"
 NEW_NAME = "<I>CN=R11, O=Contoso, C=US<S>CN=mail.contoso.com, C=US"
@@ -102,32 +101,17 @@ class FailingOnceNotifier(RecordingNotifier):
 
 
 @dataclass
-class World:
-    root: Issued
-    inter_a: Issued
-    inter_b: Issued
+class World(RenewalPki):
     old: Issued
     new: Issued
     vault_dir: Path
     tmp: Path
-    server: object
     notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
     targets: dict = field(default_factory=lambda: json.loads(json.dumps(TARGETS)))
 
     @property
     def expires(self) -> dt.datetime:
         return self.new.cert.not_valid_after_utc
-
-    def leaf(self, inter: Issued, cn: str, **options) -> Issued:
-        return issue(
-            make_name("mail.contoso.com"),
-            issuer=inter,
-            kind="ec",
-            dns_names=HOSTS,
-            eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-            crl_urls=[self.server.url(f"/{cn}.crl")],
-            **options,
-        )
 
     def add_version(self, name: str, version: str, data: bytes, created: str, **meta) -> None:
         folder = self.vault_dir / name
@@ -260,28 +244,14 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path, http_server) -> World:
     now = dt.datetime.now(dt.timezone.utc)
-    root = issue(make_name("Contoso Demo Root", "Contoso"), kind="ec", ca=True, path_length=1)
-    http_server.route("/root.crl", body=make_crl(root, next_update=now + dt.timedelta(days=400)))
-    inters = []
-    for cn in ("R10", "R11"):
-        inter = issue(
-            make_name(cn, "Contoso"),
-            issuer=root,
-            kind="ec",
-            ca=True,
-            path_length=0,
-            crl_urls=[http_server.url("/root.crl")],
-        )
-        http_server.route(f"/{cn}.crl", body=make_crl(inter, next_update=now + dt.timedelta(days=400)))
-        inters.append(inter)
-    w = World(root, inters[0], inters[1], None, None, tmp_path / "vault", tmp_path, http_server)
+    pki = renewal_pki(http_server, crl_next_update=now + dt.timedelta(days=400))
+    old, new = pki.leaf(pki.inter_a), pki.leaf(pki.inter_b, not_after=now + dt.timedelta(days=100))
+    w = World(**vars(pki), old=old, new=new, vault_dir=tmp_path / "vault", tmp=tmp_path)
     w.vault_dir.mkdir()
-    w.old = w.leaf(inters[0], "R10")
-    w.new = w.leaf(inters[1], "R11", not_after=now + dt.timedelta(days=100))
     w.add_version(NAME, "v1", pem_of([w.old, w.inter_a]), "2026-01-01T00:00:00Z")
     w.add_version(NAME, "v2", pem_of([w.new, w.inter_b]), "2026-02-01T00:00:00Z")
     # Another certificate in the vault with neither tags nor an own entry: not certsync's business.
-    w.add_version("other-web", "w1", pem_of([w.leaf(inters[1], "R11"), w.inter_b]), "2026-01-01T00:00:00Z")
+    w.add_version("other-web", "w1", pem_of([w.leaf(w.inter_b), w.inter_b]), "2026-01-01T00:00:00Z")
     return w
 
 
@@ -383,7 +353,7 @@ def test_expiry_notifies_at_each_crossing_only_then_resolves_on_renewal(world):
     audited = [e for e in world.audit().history(NAME) if e.kind == "reconcile-finding"]
     assert [e.details["state"] for e in audited if e.details["finding"] == "expiry"] == ["30", "14", "7", "expired"]
 
-    renewed = world.leaf(world.inter_b, "R11")
+    renewed = world.leaf(world.inter_b)
     world.add_version(NAME, "v3", pem_of([renewed, world.inter_b]), "2026-03-01T00:00:00Z")
     report = world.reconciler().run(end + dt.timedelta(days=3))
     [resolved] = world.notifier.of("resolved")
@@ -487,7 +457,7 @@ def test_without_an_inventory_drift_is_unknown_and_no_finding(world):
 
 
 def test_one_certificates_failure_does_not_stop_the_others_and_is_notified_once(world):
-    other = world.leaf(world.inter_b, "R11")
+    other = world.leaf(world.inter_b)
     world.add_version(
         "exch-internal",
         "i1",
@@ -599,7 +569,7 @@ def test_a_snapshot_too_large_for_a_table_property_is_shortened_and_still_json()
         "servers": [{"server": f"EX{n:02}", "outcome": "never"} for n in range(300)],
         "findings": [{"code": "drift", "severity": "critical", "summary": "x" * 2000} for _ in range(100)],
     }
-    text = _fit_snapshot(snapshot)
+    text = fit_snapshot(snapshot)
     assert len(text.encode("utf-16-le")) <= TABLE_STRING_LIMIT
     shortened = json.loads(text)
     assert shortened["truncated"] is True and shortened["certificate"] == NAME

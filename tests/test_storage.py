@@ -24,11 +24,14 @@ from shared.audit import AuditEntry
 from shared.exceptions import CertsyncError
 from shared.jobs import Job
 from shared.storage import (
+    MAX_VISIBILITY_SECONDS,
     QUEUE_MESSAGE_LIMIT,
     StorageError,
     StorageJobQueue,
+    StorageMessageQueue,
     TableAuditLog,
     storage_settings,
+    table_key,
 )
 from tests.azurite import ACCOUNT_KEY, Azurite
 
@@ -376,6 +379,51 @@ def test_enqueue_logs_identifiers_never_the_message(under_test: JobsUnderTest, c
     everything = " ".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
     assert "a-very-recognisable-connector-name" not in everything
     assert base64.b64encode(the_job.to_json().encode()).decode()[:40] not in everything
+
+
+# --- other messages ------------------------------------------------------------------------------
+
+
+def test_a_message_queue_is_made_on_first_send_and_holds_the_text_base64(azurite: Azurite, settings):
+    name = queue_name()
+    queue = StorageMessageQueue(settings.queue_client(name))
+    queue.send('{"schema":"x/1","n":1}')
+    queue.send('{"schema":"x/1","n":2}')
+
+    raw = QueueClient.from_connection_string(azurite.connection_string, name)
+    contents = [base64.b64decode(m.content).decode() for m in raw.peek_messages(max_messages=32)]
+    assert queue.name == name and contents == ['{"schema":"x/1","n":1}', '{"schema":"x/1","n":2}']
+
+
+def test_a_delayed_message_is_not_visible_yet(azurite: Azurite, settings):
+    name = queue_name()
+    StorageMessageQueue(settings.queue_client(name)).send("{}", delay=MAX_VISIBILITY_SECONDS + 3600)  # capped
+
+    raw = QueueClient.from_connection_string(azurite.connection_string, name)
+    assert raw.peek_messages() == [] and raw.get_queue_properties().approximate_message_count == 1
+
+
+def test_a_message_over_the_limit_is_refused_naming_the_queue(settings):
+    name = queue_name()
+    text = "x" * (QUEUE_MESSAGE_LIMIT // 4 * 3 + 1)
+    with pytest.raises(CertsyncError, match=rf"^queue {name}: a message of 65540 bytes \(encoded\) is over"):
+        StorageMessageQueue(settings.queue_client(name)).send(text)
+    StorageMessageQueue(settings.queue_client(name)).send(text[:-1])  # exactly at the limit: sent
+
+
+def test_a_message_queue_failure_is_a_storage_error_naming_the_queue(azurite: Azurite):
+    wrong_key = base64.b64encode(b"not the key" * 6).decode()
+    settings = storage_settings({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
+    name = queue_name()
+    with pytest.raises(StorageError, match=rf"^queue {name}: Azure Storage answered HTTP 403") as raised:
+        StorageMessageQueue(settings.queue_client(name, retry_total=0)).send("{}")
+    assert wrong_key not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_table_keys_escape_what_table_storage_refuses_and_stay_distinct():
+    assert table_key("contoso-kv/mail") == "contoso-kv%2Fmail"
+    assert table_key("a%2Fb") == "a%252Fb" != table_key("a/b")
+    assert table_key("plain-name_1.x") == "plain-name_1.x"
 
 
 # --- failures ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import datetime as dt
 import http.client
 import os
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -23,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.chains import Issued, build_chain, issue, make_crl, make_name
 from tests.pki import big_crl_der
-from tests.servers import HttpServer, OcspResponder, OcspResponderError
+from tests.servers import HttpServer, HttpsServer, LoopbackTls, OcspResponder, OcspResponderError
 
 UTC = dt.timezone.utc
 
@@ -146,6 +147,28 @@ def test_connections_are_counted_at_accept(http_server: HttpServer):
     silent.close()
     _get(http_server.url("/nothing"))
     assert (http_server.connections, len(http_server.requests)) == (2, 1)
+
+
+def test_with_tls_it_serves_https_that_only_clients_trusting_the_test_ca_accept(keyvault_tls: LoopbackTls):
+    with HttpServer(keyvault_tls) as server:
+        server.route("/ca.crl", b"crl bytes")
+        assert server.url("/ca.crl") == f"https://127.0.0.1:{server.port}/ca.crl"
+        trusting = ssl.create_default_context(cafile=str(keyvault_tls.ca_pem))
+        with urllib.request.urlopen(server.url("/ca.crl"), timeout=5, context=trusting) as answer:
+            assert answer.read() == b"crl bytes"
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(server.url("/ca.crl"), timeout=5, context=ssl.create_default_context())
+        assert server.paths() == ["/ca.crl"]  # the refused handshake never became a request
+
+
+def test_an_https_server_without_tls_makes_its_own_ca_and_removes_it_on_stop():
+    with HttpsServer() as server:
+        ca_pem = server.tls.ca_pem
+        server.route("/", b"hello")
+        trusting = ssl.create_default_context(cafile=str(ca_pem))
+        with urllib.request.urlopen(server.url("/"), timeout=5, context=trusting) as answer:
+            assert answer.read() == b"hello"
+    assert not ca_pem.parent.exists()
 
 
 # --- OcspResponder -------------------------------------------------------------------------------

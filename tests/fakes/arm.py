@@ -1,8 +1,8 @@
 """A local HTTPS Azure Resource Manager that serves the Azure Automation job API (api-version 2023-11-01),
 checks the contract our client relies on, and simulates jobs running on a Hybrid Runbook Worker group.
 
-There is no Automation emulator, so this is our own: an `HttpServer` from `tests.servers` behind TLS
-(`LoopbackTls` from the Key Vault fake), on `https://127.0.0.1:PORT`.
+There is no Automation emulator, so this is our own: an `HttpsServer` from `tests.servers`, on
+`https://127.0.0.1:PORT`.
 
     with FakeArm(tls) as arm:
         arm.script(["New", "Running", "Failed"], exception="Set-SendConnector: access denied")
@@ -60,19 +60,15 @@ import datetime as dt
 import json
 import re
 import secrets
-import shutil
-import tempfile
 import threading
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from tests.fakes.keyvault import LoopbackTls, StaticTokenCredential, _TlsServer
-from tests.servers import LOOPBACK, Headers, HttpServer, Request, Route
+from tests.fakes.keyvault import StaticTokenCredential
+from tests.servers import Headers, HttpsServer, LoopbackTls, Request, Route
 
 API_VERSION = "2023-11-01"
 JOB_TYPE = "Microsoft.Automation/AutomationAccounts/Jobs"
@@ -103,7 +99,7 @@ _DEFAULT_MESSAGES = {
 Answer = tuple[int, dict[str, str], bytes]
 
 
-class FakeArm(HttpServer):
+class FakeArm(HttpsServer):
     """The fake ARM on `https://127.0.0.1:PORT` with one Automation account (a context manager).
 
     Without `tls` it makes its own CA in a temporary directory, removed on `stop()`."""
@@ -120,12 +116,7 @@ class FakeArm(HttpServer):
         stream_page_size: int = 2,
         summary_length: int = 40,
     ) -> None:
-        super().__init__()
-        self._own_tls_dir: str | None = None
-        if tls is None:
-            self._own_tls_dir = tempfile.mkdtemp(prefix="fake-arm-")
-            tls = LoopbackTls.create(Path(self._own_tls_dir))
-        self.tls = tls
+        super().__init__(tls, name="fake-arm")
         self.subscription = subscription
         self.resource_group = resource_group
         self.account = account
@@ -142,37 +133,12 @@ class FakeArm(HttpServer):
         self._delays: deque[float] = deque()
         self._data_lock = threading.RLock()
 
-    # lifecycle
-
-    def start(self) -> FakeArm:
-        if self._server is None:
-            self._server = _TlsServer(self, self.tls.server_context())
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="arm-fake"
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        super().stop()
-        if self._own_tls_dir is not None:
-            shutil.rmtree(self._own_tls_dir, ignore_errors=True)
-            self._own_tls_dir = None
-
-    def __enter__(self) -> FakeArm:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # what clients need
 
     @property
     def endpoint(self) -> str:
         """`https://127.0.0.1:PORT` (the test certificate names 127.0.0.1)."""
-        return f"https://{LOOPBACK}:{self.port}"
+        return self.origin
 
     @property
     def account_id(self) -> str:

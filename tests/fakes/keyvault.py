@@ -2,8 +2,8 @@
 `azure-keyvault-secrets` clients talk to unchanged.
 
 No Key Vault emulator can be installed on the build machine (lowkey-vault and the others come as
-Docker images, Maven jars or GitHub releases), so this is our own: an `HttpServer` from `tests.servers`
-behind TLS, with a test CA written to a PEM file the clients trust.
+Docker images, Maven jars or GitHub releases), so this is our own: an `HttpsServer` from `tests.servers`,
+with a test CA (`LoopbackTls`, also importable from here) written to a PEM file the clients trust.
 
     with FakeKeyVault(tls) as vault:
         version = vault.add_version("exch-smtp", pfx_bytes, PKCS12, tags={"exchange": "yes"})
@@ -43,31 +43,23 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import ipaddress
 import json
 import secrets
-import shutil
-import socket
-import ssl
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from azure.core.credentials import AccessToken
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.chains import key_usage_of
-from tests.servers import LOOPBACK, Headers, HttpServer, Route, _Server
+from tests.servers import Headers, HttpsServer, LoopbackTls, Route
 
 PKCS12 = "application/x-pkcs12"
 PEM = "application/x-pem-file"
@@ -89,102 +81,6 @@ _DEFAULT_MESSAGES = {
     "InternalServerError": "The server encountered an internal error.",
     "ServiceUnavailable": "The service is unavailable.",
 }
-
-
-# --- TLS -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoopbackTls:
-    """A throwaway CA and a server certificate for `localhost` and 127.0.0.1, as PEM files.
-
-    Clients trust `ca_pem` (`connection_verify=str(ca_pem)`); the server loads `cert_pem`/`key_pem`."""
-
-    ca_pem: Path
-    cert_pem: Path
-    key_pem: Path
-
-    @classmethod
-    def create(cls, directory: Path) -> LoopbackTls:
-        directory.mkdir(parents=True, exist_ok=True)
-        now = dt.datetime.now(dt.timezone.utc)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certsync test Key Vault CA")])
-        ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
-            .add_extension(ca_ski, critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        key = ec.generate_private_key(ec.SECP256R1())
-        server = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        tls = cls(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
-        tls.ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        tls.cert_pem.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-        tls.key_pem.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        tls.key_pem.chmod(0o600)
-        return tls
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_pem, self.key_pem)
-        return context
-
-
-def _key_usage(**flags: bool) -> x509.KeyUsage:
-    return key_usage_of(**({"digital_signature": True} | flags))
-
-
-class _TlsServer(_Server):
-    """`tests.servers`' threading server with a TLS listening socket: accepted connections are TLS
-    sockets, and each one's handshake runs on its own connection thread."""
-
-    def __init__(self, owner: HttpServer, context: ssl.SSLContext) -> None:
-        self._context = context
-        super().__init__(owner)
-
-    def server_bind(self) -> None:
-        super().server_bind()
-        self.socket = self._context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # Headers and body go out as two TLS records; without NODELAY the second waits for the
-        # client's delayed ACK (~40 ms a response).
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        request.do_handshake()  # a failed handshake (untrusted CA) ends here, quietly
-        super().finish_request(request, client_address)
 
 
 # --- credential ----------------------------------------------------------------------------------
@@ -221,18 +117,13 @@ class _Version:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-class FakeKeyVault(HttpServer):
+class FakeKeyVault(HttpsServer):
     """The fake vault on `https://localhost:PORT` (a context manager, like `HttpServer`).
 
     Without `tls` it makes its own CA in a temporary directory, removed on `stop()`."""
 
     def __init__(self, tls: LoopbackTls | None = None, *, page_size: int = 2, tenant_id: str | None = None) -> None:
-        super().__init__()
-        self._own_tls_dir: str | None = None
-        if tls is None:
-            self._own_tls_dir = tempfile.mkdtemp(prefix="fake-keyvault-")
-            tls = LoopbackTls.create(Path(self._own_tls_dir))
-        self.tls = tls
+        super().__init__(tls, name="fake-keyvault")
         self.page_size = page_size
         self.tenant_id = tenant_id or str(uuid.uuid4())
         self.credential = StaticTokenCredential(secrets.token_urlsafe(24))
@@ -240,36 +131,17 @@ class FakeKeyVault(HttpServer):
         self._failures: dict[str, tuple[int, str, str, str | None]] = {}
         self._data_lock = threading.Lock()
 
-    # lifecycle
-
-    def start(self) -> FakeKeyVault:
-        if self._server is None:
-            self._server = _TlsServer(self, self.tls.server_context())
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="keyvault-fake"
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        super().stop()
-        if self._own_tls_dir is not None:
-            shutil.rmtree(self._own_tls_dir, ignore_errors=True)
-            self._own_tls_dir = None
-
-    def __enter__(self) -> FakeKeyVault:
-        return self.start()
-
     # what clients need
 
     @property
-    def vault_url(self) -> str:
+    def origin(self) -> str:
         """`https://localhost:PORT`: the vault name (first host label) is `localhost`."""
         return f"https://localhost:{self.port}"
 
-    def url(self, path: str = "/") -> str:
-        """`https://localhost:PORT/path`."""
-        return self.vault_url + (path if path.startswith("/") else "/" + path)
+    @property
+    def vault_url(self) -> str:
+        """`https://localhost:PORT`, the vault URL the SDK clients take."""
+        return self.origin
 
     @property
     def client_kwargs(self) -> dict[str, Any]:
