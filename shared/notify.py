@@ -108,7 +108,8 @@ _TITLES = {
     "probe": "STARTTLS probe after remediation: {}",
     "drift": "Drift between Key Vault and Exchange: {}",
     "unprocessed": "Version never processed: {}",
-    "failed": "Event processing failed: {}",
+    "failed": "Could not process: {}",
+    "resolved": "Resolved: {}",
 }
 
 # details keys shown with a label, in this order; other scalar details follow under their own names.

@@ -684,13 +684,13 @@ class Remediation:
                 continue
             results.append(outcome.to_dict())
             servers.append({"server": outcome.endpoint, "outcome": _probe_outcome(outcome, track.thumbprint)})
-            if not (outcome.ok and outcome.is_expected and outcome.intermediates_sent):
+            if not outcome.passed:  # the new certificate, its intermediates, and Valid as served
                 bad.append(results[-1])
         summary = (
             f"probe after job {track.job_id}: every endpoint serves certificate {track.thumbprint} with its chain"
             if not bad
             else f"probe after job {track.job_id}: {len(bad)} of {len(results)} endpoint(s) do not serve certificate"
-            f" {track.thumbprint} with its intermediates ({', '.join(str(r.get('endpoint')) for r in bad)})"
+            f" {track.thumbprint} with its intermediates, Valid ({', '.join(str(r.get('endpoint')) for r in bad)})"
         )
         self._record(subject, "probe", summary, {"job_id": track.job_id, "endpoints": results})
         if bad:
@@ -881,6 +881,8 @@ def _probe_outcome(result: Any, thumbprint: str) -> str:
         return f"serves {served}, not the new certificate {thumbprint}"
     if result.intermediates_sent is False:
         return "serves the new certificate without its intermediates (install them in Cert:\\LocalMachine\\CA)"
+    if result.assessment is not None and result.assessment.status != "Valid":
+        return f"serves the new certificate with its chain, but it assesses {result.assessment.status}"
     return "serves the new certificate with its chain"
 
 
