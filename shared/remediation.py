@@ -547,8 +547,8 @@ class Remediation:
         subject = _Subject(track.job_id, track.certificate, track.vault, track.version, track.correlation_id)
         history = self.audit.history(track.certificate)
         recorded = _entries(history, "job-result", track.job_id)
-        probe_pending = bool(recorded) and self._probe_pending(track, recorded[-1], history)
-        if recorded and not probe_pending:
+        follow_up = self._follow_up(track, recorded[-1], history) if recorded else None
+        if recorded and follow_up is None:
             reason = f"job {track.job_id}: its result was recorded already (via {_via(recorded[-1])}); tracking stops"
             self._log(subject, "%s", reason)
             return TrackOutcome("already-recorded", track.job_id, reason)
@@ -577,9 +577,11 @@ class Remediation:
             self.tracking.send(following.to_json(), delay)
             return TrackOutcome("polling", track.job_id, f"{job.status}; next poll in {delay} s", job.status, delay)
 
-        if probe_pending:  # the callback brought the result; the poll only waited for the job to end
+        if follow_up == "probe":  # the callback brought the result; the poll only waited for the job to end
             probes = self._probe(track, subject) if job.status == "Completed" else None
             return TrackOutcome("probed", track.job_id, "result recorded by the callback", job.status, probe=probes)
+        if follow_up == "errors":  # the callback reported a failure; the job's own errors complete the story
+            return self._record_job_errors(track, subject, job)
 
         try:
             output = self.automation.output(track.automation_job)
@@ -646,16 +648,42 @@ class Remediation:
             self._record_result(subject, track.automation_job, "Unknown", None, reason, "poll", track.servers)
         return TrackOutcome("gave-up", track.job_id, reason, track.last_status)
 
-    def _probe_pending(self, track: TrackMessage, result_entry: AuditEntry, history: list[AuditEntry]) -> bool:
-        """A result the callback recorded leaves one thing to the poll: probing once the job has completed."""
+    def _follow_up(self, track: TrackMessage, result_entry: AuditEntry, history: list[AuditEntry]) -> str | None:
+        """What a result the callback recorded leaves to the poll, once the job has ended: "probe" the
+        servers after a success, record the job's own "errors" after a failure, or nothing."""
         details = result_entry.details
-        result = details.get("result") or {}
-        return (
-            details.get("via") == "callback"
-            and result.get("status") == "succeeded"
-            and bool(track.probe)
-            and not _entries(history, "probe", track.job_id)
+        if details.get("via") != "callback":
+            return None
+        status = (details.get("result") or {}).get("status")
+        if status == "succeeded" and track.probe and not _entries(history, "probe", track.job_id):
+            return "probe"
+        ended = [e for e in _entries(history, "job-status", track.job_id) if e.details.get("ended")]
+        if status in ("failed", "rolled-back") and not ended:
+            return "errors"
+        return None
+
+    def _record_job_errors(self, track: TrackMessage, subject: _Subject, job: AutomationJob) -> TrackOutcome:
+        """The Automation job of a failure the callback reported has ended: its exception and Error streams."""
+        try:
+            streams = self.automation.error_streams(track.automation_job) if job.status in FAILED_STATES else []
+        except AutomationError as exc:
+            if exc.transient:
+                return self._poll_again(track, subject, exc)
+            streams = [f"cannot read the job's Error streams: {exc}"]
+        error = _error_text([e for e in (job.exception, *streams) if e])
+        self._record(
+            subject,
+            "job-status",
+            f"Automation job {track.automation_job} ended {job.status}" + (f": {error}" if error else ""),
+            {
+                "job_id": track.job_id,
+                "automation_job": track.automation_job,
+                "status": job.status,
+                "error": error,
+                "ended": True,
+            },
         )
+        return TrackOutcome("recorded-errors", track.job_id, error or job.status, job.status)
 
     def _probe(self, track: TrackMessage, subject: _Subject) -> list[dict]:
         """STARTTLS-probe each endpoint of the plan; audited, and notified when one is not right."""

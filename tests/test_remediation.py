@@ -760,6 +760,33 @@ def test_after_a_callback_the_poll_still_probes_once_the_job_completed(azurite, 
     assert setup.kinds() == ["job-started", "job-result", "job-status", "probe"]
 
 
+def test_after_a_failure_reported_by_callback_the_poll_records_the_jobs_own_errors_once(azurite, arm):
+    setup = make_setup(azurite, arm).fast()
+    job = make_job()
+    setup.arm.script(
+        ["Running", "Failed"],
+        output=output_for(job),
+        exception="Import-ExchangeCertificate : The certificate is not valid",
+        error_streams=["Enable-ExchangeCertificate failed on EX02"],
+    )
+    setup.remediation.start(job.to_json())
+    body = json.dumps(result_for(job, "failed", failed_on="EX02")).encode()
+    assert setup.post_result(job.job_id, body).status_code == 200
+    outcomes, last = [], None
+    while messages := setup.take(setup.tracking_queue):
+        for last in messages:
+            outcomes.append(setup.remediation.track(last))
+    assert [o.outcome for o in outcomes] == ["polling", "recorded-errors"]
+    assert setup.kinds() == ["job-started", "job-result", "job-status", "job-status"]
+    ended = setup.entries("job-status")[-1]
+    assert ended.details["ended"] and ended.details["status"] == "Failed"
+    assert "The certificate is not valid" in ended.details["error"]
+    assert "Enable-ExchangeCertificate failed on EX02" in ended.details["error"]
+    # The same tracking message delivered again changes nothing: the errors are recorded once.
+    assert setup.remediation.track(last).outcome == "already-recorded"
+    assert len(setup.entries("job-status")) == 2
+
+
 @pytest.mark.parametrize("problem", ["tampered", "stale", "missing", "wrong-secret"])
 def test_bad_signatures_are_refused_and_nothing_is_written(setup, caplog, problem):
     job = make_job()
