@@ -53,32 +53,6 @@ crl_server=$!
 background=("$crl_server")  # stopped on exit: the CRL server, the webhook receiver, the mail server
 trap 'kill "${background[@]}" 2>/dev/null; wait "${background[@]}" 2>/dev/null' EXIT
 trap 'exit 130' INT TERM  # so that the EXIT trap stops the server on Ctrl-C and kill too
-port=
-for _ in $(seq 100); do  # port 0: the system picks a free port, and the server announces it
-  port=$(sed -n 's/^Serving HTTP on .* port \([0-9][0-9]*\) .*/\1/p' "$work/http.log")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-[ -n "$port" ] || { echo "demo: the CRL server did not start:" >&2; cat "$work/http.log" >&2; exit 1; }
-python - "$port" <<'PY' || { echo "demo: the CRL server on 127.0.0.1:$port does not answer" >&2; exit 1; }
-import sys, time, urllib.error, urllib.request
-for _ in range(50):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/root.crl", timeout=1).close()
-        sys.exit(0)
-    except urllib.error.HTTPError:  # it answers (root.crl is written in step 8)
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-sys.exit(1)
-PY
-
-step "8. A demo PKI with the same rotation, generated now; its CRLs are served on 127.0.0.1:$port" \
-  "python scripts/demo_pki.py $work --port $port"
-expect 0 python scripts/demo_pki.py "$work" --port "$port"
-
-process=(certsync process "$work/event.json" --vault-dir "$work/vault" --targets "$work/targets.json"
-  --trust "$work/demo-root.pem" --allow-host "127.0.0.1:$port" --outbox "$work/outbox" --audit "$work/audit.sqlite")
 first_line() {  # wait for a background server's first output line (its URL or endpoint)
   local file=$1 line=
   for _ in $(seq 200); do
@@ -89,6 +63,16 @@ first_line() {  # wait for a background server's first output line (its URL or e
   echo "demo: $file stayed empty; the server did not start" >&2
   return 1
 }
+# Port 0: the system picks a free port, and the server announces it once it is listening.
+port=$(first_line "$work/http.log" | sed -n 's/^Serving HTTP on .* port \([0-9][0-9]*\) .*/\1/p')
+[ -n "$port" ] || { echo "demo: the CRL server did not start:" >&2; cat "$work/http.log" >&2; exit 1; }
+
+step "8. A demo PKI with the same rotation, generated now; its CRLs are served on 127.0.0.1:$port" \
+  "python scripts/demo_pki.py $work --port $port"
+expect 0 python scripts/demo_pki.py "$work" --port "$port"
+
+process=(certsync process "$work/event.json" --vault-dir "$work/vault" --targets "$work/targets.json"
+  --trust "$work/demo-root.pem" --allow-host "127.0.0.1:$port" --outbox "$work/outbox" --audit "$work/audit.sqlite")
 
 # A webhook receiver on loopback that verifies Standard Webhooks signatures with its own copy of the
 # secret (the independent `standardwebhooks` library); certsync signs with CERTSYNC_WEBHOOK_SECRET.

@@ -113,39 +113,55 @@ class AuditLog(Protocol):
         ...
 
 
-class SqliteAuditLog:
-    """The audit trail in one SQLite file (created on first use); safe across threads of one process."""
+class SqliteFile:
+    """One SQLite file of a local backend (created on first use); one statement at a time across threads."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, schema: str, what: str) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            # WAL with NORMAL sync: an entry survives a crash of the process, and a write does not wait
-            # for the disk (a power cut may lose the last entries; the Azure backend is the durable one).
+            # WAL with NORMAL sync: a write survives a crash of the process, and does not wait for the
+            # disk (a power cut may lose the last writes; the Azure backends are the durable ones).
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
-                " PRIMARY KEY (partition, row_key))"
-            )
+            self._db.executescript(schema)
         except (OSError, sqlite3.Error) as exc:
-            raise CertsyncError(f"{self.path}: cannot open the audit database ({exc}); check the path") from None
+            raise CertsyncError(f"{self.path}: cannot open the {what} database ({exc}); check the path") from None
         self._lock = threading.Lock()
+
+    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """The statement's rows (none for a write)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteAuditLog:
+    """The audit trail in one SQLite file (created on first use); safe across threads of one process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = SqliteFile(
+            path,
+            "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
+            " PRIMARY KEY (partition, row_key));",
+            "audit",
+        )
+        self.path = self._db.path
 
     def record(self, entry: AuditEntry) -> None:
         body = json.dumps(entry.to_dict(), sort_keys=True)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO audit (partition, row_key, body) VALUES (?, ?, ?)",
-                (partition(entry.certificate), entry.row_key, body),
-            )
+        self._db.execute(
+            "INSERT INTO audit (partition, row_key, body) VALUES (?, ?, ?)",
+            (partition(entry.certificate), entry.row_key, body),
+        )
 
     def history(self, certificate: str) -> list[AuditEntry]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
+        )
         return [AuditEntry.from_stored(row_key, json.loads(body)) for row_key, body in rows]
 
     def close(self) -> None:

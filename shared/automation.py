@@ -34,7 +34,7 @@ import re
 import ssl
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -52,12 +52,6 @@ API_VERSION = "2023-11-01"
 DEFAULT_ENDPOINT = "https://management.azure.com"
 # Suspended is terminal for us: the job waits for a human (e.g. after three worker restarts).
 TERMINAL = frozenset({"Completed", "Failed", "Stopped", "Suspended"})
-STATUSES = frozenset(
-    {
-        "New", "Activating", "Running", "Completed", "Failed", "Stopped", "Blocked", "Suspended",
-        "Disconnected", "Suspending", "Stopping", "Resuming", "Removing",
-    }
-)  # fmt: skip
 ROLE_HINT = "grant the Function's managed identity the Automation Job Operator role on the Automation account"
 
 _ACCOUNT_ID = re.compile(
@@ -115,9 +109,6 @@ class AutomationJob:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_resource(cls, resource: Mapping[str, Any], name: str, *, created: bool = False) -> AutomationJob:
@@ -196,6 +187,10 @@ class AutomationClient:
         timeout: float = 30.0,
         **client_kwargs: Any,
     ) -> None:
+        self.account = parse_account_id(account_id)
+        self.account_id = self.account.resource_id
+        self.endpoint = _check_endpoint(endpoint)
+
         from azure.core import PipelineClient
         from azure.core.pipeline.policies import (
             BearerTokenCredentialPolicy,
@@ -205,9 +200,6 @@ class AutomationClient:
         )
         from azure.core.pipeline.transport import RequestsTransport
 
-        self.account = parse_account_id(account_id)
-        self.account_id = self.account.resource_id
-        self.endpoint = _check_endpoint(endpoint)
         if credential is None:
             from shared.keyvault import default_credential
 
@@ -581,6 +573,6 @@ def automation_from_env(
             "(/subscriptions/<subscription>/resourceGroups/<group>/providers/Microsoft.Automation/"
             "automationAccounts/<account>)"
         )
-    parse_account_id(account_id)
-    endpoint = _check_endpoint((env.get("CERTSYNC_ARM_ENDPOINT") or "").strip() or DEFAULT_ENDPOINT)
+    # The client checks both settings (naming them) before it makes a credential.
+    endpoint = (env.get("CERTSYNC_ARM_ENDPOINT") or "").strip() or DEFAULT_ENDPOINT
     return AutomationClient(account_id, credential, endpoint=endpoint, **client_kwargs)

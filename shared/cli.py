@@ -526,13 +526,15 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _parse_time(text: str) -> dt.datetime:
+    from shared.events import parse_iso_time
+
     try:
-        stamp = dt.datetime.fromisoformat(text.strip().replace("z", "Z"))
+        stamp = parse_iso_time(text)
     except ValueError:
-        raise CertsyncError(
-            f"--at {text!r}: not an ISO 8601 time; write e.g. 2027-01-31 or 2027-01-31T08:00Z"
-        ) from None
-    return stamp.replace(tzinfo=dt.timezone.utc) if stamp.tzinfo is None else stamp
+        stamp = None
+    if stamp is None:
+        raise CertsyncError(f"--at {text!r}: not an ISO 8601 time; write e.g. 2027-01-31 or 2027-01-31T08:00Z")
+    return stamp
 
 
 def _certificate_rows(report: dict) -> list[tuple[str, str]]:

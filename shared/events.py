@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ EXPIRED = "Microsoft.KeyVault.CertificateExpired"
 CERTIFICATE_EVENTS = (NEW_VERSION, NEAR_EXPIRY, EXPIRED)
 
 MAX_EVENT_BYTES = 1024 * 1024
+_BEYOND_MICROSECONDS = re.compile(r"(\.\d{6})\d+")
 
 
 class EventError(CertsyncError):
@@ -163,20 +165,26 @@ def _unix(value: object, source: str, label: str) -> dt.datetime | None:
         raise EventError(f"{source}: {label} {value!r} is not Unix seconds") from None
 
 
-def _time(value: object, source: str, label: str) -> dt.datetime | None:
-    text = _text(value)
+def parse_iso_time(text: str) -> dt.datetime | None:
+    """An ISO 8601 time as Azure writes it (a trailing Z, 7 fractional digits); None for blank text.
+
+    A time without an offset is taken as UTC; an offset is kept. Raises ValueError when the text is
+    not ISO 8601, so each caller words its own one-line error.
+    """
+    text = text.strip()
     if not text:
         return None
-    # Event Grid writes 7 fractional digits, which fromisoformat (3.11) refuses; keep microseconds.
-    head, dot, rest = text.partition(".")
-    if dot:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+    # Azure writes 7 fractional digits and a Z, which Python 3.10's fromisoformat refuses; keep microseconds.
+    text = _BEYOND_MICROSECONDS.sub(r"\1", text, count=1)
+    stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+
+
+def _time(value: object, source: str, label: str) -> dt.datetime | None:
     try:
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_time(_text(value))
     except ValueError:
         raise EventError(f"{source}: {label} {value!r} is not ISO 8601") from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 
 def _vault_from_url(url: str) -> str:

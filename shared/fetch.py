@@ -44,15 +44,11 @@ Connector = Callable[[str, int, float], socket.socket]
 
 
 class FetchError(CertsyncError):
-    """A fetch that gave nothing usable. `refused` is True when the guard stopped it before any connection."""
-
-    refused = False
+    """A fetch that gave nothing usable (`FetchRefused` when the guard stopped it before any connection)."""
 
 
 class FetchRefused(FetchError):
     """The guard refused the URL; no connection was made."""
-
-    refused = True
 
 
 @dataclass(frozen=True)

@@ -135,14 +135,8 @@ class KeyVaultSource:
                 "the version was deleted",
                 "not-found",
             )
-        # Ordered by (created, version id) like DirectoryVault, so two versions created in the same second
-        # still have a fixed order.
-        position = (target.created_on, (target.version or "").lower())
-        earlier = [
-            (v.created_on, (v.version or "").lower())
-            for v in versions
-            if v.enabled and v.created_on is not None and (v.created_on, (v.version or "").lower()) < position
-        ]
+        position = _order(target)
+        earlier = [_order(v) for v in versions if v.enabled and v.created_on is not None and _order(v) < position]
         if not earlier:
             return None
         return self.get(name, max(earlier)[1])
@@ -172,10 +166,9 @@ class KeyVaultSource:
             raise SourceError(f"Key Vault {self.vault}: {exc}", "not-found") from None
 
     def _newest_enabled(self, name: str) -> CertificateProperties | None:
-        """Ordered like `previous` and DirectoryVault: by created time, then by version id."""
         self._check(name)
         enabled = [v for v in self._list_versions(name) if v.enabled and v.created_on is not None and v.version]
-        return max(enabled, key=lambda v: (v.created_on, (v.version or "").lower()), default=None)
+        return max(enabled, key=_order, default=None)
 
     def _list_versions(self, name: str) -> list[CertificateProperties]:
         certificates, _ = self._get_clients()
@@ -278,6 +271,12 @@ class KeyVaultSource:
                 "unavailable",
                 transient=True,
             ) from None
+
+
+def _order(version: CertificateProperties) -> tuple:
+    """Versions in order like DirectoryVault: by created time, then by version id (so two versions created
+    in the same second still have a fixed order)."""
+    return (version.created_on, (version.version or "").lower())
 
 
 def _status(exc: Any) -> str:

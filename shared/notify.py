@@ -430,7 +430,8 @@ class WebhookChannel:
         self._keys = tuple(secrets)
         if kind == "generic" and not self._keys:
             raise CertsyncError(
-                f"{SECRET_SETTING} is not set: {self.what} is signed; set it to one or more whsec_ secrets"
+                f"{SECRET_SETTING} is not set: {self.setting} needs it to sign the webhook;"
+                " set it to one or more whsec_ secrets (space separated, the new one first)"
             )
         self.timeout = timeout
         self.attempts = max(1, attempts)
@@ -691,12 +692,7 @@ def channels_from_env(env: Mapping[str, str], **options: Any) -> list[WebhookCha
         if kind == "generic":
             text = (env.get(SECRET_SETTING) or "").strip()
             _require_resolved(text, SECRET_SETTING)
-            secrets = parse_secrets(text, SECRET_SETTING)
-            if not secrets:
-                raise CertsyncError(
-                    f"{SECRET_SETTING} is not set: {URL_SETTINGS[kind]} needs it to sign the webhook;"
-                    " set it to one or more whsec_ secrets (space separated, the new one first)"
-                )
+            secrets = parse_secrets(text, SECRET_SETTING)  # none: WebhookChannel says the setting is missing
         channels.append(WebhookChannel(kind, url, secrets, **options))
     return channels
 

@@ -46,8 +46,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.assessment import VALID, Assessment, assess
-from shared.audit import AuditEntry, AuditLog, partition
+from shared.audit import AuditEntry, AuditLog, SqliteFile, partition
 from shared.events import NEW_VERSION, KeyVaultEvent
 from shared.exceptions import CertsyncError
 from shared.fetch import Fetcher
@@ -189,50 +187,39 @@ class SqliteStateStore:
     """States and snapshots in one SQLite file (created on first use); safe across threads of one process."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS finding_state (certificate TEXT NOT NULL, finding TEXT NOT NULL,"
-                " state TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (certificate, finding))"
-            )
-            self._db.execute("CREATE TABLE IF NOT EXISTS snapshot (certificate TEXT PRIMARY KEY, body TEXT NOT NULL)")
-        except (OSError, sqlite3.Error) as exc:
-            raise CertsyncError(f"{self.path}: cannot open the state database ({exc}); check the path") from None
-        self._lock = threading.Lock()
+        self._db = SqliteFile(
+            path,
+            "CREATE TABLE IF NOT EXISTS finding_state (certificate TEXT NOT NULL, finding TEXT NOT NULL,"
+            " state TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (certificate, finding));"
+            " CREATE TABLE IF NOT EXISTS snapshot (certificate TEXT PRIMARY KEY, body TEXT NOT NULL);",
+            "state",
+        )
+        self.path = self._db.path
 
     def get(self, certificate: str, finding: str) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT state FROM finding_state WHERE certificate = ? AND finding = ?", (certificate.lower(), finding)
-            ).fetchone()
-        return row[0] if row else None
+        rows = self._db.execute(
+            "SELECT state FROM finding_state WHERE certificate = ? AND finding = ?", (certificate.lower(), finding)
+        )
+        return rows[0][0] if rows else None
 
     def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO finding_state (certificate, finding, state, at) VALUES (?, ?, ?, ?)",
-                (certificate.lower(), finding, state, iso(at)),
-            )
+        self._db.execute(
+            "INSERT OR REPLACE INTO finding_state (certificate, finding, state, at) VALUES (?, ?, ?, ?)",
+            (certificate.lower(), finding, state, iso(at)),
+        )
 
     def put_snapshot(self, snapshot: dict) -> None:
         key = certificate_key(snapshot["vault"], snapshot["certificate"])
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO snapshot (certificate, body) VALUES (?, ?)",
-                (key, json.dumps(snapshot, sort_keys=True)),
-            )
+        self._db.execute(
+            "INSERT OR REPLACE INTO snapshot (certificate, body) VALUES (?, ?)",
+            (key, json.dumps(snapshot, sort_keys=True)),
+        )
 
     def snapshots(self) -> list[dict]:
-        with self._lock:
-            rows = self._db.execute("SELECT body FROM snapshot").fetchall()
-        return _sorted_snapshots(json.loads(body) for (body,) in rows)
+        return _sorted_snapshots(json.loads(body) for (body,) in self._db.execute("SELECT body FROM snapshot"))
 
     def delete_snapshot(self, vault: str, certificate: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
+        self._db.execute("DELETE FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
 
     def close(self) -> None:
         self._db.close()
@@ -436,7 +423,8 @@ class _Run:
         findings: list[Finding] = []
         if not _settled(entries, latest.version):
             findings.append(self._unprocessed(vault, latest, key))
-            entries = self._history(vault, latest.name)
+            if self.pipeline is not None:  # it ran the version: read what it audited
+                entries = self._history(vault, latest.name)
         assessment = self._assess(latest, targets)
         checked = _Checked(vault, latest, targets, entries, assessment, findings)
         self._expiry(checked, key)

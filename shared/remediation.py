@@ -24,6 +24,7 @@ never a function key, a webhook secret or key material (`check_no_secrets`).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -36,11 +37,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from shared.audit import AuditEntry, AuditLog, partition
-from shared.automation import TERMINAL, AutomationError, AutomationJob, job_name
+from shared.automation import AutomationError, AutomationJob, job_name
 from shared.exceptions import CertsyncError
 from shared.jobs import JOB_SCHEMA, Job
 from shared.jobs import job_id as derive_job_id
 from shared.pipeline import LogNotifier, Notice, Notifier
+from shared.probe import ProbeResult, probe
 from shared.signing import SignatureError, verify
 from shared.storage import MAX_VISIBILITY_SECONDS
 
@@ -144,9 +146,6 @@ class MessageQueue(Protocol):
     def send(self, text: str, delay: int = 0) -> None: ...
 
 
-Probe = Callable[..., Any]  # shared.probe.probe(endpoint, *, expected_thumbprint, trust, timeout, guarded, allow_hosts)
-
-
 # --- messages ------------------------------------------------------------------------------------
 
 
@@ -170,7 +169,8 @@ class JobMessage:
     job: Job
     attempt: int = 0
 
-    def to_json(self, attempt: int | None = None) -> str:
+    def to_json(self, attempt: int) -> str:
+        """The message with its transient-failure count (no `attempt` key at 0: as the pipeline queued it)."""
         body = self.job.to_dict()
         if attempt:
             body["attempt"] = attempt
@@ -261,6 +261,7 @@ class TrackMessage:
 
 
 def parse_track_message(text: str) -> TrackMessage:
+    """A `certsync.track/1` message, checked; raises `MessageError` naming what is wrong."""
     data = _json_object(text, "tracking message")
     certificate = data.get("certificate") if isinstance(data.get("certificate"), str) else None
     given_id = data.get("job_id") if isinstance(data.get("job_id"), str) else ""
@@ -358,8 +359,6 @@ _SECRET_SHAPES = (
 def check_no_secrets(parameters: Mapping[str, str], secrets: Sequence[bytes] = ()) -> None:
     """Refuse parameters that look like they carry a secret: Automation shows job input to anyone who can
     read the job. Raises `CertsyncError` naming the parameter and the kind of secret, never the value."""
-    import base64
-
     known = [base64.b64encode(key).decode() for key in secrets]
     for name, value in parameters.items():
         if not isinstance(value, str):
@@ -403,7 +402,7 @@ class StartOutcome:
 
 @dataclass(frozen=True)
 class TrackOutcome:
-    outcome: str  # polling, recorded, already-recorded, probed, retry, poisoned, rejected, gave-up
+    outcome: str  # polling, recorded, recorded-errors, already-recorded, probed, retry, poisoned, rejected, gave-up
     job_id: str
     reason: str
     status: str = ""  # the Automation job status seen
@@ -448,7 +447,6 @@ class Remediation:
     tracking_poison: MessageQueue  # <TRACKING_QUEUE>-poison
     settings: RemediationSettings = field(default_factory=RemediationSettings)
     notifier: Notifier = field(default_factory=LogNotifier)
-    probe: Probe | None = None  # None: shared.probe.probe
     clock: Callable[[], dt.datetime] = _now
 
     # start
@@ -490,7 +488,7 @@ class Remediation:
             {"job_id": job.job_id, "automation_job": name, "run_on": run_on, "attempt": attempt},
         )
         self._notify(subject, "job-started", summary, {"job_id": job.job_id, "automation_job": name, "run_on": run_on})
-        probe = job.plan.get("probe") or []
+        endpoints = job.plan.get("probe") or []
         track = TrackMessage(
             job_id=job.job_id,
             automation_job=name,
@@ -501,7 +499,7 @@ class Remediation:
             correlation_id=job.correlation_id,
             started_at=self.clock(),
             servers=tuple(s for s in job.plan.get("servers") or [] if isinstance(s, str)),
-            probe=tuple(p for p in probe if isinstance(p, str)) if isinstance(probe, list) else (),
+            probe=tuple(p for p in endpoints if isinstance(p, str)) if isinstance(endpoints, list) else (),
             last_status=started.status or "",
         )
         delay = poll_delay(0, self.settings)
@@ -564,7 +562,7 @@ class Remediation:
             self._rejected(subject, reason, status=exc.status, code=exc.code)
             return TrackOutcome("rejected", track.job_id, reason)
 
-        if job.status not in TERMINAL:
+        if not job.terminal:
             if job.status != track.last_status:
                 self._record(
                     subject,
@@ -689,9 +687,6 @@ class Remediation:
         """STARTTLS-probe each endpoint of the plan; audited, and notified when one is not right."""
         if not track.probe:
             return []
-        probe = self.probe
-        if probe is None:
-            from shared.probe import probe
         results, bad, servers = [], [], []
         for endpoint in track.probe:
             try:
@@ -761,9 +756,9 @@ class Remediation:
             )
         if _entries(history, "job-result", job_id):
             return CallbackResponse(200, {"accepted": True, "recorded": False})
-        first = started[-1]
-        subject = _Subject(job_id, certificate["name"], first.vault, first.version, first.correlation_id)
-        automation_job = first.details.get("automation_job") or job_name(job_id)
+        latest = started[-1]
+        subject = _Subject(job_id, certificate["name"], latest.vault, latest.version, latest.correlation_id)
+        automation_job = latest.details.get("automation_job") or job_name(job_id)
         servers = _servers_of(history, job_id)
         # The runbook posts before its job ends: Automation reports it Running at this point.
         self._record_result(subject, automation_job, "Running", result, "", "callback", servers)
@@ -900,12 +895,12 @@ def _via(entry: AuditEntry) -> str:
     return str(entry.details.get("via") or "?")
 
 
-def _probe_outcome(result: Any, thumbprint: str) -> str:
+def _probe_outcome(result: ProbeResult, thumbprint: str) -> str:
     """One phrase per endpoint for people: what is wrong with what it serves, or that it is right."""
     if not result.ok:
         return str(result.error or "the probe failed")
     if result.is_expected is False:
-        served = result.chain[0].thumbprint if result.chain else "nothing"
+        served = result.leaf.thumbprint if result.leaf else "nothing"
         return f"serves {served}, not the new certificate {thumbprint}"
     if result.intermediates_sent is False:
         return "serves the new certificate without its intermediates (install them in Cert:\\LocalMachine\\CA)"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared.certificate import CertificateBundle, load_certificate_file
+from shared.events import parse_iso_time
 from shared.exceptions import CertificateInputError, CertsyncError
 
 _EXTENSIONS = (".pem", ".cer", ".der", ".crt", ".p7b", ".pfx")
@@ -192,7 +193,9 @@ class DirectoryVault:
 
 def _parse_created(text: str, folder: Path) -> dt.datetime:
     try:
-        stamp = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        stamp = parse_iso_time(str(text))
     except ValueError:
-        raise SourceError(f"{folder}/certificate.json: created {text!r} is not ISO 8601", "bad-content") from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+        stamp = None
+    if stamp is None:
+        raise SourceError(f"{folder}/certificate.json: created {text!r} is not ISO 8601", "bad-content")
+    return stamp

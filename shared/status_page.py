@@ -21,6 +21,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from shared.events import parse_iso_time
+
 SCHEMA = "certsync.status/1"
 
 # The page's policy, in its <meta> and (with frame-ancestors, which only works as a header) in the response.
@@ -549,18 +551,11 @@ def _dicts(value: object) -> list[Mapping]:
 
 def _when(value: object) -> dt.datetime | None:
     """ISO 8601 (a trailing Z, 7 fractional digits as Azure writes them) or None."""
-    text = _text(value)
-    if not text:
-        return None
-    head, dot, rest = text.partition(".")
-    if dot:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
     try:
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        stamp = parse_iso_time(_text(value))
     except ValueError:
         return None
-    return _utc(stamp)
+    return _utc(stamp) if stamp else None
 
 
 def _utc(stamp: dt.datetime) -> dt.datetime:

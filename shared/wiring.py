@@ -25,6 +25,7 @@ from shared.targets import load_targets_file
 if TYPE_CHECKING:
     from shared.reconcile import Reconciler, StateStore
     from shared.remediation import Remediation
+    from shared.storage import StorageSettings
 
 DEFAULT_QUEUE = "certsync-jobs"
 DEFAULT_AUDIT_TABLE = "certsyncaudit"
@@ -90,20 +91,30 @@ def settings_from_env(env: Mapping[str, str]) -> PipelineSettings:
     revocation = env.get("CERTSYNC_REVOCATION", "hard").strip().lower()
     if revocation not in POLICIES:
         raise CertsyncError(f"CERTSYNC_REVOCATION={revocation!r}: use one of {', '.join(POLICIES)}")
-    allow_hosts = tuple(h.strip() for h in env.get("CERTSYNC_ALLOW_HOSTS", "").split(",") if h.strip())
-    for entry in allow_hosts:
-        parse_allow_entry(entry)
     days_text = env.get("CERTSYNC_EXPIRY_DAYS", "30").strip()
     if not days_text.isdigit():
         raise CertsyncError(f"CERTSYNC_EXPIRY_DAYS={days_text!r}: give a whole number of days")
-    trust_file = env.get("CERTSYNC_TRUST_FILE", "").strip()
     return PipelineSettings(
         vaults=vaults,
-        trust=TrustStore.from_file(trust_file) if trust_file else None,
+        trust=_trust_from_env(env),
         revocation=revocation,
-        allow_hosts=allow_hosts,
+        allow_hosts=_allow_hosts_from_env(env),
         expiry_warning_days=int(days_text),
     )
+
+
+def _allow_hosts_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CERTSYNC_ALLOW_HOSTS: the private hosts certificate URLs may reach, each entry checked now."""
+    allow_hosts = tuple(h.strip() for h in env.get("CERTSYNC_ALLOW_HOSTS", "").split(",") if h.strip())
+    for entry in allow_hosts:
+        parse_allow_entry(entry)
+    return allow_hosts
+
+
+def _trust_from_env(env: Mapping[str, str]) -> TrustStore | None:
+    """CERTSYNC_TRUST_FILE: the roots to trust instead of Mozilla's (None: Mozilla's)."""
+    trust_file = env.get("CERTSYNC_TRUST_FILE", "").strip()
+    return TrustStore.from_file(trust_file) if trust_file else None
 
 
 def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
@@ -114,7 +125,7 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     Key Vault clients (transport settings)."""
     from shared.keyvault import KeyVaultSource
     from shared.notify import notifier_from_env
-    from shared.storage import StorageJobQueue, TableAuditLog, storage_settings
+    from shared.storage import StorageJobQueue, storage_settings
 
     settings = settings_from_env(env)
     storage = storage_settings(env, "JobsStorage")
@@ -126,7 +137,7 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     def source(vault: str) -> CertificateSource:
         return KeyVaultSource(urls.get(vault) or f"https://{vault}.{suffix}", name=vault, **options)
 
-    audit = TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))  # one credential
+    audit = _audit_table(env, storage)  # one credential
     return Pipeline(
         sources=functools.cache(source),
         jobs=StorageJobQueue(
@@ -141,9 +152,15 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
 
 
 def audit_from_env(env: Mapping[str, str]) -> AuditLog:
-    from shared.storage import TableAuditLog, storage_settings
+    from shared.storage import storage_settings
 
-    storage = storage_settings(env, "JobsStorage")
+    return _audit_table(env, storage_settings(env, "JobsStorage"))
+
+
+def _audit_table(env: Mapping[str, str], storage: StorageSettings) -> AuditLog:
+    """The audit table AUDIT_TABLE (default certsyncaudit) of `JobsStorage`."""
+    from shared.storage import TableAuditLog
+
     return TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))
 
 
@@ -168,16 +185,26 @@ def reconciler_from_env(
     """The Function App's daily reconciliation: the pipeline's vaults (CERTSYNC_VAULTS), sources, audit
     trail, targets and assessment settings (`pipeline` defaults to `pipeline_from_env`), its notifier
     unless `notifier` is given, and the state table STATE_TABLE of `JobsStorage`."""
-    from shared.reconcile import Reconciler
-
     if pipeline is None:
         pipeline = pipeline_from_env(env, keyvault_options=keyvault_options)
+    return _reconciler(
+        pipeline,
+        pipeline.settings.vaults,
+        state_store_from_env(env),
+        notifier if notifier is not None else pipeline.notifier,
+    )
+
+
+def _reconciler(pipeline: Pipeline, vaults: tuple[str, ...], state: StateStore, notifier: Notifier) -> Reconciler:
+    """A reconciler on `pipeline`'s sources, audit trail, targets and assessment settings."""
+    from shared.reconcile import Reconciler
+
     return Reconciler(
         sources=pipeline.sources,
-        vaults=pipeline.settings.vaults,
+        vaults=vaults,
         audit=pipeline.audit,
-        state=state_store_from_env(env),
-        notifier=notifier if notifier is not None else pipeline.notifier,
+        state=state,
+        notifier=notifier,
         pipeline=pipeline,
         targets_file=pipeline.targets_file,
         settings=pipeline.settings,
@@ -224,7 +251,7 @@ def local_reconciler(
     The vault is named by the URL's host, or for a directory by `vault` (default: the directory's name);
     it must be the vault name the events carried, or versions they settled look unprocessed."""
     from shared.keyvault import vault_name
-    from shared.reconcile import Reconciler, SqliteStateStore
+    from shared.reconcile import SqliteStateStore
     from shared.sources import check_object_name
 
     pipeline = local_pipeline(
@@ -236,16 +263,7 @@ def local_reconciler(
         name = vault_name(vault_url)
     else:
         name = check_object_name(vault or Path(vault_dir or ".").resolve().name, "vault name").lower()
-    return Reconciler(
-        sources=pipeline.sources,
-        vaults=(name,),
-        audit=pipeline.audit,
-        state=SqliteStateStore(state),
-        notifier=pipeline.notifier,
-        pipeline=pipeline,
-        targets_file=pipeline.targets_file,
-        settings=pipeline.settings,
-    )
+    return _reconciler(pipeline, (name,), SqliteStateStore(state), pipeline.notifier)
 
 
 def remediation_from_env(
@@ -263,7 +281,7 @@ def remediation_from_env(
     from shared.notify import notifier_from_env
     from shared.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings
     from shared.signing import parse_secrets
-    from shared.storage import StorageMessageQueue, TableAuditLog, storage_settings
+    from shared.storage import StorageMessageQueue, storage_settings
 
     storage = storage_settings(env, "JobsStorage")
     jobs_queue = env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE).strip() or DEFAULT_QUEUE
@@ -275,20 +293,16 @@ def remediation_from_env(
         probe_timeout = 0.0
     if not 0 < probe_timeout <= 120:
         raise CertsyncError(f"CERTSYNC_PROBE_TIMEOUT={timeout_text!r}: give seconds per probe, above 0 and at most 120")
-    allow_hosts = tuple(h.strip() for h in env.get("CERTSYNC_ALLOW_HOSTS", "").split(",") if h.strip())
-    for entry in allow_hosts:
-        parse_allow_entry(entry)
-    trust_file = env.get("CERTSYNC_TRUST_FILE", "").strip()
     settings = RemediationSettings(
         runbook=env.get("AUTOMATION_RUNBOOK", "").strip() or DEFAULT_RUNBOOK,
         callback_base=env.get("CERTSYNC_CALLBACK_URL", "").strip(),
         callback_secrets=parse_secrets(env.get("CERTSYNC_CALLBACK_SECRET", ""), "CERTSYNC_CALLBACK_SECRET"),
-        allow_hosts=allow_hosts,
-        trust=TrustStore.from_file(trust_file) if trust_file else None,
+        allow_hosts=_allow_hosts_from_env(env),
+        trust=_trust_from_env(env),
         probe_timeout=probe_timeout,
     )
     if audit is None:
-        audit = TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))
+        audit = _audit_table(env, storage)
     return Remediation(
         automation=automation_from_env(env, **dict(automation_options or {})),
         audit=audit,

@@ -6,6 +6,9 @@ in memory, on free random ports for blob, queue and table, all on 127.0.0.1:
     with Azurite() as azurite:
         queue = QueueClient.from_connection_string(azurite.connection_string, "jobs")
 
+`queued_json(connection_string, queue)` reads what the app queued (base64 JSON, as the Functions host
+sends it) without taking it off the queue.
+
 What Azurite 3.37.0 does, and how this class copes (see the local-stack spec, section 3):
 - The Python SDKs send API versions newer than Azurite knows (azure-storage-queue 12.18.1 sends
   2026-10-06), which it refuses with 400 unless started with `--skipApiVersionCheck`.
@@ -18,15 +21,15 @@ What Azurite 3.37.0 does, and how this class copes (see the local-stack spec, se
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
-from tests.servers import LIVE_PROCESSES, LOOPBACK, terminate_process
+from tests.servers import LIVE_PROCESSES, LOOPBACK, Service, terminate_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite"
@@ -56,7 +59,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _accepts(port: int) -> bool:
+def accepts_tcp(port: int) -> bool:
+    """Whether something on 127.0.0.1 accepts a TCP connection on `port` now."""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=0.5):
             return True
@@ -64,7 +68,21 @@ def _accepts(port: int) -> bool:
         return False
 
 
-class Azurite:
+def queued_json(connection_string: str, queue: str) -> list[dict]:
+    """The JSON messages waiting on a base64 Storage `queue` (peeked: they stay); none if it was never made."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+    client = QueueClient.from_connection_string(
+        connection_string, queue, message_decode_policy=TextBase64DecodePolicy()
+    )
+    try:
+        return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
+    except ResourceNotFoundError:  # nothing was ever queued
+        return []
+
+
+class Azurite(Service):
     """One Azurite process; a context manager. `start()` waits until blob, queue and table accept TCP."""
 
     def __init__(self, binary: Path | None = None, *, startup_timeout: float = 15.0, attempts: int = 3) -> None:
@@ -105,14 +123,6 @@ class Azurite:
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
-
-    def __enter__(self) -> Azurite:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # state
 
@@ -178,7 +188,7 @@ class Azurite:
         while True:
             if process.poll() is not None:
                 raise self._failure(f"azurite exited with status {process.returncode} before listening", args)
-            waiting = {service: port for service, port in waiting.items() if not _accepts(port)}
+            waiting = {service: port for service, port in waiting.items() if not accepts_tcp(port)}
             if not waiting and process.poll() is None:
                 return
             if time.monotonic() > deadline:

@@ -119,26 +119,24 @@ class WebhookReceiver(Service):
             self._arrived.wait_for(lambda: len(self._received) >= count, timeout)
             return list(self._received)
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> tuple[int, ...]:
-        """The indexes of this receiver's secrets under which the library accepts `body` with `headers`."""
-        good = []
+    def verify(self, headers: Mapping[str, str], body: bytes) -> tuple[tuple[int, ...], str]:
+        """The indexes of this receiver's secrets under which the library accepts `body` with `headers`,
+        and, when none does, the library's reason for refusing it under the first secret."""
+        good: list[int] = []
+        errors: list[str] = []
         for index, secret in enumerate(self.secrets):
             try:
                 Webhook(secret).verify(body, dict(headers))
-            except (WebhookVerificationError, ValueError):  # ValueError: a signature without a comma
+            except (WebhookVerificationError, ValueError) as exc:  # ValueError: a signature without a comma
+                errors.append(str(exc) or type(exc).__name__)
                 continue
             good.append(index)
-        return tuple(good)
+        return tuple(good), "" if good or not errors else errors[0]
 
     # the server thread
 
     def _handle(self, method: str, path: str, headers: Headers, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
-        verified_by: tuple[int, ...] = ()
-        error = ""
-        if self.secrets:
-            verified_by = self.verify(headers, body)
-            if not verified_by:
-                error = self._why(headers, body)
+        verified_by, error = self.verify(headers, body)
         with self._lock:
             answer = self._script.pop(0) if self._script else self._default
             self._received.append(
@@ -156,13 +154,6 @@ class WebhookReceiver(Service):
         if method != "POST":
             return 405, {"Content-Type": "text/plain"}, b"method_not_allowed"
         return answer.status, answer.headers, answer.body
-
-    def _why(self, headers: Mapping[str, str], body: bytes) -> str:
-        try:
-            Webhook(self.secrets[0]).verify(body, dict(headers))
-        except (WebhookVerificationError, ValueError) as exc:
-            return str(exc) or type(exc).__name__
-        return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

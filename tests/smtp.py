@@ -24,9 +24,10 @@ import ssl
 import sys
 import threading
 from pathlib import Path
-from types import TracebackType
 
 from aiosmtpd.controller import Controller
+
+from tests.servers import Service
 
 SERVER_NAME = "mail.contoso.test"  # given explicitly: aiosmtpd's default, socket.getfqdn(), asks DNS
 
@@ -57,7 +58,7 @@ def tls_context(chain_pem: str | Path, key_pem: str | Path, server_names: list |
     return context
 
 
-class SmtpTlsServer:
+class SmtpTlsServer(Service):
     """aiosmtpd on 127.0.0.1 with STARTTLS; `endpoint` is "127.0.0.1:PORT"; `server_names` the SNI of each
     TLS handshake, in order."""
 
@@ -97,14 +98,6 @@ class SmtpTlsServer:
         with contextlib.suppress(AssertionError):  # not running
             self._controller.stop()
 
-    def __enter__(self) -> SmtpTlsServer:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
-
     @property
     def port(self) -> int:
         return self._controller.port
@@ -117,7 +110,7 @@ class SmtpTlsServer:
 _MODES = ("silent", "drip", "reject", "starttls-454", "no-tls", "stall-tls", "drip-tls")
 
 
-class StallingServer:
+class StallingServer(Service):
     """A TCP server on 127.0.0.1 that misbehaves: "silent" never speaks, "drip" sends `220-` lines forever
     (one every `interval` seconds), "reject" greets with 554 and closes; "starttls-454", "no-tls" and
     "stall-tls" and "drip-tls" greet and offer STARTTLS, then refuse it, send plaintext, stall the
@@ -140,13 +133,13 @@ class StallingServer:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def __enter__(self) -> StallingServer:
+    def start(self) -> StallingServer:
         thread = threading.Thread(target=self._accept, daemon=True)
         thread.start()
         self._threads.append(thread)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stopping.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close() does not

@@ -13,7 +13,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
-from tests.azurite import Azurite, AzuriteError, _accepts
+from tests.azurite import Azurite, AzuriteError, accepts_tcp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,12 +49,12 @@ def test_table_round_trip_through_the_fixture(azurite):
 def test_a_second_instance_starts_on_other_ports_and_stop_ends_its_process():
     with Azurite() as second:
         pid, port = second.pid, second.queue_port
-        assert second.running and _accepts(port)
+        assert second.running and accepts_tcp(port)
         assert second.startup_seconds < 15
     assert not second.running
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert not _accepts(port)
+    assert not accepts_tcp(port)
 
 
 def test_missing_binary_says_how_to_install_it(tmp_path: Path):

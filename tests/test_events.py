@@ -21,6 +21,7 @@ from shared.events import (
     EventError,
     parse_event,
     parse_event_json,
+    parse_iso_time,
     require_certificate_fields,
 )
 
@@ -62,6 +63,31 @@ def test_fixtures_through_the_library_converter_read_the_same(fixture, schema, e
 def test_the_event_time_keeps_microseconds_of_event_grids_seven_digits():
     event = parse_event(envelope(delivered("eventgrid-new-version.json")))
     assert event.event_time == dt.datetime(2026, 5, 1, 8, 0, 0, 123456, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-05-01T08:00:00.1234567Z", dt.datetime(2026, 5, 1, 8, 0, 0, 123456, tzinfo=dt.timezone.utc)),
+        ("2026-05-01T08:00:00z", dt.datetime(2026, 5, 1, 8, tzinfo=dt.timezone.utc)),
+        ("2026-05-01T08:00:00", dt.datetime(2026, 5, 1, 8, tzinfo=dt.timezone.utc)),  # no offset: UTC
+        ("2026-05-01", dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)),
+        (" 2026-05-01T10:00:00.5+02:00 ", dt.datetime(2026, 5, 1, 8, 0, 0, 500000, tzinfo=dt.timezone.utc)),
+        # the offset after 7 digits is kept (it was once read as more fractional digits and dropped)
+        ("2026-05-01T10:00:00.1234567+02:00", dt.datetime(2026, 5, 1, 8, 0, 0, 123456, tzinfo=dt.timezone.utc)),
+        ("  ", None),
+    ],
+)
+def test_iso_times_are_read_as_azure_writes_them(text, expected):
+    parsed = parse_iso_time(text)
+    assert parsed == expected
+    assert parsed is None or parsed.tzinfo is not None
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-13-01T00:00:00Z", "2026-05-01T25:00:00Z"])
+def test_text_that_is_not_an_iso_time_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        parse_iso_time(text)
 
 
 def test_a_secret_event_is_read_but_is_not_a_certificate_event():

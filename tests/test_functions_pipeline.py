@@ -13,7 +13,6 @@ from pathlib import Path
 
 import azure.functions as func
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
@@ -23,7 +22,7 @@ from shared.events import EventError
 from shared.exceptions import CertsyncError
 from shared.sources import SourceError
 from shared.wiring import pipeline_from_env
-from tests.azurite import Azurite
+from tests.azurite import Azurite, queued_json
 from tests.chains import MAIL_HOSTS, Issued, renewal_pki, unprotected_pfx
 from tests.fakes.keyvault import FakeKeyVault
 from tests.servers import HttpServer
@@ -31,19 +30,6 @@ from tests.servers import HttpServer
 NAME = "exch-hybrid-smtp"
 VAULT = "contoso-kv"
 HOSTS = MAIL_HOSTS
-
-
-def queued_json(connection_string: str, queue: str) -> list[dict]:
-    """The JSON messages waiting on a base64 Storage `queue` (peeked: they stay); none if it was never made."""
-    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
-
-    client = QueueClient.from_connection_string(
-        connection_string, queue, message_decode_policy=TextBase64DecodePolicy()
-    )
-    try:
-        return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
-    except ResourceNotFoundError:  # nothing was ever queued
-        return []
 
 
 def app_settings(

@@ -23,8 +23,9 @@ from functions.reconcile import reconcile_daily
 from shared.exceptions import CertsyncError
 from shared.reconcile import Reconciler
 from shared.wiring import reconciler_from_env, state_store_from_env
+from tests.azurite import queued_json
 from tests.chains import renewal_pki, unprotected_pfx
-from tests.test_functions_pipeline import app_settings, queued_json
+from tests.test_functions_pipeline import app_settings
 from tests.test_reconcile import RecordingNotifier
 
 NAME = "exch-hybrid-smtp"

@@ -624,9 +624,10 @@ def test_the_bicep_assigns_exactly_the_roles_in_the_registry():
 
 
 def test_every_role_assignment_says_which_role_and_why():
+    grants = {(g.file, g.symbol): g for g in bicep_grants()}
     for parsed in all_bicep():
         for assignment in parsed.resources_of("Microsoft.Authorization/roleAssignments"):
-            grant = next(g for g in bicep_grants() if g.symbol == assignment.symbol and g.file == parsed.path.name)
+            grant = grants[(parsed.path.name, assignment.symbol)]
             comment = assignment.leading_comments()
             role = permissions.role_name(grant.role_definition_id)
             assert comment.startswith(f"{role} for"), f"{parsed.path.name}:{assignment.symbol}: {comment!r}"
@@ -823,6 +824,33 @@ def test_hook_scripts_exist_are_executable_and_parse(hook):
     result = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "set -eu" in path.read_text()
+    assert '. "$(dirname "$0")/common.sh"' in path.read_text(), "the shared require and root"
+
+
+def test_the_hooks_shared_helper_parses():
+    result = subprocess.run(["sh", "-n", str(HOOKS / "common.sh")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("hook", "missing", "via"),
+    [
+        ("postprovision", "AZURE_ENV_NAME", "azd provision or azd up"),
+        ("postdeploy", "AZURE_ENV_NAME", "azd deploy or azd up"),
+        ("predown", "AZURE_ENV_NAME", "azd down"),
+        ("postdeploy", "SYSTEM_TOPIC_NAME", "azd deploy or azd up"),
+    ],
+)
+def test_a_hook_run_outside_azd_names_the_missing_variable_and_exits_2(hook, missing, via, tmp_path):
+    # Run for real with `sh`, with no Azure CLI on PATH: it must stop before calling one.
+    env = {"PATH": "/usr/bin:/bin", "AZURE_ENV_NAME": "dev"}
+    env.pop(missing, None)
+    result = subprocess.run(
+        ["sh", str(hook_scripts()[hook])], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == f"certsync {hook}: {missing} is not set; run this through azd ({via})\n"
+    assert result.stdout == ""
 
 
 def test_hooks_read_only_variables_main_bicep_outputs():

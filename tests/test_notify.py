@@ -40,9 +40,8 @@ from shared.pipeline import LogNotifier, Notice
 from shared.signing import new_secret, parse_secrets
 from shared.storage import StorageMessageQueue, storage_settings
 from tests import test_pipeline
-from tests.azurite import ACCOUNT_KEY
+from tests.azurite import ACCOUNT_KEY, queued_json
 from tests.receivers import WebhookReceiver
-from tests.test_functions_pipeline import queued_json
 
 renewal = test_pipeline.renewal  # the pipeline tests' fixture: two versions, R10 -> R11
 

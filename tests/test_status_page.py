@@ -417,7 +417,7 @@ def get(params: dict[str, str] | None = None) -> func.HttpResponse:
 def stored(monkeypatch) -> list[dict]:
     """`shared.wiring.azure_snapshots` answering with the fixture (times moved to the real now)."""
     data = snapshots(dt.datetime.now(dt.timezone.utc))
-    monkeypatch.setattr(shared.wiring, "azure_snapshots", lambda: copy.deepcopy(data), raising=False)
+    monkeypatch.setattr(shared.wiring, "azure_snapshots", lambda: copy.deepcopy(data))
     return data
 
 
@@ -468,7 +468,7 @@ def test_unreachable_storage_is_a_503_page_naming_the_setting(monkeypatch):
     def broken() -> list[dict]:
         raise CertsyncError("JobsStorage is not set; set it to the <storage> connection string")
 
-    monkeypatch.setattr(shared.wiring, "azure_snapshots", broken, raising=False)
+    monkeypatch.setattr(shared.wiring, "azure_snapshots", broken)
     response = get()
     assert response.status_code == 503
     assert dict(response.headers) == EXPECTED_HEADERS
@@ -602,7 +602,7 @@ def test_chromium_renders_every_certificate_and_the_timeline(stored, chromium, h
 
 
 def test_chromium_keeps_hostile_values_as_text(chromium, http_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(shared.wiring, "azure_snapshots", hostile_snapshots, raising=False)
+    monkeypatch.setattr(shared.wiring, "azure_snapshots", hostile_snapshots)
     url = serve(http_server, get())
     page = dom(run_chromium(chromium, tmp_path / "profile", "--dump-dom", url))
     assert_inert(page)

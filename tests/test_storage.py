@@ -450,7 +450,7 @@ def test_an_audit_table_that_is_not_there_to_reach_is_a_storage_error(azurite: A
         log.record(entry("web"))
 
 
-def test_a_queue_refusing_the_message_is_a_storage_error_naming_the_queue(under_test: JobsUnderTest, monkeypatch):
+def test_a_queue_refusing_the_message_is_a_storage_error_naming_the_queue(under_test: JobsUnderTest):
     under_test.jobs.enqueue(job(version="c" * 32))  # creates the queue and claims table
     under_test.queue.delete_queue()
 

@@ -7,21 +7,10 @@
 # own, or the vault's when an existing topic is reused), so infra/hooks/predown.sh can remove exactly
 # the subscription.
 set -eu
+. "$(dirname "$0")/common.sh"
 
-require() {
-    for name in "$@"; do
-        eval "value=\${$name:-}"
-        if [ -z "$value" ]; then
-            echo "certsync postdeploy: $name is not set; run this through azd (azd deploy or azd up)" >&2
-            exit 2
-        fi
-    done
-}
-
-require AZURE_ENV_NAME SYSTEM_TOPIC_NAME SYSTEM_TOPIC_RESOURCE_GROUP FUNCTION_APP_ID STORAGE_ACCOUNT_ID \
-    DEAD_LETTER_CONTAINER
-
-root=$(cd "$(dirname "$0")/../.." && pwd)
+require "azd deploy or azd up" AZURE_ENV_NAME SYSTEM_TOPIC_NAME SYSTEM_TOPIC_RESOURCE_GROUP FUNCTION_APP_ID \
+    STORAGE_ACCOUNT_ID DEAD_LETTER_CONTAINER
 
 echo "certsync: Event Grid subscription $SYSTEM_TOPIC_NAME -> keyvault_certificate_events (deployment stack certsync-$AZURE_ENV_NAME-events in $SYSTEM_TOPIC_RESOURCE_GROUP)"
 az stack group create \

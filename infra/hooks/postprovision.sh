@@ -11,21 +11,11 @@
 # Reads main.bicep's outputs, which azd passes in the environment. Needs the Azure CLI, signed in as a
 # principal that may create role assignments on the vault (infra/README.md, "Who can deploy").
 set -eu
+. "$(dirname "$0")/common.sh"
 
-require() {
-    for name in "$@"; do
-        eval "value=\${$name:-}"
-        if [ -z "$value" ]; then
-            echo "certsync postprovision: $name is not set; run this through azd (azd provision or azd up)" >&2
-            exit 2
-        fi
-    done
-}
+require "azd provision or azd up" AZURE_ENV_NAME AZURE_RESOURCE_GROUP KEY_VAULT_NAME KEY_VAULT_RESOURCE_GROUP \
+    FUNCTION_PRINCIPAL_ID AUTOMATION_ACCOUNT_NAME AUTOMATION_RUNBOOK_NAME
 
-require AZURE_ENV_NAME AZURE_RESOURCE_GROUP KEY_VAULT_NAME KEY_VAULT_RESOURCE_GROUP FUNCTION_PRINCIPAL_ID \
-    AUTOMATION_ACCOUNT_NAME AUTOMATION_RUNBOOK_NAME
-
-root=$(cd "$(dirname "$0")/../.." && pwd)
 runbook="$root/infra/runbooks/$AUTOMATION_RUNBOOK_NAME.ps1"
 if [ ! -f "$runbook" ]; then
     echo "certsync postprovision: $runbook does not exist; the runbook $AUTOMATION_RUNBOOK_NAME needs its content" >&2

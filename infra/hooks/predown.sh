@@ -4,11 +4,9 @@
 # Event Grid subscription (both deployment stacks; deleting a stack with deleteResources deletes the
 # resources it manages and nothing else). The Key Vault itself is never touched.
 set -eu
+. "$(dirname "$0")/common.sh"
 
-if [ -z "${AZURE_ENV_NAME:-}" ]; then
-    echo "certsync predown: AZURE_ENV_NAME is not set; run this through azd (azd down)" >&2
-    exit 2
-fi
+require "azd down" AZURE_ENV_NAME
 
 delete_stack() {
     stack=$1

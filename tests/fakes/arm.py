@@ -128,7 +128,6 @@ class FakeArm(HttpsServer):
         self.principal_id = str(uuid.uuid4())
         self.jobs: dict[str, dict[str, Any]] = {}
         self._scripts: deque[dict[str, Any]] = deque()
-        self._named_scripts: dict[str, dict[str, Any]] = {}
         self._failures: deque[dict[str, Any]] = deque()
         self._delays: deque[float] = deque()
         self._data_lock = threading.RLock()
@@ -166,28 +165,15 @@ class FakeArm(HttpsServer):
         output: str = "",
         exception: str | None = None,
         error_streams: Sequence[str] = (),
-        job_name: str | None = None,
-        status_details: str = "None",
     ) -> None:
-        """How the next created job (or the job `job_name`, existing or still to come) runs: the first
-        GET shows `states[0]`, each later GET the next state, the last one sticks. `output` is the
-        Output stream (text), `exception` `properties.exception`, `error_streams` the Error records."""
+        """How the next created job runs (scripts queue up, one per job): the first GET shows `states[0]`,
+        each later GET the next state, the last one sticks. `output` is the Output stream (text),
+        `exception` `properties.exception`, `error_streams` the Error records."""
         if not states:
             raise ValueError("script needs at least one state")
-        entry = {
-            "states": list(states),
-            "output": output,
-            "exception": exception,
-            "error_streams": list(error_streams),
-            "status_details": status_details,
-        }
+        entry = {"states": list(states), "output": output, "exception": exception, "error_streams": list(error_streams)}
         with self._data_lock:
-            if job_name is None:
-                self._scripts.append(entry)
-            elif job_name in self.jobs:
-                self.jobs[job_name].update(entry, polls=0, stop_requested=False)
-            else:
-                self._named_scripts[job_name] = entry
+            self._scripts.append(entry)
 
     def fail_next(
         self,
@@ -386,14 +372,8 @@ class FakeArm(HttpsServer):
         with self._data_lock:
             if name in self.jobs or any(existing.lower() == name.lower() for existing in self.jobs):
                 return _error(409, "Conflict", f"A job with name '{name}' already exists.")
-            script = self._named_scripts.pop(name, None) or (self._scripts.popleft() if self._scripts else None)
-            script = script or {
-                "states": list(DEFAULT_STATES),
-                "output": "",
-                "exception": None,
-                "error_streams": [],
-                "status_details": "None",
-            }
+            script = self._scripts.popleft() if self._scripts else None
+            script = script or {"states": list(DEFAULT_STATES), "output": "", "exception": None, "error_streams": []}
             job = {
                 "name": name,
                 "body": document,
@@ -405,7 +385,6 @@ class FakeArm(HttpsServer):
                 "created": now,
                 "started": None,
                 "ended": None,
-                "stop_requested": False,
                 **script,
             }
             self.jobs[name] = job
@@ -449,7 +428,7 @@ class FakeArm(HttpsServer):
                 "jobId": job["job_id"],
                 "creationTime": job["created"],
                 "status": status,
-                "statusDetails": job["status_details"] if status != "New" else "None",
+                "statusDetails": "None",
                 "startTime": job["started"],
                 "endTime": job["ended"],
                 "exception": job["exception"] if status in _WITH_EXCEPTION else None,
@@ -475,7 +454,6 @@ class FakeArm(HttpsServer):
             shown = [states[min(n, len(states) - 1)] for n in range(job["polls"])]
             if not shown or shown[-1] not in TERMINAL_STATES:
                 job["states"] = [*shown, "Stopping", "Stopped"]
-            job["stop_requested"] = True
         return 200, {"Content-Length": "0"}, b""
 
     # streams
