@@ -32,11 +32,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from shared.assessment import TrustStore, assess
-from shared.certificate import Certificate, CertificateBundle
-from shared.crl import parse_crl
-from shared.fetch import Fetcher
-from shared.revocation import FetchCache, serial_bytes
+from shared.validation.assessment import TrustStore, assess
+from shared.validation.crl import parse_crl
+from shared.validation.fetch import Fetcher
+from shared.validation.revocation import FetchCache, serial_bytes
+from shared.x509.certificate import Certificate, CertificateBundle
 from tests.chains import issue, make_crl, make_name
 from tests.pki import big_crl_der
 from tests.servers import HttpServer

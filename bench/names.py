@@ -26,7 +26,7 @@ second or two. It only prints: nothing is asserted, so a slow machine never fail
 
 2. Cold start: wall time of a fresh process, from spawn to exit, output discarded.
        cli    `certsync name tests/fixtures/tls-certificate-name/ev_full_subject.pem` (the venv's
-              console script; `python -m shared.cli` if there is none);
+              console script; `python -m shared.cli.main` if there is none);
        peer   `python -c` loading the same PEM with cryptography and printing issuer and subject;
        floor  `python -c pass` (the interpreter, site and the venv's .pth files: paid by both).
    Bytecode is cached for every module, as for an installed package: the processes get a private
@@ -59,8 +59,8 @@ sys.path.insert(0, str(ROOT))  # `shared` without relying on the editable instal
 import cryptography  # noqa: E402
 from cryptography import x509  # noqa: E402
 
-from shared.certificate import Certificate, load_certificate_file  # noqa: E402
-from shared.x500 import X500Name  # noqa: E402
+from shared.x509.certificate import Certificate, load_certificate_file  # noqa: E402
+from shared.x509.x500 import X500Name  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tls-certificate-name"
 COLD_FIXTURE = FIXTURES / "ev_full_subject.pem"
@@ -165,7 +165,7 @@ def measure_rates(cases: dict[str, Case], rounds: int, target_s: float) -> dict[
 
 def cold_commands() -> dict[str, list[str]]:
     script = Path(sys.executable).parent / "certsync"
-    cli = [str(script)] if script.exists() else [sys.executable, "-m", "shared.cli"]
+    cli = [str(script)] if script.exists() else [sys.executable, "-m", "shared.cli.main"]
     fixture = str(COLD_FIXTURE)
     return {
         "cli": [*cli, "name", fixture],

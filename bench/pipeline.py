@@ -58,15 +58,15 @@ sys.path.insert(0, str(ROOT))  # `shared` and `tests` without relying on the edi
 
 from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
 
-from shared.assessment import TrustStore, assess  # noqa: E402
-from shared.audit import SqliteAuditLog  # noqa: E402
-from shared.certificate import Certificate, load_certificate_file  # noqa: E402
-from shared.events import parse_event  # noqa: E402
-from shared.fetch import Fetcher  # noqa: E402
-from shared.jobs import OutboxQueue  # noqa: E402
-from shared.pipeline import Pipeline, PipelineSettings  # noqa: E402
-from shared.sources import DirectoryVault  # noqa: E402
-from shared.targets import load_targets_file  # noqa: E402
+from shared.pipeline.audit import SqliteAuditLog  # noqa: E402
+from shared.pipeline.events import parse_event  # noqa: E402
+from shared.pipeline.jobs import OutboxQueue  # noqa: E402
+from shared.pipeline.process import Pipeline, PipelineSettings  # noqa: E402
+from shared.pipeline.sources import DirectoryVault  # noqa: E402
+from shared.pipeline.targets import load_targets_file  # noqa: E402
+from shared.validation.assessment import TrustStore, assess  # noqa: E402
+from shared.validation.fetch import Fetcher  # noqa: E402
+from shared.x509.certificate import Certificate, load_certificate_file  # noqa: E402
 from tests.chains import issue, make_crl, make_name, pem_of  # noqa: E402
 from tests.servers import HttpServer  # noqa: E402
 

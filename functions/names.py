@@ -10,9 +10,9 @@ import json
 
 import azure.functions as func
 
-from shared.certificate import load_certificates
-from shared.exceptions import CertsyncError
-from shared.reports import name_report
+from shared.errors import CertsyncError
+from shared.x509.certificate import load_certificates
+from shared.x509.reports import name_report
 
 bp = func.Blueprint()
 

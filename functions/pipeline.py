@@ -1,7 +1,7 @@
 """Event Grid: Key Vault certificate events into the pipeline; HTTP: a certificate's audit trail.
 
 The trigger accepts the Event Grid and the CloudEvents schema (the library hands us an `EventGridEvent`
-or a `CloudEvent`), turns it back into its envelope and lets `shared.events` read it. An event the
+or a `CloudEvent`), turns it back into its envelope and lets `shared.pipeline.events` read it. An event the
 pipeline settles (queued, blocked, ignored, duplicate) returns normally; one it cannot settle yet
 (Key Vault unavailable or forbidding, a malformed event) raises after its audit entry is written, so
 Event Grid delivers it again and finally dead-letters it.
@@ -24,8 +24,8 @@ log = logging.getLogger("certsync")
 @bp.function_name("keyvault_certificate_events")
 @bp.event_grid_trigger(arg_name="event")
 def keyvault_certificate_events(event: func.EventGridEvent) -> None:
-    from shared.events import parse_event
-    from shared.exceptions import CertsyncError
+    from shared.errors import CertsyncError
+    from shared.pipeline.events import parse_event
     from shared.wiring import azure_pipeline
 
     try:
@@ -69,8 +69,8 @@ def envelope(event: func.EventGridEvent | func.CloudEvent) -> dict:
 @bp.function_name("certificate_history")
 @bp.route(route="certificates/{name}/history", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def certificate_history(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.exceptions import CertsyncError
-    from shared.sources import check_object_name
+    from shared.errors import CertsyncError
+    from shared.pipeline.sources import check_object_name
     from shared.wiring import azure_audit
 
     name = req.route_params.get("name", "")

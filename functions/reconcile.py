@@ -1,4 +1,5 @@
-"""Timer: the daily reconciliation (`shared.reconcile`), on the schedule in the RECONCILE_SCHEDULE setting.
+"""Timer: the daily reconciliation (`shared.reconciliation.reconcile`), on the schedule in the
+RECONCILE_SCHEDULE setting.
 
 A certificate that cannot be checked is a finding of the run, not a failed invocation: the function
 completes and logs one summary line. Only a configuration error (a setting missing or wrong) raises,

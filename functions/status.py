@@ -1,6 +1,6 @@
 """HTTP: the read-only status page (`GET /api/status`, function key), for an admin's browser.
 
-It renders the daily reconciliation's status snapshots (`shared.status_page`); `?format=json` returns the
+It renders the daily reconciliation's status snapshots (`shared.notify.status_page`); `?format=json` returns the
 same snapshots as JSON. Nothing is imported until a request comes: the snapshots are read through
 `shared.wiring.azure_snapshots` (Table storage), looked up on the module at call time.
 """
@@ -20,8 +20,8 @@ def status_page(req: func.HttpRequest) -> func.HttpResponse:
     import datetime as dt
 
     import shared.wiring
-    from shared.exceptions import CertsyncError
-    from shared.status_page import PAGE_HEADERS, render_status_page, render_unavailable_page, sorted_snapshots
+    from shared.errors import CertsyncError
+    from shared.notify.status_page import PAGE_HEADERS, render_status_page, render_unavailable_page, sorted_snapshots
 
     wanted = (req.params.get("format") or "html").strip().lower()
     if wanted not in ("html", "json"):

@@ -76,7 +76,7 @@ process=(certsync process "$work/event.json" --vault-dir "$work/vault" --targets
 
 # A webhook receiver on loopback that verifies Standard Webhooks signatures with its own copy of the
 # secret (the independent `standardwebhooks` library); certsync signs with CERTSYNC_WEBHOOK_SECRET.
-secret=$(python -c "from shared.signing import new_secret; print(new_secret())") || exit 1
+secret=$(python -c "from shared.notify.signing import new_secret; print(new_secret())") || exit 1
 python -u -m tests.receivers --secret "$secret" --count 1 --timeout 60 >"$work/webhook.log" 2>&1 &
 receiver=$!
 background+=("$receiver")

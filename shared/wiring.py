@@ -13,19 +13,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.assessment import POLICIES, TrustStore
-from shared.audit import AuditLog, SqliteAuditLog
-from shared.exceptions import CertsyncError
-from shared.fetch import parse_allow_entry
-from shared.jobs import OutboxQueue
-from shared.pipeline import LogNotifier, Notifier, Pipeline, PipelineSettings
-from shared.sources import CertificateSource, DirectoryVault
-from shared.targets import load_targets_file
+from shared.errors import CertsyncError
+from shared.pipeline.audit import AuditLog, SqliteAuditLog
+from shared.pipeline.jobs import OutboxQueue
+from shared.pipeline.process import LogNotifier, Notifier, Pipeline, PipelineSettings
+from shared.pipeline.sources import CertificateSource, DirectoryVault
+from shared.pipeline.targets import load_targets_file
+from shared.validation.assessment import POLICIES, TrustStore
+from shared.validation.fetch import parse_allow_entry
 
 if TYPE_CHECKING:
-    from shared.reconcile import Reconciler, StateStore
-    from shared.remediation import Remediation
-    from shared.storage import StorageSettings
+    from shared.adapters.azure.storage import StorageSettings
+    from shared.reconciliation.reconcile import Reconciler, StateStore
+    from shared.remediation.remediation import Remediation
 
 DEFAULT_QUEUE = "certsync-jobs"
 DEFAULT_AUDIT_TABLE = "certsyncaudit"
@@ -49,7 +49,7 @@ def local_pipeline(
     jobs as plan files in `outbox`, the audit trail in the SQLite file `audit`. Notices go to the
     webhooks the environment names (the Function App's settings, `CERTSYNC_*_WEBHOOK_URL`), else to
     the log; a delivery that fails is in the audit trail (there is no poison queue locally)."""
-    from shared.notify import FanoutNotifier, channels_from_env
+    from shared.notify.webhooks import FanoutNotifier, channels_from_env
 
     if (vault_dir is None) == (vault_url is None):
         raise CertsyncError("give exactly one of --vault-dir DIR or --vault-url URL")
@@ -61,7 +61,7 @@ def local_pipeline(
             raise CertsyncError(f"{vault_dir}: no such directory; give --vault-dir a folder of certificate folders")
         sources = functools.cache(lambda vault: DirectoryVault(root, vault))
     else:
-        from shared.keyvault import KeyVaultSource
+        from shared.adapters.azure.keyvault import KeyVaultSource
 
         source = KeyVaultSource(vault_url)
         sources = lambda _vault: source  # noqa: E731 - one vault, whatever the event calls it
@@ -123,9 +123,9 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     A vault's URL is `https://<name>.<CERTSYNC_VAULT_DNS_SUFFIX>` unless `CERTSYNC_VAULT_URLS` maps the
     name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
     Key Vault clients (transport settings)."""
-    from shared.keyvault import KeyVaultSource
-    from shared.notify import notifier_from_env
-    from shared.storage import StorageJobQueue, storage_settings
+    from shared.adapters.azure.keyvault import KeyVaultSource
+    from shared.adapters.azure.storage import StorageJobQueue, storage_settings
+    from shared.notify.webhooks import notifier_from_env
 
     settings = settings_from_env(env)
     storage = storage_settings(env, "JobsStorage")
@@ -152,14 +152,14 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
 
 
 def audit_from_env(env: Mapping[str, str]) -> AuditLog:
-    from shared.storage import storage_settings
+    from shared.adapters.azure.storage import storage_settings
 
     return _audit_table(env, storage_settings(env, "JobsStorage"))
 
 
 def _audit_table(env: Mapping[str, str], storage: StorageSettings) -> AuditLog:
     """The audit table AUDIT_TABLE (default certsyncaudit) of `JobsStorage`."""
-    from shared.storage import TableAuditLog
+    from shared.adapters.azure.storage import TableAuditLog
 
     return TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))
 
@@ -197,7 +197,7 @@ def reconciler_from_env(
 
 def _reconciler(pipeline: Pipeline, vaults: tuple[str, ...], state: StateStore, notifier: Notifier) -> Reconciler:
     """A reconciler on `pipeline`'s sources, audit trail, targets and assessment settings."""
-    from shared.reconcile import Reconciler
+    from shared.reconciliation.reconcile import Reconciler
 
     return Reconciler(
         sources=pipeline.sources,
@@ -213,8 +213,8 @@ def _reconciler(pipeline: Pipeline, vaults: tuple[str, ...], state: StateStore, 
 
 def state_store_from_env(env: Mapping[str, str]) -> StateStore:
     """Finding states and status snapshots: the table STATE_TABLE (default certsyncstate) of `JobsStorage`."""
-    from shared.reconcile import TableStateStore
-    from shared.storage import storage_settings
+    from shared.adapters.azure.storage import storage_settings
+    from shared.reconciliation.reconcile import TableStateStore
 
     table = env.get("STATE_TABLE", "").strip() or DEFAULT_STATE_TABLE
     return TableStateStore(storage_settings(env, "JobsStorage").table_client(table))
@@ -250,9 +250,9 @@ def local_reconciler(
     """`certsync reconcile`: `local_pipeline`'s adapters, states and snapshots in the SQLite file `state`.
     The vault is named by the URL's host, or for a directory by `vault` (default: the directory's name);
     it must be the vault name the events carried, or versions they settled look unprocessed."""
-    from shared.keyvault import vault_name
-    from shared.reconcile import SqliteStateStore
-    from shared.sources import check_object_name
+    from shared.adapters.azure.keyvault import vault_name
+    from shared.pipeline.sources import check_object_name
+    from shared.reconciliation.reconcile import SqliteStateStore
 
     pipeline = local_pipeline(
         vault_dir=vault_dir, vault_url=vault_url, targets=targets, outbox=outbox, audit=audit, settings=settings
@@ -276,12 +276,12 @@ def remediation_from_env(
     """The Function App's remediation: Azure Automation (AUTOMATION_ACCOUNT_ID), the jobs and tracking
     queues of `JobsStorage` (each with its `-poison` queue) and the audit table. `automation_options` go to
     `automation_from_env` (a credential, transport settings); `notifier` defaults to the configured
-    webhooks (`shared.notify.notifier_from_env`)."""
-    from shared.automation import automation_from_env
-    from shared.notify import notifier_from_env
-    from shared.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings
-    from shared.signing import parse_secrets
-    from shared.storage import StorageMessageQueue, storage_settings
+    webhooks (`shared.notify.webhooks.notifier_from_env`)."""
+    from shared.adapters.azure.automation import automation_from_env
+    from shared.adapters.azure.storage import StorageMessageQueue, storage_settings
+    from shared.notify.signing import parse_secrets
+    from shared.notify.webhooks import notifier_from_env
+    from shared.remediation.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings
 
     storage = storage_settings(env, "JobsStorage")
     jobs_queue = env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE).strip() or DEFAULT_QUEUE

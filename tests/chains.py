@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared import der
+from shared.x509 import der
 from tests import pki
 
 if TYPE_CHECKING:

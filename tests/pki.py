@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from shared import der
+from shared.x509 import der
 
 # Attribute OIDs used often in tests.
 CN = "2.5.4.3"

@@ -3,7 +3,7 @@
 `WebhookReceiver` is a threaded HTTP(S) server on 127.0.0.1 (`tests.servers.HttpServer`) with one
 webhook path that looks like a real one (a token in the path and a `sig=` in the query, so tests can
 prove the URL never leaks). It records every request, checks Standard Webhooks signatures with the
-independent `standardwebhooks` library (not certsync's own `shared.signing`), and answers as scripted:
+independent `standardwebhooks` library (not certsync's own `shared.notify.signing`), and answers as scripted:
 
     with WebhookReceiver(secrets=[secret]) as receiver:
         receiver.answer(500)                                  # the next request gets a 500

@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from shared.assessment import TrustStore, assess, host_matches
-from shared.certificate import Certificate, CertificateBundle, load_certificates
-from shared.crl import parse_crl
-from shared.fetch import Fetcher, FetchLimits
-from shared.revocation import FetchCache
+from shared.validation.assessment import TrustStore, assess, host_matches
+from shared.validation.crl import parse_crl
+from shared.validation.fetch import Fetcher, FetchLimits
+from shared.validation.revocation import FetchCache
+from shared.x509.certificate import Certificate, CertificateBundle, load_certificates
 from tests.chains import Issued, issue, make_crl, make_name, pem_of
 from tests.pki import big_crl_der
 

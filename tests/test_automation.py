@@ -1,4 +1,4 @@
-"""The Azure Automation client (`shared.automation`) against the loopback ARM (`tests.fakes.arm`), and
+"""The Azure Automation client (`shared.adapters.azure.automation`) against the loopback ARM (`tests.fakes.arm`), and
 the fake's own contract checks, so that both can be trusted by the remediation tests."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shared.automation import (
+from shared.adapters.azure.automation import (
     API_VERSION,
     ROLE_HINT,
     TERMINAL,
@@ -27,7 +27,7 @@ from shared.automation import (
     automation_from_env,
     job_name,
 )
-from shared.exceptions import CertsyncError
+from shared.errors import CertsyncError
 from tests.fakes.arm import FakeArm
 from tests.fakes.keyvault import StaticTokenCredential
 from tests.servers import LoopbackTls
@@ -441,7 +441,9 @@ def test_the_endpoint_defaults_to_public_azure_and_sets_the_token_scope(arm: Fak
 
 
 def test_importing_the_module_does_not_import_azure() -> None:
-    code = "import sys, shared.automation; print(sorted(m for m in sys.modules if m.startswith('azure')))"
+    code = (
+        "import sys, shared.adapters.azure.automation; print(sorted(m for m in sys.modules if m.startswith('azure')))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent
     )

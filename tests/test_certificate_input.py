@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
-import shared.pkcs12
-from shared.certificate import CertificateBundle, load_certificate_file, load_certificates
-from shared.exceptions import CertificateInputError
+import shared.x509.pkcs12
+from shared.errors import CertificateInputError
+from shared.x509.certificate import CertificateBundle, load_certificate_file, load_certificates
 from tests.chains import Chain, Issued, build_chain, issue, make_name, pem_of, pfx_openssl
 
 OPENSSL = shutil.which("openssl")
@@ -603,13 +603,13 @@ def test_key_scan_detects_a_retained_key(tmp_path: Path, rsa_chain: Chain, monke
     assert _live_instances(kinds) == before + 1
     del holder
     assert _live_instances(kinds) == before
-    real = shared.pkcs12.read_pkcs12
+    real = shared.x509.pkcs12.read_pkcs12
 
     def leaky(data: bytes, password: bytes | None, source: str) -> object:
         _LEAKED.append(pkcs12.load_pkcs12(data, password).key)  # what going back to the library could do
         return real(data, password, source)
 
-    monkeypatch.setattr(shared.pkcs12, "read_pkcs12", leaky)
+    monkeypatch.setattr(shared.x509.pkcs12, "read_pkcs12", leaky)
     try:
         load_certificates(pfx_cryptography(rsa_chain, serialization.NoEncryption()), "leaky.pfx")
         assert _live_instances(kinds) == before + 1
@@ -1163,10 +1163,10 @@ def test_errors_from_bytes_name_the_source() -> None:
 
 
 def test_pkcs12_refused_unopened_when_not_accepted(ec_chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.pkcs12
+    import shared.x509.pkcs12
 
     calls: list[object] = []
-    monkeypatch.setattr(shared.pkcs12, "read_pkcs12", lambda *args: calls.append(args))
+    monkeypatch.setattr(shared.x509.pkcs12, "read_pkcs12", lambda *args: calls.append(args))
     monkeypatch.setattr(pkcs12, "load_pkcs12", lambda *args: calls.append(args))
     data = pfx_cryptography(ec_chain, serialization.NoEncryption())
     for blob in (data, base64.b64encode(data)):

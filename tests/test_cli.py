@@ -290,7 +290,7 @@ def test_version_and_help_exit_0():
 def test_the_cli_does_not_import_cryptography_for_a_pem():
     # Start-up cost matters for a CLI: cryptography is only needed to open PKCS#12.
     code = (
-        "import sys; from shared.cli import main; rc = main(['name', sys.argv[1]]);"
+        "import sys; from shared.cli.main import main; rc = main(['name', sys.argv[1]]);"
         "print('cryptography' in sys.modules, file=sys.stderr); sys.exit(rc)"
     )
     result = subprocess.run([sys.executable, "-c", code, VECTORS / "zerossl.pem"], capture_output=True, text=True)

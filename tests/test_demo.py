@@ -10,11 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.assessment import VALID, TrustStore, assess
-from shared.events import NEW_VERSION, parse_event_json
-from shared.fetch import Fetcher
-from shared.sources import DirectoryVault
-from shared.targets import load_targets_file, resolve_targets
+from shared.pipeline.events import NEW_VERSION, parse_event_json
+from shared.pipeline.sources import DirectoryVault
+from shared.pipeline.targets import load_targets_file, resolve_targets
+from shared.validation.assessment import VALID, TrustStore, assess
+from shared.validation.fetch import Fetcher
 from tests.servers import HttpServer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Key Vault events as the Functions host hands them over: the JSON fixtures decoded by the azure-functions
 library's own Event Grid converter, turned back into their envelope by the trigger, read by
-`shared.events`. Both schemas, both spellings of the data fields, and every malformed shape."""
+`shared.pipeline.events`. Both schemas, both spellings of the data fields, and every malformed shape."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
 from functions.pipeline import envelope
-from shared.events import (
+from shared.pipeline.events import (
     EXPIRED,
     NEAR_EXPIRY,
     NEW_VERSION,
     EventError,
     parse_event,
     parse_event_json,
-    parse_iso_time,
     require_certificate_fields,
 )
+from shared.times import parse_time
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 VERSION = "0123456789abcdef0123456789abcdef"
@@ -79,7 +79,7 @@ def test_the_event_time_keeps_microseconds_of_event_grids_seven_digits():
     ],
 )
 def test_iso_times_are_read_as_azure_writes_them(text, expected):
-    parsed = parse_iso_time(text)
+    parsed = parse_time(text)
     assert parsed == expected
     assert parsed is None or parsed.tzinfo is not None
 
@@ -87,7 +87,7 @@ def test_iso_times_are_read_as_azure_writes_them(text, expected):
 @pytest.mark.parametrize("text", ["yesterday", "2026-13-01T00:00:00Z", "2026-05-01T25:00:00Z"])
 def test_text_that_is_not_an_iso_time_is_a_value_error(text):
     with pytest.raises(ValueError):
-        parse_iso_time(text)
+        parse_time(text)
 
 
 def test_a_secret_event_is_read_but_is_not_a_certificate_event():

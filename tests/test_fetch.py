@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from shared.exceptions import CertsyncError
-from shared.fetch import Fetcher, FetchError, FetchLimits, FetchRefused, address_problem, parse_allow_entry
+from shared.errors import CertsyncError
+from shared.validation.fetch import Fetcher, FetchError, FetchLimits, FetchRefused, address_problem, parse_allow_entry
 
 
 class Recorder:

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 import function_app
-from shared.certificate import load_certificates
-from shared.reports import name_report
+from shared.x509.certificate import load_certificates
+from shared.x509.reports import name_report
 from tests.chains import issue
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,9 +18,9 @@ from azure.functions.eventgrid import EventGridEventInConverter
 
 import shared.wiring
 from functions.pipeline import certificate_history, keyvault_certificate_events
-from shared.events import EventError
-from shared.exceptions import CertsyncError
-from shared.sources import SourceError
+from shared.errors import CertsyncError
+from shared.pipeline.events import EventError
+from shared.pipeline.sources import SourceError
 from shared.wiring import pipeline_from_env
 from tests.azurite import Azurite, queued_json
 from tests.chains import MAIL_HOSTS, Issued, renewal_pki, unprotected_pfx

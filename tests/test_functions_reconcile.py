@@ -20,8 +20,8 @@ from azure.functions.timer import TimerRequestConverter
 import functions.reconcile
 import shared.wiring
 from functions.reconcile import reconcile_daily
-from shared.exceptions import CertsyncError
-from shared.reconcile import Reconciler
+from shared.errors import CertsyncError
+from shared.reconciliation.reconcile import Reconciler
 from shared.wiring import reconciler_from_env, state_store_from_env
 from tests.azurite import queued_json
 from tests.chains import renewal_pki, unprotected_pfx
@@ -185,7 +185,7 @@ def test_importing_the_function_module_loads_no_azure_sdk():
     code = (
         "import sys, functions.reconcile\n"
         "print(sorted(m for m in sys.modules if m.startswith(('azure.core', 'azure.data', 'azure.storage',"
-        " 'azure.keyvault', 'azure.identity', 'shared.reconcile'))))\n"
+        " 'azure.keyvault', 'azure.identity', 'shared.reconciliation.reconcile'))))\n"
     )
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)

@@ -6,8 +6,8 @@ No Bicep compiler, ARM what-if or pwsh can run here (no network to Azure; spec: 
   syntax gate; it knows nothing of types or resource schemas);
 - the facts the app relies on are read from the parse trees and compared with the code: the bindings
   (`function_app.app.get_functions()`, via tests.test_function_app), the settings shared/*.py and
-  functions/*.py read (their ASTs), the role registry (shared/permissions.py), the event types
-  (shared/events.py) and local.settings.json.example;
+  functions/*.py read (their ASTs), the role registry (shared/adapters/azure/permissions.py), the event types
+  (shared/pipeline/events.py) and local.settings.json.example;
 - module wiring is checked like a compiler would: the files exist, the params passed are declared and
   the required ones are passed, the outputs read exist.
 Regular expressions are used only where a tree does not help: shell hook scripts (no shell grammar
@@ -32,9 +32,9 @@ import tree_sitter
 import tree_sitter_bicep
 import yaml
 
-from shared import permissions
-from shared.events import CERTIFICATE_EVENTS
-from shared.exceptions import CertsyncError
+from shared.adapters.azure import permissions
+from shared.errors import CertsyncError
+from shared.pipeline.events import CERTIFICATE_EVENTS
 from tests.test_function_app import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -349,7 +349,8 @@ def _module_constants(tree: ast.Module) -> dict[str, object]:
 def _names(node: ast.expr, constants: dict[str, object]) -> set[str]:
     """The setting names an expression can evaluate to: a string literal, a module-level string constant,
     or any value of a module-level dict/tuple of names indexed by a variable. Anything else (an f-string,
-    a parameter) gives none: such reads are dynamic, like `<connection>__clientId` in shared/storage.py."""
+    a parameter) gives none: such reads are dynamic, like `<connection>__clientId` in
+    shared/adapters/azure/storage.py."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return {node.value}
     if isinstance(node, ast.Name) and isinstance(constants.get(node.id), str):
@@ -373,12 +374,12 @@ def _is_environment(node: ast.expr) -> bool:
 def code_settings() -> tuple[frozenset[str], frozenset[str]]:
     """(settings, connections) the Function App's code reads: `env.get(X)`, `env[X]`, `os.environ...`,
     `os.getenv(X)`, and `storage_settings(env, "Conn")` connections. Only UPPER_CASE names count as
-    settings: shared/events.py reads its event envelope through a mapping also called `env`.
-    shared/cli.py is left out: its environment variables (CERTSYNC_DEBUG, --password-env) belong to the
+    settings: shared/pipeline/events.py reads its event envelope through a mapping also called `env`.
+    shared/cli/main.py is left out: its environment variables (CERTSYNC_DEBUG, --password-env) belong to the
     command line, not to the Function App."""
     settings: set[str] = set()
     connections: set[str] = set()
-    files = [p for p in sorted((ROOT / "shared").glob("*.py")) if p.name != "cli.py"]
+    files = [p for p in sorted((ROOT / "shared").rglob("*.py")) if "cli" not in p.relative_to(ROOT / "shared").parts]
     files += [*sorted((ROOT / "functions").glob("*.py")), ROOT / "function_app.py"]
     for path in files:
         tree = ast.parse(path.read_text(), str(path))
@@ -673,7 +674,7 @@ def _role_names_in(text_: str) -> set[str]:
 
 def test_roles_named_in_the_codes_hints_are_in_the_registry():
     named: dict[str, set[str]] = {}
-    for path in sorted((ROOT / "shared").glob("*.py")):
+    for path in sorted((ROOT / "shared").rglob("*.py")):
         if path.name == "permissions.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
@@ -682,7 +683,7 @@ def test_roles_named_in_the_codes_hints_are_in_the_registry():
                     named.setdefault(role, set()).add(path.name)
     assert {"Key Vault Certificate User", "Key Vault Secrets User"} <= set(named), named  # the scan works
     unknown = {role: files for role, files in named.items() if role not in permissions.BUILT_IN_ROLES}
-    assert unknown == {}, "roles named in hints but missing from shared/permissions.py"
+    assert unknown == {}, "roles named in hints but missing from shared/adapters/azure/permissions.py"
 
 
 def test_the_role_name_pattern_finds_names_across_line_breaks():
@@ -737,7 +738,7 @@ def test_the_system_topic_is_the_vaults_and_has_an_identity_for_dead_letters():
 def test_the_runbook_is_powershell_5_1_named_as_the_code_expects_and_its_content_exists():
     main = bicep("main.bicep")
     name = string_value(main.variables["runbookName"])
-    from shared.remediation import DEFAULT_RUNBOOK
+    from shared.remediation.remediation import DEFAULT_RUNBOOK
 
     assert name == DEFAULT_RUNBOOK
     runbook = bicep("modules/automation.bicep").resources_of("Microsoft.Automation/automationAccounts/runbooks")[0]

@@ -1,4 +1,5 @@
-"""`shared.keyvault.KeyVaultSource` with the real Key Vault SDK clients against the fake vault over HTTPS."""
+"""`shared.adapters.azure.keyvault.KeyVaultSource` with the real Key Vault SDK clients against the fake vault
+over HTTPS."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from shared.exceptions import CertsyncError
-from shared.keyvault import KeyVaultSource, default_credential, vault_name
-from shared.sources import SourceError, StoredVersion
+from shared.adapters.azure.keyvault import KeyVaultSource, default_credential, vault_name
+from shared.errors import CertsyncError
+from shared.pipeline.sources import SourceError, StoredVersion
 from tests.chains import Chain, build_chain, issue, pem_of
 from tests.fakes.keyvault import KEY_VAULT_SCOPE, PEM, PKCS12, FakeKeyVault, StaticTokenCredential
 
@@ -497,7 +498,8 @@ def test_the_bearer_challenge_round_trip_happens(keyvault: FakeKeyVault) -> None
 
 def test_importing_shared_keyvault_loads_no_azure_module() -> None:
     code = (
-        "import sys, shared.keyvault\nprint(sorted(m for m in sys.modules if m == 'azure' or m.startswith('azure.')))\n"
+        "import sys, shared.adapters.azure.keyvault\n"
+        "print(sorted(m for m in sys.modules if m == 'azure' or m.startswith('azure.')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.assessment import VALID, TrustStore, assess
-from shared.certificate import Certificate, CertificateBundle, certificates_in
-from shared.crl import parse_crl
-from shared.exceptions import CertsyncError
+from shared.errors import CertsyncError
+from shared.validation.assessment import VALID, TrustStore, assess
+from shared.validation.crl import parse_crl
+from shared.x509.certificate import Certificate, CertificateBundle, certificates_in
 
 LIMBO = Path(__file__).parent / "fixtures" / "x509-limbo"
 CASES = json.loads((LIMBO / "limbo.json").read_text(encoding="utf-8"))["testcases"]

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from shared.audit import SqliteAuditLog
-from shared.events import parse_event
-from shared.exceptions import CertsyncError
-from shared.notify import (
+from shared.adapters.azure.storage import StorageMessageQueue, storage_settings
+from shared.errors import CertsyncError
+from shared.notify.signing import new_secret, parse_secrets
+from shared.notify.webhooks import (
     GENERIC_PAYLOAD_LIMIT,
     SLACK_BLOCK_LIMIT,
     TEAMS_MESSAGE_LIMIT,
@@ -36,9 +36,9 @@ from shared.notify import (
     slack_message,
     teams_message,
 )
-from shared.pipeline import LogNotifier, Notice
-from shared.signing import new_secret, parse_secrets
-from shared.storage import StorageMessageQueue, storage_settings
+from shared.pipeline.audit import SqliteAuditLog
+from shared.pipeline.events import parse_event
+from shared.pipeline.process import LogNotifier, Notice
 from tests import test_pipeline
 from tests.azurite import ACCOUNT_KEY, queued_json
 from tests.receivers import WebhookReceiver

@@ -14,14 +14,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from shared.assessment import TrustStore
-from shared.audit import SqliteAuditLog
-from shared.certificate import Certificate
-from shared.events import EventError, parse_event
-from shared.jobs import OutboxQueue
-from shared.pipeline import Pipeline, PipelineSettings
-from shared.sources import DirectoryVault, SourceError
-from shared.targets import parse_targets_json
+from shared.pipeline.audit import SqliteAuditLog
+from shared.pipeline.events import EventError, parse_event
+from shared.pipeline.jobs import OutboxQueue
+from shared.pipeline.process import Pipeline, PipelineSettings
+from shared.pipeline.sources import DirectoryVault, SourceError
+from shared.pipeline.targets import parse_targets_json
+from shared.validation.assessment import TrustStore
+from shared.x509.certificate import Certificate
 from tests.chains import MAIL_HOSTS, Issued, RenewalPki, make_crl, pem_of, renewal_pki
 
 NAME = "exch-hybrid-smtp"

@@ -1,4 +1,4 @@
-"""The certificates-only PKCS#12 reader (`shared.pkcs12`): certificates out, private keys never opened.
+"""The certificates-only PKCS#12 reader (`shared.x509.pkcs12`): certificates out, private keys never opened.
 
 PFX files come from the `openssl` CLI and `cryptography`, or are put together here from DER pieces, with
 the encryption done by `cryptography` and the MAC by this file's own RFC 7292 key derivation; `openssl`
@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-import shared.pkcs12 as reader
-from shared import der
-from shared.certificate import load_certificates
-from shared.exceptions import CertificateInputError
-from shared.pkcs12 import Pkcs12Contents, read_pkcs12
+import shared.x509.pkcs12 as reader
+from shared.errors import CertificateInputError
+from shared.x509 import der
+from shared.x509.certificate import load_certificates
+from shared.x509.pkcs12 import Pkcs12Contents, read_pkcs12
 from tests.chains import Chain, Issued, build_chain, issue, make_name, pfx_openssl
 
 OPENSSL = shutil.which("openssl")
@@ -756,9 +756,9 @@ def test_openssl_pfx_read_with_key_parsers_refused(
 
 def test_reading_a_pem_or_der_does_not_import_the_pkcs12_reader(ec_chain: Chain) -> None:
     code = (
-        "import sys; from shared.certificate import load_certificates; "
+        "import sys; from shared.x509.certificate import load_certificates; "
         f"load_certificates({ec_chain.leaf.pem!r}); load_certificates({ec_chain.leaf.der!r}); "
-        "print(sorted(m for m in sys.modules if m.startswith(('cryptography', 'shared.pkcs12'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('cryptography', 'shared.x509.pkcs12'))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from shared.assessment import TrustStore
-from shared.certificate import Certificate
-from shared.exceptions import CertsyncError
-from shared.fetch import Fetcher
-from shared.probe import ProbeResult, normalise_thumbprint, parse_endpoint, probe
+from shared.errors import CertsyncError
+from shared.validation.assessment import TrustStore
+from shared.validation.fetch import Fetcher
+from shared.validation.probe import ProbeResult, normalise_thumbprint, parse_endpoint, probe
+from shared.x509.certificate import Certificate
 from tests.chains import Issued, issue, make_name, pem_of
 from tests.smtp import SmtpTlsServer, StallingServer
 from tests.test_cli import assert_bad_input, run

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.assessment import TrustStore
-from shared.audit import AuditEntry, SqliteAuditLog
-from shared.certificate import Certificate
-from shared.exceptions import CertsyncError
-from shared.jobs import OutboxQueue, job_id
-from shared.pipeline import Notice, Pipeline, PipelineSettings
-from shared.reconcile import (
+from shared.adapters.azure.storage import TABLE_STRING_LIMIT, StorageError
+from shared.errors import CertsyncError
+from shared.pipeline.audit import AuditEntry, SqliteAuditLog
+from shared.pipeline.jobs import OutboxQueue, job_id
+from shared.pipeline.process import Notice, Pipeline, PipelineSettings
+from shared.pipeline.sources import DirectoryVault, SourceError
+from shared.pipeline.targets import parse_targets_json
+from shared.reconciliation.reconcile import (
     OK,
     SNAPSHOT_SCHEMA,
     Reconciler,
@@ -32,9 +33,8 @@ from shared.reconcile import (
     expiry_state,
     fit_snapshot,
 )
-from shared.sources import DirectoryVault, SourceError
-from shared.storage import TABLE_STRING_LIMIT, StorageError
-from shared.targets import parse_targets_json
+from shared.validation.assessment import TrustStore
+from shared.x509.certificate import Certificate
 from tests.chains import MAIL_HOSTS, Issued, RenewalPki, pem_of, renewal_pki
 
 NAME = "exch-hybrid-smtp"
@@ -297,7 +297,7 @@ def test_an_unprocessed_version_is_processed_and_reported_once(world):
 
 
 def test_a_version_settled_by_its_event_is_not_processed_again(world):
-    from shared.events import parse_event
+    from shared.pipeline.events import parse_event
 
     event = {
         "id": "evt-1",

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.audit import AuditEntry
-from shared.exceptions import CertsyncError
-from shared.jobs import Job
-from shared.pipeline import Notice
-from shared.remediation import (
+from shared.errors import CertsyncError
+from shared.notify.signing import new_secret, parse_secrets, sign
+from shared.pipeline.audit import AuditEntry
+from shared.pipeline.jobs import Job
+from shared.pipeline.process import Notice
+from shared.remediation.remediation import (
     Remediation,
     RemediationSettings,
     callback_url,
@@ -36,7 +37,6 @@ from shared.remediation import (
     retry_delay,
     server_outcomes,
 )
-from shared.signing import new_secret, parse_secrets, sign
 from shared.wiring import remediation_from_env
 from tests.chains import issue, make_name, pem_of
 from tests.fakes.arm import API_VERSION, FakeArm

@@ -4,8 +4,8 @@ PowerShell, which cannot be installed here (spec: local-stack §5).
 - A syntax gate: the runbook and every tests/runbook/*.ps1 parse with the tree-sitter PowerShell grammar
   with no ERROR or MISSING node; deliberately broken snippets (and PowerShell 7-only syntax, which the
   grammar rejects) are flagged, so the gate can fail.
-- Project lints read from the parse tree: the Automation parameters match what shared/remediation.py
-  sends, every action shared/plan.py can plan has a handler and unknown actions throw, one Write-Output,
+- Project lints read from the parse tree: the Automation parameters match what shared/remediation/remediation.py
+  sends, every action shared/pipeline/plan.py can plan has a handler and unknown actions throw, one Write-Output,
   no Write-Host, no PowerShell 7-only commands or parameters, ConvertTo-Json always with -Depth, no
   secret in a parameter name or in anything logged or thrown, the result record's fields.
 - The result line: the fixtures in tests/fixtures/runbook/ (written as Windows PowerShell 5.1's
@@ -32,10 +32,16 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
-import shared.plan
-from shared.jobs import Job
-from shared.remediation import RESULT_STATUSES, job_parameters, parse_result, result_from_output, server_outcomes
-from shared.signing import parse_secrets, signature
+import shared.pipeline.plan
+from shared.notify.signing import parse_secrets, signature
+from shared.pipeline.jobs import Job
+from shared.remediation.remediation import (
+    RESULT_STATUSES,
+    job_parameters,
+    parse_result,
+    result_from_output,
+    server_outcomes,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "infra" / "runbooks" / "Invoke-CertsyncRemediation.ps1"
@@ -219,8 +225,9 @@ def script_parameters() -> list[str]:
 
 
 def plan_actions() -> set[str]:
-    """Every action shared/plan.py can put in a plan: the second argument of each `step(phase, action, ...)`."""
-    tree = ast.parse(inspect.getsource(shared.plan))
+    """Every action shared/pipeline/plan.py can put in a plan: the second argument of each
+    `step(phase, action, ...)`."""
+    tree = ast.parse(inspect.getsource(shared.pipeline.plan))
     actions = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "step":

@@ -29,8 +29,8 @@ import pytest
 import functions.status
 import shared.wiring
 from functions.status import status_page
-from shared.exceptions import CertsyncError
-from shared.status_page import CONTENT_SECURITY_POLICY, RECONCILE_FUNCTION, SCHEMA, render_status_page
+from shared.errors import CertsyncError
+from shared.notify.status_page import CONTENT_SECURITY_POLICY, RECONCILE_FUNCTION, SCHEMA, render_status_page
 from tests.servers import HttpServer
 from tests.test_function_app import FUNCTIONS
 

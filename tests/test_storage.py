@@ -20,10 +20,7 @@ from azure.core.exceptions import ServiceRequestError
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
-from shared.audit import AuditEntry
-from shared.exceptions import CertsyncError
-from shared.jobs import Job
-from shared.storage import (
+from shared.adapters.azure.storage import (
     MAX_VISIBILITY_SECONDS,
     QUEUE_MESSAGE_LIMIT,
     StorageError,
@@ -33,6 +30,9 @@ from shared.storage import (
     storage_settings,
     table_key,
 )
+from shared.errors import CertsyncError
+from shared.pipeline.audit import AuditEntry
+from shared.pipeline.jobs import Job
 from tests.azurite import ACCOUNT_KEY, Azurite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,9 +116,10 @@ def under_test(settings, azurite: Azurite) -> JobsUnderTest:
 def test_importing_shared_storage_imports_no_azure_sdk():
     probe = (
         "import json, sys\n"
-        "import shared.storage\n"
+        "import shared.adapters.azure.storage\n"
         "before = sorted(m for m in sys.modules if m.split('.')[0] == 'azure')\n"
-        "shared.storage.storage_settings({'JobsStorage': 'UseDevelopmentStorage=true'}).queue_client('q')\n"
+        "settings = shared.adapters.azure.storage.storage_settings({'JobsStorage': 'UseDevelopmentStorage=true'})\n"
+        "settings.queue_client('q')\n"
         "after = sorted(m for m in sys.modules if m.split('.')[0] == 'azure')\n"
         "print(json.dumps([before, after]))\n"
     )
@@ -326,7 +327,7 @@ def test_a_claim_that_cannot_be_marked_queued_still_counts_as_queued(under_test:
         raise ServiceRequestError("connection reset")
 
     monkeypatch.setattr(under_test.jobs._claims, "update_entity", fail)
-    with caplog.at_level(logging.WARNING, logger="shared.storage"):
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.azure.storage"):
         assert under_test.jobs.enqueue(job()) is True
 
     assert len(under_test.raw_messages()) == 1
@@ -373,7 +374,7 @@ def test_enqueue_logs_identifiers_never_the_message(under_test: JobsUnderTest, c
         under_test.jobs.enqueue(the_job)
         under_test.jobs.enqueue(the_job)
 
-    ours = [record for record in caplog.records if record.name == "shared.storage"]
+    ours = [record for record in caplog.records if record.name == "shared.adapters.azure.storage"]
     assert [record.getMessage() for record in ours] == ["job queued", "job already queued; not sent again"]
     assert ours[0].__dict__["certsync.job_id"] == the_job.job_id
     everything = " ".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.targets import (
+from shared.pipeline.targets import (
     SCHEMA,
     Targets,
     TargetsError,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.certificate import load_certificate_file
-from shared.tls_certificate_name import TlsCertificateName
+from shared.x509.certificate import load_certificate_file
+from shared.x509.tls_certificate_name import TlsCertificateName
 
 VECTORS = Path(__file__).parent / "fixtures" / "tls-certificate-name"
 CASES = json.loads((VECTORS / "cases.json").read_text(encoding="utf-8"))

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from shared.exceptions import NameSyntaxError
-from shared.tls_certificate_name import TlsCertificateName
-from shared.x500 import X500Name, fold_case
+from shared.errors import NameSyntaxError
+from shared.x509.tls_certificate_name import TlsCertificateName
+from shared.x509.x500 import X500Name, fold_case
 
 
 def parts(text: str) -> list[list[tuple[str, str]]]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.exceptions import NameDecodeError, NameSyntaxError
-from shared.x500 import X500Name
+from shared.errors import NameDecodeError, NameSyntaxError
+from shared.x509.x500 import X500Name
 from tests.pki import BMP, IA5, PRINTABLE, T61, UNIVERSAL, UTF8, VISIBLE, ava, ava_tlv, integer, name, octet_string, rdn
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from cryptography import x509
 
-from shared.certificate import Certificate
-from shared.exceptions import NameDecodeError
-from shared.x500 import X500Name
+from shared.errors import NameDecodeError
+from shared.x509.certificate import Certificate
+from shared.x509.x500 import X500Name
 from tests.pki import (
     BMP,
     BUSINESS_CATEGORY,

@@ -97,7 +97,7 @@ resource jobLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   }
 }
 
-// Automation Job Operator for the Function identity on this account only: shared/automation.py creates
+// Automation Job Operator for the Function identity on this account only: shared/adapters/azure/automation.py creates
 // jobs (PUT .../jobs/{name}, jobs/write), reads their status, output and streams (jobs/read,
 // jobs/output/read, jobs/streams/read) and stops them (jobs/stop/action). It cannot create, edit or
 // publish runbooks.

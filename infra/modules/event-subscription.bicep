@@ -5,7 +5,7 @@
 // group, after the code: Event Grid refuses an AzureFunction destination whose function does not exist
 // yet, so this cannot be part of the first `azd provision`.
 //
-// Delivery: Event Grid schema (the trigger and shared/events.py read it; CloudEvents would need
+// Delivery: Event Grid schema (the trigger and shared/pipeline/events.py read it; CloudEvents would need
 // PYTHON_ISOLATE_WORKER_DEPENDENCIES), one event per call, Event Grid's retry schedule for up to 30
 // attempts within 24 hours. The Function raises when it cannot settle an event (Key Vault unavailable,
 // forbidden), so Event Grid retries it; what is still undelivered after that, or refused with a 4xx, is

@@ -188,7 +188,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
     PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'certsync'
 
-    // The identity the SDK clients use (shared/keyvault.py, shared/automation.py).
+    // The identity the SDK clients use (shared/adapters/azure/keyvault.py, shared/adapters/azure/automation.py).
     AZURE_CLIENT_ID: identityClientId
 
     // JobsStorage: the queues and tables of the pipeline, remediation and notifications.
@@ -213,7 +213,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_VAULT_DNS_SUFFIX: vaultDnsSuffix
     CERTSYNC_VAULT_URLS: vaultUrls
 
-    // Remediation (shared/automation.py, shared/remediation.py).
+    // Remediation (shared/adapters/azure/automation.py, shared/remediation/remediation.py).
     AUTOMATION_ACCOUNT_ID: automationAccountId
     AUTOMATION_RUNBOOK: runbookName
     CERTSYNC_ARM_ENDPOINT: armEndpoint
@@ -221,7 +221,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_CALLBACK_SECRET: callbackSecret
     CERTSYNC_PROBE_TIMEOUT: string(probeTimeoutSeconds)
 
-    // Notifications and reconciliation (shared/notify.py, functions/reconcile.py).
+    // Notifications and reconciliation (shared/notify/webhooks.py, functions/reconcile.py).
     CERTSYNC_TEAMS_WEBHOOK_URL: teamsWebhookUrl
     CERTSYNC_SLACK_WEBHOOK_URL: slackWebhookUrl
     CERTSYNC_WEBHOOK_URL: webhookUrl

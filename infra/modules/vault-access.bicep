@@ -25,7 +25,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
-// Key Vault Certificate User for the Function identity on the vault: shared/keyvault.py reads each
+// Key Vault Certificate User for the Function identity on the vault: shared/adapters/azure/keyvault.py reads each
 // certificate version (get_certificate_version: enabled, x5t, tags, the secret id).
 resource functionCertificateUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, functionPrincipalId, 'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba')
@@ -38,7 +38,7 @@ resource functionCertificateUser 'Microsoft.Authorization/roleAssignments@2022-0
   }
 }
 
-// Key Vault Secrets User for the Function identity on the vault: shared/keyvault.py reads the secret
+// Key Vault Secrets User for the Function identity on the vault: shared/adapters/azure/keyvault.py reads the secret
 // behind a certificate version for its chain (the private key is never parsed), and App Service resolves
 // the @Microsoft.KeyVault(...) app settings (webhook URLs, signing and callback secrets) with this
 // identity (keyVaultReferenceIdentity).

@@ -49,7 +49,7 @@ param(
 # ---------------------------------------------------------------------------------------------
 
 function Get-CertsyncActions {
-    # Every action certsync.plan/1 can contain (shared/plan.py). A plan with any other action is
+    # Every action certsync.plan/1 can contain (shared/pipeline/plan.py). A plan with any other action is
     # refused before the first step runs, so a runbook older than the planner never half-runs a plan.
     return @(
         'install-intermediate',
@@ -1220,7 +1220,7 @@ function ConvertTo-CertsyncResultJson {
 }
 
 function New-CertsyncWebhookHeaders {
-    # Standard Webhooks v1 (shared/signing.py): HMAC-SHA256 over "<id>.<timestamp>.<body bytes>" with
+    # Standard Webhooks v1 (shared/notify/signing.py): HMAC-SHA256 over "<id>.<timestamp>.<body bytes>" with
     # each whsec_ secret (several, space separated, while one is rotated), base64, "v1," prefix.
     param([string]$MessageId, [long]$Timestamp, [byte[]]$Body, [string]$SigningSecrets)
     $prefix = [System.Text.Encoding]::UTF8.GetBytes(('{0}.{1}.' -f $MessageId, $Timestamp))

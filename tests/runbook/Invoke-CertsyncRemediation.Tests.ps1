@@ -342,7 +342,7 @@ Describe 'Invoke-CertsyncRemediation' {
             Mock Invoke-RestMethod { $script:Posted = @{ Uri = $Uri; Headers = $Headers; Body = $Body; ContentType = $ContentType; Method = $Method } }
         }
 
-        It 'signs like shared/signing.py (the same vector as tests/test_runbook.py)' {
+        It 'signs like shared/notify/signing.py (the same vector as tests/test_runbook.py)' {
             $body = [System.Text.Encoding]::UTF8.GetBytes('{"schema":"certsync.result/1","status":"succeeded"}')
             $headers = New-CertsyncWebhookHeaders -MessageId 'a7d33d27f549da6ee5b954d7079b8535-result' -Timestamp 1767225600 -Body $body -SigningSecrets $script:SigningSecret
             $headers['webhook-signature'] | Should -BeExactly 'v1,+LGiyAtgmk0BcKynw9Qwm3nptbZZB3apA3MRJ7vDQaQ='

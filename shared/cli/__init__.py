@@ -1,0 +1,1 @@
+"""`certsync`, the admin's command line."""

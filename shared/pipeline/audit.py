@@ -1,0 +1,168 @@
+"""The audit trail: one entry per thing that happened to a certificate, in one partition per certificate.
+
+`AuditLog` is the port; `SqliteAuditLog` is the local backend (`certsync process`, `certsync history`);
+`shared.adapters.azure.storage.TableAuditLog` writes Azure Table storage. Entries carry identifiers, statuses and plans,
+never key material: the pipeline builds them from public facts only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from shared.errors import CertsyncError
+
+# What happened. Each entry's `kind` is one of these.
+KINDS = (
+    "event-received",
+    "event-ignored",
+    "event-rejected",  # malformed: settled nowhere, retried by Event Grid, then dead-lettered
+    "event-failed",  # the certificate source failed; Event Grid retries
+    "duplicate",
+    "assessment",
+    "plan",
+    "job-queued",
+    "blocked",
+    "expiry-warning",
+    # remediation (shared/remediation/remediation.py): the Automation job and what the runbook reported
+    "job-started",  # the Automation job was created (or found, on a retry)
+    "job-retry",  # Automation answered 5xx or 429: the start or the poll is tried again later
+    "job-rejected",  # Automation answered 4xx: not retried; fix the setting or role the message names
+    "job-poisoned",  # retries exhausted: the message is in the poison queue
+    "job-status",  # a non-terminal status seen while tracking (only when it changes)
+    "job-result",  # the terminal status and the runbook's result (steps, inventory)
+    "probe",  # the STARTTLS probe after a remediation: what each endpoint serves
+    # notifications and reconciliation (shared/notify/webhooks.py, shared/reconciliation/reconcile.py)
+    "notification-failed",  # a webhook delivery that failed after its retries (also in the poison queue)
+    "reconcile-finding",  # a finding of the daily reconciliation whose state changed
+)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    certificate: str  # the partition: the certificate name, lower-case ("-" when the event named none)
+    kind: str
+    correlation_id: str
+    summary: str  # one line for people
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    vault: str = ""
+    version: str = ""
+    event_id: str = ""
+    details: dict = field(default_factory=dict)  # JSON-ready
+    entry_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"audit kind {self.kind!r}")
+
+    @property
+    def row_key(self) -> str:
+        """Sorts in time order within the partition (then by id, for entries in the same microsecond)."""
+        return f"{self.at.astimezone(dt.timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}-{self.entry_id}"
+
+    def to_dict(self) -> dict:
+        return {
+            "certificate": self.certificate,
+            "kind": self.kind,
+            "at": self.at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "correlation_id": self.correlation_id,
+            "vault": self.vault,
+            "version": self.version,
+            "event_id": self.event_id,
+            "summary": self.summary,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_stored(cls, row_key: str, data: dict) -> AuditEntry:
+        """An entry read back from a store that keeps it under `row_key` (the id is its last part)."""
+        return cls.from_dict(data, row_key.rsplit("-", 1)[-1])
+
+    @classmethod
+    def from_dict(cls, data: dict, entry_id: str = "") -> AuditEntry:
+        return cls(
+            certificate=data["certificate"],
+            kind=data["kind"],
+            correlation_id=data.get("correlation_id", ""),
+            summary=data.get("summary", ""),
+            at=dt.datetime.fromisoformat(data["at"].replace("Z", "+00:00")),
+            vault=data.get("vault", ""),
+            version=data.get("version", ""),
+            event_id=data.get("event_id", ""),
+            details=data.get("details") or {},
+            entry_id=entry_id or uuid.uuid4().hex,
+        )
+
+
+def partition(name: str | None) -> str:
+    """Key Vault names are case-insensitive, so one certificate is one lower-case partition."""
+    return (name or "-").strip().lower() or "-"
+
+
+class AuditLog(Protocol):
+    def record(self, entry: AuditEntry) -> None: ...
+
+    def history(self, certificate: str) -> list[AuditEntry]:
+        """Every entry for the certificate, oldest first."""
+        ...
+
+
+class SqliteFile:
+    """One SQLite file of a local backend (created on first use); one statement at a time across threads."""
+
+    def __init__(self, path: str | Path, schema: str, what: str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # WAL with NORMAL sync: a write survives a crash of the process, and does not wait for the
+            # disk (a power cut may lose the last writes; the Azure backends are the durable ones).
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(schema)
+        except (OSError, sqlite3.Error) as exc:
+            raise CertsyncError(f"{self.path}: cannot open the {what} database ({exc}); check the path") from None
+        self._lock = threading.Lock()
+
+    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """The statement's rows (none for a write)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteAuditLog:
+    """The audit trail in one SQLite file (created on first use); safe across threads of one process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = SqliteFile(
+            path,
+            "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
+            " PRIMARY KEY (partition, row_key));",
+            "audit",
+        )
+        self.path = self._db.path
+
+    def record(self, entry: AuditEntry) -> None:
+        body = json.dumps(entry.to_dict(), sort_keys=True)
+        self._db.execute(
+            "INSERT INTO audit (partition, row_key, body) VALUES (?, ?, ?)",
+            (partition(entry.certificate), entry.row_key, body),
+        )
+
+    def history(self, certificate: str) -> list[AuditEntry]:
+        rows = self._db.execute(
+            "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
+        )
+        return [AuditEntry.from_stored(row_key, json.loads(body)) for row_key, body in rows]
+
+    def close(self) -> None:
+        self._db.close()

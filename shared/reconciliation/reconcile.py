@@ -1,0 +1,892 @@
+"""The daily reconciliation: what Key Vault holds, checked against what certsync did and what Exchange reported.
+
+Key Vault events are not a complete trigger (`spec/exchange-azure-facts.md` §1 fact 10): they fire only
+for versions created after the subscription existed, NearExpiry fires once, at 30 days, and events go
+missing. So once a day `Reconciler.run(now)` takes, in every allowed vault, every certificate that has
+targets, and looks at its latest enabled version for:
+
+- `unprocessed`: no audit entry shows the pipeline settled this version (`SETTLED_KINDS`: a plan, a
+  block, a queued or duplicate job, a runbook job). It is run through the pipeline as a synthesized
+  CertificateNewVersionCreated event `reconcile-<version>`; the job claim keeps that idempotent.
+- `expiry`: within one of the thresholds (30, 14, 7 days) of notAfter, or expired.
+- `drift`: the last runbook inventory (the newest `job-result` entry whose certsync.result/1 carries an
+  `inventory`) against Key Vault: a connector whose TlsCertificateName does not select the version's
+  certificate, a target server without the version's thumbprint, or with it in a status other than
+  Valid. Without an inventory the drift state is `unknown`; while the version's own job is queued or
+  running (for up to `PENDING_GRACE`) it is `pending`. Neither is a finding.
+- `failed`: anything that stopped the check of one certificate (Key Vault refusing it, malformed
+  `certsync-*` tags, no enabled version). The other certificates are still checked.
+
+Which certificates have targets: those with a `certsync-*` tag on their latest enabled version, and
+those with their own entry in the targets file. The file's `"*"` entry only supplies defaults, as in
+`shared.pipeline.targets.resolve_targets`, so it alone targets nothing: a vault's unrelated certificates (web
+servers, other apps) are not reconciled, and their secrets are not even read.
+
+Notified once per change of state. The `StateStore` remembers each tracked finding's last state per
+certificate (`<vault>/<name>`): `unprocessed` (the version id), `expiry` ("ok", "30", "14", "7",
+"expired"), `drift` ("ok" or "drift:<hash of what drifted>"), `failed` ("ok" or the failure's kind). A
+state that differs from the remembered one is notified (Notice kinds `unprocessed`, `expiry-warning`,
+`drift`, `failed`), audited as `reconcile-finding`, and remembered; a problem that clears (a renewal,
+connectors fixed) is notified once as `resolved`. `unprocessed` is handled in the run that finds it,
+so it has no `resolved`; `pending`/`unknown` drift changes nothing remembered. A notice that could not
+be sent leaves the state as it was, so the next run tries again.
+
+Each run also writes one status snapshot (certsync.status/1) per certificate for the status page, with
+a fresh assessment, the last remediation on each server, and every finding, including those that are
+not notified: `blocked` (the version's plan was blocked), `assessment` (not Valid now), `remediation`
+(a server's last job failed or rolled back).
+
+`SqliteStateStore` is the local backend (`certsync reconcile`); `TableStateStore` the Azure one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.adapters.azure.storage import StorageError, create_if_missing, storage_errors, table_key, table_string_fits
+from shared.errors import CertsyncError
+from shared.pipeline.audit import AuditEntry, AuditLog, SqliteFile, partition
+from shared.pipeline.events import NEW_VERSION, KeyVaultEvent
+from shared.pipeline.jobs import job_id
+from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings
+from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
+from shared.pipeline.targets import TAG_PREFIX, Targets, TargetsError, TargetsFile, resolve_targets
+from shared.validation.assessment import VALID, Assessment, assess
+from shared.validation.fetch import Fetcher
+from shared.validation.revocation import FetchCache
+from shared.x509.reports import iso
+from shared.x509.tls_certificate_name import TlsCertificateName
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
+
+log = logging.getLogger("certsync")
+
+SNAPSHOT_SCHEMA = "certsync.status/1"
+THRESHOLDS = (30, 14, 7)
+OK = "ok"
+# How long the latest version's own job counts as under way before its absence of a result is drift.
+PENDING_GRACE = dt.timedelta(days=1)
+# Audit kinds that show the pipeline settled a version (its event, or a reconciliation run, got that far).
+SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "job-result")
+CONNECTOR_KINDS = ("send-connector", "receive-connector", "hybrid-configuration", "exo-inbound-connector")
+SEVERITIES = ("info", "warning", "critical")
+# Tracked findings and the Notice kind each is announced with.
+NOTICE_KINDS = {"unprocessed": "unprocessed", "expiry": "expiry-warning", "drift": "drift", "failed": "failed"}
+
+
+# --- findings and the report ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the reconciliation found about one certificate."""
+
+    vault: str
+    certificate: str
+    code: str  # unprocessed, expiry, drift, failed (tracked); blocked, assessment, remediation
+    state: str  # what the state store remembers for tracked codes, e.g. "14", "drift:1a2b...", "forbidden"
+    severity: str  # info | warning | critical
+    summary: str  # one line
+    version: str = ""
+    changed: bool = False  # differs from the last run's state: notified and audited in this run
+    details: dict = field(default_factory=dict)  # JSON-ready
+
+    def to_dict(self) -> dict:
+        return {
+            "vault": self.vault,
+            "certificate": self.certificate,
+            "version": self.version,
+            "code": self.code,
+            "state": self.state,
+            "severity": self.severity,
+            "summary": self.summary,
+            "changed": self.changed,
+            "details": self.details,
+        }
+
+
+@dataclass
+class ReconcileReport:
+    run_id: str  # the correlation id of this run's notices and audit entries
+    checked_at: dt.datetime
+    vaults: tuple[str, ...]
+    certificates: list[str] = field(default_factory=list)  # "<vault>/<name>" of each certificate checked
+    findings: list[Finding] = field(default_factory=list)  # current findings, changed or not
+    resolved: list[Finding] = field(default_factory=list)  # problems that cleared in this run
+    processed: list[dict] = field(default_factory=list)  # unprocessed versions run through the pipeline
+    failures: list[str] = field(default_factory=list)  # one line each: what could not be checked or sent
+
+    @property
+    def notified(self) -> int:
+        return sum(1 for f in self.findings if f.changed) + len(self.resolved)
+
+    def summary(self) -> str:
+        return (
+            f"reconciled {len(self.certificates)} certificate(s) in {len(self.vaults)} vault(s): "
+            f"{len(self.findings)} finding(s), {self.notified} change(s) notified, "
+            f"{len(self.processed)} version(s) processed, {len(self.failures)} failure(s)"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "checked_at": iso(self.checked_at),
+            "vaults": list(self.vaults),
+            "certificates": list(self.certificates),
+            "findings": [f.to_dict() for f in self.findings],
+            "resolved": [f.to_dict() for f in self.resolved],
+            "processed": list(self.processed),
+            "failures": list(self.failures),
+            "summary": self.summary(),
+        }
+
+
+# --- the state store: the port and two backends --------------------------------------------------
+
+
+class StateStore(Protocol):
+    """Finding states and status snapshots. `certificate` is the key `<vault>/<name>`, lower-case, so
+    one name in two vaults keeps two sets of states."""
+
+    def get(self, certificate: str, finding: str) -> str | None: ...
+
+    def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None: ...
+
+    def put_snapshot(self, snapshot: dict) -> None:
+        """Store (replace) the certsync.status/1 snapshot of (snapshot["vault"], snapshot["certificate"])."""
+        ...
+
+    def snapshots(self) -> list[dict]:
+        """Every snapshot, sorted by certificate (then vault)."""
+        ...
+
+    def delete_snapshot(self, vault: str, certificate: str) -> None:
+        """Forget a certificate that no longer exists or no longer has targets."""
+        ...
+
+
+def certificate_key(vault: str, name: str) -> str:
+    return f"{vault}/{name}".lower()
+
+
+def _sorted_snapshots(snapshots: Iterable[dict]) -> list[dict]:
+    return sorted(snapshots, key=lambda s: (str(s.get("certificate", "")).lower(), str(s.get("vault", "")).lower()))
+
+
+class SqliteStateStore:
+    """States and snapshots in one SQLite file (created on first use); safe across threads of one process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = SqliteFile(
+            path,
+            "CREATE TABLE IF NOT EXISTS finding_state (certificate TEXT NOT NULL, finding TEXT NOT NULL,"
+            " state TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (certificate, finding));"
+            " CREATE TABLE IF NOT EXISTS snapshot (certificate TEXT PRIMARY KEY, body TEXT NOT NULL);",
+            "state",
+        )
+        self.path = self._db.path
+
+    def get(self, certificate: str, finding: str) -> str | None:
+        rows = self._db.execute(
+            "SELECT state FROM finding_state WHERE certificate = ? AND finding = ?", (certificate.lower(), finding)
+        )
+        return rows[0][0] if rows else None
+
+    def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO finding_state (certificate, finding, state, at) VALUES (?, ?, ?, ?)",
+            (certificate.lower(), finding, state, iso(at)),
+        )
+
+    def put_snapshot(self, snapshot: dict) -> None:
+        key = certificate_key(snapshot["vault"], snapshot["certificate"])
+        self._db.execute(
+            "INSERT OR REPLACE INTO snapshot (certificate, body) VALUES (?, ?)",
+            (key, json.dumps(snapshot, sort_keys=True)),
+        )
+
+    def snapshots(self) -> list[dict]:
+        return _sorted_snapshots(json.loads(body) for (body,) in self._db.execute("SELECT body FROM snapshot"))
+
+    def delete_snapshot(self, vault: str, certificate: str) -> None:
+        self._db.execute("DELETE FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+_SNAPSHOT_PARTITION = "snapshot"  # certificate keys hold a "/", escaped in keys, so never this
+
+
+class TableStateStore:
+    """States and snapshots in one Azure Table (STATE_TABLE, default certsyncstate).
+
+    A state is a row (PartitionKey: the certificate key; RowKey: the finding) with `state` and `at`. A
+    snapshot is a row in the partition `snapshot` (RowKey: the certificate key) holding its JSON in one
+    string property; a snapshot too large for a property (64 KiB as UTF-16) is stored shortened
+    (`fit_snapshot`), still valid JSON. Errors are one-line `StorageError`s naming the table."""
+
+    def __init__(self, table_client: TableClient) -> None:
+        self._table = table_client
+        self._what = f"state table {table_client.table_name}"
+        self._created = False
+
+    def get(self, certificate: str, finding: str) -> str | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with storage_errors(self._what, self._table):
+            try:
+                row = self._table.get_entity(table_key(certificate.lower()), table_key(finding))
+            except ResourceNotFoundError:  # no such row, or no table yet: nothing remembered
+                return None
+        return row.get("state")
+
+    def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
+        self._upsert(
+            {
+                "PartitionKey": table_key(certificate.lower()),
+                "RowKey": table_key(finding),
+                "state": state,
+                "at": iso(at),
+            }
+        )
+
+    def put_snapshot(self, snapshot: dict) -> None:
+        key = certificate_key(snapshot["vault"], snapshot["certificate"])
+        self._upsert(
+            {
+                "PartitionKey": _SNAPSHOT_PARTITION,
+                "RowKey": table_key(key),
+                "certificate": str(snapshot["certificate"]),
+                "vault": str(snapshot["vault"]),
+                "snapshot": fit_snapshot(snapshot),
+            }
+        )
+
+    def snapshots(self) -> list[dict]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with storage_errors(self._what, self._table):
+            try:
+                rows = list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _SNAPSHOT_PARTITION}))
+            except ResourceNotFoundError:  # no table yet: no run has written one
+                return []
+        return _sorted_snapshots(json.loads(row["snapshot"]) for row in rows)
+
+    def delete_snapshot(self, vault: str, certificate: str) -> None:
+        with storage_errors(self._what, self._table):
+            self._table.delete_entity(_SNAPSHOT_PARTITION, table_key(certificate_key(vault, certificate)))
+
+    def _upsert(self, entity: dict[str, Any]) -> None:
+        from azure.data.tables import UpdateMode
+
+        with storage_errors(self._what, self._table):
+            if not self._created:
+                create_if_missing(self._table.create_table)
+                self._created = True
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+
+def fit_snapshot(snapshot: dict) -> str:
+    """The snapshot's JSON, shortened until it fits a Table string property: long summaries cut, then
+    servers and findings beyond the first ones dropped, then both emptied; `truncated` says so."""
+
+    text = json.dumps(snapshot, sort_keys=True, ensure_ascii=False)
+    if table_string_fits(text):
+        return text
+    for servers, findings, summary in ((None, None, 300), (100, 50, 200), (0, 0, 0)):
+        shortened = dict(snapshot, truncated=True)
+        shortened["servers"] = list(snapshot.get("servers", []))[:servers]
+        kept = list(snapshot.get("findings", []))[:findings]
+        shortened["findings"] = [dict(f, summary=str(f.get("summary", ""))[:summary]) for f in kept]
+        text = json.dumps(shortened, sort_keys=True, ensure_ascii=False)
+        if table_string_fits(text):
+            return text
+    raise CertsyncError(f"status snapshot of {snapshot.get('certificate')}: too large to store even shortened")
+
+
+# --- the reconciler ------------------------------------------------------------------------------
+
+
+@dataclass
+class Reconciler:
+    """The daily check; `run(now)` takes the clock as a parameter so that tests control it."""
+
+    sources: Callable[[str], CertificateSource]  # vault name -> its certificate source
+    vaults: tuple[str, ...]
+    audit: AuditLog
+    state: StateStore
+    notifier: Notifier
+    pipeline: Pipeline | None = None  # None: unprocessed versions are reported, not processed
+    targets_file: TargetsFile | None = None
+    settings: PipelineSettings = field(default_factory=PipelineSettings)  # trust, revocation, allow_hosts
+    thresholds: tuple[int, ...] = THRESHOLDS  # days before notAfter; any order
+    cache: FetchCache | None = None  # None: the pipeline's (CRLs and OCSP answers are shared)
+
+    def __post_init__(self) -> None:
+        if not self.thresholds or any(not isinstance(t, int) or t <= 0 for t in self.thresholds):
+            raise CertsyncError(f"expiry thresholds {self.thresholds!r}: give whole numbers of days above 0")
+        self.thresholds = tuple(sorted(set(self.thresholds)))  # ascending: the first that applies is the state
+        if self.cache is None:
+            self.cache = self.pipeline.cache if self.pipeline is not None else FetchCache()
+
+    def run(self, now: dt.datetime) -> ReconcileReport:
+        """Check every certificate with targets in every vault; never raises for one certificate's failure."""
+        now = now.astimezone(dt.timezone.utc) if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+        report = ReconcileReport(uuid.uuid4().hex, now, tuple(self.vaults))
+        pipeline = None
+        if self.pipeline is not None:  # the pipeline assesses at the same instant as the reconciliation
+            pipeline = dataclasses.replace(self.pipeline, settings=dataclasses.replace(self.pipeline.settings, at=now))
+        run = _Run(self, pipeline, now, report)
+        for vault in self.vaults:
+            run.vault(vault)
+        return report
+
+
+@dataclass
+class _Checked:
+    """What one certificate's check gathered, for its findings and its snapshot."""
+
+    vault: str
+    latest: StoredVersion
+    targets: Targets
+    entries: list[AuditEntry]
+    assessment: Assessment
+    findings: list[Finding] = field(default_factory=list)
+    drift: str = "unknown"
+
+
+@dataclass
+class _Run:
+    reconciler: Reconciler
+    pipeline: Pipeline | None
+    now: dt.datetime
+    report: ReconcileReport
+    _previous_snapshots: list[dict] | None = None
+
+    # one vault
+
+    def vault(self, vault: str) -> None:
+        vault_key = certificate_key(vault, "*")
+        try:
+            source = self.reconciler.sources(vault)
+            names = source.names()
+        except Exception as exc:  # one vault's failure must not stop the others
+            self._failed(vault, "*", "", vault_key, exc)
+            return
+        self._clear_failure(vault, "*", vault_key)
+        seen: set[str] = set()  # certificates whose snapshots stay
+        for name in names:
+            key = certificate_key(vault, name)
+            targeted: bool | None = None  # None: not known, the tags could not be read
+            try:
+                targeted = self._has_targets(source, name)
+                if targeted:
+                    seen.add(key)
+                    self.report.certificates.append(key)
+                    self._certificate(vault, source, name, key)
+            except Exception as exc:  # one certificate's failure must not stop the others
+                seen.add(key)
+                self._failed(vault, name, "", key, exc)
+                self._failure_snapshot(vault, name, exc, create=bool(targeted))
+        self._prune(vault, seen)
+
+    def _has_targets(self, source: CertificateSource, name: str) -> bool:
+        """An own entry in the targets file, or a `certsync-*` tag (malformed ones included: they are a
+        finding, not a reason to skip). The `"*"` entry alone targets nothing."""
+        file = self.reconciler.targets_file
+        if file is not None and file.for_certificate(name) is not None:
+            return True
+        return any(str(tag).strip().lower().startswith(TAG_PREFIX) for tag in source.tags(name))
+
+    # one certificate
+
+    def _certificate(self, vault: str, source: CertificateSource, name: str, key: str) -> None:
+        latest = source.latest(name)
+        if latest is None:
+            raise _NoEnabledVersion(
+                f"Key Vault {vault}: certificate {name} has targets but no enabled version; enable one, or "
+                "remove its targets"
+            )
+        targets = resolve_targets(latest.name, tags=latest.tags, file=self.reconciler.targets_file)
+        entries = self._history(vault, latest.name)
+        findings: list[Finding] = []
+        if not _settled(entries, latest.version):
+            findings.append(self._unprocessed(vault, latest, key))
+            if self.pipeline is not None:  # it ran the version: read what it audited
+                entries = self._history(vault, latest.name)
+        assessment = self._assess(latest, targets)
+        checked = _Checked(vault, latest, targets, entries, assessment, findings)
+        self._expiry(checked, key)
+        self._drift(checked, key)
+        self._untracked(checked)
+        self._clear_failure(vault, latest.name, key, latest.version)
+        self.report.findings.extend(checked.findings)
+        self.reconciler.state.put_snapshot(self._snapshot(checked))
+
+    def _history(self, vault: str, name: str) -> list[AuditEntry]:
+        return [e for e in self.reconciler.audit.history(name) if not e.vault or e.vault.lower() == vault.lower()]
+
+    def _assess(self, latest: StoredVersion, targets: Targets) -> Assessment:
+        settings = self.reconciler.settings
+        return assess(
+            latest.bundle,
+            hosts=targets.hosts,
+            trust=settings.trust,
+            at=self.now,
+            revocation=settings.revocation,
+            fetcher=Fetcher(allow=settings.allow_hosts),
+            cache=self.reconciler.cache,
+            expiry_warning_days=self.reconciler.thresholds[-1],
+        )
+
+    def _unprocessed(self, vault: str, latest: StoredVersion, key: str) -> Finding:
+        what = f"{latest.name} version {latest.version} was never processed (no Key Vault event for it)"
+        details: dict = {"outcome": None}
+        severity = "warning"
+        if self.pipeline is None:
+            summary = f"{what}; deliver its event, or run the reconciliation with the pipeline"
+        else:
+            try:
+                outcome = self.pipeline.process(_synthesized_event(vault, latest, self.now))
+            except Exception as exc:  # audited by the pipeline; the event is tried again tomorrow
+                reason = _reason(exc)
+                summary = f"{what}; running it through the pipeline failed: {reason}"
+                self.report.failures.append(f"{key}: version {latest.version}: {reason}")
+                details["outcome"] = "failed"
+            else:
+                job = outcome.job.job_id if outcome.job is not None else None
+                details = {"outcome": outcome.outcome, "job_id": job, "correlation_id": outcome.correlation_id}
+                summary = f"{what}; reconciliation ran it: {outcome.outcome}" + (
+                    f" ({outcome.reason})" if outcome.reason else ""
+                )
+                severity = "info" if outcome.outcome in ("queued", "duplicate", "nothing-to-change") else "warning"
+                self.report.processed.append(
+                    {"vault": vault, "certificate": latest.name, "version": latest.version, **details}
+                )
+        return self._track(
+            vault, latest.name, key, "unprocessed", latest.version.lower(), severity, summary, latest.version, details
+        )
+
+    def _expiry(self, checked: _Checked, key: str) -> None:
+        latest = checked.latest
+        not_after = latest.bundle.leaf.not_after
+        days = (not_after - self.now).total_seconds() / 86400
+        state = expiry_state(days, self.reconciler.thresholds)
+        if state == OK:
+            summary = f"{latest.name} version {latest.version} is valid until {iso(not_after)}"
+            self._track(checked.vault, latest.name, key, "expiry", OK, "info", summary, latest.version)
+            return
+        when = f"expired {-days:.0f} day(s) ago" if days <= 0 else f"expires in {days:.0f} day(s)"
+        summary = f"{latest.name} version {latest.version} {when} ({iso(not_after)}); renew it in Key Vault"
+        critical = state == "expired" or state == str(self.reconciler.thresholds[0])
+        details = {"not_after": iso(not_after), "days_left": round(days, 1), "expiry_state": state}
+        checked.findings.append(
+            self._track(
+                checked.vault,
+                latest.name,
+                key,
+                "expiry",
+                state,
+                "critical" if critical else "warning",
+                summary,
+                latest.version,
+                details,
+            )
+        )
+
+    def _drift(self, checked: _Checked, key: str) -> None:
+        latest = checked.latest
+        checked.drift, items, entry = drift_of(checked.entries, latest, checked.targets, checked.vault, self.now)
+        if checked.drift in ("unknown", "pending"):
+            return  # nothing known to compare: the remembered state stays as it was
+        if checked.drift == OK:
+            summary = f"{latest.name}: the last runbook inventory matches version {latest.version}"
+            self._track(checked.vault, latest.name, key, "drift", OK, "info", summary, latest.version)
+            return
+        state = "drift:" + hashlib.sha256(json.dumps(sorted(items)).encode()).hexdigest()[:12]
+        shown = "; ".join(items[:3]) + (f"; and {len(items) - 3} more" if len(items) > 3 else "")
+        summary = f"{latest.name}: Exchange is not using version {latest.version} everywhere: {shown}"
+        details = {"drift": items, "inventory_job_id": (entry.details.get("job_id") if entry else None)}
+        checked.findings.append(
+            self._track(checked.vault, latest.name, key, "drift", state, "critical", summary, latest.version, details)
+        )
+
+    def _untracked(self, checked: _Checked) -> None:
+        """Findings for the status page that the reconciliation does not notify: a blocked plan and a failed
+        job were notified where they happened; an assessment no longer Valid is shown, not announced daily
+        (under hard revocation it follows the CRL servers' availability)."""
+        latest, vault = checked.latest, checked.vault
+
+        def add(code: str, severity: str, summary: str, state: str) -> None:
+            checked.findings.append(Finding(vault, latest.name, code, state, severity, summary, latest.version))
+
+        settled = [e for e in checked.entries if e.kind in SETTLED_KINDS and _same(e.version, latest.version)]
+        if settled and settled[-1].kind == "blocked":
+            add("blocked", "critical", f"version {latest.version} was not queued: {settled[-1].summary}", "blocked")
+        status = checked.assessment.status
+        if status != VALID:
+            errors = [f.message for f in checked.assessment.findings if f.severity == "error"]
+            severity = "warning" if status in checked.targets.allow_status else "critical"
+            summary = f"the assessment is {status} now" + (f": {errors[0]}" if errors else "")
+            add("assessment", severity, summary, status)
+        for server in server_outcomes(checked.entries, checked.targets.servers):
+            if server["outcome"] in ("failed", "rolled-back"):
+                summary = f"{server['server']}: the last remediation {server['outcome']} (job {server['job_id']})"
+                add("remediation", "critical", summary, server["outcome"])
+
+    # tracked states
+
+    def _track(
+        self,
+        vault: str,
+        name: str,
+        key: str,
+        code: str,
+        state: str,
+        severity: str,
+        summary: str,
+        version: str = "",
+        details: dict | None = None,
+    ) -> Finding:
+        """The finding, notified, audited and remembered when its state changed. Returns it either way."""
+        store = self.reconciler.state
+        previous = store.get(key, code)
+        finding = Finding(vault, name, code, state, severity, summary, version, False, dict(details or {}))
+        if state == (previous or OK):  # never seen counts as "ok": a first all-clear is not news
+            return finding
+        if state == OK:
+            notice_kind = "resolved"
+            finding = dataclasses.replace(finding, summary=f"resolved ({code}): {summary}")
+        else:
+            notice_kind = NOTICE_KINDS[code]
+        notice_details = {
+            "finding": code,
+            "state": state,
+            "previous": previous,
+            "severity": "good" if state == OK else severity,  # shared.notify.webhooks colours a resolved notice good
+            **finding.details,
+        }
+        notice = Notice(notice_kind, name, vault, version, self.report.run_id, finding.summary, notice_details)
+        try:
+            self.reconciler.notifier.notify(notice)
+        except Exception as exc:  # not remembered: the next run notifies again
+            log.error("reconciliation notice for %s not sent: %s", key, _reason(exc))
+            self.report.failures.append(f"{key}: the {notice_kind} notice was not sent: {_reason(exc)}")
+            return finding
+        self.reconciler.audit.record(
+            AuditEntry(
+                certificate=partition(name) if name != "*" else "-",
+                kind="reconcile-finding",
+                correlation_id=self.report.run_id,
+                summary=finding.summary,
+                vault=vault,
+                version=version,
+                details=notice_details,
+            )
+        )
+        store.put(key, code, state, self.now)
+        finding = dataclasses.replace(finding, changed=True)
+        if state == OK:
+            self.report.resolved.append(finding)
+        return finding
+
+    def _failed(self, vault: str, name: str, version: str, key: str, exc: BaseException) -> None:
+        reason = _reason(exc)
+        kind = _failure_kind(exc)
+        where = f"Key Vault {vault}" if name == "*" else f"{vault}/{name}"
+        log.warning("reconciliation of %s failed: %s", where, reason, exc_info=not isinstance(exc, CertsyncError))
+        self.report.failures.append(f"{key}: {reason}")
+        summary = f"{where} could not be checked: {reason}"
+        try:
+            finding = self._track(vault, name, key, "failed", kind, "critical", summary, version, {"error": kind})
+        except Exception as again:  # the state store or the audit trail is down too: the log has it
+            log.error("reconciliation could not record the failure of %s: %s", key, _reason(again))
+            finding = Finding(vault, name, "failed", kind, "critical", summary, version)
+        self.report.findings.append(finding)
+
+    def _clear_failure(self, vault: str, name: str, key: str, version: str = "") -> None:
+        where = f"Key Vault {vault}: listing the certificates" if name == "*" else f"{vault}/{name}"
+        self._track(vault, name, key, "failed", OK, "info", f"{where} is checked again", version)
+
+    # snapshots
+
+    def _snapshot(self, checked: _Checked) -> dict:
+        latest = checked.latest
+        leaf = latest.bundle.leaf
+        days = (leaf.not_after - self.now).total_seconds() / 86400
+        findings = [
+            {"code": f.code, "severity": f.severity, "summary": f.summary}
+            for f in sorted(checked.findings, key=lambda f: -SEVERITIES.index(f.severity))
+        ]
+        return {
+            "schema": SNAPSHOT_SCHEMA,
+            "certificate": latest.name,
+            "vault": checked.vault,
+            "version": latest.version,
+            "thumbprint": latest.thumbprint,
+            "tls_certificate_name": checked.assessment.tls_certificate_name,
+            "status": checked.assessment.status,
+            "not_after": iso(leaf.not_after),
+            "days_left": round(days, 1),
+            "expiry_state": expiry_state(days, self.reconciler.thresholds),
+            "drift": checked.drift,
+            "servers": server_outcomes(checked.entries, checked.targets.servers),
+            "findings": findings,
+            "attention": attention(checked.findings),
+            "checked_at": iso(self.now),
+        }
+
+    def _failure_snapshot(self, vault: str, name: str, exc: BaseException, *, create: bool) -> None:
+        """The last good snapshot with the failure on top (the page shows what is known, and that the
+        check failed), or, with `create` (it has targets), a bare one when it was never checked."""
+        try:
+            previous = next(
+                (
+                    s
+                    for s in self._snapshots_before()
+                    if certificate_key(s.get("vault", ""), s.get("certificate", "")) == certificate_key(vault, name)
+                ),
+                None,
+            )
+            failed = {"code": "failed", "severity": "critical", "summary": f"not checked: {_reason(exc)}"}
+            if previous is not None:
+                kept = [f for f in previous.get("findings", []) if f.get("code") != "failed"]
+                snapshot = {**previous, "findings": [failed, *kept], "attention": "critical"}
+            elif not create:
+                return
+            else:
+                snapshot = {
+                    "schema": SNAPSHOT_SCHEMA,
+                    "certificate": name,
+                    "vault": vault,
+                    "version": None,
+                    "thumbprint": None,
+                    "tls_certificate_name": None,
+                    "status": None,
+                    "not_after": None,
+                    "days_left": None,
+                    "expiry_state": "unknown",
+                    "drift": "unknown",
+                    "servers": [],
+                    "findings": [failed],
+                    "attention": "critical",
+                    "checked_at": iso(self.now),
+                }
+            self.reconciler.state.put_snapshot(snapshot)
+        except Exception as again:
+            log.error("status snapshot of %s/%s not written: %s", vault, name, _reason(again))
+
+    def _snapshots_before(self) -> list[dict]:
+        if self._previous_snapshots is None:
+            self._previous_snapshots = self.reconciler.state.snapshots()
+        return self._previous_snapshots
+
+    def _prune(self, vault: str, seen: set[str]) -> None:
+        """Snapshots of this vault's certificates that are gone or lost their targets."""
+        try:
+            for snapshot in self._snapshots_before():
+                if str(snapshot.get("vault", "")).lower() != vault.lower():
+                    continue
+                if certificate_key(vault, str(snapshot.get("certificate", ""))) not in seen:
+                    self.reconciler.state.delete_snapshot(vault, str(snapshot["certificate"]))
+        except Exception as exc:
+            log.error("stale status snapshots of %s not removed: %s", vault, _reason(exc))
+
+
+class _NoEnabledVersion(CertsyncError):
+    """A certificate with targets whose versions are all disabled."""
+
+
+# --- pure helpers --------------------------------------------------------------------------------
+
+
+def expiry_state(days_left: float, thresholds: Iterable[int] = THRESHOLDS) -> str:
+    """ "expired", the smallest threshold (in days) not yet passed as text, or "ok"."""
+    if days_left <= 0:
+        return "expired"
+    return next((str(t) for t in sorted(thresholds) if days_left <= t), OK)
+
+
+def attention(findings: Iterable[Finding]) -> str:
+    """The worst severity among the findings: "critical", "warning", else "ok" (info is no cause)."""
+    worst = max((SEVERITIES.index(f.severity) for f in findings), default=0)
+    return SEVERITIES[worst] if worst else OK
+
+
+def _same(a: str, b: str) -> bool:
+    return a.lower() == b.lower()
+
+
+def _settled(entries: Iterable[AuditEntry], version: str) -> bool:
+    return any(e.kind in SETTLED_KINDS and _same(e.version, version) for e in entries)
+
+
+def _synthesized_event(vault: str, latest: StoredVersion, now: dt.datetime) -> KeyVaultEvent:
+    """The CertificateNewVersionCreated event Key Vault would have sent for the version."""
+    leaf = latest.bundle.leaf
+    return KeyVaultEvent(
+        event_id=f"reconcile-{latest.version}",
+        event_type=NEW_VERSION,
+        schema="reconciliation",
+        topic="",
+        subject=latest.name,
+        event_time=now,
+        object_id=latest.secret_id.replace("/secrets/", "/certificates/", 1),
+        vault=vault,
+        object_type="Certificate",
+        name=latest.name,
+        version=latest.version,
+        not_before=leaf.not_before,
+        expires=leaf.not_after,
+    )
+
+
+def drift_of(
+    entries: list[AuditEntry], latest: StoredVersion, targets: Targets, vault: str, now: dt.datetime
+) -> tuple[str, list[str], AuditEntry | None]:
+    """("ok" | "drift" | "unknown" | "pending", what drifted (one line each), the job-result entry used).
+
+    Pending: the latest version's own job was queued or started less than `PENDING_GRACE` ago and has
+    no result yet, so an older inventory is expected to differ."""
+    own_job = job_id(vault, latest.name, latest.version)
+    results = [e for e in entries if e.kind == "job-result"]
+    if not any(e.details.get("job_id") == own_job for e in results):
+        started = [
+            e for e in entries if e.kind in ("job-queued", "job-started") and (e.details.get("job_id") == own_job)
+        ]
+        if started and now - started[-1].at < PENDING_GRACE:
+            return "pending", [], None
+    for entry in reversed(results):
+        result = entry.details.get("result")
+        inventory = result.get("inventory") if isinstance(result, dict) else None
+        if isinstance(inventory, list):
+            items = _inventory_drift([i for i in inventory if isinstance(i, dict)], latest, targets)
+            return ("drift" if items else OK), items, entry
+    return "unknown", [], None
+
+
+def _inventory_drift(inventory: list[dict], latest: StoredVersion, targets: Targets) -> list[str]:
+    leaf = latest.bundle.leaf
+    current = TlsCertificateName.from_certificate(leaf)
+    thumbprint = leaf.thumbprint.upper()
+    drift = []
+    for item in inventory:
+        kind = item.get("kind")
+        if kind not in CONNECTOR_KINDS:
+            continue
+        where = f"{kind} {item.get('object')}" + (f" on {item['server']}" if item.get("server") else "")
+        value = item.get("tls_certificate_name")
+        if not isinstance(value, str) or not value.strip():
+            drift.append(f"{where} has no TlsCertificateName")
+        elif kind == "exo-inbound-connector" and "<S>" not in value.upper():
+            if not _domain_selects(value, leaf.subject.first("2.5.4.3"), leaf.dns_names):
+                drift.append(f"{where} expects certificate domain {value}")
+        else:
+            try:
+                selects = TlsCertificateName.parse(value, strict=False).selects(leaf)
+            except CertsyncError:
+                selects = False
+            if not selects:
+                drift.append(f"{where} uses {value}, not {current}")
+    certificates = [i for i in inventory if i.get("kind") == "certificate"]
+    for server in targets.servers:
+        held = [
+            i
+            for i in certificates
+            if str(i.get("server") or "").upper() == server
+            and str(i.get("thumbprint") or i.get("object") or "").upper() == thumbprint
+        ]
+        if not held:
+            drift.append(f"{server} does not have certificate {thumbprint}")
+        elif not any(i.get("status") == VALID for i in held):
+            drift.append(f"{server} has certificate {thumbprint} with status {held[0].get('status')}")
+    return drift
+
+
+def _domain_selects(value: str, common_name: str | None, dns_names: Iterable[str]) -> bool:
+    """Whether Exchange Online's TlsSenderCertificateName `value` (a domain, maybe `*.domain`) covers
+    the certificate's CN or one of its DNS names."""
+    wanted = value.strip().lower().rstrip(".")
+    names = {n.lower().rstrip(".") for n in (common_name, *dns_names) if n}
+    if wanted in names:
+        return True
+    if wanted.startswith("*."):
+        suffix = wanted[1:]
+        return any(n.endswith(suffix) and "." not in n[: -len(suffix)] for n in names)
+    return False
+
+
+def server_outcomes(entries: list[AuditEntry], servers: Iterable[str]) -> list[dict]:
+    """Each server's last remediation (certsync.status/1 `servers`), newest audit entry first: a job
+    result decides (per contracts: failed if a step on the server failed, else rolled-back, else
+    succeeded); a queued or started job without a result after it is pending; else never."""
+    jobs = [e for e in entries if e.kind in ("job-queued", "job-started", "job-result")]
+    thumbprints = {e.details.get("job_id"): e.details.get("thumbprint") for e in jobs if e.kind == "job-queued"}
+    outcomes = []
+    for server in servers:
+        row: dict[str, Any] = {"server": server, "outcome": "never", "at": None, "job_id": None, "thumbprint": None}
+        for entry in reversed(jobs):
+            job = entry.details.get("job_id")
+            if entry.kind != "job-result":
+                row.update(outcome="pending", at=iso(entry.at), job_id=job, thumbprint=thumbprints.get(job))
+                break
+            outcome = _server_outcome(entry.details, server)
+            if outcome is None:
+                continue
+            result = entry.details.get("result")
+            certificate = result.get("certificate") if isinstance(result, dict) else None
+            thumbprint = certificate.get("thumbprint") if isinstance(certificate, dict) else None
+            row.update(outcome=outcome, at=iso(entry.at), job_id=job, thumbprint=thumbprint or thumbprints.get(job))
+            break
+        outcomes.append(row)
+    return outcomes
+
+
+def _server_outcome(details: Mapping[str, Any], server: str) -> str | None:
+    """A server's outcome in one job-result entry; None when the job says nothing about it (what-if)."""
+    result = details.get("result")
+    if not isinstance(result, dict):
+        return "failed"  # the runbook ended without its result line: nothing is known to have worked
+    status = result.get("status")
+    if status == "what-if":
+        return None
+    steps = result.get("steps") if isinstance(result.get("steps"), list) else []
+    if any(
+        isinstance(s, dict) and str(s.get("server") or "").upper() == server and s.get("outcome") == "failed"
+        for s in steps
+    ):
+        return "failed"
+    if status == "rolled-back":
+        return "rolled-back"
+    return "succeeded" if status == "succeeded" else "failed"
+
+
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, SourceError):
+        return exc.kind
+    if isinstance(exc, TargetsError):
+        return "targets"
+    if isinstance(exc, _NoEnabledVersion):
+        return "no-enabled-version"
+    if isinstance(exc, StorageError):
+        return "storage"
+    return "bad-input" if isinstance(exc, CertsyncError) else "error"
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for people: a CertsyncError's own message (written to be shown), else only the type,
+    since an unexpected exception's text may quote anything."""
+    if isinstance(exc, CertsyncError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"internal error ({type(exc).__name__}); see the Function's log"

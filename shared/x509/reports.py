@@ -1,0 +1,91 @@
+"""The results of `name`, `diff` and `parse` as plain JSON-ready dicts.
+
+The CLI prints them (as a table or as JSON) and the HTTP function returns them, so every surface
+says the same thing in the same words.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from shared.errors import NameSyntaxError
+from shared.x509.certificate import Certificate, CertificateBundle
+from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificates
+
+# PowerShell treats these as single quotes too, so each must be doubled inside a '…' literal.
+_PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+
+
+def powershell_literal(text: str) -> str:
+    """`text` as a PowerShell single-quoted string, safe to paste after -TlsCertificateName."""
+    return "'" + "".join(ch * 2 if ch in _PS_SINGLE_QUOTES else ch for ch in text) + "'"
+
+
+def iso(stamp: dt.datetime) -> str:
+    return stamp.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def name_report(bundle: CertificateBundle) -> dict:
+    """What `certsync name` reports about the leaf of a bundle."""
+    leaf = bundle.leaf
+    report = certificate_report(leaf)
+    report["chain"] = [{"subject": str(c.subject), "thumbprint": c.thumbprint} for c in bundle.chain]
+    return report
+
+
+def certificate_report(cert: Certificate) -> dict:
+    name = TlsCertificateName.from_certificate(cert)
+    text = str(name)
+    problems = name.problems()
+    return {
+        "issuer": str(cert.issuer),
+        "subject": str(cert.subject),
+        "tls_certificate_name": text,
+        "thumbprint": cert.thumbprint,
+        "serial": cert.serial,
+        "not_before": iso(cert.not_before),
+        "not_after": iso(cert.not_after),
+        "dns_names": list(cert.dns_names),
+        "exchange_accepts": not problems,
+        "problems": problems,
+        "powershell_literal": powershell_literal(text),
+    }
+
+
+def diff_report(old: CertificateBundle, new: CertificateBundle) -> dict:
+    """What `certsync diff` reports: the change and whether the connectors must follow it."""
+    diff = diff_certificates(old.leaf, new.leaf)
+    return {
+        "change": diff.change,
+        "issuer_changed": diff.issuer_changed,
+        "subject_changed": diff.subject_changed,
+        "connector_update_required": diff.connector_update_required,
+        "differs_only_in_case": diff.differs_only_in_case,
+        "dns_names_added": list(diff.dns_names_added),
+        "dns_names_removed": list(diff.dns_names_removed),
+        "old": certificate_report(old.leaf),
+        "new": certificate_report(new.leaf),
+    }
+
+
+def parse_report(text: str, cert: CertificateBundle | None = None) -> dict:
+    """What `certsync parse` reports about a TlsCertificateName copied from a connector."""
+    report: dict = {"input": text, "exchange_accepts": False, "issuer": None, "subject": None, "canonical": None}
+    try:
+        name = TlsCertificateName.parse(text, strict=False)
+    except NameSyntaxError as exc:
+        report["problems"] = [str(exc)]
+        return report
+    problems = name.problems()
+    report.update(
+        exchange_accepts=not problems,
+        issuer=None if name.issuer is None else str(name.issuer),
+        subject=str(name.subject),
+        canonical=str(name),
+        problems=problems,
+    )
+    if cert is not None:
+        leaf_name = TlsCertificateName.from_certificate(cert.leaf)
+        report["certificate"] = {"thumbprint": cert.leaf.thumbprint, "tls_certificate_name": str(leaf_name)}
+        report["selects_certificate"] = name.matches(leaf_name)
+    return report
