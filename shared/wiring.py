@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditLog
-from shared.pipeline.process import Notifier, Pipeline, PipelineSettings
+from shared.pipeline.process import Notifier, Outcome, Pipeline, PipelineSettings
 from shared.pipeline.sources import CertificateSource
 from shared.pipeline.targets import load_targets_file
+from shared.times import utc_now
 from shared.validation.assessment import POLICIES, TrustStore
 from shared.validation.fetch import parse_allow_entry
 
 if TYPE_CHECKING:
     from shared.adapters.azure.storage import StorageSettings
+    from shared.notify.status_page import StatusAnswer
     from shared.reconciliation.reconcile import Reconciler, StateStore
     from shared.remediation.remediation import Remediation
 
@@ -246,6 +248,21 @@ def azure_state_store() -> StateStore:
 def azure_snapshots() -> list[dict]:
     """The certsync.status/1 snapshots the last reconciliation wrote, sorted by certificate (the status page)."""
     return azure_state_store().snapshots()
+
+
+def status_answer(wanted: str | None) -> StatusAnswer:
+    """`GET /api/status`: the status page (or JSON, `wanted`) of `azure_snapshots`, as of now."""
+    from shared.notify.status_page import status_answer as answer
+
+    return answer(wanted, azure_snapshots, utc_now())
+
+
+def process_event(envelope: Mapping[str, Any], what: str) -> Outcome:
+    """An Event Grid delivery (`envelope`, as on the wire; `what` names it in errors) through the worker's
+    pipeline."""
+    from shared.pipeline.events import parse_event
+
+    return azure_pipeline().process(parse_event(envelope, what))
 
 
 def local_reconciler(
