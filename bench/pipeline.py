@@ -58,11 +58,11 @@ sys.path.insert(0, str(ROOT))  # `shared` and `tests` without relying on the edi
 
 from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
 
-from shared.pipeline.audit import SqliteAuditLog  # noqa: E402
+from shared.adapters.local.outbox import OutboxQueue  # noqa: E402
+from shared.adapters.local.sqlite import SqliteAuditLog  # noqa: E402
+from shared.adapters.local.vault_directory import DirectoryVault  # noqa: E402
 from shared.pipeline.events import parse_event  # noqa: E402
-from shared.pipeline.jobs import OutboxQueue  # noqa: E402
 from shared.pipeline.process import Pipeline, PipelineSettings  # noqa: E402
-from shared.pipeline.sources import DirectoryVault  # noqa: E402
 from shared.pipeline.targets import load_targets_file  # noqa: E402
 from shared.validation.assessment import TrustStore, assess  # noqa: E402
 from shared.validation.fetch import Fetcher  # noqa: E402

@@ -1,7 +1,7 @@
 """Event Grid: Key Vault certificate events into the pipeline; HTTP: a certificate's audit trail.
 
 The trigger accepts the Event Grid and the CloudEvents schema (the library hands us an `EventGridEvent`
-or a `CloudEvent`), turns it back into its envelope and lets `shared.pipeline.events` read it. An event the
+or a `CloudEvent`), turns it back into its envelope and hands it to `shared.wiring.process_event`. An event the
 pipeline settles (queued, blocked, ignored, duplicate) returns normally; one it cannot settle yet
 (Key Vault unavailable or forbidding, a malformed event) raises after its audit entry is written, so
 Event Grid delivers it again and finally dead-letters it.
@@ -25,11 +25,10 @@ log = logging.getLogger("certsync")
 @bp.event_grid_trigger(arg_name="event")
 def keyvault_certificate_events(event: func.EventGridEvent) -> None:
     from shared.errors import CertsyncError
-    from shared.pipeline.events import parse_event
-    from shared.wiring import azure_pipeline
+    from shared.wiring import process_event
 
     try:
-        outcome = azure_pipeline().process(parse_event(envelope(event), f"event {event.id}"))
+        outcome = process_event(envelope(event), f"event {event.id}")
     except CertsyncError as exc:
         log.error(
             "event %s not settled, Event Grid will retry: %s", event.id, exc, extra={"certsync.event_id": event.id}

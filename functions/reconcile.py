@@ -3,23 +3,21 @@ RECONCILE_SCHEDULE setting.
 
 A certificate that cannot be checked is a finding of the run, not a failed invocation: the function
 completes and logs one summary line. Only a configuration error (a setting missing or wrong) raises,
-so the host records the invocation as failed. `clock` is the one place the time comes from; tests
-replace it. The reconciler and the Azure SDKs are imported on first use, not at import.
+so the host records the invocation as failed. `clock` (`shared.times.utc_now`) gives the run's time;
+tests replace it. The reconciler and the Azure SDKs are imported on first use, not at import.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
 import azure.functions as func
 
+from shared.times import utc_now
+
 bp = func.Blueprint()
 log = logging.getLogger("certsync")
-
-
-def clock() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+clock = utc_now  # where the run's time comes from; tests replace it
 
 
 @bp.function_name("reconcile_daily")

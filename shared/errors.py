@@ -22,3 +22,7 @@ class CertificateInputError(CertsyncError):
 
 class NameSyntaxError(CertsyncError):
     """A TlsCertificateName or X.500 string that Exchange would not parse."""
+
+
+class StorageError(CertsyncError):
+    """A store (Azure Storage) refused or could not be reached; the message names the queue or table."""

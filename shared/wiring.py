@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import CertsyncError
-from shared.pipeline.audit import AuditLog, SqliteAuditLog
-from shared.pipeline.jobs import OutboxQueue
-from shared.pipeline.process import LogNotifier, Notifier, Pipeline, PipelineSettings
-from shared.pipeline.sources import CertificateSource, DirectoryVault
+from shared.pipeline.audit import AuditLog
+from shared.pipeline.process import Notifier, Outcome, Pipeline, PipelineSettings
+from shared.pipeline.sources import CertificateSource
 from shared.pipeline.targets import load_targets_file
+from shared.times import utc_now
 from shared.validation.assessment import POLICIES, TrustStore
 from shared.validation.fetch import parse_allow_entry
 
 if TYPE_CHECKING:
     from shared.adapters.azure.storage import StorageSettings
+    from shared.notify.status_page import StatusAnswer
     from shared.reconciliation.reconcile import Reconciler, StateStore
     from shared.remediation.remediation import Remediation
 
@@ -49,7 +50,10 @@ def local_pipeline(
     jobs as plan files in `outbox`, the audit trail in the SQLite file `audit`. Notices go to the
     webhooks the environment names (the Function App's settings, `CERTSYNC_*_WEBHOOK_URL`), else to
     the log; a delivery that fails is in the audit trail (there is no poison queue locally)."""
-    from shared.notify.webhooks import FanoutNotifier, channels_from_env
+    from shared.adapters.local.outbox import OutboxQueue
+    from shared.adapters.local.sqlite import SqliteAuditLog
+    from shared.adapters.local.vault_directory import DirectoryVault
+    from shared.notify.webhooks import notifier_from_env
 
     if (vault_dir is None) == (vault_url is None):
         raise CertsyncError("give exactly one of --vault-dir DIR or --vault-url URL")
@@ -65,7 +69,6 @@ def local_pipeline(
 
         source = KeyVaultSource(vault_url)
         sources = lambda _vault: source  # noqa: E731 - one vault, whatever the event calls it
-    channels = channels_from_env(os.environ if env is None else env)
     audit_log = SqliteAuditLog(audit)
     return Pipeline(
         sources=sources,
@@ -73,11 +76,13 @@ def local_pipeline(
         audit=audit_log,
         settings=settings,
         targets_file=load_targets_file(targets) if targets else None,
-        notifier=FanoutNotifier(channels, audit_log) if channels else LogNotifier(),
+        notifier=notifier_from_env(os.environ if env is None else env, audit_log),
     )
 
 
 def local_audit(path: str) -> AuditLog:
+    from shared.adapters.local.sqlite import SqliteAuditLog
+
     if not Path(path).exists():
         raise CertsyncError(f"{path}: no audit trail here yet; run certsync process first, or give --audit FILE")
     return SqliteAuditLog(path)
@@ -124,8 +129,8 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
     Key Vault clients (transport settings)."""
     from shared.adapters.azure.keyvault import KeyVaultSource
-    from shared.adapters.azure.storage import StorageJobQueue, storage_settings
-    from shared.notify.webhooks import notifier_from_env
+    from shared.adapters.azure.queues import StorageJobQueue
+    from shared.adapters.azure.storage import storage_settings
 
     settings = settings_from_env(env)
     storage = storage_settings(env, "JobsStorage")
@@ -147,7 +152,7 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
         audit=audit,
         settings=settings,
         targets_file=load_targets_file(targets) if targets else None,
-        notifier=notifier_from_env(env, audit),  # Teams, Slack, the signed webhook; logs only when none is set
+        notifier=_notifier(env, storage, audit),  # Teams, Slack, the signed webhook; logs only when none is set
     )
 
 
@@ -159,9 +164,18 @@ def audit_from_env(env: Mapping[str, str]) -> AuditLog:
 
 def _audit_table(env: Mapping[str, str], storage: StorageSettings) -> AuditLog:
     """The audit table AUDIT_TABLE (default certsyncaudit) of `JobsStorage`."""
-    from shared.adapters.azure.storage import TableAuditLog
+    from shared.adapters.azure.tables import TableAuditLog
 
     return TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))
+
+
+def _notifier(env: Mapping[str, str], storage: StorageSettings, audit: AuditLog) -> Notifier:
+    """The webhooks of `env` (`shared.notify.webhooks.notifier_from_env`), undeliverable notices on the
+    NOTIFY_POISON_QUEUE queue of `JobsStorage` and in `audit`."""
+    from shared.adapters.azure.queues import StorageMessageQueue
+    from shared.notify.webhooks import notifier_from_env, poison_queue_name
+
+    return notifier_from_env(env, audit, StorageMessageQueue(storage.queue_client(poison_queue_name(env))))
 
 
 @functools.cache
@@ -214,7 +228,7 @@ def _reconciler(pipeline: Pipeline, vaults: tuple[str, ...], state: StateStore, 
 def state_store_from_env(env: Mapping[str, str]) -> StateStore:
     """Finding states and status snapshots: the table STATE_TABLE (default certsyncstate) of `JobsStorage`."""
     from shared.adapters.azure.storage import storage_settings
-    from shared.reconciliation.reconcile import TableStateStore
+    from shared.adapters.azure.tables import TableStateStore
 
     table = env.get("STATE_TABLE", "").strip() or DEFAULT_STATE_TABLE
     return TableStateStore(storage_settings(env, "JobsStorage").table_client(table))
@@ -236,6 +250,21 @@ def azure_snapshots() -> list[dict]:
     return azure_state_store().snapshots()
 
 
+def status_answer(wanted: str | None) -> StatusAnswer:
+    """`GET /api/status`: the status page (or JSON, `wanted`) of `azure_snapshots`, as of now."""
+    from shared.notify.status_page import status_answer as answer
+
+    return answer(wanted, azure_snapshots, utc_now())
+
+
+def process_event(envelope: Mapping[str, Any], what: str) -> Outcome:
+    """An Event Grid delivery (`envelope`, as on the wire; `what` names it in errors) through the worker's
+    pipeline."""
+    from shared.pipeline.events import parse_event
+
+    return azure_pipeline().process(parse_event(envelope, what))
+
+
 def local_reconciler(
     *,
     vault_dir: str | None = None,
@@ -251,8 +280,8 @@ def local_reconciler(
     The vault is named by the URL's host, or for a directory by `vault` (default: the directory's name);
     it must be the vault name the events carried, or versions they settled look unprocessed."""
     from shared.adapters.azure.keyvault import vault_name
+    from shared.adapters.local.sqlite import SqliteStateStore
     from shared.pipeline.sources import check_object_name
-    from shared.reconciliation.reconcile import SqliteStateStore
 
     pipeline = local_pipeline(
         vault_dir=vault_dir, vault_url=vault_url, targets=targets, outbox=outbox, audit=audit, settings=settings
@@ -276,11 +305,11 @@ def remediation_from_env(
     """The Function App's remediation: Azure Automation (AUTOMATION_ACCOUNT_ID), the jobs and tracking
     queues of `JobsStorage` (each with its `-poison` queue) and the audit table. `automation_options` go to
     `automation_from_env` (a credential, transport settings); `notifier` defaults to the configured
-    webhooks (`shared.notify.webhooks.notifier_from_env`)."""
+    webhooks (`_notifier`)."""
     from shared.adapters.azure.automation import automation_from_env
-    from shared.adapters.azure.storage import StorageMessageQueue, storage_settings
+    from shared.adapters.azure.queues import StorageMessageQueue
+    from shared.adapters.azure.storage import storage_settings
     from shared.notify.signing import parse_secrets
-    from shared.notify.webhooks import notifier_from_env
     from shared.remediation.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings
 
     storage = storage_settings(env, "JobsStorage")
@@ -311,7 +340,7 @@ def remediation_from_env(
         tracking=StorageMessageQueue(storage.queue_client(tracking_queue)),
         tracking_poison=StorageMessageQueue(storage.queue_client(f"{tracking_queue}-poison")),
         settings=settings,
-        notifier=notifier if notifier is not None else notifier_from_env(env, audit),
+        notifier=notifier if notifier is not None else _notifier(env, storage, audit),
     )
 
 

@@ -15,7 +15,9 @@ import pytest
 
 import shared.wiring
 from functions.remediation import remediation_result, start_remediation_job, track_remediation_job
-from shared.adapters.azure.storage import StorageError, StorageMessageQueue, storage_settings
+from shared.adapters.azure.queues import StorageMessageQueue
+from shared.adapters.azure.storage import storage_settings
+from shared.errors import StorageError
 from shared.notify.signing import parse_secrets, sign
 from tests.test_function_app import FUNCTIONS
 from tests.test_remediation import NAME, Setup, make_job, make_setup, output_for, result_for
@@ -132,7 +134,7 @@ def test_the_callback_function_signed_once_records_once(deployment):
 
 
 def test_the_callback_function_answers_503_when_the_audit_table_is_unreachable(deployment, monkeypatch):
-    from shared.adapters.azure.storage import TableAuditLog
+    from shared.adapters.azure.tables import TableAuditLog
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from shared.adapters.azure.storage import StorageMessageQueue, storage_settings
+from shared.adapters.azure.queues import StorageMessageQueue
+from shared.adapters.azure.storage import storage_settings
+from shared.adapters.local.sqlite import SqliteAuditLog
 from shared.errors import CertsyncError
 from shared.notify.signing import new_secret, parse_secrets
 from shared.notify.webhooks import (
@@ -33,10 +35,10 @@ from shared.notify.webhooks import (
     notice_facts,
     notice_id,
     notifier_from_env,
+    poison_queue_name,
     slack_message,
     teams_message,
 )
-from shared.pipeline.audit import SqliteAuditLog
 from shared.pipeline.events import parse_event
 from shared.pipeline.process import LogNotifier, Notice
 from tests import test_pipeline
@@ -439,6 +441,10 @@ def test_the_function_apps_pipeline_gets_the_notifier_from_its_settings(azurite,
     assert isinstance(pipeline.notifier, FanoutNotifier)
     assert [c.kind for c in pipeline.notifier.channels] == ["teams"]
     assert pipeline.notifier.audit is pipeline.audit
+    assert isinstance(pipeline.notifier.poison, StorageMessageQueue)  # built by the wiring, passed in
+    assert pipeline.notifier.poison.name == "certsync-notify-poison"
+    renamed = pipeline_from_env(env | {"CERTSYNC_TEAMS_WEBHOOK_URL": receiver.url, "NOTIFY_POISON_QUEUE": "mine"})
+    assert renamed.notifier.poison.name == "mine"
 
 
 # --- failed deliveries ---------------------------------------------------------------------------
@@ -454,7 +460,8 @@ def test_a_delivery_that_still_fails_is_poisoned_and_audited_without_the_url(azu
     }
     audit = SqliteAuditLog(tmp_path / "audit.sqlite")
     sleeps = Sleeps()
-    notifier = notifier_from_env(env, audit, sleep=sleeps)
+    poison = StorageMessageQueue(storage_settings(env).queue_client(poison_queue_name(env)))
+    notifier = notifier_from_env(env, audit, poison, sleep=sleeps)
     receiver.answer(500, times=4, body=b"flow failed")
     made = job_result(2)
     notifier.notify(made)

@@ -14,11 +14,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from shared.pipeline.audit import SqliteAuditLog
+from shared.adapters.local.outbox import OutboxQueue
+from shared.adapters.local.sqlite import SqliteAuditLog
+from shared.adapters.local.vault_directory import DirectoryVault
 from shared.pipeline.events import EventError, parse_event
-from shared.pipeline.jobs import OutboxQueue
 from shared.pipeline.process import Pipeline, PipelineSettings
-from shared.pipeline.sources import DirectoryVault, SourceError
+from shared.pipeline.sources import SourceError
 from shared.pipeline.targets import parse_targets_json
 from shared.validation.assessment import TrustStore
 from shared.x509.certificate import Certificate

@@ -17,19 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.azure.storage import TABLE_STRING_LIMIT, StorageError
-from shared.errors import CertsyncError
-from shared.pipeline.audit import AuditEntry, SqliteAuditLog
-from shared.pipeline.jobs import OutboxQueue, job_id
+from shared.adapters.azure.storage import TABLE_STRING_LIMIT, table_string_fits
+from shared.adapters.azure.tables import TableStateStore
+from shared.adapters.local.outbox import OutboxQueue
+from shared.adapters.local.sqlite import SqliteAuditLog, SqliteStateStore
+from shared.adapters.local.vault_directory import DirectoryVault
+from shared.errors import CertsyncError, StorageError
+from shared.pipeline.audit import AuditEntry
+from shared.pipeline.jobs import job_id
 from shared.pipeline.process import Notice, Pipeline, PipelineSettings
-from shared.pipeline.sources import DirectoryVault, SourceError
+from shared.pipeline.sources import SourceError
 from shared.pipeline.targets import parse_targets_json
 from shared.reconciliation.reconcile import (
     OK,
     SNAPSHOT_SCHEMA,
     Reconciler,
-    SqliteStateStore,
-    TableStateStore,
     expiry_state,
     fit_snapshot,
 )
@@ -569,7 +571,7 @@ def test_a_snapshot_too_large_for_a_table_property_is_shortened_and_still_json()
         "servers": [{"server": f"EX{n:02}", "outcome": "never"} for n in range(300)],
         "findings": [{"code": "drift", "severity": "critical", "summary": "x" * 2000} for _ in range(100)],
     }
-    text = fit_snapshot(snapshot)
+    text = fit_snapshot(snapshot, table_string_fits)
     assert len(text.encode("utf-16-le")) <= TABLE_STRING_LIMIT
     shortened = json.loads(text)
     assert shortened["truncated"] is True and shortened["certificate"] == NAME

@@ -20,17 +20,10 @@ from azure.core.exceptions import ServiceRequestError
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
-from shared.adapters.azure.storage import (
-    MAX_VISIBILITY_SECONDS,
-    QUEUE_MESSAGE_LIMIT,
-    StorageError,
-    StorageJobQueue,
-    StorageMessageQueue,
-    TableAuditLog,
-    storage_settings,
-    table_key,
-)
-from shared.errors import CertsyncError
+from shared.adapters.azure.queues import StorageJobQueue, StorageMessageQueue
+from shared.adapters.azure.storage import MAX_VISIBILITY_SECONDS, QUEUE_MESSAGE_LIMIT, storage_settings, table_key
+from shared.adapters.azure.tables import TableAuditLog
+from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.jobs import Job
 from tests.azurite import ACCOUNT_KEY, Azurite
@@ -327,7 +320,7 @@ def test_a_claim_that_cannot_be_marked_queued_still_counts_as_queued(under_test:
         raise ServiceRequestError("connection reset")
 
     monkeypatch.setattr(under_test.jobs._claims, "update_entity", fail)
-    with caplog.at_level(logging.WARNING, logger="shared.adapters.azure.storage"):
+    with caplog.at_level(logging.WARNING, logger="certsync.storage"):
         assert under_test.jobs.enqueue(job()) is True
 
     assert len(under_test.raw_messages()) == 1
@@ -374,7 +367,7 @@ def test_enqueue_logs_identifiers_never_the_message(under_test: JobsUnderTest, c
         under_test.jobs.enqueue(the_job)
         under_test.jobs.enqueue(the_job)
 
-    ours = [record for record in caplog.records if record.name == "shared.adapters.azure.storage"]
+    ours = [record for record in caplog.records if record.name == "certsync.storage"]
     assert [record.getMessage() for record in ours] == ["job queued", "job already queued; not sent again"]
     assert ours[0].__dict__["certsync.job_id"] == the_job.job_id
     everything = " ".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)

@@ -10,7 +10,7 @@ The page runs no script and loads nothing: inline CSS and SVG only, under a Cont
 forbids everything else. Snapshot values come from certificates and Key Vault tags, i.e. from whoever can
 write to the vault, so each one is HTML-escaped exactly where it is written out (`_e`).
 
-Pure: no Azure SDK and no azure.functions; `functions/status.py` serves it.
+Pure: no Azure SDK and no azure.functions; `status_answer` is what `functions/status.py` serves.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from shared.times import parse_time
+from shared.errors import CertsyncError
+from shared.times import format_time, parse_time
 
 SCHEMA = "certsync.status/1"
 
@@ -193,6 +194,34 @@ def render_unavailable_page(message: str, now: dt.datetime, *, title: str = "cer
         f'<p class="muted">{_time(now)}</p></section>'
     )
     return _document(f"unavailable · {title}", body)
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """What `GET /api/status` answers: `data` as JSON when set, else `page` (HTML, with PAGE_HEADERS)."""
+
+    status: int
+    page: str = ""
+    data: dict | None = None
+
+
+def status_answer(wanted: str | None, snapshots: Callable[[], list[dict]], now: dt.datetime) -> StatusAnswer:
+    """The answer to a request for the page in format `wanted` (html, the default, or json): the page or
+    the sorted snapshots from `snapshots()`; 400 for another format, 503 when `snapshots()` raises a
+    CertsyncError (the message names the setting)."""
+    wanted = (wanted or "html").strip().lower()
+    if wanted not in ("html", "json"):
+        return StatusAnswer(400, data={"error": f"format={wanted!r}: use format=html (the default) or format=json"})
+    try:
+        found = snapshots()
+    except CertsyncError as exc:  # storage unreachable or misconfigured
+        if wanted == "json":
+            return StatusAnswer(503, data={"error": str(exc)})
+        return StatusAnswer(503, page=render_unavailable_page(str(exc), now))
+    if wanted == "json":
+        generated = format_time(now, "seconds")
+        return StatusAnswer(200, data={"generated_at": generated, "snapshots": sorted_snapshots(found, now)})
+    return StatusAnswer(200, page=render_status_page(found, now))
 
 
 # --- sections ---------------------------------------------------------------------------------------

@@ -565,7 +565,7 @@ def _network_error(exc: BaseException, timeout: float) -> str:
 
 
 class PoisonQueue(Protocol):
-    """Where undeliverable notifications go, as JSON text (`shared.adapters.azure.storage.StorageMessageQueue`)."""
+    """Where undeliverable notifications go, as JSON text (`shared.adapters.azure.queues.StorageMessageQueue`)."""
 
     def send(self, text: str) -> None: ...
 
@@ -697,16 +697,20 @@ def channels_from_env(env: Mapping[str, str], **options: Any) -> list[WebhookCha
     return channels
 
 
-def notifier_from_env(env: Mapping[str, str], audit: AuditLog | None, **options: Any) -> Notifier:
-    """The Function App's notifier: `FanoutNotifier` over the configured webhooks, failed deliveries on
-    the `NOTIFY_POISON_QUEUE` queue of `JobsStorage`; only `LogNotifier` when no webhook is set."""
+def poison_queue_name(env: Mapping[str, str]) -> str:
+    """The queue for undeliverable notifications: `NOTIFY_POISON_QUEUE`, default certsync-notify-poison."""
+    return (env.get(POISON_QUEUE_SETTING) or "").strip() or DEFAULT_POISON_QUEUE
+
+
+def notifier_from_env(
+    env: Mapping[str, str], audit: AuditLog | None, poison: PoisonQueue | None = None, **options: Any
+) -> Notifier:
+    """`FanoutNotifier` over the webhooks configured in `env`, failed deliveries on `poison` (the Function
+    App's is the `poison_queue_name` queue, built by `shared.wiring`) and in `audit`; only `LogNotifier`
+    when no webhook is set. `options` go to each `WebhookChannel`."""
     channels = channels_from_env(env, **options)
     if not channels:
         return LogNotifier()
-    from shared.adapters.azure.storage import StorageMessageQueue, storage_settings
-
-    queue = (env.get(POISON_QUEUE_SETTING) or "").strip() or DEFAULT_POISON_QUEUE
-    poison = StorageMessageQueue(storage_settings(env, "JobsStorage").queue_client(queue))
     return FanoutNotifier(channels, audit, poison)
 
 

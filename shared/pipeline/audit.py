@@ -1,22 +1,17 @@
 """The audit trail: one entry per thing that happened to a certificate, in one partition per certificate.
 
-`AuditLog` is the port; `SqliteAuditLog` is the local backend (`certsync process`, `certsync history`);
-`shared.adapters.azure.storage.TableAuditLog` writes Azure Table storage. Entries carry identifiers, statuses and plans,
-never key material: the pipeline builds them from public facts only.
+`AuditLog` is the port; `shared.adapters.local.sqlite.SqliteAuditLog` is the local backend (`certsync
+process`, `certsync history`); `shared.adapters.azure.tables.TableAuditLog` writes Azure Table storage.
+Entries carry identifiers, statuses and plans, never key material: the pipeline builds them from public
+facts only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import sqlite3
-import threading
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
-
-from shared.errors import CertsyncError
 
 # What happened. Each entry's `kind` is one of these.
 KINDS = (
@@ -111,58 +106,3 @@ class AuditLog(Protocol):
     def history(self, certificate: str) -> list[AuditEntry]:
         """Every entry for the certificate, oldest first."""
         ...
-
-
-class SqliteFile:
-    """One SQLite file of a local backend (created on first use); one statement at a time across threads."""
-
-    def __init__(self, path: str | Path, schema: str, what: str) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            # WAL with NORMAL sync: a write survives a crash of the process, and does not wait for the
-            # disk (a power cut may lose the last writes; the Azure backends are the durable ones).
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(schema)
-        except (OSError, sqlite3.Error) as exc:
-            raise CertsyncError(f"{self.path}: cannot open the {what} database ({exc}); check the path") from None
-        self._lock = threading.Lock()
-
-    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """The statement's rows (none for a write)."""
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
-    def close(self) -> None:
-        self._db.close()
-
-
-class SqliteAuditLog:
-    """The audit trail in one SQLite file (created on first use); safe across threads of one process."""
-
-    def __init__(self, path: str | Path) -> None:
-        self._db = SqliteFile(
-            path,
-            "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
-            " PRIMARY KEY (partition, row_key));",
-            "audit",
-        )
-        self.path = self._db.path
-
-    def record(self, entry: AuditEntry) -> None:
-        body = json.dumps(entry.to_dict(), sort_keys=True)
-        self._db.execute(
-            "INSERT INTO audit (partition, row_key, body) VALUES (?, ?, ?)",
-            (partition(entry.certificate), entry.row_key, body),
-        )
-
-    def history(self, certificate: str) -> list[AuditEntry]:
-        rows = self._db.execute(
-            "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
-        )
-        return [AuditEntry.from_stored(row_key, json.loads(body)) for row_key, body in rows]
-
-    def close(self) -> None:
-        self._db.close()

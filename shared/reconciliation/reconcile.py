@@ -36,7 +36,8 @@ a fresh assessment, the last remediation on each server, and every finding, incl
 not notified: `blocked` (the version's plan was blocked), `assessment` (not Valid now), `remediation`
 (a server's last job failed or rolled back).
 
-`SqliteStateStore` is the local backend (`certsync reconcile`); `TableStateStore` the Azure one.
+`StateStore` is the port: `shared.adapters.local.sqlite.SqliteStateStore` is the local backend (`certsync
+reconcile`), `shared.adapters.azure.tables.TableStateStore` the Azure one.
 """
 
 from __future__ import annotations
@@ -49,12 +50,10 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from shared.adapters.azure.storage import StorageError, create_if_missing, storage_errors, table_key, table_string_fits
-from shared.errors import CertsyncError
-from shared.pipeline.audit import AuditEntry, AuditLog, SqliteFile, partition
+from shared.errors import CertsyncError, StorageError
+from shared.pipeline.audit import AuditEntry, AuditLog, partition
 from shared.pipeline.events import NEW_VERSION, KeyVaultEvent
 from shared.pipeline.jobs import job_id
 from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings
@@ -65,9 +64,6 @@ from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache
 from shared.x509.reports import iso
 from shared.x509.tls_certificate_name import TlsCertificateName
-
-if TYPE_CHECKING:
-    from azure.data.tables import TableClient
 
 log = logging.getLogger("certsync")
 
@@ -151,7 +147,7 @@ class ReconcileReport:
         }
 
 
-# --- the state store: the port and two backends --------------------------------------------------
+# --- the state store: the port -----------------------------------------------------------------
 
 
 class StateStore(Protocol):
@@ -179,130 +175,18 @@ def certificate_key(vault: str, name: str) -> str:
     return f"{vault}/{name}".lower()
 
 
-def _sorted_snapshots(snapshots: Iterable[dict]) -> list[dict]:
+def by_certificate(snapshots: Iterable[dict]) -> list[dict]:
+    """Snapshots in the order `StateStore.snapshots` gives them: by certificate, then vault."""
     return sorted(snapshots, key=lambda s: (str(s.get("certificate", "")).lower(), str(s.get("vault", "")).lower()))
 
 
-class SqliteStateStore:
-    """States and snapshots in one SQLite file (created on first use); safe across threads of one process."""
-
-    def __init__(self, path: str | Path) -> None:
-        self._db = SqliteFile(
-            path,
-            "CREATE TABLE IF NOT EXISTS finding_state (certificate TEXT NOT NULL, finding TEXT NOT NULL,"
-            " state TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (certificate, finding));"
-            " CREATE TABLE IF NOT EXISTS snapshot (certificate TEXT PRIMARY KEY, body TEXT NOT NULL);",
-            "state",
-        )
-        self.path = self._db.path
-
-    def get(self, certificate: str, finding: str) -> str | None:
-        rows = self._db.execute(
-            "SELECT state FROM finding_state WHERE certificate = ? AND finding = ?", (certificate.lower(), finding)
-        )
-        return rows[0][0] if rows else None
-
-    def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO finding_state (certificate, finding, state, at) VALUES (?, ?, ?, ?)",
-            (certificate.lower(), finding, state, iso(at)),
-        )
-
-    def put_snapshot(self, snapshot: dict) -> None:
-        key = certificate_key(snapshot["vault"], snapshot["certificate"])
-        self._db.execute(
-            "INSERT OR REPLACE INTO snapshot (certificate, body) VALUES (?, ?)",
-            (key, json.dumps(snapshot, sort_keys=True)),
-        )
-
-    def snapshots(self) -> list[dict]:
-        return _sorted_snapshots(json.loads(body) for (body,) in self._db.execute("SELECT body FROM snapshot"))
-
-    def delete_snapshot(self, vault: str, certificate: str) -> None:
-        self._db.execute("DELETE FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
-
-    def close(self) -> None:
-        self._db.close()
-
-
-_SNAPSHOT_PARTITION = "snapshot"  # certificate keys hold a "/", escaped in keys, so never this
-
-
-class TableStateStore:
-    """States and snapshots in one Azure Table (STATE_TABLE, default certsyncstate).
-
-    A state is a row (PartitionKey: the certificate key; RowKey: the finding) with `state` and `at`. A
-    snapshot is a row in the partition `snapshot` (RowKey: the certificate key) holding its JSON in one
-    string property; a snapshot too large for a property (64 KiB as UTF-16) is stored shortened
-    (`fit_snapshot`), still valid JSON. Errors are one-line `StorageError`s naming the table."""
-
-    def __init__(self, table_client: TableClient) -> None:
-        self._table = table_client
-        self._what = f"state table {table_client.table_name}"
-        self._created = False
-
-    def get(self, certificate: str, finding: str) -> str | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        with storage_errors(self._what, self._table):
-            try:
-                row = self._table.get_entity(table_key(certificate.lower()), table_key(finding))
-            except ResourceNotFoundError:  # no such row, or no table yet: nothing remembered
-                return None
-        return row.get("state")
-
-    def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
-        self._upsert(
-            {
-                "PartitionKey": table_key(certificate.lower()),
-                "RowKey": table_key(finding),
-                "state": state,
-                "at": iso(at),
-            }
-        )
-
-    def put_snapshot(self, snapshot: dict) -> None:
-        key = certificate_key(snapshot["vault"], snapshot["certificate"])
-        self._upsert(
-            {
-                "PartitionKey": _SNAPSHOT_PARTITION,
-                "RowKey": table_key(key),
-                "certificate": str(snapshot["certificate"]),
-                "vault": str(snapshot["vault"]),
-                "snapshot": fit_snapshot(snapshot),
-            }
-        )
-
-    def snapshots(self) -> list[dict]:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        with storage_errors(self._what, self._table):
-            try:
-                rows = list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _SNAPSHOT_PARTITION}))
-            except ResourceNotFoundError:  # no table yet: no run has written one
-                return []
-        return _sorted_snapshots(json.loads(row["snapshot"]) for row in rows)
-
-    def delete_snapshot(self, vault: str, certificate: str) -> None:
-        with storage_errors(self._what, self._table):
-            self._table.delete_entity(_SNAPSHOT_PARTITION, table_key(certificate_key(vault, certificate)))
-
-    def _upsert(self, entity: dict[str, Any]) -> None:
-        from azure.data.tables import UpdateMode
-
-        with storage_errors(self._what, self._table):
-            if not self._created:
-                create_if_missing(self._table.create_table)
-                self._created = True
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-
-
-def fit_snapshot(snapshot: dict) -> str:
-    """The snapshot's JSON, shortened until it fits a Table string property: long summaries cut, then
-    servers and findings beyond the first ones dropped, then both emptied; `truncated` says so."""
+def fit_snapshot(snapshot: dict, fits: Callable[[str], bool]) -> str:
+    """The snapshot's JSON, shortened until `fits` (a store's size limit, e.g. a Table string property)
+    takes it: long summaries cut, then servers and findings beyond the first ones dropped, then both
+    emptied; `truncated` says so."""
 
     text = json.dumps(snapshot, sort_keys=True, ensure_ascii=False)
-    if table_string_fits(text):
+    if fits(text):
         return text
     for servers, findings, summary in ((None, None, 300), (100, 50, 200), (0, 0, 0)):
         shortened = dict(snapshot, truncated=True)
@@ -310,7 +194,7 @@ def fit_snapshot(snapshot: dict) -> str:
         kept = list(snapshot.get("findings", []))[:findings]
         shortened["findings"] = [dict(f, summary=str(f.get("summary", ""))[:summary]) for f in kept]
         text = json.dumps(shortened, sort_keys=True, ensure_ascii=False)
-        if table_string_fits(text):
+        if fits(text):
             return text
     raise CertsyncError(f"status snapshot of {snapshot.get('certificate')}: too large to store even shortened")
 

@@ -97,9 +97,9 @@ ASSIGNMENTS: tuple[RoleAssignment, ...] = (
         " creates its queues if missing",
         (
             "functions/remediation.py",
-            "shared/adapters/azure/storage.py",
+            "shared/adapters/azure/queues.py",
             "shared/remediation/remediation.py",
-            "shared/notify/webhooks.py",
+            "shared/wiring.py",
         ),
     ),
     RoleAssignment(
@@ -108,7 +108,7 @@ ASSIGNMENTS: tuple[RoleAssignment, ...] = (
         STORAGE_ACCOUNT,
         "the audit trail, job claims and reconciliation state are table entities the code inserts, reads"
         " and updates, creating its tables if missing",
-        ("shared/adapters/azure/storage.py", "shared/wiring.py"),
+        ("shared/adapters/azure/tables.py", "shared/adapters/azure/queues.py", "shared/wiring.py"),
     ),
     RoleAssignment(
         "Automation Job Operator",

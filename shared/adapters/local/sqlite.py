@@ -1,0 +1,114 @@
+"""The local SQLite backends: the audit trail (`SqliteAuditLog`, for `certsync process` and `certsync
+history`) and the reconciliation's finding states and status snapshots (`SqliteStateStore`, for `certsync
+reconcile`), each in one file opened through `SqliteFile`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from shared.errors import CertsyncError
+from shared.pipeline.audit import AuditEntry, partition
+from shared.reconciliation.reconcile import by_certificate, certificate_key
+from shared.x509.reports import iso
+
+
+class SqliteFile:
+    """One SQLite file of a local backend (created on first use); one statement at a time across threads."""
+
+    def __init__(self, path: str | Path, schema: str, what: str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # WAL with NORMAL sync: a write survives a crash of the process, and does not wait for the
+            # disk (a power cut may lose the last writes; the Azure backends are the durable ones).
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(schema)
+        except (OSError, sqlite3.Error) as exc:
+            raise CertsyncError(f"{self.path}: cannot open the {what} database ({exc}); check the path") from None
+        self._lock = threading.Lock()
+
+    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """The statement's rows (none for a write)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteAuditLog:
+    """The audit trail in one SQLite file (created on first use); safe across threads of one process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = SqliteFile(
+            path,
+            "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
+            " PRIMARY KEY (partition, row_key));",
+            "audit",
+        )
+        self.path = self._db.path
+
+    def record(self, entry: AuditEntry) -> None:
+        body = json.dumps(entry.to_dict(), sort_keys=True)
+        self._db.execute(
+            "INSERT INTO audit (partition, row_key, body) VALUES (?, ?, ?)",
+            (partition(entry.certificate), entry.row_key, body),
+        )
+
+    def history(self, certificate: str) -> list[AuditEntry]:
+        rows = self._db.execute(
+            "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
+        )
+        return [AuditEntry.from_stored(row_key, json.loads(body)) for row_key, body in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteStateStore:
+    """States and snapshots in one SQLite file (created on first use); safe across threads of one process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = SqliteFile(
+            path,
+            "CREATE TABLE IF NOT EXISTS finding_state (certificate TEXT NOT NULL, finding TEXT NOT NULL,"
+            " state TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (certificate, finding));"
+            " CREATE TABLE IF NOT EXISTS snapshot (certificate TEXT PRIMARY KEY, body TEXT NOT NULL);",
+            "state",
+        )
+        self.path = self._db.path
+
+    def get(self, certificate: str, finding: str) -> str | None:
+        rows = self._db.execute(
+            "SELECT state FROM finding_state WHERE certificate = ? AND finding = ?", (certificate.lower(), finding)
+        )
+        return rows[0][0] if rows else None
+
+    def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO finding_state (certificate, finding, state, at) VALUES (?, ?, ?, ?)",
+            (certificate.lower(), finding, state, iso(at)),
+        )
+
+    def put_snapshot(self, snapshot: dict) -> None:
+        key = certificate_key(snapshot["vault"], snapshot["certificate"])
+        self._db.execute(
+            "INSERT OR REPLACE INTO snapshot (certificate, body) VALUES (?, ?)",
+            (key, json.dumps(snapshot, sort_keys=True)),
+        )
+
+    def snapshots(self) -> list[dict]:
+        return by_certificate(json.loads(body) for (body,) in self._db.execute("SELECT body FROM snapshot"))
+
+    def delete_snapshot(self, vault: str, certificate: str) -> None:
+        self._db.execute("DELETE FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
+
+    def close(self) -> None:
+        self._db.close()
