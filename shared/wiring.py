@@ -25,7 +25,7 @@ from shared.validation.fetch import parse_allow_entry
 if TYPE_CHECKING:
     from shared.adapters.azure.storage import StorageSettings
     from shared.reconciliation.reconcile import Reconciler, StateStore
-    from shared.remediation.remediation import Remediation
+    from shared.remediation.service import Remediation
 
 DEFAULT_QUEUE = "certsync-jobs"
 DEFAULT_AUDIT_TABLE = "certsyncaudit"
@@ -281,7 +281,8 @@ def remediation_from_env(
     from shared.adapters.azure.storage import StorageMessageQueue, storage_settings
     from shared.notify.signing import parse_secrets
     from shared.notify.webhooks import notifier_from_env
-    from shared.remediation.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings
+    from shared.remediation.context import DEFAULT_RUNBOOK, RemediationSettings
+    from shared.remediation.service import Remediation
 
     storage = storage_settings(env, "JobsStorage")
     jobs_queue = env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE).strip() or DEFAULT_QUEUE

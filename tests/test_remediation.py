@@ -26,17 +26,15 @@ from shared.notify.signing import new_secret, parse_secrets, sign
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.jobs import Job
 from shared.pipeline.process import Notice
-from shared.remediation.remediation import (
-    Remediation,
-    RemediationSettings,
+from shared.remediation.context import RemediationSettings, poll_delay, retry_delay
+from shared.remediation.messages import (
     callback_url,
     check_no_secrets,
     parse_result,
-    poll_delay,
     result_from_output,
-    retry_delay,
     server_outcomes,
 )
+from shared.remediation.service import Remediation
 from shared.wiring import remediation_from_env
 from tests.chains import issue, make_name, pem_of
 from tests.fakes.arm import API_VERSION, FakeArm

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditEntry, partition
 from shared.pipeline.jobs import Job
+from shared.remediation.messages import MAX_VISIBILITY_SECONDS
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 
 # A queue message, as sent (after base64), is at most 64 KiB.
 QUEUE_MESSAGE_LIMIT = 64 * 1024
-# The longest a queue message can be held back before it becomes visible (7 days).
-MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 # A Table string property is UTF-16 and at most 64 KiB: 32 Ki code units.
 TABLE_STRING_LIMIT = 64 * 1024
 
