@@ -1,7 +1,7 @@
 """Remediation jobs: start them (REMEDIATION_QUEUE), track them (TRACKING_QUEUE), take the runbook's result
 (POST /api/jobs/{job_id}/result).
 
-Each function decodes its trigger and calls `shared.remediation.remediation.Remediation`; the retry policy lives
+Each function decodes its trigger and calls `shared.remediation.service.Remediation`; the retry policy lives
 there. A queue function returns normally whenever the message was settled (started, re-sent with a
 delay, poisoned or rejected), so the host deletes it; it raises only when Storage could not take the
 follow-up message (or on a bug), and then the host's own retries and `-poison` queue apply.

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from shared.adapters.azure.storage import StorageSettings
     from shared.notify.status_page import StatusAnswer
     from shared.reconciliation.reconcile import Reconciler, StateStore
-    from shared.remediation.remediation import Remediation
+    from shared.remediation.service import Remediation
 
 DEFAULT_QUEUE = "certsync-jobs"
 DEFAULT_AUDIT_TABLE = "certsyncaudit"
@@ -310,7 +310,8 @@ def remediation_from_env(
     from shared.adapters.azure.queues import StorageMessageQueue
     from shared.adapters.azure.storage import storage_settings
     from shared.notify.signing import parse_secrets
-    from shared.remediation.remediation import DEFAULT_RUNBOOK, Remediation, RemediationSettings
+    from shared.remediation.context import DEFAULT_RUNBOOK, RemediationSettings
+    from shared.remediation.service import Remediation
 
     storage = storage_settings(env, "JobsStorage")
     jobs_queue = env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE).strip() or DEFAULT_QUEUE

@@ -17,17 +17,9 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.azure.automation import (
-    API_VERSION,
-    ROLE_HINT,
-    TERMINAL,
-    AutomationClient,
-    AutomationError,
-    AutomationJob,
-    automation_from_env,
-    job_name,
-)
+from shared.adapters.azure.automation import API_VERSION, ROLE_HINT, AutomationClient, automation_from_env
 from shared.errors import CertsyncError
+from shared.remediation.automation import TERMINAL, AutomationError, AutomationJob, job_name
 from tests.fakes.arm import FakeArm
 from tests.fakes.keyvault import StaticTokenCredential
 from tests.servers import LoopbackTls

@@ -738,7 +738,7 @@ def test_the_system_topic_is_the_vaults_and_has_an_identity_for_dead_letters():
 def test_the_runbook_is_powershell_5_1_named_as_the_code_expects_and_its_content_exists():
     main = bicep("main.bicep")
     name = string_value(main.variables["runbookName"])
-    from shared.remediation.remediation import DEFAULT_RUNBOOK
+    from shared.remediation.context import DEFAULT_RUNBOOK
 
     assert name == DEFAULT_RUNBOOK
     runbook = bicep("modules/automation.bicep").resources_of("Microsoft.Automation/automationAccounts/runbooks")[0]

@@ -26,17 +26,19 @@ from shared.notify.signing import new_secret, parse_secrets, sign
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.jobs import Job
 from shared.pipeline.process import Notice
-from shared.remediation.remediation import (
-    Remediation,
-    RemediationSettings,
+from shared.remediation.context import RemediationSettings, poll_delay, retry_delay
+from shared.remediation.messages import (
+    MessageError,
+    TrackMessage,
     callback_url,
     check_no_secrets,
+    parse_job_message,
     parse_result,
-    poll_delay,
+    parse_track_message,
     result_from_output,
-    retry_delay,
     server_outcomes,
 )
+from shared.remediation.service import Remediation
 from shared.wiring import remediation_from_env
 from tests.chains import issue, make_name, pem_of
 from tests.fakes.arm import API_VERSION, FakeArm
@@ -616,6 +618,131 @@ def test_a_garbled_tracking_message_is_rejected(setup):
     assert setup.kinds() == ["job-rejected"] and setup.arm.requests == []
 
 
+@pytest.mark.parametrize(
+    ("change", "plan_change", "words"),
+    [
+        ({"correlation_id": " "}, {}, "correlation_id is missing or not a string"),
+        ({"plan": "a plan"}, {}, "plan is missing or not a certsync.plan/1 object"),
+        ({}, {"worker_group": " "}, "plan.worker_group is empty; set worker_group"),
+        ({}, {"steps": None}, "plan.steps or plan.certificate is missing"),
+        ({"attempt": True}, {}, "attempt is not a whole number"),
+        ({"attempt": -1}, {}, "attempt is not a whole number"),
+    ],
+)
+def test_a_job_message_names_what_it_lacks_and_its_job(change, plan_change, words):
+    job = make_job()
+    data = job.to_dict() | change
+    if plan_change:
+        data["plan"] = data["plan"] | plan_change
+    with pytest.raises(MessageError) as info:
+        parse_job_message(json.dumps(data))
+    assert str(info.value) == f"job message {job.job_id}: {words}" + str(info.value).split(words, 1)[1]
+    assert str(info.value).endswith("; it is not retried")
+    assert (info.value.certificate, info.value.job_id) == (NAME, job.job_id)
+
+
+def a_track_message(**changes) -> str:
+    job = make_job()
+    message = TrackMessage(
+        job_id=job.job_id,
+        automation_job=str(uuid.UUID(hex=job.job_id)),
+        vault=VAULT,
+        certificate=NAME,
+        version=job.version,
+        thumbprint=job.thumbprint,
+        correlation_id=job.correlation_id,
+        started_at=dt.datetime(2026, 11, 26, 8, 0, 1, 250000, tzinfo=dt.timezone.utc),
+        servers=("EX01",),
+    )
+    return json.dumps(json.loads(message.to_json()) | changes)
+
+
+def test_a_tracking_message_reads_back_as_written_with_its_time_in_utc():
+    text = a_track_message()
+    message = parse_track_message(text)
+    assert message.to_json() == text.replace(" ", "")
+    assert json.loads(text)["started_at"] == "2026-11-26T08:00:01.250000Z"
+    offset = parse_track_message(a_track_message(started_at="2026-11-26T09:00:01.25+01:00"))
+    assert offset.started_at == message.started_at
+    assert json.loads(offset.to_json())["started_at"] == "2026-11-26T08:00:01.250000Z"
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"schema": "certsync.track/2"}, "schema is 'certsync.track/2', not certsync.track/1"),
+        ({"polls": -1}, "polls or failures is not a whole number"),
+        ({"failures": False}, "polls or failures is not a whole number"),
+        ({"servers": "EX01"}, "servers or probe is not a list of strings"),
+        ({"probe": [25]}, "servers or probe is not a list of strings"),
+        ({"started_at": "yesterday"}, "started_at is not an ISO 8601 time"),
+        ({"started_at": ""}, "started_at is not an ISO 8601 time"),
+    ],
+)
+def test_a_tracking_message_names_what_is_wrong_with_it(changes, words):
+    text = a_track_message(**changes)
+    with pytest.raises(MessageError) as info:
+        parse_track_message(text)
+    job_id = json.loads(text)["job_id"]
+    assert str(info.value) == f"tracking message {job_id}: {words}"
+    assert (info.value.certificate, info.value.job_id) == (NAME, job_id)
+
+
+@pytest.mark.parametrize("status", [503, 403])
+def test_an_output_that_cannot_be_read_is_read_again_later_or_recorded_as_the_error(setup, status):
+    job = make_job()
+    setup.fast()
+    setup.arm.script(["Completed"], output=output_for(job))
+    setup.remediation.start(job.to_json())
+    setup.arm.fail_next(status, path_suffix="/output")
+    [text] = setup.take(setup.tracking_queue)
+    first = setup.remediation.track(text)
+    if status == 503:
+        assert (first.outcome, first.delay) == ("retry", 0)
+        [retry] = setup.entries("job-retry")
+        assert (retry.details["stage"], retry.details["status"]) == ("poll", 503)
+        [again] = setup.track_until_done()
+        assert (again.outcome, again.result) == ("recorded", result_for(job))
+        assert setup.kinds() == ["job-started", "job-retry", "job-result"]
+    else:
+        assert (first.outcome, first.status, first.result) == ("recorded", "Completed", None)
+        [entry] = setup.entries("job-result")
+        assert entry.details["error"].startswith("cannot read the job's output: Automation account")
+        assert "Automation Job Operator" in entry.details["error"] and entry.details["result"] is None
+        assert setup.notices[-1].details["status"] == "no-result"
+
+
+def test_error_streams_that_cannot_be_read_after_a_reported_failure_are_recorded_as_such(setup):
+    job = make_job()
+    setup.fast()
+    setup.arm.script(["Failed"], output=output_for(job), exception="Set-SendConnector : Access is denied.")
+    setup.remediation.start(job.to_json())
+    body = json.dumps(result_for(job, "failed", failed_on="EX02")).encode()
+    assert setup.post_result(job.job_id, body).status_code == 200
+    setup.arm.fail_next(403, path_suffix="/streams")
+    [outcome] = setup.track_until_done()
+    assert outcome.outcome == "recorded-errors"
+    ended = setup.entries("job-status")[-1].details
+    assert ended["error"].startswith("Set-SendConnector : Access is denied.; cannot read the job's Error streams:")
+    assert ended["ended"] is True and ended["status"] == "Failed"
+
+
+def test_a_notice_that_cannot_be_delivered_leaves_the_audit_entry_and_a_warning(setup, caplog):
+    class Unreachable(Notices):
+        def notify(self, notice: Notice) -> None:
+            raise CertsyncError("webhook https://hooks.example.com answered 503")
+
+    setup.remediation.notifier = Unreachable()
+    job = make_job()
+    with caplog.at_level(logging.WARNING, logger="certsync"):
+        outcome = setup.remediation.start(job.to_json())
+    assert outcome.outcome == "started" and setup.kinds() == ["job-started"]
+    [record] = [r for r in caplog.records if "not delivered" in r.getMessage()]
+    assert record.getMessage() == (
+        f"notice job-started for job {job.job_id} not delivered: webhook https://hooks.example.com answered 503"
+    )
+
+
 # --- the probe -----------------------------------------------------------------------------------
 
 
@@ -687,6 +814,53 @@ def test_the_probe_reports_a_server_that_omits_the_intermediate_and_is_quiet_onc
     assert notice.details["job_id"] == half.job_id
     assert "without its intermediates" in notice.details["servers"][0]["outcome"]
     assert "PRIVATE KEY" not in json.dumps([e.to_dict() for e in setup.history()])
+
+
+def test_the_probe_names_a_malformed_endpoint_an_expired_chain_and_another_certificate(azurite, arm, tmp_path):
+    root = issue(make_name("Remediation Test Root", "Contoso"), ca=True, path_length=1)
+    r11 = issue(make_name("R11", "Contoso"), issuer=root, ca=True, path_length=0)
+    now = dt.datetime.now(dt.timezone.utc)
+    leaf = issue(
+        make_name("mail.contoso.com", "Contoso"),
+        issuer=r11,
+        dns_names=["mail.contoso.com"],
+        not_before=now - dt.timedelta(days=30),
+        not_after=now - dt.timedelta(days=1),
+    )
+    (tmp_path / "full.pem").write_bytes(pem_of([leaf, r11]))
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    (tmp_path / "root.pem").write_bytes(root.pem)
+    thumbprint = hashlib.sha1(leaf.der).hexdigest().upper()
+    with SmtpTlsServer(tmp_path / "full.pem", tmp_path / "key.pem") as server:
+        setup = make_setup(
+            azurite, arm, CERTSYNC_ALLOW_HOSTS=server.endpoint, CERTSYNC_TRUST_FILE=str(tmp_path / "root.pem")
+        ).fast()
+        expired = make_job("1" * 32, probe=["mail.contoso.com:0", server.endpoint], thumbprint=thumbprint)
+        setup.arm.script(["Completed"], output=output_for(expired))
+        setup.remediation.start(expired.to_json())
+        setup.track_until_done()
+        other = make_job("2" * 32, probe=[server.endpoint])  # expects another thumbprint than the one served
+        setup.arm.script(["Completed"], output=output_for(other))
+        setup.remediation.start(other.to_json())
+        setup.track_until_done()
+    first, second = setup.entries("probe")
+    malformed, chain = first.details["endpoints"]
+    assert malformed["ok"] is False and "the port is not a number from 1 to 65535" in malformed["error"]
+    assert chain["ok"] and chain["is_expected"] and chain["intermediates_sent"]
+    assert chain["assessment"]["status"] != "Valid"
+    assert "2 of 2 endpoint(s) do not serve certificate" in first.summary
+    one, two = [n for n in setup.notices if n.kind == "probe"]
+    assert one.details["servers"] == [
+        {"server": "mail.contoso.com:0", "outcome": malformed["error"]},
+        {
+            "server": server.endpoint,
+            "outcome": "serves the new certificate with its chain, but it assesses " + chain["assessment"]["status"],
+        },
+    ]
+    assert second.details["endpoints"][0]["is_expected"] is False
+    assert two.details["servers"] == [
+        {"server": server.endpoint, "outcome": f"serves {thumbprint}, not the new certificate {other.thumbprint}"}
+    ]
 
 
 def test_the_probe_guard_refuses_a_loopback_endpoint_that_is_not_allow_listed(setup, listener):
@@ -820,6 +994,14 @@ def test_a_rotated_secret_still_verifies(azurite, arm):
     setup.remediation.start(job.to_json())
     response = setup.post_result(job.job_id, json.dumps(result_for(job)).encode(), secret=old)
     assert response.status_code == 200 and setup.kinds() == ["job-started", "job-result"]
+
+
+def test_a_result_over_a_megabyte_is_refused_before_its_signature_is_checked(setup):
+    job = make_job()
+    setup.remediation.start(job.to_json())
+    response = setup.post_result(job.job_id, b" " * (1024 * 1024 + 1), headers={})
+    assert (response.status_code, response.body) == (413, {"error": "the result is larger than 1048576 bytes"})
+    assert setup.kinds() == ["job-started"]
 
 
 def test_without_a_secret_the_callback_is_off(azurite, arm):

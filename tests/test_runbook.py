@@ -4,7 +4,7 @@ PowerShell, which cannot be installed here (spec: local-stack §5).
 - A syntax gate: the runbook and every tests/runbook/*.ps1 parse with the tree-sitter PowerShell grammar
   with no ERROR or MISSING node; deliberately broken snippets (and PowerShell 7-only syntax, which the
   grammar rejects) are flagged, so the gate can fail.
-- Project lints read from the parse tree: the Automation parameters match what shared/remediation/remediation.py
+- Project lints read from the parse tree: the Automation parameters match what shared/remediation/messages.py
   sends, every action shared/pipeline/plan.py can plan has a handler and unknown actions throw, one Write-Output,
   no Write-Host, no PowerShell 7-only commands or parameters, ConvertTo-Json always with -Depth, no
   secret in a parameter name or in anything logged or thrown, the result record's fields.
@@ -35,7 +35,7 @@ import tree_sitter_powershell
 import shared.pipeline.plan
 from shared.notify.signing import parse_secrets, signature
 from shared.pipeline.jobs import Job
-from shared.remediation.remediation import (
+from shared.remediation.messages import (
     RESULT_STATUSES,
     job_parameters,
     parse_result,

@@ -21,11 +21,12 @@ from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
 from shared.adapters.azure.queues import StorageJobQueue, StorageMessageQueue
-from shared.adapters.azure.storage import MAX_VISIBILITY_SECONDS, QUEUE_MESSAGE_LIMIT, storage_settings, table_key
+from shared.adapters.azure.storage import QUEUE_MESSAGE_LIMIT, storage_settings, table_key
 from shared.adapters.azure.tables import TableAuditLog
 from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.jobs import Job
+from shared.remediation.messages import MAX_VISIBILITY_SECONDS
 from tests.azurite import ACCOUNT_KEY, Azurite
 
 ROOT = Path(__file__).resolve().parent.parent

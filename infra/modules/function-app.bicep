@@ -213,7 +213,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_VAULT_DNS_SUFFIX: vaultDnsSuffix
     CERTSYNC_VAULT_URLS: vaultUrls
 
-    // Remediation (shared/adapters/azure/automation.py, shared/remediation/remediation.py).
+    // Remediation (shared/adapters/azure/automation.py, shared/remediation/).
     AUTOMATION_ACCOUNT_ID: automationAccountId
     AUTOMATION_RUNBOOK: runbookName
     CERTSYNC_ARM_ENDPOINT: armEndpoint

@@ -120,7 +120,7 @@ resource functionBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' 
 
 // Storage Queue Data Contributor for the Function identity on the account: the queue triggers read and
 // delete messages, and the code sends jobs, tracking and poison messages (shared/adapters/azure/queues.py,
-// shared/remediation/remediation.py, shared/wiring.py) and creates its queues if they are missing.
+// shared/remediation/start.py, shared/remediation/track.py, shared/wiring.py) and creates its queues if they are missing.
 resource functionQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, functionPrincipalId, '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
   scope: storage

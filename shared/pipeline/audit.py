@@ -25,7 +25,7 @@ KINDS = (
     "job-queued",
     "blocked",
     "expiry-warning",
-    # remediation (shared/remediation/remediation.py): the Automation job and what the runbook reported
+    # remediation (shared/remediation/): the Automation job and what the runbook reported
     "job-started",  # the Automation job was created (or found, on a retry)
     "job-retry",  # Automation answered 5xx or 429: the start or the poll is tried again later
     "job-rejected",  # Automation answered 4xx: not retried; fix the setting or role the message names

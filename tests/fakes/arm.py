@@ -184,11 +184,12 @@ class FakeArm(HttpsServer):
         message: str = "",
         retry_after: int | str | None = None,
         method: str | None = None,
+        path_suffix: str | None = None,
     ) -> None:
-        """The next `count` authenticated requests with a valid api-version (only those of `method`,
-        when given) answer `status` with ARM's error body (a default code and message per status),
-        plus `Retry-After: <retry_after>` when given (seconds, or a string such as an HTTP date).
-        Calls queue up: earlier ones are used first."""
+        """The next `count` authenticated requests with a valid api-version (only those of `method`, and
+        whose path ends with `path_suffix`, when given) answer `status` with ARM's error body (a default
+        code and message per status), plus `Retry-After: <retry_after>` when given (seconds, or a string
+        such as an HTTP date). Calls queue up: earlier ones are used first."""
         default_code, default_message = _DEFAULT_MESSAGES.get(status, ("Error", "The request failed."))
         if not message:
             action = "write" if method and method.upper() == "PUT" else "read"
@@ -202,6 +203,7 @@ class FakeArm(HttpsServer):
                     "message": message,
                     "retry_after": retry_after,
                     "method": method.upper() if method else None,
+                    "path_suffix": path_suffix,
                 }
             )
 
@@ -244,7 +246,7 @@ class FakeArm(HttpsServer):
         problem = self._check_api_version(query.get("api-version"))
         if problem is not None:
             return problem
-        failure = self._take_failure(method)
+        failure = self._take_failure(method, path)
         if failure is not None:
             return failure
         return self._route(method, path, query, headers, body)
@@ -271,9 +273,12 @@ class FakeArm(HttpsServer):
             )
         return None
 
-    def _take_failure(self, method: str) -> Answer | None:
+    def _take_failure(self, method: str, path: str) -> Answer | None:
         with self._data_lock:
-            failure = next((f for f in self._failures if f["method"] in (None, method)), None)
+            failure = next(
+                (f for f in self._failures if f["method"] in (None, method) and path.endswith(f["path_suffix"] or "")),
+                None,
+            )
             if failure is None:
                 return None
             failure["count"] -= 1

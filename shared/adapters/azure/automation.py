@@ -22,8 +22,9 @@ whether it is `transient` (429, 5xx, 408, connection failures and timeouts; with
 to publish, a worker group to create, a setting to fix). Messages are one line and never carry the
 token or the job parameters.
 
-azure.core (and azure.identity, for the default credential) is imported when a client is made, not
-when this module is imported.
+The port this implements (`Automation`, `AutomationJob`, `AutomationError`, `job_name`, `TERMINAL`) lives in
+`shared.remediation.automation`. azure.core (and azure.identity, for the default credential) is imported when
+a client is made, not when this module is imported.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import datetime as dt
 import logging
 import re
 import ssl
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -40,18 +40,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.errors import CertsyncError
+from shared.remediation.automation import AutomationError, AutomationJob
 from shared.times import retry_after_seconds
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
-    from azure.core.rest import HttpResponse
+    from azure.core.rest import HttpRequest, HttpResponse
 
 log = logging.getLogger("certsync.automation")
 
 API_VERSION = "2023-11-01"
 DEFAULT_ENDPOINT = "https://management.azure.com"
-# Suspended is terminal for us: the job waits for a human (e.g. after three worker restarts).
-TERMINAL = frozenset({"Completed", "Failed", "Stopped", "Suspended"})
 ROLE_HINT = "grant the Function's managed identity the Automation Job Operator role on the Automation account"
 
 _ACCOUNT_ID = re.compile(
@@ -61,81 +60,10 @@ _ACCOUNT_ID = re.compile(
     re.IGNORECASE,
 )
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_CERTSYNC_JOB_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 _JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*")
 _MAX_PAGES = 50
 _MAX_RECORD_FETCHES = 50
 _MESSAGE_LIMIT = 300
-
-
-class AutomationError(CertsyncError):
-    """Azure Automation refused a call or could not be reached.
-
-    `transient` says whether trying again later may succeed (then `retry_after` holds the seconds the
-    server asked for, if it did); `status` is the HTTP status (None when no answer came) and `code`
-    ARM's error code (or a code of ours: ConnectionError, Timeout, CredentialUnavailable, ...)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str = "",
-        transient: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.transient = transient
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class AutomationJob:
-    """One Automation job as ARM reported it. Times are ARM's ISO 8601 strings (None until set)."""
-
-    name: str
-    job_id: str
-    status: str
-    status_details: str
-    exception: str | None
-    run_on: str
-    runbook: str
-    start_time: str | None
-    end_time: str | None
-    created: bool = False  # True when the call that returned this job created it
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    @classmethod
-    def from_resource(cls, resource: Mapping[str, Any], name: str, *, created: bool = False) -> AutomationJob:
-        properties = resource.get("properties") or {}
-        runbook = properties.get("runbook") or {}
-        return cls(
-            name=str(resource.get("name") or name),
-            job_id=str(properties.get("jobId") or ""),
-            status=str(properties.get("status") or ""),
-            status_details=str(properties.get("statusDetails") or ""),
-            exception=properties.get("exception") or None,
-            run_on=str(properties.get("runOn") or ""),
-            runbook=str(runbook.get("name") or "") if isinstance(runbook, Mapping) else "",
-            start_time=properties.get("startTime") or None,
-            end_time=properties.get("endTime") or None,
-            created=created,
-        )
-
-
-def job_name(certsync_job_id: str) -> str:
-    """The Automation job name for a certsync job id (32 hex digits): the id as a GUID, so the same
-    plan always maps to the same Automation job."""
-    if not isinstance(certsync_job_id, str) or not _CERTSYNC_JOB_ID.match(certsync_job_id):
-        raise CertsyncError(
-            f"{certsync_job_id!r} is not a certsync job id (32 hex digits); the job message is malformed"
-        )
-    return str(uuid.UUID(hex=certsync_job_id))
 
 
 @dataclass(frozen=True)
@@ -214,7 +142,9 @@ class AutomationClient:
             RetryPolicy(retry_total=0),  # the caller retries, with a queue visibility delay
             BearerTokenCredentialPolicy(credential, self.scope),
         ]
-        self._client = PipelineClient(self.endpoint, policies=policies, transport=transport)
+        self._client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
+            self.endpoint, policies=policies, transport=transport
+        )
 
     # lifecycle
 
@@ -266,7 +196,7 @@ class AutomationClient:
                     transient=True,
                 )
             return found
-        job = AutomationJob.from_resource(_json(response, context), name, created=response.status_code == 201)
+        job = _job(_json(response, context), name, created=response.status_code == 201)
         log.info("Automation job %s %s: runbook %s on %s", name, "started" if job.created else "found", runbook, run_on)
         return job
 
@@ -274,7 +204,7 @@ class AutomationClient:
         """The job's current state; a job that does not exist is a permanent `AutomationError` (404)."""
         _check_job_name(name)
         context = _Context(self, f"read Automation job {name}", job=name)
-        return AutomationJob.from_resource(_json(self._send("GET", self._job_path(name), context), context), name)
+        return _job(_json(self._send("GET", self._job_path(name), context), context), name)
 
     def output(self, name: str) -> str:
         """The job's Output stream as text (the runbook's result is its last line)."""
@@ -309,7 +239,7 @@ class AutomationClient:
             if _names_account(code, message):
                 raise context.error(response, code, message)
             return None
-        return AutomationJob.from_resource(_json(response, context), name)
+        return _job(_json(response, context), name)
 
     def _stream_texts(self, name: str, stream_type: str) -> Iterator[str]:
         context = _Context(self, f"read the {stream_type} streams of Automation job {name}", job=name)
@@ -470,6 +400,24 @@ class _Context:
 # --- helpers -------------------------------------------------------------------------------------
 
 
+def _job(resource: Mapping[str, Any], name: str, *, created: bool = False) -> AutomationJob:
+    """The job an ARM job resource describes."""
+    properties = resource.get("properties") or {}
+    runbook = properties.get("runbook") or {}
+    return AutomationJob(
+        name=str(resource.get("name") or name),
+        job_id=str(properties.get("jobId") or ""),
+        status=str(properties.get("status") or ""),
+        status_details=str(properties.get("statusDetails") or ""),
+        exception=properties.get("exception") or None,
+        run_on=str(properties.get("runOn") or ""),
+        runbook=str(runbook.get("name") or "") if isinstance(runbook, Mapping) else "",
+        start_time=properties.get("startTime") or None,
+        end_time=properties.get("endTime") or None,
+        created=created,
+    )
+
+
 def _check_job_name(name: str) -> None:
     if not isinstance(name, str) or not _JOB_NAME.match(name):
         raise AutomationError(f"{name!r} is not an Automation job name (use job_name(job_id))", code="Input")
@@ -499,7 +447,7 @@ def _arm_error(response: HttpResponse) -> tuple[str, str]:
         return "", ""
     if not isinstance(document, dict):
         return "", ""
-    error = document.get("error") if isinstance(document.get("error"), dict) else document
+    error = document["error"] if isinstance(document.get("error"), dict) else document
     return str(error.get("code") or ""), str(error.get("message") or "")
 
 

@@ -98,7 +98,8 @@ ASSIGNMENTS: tuple[RoleAssignment, ...] = (
         (
             "functions/remediation.py",
             "shared/adapters/azure/queues.py",
-            "shared/remediation/remediation.py",
+            "shared/remediation/start.py",
+            "shared/remediation/track.py",
             "shared/wiring.py",
         ),
     ),

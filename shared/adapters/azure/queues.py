@@ -12,7 +12,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from shared.adapters.azure.storage import (
-    MAX_VISIBILITY_SECONDS,
     QUEUE_MESSAGE_LIMIT,
     base64_size,
     create_if_missing,
@@ -21,6 +20,7 @@ from shared.adapters.azure.storage import (
 )
 from shared.errors import CertsyncError, StorageError
 from shared.pipeline.jobs import Job
+from shared.remediation.messages import MAX_VISIBILITY_SECONDS
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient

@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 # A queue message, as sent (after base64), is at most 64 KiB.
 QUEUE_MESSAGE_LIMIT = 64 * 1024
-# The longest a queue message can be held back before it becomes visible (7 days).
-MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 # A Table string property is UTF-16 and at most 64 KiB: 32 Ki code units.
 TABLE_STRING_LIMIT = 64 * 1024
 

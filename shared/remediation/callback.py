@@ -1,0 +1,80 @@
+"""Callback: the runbook's own POST of its `certsync.result/1` to /api/jobs/{job_id}/result, an alternative
+to waiting for the poll.
+
+The body is checked before anything is written: its size, its Standard Webhooks signature (HMAC with
+CERTSYNC_CALLBACK_SECRET over the raw body; an unauthenticated body is only logged, it could name any
+certificate), the job id in the URL, the result's schema and that its certificate is this job's. A result
+for a job that was started and has none yet is audited and notified as job-result (via callback); a second
+one is accepted and not recorded again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.notify.signing import SignatureError, verify
+from shared.pipeline.jobs import job_id as derive_job_id
+from shared.remediation.automation import job_name
+from shared.remediation.context import RemediationContext, Subject, entries, servers_of
+from shared.remediation.messages import ResultError, parse_result
+
+log = logging.getLogger("certsync")
+
+CALLBACK_BODY_LIMIT = 1024 * 1024
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class CallbackResponse:
+    """The HTTP answer to the runbook: a status code and a JSON body."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def accept_result(
+    context: RemediationContext, job_id: str, headers: Mapping[str, str], body: bytes
+) -> CallbackResponse:
+    """The runbook's POSTed result: checked (signature, schema, job) and audited once."""
+    settings = context.settings
+    safe_id = job_id if _JOB_ID.fullmatch(job_id or "") else "(malformed id)"
+    if not settings.callback_secrets:
+        log.warning("result callback for job %s refused: CERTSYNC_CALLBACK_SECRET is not set", safe_id)
+        return CallbackResponse(503, {"error": "the result callback is not configured (CERTSYNC_CALLBACK_SECRET)"})
+    if len(body) > CALLBACK_BODY_LIMIT:
+        return CallbackResponse(413, {"error": f"the result is larger than {CALLBACK_BODY_LIMIT} bytes"})
+    try:
+        verify(settings.callback_secrets, headers, body, at=context.clock())
+    except SignatureError as exc:
+        # Unauthenticated: nothing is written (it could name any certificate), only this warning.
+        log.warning("result callback for job %s refused: %s", safe_id, exc, extra={"certsync.job_id": safe_id})
+        return CallbackResponse(401, {"error": f"signature rejected: {exc}"})
+    if safe_id != job_id:
+        return CallbackResponse(400, {"error": "the job id in the URL is not 32 lower-case hex digits"})
+    try:
+        result = parse_result(json.loads(body), job_id)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return CallbackResponse(400, {"error": "the body is not JSON"})
+    except ResultError as exc:
+        return CallbackResponse(400, {"error": str(exc)})
+    certificate = result["certificate"]
+    if derive_job_id(certificate["vault"], certificate["name"], certificate["version"]) != job_id:
+        return CallbackResponse(400, {"error": "the result's certificate (vault, name, version) is not this job's"})
+    history = context.audit.history(certificate["name"])
+    started = entries(history, "job-started", job_id)
+    if not started:
+        return CallbackResponse(404, {"error": f"no job {job_id} was started for certificate {certificate['name']}"})
+    if entries(history, "job-result", job_id):
+        return CallbackResponse(200, {"accepted": True, "recorded": False})
+    latest = started[-1]
+    subject = Subject(job_id, certificate["name"], latest.vault, latest.version, latest.correlation_id)
+    automation_job = latest.details.get("automation_job") or job_name(job_id)
+    servers = servers_of(history, job_id)
+    # The runbook posts before its job ends: Automation reports it Running at this point.
+    context.record_result(subject, automation_job, "Running", result, "", "callback", servers)
+    return CallbackResponse(200, {"accepted": True, "recorded": True})
