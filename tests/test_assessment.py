@@ -19,7 +19,8 @@ from shared.validation.assessment import TrustStore, assess, host_matches
 from shared.validation.crl import parse_crl
 from shared.validation.fetch import Fetcher, FetchLimits
 from shared.validation.revocation import FetchCache
-from shared.x509.certificate import Certificate, CertificateBundle, load_certificates
+from shared.x509.certificate import Certificate, CertificateBundle
+from shared.x509.containers import load_certificates
 from tests.chains import Issued, issue, make_crl, make_name, pem_of
 from tests.pki import big_crl_der
 

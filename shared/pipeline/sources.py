@@ -23,7 +23,8 @@ from typing import Protocol
 
 from shared.errors import CertificateInputError, CertsyncError
 from shared.times import parse_time
-from shared.x509.certificate import CertificateBundle, load_certificate_file
+from shared.x509.certificate import CertificateBundle
+from shared.x509.containers import load_certificate_file
 
 _EXTENSIONS = (".pem", ".cer", ".der", ".crt", ".p7b", ".pfx")
 # Key Vault object names: 1-127 characters, letters, digits and dashes.

@@ -32,7 +32,8 @@ from shared.errors import CertsyncError
 from shared.validation.crl import Crl
 from shared.validation.fetch import Fetcher, FetchError
 from shared.validation.revocation import FetchCache, check_revocation
-from shared.x509.certificate import Certificate, CertificateBundle, certificates_in
+from shared.x509.certificate import Certificate, CertificateBundle
+from shared.x509.containers import certificates_in
 from shared.x509.parsed import MalformedCertificate, extensions, to_x509
 from shared.x509.reports import iso
 from shared.x509.signatures import SHA1_SIGNATURES

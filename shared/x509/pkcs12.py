@@ -25,7 +25,7 @@ from typing import NamedTuple, TypeVar
 
 from shared.errors import CertificateInputError, DerError
 from shared.x509 import der
-from shared.x509.certificate import Certificate
+from shared.x509.certificate import Certificate, parse_certificates
 
 MAX_ITERATIONS = 10_000_000  # per key derivation; producers use 1 to 600,000
 MAX_NESTING = 4  # safeContentsBag inside safeContentsBag
@@ -319,13 +319,7 @@ class _Reader:
 
     def _contents(self, safe: _Safe) -> Pkcs12Contents:
         ders = list(dict.fromkeys(blob for blob, _ in safe.certificates))
-        if len(ders) == 1:
-            certs = [Certificate.from_der(ders[0], self.source)]
-        else:
-            certs = [
-                Certificate.from_der(blob, f"{self.source}, certificate {n} of {len(ders)}")
-                for n, blob in enumerate(ders, 1)
-            ]
+        certs = parse_certificates(ders, self.source)
         by_der = dict(zip(ders, certs, strict=True))
         key_certificate = None
         for key_id in safe.key_ids:
