@@ -30,7 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shared.errors import CertsyncError
 from shared.validation.crl import Crl
-from shared.validation.fetch import Fetcher, FetchError
+from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache, check_revocation
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.containers import certificates_in
@@ -400,9 +400,8 @@ class _Run:
                     continue
                 try:
                     candidates = tuple(certificates_in(self.fetcher.get(url, "aia"), url))
-                except (FetchError, CertsyncError) as exc:
-                    if not getattr(exc, "refused", False):
-                        self.cache.fail(url)
+                except CertsyncError as exc:  # a FetchError, or an answer that holds no certificate
+                    self.cache.fail(url, exc)
                     continue
                 self.cache.aia[url] = candidates
             for candidate in candidates:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from shared.validation.crl import Crl, CrlError, parse_crl
-from shared.validation.fetch import Fetcher, FetchError
+from shared.validation.fetch import Fetcher, FetchError, FetchRefused
 from shared.validation.ocsp import OcspAnswer, OcspError, build_request, read_response
 from shared.x509.certificate import Certificate
 from shared.x509.parsed import extensions, to_x509
@@ -54,8 +54,12 @@ class FetchCache:
         until = self.failures.get(url)
         return until is not None and until > time.monotonic()
 
-    def fail(self, url: str) -> None:
-        self.failures[url] = time.monotonic() + FAILURE_TTL
+    def fail(self, url: str, exc: Exception) -> None:
+        """Remember that fetching or reading `url` failed, so it is not asked again for FAILURE_TTL; unless
+        `exc` is a FetchRefused: nothing was fetched (the guard, or one assessment's spent budget or deadline),
+        so the next assessment asks."""
+        if not isinstance(exc, FetchRefused):
+            self.failures[url] = time.monotonic() + FAILURE_TTL
 
 
 def serial_bytes(serial: int) -> bytes:
@@ -150,8 +154,7 @@ def _fetch_crl(url: str, at: dt.datetime, fetcher: Fetcher, cache: FetchCache, p
         crl = parse_crl(fetcher.get(url, "crl"), url)
     except (FetchError, CrlError) as exc:
         problems.append(f"CRL {url}: {_short(exc, url)}")
-        if not getattr(exc, "refused", False):
-            cache.fail(url)
+        cache.fail(url, exc)
         return None
     cache.crls[url] = crl  # checked (signature, freshness) by the caller before each use
     return crl
@@ -179,8 +182,7 @@ def _from_ocsp(
             answer = read_response(body, request, to_x509(issuer), at)
         except (FetchError, OcspError) as exc:
             problems.append(f"OCSP {url}: {_short(exc, url)}")
-            if not getattr(exc, "refused", False):
-                cache.fail(url)
+            cache.fail(url, exc)
             return None
         cache.ocsp[key] = answer
     if answer.status == "revoked":
