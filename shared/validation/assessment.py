@@ -29,13 +29,13 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shared.errors import CertsyncError
+from shared.times import format_time, utc_now
 from shared.validation.crl import Crl
 from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache, check_revocation
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.containers import certificates_in
 from shared.x509.parsed import MalformedCertificate, extensions, to_x509
-from shared.x509.reports import iso
 from shared.x509.signatures import SHA1_SIGNATURES
 from shared.x509.tls_certificate_name import TlsCertificateName
 from shared.x509.x500 import X500Name
@@ -85,7 +85,7 @@ class PathEntry:
             "subject": _subject(cert),
             "issuer": _issuer(cert),
             "thumbprint": cert.thumbprint,
-            "not_after": iso(cert.not_after),
+            "not_after": format_time(cert.not_after, timespec="seconds"),
             "source": self.source,
         }
 
@@ -109,7 +109,7 @@ class Assessment:
         return {
             "status": self.status,
             "tls_certificate_name": self.tls_certificate_name,
-            "at": iso(self.at),
+            "at": format_time(self.at, timespec="seconds"),
             "revocation_policy": self.revocation_policy,
             "findings": [f.to_dict() for f in self.findings],
             "path": [e.to_dict() for e in self.path],
@@ -206,7 +206,7 @@ def assess(
         bundle=bundle,
         hosts=tuple(dict.fromkeys(h.strip().lower().rstrip(".") for h in hosts if h.strip())),
         trust=trust or TrustStore.mozilla(),
-        at=(at or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc),
+        at=(at or utc_now()).astimezone(dt.timezone.utc),
         policy=revocation,
         crls=tuple(crls),
         fetcher=None if offline else (fetcher or Fetcher()),
@@ -446,7 +446,7 @@ class _Run:
                 "not-yet-valid",
                 "error",
                 leaf,
-                f"The certificate is not valid until {iso(leaf.not_before)}.",
+                f"The certificate is not valid until {format_time(leaf.not_before, timespec='seconds')}.",
                 "Wait until it is valid before switching the connectors to it.",
                 DATE_INVALID,
             )
@@ -455,7 +455,7 @@ class _Run:
                 "expired",
                 "error",
                 leaf,
-                f"The certificate expired on {iso(leaf.not_after)}.",
+                f"The certificate expired on {format_time(leaf.not_after, timespec='seconds')}.",
                 "Renew the certificate in Key Vault.",
                 DATE_INVALID,
             )
@@ -466,7 +466,8 @@ class _Run:
                     "expires-soon",
                     "warning",
                     leaf,
-                    f"The certificate expires on {iso(leaf.not_after)}, in {left.days} days.",
+                    f"The certificate expires on {format_time(leaf.not_after, timespec='seconds')}, "
+                    f"in {left.days} days.",
                     "Renew it now; Key Vault can renew it automatically at a lifetime percentage.",
                 )
         for entry in path[1:]:
@@ -479,7 +480,7 @@ class _Run:
                     "intermediate-expired",
                     "error",
                     ca,
-                    f"The {kind} certificate {_subject(ca)!r} {when} {iso(stamp)}.",
+                    f"The {kind} certificate {_subject(ca)!r} {when} {format_time(stamp, timespec='seconds')}.",
                     "Deliver the CA's current intermediate with the certificate (re-import the PFX with its chain).",
                     DATE_INVALID,
                 )
@@ -626,7 +627,7 @@ class _Run:
             )
             cert = child.certificate
             if result.status == "revoked":
-                when = f" on {iso(result.revoked_at)}" if result.revoked_at else ""
+                when = f" on {format_time(result.revoked_at, timespec='seconds')}" if result.revoked_at else ""
                 reason = f" (reason: {result.reason})" if result.reason else ""
                 self._add(
                     "revoked",

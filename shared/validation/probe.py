@@ -35,10 +35,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.errors import CertsyncError
+from shared.times import format_time
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import AddressRefused, Fetcher, FetchRefused, Resolver, parse_allow_entry, pin_address
 from shared.x509.certificate import Certificate, CertificateBundle
-from shared.x509.reports import iso
 from shared.x509.tls_certificate_name import is_exchange_host_name
 
 SMTP_PORT = 25
@@ -98,7 +98,7 @@ class ProbeResult:
                     "subject": _name(cert, "subject"),
                     "issuer": _name(cert, "issuer"),
                     "thumbprint": cert.thumbprint,
-                    "not_after": iso(cert.not_after),
+                    "not_after": format_time(cert.not_after, timespec="seconds"),
                 }
                 for cert in self.chain
             ],

@@ -6,9 +6,8 @@ says the same thing in the same words.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from shared.errors import NameSyntaxError
+from shared.times import format_time
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificates
 
@@ -19,10 +18,6 @@ _PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
 def powershell_literal(text: str) -> str:
     """`text` as a PowerShell single-quoted string, safe to paste after -TlsCertificateName."""
     return "'" + "".join(ch * 2 if ch in _PS_SINGLE_QUOTES else ch for ch in text) + "'"
-
-
-def iso(stamp: dt.datetime) -> str:
-    return stamp.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def name_report(bundle: CertificateBundle) -> dict:
@@ -43,8 +38,8 @@ def certificate_report(cert: Certificate) -> dict:
         "tls_certificate_name": text,
         "thumbprint": cert.thumbprint,
         "serial": cert.serial,
-        "not_before": iso(cert.not_before),
-        "not_after": iso(cert.not_after),
+        "not_before": format_time(cert.not_before, timespec="seconds"),
+        "not_after": format_time(cert.not_after, timespec="seconds"),
         "dns_names": list(cert.dns_names),
         "exchange_accepts": not problems,
         "problems": problems,
