@@ -21,12 +21,13 @@ import functools
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from shared.errors import CertsyncError
 from shared.times import format_time, utc_now
@@ -35,7 +36,7 @@ from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache, check_revocation
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.containers import certificates_in
-from shared.x509.parsed import MalformedCertificate, extensions, to_x509
+from shared.x509.parsed import MalformedCertificate, access_urls, extension, to_x509
 from shared.x509.signatures import SHA1_SIGNATURES
 from shared.x509.tls_certificate_name import TlsCertificateName
 from shared.x509.x500 import X500Name
@@ -61,7 +62,7 @@ class Finding:
     remedy: str
     status: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,
             "severity": self.severity,
@@ -79,7 +80,7 @@ class PathEntry:
     certificate: Certificate
     source: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         cert = self.certificate
         return {
             "subject": _subject(cert),
@@ -105,7 +106,7 @@ class Assessment:
         """The intermediates of the path, delivered or fetched: what the servers' CA store needs."""
         return tuple(e.certificate for e in self.path[1:] if e.source != "trust store")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
             "tls_certificate_name": self.tls_certificate_name,
@@ -384,16 +385,7 @@ class _Run:
         if self.fetcher is None:
             return None
         cert_x = to_x509(cert)
-        aia = extensions(cert).get(x509.AuthorityInformationAccess)
-        if aia is None:
-            return None
-        urls = [
-            d.access_location.value
-            for d in aia
-            if d.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS
-            and isinstance(d.access_location, x509.UniformResourceIdentifier)
-        ][:4]
-        for url in urls:
+        for url in access_urls(cert, AuthorityInformationAccessOID.CA_ISSUERS)[:4]:
             candidates = self.cache.aia.get(url)
             if candidates is None:
                 if self.cache.failed_recently(url):
@@ -593,7 +585,7 @@ class _Run:
         names = leaf.dns_names
         source = "subject alternative names"
         if not names and self.hosts:
-            constrained = any(x509.NameConstraints in extensions(e.certificate) for e in path[1:])
+            constrained = any(extension(e.certificate, x509.NameConstraints) for e in path[1:])
             cn = _tls_name(leaf)[2]
             if constrained:  # name constraints bind SANs only: a CN would slip past them
                 names, source = (), "DNS SANs (it has none; the CN is not used under name constraints)"
@@ -719,13 +711,13 @@ def _signed_by(cert_x: x509.Certificate, issuer: Certificate) -> bool:
     return True
 
 
-def _ekus(cert: Certificate) -> list | None:
-    usage = extensions(cert).get(x509.ExtendedKeyUsage)
+def _ekus(cert: Certificate) -> list[x509.ObjectIdentifier] | None:
+    usage = extension(cert, x509.ExtendedKeyUsage)
     return None if usage is None else list(usage)
 
 
 def _key_usage(cert: Certificate) -> x509.KeyUsage | None:
-    return extensions(cert).get(x509.KeyUsage)
+    return extension(cert, x509.KeyUsage)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -33,6 +33,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from shared.errors import CertsyncError
 from shared.times import format_time
@@ -81,7 +82,7 @@ class ProbeResult:
             and self.assessment.status == "Valid"
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready; certificates by subject, issuer, thumbprint and expiry (never a key: a probe sees none)."""
         return {
             "endpoint": self.endpoint,

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TypedDict
 
 from shared.errors import CertificateInputError, DerError, NameDecodeError
 from shared.x509 import der
@@ -167,16 +168,26 @@ def read_time(buf: bytes, tlv: der.Tlv) -> dt.datetime:
             raise DerError(f"bad time {text!r}")
     else:
         raise DerError(f"validity field at offset {tlv.start} is not a time")
-    parts = [int(digits[:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:10]), int(digits[10:12])]
+    year, month, day = int(digits[:4]), int(digits[4:6]), int(digits[6:8])
+    hour, minute = int(digits[8:10]), int(digits[10:12])
     seconds = int(digits[12:14]) if len(digits) >= 14 else 0
     try:
-        return dt.datetime(*parts, seconds, tzinfo=dt.timezone.utc)
+        return dt.datetime(year, month, day, hour, minute, seconds, tzinfo=dt.timezone.utc)
     except ValueError:
         raise DerError(f"bad time {text!r}") from None
 
 
-def _read_extensions(buf: bytes, trailing: list[der.Tlv]) -> dict:
-    found: dict = {}
+class _Extensions(TypedDict, total=False):
+    """The fields of `Certificate` that its extensions give, for those it has."""
+
+    dns_names: tuple[str, ...]
+    subject_key_id: bytes
+    authority_key_id: bytes | None
+    is_ca: bool
+
+
+def _read_extensions(buf: bytes, trailing: list[der.Tlv]) -> _Extensions:
+    found: _Extensions = {}
     block = next((t for t in trailing if t.tag == 0xA3), None)
     if block is None:
         return found

@@ -6,6 +6,8 @@ says the same thing in the same words.
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.errors import NameSyntaxError
 from shared.times import format_time
 from shared.x509.certificate import Certificate, CertificateBundle
@@ -20,7 +22,7 @@ def powershell_literal(text: str) -> str:
     return "'" + "".join(ch * 2 if ch in _PS_SINGLE_QUOTES else ch for ch in text) + "'"
 
 
-def name_report(bundle: CertificateBundle) -> dict:
+def name_report(bundle: CertificateBundle) -> dict[str, Any]:
     """What `certsync name` reports about the leaf of a bundle."""
     leaf = bundle.leaf
     report = certificate_report(leaf)
@@ -28,7 +30,7 @@ def name_report(bundle: CertificateBundle) -> dict:
     return report
 
 
-def certificate_report(cert: Certificate) -> dict:
+def certificate_report(cert: Certificate) -> dict[str, Any]:
     name = TlsCertificateName.from_certificate(cert)
     text = str(name)
     problems = name.problems()
@@ -47,7 +49,7 @@ def certificate_report(cert: Certificate) -> dict:
     }
 
 
-def diff_report(old: CertificateBundle, new: CertificateBundle) -> dict:
+def diff_report(old: CertificateBundle, new: CertificateBundle) -> dict[str, Any]:
     """What `certsync diff` reports: the change and whether the connectors must follow it."""
     diff = diff_certificates(old.leaf, new.leaf)
     return {
@@ -63,9 +65,15 @@ def diff_report(old: CertificateBundle, new: CertificateBundle) -> dict:
     }
 
 
-def parse_report(text: str, cert: CertificateBundle | None = None) -> dict:
+def parse_report(text: str, cert: CertificateBundle | None = None) -> dict[str, Any]:
     """What `certsync parse` reports about a TlsCertificateName copied from a connector."""
-    report: dict = {"input": text, "exchange_accepts": False, "issuer": None, "subject": None, "canonical": None}
+    report: dict[str, Any] = {
+        "input": text,
+        "exchange_accepts": False,
+        "issuer": None,
+        "subject": None,
+        "canonical": None,
+    }
     try:
         name = TlsCertificateName.parse(text, strict=False)
     except NameSyntaxError as exc:
