@@ -59,7 +59,8 @@ sys.path.insert(0, str(ROOT))  # `shared` without relying on the editable instal
 import cryptography  # noqa: E402
 from cryptography import x509  # noqa: E402
 
-from shared.x509.certificate import Certificate, load_certificate_file  # noqa: E402
+from shared.x509.certificate import Certificate  # noqa: E402
+from shared.x509.containers import load_certificate_file  # noqa: E402
 from shared.x509.x500 import X500Name  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tls-certificate-name"

@@ -66,7 +66,8 @@ from shared.pipeline.process import Pipeline, PipelineSettings  # noqa: E402
 from shared.pipeline.targets import load_targets_file  # noqa: E402
 from shared.validation.assessment import TrustStore, assess  # noqa: E402
 from shared.validation.fetch import Fetcher  # noqa: E402
-from shared.x509.certificate import Certificate, load_certificate_file  # noqa: E402
+from shared.x509.certificate import Certificate  # noqa: E402
+from shared.x509.containers import load_certificate_file  # noqa: E402
 from tests.chains import issue, make_crl, make_name, pem_of  # noqa: E402
 from tests.servers import HttpServer  # noqa: E402
 

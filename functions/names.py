@@ -11,7 +11,7 @@ import json
 import azure.functions as func
 
 from shared.errors import CertsyncError
-from shared.x509.certificate import load_certificates
+from shared.x509.containers import load_certificates
 from shared.x509.reports import name_report
 
 bp = func.Blueprint()

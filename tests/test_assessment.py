@@ -19,7 +19,8 @@ from shared.validation.assessment import TrustStore, assess, host_matches
 from shared.validation.crl import parse_crl
 from shared.validation.fetch import Fetcher, FetchLimits
 from shared.validation.revocation import FetchCache
-from shared.x509.certificate import Certificate, CertificateBundle, load_certificates
+from shared.x509.certificate import Certificate, CertificateBundle
+from shared.x509.containers import load_certificates
 from tests.chains import Issued, issue, make_crl, make_name, pem_of
 from tests.pki import big_crl_der
 
@@ -445,6 +446,44 @@ def test_a_warm_cache_fetches_nothing(pki):
     assert len(pki.server.requests) == fetched
 
 
+SPENT = pytest.mark.parametrize("spent", [{"max_attempts": 0}, {"deadline": 0}], ids=["budget", "deadline"])
+
+
+@SPENT
+def test_a_crl_url_refused_by_a_spent_fetcher_is_fetched_by_the_next_assessment(pki, spent):
+    cache = FetchCache()
+    refused = pki.assess(fetcher=pki.fetcher(**spent), cache=cache)
+    assert refused.status == "RevocationCheckFailure"
+    assert pki.server.requests == []
+    why = "the fetch budget is spent" if "max_attempts" in spent else "the fetch deadline has passed"
+    assert f"{pki.server.url('/issuing.crl')}: refused: {why}" in refused.fetches
+    result = pki.assess(cache=cache)
+    assert result.status == "Valid"
+    assert f"{pki.server.url('/issuing.crl')}: ok" in result.fetches
+
+
+@SPENT
+def test_an_aia_url_refused_by_a_spent_fetcher_is_fetched_by_the_next_assessment(pki, spent):
+    cache = FetchCache()
+    assert pki.assess(chain=(), fetcher=pki.fetcher(**spent), cache=cache).status == "Untrusted"
+    assert pki.server.requests == []
+    result = pki.assess(chain=(), cache=cache)
+    assert result.status == "Valid"
+    assert [e.source for e in result.path] == ["delivered", "aia", "trust store"]
+
+
+def test_a_crl_url_that_failed_is_not_asked_again_by_the_next_assessment(pki):
+    pki.server.route("/issuing.crl", status=404)
+    cache = FetchCache()
+    assert pki.assess(cache=cache).status == "RevocationCheckFailure"
+    asked = pki.server.paths().count("/issuing.crl")
+    pki.publish_crls()
+    result = pki.assess(cache=cache)
+    assert result.status == "RevocationCheckFailure"
+    assert "failed moments ago" in next(f.message for f in result.findings if f.code == "revocation-unknown")
+    assert pki.server.paths().count("/issuing.crl") == asked == 1
+
+
 def test_a_crl_server_that_is_down_is_revocation_check_failure_after_retries(pki):
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
@@ -534,6 +573,18 @@ def test_ocsp_responder_down_and_no_crl_is_revocation_check_failure(ocsp_pki):
     ocsp_pki.responder.stop()
     result = ocsp_pki.assess(fetcher=ocsp_fetcher(ocsp_pki))
     assert result.status == "RevocationCheckFailure"
+
+
+@SPENT
+def test_an_ocsp_url_refused_by_a_spent_fetcher_is_asked_by_the_next_assessment(ocsp_pki, spent):
+    ocsp_pki.responder.add(ocsp_pki.leaf, "V")
+    cache = FetchCache()
+    spent_fetcher = Fetcher(allow=[f"127.0.0.1:{ocsp_pki.responder.port}"], limits=FetchLimits(**spent))
+    assert ocsp_pki.assess(fetcher=spent_fetcher, cache=cache).status == "RevocationCheckFailure"
+    assert ocsp_pki.responder.request_count == 0
+    result = ocsp_pki.assess(fetcher=ocsp_fetcher(ocsp_pki), cache=cache)
+    assert result.status == "Valid"
+    assert f"{ocsp_pki.responder.url}: ok" in result.fetches
 
 
 def test_a_delegated_responder_without_ocsp_signing_is_refused(pki, ocsp_responder):

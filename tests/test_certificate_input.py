@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
 import shared.x509.pkcs12
 from shared.errors import CertificateInputError
-from shared.x509.certificate import CertificateBundle, load_certificate_file, load_certificates
+from shared.x509.certificate import CertificateBundle
+from shared.x509.containers import load_certificate_file, load_certificates
 from tests.chains import Chain, Issued, build_chain, issue, make_name, pem_of, pfx_openssl
 
 OPENSSL = shutil.which("openssl")

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 import function_app
-from shared.x509.certificate import load_certificates
+from shared.x509.containers import load_certificates
 from shared.x509.reports import name_report
 from tests.chains import issue
 

@@ -26,7 +26,8 @@ import pytest
 from shared.errors import CertsyncError
 from shared.validation.assessment import VALID, TrustStore, assess
 from shared.validation.crl import parse_crl
-from shared.x509.certificate import Certificate, CertificateBundle, certificates_in
+from shared.x509.certificate import Certificate, CertificateBundle
+from shared.x509.containers import certificates_in
 
 LIMBO = Path(__file__).parent / "fixtures" / "x509-limbo"
 CASES = json.loads((LIMBO / "limbo.json").read_text(encoding="utf-8"))["testcases"]

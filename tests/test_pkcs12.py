@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 import shared.x509.pkcs12 as reader
 from shared.errors import CertificateInputError
 from shared.x509 import der
-from shared.x509.certificate import load_certificates
+from shared.x509.containers import load_certificates
 from shared.x509.pkcs12 import Pkcs12Contents, read_pkcs12
 from tests.chains import Chain, Issued, build_chain, issue, make_name, pfx_openssl
 
@@ -756,7 +756,7 @@ def test_openssl_pfx_read_with_key_parsers_refused(
 
 def test_reading_a_pem_or_der_does_not_import_the_pkcs12_reader(ec_chain: Chain) -> None:
     code = (
-        "import sys; from shared.x509.certificate import load_certificates; "
+        "import sys; from shared.x509.containers import load_certificates; "
         f"load_certificates({ec_chain.leaf.pem!r}); load_certificates({ec_chain.leaf.der!r}); "
         "print(sorted(m for m in sys.modules if m.startswith(('cryptography', 'shared.x509.pkcs12'))))"
     )

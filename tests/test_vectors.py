@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.x509.certificate import load_certificate_file
+from shared.x509.containers import load_certificate_file
 from shared.x509.tls_certificate_name import TlsCertificateName
 
 VECTORS = Path(__file__).parent / "fixtures" / "tls-certificate-name"

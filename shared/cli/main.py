@@ -218,7 +218,7 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path: str, password_env: str | None) -> CertificateBundle:
-    from shared.x509.certificate import load_certificate_file  # lazily: keeps start-up light
+    from shared.x509.containers import load_certificate_file  # lazily: keeps start-up light
 
     password = None
     if password_env:

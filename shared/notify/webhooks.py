@@ -36,8 +36,7 @@ from shared.errors import CertsyncError
 from shared.notify.signing import parse_secrets, sign
 from shared.pipeline.audit import AuditEntry, AuditLog, partition
 from shared.pipeline.process import LogNotifier, Notice, Notifier
-from shared.times import retry_after_seconds
-from shared.x509.reports import iso
+from shared.times import format_time, retry_after_seconds
 
 log = logging.getLogger("certsync.notify")
 
@@ -302,7 +301,7 @@ def generic_payload(notice: Notice, at: dt.datetime) -> dict:
         "summary": notice.summary,
         "details": notice.details,
     }
-    payload = {"type": f"certsync.{notice.kind}", "timestamp": iso(at), "data": data}
+    payload = {"type": f"certsync.{notice.kind}", "timestamp": format_time(at, timespec="seconds"), "data": data}
     if _size(payload) < GENERIC_PAYLOAD_LIMIT:
         return payload
     data["summary"] = _clip(notice.summary, _SUMMARY_LIMIT)
@@ -628,7 +627,7 @@ class FanoutNotifier:
                 "schema": POISON_SCHEMA,
                 "channel": result.channel,
                 "notice_id": message_id,
-                "failed_at": iso(now),
+                "failed_at": format_time(now, timespec="seconds"),
                 "status": result.status,
                 "attempts": result.attempts,
                 "error": result.error,

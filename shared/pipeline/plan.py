@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from shared.pipeline.sources import StoredVersion
 from shared.pipeline.targets import Targets
+from shared.times import format_time
 from shared.validation.assessment import VALID, Assessment
-from shared.x509.reports import iso
 from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificates
 
 PLAN_SCHEMA = "certsync.plan/1"
@@ -191,7 +191,7 @@ def build_plan(new: StoredVersion, previous: StoredVersion | None, assessment: A
             "secret_id": new.secret_id,
             "thumbprint": leaf.thumbprint,
             "tls_certificate_name": new_name,
-            "not_after": iso(leaf.not_after),
+            "not_after": format_time(leaf.not_after, timespec="seconds"),
             "intermediates": [
                 {"thumbprint": c.thumbprint, "subject": str(c.subject), "der_base64": base64.b64encode(c.der).decode()}
                 for c in intermediates

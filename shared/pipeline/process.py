@@ -26,10 +26,10 @@ from shared.pipeline.jobs import Job, JobQueue, job_id
 from shared.pipeline.plan import Plan, build_plan
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
 from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_targets
+from shared.times import format_time
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache
-from shared.x509.reports import iso
 from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificates
 from shared.x509.x500 import X500Name
 
@@ -338,7 +338,7 @@ def _renewal(outcome: Outcome) -> tuple[str, dict]:
         "dns_names_added": list(diff.dns_names_added) if diff is not None else [],
         "dns_names_removed": list(diff.dns_names_removed) if diff is not None else [],
         "thumbprint": new.thumbprint,
-        "not_after": iso(leaf.not_after),
+        "not_after": format_time(leaf.not_after, timespec="seconds"),
     }
     if outcome.assessment is not None:
         details["assessment_status"] = outcome.assessment.status

@@ -59,10 +59,10 @@ from shared.pipeline.jobs import job_id
 from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
 from shared.pipeline.targets import TAG_PREFIX, Targets, TargetsError, TargetsFile, resolve_targets
+from shared.times import format_time
 from shared.validation.assessment import VALID, Assessment, assess
 from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache
-from shared.x509.reports import iso
 from shared.x509.tls_certificate_name import TlsCertificateName
 
 log = logging.getLogger("certsync")
@@ -136,7 +136,7 @@ class ReconcileReport:
     def to_dict(self) -> dict:
         return {
             "run_id": self.run_id,
-            "checked_at": iso(self.checked_at),
+            "checked_at": format_time(self.checked_at, timespec="seconds"),
             "vaults": list(self.vaults),
             "certificates": list(self.certificates),
             "findings": [f.to_dict() for f in self.findings],
@@ -368,13 +368,22 @@ class _Run:
         days = (not_after - self.now).total_seconds() / 86400
         state = expiry_state(days, self.reconciler.thresholds)
         if state == OK:
-            summary = f"{latest.name} version {latest.version} is valid until {iso(not_after)}"
+            summary = (
+                f"{latest.name} version {latest.version} is valid until {format_time(not_after, timespec='seconds')}"
+            )
             self._track(checked.vault, latest.name, key, "expiry", OK, "info", summary, latest.version)
             return
         when = f"expired {-days:.0f} day(s) ago" if days <= 0 else f"expires in {days:.0f} day(s)"
-        summary = f"{latest.name} version {latest.version} {when} ({iso(not_after)}); renew it in Key Vault"
+        summary = (
+            f"{latest.name} version {latest.version} {when} ({format_time(not_after, timespec='seconds')}); "
+            "renew it in Key Vault"
+        )
         critical = state == "expired" or state == str(self.reconciler.thresholds[0])
-        details = {"not_after": iso(not_after), "days_left": round(days, 1), "expiry_state": state}
+        details = {
+            "not_after": format_time(not_after, timespec="seconds"),
+            "days_left": round(days, 1),
+            "expiry_state": state,
+        }
         checked.findings.append(
             self._track(
                 checked.vault,
@@ -521,14 +530,14 @@ class _Run:
             "thumbprint": latest.thumbprint,
             "tls_certificate_name": checked.assessment.tls_certificate_name,
             "status": checked.assessment.status,
-            "not_after": iso(leaf.not_after),
+            "not_after": format_time(leaf.not_after, timespec="seconds"),
             "days_left": round(days, 1),
             "expiry_state": expiry_state(days, self.reconciler.thresholds),
             "drift": checked.drift,
             "servers": server_outcomes(checked.entries, checked.targets.servers),
             "findings": findings,
             "attention": attention(checked.findings),
-            "checked_at": iso(self.now),
+            "checked_at": format_time(self.now, timespec="seconds"),
         }
 
     def _failure_snapshot(self, vault: str, name: str, exc: BaseException, *, create: bool) -> None:
@@ -565,7 +574,7 @@ class _Run:
                     "servers": [],
                     "findings": [failed],
                     "attention": "critical",
-                    "checked_at": iso(self.now),
+                    "checked_at": format_time(self.now, timespec="seconds"),
                 }
             self.reconciler.state.put_snapshot(snapshot)
         except Exception as again:
@@ -723,7 +732,12 @@ def server_outcomes(entries: list[AuditEntry], servers: Iterable[str]) -> list[d
         for entry in reversed(jobs):
             job = entry.details.get("job_id")
             if entry.kind != "job-result":
-                row.update(outcome="pending", at=iso(entry.at), job_id=job, thumbprint=thumbprints.get(job))
+                row.update(
+                    outcome="pending",
+                    at=format_time(entry.at, timespec="seconds"),
+                    job_id=job,
+                    thumbprint=thumbprints.get(job),
+                )
                 break
             outcome = _server_outcome(entry.details, server)
             if outcome is None:
@@ -731,7 +745,12 @@ def server_outcomes(entries: list[AuditEntry], servers: Iterable[str]) -> list[d
             result = entry.details.get("result")
             certificate = result.get("certificate") if isinstance(result, dict) else None
             thumbprint = certificate.get("thumbprint") if isinstance(certificate, dict) else None
-            row.update(outcome=outcome, at=iso(entry.at), job_id=job, thumbprint=thumbprint or thumbprints.get(job))
+            row.update(
+                outcome=outcome,
+                at=format_time(entry.at, timespec="seconds"),
+                job_id=job,
+                thumbprint=thumbprint or thumbprints.get(job),
+            )
             break
         outcomes.append(row)
     return outcomes

@@ -21,20 +21,22 @@ import functools
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from shared.errors import CertsyncError
+from shared.times import format_time, utc_now
 from shared.validation.crl import Crl
-from shared.validation.fetch import Fetcher, FetchError
+from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache, check_revocation
-from shared.x509.certificate import Certificate, CertificateBundle, certificates_in
-from shared.x509.parsed import MalformedCertificate, extensions, to_x509
-from shared.x509.reports import iso
+from shared.x509.certificate import Certificate, CertificateBundle
+from shared.x509.containers import certificates_in
+from shared.x509.parsed import MalformedCertificate, access_urls, extension, to_x509
 from shared.x509.signatures import SHA1_SIGNATURES
 from shared.x509.tls_certificate_name import TlsCertificateName
 from shared.x509.x500 import X500Name
@@ -60,7 +62,7 @@ class Finding:
     remedy: str
     status: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,
             "severity": self.severity,
@@ -78,13 +80,13 @@ class PathEntry:
     certificate: Certificate
     source: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         cert = self.certificate
         return {
             "subject": _subject(cert),
             "issuer": _issuer(cert),
             "thumbprint": cert.thumbprint,
-            "not_after": iso(cert.not_after),
+            "not_after": format_time(cert.not_after, timespec="seconds"),
             "source": self.source,
         }
 
@@ -104,11 +106,11 @@ class Assessment:
         """The intermediates of the path, delivered or fetched: what the servers' CA store needs."""
         return tuple(e.certificate for e in self.path[1:] if e.source != "trust store")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
             "tls_certificate_name": self.tls_certificate_name,
-            "at": iso(self.at),
+            "at": format_time(self.at, timespec="seconds"),
             "revocation_policy": self.revocation_policy,
             "findings": [f.to_dict() for f in self.findings],
             "path": [e.to_dict() for e in self.path],
@@ -205,7 +207,7 @@ def assess(
         bundle=bundle,
         hosts=tuple(dict.fromkeys(h.strip().lower().rstrip(".") for h in hosts if h.strip())),
         trust=trust or TrustStore.mozilla(),
-        at=(at or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc),
+        at=(at or utc_now()).astimezone(dt.timezone.utc),
         policy=revocation,
         crls=tuple(crls),
         fetcher=None if offline else (fetcher or Fetcher()),
@@ -383,25 +385,15 @@ class _Run:
         if self.fetcher is None:
             return None
         cert_x = to_x509(cert)
-        aia = extensions(cert).get(x509.AuthorityInformationAccess)
-        if aia is None:
-            return None
-        urls = [
-            d.access_location.value
-            for d in aia
-            if d.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS
-            and isinstance(d.access_location, x509.UniformResourceIdentifier)
-        ][:4]
-        for url in urls:
+        for url in access_urls(cert, AuthorityInformationAccessOID.CA_ISSUERS)[:4]:
             candidates = self.cache.aia.get(url)
             if candidates is None:
                 if self.cache.failed_recently(url):
                     continue
                 try:
                     candidates = tuple(certificates_in(self.fetcher.get(url, "aia"), url))
-                except (FetchError, CertsyncError) as exc:
-                    if not getattr(exc, "refused", False):
-                        self.cache.fail(url)
+                except CertsyncError as exc:  # a FetchError, or an answer that holds no certificate
+                    self.cache.fail(url, exc)
                     continue
                 self.cache.aia[url] = candidates
             for candidate in candidates:
@@ -446,7 +438,7 @@ class _Run:
                 "not-yet-valid",
                 "error",
                 leaf,
-                f"The certificate is not valid until {iso(leaf.not_before)}.",
+                f"The certificate is not valid until {format_time(leaf.not_before, timespec='seconds')}.",
                 "Wait until it is valid before switching the connectors to it.",
                 DATE_INVALID,
             )
@@ -455,7 +447,7 @@ class _Run:
                 "expired",
                 "error",
                 leaf,
-                f"The certificate expired on {iso(leaf.not_after)}.",
+                f"The certificate expired on {format_time(leaf.not_after, timespec='seconds')}.",
                 "Renew the certificate in Key Vault.",
                 DATE_INVALID,
             )
@@ -466,7 +458,8 @@ class _Run:
                     "expires-soon",
                     "warning",
                     leaf,
-                    f"The certificate expires on {iso(leaf.not_after)}, in {left.days} days.",
+                    f"The certificate expires on {format_time(leaf.not_after, timespec='seconds')}, "
+                    f"in {left.days} days.",
                     "Renew it now; Key Vault can renew it automatically at a lifetime percentage.",
                 )
         for entry in path[1:]:
@@ -479,7 +472,7 @@ class _Run:
                     "intermediate-expired",
                     "error",
                     ca,
-                    f"The {kind} certificate {_subject(ca)!r} {when} {iso(stamp)}.",
+                    f"The {kind} certificate {_subject(ca)!r} {when} {format_time(stamp, timespec='seconds')}.",
                     "Deliver the CA's current intermediate with the certificate (re-import the PFX with its chain).",
                     DATE_INVALID,
                 )
@@ -592,7 +585,7 @@ class _Run:
         names = leaf.dns_names
         source = "subject alternative names"
         if not names and self.hosts:
-            constrained = any(x509.NameConstraints in extensions(e.certificate) for e in path[1:])
+            constrained = any(extension(e.certificate, x509.NameConstraints) for e in path[1:])
             cn = _tls_name(leaf)[2]
             if constrained:  # name constraints bind SANs only: a CN would slip past them
                 names, source = (), "DNS SANs (it has none; the CN is not used under name constraints)"
@@ -626,7 +619,7 @@ class _Run:
             )
             cert = child.certificate
             if result.status == "revoked":
-                when = f" on {iso(result.revoked_at)}" if result.revoked_at else ""
+                when = f" on {format_time(result.revoked_at, timespec='seconds')}" if result.revoked_at else ""
                 reason = f" (reason: {result.reason})" if result.reason else ""
                 self._add(
                     "revoked",
@@ -718,13 +711,13 @@ def _signed_by(cert_x: x509.Certificate, issuer: Certificate) -> bool:
     return True
 
 
-def _ekus(cert: Certificate) -> list | None:
-    usage = extensions(cert).get(x509.ExtendedKeyUsage)
+def _ekus(cert: Certificate) -> list[x509.ObjectIdentifier] | None:
+    usage = extension(cert, x509.ExtendedKeyUsage)
     return None if usage is None else list(usage)
 
 
 def _key_usage(cert: Certificate) -> x509.KeyUsage | None:
-    return extensions(cert).get(x509.KeyUsage)
+    return extension(cert, x509.KeyUsage)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -19,6 +19,7 @@ import binascii
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from shared.errors import CertsyncError, DerError
 from shared.x509 import der
@@ -243,7 +244,7 @@ def _walk(buf: bytes, source: str) -> Crl:
         revoked = der.read_tlv(buf, pos, limit)
         entries = (revoked.content_start, revoked.end)
         pos = revoked.end
-    fields: dict = {"number": None, "number_critical": False, "unsupported": None}
+    fields: _CrlExtensions = {"number": None, "number_critical": False, "unsupported": None}
     if pos < limit:
         block = der.read_tlv(buf, pos, limit)
         if block.tag != 0xA0 or block.end != limit:
@@ -265,7 +266,18 @@ def _walk(buf: bytes, source: str) -> Crl:
     )
 
 
-def _read_crl_extension(fields: dict, oid: str, critical: bool, value: bytes) -> None:
+class _CrlExtensions(TypedDict, total=False):
+    """The fields of `Crl` that its extensions give."""
+
+    number: int | None
+    number_critical: bool
+    unsupported: str | None
+    idp_urls: tuple[str, ...]
+    idp_only_user: bool
+    idp_only_ca: bool
+
+
+def _read_crl_extension(fields: _CrlExtensions, oid: str, critical: bool, value: bytes) -> None:
     if oid == _CRL_NUMBER:
         number = der.expect(value, 0, der.INTEGER, "CRLNumber")
         fields["number"] = int.from_bytes(der.content(value, number), "big", signed=True)

@@ -44,11 +44,14 @@ Connector = Callable[[str, int, float], socket.socket]
 
 
 class FetchError(CertsyncError):
-    """A fetch that gave nothing usable (`FetchRefused` when the guard stopped it before any connection)."""
+    """A fetch that gave nothing usable: `FetchRefused` when nothing was fetched, a plain FetchError when the
+    server was asked and failed."""
 
 
 class FetchRefused(FetchError):
-    """The guard refused the URL; no connection was made."""
+    """Refused, nothing was fetched and no connection made: the guard refused the URL, or this Fetcher's
+    attempt budget or deadline is spent. Says nothing about the URL's server, so it is not remembered as a
+    failure (`FetchCache.fail`)."""
 
 
 @dataclass(frozen=True)

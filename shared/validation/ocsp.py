@@ -123,7 +123,7 @@ def _signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, at: dt.dateti
         except (ValueError, TypeError, InvalidSignature):
             raise OcspError("the responder certificate was not issued by the certificate's issuer") from None
         try:
-            ekus = candidate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            ekus = list(candidate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
         except x509.ExtensionNotFound:
             ekus = []
         if ExtendedKeyUsageOID.OCSP_SIGNING not in ekus:

@@ -33,12 +33,13 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from shared.errors import CertsyncError
+from shared.times import format_time
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import AddressRefused, Fetcher, FetchRefused, Resolver, parse_allow_entry, pin_address
 from shared.x509.certificate import Certificate, CertificateBundle
-from shared.x509.reports import iso
 from shared.x509.tls_certificate_name import is_exchange_host_name
 
 SMTP_PORT = 25
@@ -81,7 +82,7 @@ class ProbeResult:
             and self.assessment.status == "Valid"
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready; certificates by subject, issuer, thumbprint and expiry (never a key: a probe sees none)."""
         return {
             "endpoint": self.endpoint,
@@ -98,7 +99,7 @@ class ProbeResult:
                     "subject": _name(cert, "subject"),
                     "issuer": _name(cert, "issuer"),
                     "thumbprint": cert.thumbprint,
-                    "not_after": iso(cert.not_after),
+                    "not_after": format_time(cert.not_after, timespec="seconds"),
                 }
                 for cert in self.chain
             ],

@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from shared.validation.crl import Crl, CrlError, parse_crl
-from shared.validation.fetch import Fetcher, FetchError
+from shared.validation.fetch import Fetcher, FetchError, FetchRefused
 from shared.validation.ocsp import OcspAnswer, OcspError, build_request, read_response
 from shared.x509.certificate import Certificate
-from shared.x509.parsed import extensions, to_x509
+from shared.x509.parsed import access_urls, extension, to_x509
 from shared.x509.x500 import X500Name
 
 MAX_URLS_PER_EXTENSION = 4
@@ -54,8 +55,12 @@ class FetchCache:
         until = self.failures.get(url)
         return until is not None and until > time.monotonic()
 
-    def fail(self, url: str) -> None:
-        self.failures[url] = time.monotonic() + FAILURE_TTL
+    def fail(self, url: str, exc: Exception) -> None:
+        """Remember that fetching or reading `url` failed, so it is not asked again for FAILURE_TTL; unless
+        `exc` is a FetchRefused: nothing was fetched (the guard, or one assessment's spent budget or deadline),
+        so the next assessment asks."""
+        if not isinstance(exc, FetchRefused):
+            self.failures[url] = time.monotonic() + FAILURE_TTL
 
 
 def serial_bytes(serial: int) -> bytes:
@@ -89,9 +94,9 @@ def check_revocation(
             if status:
                 return status
         for url in crl_urls:
-            crl = _fetch_crl(url, at, fetcher, cache, problems)
-            if crl is not None:
-                status = _from_crl(crl, cert, issuer, at, url, cache, problems)
+            fetched = _fetch_crl(url, at, fetcher, cache, problems)
+            if fetched is not None:
+                status = _from_crl(fetched, cert, issuer, at, url, cache, problems)
                 if status:
                     return status
     elif ocsp_urls or crl_urls:
@@ -108,7 +113,7 @@ def _from_crl(
     at: dt.datetime,
     url: str | None,
     cache: FetchCache,
-    problems: list,
+    problems: list[str],
 ) -> RevocationStatus | None:
     where = url or crl.source
     try:
@@ -136,7 +141,7 @@ def _from_crl(
     return RevocationStatus("revoked", f"CRL {where}", entry.revoked_at, entry.reason)
 
 
-def _fetch_crl(url: str, at: dt.datetime, fetcher: Fetcher, cache: FetchCache, problems: list) -> Crl | None:
+def _fetch_crl(url: str, at: dt.datetime, fetcher: Fetcher, cache: FetchCache, problems: list[str]) -> Crl | None:
     cached = cache.crls.get(url)
     if cached is not None:
         if cached.next_update is not None and cached.next_update >= at:
@@ -150,8 +155,7 @@ def _fetch_crl(url: str, at: dt.datetime, fetcher: Fetcher, cache: FetchCache, p
         crl = parse_crl(fetcher.get(url, "crl"), url)
     except (FetchError, CrlError) as exc:
         problems.append(f"CRL {url}: {_short(exc, url)}")
-        if not getattr(exc, "refused", False):
-            cache.fail(url)
+        cache.fail(url, exc)
         return None
     cache.crls[url] = crl  # checked (signature, freshness) by the caller before each use
     return crl
@@ -164,12 +168,11 @@ def _from_ocsp(
     at: dt.datetime,
     fetcher: Fetcher,
     cache: FetchCache,
-    problems: list,
+    problems: list[str],
 ) -> RevocationStatus | None:
     key = (url, cert.serial_bytes, _key_id(issuer))
     answer = cache.ocsp.get(key)
-    fresh = answer is not None and (answer.next_update or answer.this_update + dt.timedelta(minutes=5)) >= at
-    if not fresh:
+    if answer is None or (answer.next_update or answer.this_update + dt.timedelta(minutes=5)) < at:
         if cache.failed_recently(url):
             problems.append(f"OCSP {url}: failed moments ago; not asked again yet")
             return None
@@ -179,8 +182,7 @@ def _from_ocsp(
             answer = read_response(body, request, to_x509(issuer), at)
         except (FetchError, OcspError) as exc:
             problems.append(f"OCSP {url}: {_short(exc, url)}")
-            if not getattr(exc, "refused", False):
-                cache.fail(url)
+            cache.fail(url, exc)
             return None
         cache.ocsp[key] = answer
     if answer.status == "revoked":
@@ -194,18 +196,11 @@ def _from_ocsp(
 @functools.lru_cache(maxsize=4096)
 def _urls(cert: Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The OCSP and CRL URLs the certificate names (at most MAX_URLS_PER_EXTENSION of each)."""
-    found = extensions(cert)
-    aia = found.get(x509.AuthorityInformationAccess, ())
-    ocsp_urls = [
-        d.access_location.value
-        for d in aia
-        if d.access_method == x509.AuthorityInformationAccessOID.OCSP
-        and isinstance(d.access_location, x509.UniformResourceIdentifier)
-    ]
-    cdp = found.get(x509.CRLDistributionPoints, ())
+    ocsp_urls = access_urls(cert, AuthorityInformationAccessOID.OCSP)
+    cdp = extension(cert, x509.CRLDistributionPoints)
     crl_urls = [
         name.value
-        for point in cdp
+        for point in cdp or ()
         for name in (point.full_name or ())
         if isinstance(name, x509.UniformResourceIdentifier)
     ]
@@ -228,7 +223,7 @@ def _crl_names(crl: Crl, issuer: Certificate) -> bool:
 
 
 def _may_sign_crls(issuer: Certificate) -> bool:
-    usage = extensions(issuer).get(x509.KeyUsage)
+    usage = extension(issuer, x509.KeyUsage)
     return usage is None or usage.crl_sign
 
 

@@ -17,6 +17,7 @@ derivation, UTF-8 for PBKDF2. `cryptography` is imported only when something mus
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from typing import NamedTuple, TypeVar
 
 from shared.errors import CertificateInputError, DerError
 from shared.x509 import der
-from shared.x509.certificate import Certificate
+from shared.x509.certificate import Certificate, parse_certificates
 
 MAX_ITERATIONS = 10_000_000  # per key derivation; producers use 1 to 600,000
 MAX_NESTING = 4  # safeContentsBag inside safeContentsBag
@@ -172,7 +173,7 @@ class _Reader:
                 raise self._password_error()
         for password in candidates:
             try:
-                safe = _strict_or_ber(lambda buf, password=password: self._authenticated_safe(buf, password), auth_safe)
+                safe = _strict_or_ber(functools.partial(self._authenticated_safe, password=password), auth_safe)
             except _Undecryptable:
                 continue
             except DerError as exc:
@@ -319,13 +320,7 @@ class _Reader:
 
     def _contents(self, safe: _Safe) -> Pkcs12Contents:
         ders = list(dict.fromkeys(blob for blob, _ in safe.certificates))
-        if len(ders) == 1:
-            certs = [Certificate.from_der(ders[0], self.source)]
-        else:
-            certs = [
-                Certificate.from_der(blob, f"{self.source}, certificate {n} of {len(ders)}")
-                for n, blob in enumerate(ders, 1)
-            ]
+        certs = parse_certificates(ders, self.source)
         by_der = dict(zip(ders, certs, strict=True))
         key_certificate = None
         for key_id in safe.key_ids:
@@ -439,8 +434,9 @@ class _Reader:
         self, hash_name: str, password: bytes, salt: bytes, iterations: int, purpose: int, size: int
     ) -> bytes:
         """RFC 7292 appendix B.2: `size` bytes of key material for `purpose` (1 key, 2 IV, 3 MAC key)."""
-        new = getattr(hashlib, hash_name)
-        u, v = new().digest_size, new().block_size
+        # hashlib.sha1 and its kin: faster in this loop than hashlib.new(hash_name)
+        new: Callable[[bytes], hashlib._Hash] = getattr(hashlib, hash_name)
+        u, v = new(b"").digest_size, new(b"").block_size
         self._charge(iterations * -(-size // u))
         block = bytearray(_fill(salt, v) + _fill(password, v))
         prefix = bytes([purpose]) * v
@@ -535,8 +531,9 @@ def _unpad(plain: bytes, block: int) -> bytes:
 def _cbc_decrypt(cipher: str, key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     if cipher == "rc2-40":
         return _rc2_cbc_decrypt(key, 40, iv, ciphertext)
-    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+    from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, modes
 
+    algorithm: BlockCipherAlgorithm
     if cipher == "aes":
         from cryptography.hazmat.primitives.ciphers.algorithms import AES
 

@@ -6,9 +6,10 @@ says the same thing in the same words.
 
 from __future__ import annotations
 
-import datetime as dt
+from typing import Any
 
 from shared.errors import NameSyntaxError
+from shared.times import format_time
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificates
 
@@ -21,11 +22,7 @@ def powershell_literal(text: str) -> str:
     return "'" + "".join(ch * 2 if ch in _PS_SINGLE_QUOTES else ch for ch in text) + "'"
 
 
-def iso(stamp: dt.datetime) -> str:
-    return stamp.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def name_report(bundle: CertificateBundle) -> dict:
+def name_report(bundle: CertificateBundle) -> dict[str, Any]:
     """What `certsync name` reports about the leaf of a bundle."""
     leaf = bundle.leaf
     report = certificate_report(leaf)
@@ -33,7 +30,7 @@ def name_report(bundle: CertificateBundle) -> dict:
     return report
 
 
-def certificate_report(cert: Certificate) -> dict:
+def certificate_report(cert: Certificate) -> dict[str, Any]:
     name = TlsCertificateName.from_certificate(cert)
     text = str(name)
     problems = name.problems()
@@ -43,8 +40,8 @@ def certificate_report(cert: Certificate) -> dict:
         "tls_certificate_name": text,
         "thumbprint": cert.thumbprint,
         "serial": cert.serial,
-        "not_before": iso(cert.not_before),
-        "not_after": iso(cert.not_after),
+        "not_before": format_time(cert.not_before, timespec="seconds"),
+        "not_after": format_time(cert.not_after, timespec="seconds"),
         "dns_names": list(cert.dns_names),
         "exchange_accepts": not problems,
         "problems": problems,
@@ -52,7 +49,7 @@ def certificate_report(cert: Certificate) -> dict:
     }
 
 
-def diff_report(old: CertificateBundle, new: CertificateBundle) -> dict:
+def diff_report(old: CertificateBundle, new: CertificateBundle) -> dict[str, Any]:
     """What `certsync diff` reports: the change and whether the connectors must follow it."""
     diff = diff_certificates(old.leaf, new.leaf)
     return {
@@ -68,9 +65,15 @@ def diff_report(old: CertificateBundle, new: CertificateBundle) -> dict:
     }
 
 
-def parse_report(text: str, cert: CertificateBundle | None = None) -> dict:
+def parse_report(text: str, cert: CertificateBundle | None = None) -> dict[str, Any]:
     """What `certsync parse` reports about a TlsCertificateName copied from a connector."""
-    report: dict = {"input": text, "exchange_accepts": False, "issuer": None, "subject": None, "canonical": None}
+    report: dict[str, Any] = {
+        "input": text,
+        "exchange_accepts": False,
+        "issuer": None,
+        "subject": None,
+        "canonical": None,
+    }
     try:
         name = TlsCertificateName.parse(text, strict=False)
     except NameSyntaxError as exc:

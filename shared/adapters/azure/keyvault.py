@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
 from shared.pipeline.sources import SourceError, StoredVersion, check_object_name
-from shared.x509.certificate import CertificateBundle, load_certificates
+from shared.x509.certificate import CertificateBundle
+from shared.x509.containers import load_certificates
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

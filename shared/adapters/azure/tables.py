@@ -20,7 +20,7 @@ from shared.adapters.azure.storage import (
 )
 from shared.pipeline.audit import AuditEntry, partition
 from shared.reconciliation.reconcile import by_certificate, certificate_key, fit_snapshot
-from shared.x509.reports import iso
+from shared.times import format_time
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -119,7 +119,7 @@ class TableStateStore:
                 "PartitionKey": table_key(certificate.lower()),
                 "RowKey": table_key(finding),
                 "state": state,
-                "at": iso(at),
+                "at": format_time(at, timespec="seconds"),
             }
         )
 

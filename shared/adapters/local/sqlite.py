@@ -14,7 +14,7 @@ from pathlib import Path
 from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditEntry, partition
 from shared.reconciliation.reconcile import by_certificate, certificate_key
-from shared.x509.reports import iso
+from shared.times import format_time
 
 
 class SqliteFile:
@@ -94,7 +94,7 @@ class SqliteStateStore:
     def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO finding_state (certificate, finding, state, at) VALUES (?, ?, ?, ?)",
-            (certificate.lower(), finding, state, iso(at)),
+            (certificate.lower(), finding, state, format_time(at, timespec="seconds")),
         )
 
     def put_snapshot(self, snapshot: dict) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from shared.errors import CertificateInputError, CertsyncError
 from shared.pipeline.sources import SourceError, StoredVersion, check_object_name, is_object_name
 from shared.times import parse_time
-from shared.x509.certificate import load_certificate_file
+from shared.x509.containers import load_certificate_file
 
 _EXTENSIONS = (".pem", ".cer", ".der", ".crt", ".p7b", ".pfx")
 
