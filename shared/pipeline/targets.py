@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from shared.errors import CertsyncError
 from shared.pipeline.sources import check_object_name
 from shared.validation.assessment import DATE_INVALID, INVALID, REVOCATION_CHECK_FAILURE, REVOKED, UNTRUSTED, VALID
-from shared.validation.probe import format_endpoint, parse_endpoint
+from shared.validation.endpoints import format_endpoint
+from shared.validation.probe import parse_endpoint
 from shared.x509.tls_certificate_name import is_exchange_host_name
 
 SCHEMA = "certsync.targets/1"

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
+from shared.validation.endpoints import parse_host_port
 
 # Addresses refused whatever the allow-list says: instance metadata and the Azure platform endpoint.
 ALWAYS_BLOCKED = frozenset(
@@ -81,17 +82,9 @@ class Attempt:
 
 @functools.lru_cache(maxsize=256)
 def parse_allow_entry(entry: str, default_port: int = 80) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]:port` -> (lower-case host, port). `default_port` (80, for fetches; 25 for
-    the STARTTLS probe) when none is given."""
-    text = entry.strip()
-    try:
-        parts = urlsplit(f"http://{text}/")
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-    if not host or parts.username or parts.password or parts.path != "/" or text.endswith(":"):
-        raise CertsyncError(f"--allow-host {entry!r}: give HOST or HOST:PORT, e.g. crl.corp.local or 10.0.0.5:8080")
-    return host.lower(), port or default_port
+    """An allow-list entry (`--allow-host`, CERTSYNC_ALLOW_HOSTS) -> (lower-case host, port); `default_port`
+    (80, for fetches; 25 for the STARTTLS probe) when none is given."""
+    return parse_host_port(entry, default_port, "--allow-host", "crl.corp.local or 10.0.0.5:8080")
 
 
 class Fetcher:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import ipaddress
 import math
 import socket
 import ssl
@@ -38,6 +37,7 @@ from typing import Any
 from shared.errors import CertsyncError
 from shared.times import format_time
 from shared.validation.assessment import Assessment, TrustStore, assess
+from shared.validation.endpoints import format_endpoint, is_ip_address, parse_host_port
 from shared.validation.fetch import AddressRefused, Fetcher, FetchRefused, Resolver, parse_allow_entry, pin_address
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.tls_certificate_name import is_exchange_host_name
@@ -45,7 +45,7 @@ from shared.x509.tls_certificate_name import is_exchange_host_name
 SMTP_PORT = 25
 _MAX_LINE = 4096  # bytes in one reply line (RFC 5321 allows 512; be generous, never unbounded)
 _MAX_LINES = 100  # lines in one multi-line reply
-_ENDPOINT_HELP = "give HOST or HOST:PORT, e.g. mail.contoso.com or mail.contoso.com:25 ([2001:db8::1]:25 for IPv6)"
+_ENDPOINT_EXAMPLE = "mail.contoso.com or mail.contoso.com:25 ([2001:db8::1]:25 for IPv6)"
 
 
 @dataclass(frozen=True)
@@ -111,39 +111,9 @@ class ProbeResult:
 
 
 def parse_endpoint(text: str, default_port: int = SMTP_PORT) -> tuple[str, int]:
-    """`HOST`, `HOST:PORT`, `[v6]`, `[v6]:PORT` (or a bare IPv6 address) -> (lower-case host, port).
-
-    HOST is a DNS name (no wildcard) or an IP address. CertsyncError, one line, for anything else."""
-    raw = text.strip() if isinstance(text, str) else ""
-    host, port_text = raw, ""
-    if raw.startswith("["):
-        inside, bracket, rest = raw[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise CertsyncError(f"probe endpoint {text!r}: {_ENDPOINT_HELP}")
-        host, port_text = inside, rest[1:] if rest else ""
-        if not _is_ip(host) or ":" not in host:
-            raise CertsyncError(f"probe endpoint {text!r}: brackets hold an IPv6 address; {_ENDPOINT_HELP}")
-    elif raw.count(":") > 1:
-        if not _is_ip(raw):
-            raise CertsyncError(f"probe endpoint {text!r}: {_ENDPOINT_HELP}")
-    elif ":" in raw:
-        host, _, port_text = raw.partition(":")
-        if not port_text:
-            raise CertsyncError(f"probe endpoint {text!r}: the port is missing after ':'; {_ENDPOINT_HELP}")
-    host = host.lower().rstrip(".") if not _is_ip(host) else host.lower()
-    if not host or not (_is_ip(host) or (is_exchange_host_name(host) and not host.startswith("*."))):
-        raise CertsyncError(f"probe endpoint {text!r}: the host is not a DNS name or IP address; {_ENDPOINT_HELP}")
-    port = default_port
-    if port_text or raw.endswith(":"):
-        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-            raise CertsyncError(f"probe endpoint {text!r}: the port is not a number from 1 to 65535; {_ENDPOINT_HELP}")
-        port = int(port_text)
-    return host, port
-
-
-def format_endpoint(host: str, port: int) -> str:
-    """HOST:PORT, with an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """A probe endpoint, `HOST`, `HOST:PORT`, `[v6]`, `[v6]:PORT` (or a bare IPv6 address) -> (lower-case
+    host, port), by the one HOST:PORT reader (`shared.validation.endpoints`)."""
+    return parse_host_port(text, default_port, "probe endpoint", _ENDPOINT_EXAMPLE)
 
 
 def normalise_thumbprint(value: str) -> str:
@@ -186,7 +156,7 @@ def probe(
     expected = normalise_thumbprint(expected_thumbprint) if expected_thumbprint else None
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise CertsyncError(f"probe timeout {timeout!r}: give a number of seconds above 0")
-    sni_host = _server_name(server_name) if server_name is not None else None if _is_ip(host) else host
+    sni_host = _server_name(server_name) if server_name is not None else None if is_ip_address(host) else host
     allowed = {parse_allow_entry(entry, SMTP_PORT) for entry in allow_hosts or ()}
     served = _Served()
     try:
@@ -265,7 +235,7 @@ def _result(
 
 def _server_name(text: str) -> str:
     name = text.strip().lower().rstrip(".") if isinstance(text, str) else ""
-    if _is_ip(name) or not is_exchange_host_name(name) or name.startswith("*."):
+    if is_ip_address(name) or not is_exchange_host_name(name) or name.startswith("*."):
         raise CertsyncError(f"server name {text!r}: give a DNS name, e.g. mail.contoso.com")
     return name
 
@@ -468,14 +438,6 @@ def _clip(text: str, limit: int = 160) -> str:
     """Server text made safe for a one-line report: control characters replaced, length bounded."""
     clean = "".join(ch if ch >= " " and ch != "\x7f" else "?" for ch in text).strip()
     return clean if len(clean) <= limit else clean[: limit - 3] + "..."
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _name(cert: Certificate, which: str) -> str:
