@@ -349,7 +349,7 @@ class _Run:
                 self.report.failures.append(f"{key}: version {latest.version}: {reason}")
                 details["outcome"] = "failed"
             else:
-                job = outcome.job.job_id if outcome.job is not None else None
+                job = outcome.request.job_id if outcome.request is not None else None
                 details = {"outcome": outcome.outcome, "job_id": job, "correlation_id": outcome.correlation_id}
                 summary = f"{what}; reconciliation ran it: {outcome.outcome}" + (
                     f" ({outcome.reason})" if outcome.reason else ""
