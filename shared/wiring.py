@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from shared.adapters.azure.storage import StorageSettings
     from shared.notify.status_page import StatusAnswer
     from shared.reconciliation.reconcile import Reconciler, StateStore
+    from shared.reconciliation.snapshot import StatusSnapshot
     from shared.remediation.service import Remediation
 
 DEFAULT_QUEUE = "certsync-jobs"
@@ -129,7 +130,7 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
     Key Vault clients (transport settings)."""
     from shared.adapters.azure.keyvault import KeyVaultSource
-    from shared.adapters.azure.queues import StorageJobQueue
+    from shared.adapters.azure.queues import StorageRemediationQueue
     from shared.adapters.azure.storage import storage_settings
 
     settings = settings_from_env(env)
@@ -145,7 +146,7 @@ def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, 
     audit = _audit_table(env, storage)  # one credential
     return Pipeline(
         sources=functools.cache(source),
-        jobs=StorageJobQueue(
+        jobs=StorageRemediationQueue(
             storage.queue_client(env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE)),
             storage.table_client(env.get("JOB_CLAIMS_TABLE", DEFAULT_CLAIMS_TABLE)),
         ),
@@ -245,7 +246,7 @@ def azure_state_store() -> StateStore:
     return state_store_from_env(os.environ)
 
 
-def azure_snapshots() -> list[dict]:
+def azure_snapshots() -> list[StatusSnapshot]:
     """The certsync.status/1 snapshots the last reconciliation wrote, sorted by certificate (the status page)."""
     return azure_state_store().snapshots()
 

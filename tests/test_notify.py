@@ -544,12 +544,12 @@ def test_a_renewal_arrives_as_one_signed_notice_with_the_diff(renewal, signed_re
         (details["old"], details["new"])
         == (OLD, NEW)
         == (
-            outcome.plan.body["previous"]["tls_certificate_name"],
-            outcome.plan.body["certificate"]["tls_certificate_name"],
+            outcome.plan.previous.tls_certificate_name,
+            outcome.plan.certificate.tls_certificate_name,
         )
     )
     assert details["dns_names_added"] == [] and details["dns_names_removed"] == []
-    assert details["assessment_status"] == "Valid" and details["job_id"] == outcome.job.job_id
+    assert details["assessment_status"] == "Valid" and details["job_id"] == outcome.request.job_id
     assert details["servers"] == ["EX01", "EX02"] and details["worker_group"] == "hrw-exchange"
     assert "der_base64" not in request.body.decode()
 

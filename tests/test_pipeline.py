@@ -18,6 +18,7 @@ from shared.adapters.local.outbox import OutboxQueue
 from shared.adapters.local.sqlite import SqliteAuditLog
 from shared.adapters.local.vault_directory import DirectoryVault
 from shared.pipeline.events import EventError, parse_event
+from shared.pipeline.plan import Plan
 from shared.pipeline.process import Pipeline, PipelineSettings
 from shared.pipeline.sources import SourceError
 from shared.pipeline.targets import parse_targets_json
@@ -185,6 +186,77 @@ def test_an_unchanged_name_imports_without_touching_connectors(renewal):
     assert not plan["connector_update_required"]
     assert {s["phase"] for s in plan["steps"]} == {"stage", "verify", "retire"}
     assert "no connector changes" in plan["summary"]
+
+
+# The certsync.plan/1 document's keys, in the order they have always been written (`certsync process --json`
+# prints them unsorted), and each step's keys by action.
+PLAN_KEYS = [
+    "schema",
+    "certificate",
+    "previous",
+    "change",
+    "connector_update_required",
+    "nothing_to_change",
+    "assessment_status",
+    "blocked",
+    "worker_group",
+    "servers",
+    "probe",
+    "summary",
+    "steps",
+]
+CERTIFICATE_KEYS = [
+    "vault",
+    "name",
+    "version",
+    "secret_id",
+    "thumbprint",
+    "tls_certificate_name",
+    "not_after",
+    "intermediates",
+]
+HEAD, TAIL = ["n", "phase", "action", "server", "object"], ["previous", "value"]
+STEP_KEYS = {
+    "install-intermediate": [*HEAD, "thumbprint", "subject", *TAIL],
+    "import-certificate": [*HEAD, "thumbprint", *TAIL],
+    "enable-smtp": [*HEAD, "thumbprint", "keep_internal_transport_certificate", *TAIL],
+    "check-status": [*HEAD, "thumbprint", *TAIL],
+    "set-send-connector": [*HEAD, *TAIL],
+    "set-receive-connector": [*HEAD, *TAIL],
+    "set-hybrid-configuration": [*HEAD, *TAIL],
+    "set-exo-inbound-connector": [*HEAD, "where", *TAIL],
+    "verify-certificate": [*HEAD, "thumbprint", *TAIL],
+    "verify-connectors": [*HEAD, *TAIL],
+    "retire-certificate": [*HEAD, "thumbprint", "condition", *TAIL],
+}
+
+
+def test_the_plan_document_keeps_its_key_order_and_reads_back_byte_for_byte(renewal):
+    targets = json.loads(json.dumps(TARGETS))
+    targets["certificates"][NAME]["exo_inbound_connector"] = "Inbound from contoso"
+    pipeline = renewal.pipeline(targets)
+    first = pipeline.process(parse_event(event("v1")))  # no previous version: every phase but retire
+    second = pipeline.process(parse_event(event("v2")))  # the issuer changed: retire too
+    assert (first.outcome, second.outcome) == ("queued", "queued")
+    actions = set()
+    for plan in (first.plan, second.plan):
+        document = plan.to_dict()
+        assert list(document) == PLAN_KEYS and list(document["certificate"]) == CERTIFICATE_KEYS
+        assert [list(c) for c in document["certificate"]["intermediates"]] == [["thumbprint", "subject", "der_base64"]]
+        for step in document["steps"]:
+            assert list(step) == STEP_KEYS[step["action"]], step
+            actions.add(step["action"])
+        text = json.dumps(document)
+        again = Plan.from_dict(json.loads(text))
+        assert again == plan and json.dumps(again.to_dict()) == text
+    assert actions == set(STEP_KEYS)
+    assert first.plan.previous is None and second.plan.previous.version == "v1"
+    # the queued request carries the document; the audit trail the same without the intermediates' DER
+    queued = {job["job_id"]: job["plan"] for job in renewal.jobs()}
+    assert queued == {first.request.job_id: first.plan.to_dict(), second.request.job_id: second.plan.to_dict()}
+    audited = [e.details["plan"] for e in renewal.history() if e.kind == "plan"]
+    assert audited == [first.plan.to_dict(der=False), second.plan.to_dict(der=False)]
+    assert "der_base64" not in json.dumps(audited)
 
 
 def test_the_same_certificate_as_a_new_version_changes_nothing(renewal):

@@ -24,7 +24,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared.errors import CertsyncError
 from shared.notify.signing import new_secret, parse_secrets, sign
 from shared.pipeline.audit import AuditEntry
-from shared.pipeline.jobs import Job
+from shared.pipeline.jobs import RemediationRequest
 from shared.pipeline.process import Notice
 from shared.remediation.context import RemediationSettings, poll_delay, retry_delay
 from shared.remediation.messages import (
@@ -57,7 +57,7 @@ def make_job(
     probe: list[str] | None = None,
     thumbprint: str = "1514218ACD2571E7AA8E4920F2EBBE430A5D1996",
     **plan,
-) -> Job:
+) -> RemediationRequest:
     """A job as the pipeline queues it: a certsync.plan/1 body with public certificates only."""
     body = {
         "schema": "certsync.plan/1",
@@ -94,7 +94,7 @@ def make_job(
         **({"probe": probe} if probe is not None else {}),
         **plan,
     }
-    return Job(
+    return RemediationRequest(
         vault=VAULT,
         certificate=NAME,
         version=version,
@@ -105,7 +105,7 @@ def make_job(
     )
 
 
-def result_for(job: Job, status: str = "succeeded", *, failed_on: str | None = None, **changes) -> dict:
+def result_for(job: RemediationRequest, status: str = "succeeded", *, failed_on: str | None = None, **changes) -> dict:
     steps = [
         {
             "n": n,
@@ -145,7 +145,7 @@ def result_for(job: Job, status: str = "succeeded", *, failed_on: str | None = N
     }
 
 
-def output_for(job: Job, **result) -> str:
+def output_for(job: RemediationRequest, **result) -> str:
     return "Importing on EX01\r\nImporting on EX02\r\n" + json.dumps(result_for(job, **result)) + "\r\n\r\n"
 
 

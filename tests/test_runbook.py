@@ -34,7 +34,7 @@ import tree_sitter_powershell
 
 import shared.pipeline.plan
 from shared.notify.signing import parse_secrets, signature
-from shared.pipeline.jobs import Job
+from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import (
     RESULT_STATUSES,
     job_parameters,
@@ -319,7 +319,9 @@ def test_the_script_supports_whatif():
 
 
 def test_the_parameters_are_the_automation_job_contract_plus_standalone_switches():
-    job = Job("contoso-kv", "exch-hybrid-smtp", "v2", "https://contoso-kv.vault.azure.net/secrets/x/v2", "AB", "c", {})
+    job = RemediationRequest(
+        "contoso-kv", "exch-hybrid-smtp", "v2", "https://contoso-kv.vault.azure.net/secrets/x/v2", "AB", "c", {}
+    )
     automation = list(job_parameters(job, "https://certsync.azurewebsites.net"))
     assert automation == ["PlanJson", "CorrelationId", "JobId", "CallbackUrl"]
     assert script_parameters() == [*automation, *STANDALONE_PARAMETERS]

@@ -30,7 +30,8 @@ import functions.status
 import shared.wiring
 from functions.status import status_page
 from shared.errors import CertsyncError
-from shared.notify.status_page import CONTENT_SECURITY_POLICY, RECONCILE_FUNCTION, SCHEMA, render_status_page
+from shared.notify.status_page import CONTENT_SECURITY_POLICY, RECONCILE_FUNCTION, render_status_page
+from shared.reconciliation.snapshot import SNAPSHOT_SCHEMA
 from tests.servers import HttpServer
 from tests.test_function_app import FUNCTIONS
 
@@ -368,7 +369,7 @@ def test_values_from_certificates_and_tags_render_as_text_never_as_markup():
 
 def test_snapshots_read_leniently_show_what_they_can():
     odd = [
-        {"schema": SCHEMA, "certificate": "bare"},
+        {"schema": SNAPSHOT_SCHEMA, "certificate": "bare"},
         {"schema": "certsync.status/9", "certificate": "future", "attention": "ok", "servers": "nope", "findings": [1]},
         snapshot(certificate="bad-times", not_after="soon", checked_at="yesterday", days_left="x", truncated=True),
     ]

@@ -20,12 +20,12 @@ from azure.core.exceptions import ServiceRequestError
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
-from shared.adapters.azure.queues import StorageJobQueue, StorageMessageQueue
+from shared.adapters.azure.queues import StorageMessageQueue, StorageRemediationQueue
 from shared.adapters.azure.storage import QUEUE_MESSAGE_LIMIT, storage_settings, table_key
 from shared.adapters.azure.tables import TableAuditLog
 from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import AuditEntry
-from shared.pipeline.jobs import Job
+from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import MAX_VISIBILITY_SECONDS
 from tests.azurite import ACCOUNT_KEY, Azurite
 
@@ -54,8 +54,8 @@ def entry(certificate: str, kind: str = "assessment", minutes: int = 0, **fields
     )
 
 
-def job(plan: dict | None = None, version: str = "0123456789abcdef0123456789abcdef") -> Job:
-    return Job(
+def job(plan: dict | None = None, version: str = "0123456789abcdef0123456789abcdef") -> RemediationRequest:
+    return RemediationRequest(
         vault="Contoso-KV",
         certificate="mail-contoso-com",
         version=version,
@@ -78,14 +78,14 @@ def audit_table(settings) -> TableClient:
 
 @dataclass
 class JobsUnderTest:
-    jobs: StorageJobQueue
+    jobs: StorageRemediationQueue
     queue: QueueClient  # the same queue, without the base64 decode policy: the raw message text
     claims: TableClient
     settings: object
 
-    def another_instance(self) -> StorageJobQueue:
+    def another_instance(self) -> StorageRemediationQueue:
         """A second worker process's view of the same queue and claims table."""
-        return StorageJobQueue(
+        return StorageRemediationQueue(
             self.settings.queue_client(self.queue.queue_name), self.settings.table_client(self.claims.table_name)
         )
 
@@ -97,7 +97,7 @@ class JobsUnderTest:
 def under_test(settings, azurite: Azurite) -> JobsUnderTest:
     queue, claims = queue_name(), table_name("claims")
     return JobsUnderTest(
-        jobs=StorageJobQueue(settings.queue_client(queue), settings.table_client(claims)),
+        jobs=StorageRemediationQueue(settings.queue_client(queue), settings.table_client(claims)),
         queue=QueueClient.from_connection_string(azurite.connection_string, queue),
         claims=settings.table_client(claims),
         settings=settings,
@@ -329,7 +329,7 @@ def test_a_claim_that_cannot_be_marked_queued_still_counts_as_queued(under_test:
     assert any("claim stays pending" in record.getMessage() for record in caplog.records)
 
 
-def _job_of_encoded_size(size: int) -> Job:
+def _job_of_encoded_size(size: int) -> RemediationRequest:
     """A job whose message is `size` bytes once base64-encoded (size a multiple of 4)."""
     base = len(job(plan={"pad": ""}).to_json().encode())
     return job(plan={"pad": "z" * (size // 4 * 3 - base)})
@@ -359,7 +359,7 @@ def test_an_oversized_job_is_refused_naming_the_certificate_and_leaves_no_claim(
 def test_a_queue_client_without_base64_encoding_is_refused(azurite: Azurite, settings):
     plain = QueueClient.from_connection_string(azurite.connection_string, queue_name())
     with pytest.raises(ValueError, match="TextBase64EncodePolicy"):
-        StorageJobQueue(plain, settings.table_client(table_name()))
+        StorageRemediationQueue(plain, settings.table_client(table_name()))
 
 
 def test_enqueue_logs_identifiers_never_the_message(under_test: JobsUnderTest, caplog):
@@ -427,7 +427,7 @@ def test_table_keys_escape_what_table_storage_refuses_and_stay_distinct():
 def test_a_wrong_account_key_is_a_one_line_storage_error_without_the_key(azurite: Azurite):
     wrong_key = base64.b64encode(b"not the key" * 6).decode()
     settings = storage_settings({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
-    jobs = StorageJobQueue(settings.queue_client(queue_name()), settings.table_client(table_name("claims")))
+    jobs = StorageRemediationQueue(settings.queue_client(queue_name()), settings.table_client(table_name("claims")))
 
     with pytest.raises(StorageError) as raised:
         jobs.enqueue(job())

@@ -397,19 +397,19 @@ def _print_outcome(outcome: Outcome, outbox: str) -> None:
     _print_table(rows)
     for finding in (assessment or {}).get("findings", []):
         print(f"  {finding['severity'].upper():<8} {finding['code']}: {_visible(finding['message'])}")
-    plan = report["plan"]
-    if plan:
-        print(f"Plan: {_visible(plan['summary'])}")
-        for step in plan["steps"]:
-            where = f"{step['server']}: " if step.get("server") else ""
-            target = step["object"] if isinstance(step["object"], str) else ", ".join(step["object"])
-            if step.get("subject"):
-                target = f"{target} ({step['subject']})"
-            change = f"{step['previous']!s} -> {step['value']!s}" if step.get("previous") else str(step.get("value"))
-            print(f"  {step['n']:>2}. [{step['phase']}] {where}{step['action']} {_visible(target)}: {_visible(change)}")
+    plan = outcome.plan
+    if plan is not None:
+        print(f"Plan: {_visible(plan.summary)}")
+        for step in plan.steps:
+            where = f"{step.server}: " if step.server else ""
+            target = step.object if isinstance(step.object, str) else ", ".join(step.object)
+            if step.subject:
+                target = f"{target} ({step.subject})"
+            change = f"{step.previous!s} -> {step.value!s}" if step.previous else str(step.value)
+            print(f"  {step.n:>2}. [{step.phase}] {where}{step.action} {_visible(target)}: {_visible(change)}")
     print(f"Outcome: {outcome.outcome.upper()}" + (f" ({_visible(outcome.reason)})" if outcome.reason else ""))
-    if outcome.job is not None and outcome.outcome == "queued":
-        print(f"Job: {outbox}/{outcome.job.job_id}.json")
+    if outcome.request is not None and outcome.outcome == "queued":
+        print(f"Job: {outbox}/{outcome.request.job_id}.json")
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
@@ -578,7 +578,8 @@ def _visible(text: str) -> str:
     return "".join(ch if ch >= " " and ch != "\x7f" else repr(ch)[1:-1] for ch in text)
 
 
-def _print_json(report: dict) -> None:
+def _print_json(report: object) -> None:
+    """JSON-ready data (a dict, or a list of them), indented, keys in the order they were written."""
     print(json.dumps(report, indent=2))
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.errors import CertsyncError
+from shared.reconciliation.snapshot import FINDING_SEVERITIES, SNAPSHOT_SCHEMA, SnapshotFinding, StatusSnapshot
 from shared.times import format_time, parse_time
-
-SCHEMA = "certsync.status/1"
 
 # The page's policy, in its <meta> and (with frame-ancestors, which only works as a header) in the response.
 CONTENT_SECURITY_POLICY = (
@@ -63,7 +62,6 @@ _DRIFT = {
     "pending": ("job under way", "good"),
     "unknown": ("unknown (no runbook inventory yet)", "good"),
 }
-_SEVERITIES = {"critical": "critical", "warning": "warning", "info": "info"}
 
 
 @dataclass(frozen=True)
@@ -72,13 +70,6 @@ class ServerRemediation:
     outcome: str
     at: dt.datetime | None
     job_id: str
-
-
-@dataclass(frozen=True)
-class Finding:
-    code: str
-    severity: str
-    summary: str
 
 
 @dataclass(frozen=True)
@@ -97,12 +88,12 @@ class CertificateStatus:
     attention: str
     checked_at: dt.datetime | None
     servers: tuple[ServerRemediation, ...]
-    findings: tuple[Finding, ...]
+    findings: tuple[SnapshotFinding, ...]
     drift: str = ""  # ok | drift | pending | unknown, when the snapshot says
     truncated: bool = False  # shortened to fit a Table property: some servers or findings left out
 
     @classmethod
-    def from_snapshot(cls, snapshot: Mapping, now: dt.datetime) -> CertificateStatus:
+    def from_snapshot(cls, snapshot: StatusSnapshot, now: dt.datetime) -> CertificateStatus:
         not_after = _when(snapshot.get("not_after"))
         checked_at = _when(snapshot.get("checked_at"))
         days_left: float | None
@@ -112,13 +103,21 @@ class CertificateStatus:
             days_left = _number(snapshot.get("days_left"))
         attention = _text(snapshot.get("attention")).lower()
         findings = [
-            Finding(_text(f.get("code")), _text(f.get("severity")).lower(), _text(f.get("summary")))
+            SnapshotFinding(
+                code=_text(f.get("code")), severity=_text(f.get("severity")).lower(), summary=_text(f.get("summary"))
+            )
             for f in _dicts(snapshot.get("findings"))
         ]
         schema = _text(snapshot.get("schema"))
-        if schema != SCHEMA:
+        if schema != SNAPSHOT_SCHEMA:
             attention = "unknown"
-            findings.append(Finding("schema", "warning", f"snapshot schema {schema or '(none)'} is not {SCHEMA}"))
+            findings.append(
+                SnapshotFinding(
+                    code="schema",
+                    severity="warning",
+                    summary=f"snapshot schema {schema or '(none)'} is not {SNAPSHOT_SCHEMA}",
+                )
+            )
         return cls(
             name=_text(snapshot.get("certificate")) or "(unnamed certificate)",
             vault=_text(snapshot.get("vault")),
@@ -149,13 +148,13 @@ class CertificateStatus:
         return (ATTENTIONS.index(self.attention), soonest, self.name.lower(), self.vault.lower())
 
 
-def sorted_snapshots(snapshots: Iterable[Mapping], now: dt.datetime) -> list[Mapping]:
+def sorted_snapshots(snapshots: Iterable[StatusSnapshot], now: dt.datetime) -> list[StatusSnapshot]:
     """The snapshots in the page's order: worst attention first, then soonest expiry, then name."""
     kept = [s for s in snapshots if isinstance(s, Mapping)]
     return sorted(kept, key=lambda s: CertificateStatus.from_snapshot(s, now).sort_key())
 
 
-def render_status_page(snapshots: list[dict], now: dt.datetime, *, title: str = "certsync status") -> str:
+def render_status_page(snapshots: Sequence[StatusSnapshot], now: dt.datetime, *, title: str = "certsync status") -> str:
     """The whole page for `snapshots` (certsync.status/1 dicts) as seen at `now` (timezone-aware)."""
     now = _utc(now)
     certificates = sorted(
@@ -177,7 +176,7 @@ def render_status_page(snapshots: list[dict], now: dt.datetime, *, title: str = 
         body.append(_empty_state())
     body.append(
         '<footer class="foot"><p>Read-only. The data comes from the daily reconciliation (snapshot schema '
-        f"{_e(SCHEMA)}); add <code>format=json</code> to the query string to get it as JSON.</p></footer>"
+        f"{_e(SNAPSHOT_SCHEMA)}); add <code>format=json</code> to the query string to get it as JSON.</p></footer>"
     )
     return _document(tab, "\n".join(body))
 
@@ -205,7 +204,7 @@ class StatusAnswer:
     data: dict | None = None
 
 
-def status_answer(wanted: str | None, snapshots: Callable[[], list[dict]], now: dt.datetime) -> StatusAnswer:
+def status_answer(wanted: str | None, snapshots: Callable[[], list[StatusSnapshot]], now: dt.datetime) -> StatusAnswer:
     """The answer to a request for the page in format `wanted` (html, the default, or json): the page or
     the sorted snapshots from `snapshots()`; 400 for another format, 503 when `snapshots()` raises a
     CertsyncError (the message names the setting)."""
@@ -313,7 +312,7 @@ def _timeline(certificates: list[CertificateStatus], now: dt.datetime) -> str:
         f'<rect x="{x_of(7):.1f}" y="{top - 14}" width="{x_of(30) - x_of(7):.1f}" '
         f'height="{height - top + 14}" class="band-30"/>',
     ]
-    last_label = x0
+    last_label: float = x0
     out.append(f'<line x1="{x0}" y1="{top - 14}" x2="{x0}" y2="{height}" class="today"/>')
     out.append(f'<text x="{x0}" y="{top - 20}" class="tick-label" text-anchor="middle">today</text>')
     for day in (d for d in TIMELINE_TICKS if d <= span):
@@ -439,8 +438,8 @@ def _findings(cert: CertificateStatus) -> str:
     if not cert.findings:
         return '<div class="findings"><h4>Findings</h4><p class="muted">No findings.</p></div>'
     items = "".join(
-        f'<li><span class="sev s-{_SEVERITIES.get(f.severity, "unknown")}">{_e((f.severity or "?").upper())}</span> '
-        f'<code class="code">{_e(f.code)}</code> {_e(f.summary)}</li>'
+        f'<li><span class="sev s-{_severity_class(f["severity"])}">{_e((f["severity"] or "?").upper())}</span> '
+        f'<code class="code">{_e(f["code"])}</code> {_e(f["summary"])}</li>'
         for f in cert.findings
     )
     return f'<div class="findings"><h4>Findings</h4><ul>{items}</ul></div>'
@@ -626,6 +625,11 @@ def _days_short(days: float | None) -> str:
     if days < 0:
         return f"expired {int(-days)} d ago"
     return f"{int(days)} d"
+
+
+def _severity_class(severity: str) -> str:
+    """A finding's severity as its marker's class; "unknown" for one the page does not know."""
+    return severity if severity in FINDING_SEVERITIES else "unknown"
 
 
 def _expiry_class(days: float | None) -> str:

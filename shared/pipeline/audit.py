@@ -4,14 +4,23 @@
 process`, `certsync history`); `shared.adapters.azure.tables.TableAuditLog` writes Azure Table storage.
 Entries carry identifiers, statuses and plans, never key material: the pipeline builds them from public
 facts only.
+
+`details` is JSON-ready; the TypedDicts below are its shape for the pipeline's kinds (`AuditDetails`).
+Remediation and reconciliation entries carry their own (`ReconcileNoticeDetails` for `reconcile-finding`),
+and a reader takes any mapping: entries written by older versions stay readable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from shared.pipeline.events import EventDocument
+    from shared.pipeline.plan import PlanDocument
 
 # What happened. Each entry's `kind` is one of these.
 KINDS = (
@@ -39,6 +48,57 @@ KINDS = (
 )
 
 
+class NoDetails(TypedDict):
+    """event-ignored, event-rejected: the summary says it all."""
+
+
+class EventReceivedDetails(TypedDict):
+    event: EventDocument
+
+
+class AssessmentDetails(TypedDict):
+    assessment: dict[str, Any]  # `Assessment.to_dict()`
+
+
+class PlanDetails(TypedDict):
+    plan: PlanDocument  # without the intermediates' DER (`Plan.to_dict(der=False)`)
+
+
+class JobQueuedDetails(TypedDict):
+    job_id: str
+    thumbprint: str
+    secret_id: str
+
+
+class DuplicateDetails(TypedDict):
+    job_id: str
+
+
+class BlockedDetails(TypedDict):
+    reason: str
+
+
+class SourceFailureDetails(TypedDict):
+    """event-failed (and the `failed` notice): the certificate source's error kind, and whether asking
+    again may work."""
+
+    error: str
+    transient: bool
+
+
+# The details of the pipeline's entries, by kind (expiry-warning: `shared.pipeline.process.ExpiryDetails`).
+AuditDetails = (
+    NoDetails
+    | EventReceivedDetails
+    | AssessmentDetails
+    | PlanDetails
+    | JobQueuedDetails
+    | DuplicateDetails
+    | BlockedDetails
+    | SourceFailureDetails
+)
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     certificate: str  # the partition: the certificate name, lower-case ("-" when the event named none)
@@ -49,7 +109,7 @@ class AuditEntry:
     vault: str = ""
     version: str = ""
     event_id: str = ""
-    details: dict = field(default_factory=dict)  # JSON-ready
+    details: Mapping[str, Any] = field(default_factory=dict)  # JSON-ready; see AuditDetails
     entry_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
@@ -61,7 +121,7 @@ class AuditEntry:
         """Sorts in time order within the partition (then by id, for entries in the same microsecond)."""
         return f"{self.at.astimezone(dt.timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}-{self.entry_id}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "certificate": self.certificate,
             "kind": self.kind,

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import SupportsFloat, TypedDict
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
@@ -29,6 +30,24 @@ MAX_EVENT_BYTES = 1024 * 1024
 
 class EventError(CertsyncError):
     """An event that is not a Key Vault event certsync can read; the message says what is missing."""
+
+
+class EventDocument(TypedDict):
+    """`KeyVaultEvent.to_dict()`: the event as certsync read it (in `certsync process --json` and the audit trail)."""
+
+    event_id: str
+    event_type: str
+    schema: str
+    topic: str
+    subject: str
+    event_time: str | None
+    id: str
+    vault: str
+    object_type: str
+    name: str
+    version: str
+    nbf: str | None
+    exp: str | None
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,7 @@ class KeyVaultEvent:
     def short_type(self) -> str:
         return self.event_type.rsplit(".", 1)[-1]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> EventDocument:
         def stamp(value: dt.datetime | None) -> str | None:
             return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -158,7 +177,12 @@ def _unix(value: object, source: str, label: str) -> dt.datetime | None:
     if value is None or value == "":
         return None
     try:
-        seconds = float(value.strip()) if isinstance(value, str) else float(value)
+        if isinstance(value, str):
+            seconds = float(value.strip())
+        elif isinstance(value, SupportsFloat):
+            seconds = float(value)
+        else:
+            raise TypeError(type(value).__name__)
         return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
     except (TypeError, ValueError, OverflowError, OSError):
         raise EventError(f"{source}: {label} {value!r} is not Unix seconds") from None

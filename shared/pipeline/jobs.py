@@ -1,12 +1,16 @@
-"""Remediation jobs: the message the Hybrid Runbook Worker side acts on, and where it is queued.
+"""Remediation requests: the `certsync.job/1` message the Hybrid Runbook Worker side acts on, and the
+queue it waits in.
 
-A job carries the plan and the certificate's identifiers (vault, name, version, Key Vault secret id,
-thumbprint), never key material: the runbook fetches the PFX from Key Vault with its own identity.
-There is one job per (vault, certificate, version), however often Event Grid delivers the event:
-`Job.job_id` is derived from that triple, and every `JobQueue` backend refuses a second one.
+A `RemediationRequest` carries the plan (its `certsync.plan/1` document, passed through unchanged to the
+runbook) and the certificate's identifiers (vault, name, version, Key Vault secret id, thumbprint),
+never key material: the runbook fetches the PFX from Key Vault with its own identity. There is one
+request per (vault, certificate, version), however often Event Grid delivers the event: its `job_id` is
+derived from that triple, and every `RemediationQueue` backend refuses a second one. The same id names
+the Azure Automation job's `JobId` parameter and the runbook's `certsync.result/1`.
 
-`JobQueue` is the port; `shared.adapters.local.outbox.OutboxQueue` writes plan JSON files to a directory
-(the local default); `shared.adapters.azure.queues.StorageJobQueue` sends to an Azure Storage queue.
+`RemediationQueue` is the port; `shared.adapters.local.outbox.OutboxQueue` writes request JSON files to a
+directory (the local default); `shared.adapters.azure.queues.StorageRemediationQueue` sends to the Azure
+Storage queue REMEDIATION_QUEUE.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
-JOB_SCHEMA = "certsync.job/1"
+if TYPE_CHECKING:  # the queue adapters import this module without the plan's X.509 dependencies
+    from shared.pipeline.plan import PlanDocument
+
+JOB_SCHEMA = "certsync.job/1"  # the schema of a remediation request (its name on the wire predates the type's)
 
 
 def job_id(vault: str, name: str, version: str) -> str:
@@ -25,21 +32,41 @@ def job_id(vault: str, name: str, version: str) -> str:
     return hashlib.sha256(key).hexdigest()[:32]
 
 
+class _RemediationRequestDocumentBase(TypedDict):
+    schema: str
+    job_id: str
+    correlation_id: str
+    vault: str
+    certificate: str
+    version: str
+    secret_id: str
+    thumbprint: str
+    plan: PlanDocument
+
+
+class RemediationRequestDocument(_RemediationRequestDocumentBase, total=False):
+    """The `certsync.job/1` message as JSON."""
+
+    attempt: int  # transient start failures so far, when remediation re-enqueues it (absent at 0)
+
+
 @dataclass(frozen=True)
-class Job:
+class RemediationRequest:
+    """The `certsync.job/1` queue message: deploy this certificate version by this plan."""
+
     vault: str
     certificate: str
     version: str
     secret_id: str
     thumbprint: str
     correlation_id: str
-    plan: dict
+    plan: PlanDocument
 
     @property
     def job_id(self) -> str:
         return job_id(self.vault, self.certificate, self.version)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> RemediationRequestDocument:
         return {
             "schema": JOB_SCHEMA,
             "job_id": self.job_id,
@@ -56,11 +83,11 @@ class Job:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
-class JobQueue(Protocol):
-    def enqueue(self, job: Job) -> bool:
-        """Queue the job; False (and nothing sent) when this job was queued before."""
+class RemediationQueue(Protocol):
+    def enqueue(self, request: RemediationRequest) -> bool:
+        """Queue the request; False (and nothing sent) when a request with its job id was queued before."""
         ...
 
     def queued(self, vault: str, job_id: str) -> bool:
-        """Whether the job with this id was queued already (a redelivered event then stops early)."""
+        """Whether the request with this job id was queued already (a redelivered event then stops early)."""
         ...

@@ -16,13 +16,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypedDict
 
-from shared.pipeline.audit import AuditEntry, AuditLog, partition
+from shared.pipeline.audit import (
+    AuditDetails,
+    AuditEntry,
+    AuditLog,
+    BlockedDetails,
+    DuplicateDetails,
+    JobQueuedDetails,
+    NoDetails,
+    SourceFailureDetails,
+    partition,
+)
 from shared.pipeline.events import NEW_VERSION, EventError, KeyVaultEvent, require_certificate_fields
-from shared.pipeline.jobs import Job, JobQueue, job_id
+from shared.pipeline.jobs import RemediationQueue, RemediationRequest, job_id
 from shared.pipeline.plan import Plan, build_plan
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
 from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_targets
@@ -36,8 +46,9 @@ from shared.x509.x500 import X500Name
 log = logging.getLogger("certsync")
 
 
-# How much a notice of each kind needs attention (see `Notice.severity` for the kinds that depend on details).
-SEVERITIES = ("info", "good", "warning", "critical")
+# How much a notice needs attention, least first (see `Notice.severity`). Not the severities of a
+# reconciliation finding (`shared.reconciliation.snapshot.FINDING_SEVERITIES`), which have no "good".
+NOTICE_SEVERITIES = ("info", "good", "warning", "critical")
 _KIND_SEVERITY = {
     "renewal": "info",  # a renewal seen that needs no job (nothing to change)
     "queued": "info",
@@ -53,6 +64,46 @@ _KIND_SEVERITY = {
 _LOG_LEVEL = {"info": logging.INFO, "good": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
 
 
+class _RenewalDetailsBase(TypedDict):
+    change: str  # first_version, same_certificate, or the TlsCertificateName diff's change
+    previous_version: str | None
+    old: str | None  # the previous version's TlsCertificateName
+    new: str
+    dns_names_added: list[str]
+    dns_names_removed: list[str]
+    thumbprint: str
+    not_after: str
+
+
+class RenewalDetails(_RenewalDetailsBase, total=False):
+    """`Notice.details` of the kinds renewal, queued (with `job_id`) and blocked (with `reason`)."""
+
+    assessment_status: str
+    worker_group: str
+    servers: list[str]
+    job_id: str
+    reason: str
+
+
+class ExpiryDetails(TypedDict):
+    """The audit entry `expiry-warning`'s details."""
+
+    not_after: str  # ISO 8601 with +00:00
+    days_left: float
+
+
+class ExpiryNoticeDetails(ExpiryDetails):
+    """`Notice.details` of an expiry-warning from a NearExpiry or Expired event."""
+
+    expired: bool
+    thumbprint: str
+
+
+# `Notice.details` as the pipeline writes them (a failed notice's: `SourceFailureDetails`). Other senders
+# (remediation, reconciliation) bring their own shapes; formatters read any JSON-ready mapping.
+PipelineNoticeDetails = RenewalDetails | ExpiryNoticeDetails | SourceFailureDetails
+
+
 @dataclass(frozen=True)
 class Notice:
     """Something a person should hear about; `shared.notify.webhooks` formats it for Teams, Slack and webhooks."""
@@ -63,14 +114,15 @@ class Notice:
     version: str
     correlation_id: str
     summary: str
-    details: dict = field(default_factory=dict)  # JSON-ready facts for formatters (diff, servers, findings)
+    details: Mapping[str, Any] = field(default_factory=dict)  # JSON-ready facts for formatters (diff, servers, ...)
 
     @property
     def severity(self) -> str:
-        """info, good, warning or critical. `details["severity"]` wins when it names one of them."""
+        """One of NOTICE_SEVERITIES. `details["severity"]` wins when it names one of them."""
         details = self.details
-        if details.get("severity") in SEVERITIES:
-            return details["severity"]
+        severity = details.get("severity")
+        if isinstance(severity, str) and severity in NOTICE_SEVERITIES:
+            return severity
         if self.kind == "job-result":
             status = str(details.get("status") or "").lower()
             return "good" if status == "succeeded" else "info" if status == "what-if" else "critical"
@@ -127,9 +179,9 @@ class Outcome:
     assessment: Assessment | None = None
     plan: Plan | None = None
     targets: Targets | None = None
-    job: Job | None = None
+    request: RemediationRequest | None = None  # what was queued (or found queued before)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         diff = None
         if self.new is not None and self.previous is not None:
             d = diff_certificates(self.previous.bundle.leaf, self.new.bundle.leaf)
@@ -148,14 +200,14 @@ class Outcome:
             "diff": diff,
             "assessment": self.assessment.to_dict() if self.assessment else None,
             "plan": self.plan.to_dict() if self.plan else None,
-            "job_id": self.job.job_id if self.job else None,
+            "job_id": self.request.job_id if self.request else None,
         }
 
 
 @dataclass
 class Pipeline:
     sources: Callable[[str], CertificateSource]  # vault name -> its certificate source
-    jobs: JobQueue
+    jobs: RemediationQueue  # where remediation requests are queued
     audit: AuditLog
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     targets_file: TargetsFile | None = None
@@ -189,12 +241,14 @@ class _Run:
         try:
             require_certificate_fields(event, f"event {event.event_id}")
         except EventError as exc:
-            self._audit("event-rejected", str(exc), {})
+            self._audit("event-rejected", str(exc), NoDetails())
             raise
         queued_as = job_id(event.vault, event.name, event.version)
         if event.event_type == NEW_VERSION and self.pipeline.jobs.queued(event.vault, queued_as):
             self._audit(
-                "duplicate", f"job {queued_as} was queued before; this delivery changes nothing", {"job_id": queued_as}
+                "duplicate",
+                f"job {queued_as} was queued before; this delivery changes nothing",
+                DuplicateDetails(job_id=queued_as),
             )
             return Outcome("duplicate", self.correlation_id, event, reason=f"job {queued_as} already queued")
         try:
@@ -203,31 +257,35 @@ class _Run:
             previous = source.previous(event.name, event.version) if event.event_type == NEW_VERSION else None
         except SourceError as exc:
             retry = "Event Grid will deliver it again" if exc.transient else "it will be dead-lettered after retries"
-            self._audit("event-failed", f"{exc} ({retry})", {"error": exc.kind, "transient": exc.transient})
-            self._notify("failed", str(exc), {"error": exc.kind, "transient": exc.transient})
+            self._audit(
+                "event-failed", f"{exc} ({retry})", SourceFailureDetails(error=exc.kind, transient=exc.transient)
+            )
+            self._notify("failed", str(exc), SourceFailureDetails(error=exc.kind, transient=exc.transient))
             raise
         outcome = Outcome("", self.correlation_id, event, new=new, previous=previous)
-        targets_error = None
+        targets: Targets | None = None
+        targets_error = ""
         try:
-            outcome.targets = resolve_targets(new.name, tags=new.tags, file=self.pipeline.targets_file)
+            targets = resolve_targets(new.name, tags=new.tags, file=self.pipeline.targets_file)
         except TargetsError as exc:
             targets_error = str(exc)
-        outcome.assessment = self._assess(new, outcome.targets)
+        outcome.targets = targets
+        outcome.assessment = self._assess(new, targets)
         if event.event_type != NEW_VERSION:
-            return self._expiry(outcome)
-        if targets_error is not None:
-            return self._block(outcome, f"no usable targets: {targets_error}")
-        outcome.plan = build_plan(new, previous, outcome.assessment, outcome.targets)
+            return self._expiry(outcome, new)
+        if targets is None:
+            return self._block(outcome, new, f"no usable targets: {targets_error}")
+        outcome.plan = build_plan(new, previous, outcome.assessment, targets)
         plan = outcome.plan
-        self._audit("plan", plan.summary, {"plan": _without_der(plan.to_dict())})
+        self._audit("plan", plan.summary, {"plan": plan.to_dict(der=False)})  # the DER is in the request
         if plan.blocked:
-            return self._block(outcome, plan.body["blocked"])
+            return self._block(outcome, new, plan.blocked)
         if plan.nothing_to_change:
-            headline, details = _renewal(outcome)
+            headline, details = _renewal(outcome, new)
             self._notify("renewal", f"{headline}. {plan.summary}", details)
             outcome.outcome, outcome.reason = "nothing-to-change", plan.summary
             return outcome
-        job = Job(
+        request = RemediationRequest(
             vault=new.vault,
             certificate=new.name,
             version=new.version,
@@ -236,23 +294,24 @@ class _Run:
             correlation_id=self.correlation_id,
             plan=plan.to_dict(),
         )
-        outcome.job = job
-        if self.pipeline.jobs.enqueue(job):
+        outcome.request = request
+        if self.pipeline.jobs.enqueue(request):
             self._audit(
                 "job-queued",
-                f"job {job.job_id} queued for worker group {plan.body['worker_group']}",
-                {"job_id": job.job_id, "thumbprint": job.thumbprint, "secret_id": job.secret_id},
+                f"job {request.job_id} queued for worker group {plan.worker_group}",
+                JobQueuedDetails(job_id=request.job_id, thumbprint=request.thumbprint, secret_id=request.secret_id),
             )
-            headline, details = _renewal(outcome)
-            self._notify("queued", f"{headline}. {plan.summary}", details | {"job_id": job.job_id})
+            headline, details = _renewal(outcome, new)
+            details["job_id"] = request.job_id
+            self._notify("queued", f"{headline}. {plan.summary}", details)
             outcome.outcome, outcome.reason = "queued", plan.summary
         else:
             self._audit(
                 "duplicate",
-                f"job {job.job_id} was queued before; this delivery changes nothing",
-                {"job_id": job.job_id},
+                f"job {request.job_id} was queued before; this delivery changes nothing",
+                DuplicateDetails(job_id=request.job_id),
             )
-            outcome.outcome, outcome.reason = "duplicate", f"job {job.job_id} already queued"
+            outcome.outcome, outcome.reason = "duplicate", f"job {request.job_id} already queued"
         return outcome
 
     def _assess(self, new: StoredVersion, targets: Targets | None) -> Assessment:
@@ -267,36 +326,40 @@ class _Run:
             cache=self.pipeline.cache,
             expiry_warning_days=settings.expiry_warning_days,
         )
-        details = assessment.to_dict()
         self._audit(
-            "assessment", f"{assessment.status}: {len(assessment.findings)} finding(s)", {"assessment": details}
+            "assessment",
+            f"{assessment.status}: {len(assessment.findings)} finding(s)",
+            {"assessment": assessment.to_dict()},
         )
         return assessment
 
-    def _expiry(self, outcome: Outcome) -> Outcome:
-        leaf = outcome.new.bundle.leaf
+    def _expiry(self, outcome: Outcome, new: StoredVersion) -> Outcome:
+        leaf = new.bundle.leaf
         now = self.pipeline.settings.at or dt.datetime.now(dt.timezone.utc)
         days = (leaf.not_after - now).total_seconds() / 86400
         when = f"expired {-days:.0f} day(s) ago" if days < 0 else f"expires in {days:.0f} day(s)"
-        summary = f"{outcome.new.name} version {outcome.new.version} {when}; renew it in Key Vault"
-        facts = {"not_after": leaf.not_after.isoformat(), "days_left": round(days, 1)}
+        summary = f"{new.name} version {new.version} {when}; renew it in Key Vault"
+        facts = ExpiryDetails(not_after=leaf.not_after.isoformat(), days_left=round(days, 1))
         self._audit("expiry-warning", summary, facts)
-        self._notify("expiry-warning", summary, facts | {"expired": days < 0, "thumbprint": outcome.new.thumbprint})
+        self._notify(
+            "expiry-warning", summary, ExpiryNoticeDetails(**facts, expired=days < 0, thumbprint=new.thumbprint)
+        )
         outcome.outcome, outcome.reason = "expiry-warning", summary
         return outcome
 
-    def _block(self, outcome: Outcome, reason: str) -> Outcome:
-        self._audit("blocked", f"not queued: {reason}", {"reason": reason})
-        headline, details = _renewal(outcome)  # only renewals are blocked: expiry events never plan
-        self._notify("blocked", f"{headline}. Not deployed: {reason}", details | {"reason": reason})
+    def _block(self, outcome: Outcome, new: StoredVersion, reason: str) -> Outcome:
+        self._audit("blocked", f"not queued: {reason}", BlockedDetails(reason=reason))
+        headline, details = _renewal(outcome, new)  # only renewals are blocked: expiry events never plan
+        details["reason"] = reason
+        self._notify("blocked", f"{headline}. Not deployed: {reason}", details)
         outcome.outcome, outcome.reason = "blocked", reason
         return outcome
 
     def _ignore(self, reason: str) -> Outcome:
-        self._audit("event-ignored", reason, {})
+        self._audit("event-ignored", reason, NoDetails())
         return Outcome("ignored", self.correlation_id, self.event, reason=reason)
 
-    def _audit(self, kind: str, summary: str, details: dict) -> None:
+    def _audit(self, kind: str, summary: str, details: AuditDetails | ExpiryDetails) -> None:
         event = self.event
         self.pipeline.audit.record(
             AuditEntry(
@@ -311,26 +374,26 @@ class _Run:
             )
         )
 
-    def _notify(self, kind: str, summary: str, details: dict | None = None) -> None:
+    def _notify(self, kind: str, summary: str, details: PipelineNoticeDetails) -> None:
         event = self.event
         self.pipeline.notifier.notify(
-            Notice(kind, event.name, event.vault, event.version, self.correlation_id, summary, details or {})
+            Notice(kind, event.name, event.vault, event.version, self.correlation_id, summary, details)
         )
 
 
-def _renewal(outcome: Outcome) -> tuple[str, dict]:
+def _renewal(outcome: Outcome, new: StoredVersion) -> tuple[str, RenewalDetails]:
     """A renewal for people: a headline ("Renewal seen: issuer changed (R10 -> R11)") and the diff, so each
     renewal is one notice (queued, blocked, or renewal when nothing changes) that says what changed."""
-    new, previous = outcome.new, outcome.previous
+    previous = outcome.previous
     leaf = new.bundle.leaf
     diff = diff_certificates(previous.bundle.leaf, leaf) if previous is not None else None
-    if diff is None:
+    if previous is None or diff is None:
         change = "first_version"
     elif previous.thumbprint == new.thumbprint:
         change = "same_certificate"
     else:
         change = diff.change
-    details: dict = {
+    details: RenewalDetails = {
         "change": change,
         "previous_version": previous.version if previous is not None else None,
         "old": str(diff.old) if diff is not None else None,
@@ -343,8 +406,8 @@ def _renewal(outcome: Outcome) -> tuple[str, dict]:
     if outcome.assessment is not None:
         details["assessment_status"] = outcome.assessment.status
     if outcome.plan is not None:
-        details["worker_group"] = outcome.plan.body["worker_group"]
-        details["servers"] = list(outcome.plan.body["servers"])
+        details["worker_group"] = outcome.plan.worker_group
+        details["servers"] = list(outcome.plan.servers)
     moves = []  # (which name, old common name, new common name)
     if diff is not None and change != "same_certificate":
         if diff.issuer_changed:
@@ -361,12 +424,3 @@ def _common_name(name: X500Name | None) -> str:
     if name is None:
         return "(none)"
     return name.first("2.5.4.3") or str(name) or "(empty)"
-
-
-def _without_der(plan: dict) -> dict:
-    """The plan for the audit trail: intermediates by thumbprint and subject (their DER is in the job)."""
-    certificate = dict(plan["certificate"])
-    certificate["intermediates"] = [
-        {k: v for k, v in c.items() if k != "der_base64"} for c in certificate["intermediates"]
-    ]
-    return {**plan, "certificate": certificate}

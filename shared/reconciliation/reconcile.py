@@ -50,7 +50,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import AuditEntry, AuditLog, partition
@@ -59,6 +59,13 @@ from shared.pipeline.jobs import job_id
 from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
 from shared.pipeline.targets import TAG_PREFIX, Targets, TargetsError, TargetsFile, resolve_targets
+from shared.reconciliation.snapshot import (
+    FINDING_SEVERITIES,
+    SNAPSHOT_SCHEMA,
+    ServerOutcome,
+    SnapshotFinding,
+    StatusSnapshot,
+)
 from shared.times import format_time
 from shared.validation.assessment import VALID, Assessment, assess
 from shared.validation.fetch import Fetcher
@@ -67,7 +74,6 @@ from shared.x509.tls_certificate_name import TlsCertificateName
 
 log = logging.getLogger("certsync")
 
-SNAPSHOT_SCHEMA = "certsync.status/1"
 THRESHOLDS = (30, 14, 7)
 OK = "ok"
 # How long the latest version's own job counts as under way before its absence of a result is drift.
@@ -75,7 +81,6 @@ PENDING_GRACE = dt.timedelta(days=1)
 # Audit kinds that show the pipeline settled a version (its event, or a reconciliation run, got that far).
 SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "job-result")
 CONNECTOR_KINDS = ("send-connector", "receive-connector", "hybrid-configuration", "exo-inbound-connector")
-SEVERITIES = ("info", "warning", "critical")
 # Tracked findings and the Notice kind each is announced with.
 NOTICE_KINDS = {"unprocessed": "unprocessed", "expiry": "expiry-warning", "drift": "drift", "failed": "failed"}
 
@@ -83,21 +88,57 @@ NOTICE_KINDS = {"unprocessed": "unprocessed", "expiry": "expiry-warning", "drift
 # --- findings and the report ---------------------------------------------------------------------
 
 
+class FindingDetails(TypedDict, total=False):
+    """A finding's facts, by code (JSON-ready; also in its notice and its `reconcile-finding` entry)."""
+
+    outcome: str | None  # unprocessed: what the pipeline made of the version (None: not run)
+    job_id: str | None  # unprocessed: the job it queued
+    correlation_id: str  # unprocessed: the pipeline run's
+    not_after: str  # expiry
+    days_left: float  # expiry
+    expiry_state: str  # expiry
+    drift: list[str]  # drift: what drifted, one line each
+    inventory_job_id: str | None  # drift: the job whose runbook inventory was compared
+    error: str  # failed: the failure's kind
+
+
+class _NoticeFacts(TypedDict):
+    finding: str  # the finding's code
+    state: str  # the new state (OK when resolved)
+    previous: str | None  # the remembered state
+    severity: str  # a notice severity: the finding's, or "good" when resolved
+
+
+class ReconcileNoticeDetails(_NoticeFacts, FindingDetails):
+    """`Notice.details` of a reconciliation notice, and the details of its `reconcile-finding` audit entry."""
+
+
+class ProcessedVersion(TypedDict):
+    """An unprocessed version the reconciliation ran through the pipeline (`ReconcileReport.processed`)."""
+
+    vault: str
+    certificate: str
+    version: str
+    outcome: str
+    job_id: str | None
+    correlation_id: str
+
+
 @dataclass(frozen=True)
-class Finding:
-    """One thing the reconciliation found about one certificate."""
+class ReconcileFinding:
+    """One thing the reconciliation found about one certificate (not an assessment's `Finding`)."""
 
     vault: str
     certificate: str
     code: str  # unprocessed, expiry, drift, failed (tracked); blocked, assessment, remediation
     state: str  # what the state store remembers for tracked codes, e.g. "14", "drift:1a2b...", "forbidden"
-    severity: str  # info | warning | critical
+    severity: str  # one of FINDING_SEVERITIES
     summary: str  # one line
     version: str = ""
     changed: bool = False  # differs from the last run's state: notified and audited in this run
-    details: dict = field(default_factory=dict)  # JSON-ready
+    details: FindingDetails = field(default_factory=lambda: FindingDetails())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "vault": self.vault,
             "certificate": self.certificate,
@@ -117,9 +158,9 @@ class ReconcileReport:
     checked_at: dt.datetime
     vaults: tuple[str, ...]
     certificates: list[str] = field(default_factory=list)  # "<vault>/<name>" of each certificate checked
-    findings: list[Finding] = field(default_factory=list)  # current findings, changed or not
-    resolved: list[Finding] = field(default_factory=list)  # problems that cleared in this run
-    processed: list[dict] = field(default_factory=list)  # unprocessed versions run through the pipeline
+    findings: list[ReconcileFinding] = field(default_factory=list)  # current findings, changed or not
+    resolved: list[ReconcileFinding] = field(default_factory=list)  # problems that cleared in this run
+    processed: list[ProcessedVersion] = field(default_factory=list)  # unprocessed versions run through the pipeline
     failures: list[str] = field(default_factory=list)  # one line each: what could not be checked or sent
 
     @property
@@ -133,7 +174,7 @@ class ReconcileReport:
             f"{len(self.processed)} version(s) processed, {len(self.failures)} failure(s)"
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "checked_at": format_time(self.checked_at, timespec="seconds"),
@@ -158,11 +199,11 @@ class StateStore(Protocol):
 
     def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None: ...
 
-    def put_snapshot(self, snapshot: dict) -> None:
+    def put_snapshot(self, snapshot: StatusSnapshot) -> None:
         """Store (replace) the certsync.status/1 snapshot of (snapshot["vault"], snapshot["certificate"])."""
         ...
 
-    def snapshots(self) -> list[dict]:
+    def snapshots(self) -> list[StatusSnapshot]:
         """Every snapshot, sorted by certificate (then vault)."""
         ...
 
@@ -175,12 +216,7 @@ def certificate_key(vault: str, name: str) -> str:
     return f"{vault}/{name}".lower()
 
 
-def by_certificate(snapshots: Iterable[dict]) -> list[dict]:
-    """Snapshots in the order `StateStore.snapshots` gives them: by certificate, then vault."""
-    return sorted(snapshots, key=lambda s: (str(s.get("certificate", "")).lower(), str(s.get("vault", "")).lower()))
-
-
-def fit_snapshot(snapshot: dict, fits: Callable[[str], bool]) -> str:
+def fit_snapshot(snapshot: StatusSnapshot, fits: Callable[[str], bool]) -> str:
     """The snapshot's JSON, shortened until `fits` (a store's size limit, e.g. a Table string property)
     takes it: long summaries cut, then servers and findings beyond the first ones dropped, then both
     emptied; `truncated` says so."""
@@ -189,10 +225,11 @@ def fit_snapshot(snapshot: dict, fits: Callable[[str], bool]) -> str:
     if fits(text):
         return text
     for servers, findings, summary in ((None, None, 300), (100, 50, 200), (0, 0, 0)):
-        shortened = dict(snapshot, truncated=True)
+        shortened = snapshot.copy()
+        shortened["truncated"] = True
         shortened["servers"] = list(snapshot.get("servers", []))[:servers]
         kept = list(snapshot.get("findings", []))[:findings]
-        shortened["findings"] = [dict(f, summary=str(f.get("summary", ""))[:summary]) for f in kept]
+        shortened["findings"] = [{**f, "summary": str(f.get("summary", ""))[:summary]} for f in kept]
         text = json.dumps(shortened, sort_keys=True, ensure_ascii=False)
         if fits(text):
             return text
@@ -246,7 +283,7 @@ class _Checked:
     targets: Targets
     entries: list[AuditEntry]
     assessment: Assessment
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[ReconcileFinding] = field(default_factory=list)
     drift: str = "unknown"
 
 
@@ -256,7 +293,7 @@ class _Run:
     pipeline: Pipeline | None
     now: dt.datetime
     report: ReconcileReport
-    _previous_snapshots: list[dict] | None = None
+    _previous_snapshots: list[StatusSnapshot] | None = None
 
     # one vault
 
@@ -304,7 +341,7 @@ class _Run:
             )
         targets = resolve_targets(latest.name, tags=latest.tags, file=self.reconciler.targets_file)
         entries = self._history(vault, latest.name)
-        findings: list[Finding] = []
+        findings: list[ReconcileFinding] = []
         if not _settled(entries, latest.version):
             findings.append(self._unprocessed(vault, latest, key))
             if self.pipeline is not None:  # it ran the version: read what it audited
@@ -334,9 +371,9 @@ class _Run:
             expiry_warning_days=self.reconciler.thresholds[-1],
         )
 
-    def _unprocessed(self, vault: str, latest: StoredVersion, key: str) -> Finding:
+    def _unprocessed(self, vault: str, latest: StoredVersion, key: str) -> ReconcileFinding:
         what = f"{latest.name} version {latest.version} was never processed (no Key Vault event for it)"
-        details: dict = {"outcome": None}
+        details = FindingDetails(outcome=None)
         severity = "warning"
         if self.pipeline is None:
             summary = f"{what}; deliver its event, or run the reconciliation with the pipeline"
@@ -349,14 +386,21 @@ class _Run:
                 self.report.failures.append(f"{key}: version {latest.version}: {reason}")
                 details["outcome"] = "failed"
             else:
-                job = outcome.job.job_id if outcome.job is not None else None
-                details = {"outcome": outcome.outcome, "job_id": job, "correlation_id": outcome.correlation_id}
+                job = outcome.request.job_id if outcome.request is not None else None
+                details = FindingDetails(outcome=outcome.outcome, job_id=job, correlation_id=outcome.correlation_id)
                 summary = f"{what}; reconciliation ran it: {outcome.outcome}" + (
                     f" ({outcome.reason})" if outcome.reason else ""
                 )
                 severity = "info" if outcome.outcome in ("queued", "duplicate", "nothing-to-change") else "warning"
                 self.report.processed.append(
-                    {"vault": vault, "certificate": latest.name, "version": latest.version, **details}
+                    ProcessedVersion(
+                        vault=vault,
+                        certificate=latest.name,
+                        version=latest.version,
+                        outcome=outcome.outcome,
+                        job_id=job,
+                        correlation_id=outcome.correlation_id,
+                    )
                 )
         return self._track(
             vault, latest.name, key, "unprocessed", latest.version.lower(), severity, summary, latest.version, details
@@ -379,11 +423,9 @@ class _Run:
             "renew it in Key Vault"
         )
         critical = state == "expired" or state == str(self.reconciler.thresholds[0])
-        details = {
-            "not_after": format_time(not_after, timespec="seconds"),
-            "days_left": round(days, 1),
-            "expiry_state": state,
-        }
+        details = FindingDetails(
+            not_after=format_time(not_after, timespec="seconds"), days_left=round(days, 1), expiry_state=state
+        )
         checked.findings.append(
             self._track(
                 checked.vault,
@@ -410,7 +452,7 @@ class _Run:
         state = "drift:" + hashlib.sha256(json.dumps(sorted(items)).encode()).hexdigest()[:12]
         shown = "; ".join(items[:3]) + (f"; and {len(items) - 3} more" if len(items) > 3 else "")
         summary = f"{latest.name}: Exchange is not using version {latest.version} everywhere: {shown}"
-        details = {"drift": items, "inventory_job_id": (entry.details.get("job_id") if entry else None)}
+        details = FindingDetails(drift=items, inventory_job_id=entry.details.get("job_id") if entry else None)
         checked.findings.append(
             self._track(checked.vault, latest.name, key, "drift", state, "critical", summary, latest.version, details)
         )
@@ -422,7 +464,9 @@ class _Run:
         latest, vault = checked.latest, checked.vault
 
         def add(code: str, severity: str, summary: str, state: str) -> None:
-            checked.findings.append(Finding(vault, latest.name, code, state, severity, summary, latest.version))
+            checked.findings.append(
+                ReconcileFinding(vault, latest.name, code, state, severity, summary, latest.version)
+            )
 
         settled = [e for e in checked.entries if e.kind in SETTLED_KINDS and _same(e.version, latest.version)]
         if settled and settled[-1].kind == "blocked":
@@ -450,12 +494,14 @@ class _Run:
         severity: str,
         summary: str,
         version: str = "",
-        details: dict | None = None,
-    ) -> Finding:
+        details: FindingDetails | None = None,
+    ) -> ReconcileFinding:
         """The finding, notified, audited and remembered when its state changed. Returns it either way."""
         store = self.reconciler.state
         previous = store.get(key, code)
-        finding = Finding(vault, name, code, state, severity, summary, version, False, dict(details or {}))
+        finding = ReconcileFinding(
+            vault, name, code, state, severity, summary, version, False, FindingDetails(**(details or {}))
+        )
         if state == (previous or OK):  # never seen counts as "ok": a first all-clear is not news
             return finding
         if state == OK:
@@ -463,7 +509,7 @@ class _Run:
             finding = dataclasses.replace(finding, summary=f"resolved ({code}): {summary}")
         else:
             notice_kind = NOTICE_KINDS[code]
-        notice_details = {
+        notice_details: ReconcileNoticeDetails = {
             "finding": code,
             "state": state,
             "previous": previous,
@@ -502,10 +548,12 @@ class _Run:
         self.report.failures.append(f"{key}: {reason}")
         summary = f"{where} could not be checked: {reason}"
         try:
-            finding = self._track(vault, name, key, "failed", kind, "critical", summary, version, {"error": kind})
+            finding = self._track(
+                vault, name, key, "failed", kind, "critical", summary, version, FindingDetails(error=kind)
+            )
         except Exception as again:  # the state store or the audit trail is down too: the log has it
             log.error("reconciliation could not record the failure of %s: %s", key, _reason(again))
-            finding = Finding(vault, name, "failed", kind, "critical", summary, version)
+            finding = ReconcileFinding(vault, name, "failed", kind, "critical", summary, version)
         self.report.findings.append(finding)
 
     def _clear_failure(self, vault: str, name: str, key: str, version: str = "") -> None:
@@ -514,13 +562,13 @@ class _Run:
 
     # snapshots
 
-    def _snapshot(self, checked: _Checked) -> dict:
+    def _snapshot(self, checked: _Checked) -> StatusSnapshot:
         latest = checked.latest
         leaf = latest.bundle.leaf
         days = (leaf.not_after - self.now).total_seconds() / 86400
         findings = [
-            {"code": f.code, "severity": f.severity, "summary": f.summary}
-            for f in sorted(checked.findings, key=lambda f: -SEVERITIES.index(f.severity))
+            SnapshotFinding(code=f.code, severity=f.severity, summary=f.summary)
+            for f in sorted(checked.findings, key=lambda f: -FINDING_SEVERITIES.index(f.severity))
         ]
         return {
             "schema": SNAPSHOT_SCHEMA,
@@ -552,7 +600,8 @@ class _Run:
                 ),
                 None,
             )
-            failed = {"code": "failed", "severity": "critical", "summary": f"not checked: {_reason(exc)}"}
+            failed = SnapshotFinding(code="failed", severity="critical", summary=f"not checked: {_reason(exc)}")
+            snapshot: StatusSnapshot
             if previous is not None:
                 kept = [f for f in previous.get("findings", []) if f.get("code") != "failed"]
                 snapshot = {**previous, "findings": [failed, *kept], "attention": "critical"}
@@ -580,7 +629,7 @@ class _Run:
         except Exception as again:
             log.error("status snapshot of %s/%s not written: %s", vault, name, _reason(again))
 
-    def _snapshots_before(self) -> list[dict]:
+    def _snapshots_before(self) -> list[StatusSnapshot]:
         if self._previous_snapshots is None:
             self._previous_snapshots = self.reconciler.state.snapshots()
         return self._previous_snapshots
@@ -611,10 +660,10 @@ def expiry_state(days_left: float, thresholds: Iterable[int] = THRESHOLDS) -> st
     return next((str(t) for t in sorted(thresholds) if days_left <= t), OK)
 
 
-def attention(findings: Iterable[Finding]) -> str:
+def attention(findings: Iterable[ReconcileFinding]) -> str:
     """The worst severity among the findings: "critical", "warning", else "ok" (info is no cause)."""
-    worst = max((SEVERITIES.index(f.severity) for f in findings), default=0)
-    return SEVERITIES[worst] if worst else OK
+    worst = max((FINDING_SEVERITIES.index(f.severity) for f in findings), default=0)
+    return FINDING_SEVERITIES[worst] if worst else OK
 
 
 def _same(a: str, b: str) -> bool:
@@ -720,7 +769,7 @@ def _domain_selects(value: str, common_name: str | None, dns_names: Iterable[str
     return False
 
 
-def server_outcomes(entries: list[AuditEntry], servers: Iterable[str]) -> list[dict]:
+def server_outcomes(entries: list[AuditEntry], servers: Iterable[str]) -> list[ServerOutcome]:
     """Each server's last remediation (certsync.status/1 `servers`), newest audit entry first: a job
     result decides (per contracts: failed if a step on the server failed, else rolled-back, else
     succeeded); a queued or started job without a result after it is pending; else never."""
@@ -728,15 +777,17 @@ def server_outcomes(entries: list[AuditEntry], servers: Iterable[str]) -> list[d
     thumbprints = {e.details.get("job_id"): e.details.get("thumbprint") for e in jobs if e.kind == "job-queued"}
     outcomes = []
     for server in servers:
-        row: dict[str, Any] = {"server": server, "outcome": "never", "at": None, "job_id": None, "thumbprint": None}
+        row = ServerOutcome(server=server, outcome="never", at=None, job_id=None, thumbprint=None)
         for entry in reversed(jobs):
             job = entry.details.get("job_id")
             if entry.kind != "job-result":
                 row.update(
-                    outcome="pending",
-                    at=format_time(entry.at, timespec="seconds"),
-                    job_id=job,
-                    thumbprint=thumbprints.get(job),
+                    {
+                        "outcome": "pending",
+                        "at": format_time(entry.at, timespec="seconds"),
+                        "job_id": job,
+                        "thumbprint": thumbprints.get(job),
+                    }
                 )
                 break
             outcome = _server_outcome(entry.details, server)
@@ -746,10 +797,12 @@ def server_outcomes(entries: list[AuditEntry], servers: Iterable[str]) -> list[d
             certificate = result.get("certificate") if isinstance(result, dict) else None
             thumbprint = certificate.get("thumbprint") if isinstance(certificate, dict) else None
             row.update(
-                outcome=outcome,
-                at=format_time(entry.at, timespec="seconds"),
-                job_id=job,
-                thumbprint=thumbprint or thumbprints.get(job),
+                {
+                    "outcome": outcome,
+                    "at": format_time(entry.at, timespec="seconds"),
+                    "job_id": job,
+                    "thumbprint": thumbprint or thumbprints.get(job),
+                }
             )
             break
         outcomes.append(row)
@@ -764,7 +817,9 @@ def _server_outcome(details: Mapping[str, Any], server: str) -> str | None:
     status = result.get("status")
     if status == "what-if":
         return None
-    steps = result.get("steps") if isinstance(result.get("steps"), list) else []
+    steps = result.get("steps")
+    if not isinstance(steps, list):
+        steps = []
     if any(
         isinstance(s, dict) and str(s.get("server") or "").upper() == server and s.get("outcome") == "failed"
         for s in steps

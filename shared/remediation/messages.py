@@ -27,7 +27,8 @@ from typing import Any, Protocol, TypedDict, cast
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
-from shared.pipeline.jobs import JOB_SCHEMA, Job
+from shared.pipeline.jobs import JOB_SCHEMA, RemediationRequest
+from shared.pipeline.plan import PlanDocument
 from shared.remediation.automation import FAILED_STATES
 from shared.times import format_time, parse_time
 
@@ -66,7 +67,7 @@ class ResultError(CertsyncError):
 class JobMessage:
     """A `certsync.job/1` message as read from REMEDIATION_QUEUE; `attempt` counts transient start failures."""
 
-    job: Job
+    job: RemediationRequest
     attempt: int = 0
 
     def to_json(self, attempt: int) -> str:
@@ -103,14 +104,14 @@ def parse_job_message(text: str) -> JobMessage:
     attempt = data.get("attempt", 0)
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
         raise fail("attempt is not a whole number")
-    job = Job(
+    job = RemediationRequest(
         vault=data["vault"],
         certificate=data["certificate"],
         version=data["version"],
         secret_id=data["secret_id"],
         thumbprint=data["thumbprint"],
         correlation_id=data["correlation_id"],
-        plan=plan,
+        plan=cast(PlanDocument, plan),  # its shape is checked above, the runbook checks the rest
     )
     if job.job_id != given_id:
         raise fail("job_id does not match its vault, certificate and version")
@@ -230,7 +231,7 @@ def callback_url(base: str, job_id: str) -> str:
     return f"{base.strip().rstrip('/')}/api/jobs/{job_id}/result"
 
 
-def job_parameters(job: Job, callback_base: str = "") -> dict[str, str]:
+def job_parameters(job: RemediationRequest, callback_base: str = "") -> dict[str, str]:
     """The Automation job's parameters: all strings, public data only (the runbook fetches the PFX itself)."""
     return {
         "PlanJson": json.dumps(job.plan, sort_keys=True, separators=(",", ":")),

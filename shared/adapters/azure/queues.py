@@ -1,5 +1,5 @@
-"""Azure Storage queue backends: remediation jobs, one per job id however often enqueued
-(`StorageJobQueue`, with its claims table), and any other JSON message (`StorageMessageQueue`: remediation's
+"""Azure Storage queue backends: remediation requests, one per job id however often enqueued
+(`StorageRemediationQueue`, with its claims table), and any other JSON message (`StorageMessageQueue`: remediation's
 re-enqueued starts, tracking messages, the poison queues, undeliverable notifications).
 
 Messages are base64-encoded as the Functions host's queue bindings read them; bodies are never logged.
@@ -19,7 +19,7 @@ from shared.adapters.azure.storage import (
     table_key,
 )
 from shared.errors import CertsyncError, StorageError
-from shared.pipeline.jobs import Job
+from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import MAX_VISIBILITY_SECONDS
 
 if TYPE_CHECKING:
@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("certsync.storage")
 
 
-# --- jobs ----------------------------------------------------------------------------------------
+# --- remediation requests -----------------------------------------------------------------------
 
 
-class StorageJobQueue:
-    """Remediation jobs on an Azure Storage queue, one per job id however often it is enqueued.
+class StorageRemediationQueue:
+    """Remediation requests on an Azure Storage queue (REMEDIATION_QUEUE), one per job id however often
+    one is enqueued.
 
-    A claims table remembers each job (PartitionKey: the vault, lower-case; RowKey: the job id). The
+    A claims table remembers each request (PartitionKey: the vault, lower-case; RowKey: the job id). The
     claim is made before the message is sent ("pending") and marked "queued" with the message id after:
     - a claim already "queued" means a duplicate delivery: nothing is sent, `enqueue` returns False;
     - a claim still "pending" means an earlier attempt stopped between claim and send: the message is
@@ -53,7 +54,7 @@ class StorageJobQueue:
         # not in the runbook that cannot decode its messages.
         if not isinstance(getattr(queue_client, "_message_encode_policy", None), TextBase64EncodePolicy):
             raise ValueError(
-                "StorageJobQueue needs a QueueClient with message_encode_policy=TextBase64EncodePolicy()"
+                "StorageRemediationQueue needs a QueueClient with message_encode_policy=TextBase64EncodePolicy()"
                 " (the Functions host's default encoding); make it with StorageSettings.queue_client"
             )
         self._queue = queue_client
@@ -62,20 +63,24 @@ class StorageJobQueue:
         self._claims_what = f"claims table {claims_table_client.table_name}"
         self._created = False
 
-    def enqueue(self, job: Job) -> bool:
+    def enqueue(self, request: RemediationRequest) -> bool:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
-        body = job.to_json()
+        body = request.to_json()
         size = base64_size(body)
         if size > QUEUE_MESSAGE_LIMIT:
             raise CertsyncError(
-                f"certificate {job.certificate} (vault {job.vault}, version {job.version}): the remediation plan is"
-                f" too large for a queue message ({size} bytes encoded, the limit is {QUEUE_MESSAGE_LIMIT});"
+                f"certificate {request.certificate} (vault {request.vault}, version {request.version}): the remediation"
+                f" plan is too large for a queue message ({size} bytes encoded, the limit is {QUEUE_MESSAGE_LIMIT});"
                 " reduce the plan's targets"
             )
-        key = {"PartitionKey": table_key(job.vault.lower()), "RowKey": job.job_id}
-        ids = {"certsync.vault": job.vault, "certsync.certificate": job.certificate, "certsync.job_id": job.job_id}
+        key = {"PartitionKey": table_key(request.vault.lower()), "RowKey": request.job_id}
+        ids = {
+            "certsync.vault": request.vault,
+            "certsync.certificate": request.certificate,
+            "certsync.job_id": request.job_id,
+        }
         self._create_once()
 
         with storage_errors(self._claims_what, self._claims):
@@ -84,9 +89,9 @@ class StorageJobQueue:
                     {
                         **key,
                         "state": "pending",
-                        "certificate": job.certificate,
-                        "version": job.version,
-                        "correlation_id": job.correlation_id,
+                        "certificate": request.certificate,
+                        "version": request.version,
+                        "correlation_id": request.correlation_id,
                     }
                 )
             except ResourceExistsError:
@@ -112,7 +117,7 @@ class StorageJobQueue:
         return True
 
     def queued(self, vault: str, job_id: str) -> bool:
-        """Whether the claim for this job says "queued" (a "pending" one is not: its send may be lost)."""
+        """Whether the claim for this job id says "queued" (a "pending" one is not: its send may be lost)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         self._create_once()

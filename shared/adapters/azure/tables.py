@@ -19,7 +19,8 @@ from shared.adapters.azure.storage import (
     table_string_fits,
 )
 from shared.pipeline.audit import AuditEntry, partition
-from shared.reconciliation.reconcile import by_certificate, certificate_key, fit_snapshot
+from shared.reconciliation.reconcile import certificate_key, fit_snapshot
+from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
 from shared.times import format_time
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class TableStateStore:
             }
         )
 
-    def put_snapshot(self, snapshot: dict) -> None:
+    def put_snapshot(self, snapshot: StatusSnapshot) -> None:
         key = certificate_key(snapshot["vault"], snapshot["certificate"])
         self._upsert(
             {
@@ -135,7 +136,7 @@ class TableStateStore:
             }
         )
 
-    def snapshots(self) -> list[dict]:
+    def snapshots(self) -> list[StatusSnapshot]:
         from azure.core.exceptions import ResourceNotFoundError
 
         with storage_errors(self._what, self._table):

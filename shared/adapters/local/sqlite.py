@@ -13,7 +13,8 @@ from pathlib import Path
 
 from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditEntry, partition
-from shared.reconciliation.reconcile import by_certificate, certificate_key
+from shared.reconciliation.reconcile import certificate_key
+from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
 from shared.times import format_time
 
 
@@ -97,14 +98,14 @@ class SqliteStateStore:
             (certificate.lower(), finding, state, format_time(at, timespec="seconds")),
         )
 
-    def put_snapshot(self, snapshot: dict) -> None:
+    def put_snapshot(self, snapshot: StatusSnapshot) -> None:
         key = certificate_key(snapshot["vault"], snapshot["certificate"])
         self._db.execute(
             "INSERT OR REPLACE INTO snapshot (certificate, body) VALUES (?, ?)",
             (key, json.dumps(snapshot, sort_keys=True)),
         )
 
-    def snapshots(self) -> list[dict]:
+    def snapshots(self) -> list[StatusSnapshot]:
         return by_certificate(json.loads(body) for (body,) in self._db.execute("SELECT body FROM snapshot"))
 
     def delete_snapshot(self, vault: str, certificate: str) -> None:
