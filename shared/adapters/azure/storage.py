@@ -1,4 +1,5 @@
-"""Azure Storage, what every Storage adapter shares: `storage_settings` (a Functions-style connection),
+"""Azure Storage, what every Storage adapter shares: `StorageSettings` (a Functions-style connection, read
+from the app settings by `shared.settings.storage_connection`),
 the service's limits, and the helpers that make every adapter report errors, make its table or queue and
 escape Table keys one way: `storage_errors`, `create_if_missing`, `table_key`, `table_string_fits`.
 The adapters themselves are in `shared.adapters.azure.tables` (the audit trail, the reconciliation's
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -94,33 +95,6 @@ class StorageSettings:
                 f"{self.connection}__{suffix} is not set: define it (or {self.connection} as a connection string)"
             )
         return value
-
-
-def storage_settings(env: Mapping[str, str], connection: str = "JobsStorage") -> StorageSettings:
-    """Read the connection named `connection` from app settings, as the Functions host does.
-
-    `env[connection]` is a connection string (`UseDevelopmentStorage=true` for Azurite); otherwise
-    `<connection>__queueServiceUri` and/or `<connection>__tableServiceUri` name the services and the
-    app's managed identity signs in (`<connection>__clientId` for a user-assigned one). Names are
-    matched case-insensitively, like the host's configuration; a connection string wins."""
-    settings = {name.lower(): value.strip() for name, value in env.items() if value and value.strip()}
-
-    def setting(suffix: str = "") -> str:
-        return settings.get(f"{connection}__{suffix}".lower() if suffix else connection.lower(), "")
-
-    result = StorageSettings(
-        connection=connection,
-        connection_string=setting(),
-        queue_service_uri=setting("queueServiceUri"),
-        table_service_uri=setting("tableServiceUri"),
-        client_id=setting("clientId"),
-    )
-    if not (result.connection_string or result.queue_service_uri or result.table_service_uri):
-        raise CertsyncError(
-            f"{connection} is not set: define {connection} (a connection string, UseDevelopmentStorage=true locally)"
-            f" or {connection}__queueServiceUri and {connection}__tableServiceUri (managed identity)"
-        )
-    return result
 
 
 # --- errors --------------------------------------------------------------------------------------
