@@ -105,7 +105,8 @@ def _allow_hosts(value: str, name: str) -> tuple[str, ...]:
             parse_allow_entry(entry)
         except CertsyncError:
             raise CertsyncError(
-                f"{name} item {entry!r}: give HOST or HOST:PORT, comma-separated, e.g. crl.corp.local,10.0.0.5:8080"
+                f"{name} item {entry!r} (as for --allow-host): give HOST or HOST:PORT, comma-separated,"
+                " e.g. crl.corp.local,10.0.0.5:8080"
             ) from None
     return entries
 
