@@ -104,6 +104,13 @@ class KeyVaultSource:
         with self._answers(f"reading certificate {name} version {version}"):
             certificate = certificates.get_certificate_version(name, version)
         properties = certificate.properties
+        if properties is None:  # the SDK types it optional; Key Vault always sends them
+            raise SourceError(
+                f"Key Vault {self.vault}: certificate {name} version {version} came without its properties; "
+                "it is retried",
+                "unavailable",
+                transient=True,
+            )
         enabled = properties.enabled is not False
         if enabled:
             bundle = self._secret_certificates(secrets, name, version)

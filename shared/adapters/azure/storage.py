@@ -128,7 +128,8 @@ def storage_errors(what: str, client: QueueClient | TableClient) -> Iterator[Non
         yield
     except HttpResponseError as exc:
         status = exc.status_code
-        code = (exc.response.headers.get("x-ms-error-code") if exc.response is not None else None) or "no error code"
+        headers = getattr(exc.response, "headers", None) or {}  # the SDK types the response without them
+        code = headers.get("x-ms-error-code") or "no error code"
         if status is None:  # no answer to report, e.g. a credential that could not get a token
             hint = "; check the managed identity" if isinstance(exc, ClientAuthenticationError) else ""
             raise StorageError(f"{what}: {type(exc).__name__} before {host} answered{hint}") from None
