@@ -267,3 +267,80 @@ def test_the_readme_table_check_catches_a_wrong_default(monkeypatch):
     assert rows["CERTSYNC_EXPIRY_DAYS"] == "30" and rows["AUTOMATION_ACCOUNT_ID"] == "(required for remediation)"
     changed = Setting("CERTSYNC_EXPIRY_DAYS", "x", default="31")
     assert rows[changed.name] != readme_default(changed)
+
+
+# --- the wiring builds each layer's values from the settings ----------------------------------------
+
+
+def test_a_file_a_setting_names_is_read_with_the_setting_in_its_error(tmp_path):
+    import shared.wiring
+    from shared.pipeline.targets import TargetsError
+
+    missing = str(tmp_path / "missing")
+    with pytest.raises(CertsyncError, match=r"^CERTSYNC_TRUST_FILE: .*missing: cannot be read"):
+        shared.wiring.settings_from_env({"CERTSYNC_VAULTS": "kv", "CERTSYNC_TRUST_FILE": missing})
+    env = {"CERTSYNC_VAULTS": "kv", "JobsStorage": "UseDevelopmentStorage=true", "CERTSYNC_TARGETS_FILE": missing}
+    with pytest.raises(TargetsError, match=r"^CERTSYNC_TARGETS_FILE: .*missing: no such targets file"):
+        shared.wiring.pipeline_from_env(env)
+
+
+def test_the_workers_compositions_read_the_process_environment(monkeypatch, tmp_path):
+    import shared.wiring
+
+    for name in [n for n in __import__("os").environ if n in BY_NAME or n.lower().startswith("jobsstorage")]:
+        monkeypatch.delenv(name)
+    for name, setting in {
+        "JobsStorage": "UseDevelopmentStorage=true",
+        "CERTSYNC_VAULTS": "contoso-kv",
+        "AUTOMATION_ACCOUNT_ID": ACCOUNT,
+        "AZURE_CLIENT_ID": GUID,
+        "CERTSYNC_PROBE_TIMEOUT": "7",
+        "AUDIT_TABLE": "myaudit",
+        "STATE_TABLE": "mystate",
+    }.items():
+        monkeypatch.setenv(name, setting)
+    cached = [
+        shared.wiring.azure_pipeline,
+        shared.wiring.azure_audit,
+        shared.wiring.azure_reconciler,
+        shared.wiring.azure_state_store,
+        shared.wiring.azure_remediation,
+    ]
+    for function in cached:
+        function.cache_clear()
+    try:
+        pipeline = shared.wiring.azure_pipeline()
+        assert pipeline.settings.vaults == ("contoso-kv",)
+        assert pipeline.sources("contoso-kv").vault_url == "https://contoso-kv.vault.azure.net"
+        assert shared.wiring.azure_audit()._table.table_name == "myaudit"  # the table the setting named
+        assert shared.wiring.azure_reconciler().vaults == ("contoso-kv",)
+        assert shared.wiring.azure_state_store()._table.table_name == "mystate"
+        remediation = shared.wiring.azure_remediation()
+        assert remediation.settings.probe_timeout == 7.0
+        assert remediation.automation.account_id == ACCOUNT
+    finally:
+        for function in cached:
+            function.cache_clear()
+
+
+def test_the_local_pipeline_reads_only_the_webhooks_and_the_identity(tmp_path):
+    from shared.wiring import local_audit, local_pipeline, local_reconciler
+
+    audit = str(tmp_path / "audit.sqlite")
+    with pytest.raises(CertsyncError, match="give exactly one of --vault-dir DIR or --vault-url URL"):
+        local_pipeline(audit=audit)
+    with pytest.raises(CertsyncError, match="no such directory"):
+        local_pipeline(vault_dir=str(tmp_path / "none"), audit=audit)
+    url = "https://contoso-kv.vault.azure.net"
+    env = {"AZURE_CLIENT_ID": GUID, "CERTSYNC_REVOCATION": "not read here"}
+    pipeline = local_pipeline(vault_url=url, audit=audit, outbox=str(tmp_path / "outbox"), env=env)
+    assert pipeline.sources("any").vault == "contoso-kv"
+    with pytest.raises(CertsyncError, match=r"^AZURE_CLIENT_ID='me': not a client id"):
+        local_pipeline(vault_url=url, audit=audit, env={"AZURE_CLIENT_ID": "me"})
+    assert local_audit(audit) is not None
+    with pytest.raises(CertsyncError, match="no audit trail here yet"):
+        local_audit(str(tmp_path / "none.sqlite"))
+    state = str(tmp_path / "state.sqlite")
+    assert local_reconciler(vault_url=url, audit=audit, state=state).vaults == ("contoso-kv",)
+    with pytest.raises(CertsyncError, match="--vault names a --vault-dir vault"):
+        local_reconciler(vault_url=url, vault="other", audit=audit, state=state)
