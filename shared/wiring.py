@@ -1,6 +1,10 @@
 """The one place that chooses adapters: Azure (Key Vault, Storage queue, Table storage) in the Function
 App, local ones (a directory or a real vault, an outbox directory, SQLite) for `certsync process`.
 
+The Function App's settings are read once per composition (`shared.settings.load`) and each layer gets
+values built from them here; no layer reads the environment. The `*_from_env` functions take a settings
+mapping (tests, the CLI), the `azure_*` ones the process environment.
+
 The Azure SDKs are imported only when an Azure adapter is built, so neither the CLI nor the Function
 App's cold start pays for clients an invocation does not use.
 """
@@ -8,33 +12,29 @@ App's cold start pays for clients an invocation does not use.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditLog
 from shared.pipeline.process import Notifier, Outcome, Pipeline, PipelineSettings
 from shared.pipeline.sources import CertificateSource
-from shared.pipeline.targets import load_targets_file
+from shared.pipeline.targets import TargetsFile, load_targets_file
+from shared.settings import Settings, StorageConnection, load, notify_values, storage_connection, value
 from shared.times import utc_now
-from shared.validation.assessment import POLICIES, TrustStore
-from shared.validation.fetch import parse_allow_entry
+from shared.validation.assessment import TrustStore
 
 if TYPE_CHECKING:
+    from shared.adapters.azure.automation import AutomationClient
     from shared.adapters.azure.storage import StorageSettings
     from shared.notify.status_page import StatusAnswer
+    from shared.notify.webhooks import PoisonQueue, WebhookChannel
     from shared.reconciliation.reconcile import Reconciler, StateStore
     from shared.reconciliation.snapshot import StatusSnapshot
     from shared.remediation.service import Remediation
 
-DEFAULT_QUEUE = "certsync-jobs"
-DEFAULT_AUDIT_TABLE = "certsyncaudit"
-DEFAULT_CLAIMS_TABLE = "certsyncjobs"
-DEFAULT_TRACKING_QUEUE = "certsync-tracking"
-DEFAULT_VAULT_DNS_SUFFIX = "vault.azure.net"
-DEFAULT_STATE_TABLE = "certsyncstate"
+T = TypeVar("T")
 
 
 def local_pipeline(
@@ -50,11 +50,11 @@ def local_pipeline(
     """`certsync process`: certificates from a directory (one folder per certificate) or a real vault,
     jobs as plan files in `outbox`, the audit trail in the SQLite file `audit`. Notices go to the
     webhooks the environment names (the Function App's settings, `CERTSYNC_*_WEBHOOK_URL`), else to
-    the log; a delivery that fails is in the audit trail (there is no poison queue locally)."""
+    the log; a delivery that fails is in the audit trail (there is no poison queue locally). Only those
+    settings and AZURE_CLIENT_ID (for `vault_url`) are read from `env` (default: the process environment)."""
     from shared.adapters.local.outbox import OutboxQueue
     from shared.adapters.local.sqlite import SqliteAuditLog
     from shared.adapters.local.vault_directory import DirectoryVault
-    from shared.notify.webhooks import notifier_from_env
 
     if (vault_dir is None) == (vault_url is None):
         raise CertsyncError("give exactly one of --vault-dir DIR or --vault-url URL")
@@ -68,7 +68,7 @@ def local_pipeline(
     else:
         from shared.adapters.azure.keyvault import KeyVaultSource
 
-        source = KeyVaultSource(vault_url)
+        source = KeyVaultSource(str(vault_url), client_id=value("AZURE_CLIENT_ID", env))
         sources = lambda _vault: source  # noqa: E731 - one vault, whatever the event calls it
     audit_log = SqliteAuditLog(audit)
     return Pipeline(
@@ -77,7 +77,7 @@ def local_pipeline(
         audit=audit_log,
         settings=settings,
         targets_file=load_targets_file(targets) if targets else None,
-        notifier=notifier_from_env(os.environ if env is None else env, audit_log),
+        notifier=notifier_from_env(env, audit_log),
     )
 
 
@@ -89,123 +89,172 @@ def local_audit(path: str) -> AuditLog:
     return SqliteAuditLog(path)
 
 
-def settings_from_env(env: Mapping[str, str]) -> PipelineSettings:
+# --- settings into values ----------------------------------------------------------------------------
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> PipelineSettings:
     """The Function App's pipeline settings (documented in README, defined in local.settings.json.example)."""
-    vaults = tuple(v.strip().lower() for v in env.get("CERTSYNC_VAULTS", "").split(",") if v.strip())
-    if not vaults:
-        raise CertsyncError("CERTSYNC_VAULTS is not set; set it to the comma-separated Key Vault names to act on")
-    revocation = env.get("CERTSYNC_REVOCATION", "hard").strip().lower()
-    if revocation not in POLICIES:
-        raise CertsyncError(f"CERTSYNC_REVOCATION={revocation!r}: use one of {', '.join(POLICIES)}")
-    days_text = env.get("CERTSYNC_EXPIRY_DAYS", "30").strip()
-    if not days_text.isdigit():
-        raise CertsyncError(f"CERTSYNC_EXPIRY_DAYS={days_text!r}: give a whole number of days")
+    return pipeline_settings(load(env))
+
+
+def pipeline_settings(settings: Settings) -> PipelineSettings:
+    """The pipeline's `PipelineSettings`: CERTSYNC_VAULTS (required), the trust file read now."""
+    settings.require("CERTSYNC_VAULTS")
+    values = settings.pipeline
     return PipelineSettings(
-        vaults=vaults,
-        trust=_trust_from_env(env),
-        revocation=revocation,
-        allow_hosts=_allow_hosts_from_env(env),
-        expiry_warning_days=int(days_text),
+        vaults=values.vaults,
+        trust=_trust(settings),
+        revocation=values.revocation,
+        allow_hosts=values.allow_hosts,
+        expiry_warning_days=values.expiry_days,
     )
 
 
-def _allow_hosts_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
-    """CERTSYNC_ALLOW_HOSTS: the private hosts certificate URLs may reach, each entry checked now."""
-    allow_hosts = tuple(h.strip() for h in env.get("CERTSYNC_ALLOW_HOSTS", "").split(",") if h.strip())
-    for entry in allow_hosts:
-        parse_allow_entry(entry)
-    return allow_hosts
-
-
-def _trust_from_env(env: Mapping[str, str]) -> TrustStore | None:
+def _trust(settings: Settings) -> TrustStore | None:
     """CERTSYNC_TRUST_FILE: the roots to trust instead of Mozilla's (None: Mozilla's)."""
-    trust_file = env.get("CERTSYNC_TRUST_FILE", "").strip()
-    return TrustStore.from_file(trust_file) if trust_file else None
+    path = settings.pipeline.trust_file
+    return _from_file("CERTSYNC_TRUST_FILE", path, TrustStore.from_file) if path else None
 
 
-def pipeline_from_env(env: Mapping[str, str], *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
+def _targets(settings: Settings) -> TargetsFile | None:
+    path = settings.pipeline.targets_file
+    return _from_file("CERTSYNC_TARGETS_FILE", path, load_targets_file) if path else None
+
+
+def _from_file(setting: str, path: str, read: Callable[[str], T]) -> T:
+    """`read(path)`, its error (which names the file) prefixed with the setting that named it."""
+    try:
+        return read(path)
+    except CertsyncError as exc:
+        exc.args = (f"{setting}: {exc}",)
+        raise
+
+
+def storage_from_env(env: Mapping[str, str] | None = None, connection: str = "JobsStorage") -> StorageSettings:
+    """The Storage adapter settings of the connection `connection` in `env` (`shared.settings.storage_connection`)."""
+    return _storage(storage_connection(env, connection))
+
+
+def _storage(connection: StorageConnection) -> StorageSettings:
+    from shared.adapters.azure.storage import StorageSettings
+
+    return StorageSettings(
+        connection=connection.name,
+        connection_string=connection.connection_string,
+        queue_service_uri=connection.queue_service_uri,
+        table_service_uri=connection.table_service_uri,
+        client_id=connection.client_id,
+    )
+
+
+def channels_from_env(env: Mapping[str, str] | None = None, **options: Any) -> list[WebhookChannel]:
+    """The webhooks configured in `env` (none is fine); `options` go to each `WebhookChannel`."""
+    from shared.notify.webhooks import webhook_channels
+
+    notify = notify_values(env)
+    return webhook_channels(notify.webhook_urls, notify.webhook_secrets, **options)
+
+
+def notifier_from_env(
+    env: Mapping[str, str] | None, audit: AuditLog | None, poison: PoisonQueue | None = None, **options: Any
+) -> Notifier:
+    """`FanoutNotifier` over the webhooks configured in `env`, failed deliveries on `poison` and in `audit`;
+    only `LogNotifier` when no webhook is set. `options` go to each `WebhookChannel`."""
+    from shared.notify.webhooks import webhook_notifier
+
+    return webhook_notifier(channels_from_env(env, **options), audit, poison)
+
+
+# --- the Function App ----------------------------------------------------------------------------------
+
+
+def pipeline_from_env(env: Mapping[str, str] | None, *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
+    """`pipeline_from_settings` for the settings in `env`."""
+    return pipeline_from_settings(load(env), keyvault_options=keyvault_options)
+
+
+def pipeline_from_settings(settings: Settings, *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
     """The Function App's pipeline: Key Vault, the jobs queue and the audit table of `JobsStorage`.
 
     A vault's URL is `https://<name>.<CERTSYNC_VAULT_DNS_SUFFIX>` unless `CERTSYNC_VAULT_URLS` maps the
     name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
-    Key Vault clients (transport settings)."""
+    Key Vault clients (transport settings, a credential)."""
     from shared.adapters.azure.keyvault import KeyVaultSource
     from shared.adapters.azure.queues import StorageRemediationQueue
-    from shared.adapters.azure.storage import storage_settings
 
-    settings = settings_from_env(env)
-    storage = storage_settings(env, "JobsStorage")
-    suffix = env.get("CERTSYNC_VAULT_DNS_SUFFIX", DEFAULT_VAULT_DNS_SUFFIX).strip().lstrip(".")
-    urls = _vault_urls(env.get("CERTSYNC_VAULT_URLS", ""))
-    targets = env.get("CERTSYNC_TARGETS_FILE", "").strip()
-    options = dict(keyvault_options or {})
+    values = pipeline_settings(settings)
+    storage = _storage(settings.jobs_storage())
+    targets = _targets(settings)
+    options = {"client_id": settings.azure_client_id, **(keyvault_options or {})}
 
     def source(vault: str) -> CertificateSource:
-        return KeyVaultSource(urls.get(vault) or f"https://{vault}.{suffix}", name=vault, **options)
+        return KeyVaultSource(settings.pipeline.vault_url(vault), name=vault, **options)
 
-    audit = _audit_table(env, storage)  # one credential
+    audit = _audit_table(settings, storage)  # one credential
     return Pipeline(
         sources=functools.cache(source),
         jobs=StorageRemediationQueue(
-            storage.queue_client(env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE)),
-            storage.table_client(env.get("JOB_CLAIMS_TABLE", DEFAULT_CLAIMS_TABLE)),
+            storage.queue_client(settings.names.remediation_queue),
+            storage.table_client(settings.names.claims_table),
         ),
         audit=audit,
-        settings=settings,
-        targets_file=load_targets_file(targets) if targets else None,
-        notifier=_notifier(env, storage, audit),  # Teams, Slack, the signed webhook; logs only when none is set
+        settings=values,
+        targets_file=targets,
+        notifier=_notifier(settings, storage, audit),  # Teams, Slack, the signed webhook; logs only when none is set
     )
 
 
-def audit_from_env(env: Mapping[str, str]) -> AuditLog:
-    from shared.adapters.azure.storage import storage_settings
+def audit_from_env(env: Mapping[str, str] | None) -> AuditLog:
+    settings = load(env)
+    return _audit_table(settings, _storage(settings.jobs_storage()))
 
-    return _audit_table(env, storage_settings(env, "JobsStorage"))
 
-
-def _audit_table(env: Mapping[str, str], storage: StorageSettings) -> AuditLog:
+def _audit_table(settings: Settings, storage: StorageSettings) -> AuditLog:
     """The audit table AUDIT_TABLE (default certsyncaudit) of `JobsStorage`."""
     from shared.adapters.azure.tables import TableAuditLog
 
-    return TableAuditLog(storage.table_client(env.get("AUDIT_TABLE", DEFAULT_AUDIT_TABLE)))
+    return TableAuditLog(storage.table_client(settings.names.audit_table))
 
 
-def _notifier(env: Mapping[str, str], storage: StorageSettings, audit: AuditLog) -> Notifier:
-    """The webhooks of `env` (`shared.notify.webhooks.notifier_from_env`), undeliverable notices on the
-    NOTIFY_POISON_QUEUE queue of `JobsStorage` and in `audit`."""
+def _notifier(settings: Settings, storage: StorageSettings, audit: AuditLog) -> Notifier:
+    """The configured webhooks, undeliverable notices on the NOTIFY_POISON_QUEUE queue of `JobsStorage` and
+    in `audit`."""
     from shared.adapters.azure.queues import StorageMessageQueue
-    from shared.notify.webhooks import notifier_from_env, poison_queue_name
+    from shared.notify.webhooks import webhook_channels, webhook_notifier
 
-    return notifier_from_env(env, audit, StorageMessageQueue(storage.queue_client(poison_queue_name(env))))
+    notify = settings.notify
+    poison = StorageMessageQueue(storage.queue_client(settings.names.notify_poison_queue))
+    return webhook_notifier(webhook_channels(notify.webhook_urls, notify.webhook_secrets), audit, poison)
 
 
 @functools.cache
 def azure_pipeline() -> Pipeline:
     """One pipeline per Functions worker process (clients and the CRL cache are reused across events)."""
-    return pipeline_from_env(os.environ)
+    return pipeline_from_settings(load())
 
 
 @functools.cache
 def azure_audit() -> AuditLog:
-    return audit_from_env(os.environ)
+    return audit_from_env(None)
 
 
 def reconciler_from_env(
-    env: Mapping[str, str],
+    env: Mapping[str, str] | None,
     *,
     pipeline: Pipeline | None = None,
     notifier: Notifier | None = None,
     keyvault_options: Mapping[str, Any] | None = None,
 ) -> Reconciler:
     """The Function App's daily reconciliation: the pipeline's vaults (CERTSYNC_VAULTS), sources, audit
-    trail, targets and assessment settings (`pipeline` defaults to `pipeline_from_env`), its notifier
+    trail, targets and assessment settings (`pipeline` defaults to `pipeline_from_settings`), its notifier
     unless `notifier` is given, and the state table STATE_TABLE of `JobsStorage`."""
+    settings = load(env)
     if pipeline is None:
-        pipeline = pipeline_from_env(env, keyvault_options=keyvault_options)
+        pipeline = pipeline_from_settings(settings, keyvault_options=keyvault_options)
     return _reconciler(
         pipeline,
         pipeline.settings.vaults,
-        state_store_from_env(env),
+        _state_store(settings),
         notifier if notifier is not None else pipeline.notifier,
     )
 
@@ -226,24 +275,26 @@ def _reconciler(pipeline: Pipeline, vaults: tuple[str, ...], state: StateStore, 
     )
 
 
-def state_store_from_env(env: Mapping[str, str]) -> StateStore:
+def state_store_from_env(env: Mapping[str, str] | None) -> StateStore:
     """Finding states and status snapshots: the table STATE_TABLE (default certsyncstate) of `JobsStorage`."""
-    from shared.adapters.azure.storage import storage_settings
+    return _state_store(load(env))
+
+
+def _state_store(settings: Settings) -> StateStore:
     from shared.adapters.azure.tables import TableStateStore
 
-    table = env.get("STATE_TABLE", "").strip() or DEFAULT_STATE_TABLE
-    return TableStateStore(storage_settings(env, "JobsStorage").table_client(table))
+    return TableStateStore(_storage(settings.jobs_storage()).table_client(settings.names.state_table))
 
 
 @functools.cache
 def azure_reconciler() -> Reconciler:
     """One reconciler per worker process, on the worker's pipeline (Key Vault clients, the CRL cache)."""
-    return reconciler_from_env(os.environ, pipeline=azure_pipeline())
+    return reconciler_from_env(None, pipeline=azure_pipeline())
 
 
 @functools.cache
 def azure_state_store() -> StateStore:
-    return state_store_from_env(os.environ)
+    return state_store_from_env(None)
 
 
 def azure_snapshots() -> list[StatusSnapshot]:
@@ -296,8 +347,41 @@ def local_reconciler(
     return _reconciler(pipeline, (name,), SqliteStateStore(state), pipeline.notifier)
 
 
+def automation_from_env(
+    env: Mapping[str, str] | None, credential: Any = None, **client_kwargs: Any
+) -> AutomationClient:
+    """`automation_client` for the settings in `env`."""
+    return automation_client(load(env), credential, **client_kwargs)
+
+
+def automation_client(settings: Settings, credential: Any = None, **client_kwargs: Any) -> AutomationClient:
+    """The Automation client the settings describe: AUTOMATION_ACCOUNT_ID (required) and CERTSYNC_ARM_ENDPOINT;
+    `credential` defaults to the Function's managed identity (AZURE_CLIENT_ID's, when set)."""
+    from shared.adapters.azure.automation import AutomationClient
+
+    settings.require("AUTOMATION_ACCOUNT_ID")
+    values = settings.remediation
+    return AutomationClient(
+        values.automation_account_id,
+        credential,
+        endpoint=values.arm_endpoint,
+        **{"client_id": settings.azure_client_id, **client_kwargs},
+    )
+
+
 def remediation_from_env(
-    env: Mapping[str, str],
+    env: Mapping[str, str] | None,
+    *,
+    audit: AuditLog | None = None,
+    notifier: Notifier | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Remediation:
+    """`remediation_from_settings` for the settings in `env`."""
+    return remediation_from_settings(load(env), audit=audit, notifier=notifier, automation_options=automation_options)
+
+
+def remediation_from_settings(
+    settings: Settings,
     *,
     audit: AuditLog | None = None,
     notifier: Notifier | None = None,
@@ -305,58 +389,38 @@ def remediation_from_env(
 ) -> Remediation:
     """The Function App's remediation: Azure Automation (AUTOMATION_ACCOUNT_ID), the jobs and tracking
     queues of `JobsStorage` (each with its `-poison` queue) and the audit table. `automation_options` go to
-    `automation_from_env` (a credential, transport settings); `notifier` defaults to the configured
+    `automation_client` (a credential, transport settings); `notifier` defaults to the configured
     webhooks (`_notifier`)."""
-    from shared.adapters.azure.automation import automation_from_env
     from shared.adapters.azure.queues import StorageMessageQueue
-    from shared.adapters.azure.storage import storage_settings
-    from shared.notify.signing import parse_secrets
-    from shared.remediation.context import DEFAULT_RUNBOOK, RemediationSettings
+    from shared.remediation.context import RemediationSettings
     from shared.remediation.service import Remediation
 
-    storage = storage_settings(env, "JobsStorage")
-    jobs_queue = env.get("REMEDIATION_QUEUE", DEFAULT_QUEUE).strip() or DEFAULT_QUEUE
-    tracking_queue = env.get("TRACKING_QUEUE", DEFAULT_TRACKING_QUEUE).strip() or DEFAULT_TRACKING_QUEUE
-    timeout_text = env.get("CERTSYNC_PROBE_TIMEOUT", "15").strip() or "15"
-    try:
-        probe_timeout = float(timeout_text)
-    except ValueError:
-        probe_timeout = 0.0
-    if not 0 < probe_timeout <= 120:
-        raise CertsyncError(f"CERTSYNC_PROBE_TIMEOUT={timeout_text!r}: give seconds per probe, above 0 and at most 120")
-    settings = RemediationSettings(
-        runbook=env.get("AUTOMATION_RUNBOOK", "").strip() or DEFAULT_RUNBOOK,
-        callback_base=env.get("CERTSYNC_CALLBACK_URL", "").strip(),
-        callback_secrets=parse_secrets(env.get("CERTSYNC_CALLBACK_SECRET", ""), "CERTSYNC_CALLBACK_SECRET"),
-        allow_hosts=_allow_hosts_from_env(env),
-        trust=_trust_from_env(env),
-        probe_timeout=probe_timeout,
+    storage = _storage(settings.jobs_storage())
+    values = settings.remediation
+    remediation = RemediationSettings(
+        runbook=values.runbook,
+        callback_base=values.callback_url,
+        callback_secrets=values.callback_secrets,
+        allow_hosts=settings.pipeline.allow_hosts,
+        trust=_trust(settings),
+        probe_timeout=values.probe_timeout,
     )
     if audit is None:
-        audit = _audit_table(env, storage)
+        audit = _audit_table(settings, storage)
+    names = settings.names
     return Remediation(
-        automation=automation_from_env(env, **dict(automation_options or {})),
+        automation=automation_client(settings, **dict(automation_options or {})),
         audit=audit,
-        jobs=StorageMessageQueue(storage.queue_client(jobs_queue)),
-        jobs_poison=StorageMessageQueue(storage.queue_client(f"{jobs_queue}-poison")),
-        tracking=StorageMessageQueue(storage.queue_client(tracking_queue)),
-        tracking_poison=StorageMessageQueue(storage.queue_client(f"{tracking_queue}-poison")),
-        settings=settings,
-        notifier=notifier if notifier is not None else _notifier(env, storage, audit),
+        jobs=StorageMessageQueue(storage.queue_client(names.remediation_queue)),
+        jobs_poison=StorageMessageQueue(storage.queue_client(f"{names.remediation_queue}-poison")),
+        tracking=StorageMessageQueue(storage.queue_client(names.tracking_queue)),
+        tracking_poison=StorageMessageQueue(storage.queue_client(f"{names.tracking_queue}-poison")),
+        settings=remediation,
+        notifier=notifier if notifier is not None else _notifier(settings, storage, audit),
     )
 
 
 @functools.cache
 def azure_remediation() -> Remediation:
     """One remediation service per Functions worker process (the ARM session and token are reused)."""
-    return remediation_from_env(os.environ)
-
-
-def _vault_urls(text: str) -> dict[str, str]:
-    urls = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, url = item.partition("=")
-        if not sep or not name.strip() or not url.strip().startswith("https://"):
-            raise CertsyncError(f"CERTSYNC_VAULT_URLS item {item!r}: write name=https://host, comma-separated")
-        urls[name.strip().lower()] = url.strip()
-    return urls
+    return remediation_from_settings(load())

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.azure.automation import API_VERSION, ROLE_HINT, AutomationClient, automation_from_env
+from shared.adapters.azure.automation import API_VERSION, ROLE_HINT, AutomationClient
 from shared.errors import CertsyncError
 from shared.remediation.automation import TERMINAL, AutomationError, AutomationJob, job_name
+from shared.wiring import automation_from_env
 from tests.fakes.arm import FakeArm
 from tests.fakes.keyvault import StaticTokenCredential
 from tests.servers import LoopbackTls

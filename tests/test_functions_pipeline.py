@@ -16,6 +16,7 @@ import pytest
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
+import shared.settings
 import shared.wiring
 from functions.pipeline import certificate_history, keyvault_certificate_events
 from shared.errors import CertsyncError
@@ -210,7 +211,7 @@ def test_settings_errors_name_the_setting(monkeypatch):
     with pytest.raises(CertsyncError, match="CERTSYNC_VAULTS is not set"):
         shared.wiring.settings_from_env({})
     with pytest.raises(CertsyncError, match="CERTSYNC_VAULT_URLS item"):
-        shared.wiring._vault_urls("contoso-kv=http://plain")
+        shared.settings.load({"CERTSYNC_VAULT_URLS": "contoso-kv=http://plain"})
 
 
 def test_queue_messages_are_base64_of_the_job_json(deployment):

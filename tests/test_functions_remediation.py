@@ -16,7 +16,6 @@ import pytest
 import shared.wiring
 from functions.remediation import remediation_result, start_remediation_job, track_remediation_job
 from shared.adapters.azure.queues import StorageMessageQueue
-from shared.adapters.azure.storage import storage_settings
 from shared.errors import StorageError
 from shared.notify.signing import parse_secrets, sign
 from tests.test_function_app import FUNCTIONS
@@ -92,7 +91,9 @@ def post(job_id: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
 def test_a_queued_job_runs_through_the_functions_and_the_callback_is_idempotent(deployment, caplog):
     job = make_job()
     deployment.arm.script(["New", "Running", "Completed"], output=output_for(job))
-    StorageMessageQueue(storage_settings(deployment.env).queue_client(deployment.jobs_queue)).send(job.to_json())
+    StorageMessageQueue(shared.wiring.storage_from_env(deployment.env).queue_client(deployment.jobs_queue)).send(
+        job.to_json()
+    )
 
     with caplog.at_level(logging.INFO):
         assert deliver(deployment, deployment.jobs_queue, start_remediation_job) == 1
@@ -139,7 +140,7 @@ def test_the_callback_function_answers_503_when_the_audit_table_is_unreachable(d
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dead = storage_settings(
+    dead = shared.wiring.storage_from_env(
         {"JobsStorage": deployment.connection_string.replace(str(_table_port(deployment)), str(port))}
     )
     deployment.remediation.audit = TableAuditLog(dead.table_client("audit", retry_total=0))
@@ -161,7 +162,7 @@ def test_the_start_function_raises_when_the_tracking_message_cannot_be_sent(depl
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dead = storage_settings(
+    dead = shared.wiring.storage_from_env(
         {"JobsStorage": deployment.connection_string.replace(str(_queue_port(deployment)), str(port))}
     )
     working = deployment.remediation.tracking

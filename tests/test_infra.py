@@ -18,7 +18,6 @@ role names inside the code's message strings.
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ import yaml
 from shared.adapters.azure import permissions
 from shared.errors import CertsyncError
 from shared.pipeline.events import CERTIFICATE_EVENTS
+from shared.settings import JOBS_STORAGE, REGISTRY
 from tests.test_function_app import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -329,81 +329,97 @@ def binding_placeholders() -> set[str]:
     return {name for _, b in bindings() for name in re.findall(r"%(\w+)%", json.dumps(b))}
 
 
-def _module_constants(tree: ast.Module) -> dict[str, object]:
-    """Module-level names bound to a string, or to a dict/tuple/list of strings."""
-    constants: dict[str, object] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets = [node.target]
-        else:
-            continue
-        for target in targets:
-            if isinstance(target, ast.Name):
-                with contextlib.suppress(ValueError):
-                    constants[target.id] = ast.literal_eval(node.value)
-    return constants
+ENVIRONMENT_READERS = ("shared/settings.py",)  # the registry; and the CLI's --password-env, below
 
 
-def _names(node: ast.expr, constants: dict[str, object]) -> set[str]:
-    """The setting names an expression can evaluate to: a string literal, a module-level string constant,
-    or any value of a module-level dict/tuple of names indexed by a variable. Anything else (an f-string,
-    a parameter) gives none: such reads are dynamic, like `<connection>__clientId` in
-    shared/adapters/azure/storage.py."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return {node.value}
-    if isinstance(node, ast.Name) and isinstance(constants.get(node.id), str):
-        return {constants[node.id]}
-    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
-        container = constants.get(node.value.id)
-        values = container.values() if isinstance(container, dict) else container
-        if isinstance(values, (tuple, list, type({}.values()))):
-            return {v for v in values if isinstance(v, str)}
-    return set()
+def environment_reads(path: Path, source: str | None = None) -> list[str]:
+    """Where `path` reads the environment: `os.environ` (or `environ` imported from os), `getenv`, and
+    `env.get("NAME")` / `env["NAME"]` of an UPPER_CASE name (shared/pipeline/events.py reads its event
+    envelope through a mapping also called `env`, by lower-case keys). The CLI's `--password-env VAR` reads
+    a variable the user names (`os.environ[password_env]`, `password_env in os.environ`): allowed."""
+    tree = ast.parse(path.read_text() if source is None else source, str(path))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+    def password_env(node: ast.AST) -> bool:
+        parent = parents.get(node)
+        names = {n.id for n in ast.walk(parent) if isinstance(n, ast.Name)} if parent is not None else set()
+        return isinstance(parent, (ast.Subscript, ast.Compare)) and "password_env" in names
+
+    found = []
+    for node in ast.walk(tree):
+        where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and not password_env(node):
+            found.append(f"{where} os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [f"{where} from os import {a.name}" for a in node.names if a.name in ("environ", "getenv")]
+        elif isinstance(node, (ast.Call, ast.Subscript)):
+            target = node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None
+            key = node.args[0] if isinstance(node, ast.Call) and node.args else None
+            if isinstance(node, ast.Subscript):
+                target, key = node.value, node.slice
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") != "get":
+                continue
+            if (
+                isinstance(target, ast.Name)
+                and target.id in ("env", "environ", "environment")
+                and isinstance(key, ast.Constant)
+                and isinstance(key.value, str)
+                and re.fullmatch(r"[A-Z][A-Za-z0-9_]*", key.value)
+            ):
+                found.append(f"{where} {target.id}[{key.value!r}]")
+    return found
 
 
-def _is_environment(node: ast.expr) -> bool:
-    # `env` is how shared/ names the settings mapping; `os.environ` is the process environment.
-    if isinstance(node, ast.Name):
-        return node.id in {"env", "environ"}
-    return isinstance(node, ast.Attribute) and node.attr == "environ"
+def test_no_module_but_settings_reads_the_environment():
+    files = [*sorted((ROOT / "shared").rglob("*.py")), *sorted((ROOT / "functions").glob("*.py"))]
+    files.append(ROOT / "function_app.py")
+    reads = [
+        read
+        for path in files
+        if path.relative_to(ROOT).as_posix() not in ENVIRONMENT_READERS
+        for read in environment_reads(path)
+    ]
+    assert reads == [], "read the setting through shared.settings (its registry) instead"
+    assert environment_reads(ROOT / "shared" / "settings.py"), "the scan sees the registry's own reads"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os\nx = os.environ.get('CERTSYNC_VAULTS')\n",
+        "import os\nx = os.getenv('X')\n",
+        "from os import environ\n",
+        "def f(env):\n    return env.get('CERTSYNC_VAULTS', '')\n",
+        "def f(env):\n    return env['JobsStorage']\n",
+        "import os\ndef f(password_env, other):\n    return os.environ[other]\n",
+    ],
+)
+def test_the_environment_scan_flags_a_read(source, tmp_path):
+    assert environment_reads(tmp_path / "m.py", source)
+
+
+def test_the_environment_scan_allows_the_password_env_and_event_envelopes(tmp_path):
+    source = (
+        "import os\n"
+        "def f(password_env, env):\n"
+        "    if password_env not in os.environ:\n"
+        "        return env.get('type')\n"
+        "    return os.environ[password_env]\n"
+    )
+    assert environment_reads(tmp_path / "m.py", source) == []
 
 
 @cache
 def code_settings() -> tuple[frozenset[str], frozenset[str]]:
-    """(settings, connections) the Function App's code reads: `env.get(X)`, `env[X]`, `os.environ...`,
-    `os.getenv(X)`, and `storage_settings(env, "Conn")` connections. Only UPPER_CASE names count as
-    settings: shared/pipeline/events.py reads its event envelope through a mapping also called `env`.
-    shared/cli/main.py is left out: its environment variables (CERTSYNC_DEBUG, --password-env) belong to the
-    command line, not to the Function App."""
-    settings: set[str] = set()
-    connections: set[str] = set()
-    files = [p for p in sorted((ROOT / "shared").rglob("*.py")) if "cli" not in p.relative_to(ROOT / "shared").parts]
-    files += [*sorted((ROOT / "functions").glob("*.py")), ROOT / "function_app.py"]
-    for path in files:
-        tree = ast.parse(path.read_text(), str(path))
-        constants = _module_constants(tree)
-        for node in ast.walk(tree):
-            names: set[str] = set()
-            if isinstance(node, ast.Call) and node.args:
-                func = node.func
-                reads = isinstance(func, ast.Attribute) and (
-                    (func.attr == "get" and _is_environment(func.value)) or func.attr == "getenv"
-                )
-                if reads:
-                    names = _names(node.args[0], constants)
-                called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-                if called == "storage_settings" and len(node.args) > 1:
-                    connections |= _names(node.args[1], constants)
-            elif isinstance(node, ast.Subscript) and _is_environment(node.value):
-                names = _names(node.slice, constants)
-            settings |= {n for n in names if re.fullmatch(r"[A-Z][A-Z0-9_]*", n)}
-    return frozenset(settings), frozenset(connections)
+    """(settings, connections) the Function App reads, from the registry (shared/settings.py): the
+    connections' `<name>__*` forms are checked with their connection."""
+    app = [s.name for s in REGISTRY if s.scope in ("app", "host")]
+    connections = frozenset(n for n in app if n == JOBS_STORAGE)
+    return frozenset(n for n in app if "__" not in n and n not in connections), connections
 
 
-def test_the_settings_scan_finds_what_the_code_reads():
-    # Guards the scan itself: a scan that found nothing would make the contract tests below vacuous.
+def test_the_registry_names_what_the_code_reads():
+    # Guards the registry side: a registry that listed nothing would make the contract tests below vacuous.
     settings, connections = code_settings()
     assert {"CERTSYNC_VAULTS", "REMEDIATION_QUEUE", "AUDIT_TABLE", "AZURE_CLIENT_ID"} <= settings
     assert "JobsStorage" in connections

@@ -507,14 +507,10 @@ def test_importing_shared_keyvault_loads_no_azure_module() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_the_default_credential_is_the_user_assigned_identity_when_azure_client_id_is_set(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_default_credential_is_the_user_assigned_identity_when_azure_client_id_is_set() -> None:
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    monkeypatch.setenv("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
-    assert isinstance(default_credential(), ManagedIdentityCredential)
-    monkeypatch.delenv("AZURE_CLIENT_ID")
+    assert isinstance(default_credential("11111111-2222-3333-4444-555555555555"), ManagedIdentityCredential)
     assert isinstance(default_credential(), DefaultAzureCredential)
 
 

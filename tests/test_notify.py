@@ -19,7 +19,6 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from shared.adapters.azure.queues import StorageMessageQueue
-from shared.adapters.azure.storage import storage_settings
 from shared.adapters.local.sqlite import SqliteAuditLog
 from shared.errors import CertsyncError
 from shared.notify.signing import new_secret, parse_secrets
@@ -29,18 +28,17 @@ from shared.notify.webhooks import (
     TEAMS_MESSAGE_LIMIT,
     FanoutNotifier,
     WebhookChannel,
-    channels_from_env,
     encode,
     generic_payload,
     notice_facts,
     notice_id,
-    notifier_from_env,
-    poison_queue_name,
     slack_message,
     teams_message,
 )
 from shared.pipeline.events import parse_event
 from shared.pipeline.process import LogNotifier, Notice
+from shared.settings import value
+from shared.wiring import channels_from_env, notifier_from_env, storage_from_env
 from tests import test_pipeline
 from tests.azurite import ACCOUNT_KEY, queued_json
 from tests.receivers import WebhookReceiver
@@ -460,7 +458,7 @@ def test_a_delivery_that_still_fails_is_poisoned_and_audited_without_the_url(azu
     }
     audit = SqliteAuditLog(tmp_path / "audit.sqlite")
     sleeps = Sleeps()
-    poison = StorageMessageQueue(storage_settings(env).queue_client(poison_queue_name(env)))
+    poison = StorageMessageQueue(storage_from_env(env).queue_client(value("NOTIFY_POISON_QUEUE", env)))
     notifier = notifier_from_env(env, audit, poison, sleep=sleeps)
     receiver.answer(500, times=4, body=b"flow failed")
     made = job_result(2)
@@ -498,7 +496,7 @@ def test_a_delivery_that_still_fails_is_poisoned_and_audited_without_the_url(azu
 
 def test_when_the_poison_queue_fails_too_the_error_is_logged_with_the_notice_id(azurite, receiver, tmp_path, caplog):
     wrong_key = base64.b64encode(b"not the key" * 6).decode()
-    settings = storage_settings({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
+    settings = storage_from_env({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
     poison = StorageMessageQueue(settings.queue_client("notify-poison", retry_total=0))
     audit = SqliteAuditLog(tmp_path / "audit.sqlite")
     receiver.answer(410, body=b"channel_is_archived")

@@ -21,12 +21,13 @@ from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
 from shared.adapters.azure.queues import StorageMessageQueue, StorageRemediationQueue
-from shared.adapters.azure.storage import QUEUE_MESSAGE_LIMIT, storage_settings, table_key
+from shared.adapters.azure.storage import QUEUE_MESSAGE_LIMIT, table_key
 from shared.adapters.azure.tables import TableAuditLog
 from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import MAX_VISIBILITY_SECONDS
+from shared.wiring import storage_from_env
 from tests.azurite import ACCOUNT_KEY, Azurite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def job(plan: dict | None = None, version: str = "0123456789abcdef0123456789abcd
 
 @pytest.fixture
 def settings(azurite: Azurite):
-    return storage_settings({"JobsStorage": azurite.connection_string})
+    return storage_from_env({"JobsStorage": azurite.connection_string})
 
 
 @pytest.fixture
@@ -110,9 +111,9 @@ def under_test(settings, azurite: Azurite) -> JobsUnderTest:
 def test_importing_shared_storage_imports_no_azure_sdk():
     probe = (
         "import json, sys\n"
-        "import shared.adapters.azure.storage\n"
+        "import shared.adapters.azure.storage, shared.wiring\n"
         "before = sorted(m for m in sys.modules if m.split('.')[0] == 'azure')\n"
-        "settings = shared.adapters.azure.storage.storage_settings({'JobsStorage': 'UseDevelopmentStorage=true'})\n"
+        "settings = shared.wiring.storage_from_env({'JobsStorage': 'UseDevelopmentStorage=true'})\n"
         "settings.queue_client('q')\n"
         "after = sorted(m for m in sys.modules if m.split('.')[0] == 'azure')\n"
         "print(json.dumps([before, after]))\n"
@@ -408,7 +409,7 @@ def test_a_message_over_the_limit_is_refused_naming_the_queue(settings):
 
 def test_a_message_queue_failure_is_a_storage_error_naming_the_queue(azurite: Azurite):
     wrong_key = base64.b64encode(b"not the key" * 6).decode()
-    settings = storage_settings({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
+    settings = storage_from_env({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
     name = queue_name()
     with pytest.raises(StorageError, match=rf"^queue {name}: Azure Storage answered HTTP 403") as raised:
         StorageMessageQueue(settings.queue_client(name, retry_total=0)).send("{}")
@@ -426,7 +427,7 @@ def test_table_keys_escape_what_table_storage_refuses_and_stay_distinct():
 
 def test_a_wrong_account_key_is_a_one_line_storage_error_without_the_key(azurite: Azurite):
     wrong_key = base64.b64encode(b"not the key" * 6).decode()
-    settings = storage_settings({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
+    settings = storage_from_env({"JobsStorage": azurite.connection_string.replace(ACCOUNT_KEY, wrong_key)})
     jobs = StorageRemediationQueue(settings.queue_client(queue_name()), settings.table_client(table_name("claims")))
 
     with pytest.raises(StorageError) as raised:
@@ -439,7 +440,7 @@ def test_a_wrong_account_key_is_a_one_line_storage_error_without_the_key(azurite
 
 def test_an_audit_table_that_is_not_there_to_reach_is_a_storage_error(azurite: Azurite):
     unreachable = azurite.connection_string.replace(f":{azurite.table_port}/", ":1/")
-    log = TableAuditLog(storage_settings({"JobsStorage": unreachable}).table_client("audit", retry_total=0))
+    log = TableAuditLog(storage_from_env({"JobsStorage": unreachable}).table_client("audit", retry_total=0))
 
     with pytest.raises(StorageError, match=r"^audit table audit: cannot reach 127\.0\.0\.1:1 \(ServiceRequestError\)"):
         log.record(entry("web"))
@@ -463,7 +464,7 @@ def test_an_identity_without_a_token_is_a_storage_error_saying_to_check_it(monke
             raise CredentialUnavailableError("ManagedIdentityCredential: no managed identity endpoint found")
 
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", NoIdentity)
-    settings = storage_settings({"JobsStorage__tableServiceUri": "https://127.0.0.1:1"})
+    settings = storage_from_env({"JobsStorage__tableServiceUri": "https://127.0.0.1:1"})
     log = TableAuditLog(settings.table_client("audit", retry_total=0))
 
     with pytest.raises(StorageError) as raised:
@@ -509,13 +510,13 @@ def test_settings_from_a_connection_string_make_base64_queue_clients(azurite: Az
 
 
 def test_settings_for_development_storage_point_at_the_default_azurite_ports():
-    settings = storage_settings({"JobsStorage": "UseDevelopmentStorage=true"})
+    settings = storage_from_env({"JobsStorage": "UseDevelopmentStorage=true"})
     assert settings.queue_client("jobs").url == "http://127.0.0.1:10001/devstoreaccount1/jobs"
     assert settings.table_client("audit").url.startswith("http://127.0.0.1:10002/devstoreaccount1")
 
 
 def test_settings_with_service_uris_and_a_client_id_use_that_managed_identity(credentials):
-    settings = storage_settings(
+    settings = storage_from_env(
         {
             "JobsStorage__queueServiceUri": "https://contoso.queue.core.windows.net",
             "JobsStorage__tableServiceUri": "https://contoso.table.core.windows.net",
@@ -533,7 +534,7 @@ def test_settings_with_service_uris_and_a_client_id_use_that_managed_identity(cr
 
 
 def test_settings_with_service_uris_alone_use_the_default_credential_once(credentials):
-    settings = storage_settings(
+    settings = storage_from_env(
         {
             "jobsstorage__QUEUESERVICEURI": "https://contoso.queue.core.windows.net",  # the host ignores case
             "JobsStorage__tableServiceUri": "https://contoso.table.core.windows.net",
@@ -548,7 +549,7 @@ def test_settings_with_service_uris_alone_use_the_default_credential_once(creden
 
 
 def test_settings_connection_string_wins_over_service_uris(credentials):
-    settings = storage_settings(
+    settings = storage_from_env(
         {
             "Other": "UseDevelopmentStorage=true",
             "Other__queueServiceUri": "https://contoso.queue.core.windows.net",
@@ -562,7 +563,7 @@ def test_settings_connection_string_wins_over_service_uris(credentials):
 @pytest.mark.parametrize("env", [{}, {"JobsStorage": ""}, {"JobsStorage": "   "}, {"AzureWebJobsStorage": "x"}])
 def test_settings_missing_name_what_to_define(env):
     with pytest.raises(CertsyncError) as raised:
-        storage_settings(env)
+        storage_from_env(env)
     message = str(raised.value)
     assert message.startswith("JobsStorage is not set: define JobsStorage ")
     assert "JobsStorage__queueServiceUri" in message and "JobsStorage__tableServiceUri" in message
@@ -570,7 +571,7 @@ def test_settings_missing_name_what_to_define(env):
 
 
 def test_settings_with_only_a_queue_uri_say_which_table_setting_is_missing(credentials):
-    settings = storage_settings({"Audit__queueServiceUri": "https://contoso.queue.core.windows.net"}, "Audit")
+    settings = storage_from_env({"Audit__queueServiceUri": "https://contoso.queue.core.windows.net"}, "Audit")
     settings.queue_client("jobs")
     with pytest.raises(CertsyncError, match=r"^Audit__tableServiceUri is not set: define it"):
         settings.table_client("audit")

@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()  # the reader went away (e.g. `| head`); nothing more to say
         return EXIT_OK
     except Exception as exc:  # a bug, not bad input: still no traceback unless asked for
-        if os.environ.get("CERTSYNC_DEBUG"):
+        from shared.settings import debug
+
+        if debug():
             raise
         _error(f"internal error ({type(exc).__name__}: {exc}); set CERTSYNC_DEBUG=1 for details and report it")
         return EXIT_INTERNAL

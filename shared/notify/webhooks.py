@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
-from shared.notify.signing import parse_secrets, sign
+from shared.notify.signing import sign
 from shared.pipeline.audit import AuditEntry, AuditLog, partition
 from shared.pipeline.process import LogNotifier, Notice, Notifier
 from shared.times import format_time, retry_after_seconds
@@ -47,8 +47,6 @@ URL_SETTINGS = {
     "generic": "CERTSYNC_WEBHOOK_URL",
 }
 SECRET_SETTING = "CERTSYNC_WEBHOOK_SECRET"
-POISON_QUEUE_SETTING = "NOTIFY_POISON_QUEUE"
-DEFAULT_POISON_QUEUE = "certsync-notify-poison"
 POISON_SCHEMA = "certsync.notify-poison/1"
 _LABELS = {"teams": "Teams webhook", "slack": "Slack webhook", "generic": "generic webhook"}
 
@@ -679,43 +677,22 @@ def _safe_error(exc: BaseException) -> str:
 # --- settings ------------------------------------------------------------------------------------
 
 
-def channels_from_env(env: Mapping[str, str], **options: Any) -> list[WebhookChannel]:
-    """The webhooks configured in app settings (none is fine); `options` go to each `WebhookChannel`."""
-    channels = []
-    for kind in CHANNELS:
-        url = (env.get(URL_SETTINGS[kind]) or "").strip()
-        if not url:
-            continue
-        _require_resolved(url, URL_SETTINGS[kind])
-        secrets: tuple[bytes, ...] = ()
-        if kind == "generic":
-            text = (env.get(SECRET_SETTING) or "").strip()
-            _require_resolved(text, SECRET_SETTING)
-            secrets = parse_secrets(text, SECRET_SETTING)  # none: WebhookChannel says the setting is missing
-        channels.append(WebhookChannel(kind, url, secrets, **options))
-    return channels
+def webhook_channels(urls: Mapping[str, str], secrets: Sequence[bytes] = (), **options: Any) -> list[WebhookChannel]:
+    """One channel per configured webhook, in `CHANNELS` order: `urls` maps a kind to its URL (values
+    `shared.wiring` takes from the settings), `secrets` sign the generic one; `options` go to each channel."""
+    return [
+        WebhookChannel(kind, urls[kind], secrets if kind == "generic" else (), **options)
+        for kind in CHANNELS
+        if urls.get(kind)
+    ]
 
 
-def poison_queue_name(env: Mapping[str, str]) -> str:
-    """The queue for undeliverable notifications: `NOTIFY_POISON_QUEUE`, default certsync-notify-poison."""
-    return (env.get(POISON_QUEUE_SETTING) or "").strip() or DEFAULT_POISON_QUEUE
-
-
-def notifier_from_env(
-    env: Mapping[str, str], audit: AuditLog | None, poison: PoisonQueue | None = None, **options: Any
+def webhook_notifier(
+    channels: Sequence[WebhookChannel], audit: AuditLog | None, poison: PoisonQueue | None
 ) -> Notifier:
-    """`FanoutNotifier` over the webhooks configured in `env`, failed deliveries on `poison` (the Function
-    App's is the `poison_queue_name` queue, built by `shared.wiring`) and in `audit`; only `LogNotifier`
-    when no webhook is set. `options` go to each `WebhookChannel`."""
-    channels = channels_from_env(env, **options)
+    """`FanoutNotifier` over `channels`, failed deliveries on `poison` (the Function App's is the
+    NOTIFY_POISON_QUEUE queue, built by `shared.wiring`) and in `audit`; only `LogNotifier` when there is
+    no channel."""
     if not channels:
         return LogNotifier()
-    return FanoutNotifier(channels, audit, poison)
-
-
-def _require_resolved(value: str, setting: str) -> None:
-    if value.startswith("@Microsoft.KeyVault("):
-        raise CertsyncError(
-            f"{setting} is an unresolved Key Vault reference: give the Function App's identity the"
-            " Key Vault Secrets User role on that vault and check the secret exists"
-        )
+    return FanoutNotifier(list(channels), audit, poison)

@@ -93,7 +93,7 @@ def parse_account_id(value: str, setting: str = "AUTOMATION_ACCOUNT_ID") -> Acco
     return AccountId(match["subscription"], match["resource_group"], match["account"])
 
 
-def _check_endpoint(endpoint: str, setting: str = "CERTSYNC_ARM_ENDPOINT") -> str:
+def check_endpoint(endpoint: str, setting: str = "CERTSYNC_ARM_ENDPOINT") -> str:
     parts = urlsplit((endpoint or "").strip())
     if parts.scheme != "https" or not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment:
         raise CertsyncError(
@@ -113,11 +113,12 @@ class AutomationClient:
         *,
         endpoint: str = DEFAULT_ENDPOINT,
         timeout: float = 30.0,
+        client_id: str = "",
         **client_kwargs: Any,
     ) -> None:
         self.account = parse_account_id(account_id)
         self.account_id = self.account.resource_id
-        self.endpoint = _check_endpoint(endpoint)
+        self.endpoint = check_endpoint(endpoint)
 
         from azure.core import PipelineClient
         from azure.core.pipeline.policies import (
@@ -131,7 +132,7 @@ class AutomationClient:
         if credential is None:
             from shared.adapters.azure.keyvault import default_credential
 
-            credential = default_credential()
+            credential = default_credential(client_id)  # AZURE_CLIENT_ID's identity, when given
         self.scope = f"{self.endpoint}/.default"
         transport = client_kwargs.pop("transport", None) or RequestsTransport(
             connection_timeout=timeout, read_timeout=timeout, **client_kwargs
@@ -507,20 +508,3 @@ def _reason(exc: BaseException) -> str:
             *current.args,
         ]
     return reason
-
-
-def automation_from_env(
-    env: Mapping[str, str], credential: TokenCredential | None = None, **client_kwargs: Any
-) -> AutomationClient:
-    """The client the app settings describe: AUTOMATION_ACCOUNT_ID (required) and CERTSYNC_ARM_ENDPOINT
-    (default https://management.azure.com); `credential` defaults to the Function's managed identity."""
-    account_id = (env.get("AUTOMATION_ACCOUNT_ID") or "").strip()
-    if not account_id:
-        raise CertsyncError(
-            "AUTOMATION_ACCOUNT_ID is not set; set it to the Automation account's resource id "
-            "(/subscriptions/<subscription>/resourceGroups/<group>/providers/Microsoft.Automation/"
-            "automationAccounts/<account>)"
-        )
-    # The client checks both settings (naming them) before it makes a credential.
-    endpoint = (env.get("CERTSYNC_ARM_ENDPOINT") or "").strip() or DEFAULT_ENDPOINT
-    return AutomationClient(account_id, credential, endpoint=endpoint, **client_kwargs)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -46,25 +45,26 @@ PKCS12_CONTENT_TYPE = "application/x-pkcs12"
 PEM_CONTENT_TYPE = "application/x-pem-file"
 
 
-def default_credential() -> TokenCredential:
-    """The Function's managed identity: the user-assigned one named by `AZURE_CLIENT_ID` when that is
-    set, else whatever `DefaultAzureCredential` finds (system-assigned identity, or a developer login)."""
+def default_credential(client_id: str = "") -> TokenCredential:
+    """The Function's managed identity: the user-assigned one `client_id` names (the app setting
+    `AZURE_CLIENT_ID`) when given, else whatever `DefaultAzureCredential` finds (system-assigned identity,
+    or a developer login)."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    client_id = os.environ.get("AZURE_CLIENT_ID")
     if client_id:
         return ManagedIdentityCredential(client_id=client_id)
     return DefaultAzureCredential()
 
 
 def make_clients(
-    vault_url: str, credential: TokenCredential | None = None, **client_kwargs: Any
+    vault_url: str, credential: TokenCredential | None = None, *, client_id: str = "", **client_kwargs: Any
 ) -> tuple[CertificateClient, SecretClient]:
-    """The certificate and secret clients for one vault; `client_kwargs` go to both."""
+    """The certificate and secret clients for one vault; `client_kwargs` go to both. Without a `credential`,
+    `default_credential(client_id)`."""
     from azure.keyvault.certificates import CertificateClient
     from azure.keyvault.secrets import SecretClient
 
-    credential = credential or default_credential()
+    credential = credential or default_credential(client_id)
     return (
         CertificateClient(vault_url, credential, **client_kwargs),
         SecretClient(vault_url, credential, **client_kwargs),
@@ -88,11 +88,13 @@ class KeyVaultSource:
         credential: TokenCredential | None = None,
         *,
         name: str | None = None,
+        client_id: str = "",
         **client_kwargs: Any,
     ) -> None:
         self.vault = name or vault_name(vault_url)  # `name` when the URL's host is not the vault's name
         self.vault_url = vault_url.rstrip("/")
         self._credential = credential
+        self._client_id = client_id  # the user-assigned identity, when no `credential` is given
         self._client_kwargs = client_kwargs
         self._clients: tuple[CertificateClient, SecretClient] | None = None
         self._lock = threading.Lock()
@@ -103,6 +105,13 @@ class KeyVaultSource:
         with self._answers(f"reading certificate {name} version {version}"):
             certificate = certificates.get_certificate_version(name, version)
         properties = certificate.properties
+        if properties is None:  # the SDK types it optional; Key Vault always sends them
+            raise SourceError(
+                f"Key Vault {self.vault}: certificate {name} version {version} came without its properties; "
+                "it is retried",
+                "unavailable",
+                transient=True,
+            )
         enabled = properties.enabled is not False
         if enabled:
             bundle = self._secret_certificates(secrets, name, version)
@@ -179,7 +188,9 @@ class KeyVaultSource:
     def _get_clients(self) -> tuple[CertificateClient, SecretClient]:
         with self._lock:
             if self._clients is None:
-                self._clients = make_clients(self.vault_url, self._credential, **self._client_kwargs)
+                self._clients = make_clients(
+                    self.vault_url, self._credential, client_id=self._client_id, **self._client_kwargs
+                )
             return self._clients
 
     def _secret_certificates(self, secrets: SecretClient, name: str, version: str) -> CertificateBundle:

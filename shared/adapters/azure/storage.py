@@ -1,4 +1,5 @@
-"""Azure Storage, what every Storage adapter shares: `storage_settings` (a Functions-style connection),
+"""Azure Storage, what every Storage adapter shares: `StorageSettings` (a Functions-style connection, read
+from the app settings by `shared.settings.storage_connection`),
 the service's limits, and the helpers that make every adapter report errors, make its table or queue and
 escape Table keys one way: `storage_errors`, `create_if_missing`, `table_key`, `table_string_fits`.
 The adapters themselves are in `shared.adapters.azure.tables` (the audit trail, the reconciliation's
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -96,33 +97,6 @@ class StorageSettings:
         return value
 
 
-def storage_settings(env: Mapping[str, str], connection: str = "JobsStorage") -> StorageSettings:
-    """Read the connection named `connection` from app settings, as the Functions host does.
-
-    `env[connection]` is a connection string (`UseDevelopmentStorage=true` for Azurite); otherwise
-    `<connection>__queueServiceUri` and/or `<connection>__tableServiceUri` name the services and the
-    app's managed identity signs in (`<connection>__clientId` for a user-assigned one). Names are
-    matched case-insensitively, like the host's configuration; a connection string wins."""
-    settings = {name.lower(): value.strip() for name, value in env.items() if value and value.strip()}
-
-    def setting(suffix: str = "") -> str:
-        return settings.get(f"{connection}__{suffix}".lower() if suffix else connection.lower(), "")
-
-    result = StorageSettings(
-        connection=connection,
-        connection_string=setting(),
-        queue_service_uri=setting("queueServiceUri"),
-        table_service_uri=setting("tableServiceUri"),
-        client_id=setting("clientId"),
-    )
-    if not (result.connection_string or result.queue_service_uri or result.table_service_uri):
-        raise CertsyncError(
-            f"{connection} is not set: define {connection} (a connection string, UseDevelopmentStorage=true locally)"
-            f" or {connection}__queueServiceUri and {connection}__tableServiceUri (managed identity)"
-        )
-    return result
-
-
 # --- errors --------------------------------------------------------------------------------------
 
 _HINTS = {
@@ -154,7 +128,8 @@ def storage_errors(what: str, client: QueueClient | TableClient) -> Iterator[Non
         yield
     except HttpResponseError as exc:
         status = exc.status_code
-        code = (exc.response.headers.get("x-ms-error-code") if exc.response is not None else None) or "no error code"
+        headers = getattr(exc.response, "headers", None) or {}  # the SDK types the response without them
+        code = headers.get("x-ms-error-code") or "no error code"
         if status is None:  # no answer to report, e.g. a credential that could not get a token
             hint = "; check the managed identity" if isinstance(exc, ClientAuthenticationError) else ""
             raise StorageError(f"{what}: {type(exc).__name__} before {host} answered{hint}") from None
