@@ -200,3 +200,25 @@ def test_the_checker_finds_a_planted_wrong_way_import_and_a_cycle(tmp_path):
     assert cycles(tmp_path) == [
         "shared.pipeline.a -> shared.pipeline.b -> shared.pipeline.c -> shared.pipeline.a (cycle)"
     ]
+
+
+def test_the_readme_layout_names_every_module_of_every_layer():
+    # The Architecture section is where a newcomer finds their way; a module it does not name is a module they
+    # cannot find. Each package row of its Layout table must name each of that package's modules.
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("### Layout") : readme.index("## Development")]
+    rows = {
+        line.split("|")[1].strip(" `"): line.split("|")[2] for line in layout.splitlines() if line.startswith("| `")
+    }
+    missing = []
+    for package in sorted(p for p in (ROOT / "shared").rglob("*") if p.is_dir() and (p / "__init__.py").exists()):
+        key = f"{package.relative_to(ROOT).as_posix()}/"
+        modules = sorted(m.name for m in package.glob("*.py") if m.name != "__init__.py")
+        if key == "shared/":
+            modules.append("cli/")
+        row = rows.get(key)
+        if modules and row is None:
+            missing.append(f"{key} (no row)")
+            continue
+        missing += [f"{key}{m}" for m in modules if f"`{m}`" not in (row or "")]
+    assert missing == [], "README's Layout table does not name: " + ", ".join(missing)
