@@ -45,10 +45,14 @@ VERSIONS = 3
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bench"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bench"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
-def _ca(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+def _ca(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
     return (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -58,9 +62,7 @@ def _ca(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.E
         .not_valid_before(AT - dt.timedelta(days=3650))
         .not_valid_after(AT + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(signer, hashes.SHA256())
     )
@@ -131,8 +133,8 @@ def child(kind: str, folder: Path) -> None:
         from shared.x509.certificate import Certificate
 
         inter = None
-        count = 0
-        for cert_folder in sorted((folder / "vault").iterdir()):
+        folders = sorted((folder / "vault").iterdir())
+        for cert_folder in folders:
             latest = max(p for p in cert_folder.iterdir() if p.suffix == ".pem")
             pem = latest.read_bytes()
             leaf_pem, _, rest = pem.partition(b"-----END CERTIFICATE-----")
@@ -143,7 +145,7 @@ def child(kind: str, folder: Path) -> None:
             key = inter.public_key()
             assert isinstance(key, _ec.EllipticCurvePublicKey)
             key.verify(leaf_x.signature, leaf_x.tbs_certificate_bytes, _ec.ECDSA(hashes.SHA256()))
-            count += 1
+        count = len(folders)
     else:
         from shared.pipeline.process import PipelineSettings
         from shared.validation.assessment import TrustStore
