@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/names.py
 	$(BIN)/python bench/assess.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis

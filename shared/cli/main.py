@@ -436,6 +436,10 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         state=args.state,
         settings=settings,
     )
+    if sys.stderr.isatty():
+        from shared.cli.progress import TerminalProgress
+
+        reconciler.progress = TerminalProgress(sys.stderr, "reconciling certificates")
     report = reconciler.run(at)
     if args.json:
         _print_json(report.to_dict())

@@ -12,6 +12,7 @@ and a reader takes any mapping: entries written by older versions stay readable.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Mapping
@@ -166,3 +167,11 @@ class AuditLog(Protocol):
     def history(self, certificate: str) -> list[AuditEntry]:
         """Every entry for the certificate, oldest first."""
         ...
+
+
+def batched(store: object) -> contextlib.AbstractContextManager[None]:
+    """`store.batch()` when the store (an `AuditLog`, a `StateStore`) can group writes into one
+    transaction, else a block that changes nothing: callers that write many entries (the reconciliation)
+    wrap them in it, and a store without batching writes each one as it comes."""
+    batch = getattr(store, "batch", None)
+    return batch() if callable(batch) else contextlib.nullcontext()

@@ -42,6 +42,7 @@ reconcile`), `shared.adapters.azure.tables.TableStateStore` the Azure one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 from shared.errors import CertsyncError, StorageError
-from shared.pipeline.audit import AuditEntry, AuditLog, partition
+from shared.pipeline.audit import AuditEntry, AuditLog, batched, partition
 from shared.pipeline.events import NEW_VERSION, KeyVaultEvent
 from shared.pipeline.jobs import job_id
 from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings
@@ -81,6 +82,8 @@ PENDING_GRACE = dt.timedelta(days=1)
 # Audit kinds that show the pipeline settled a version (its event, or a reconciliation run, got that far).
 SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "job-result")
 CONNECTOR_KINDS = ("send-connector", "receive-connector", "hybrid-configuration", "exo-inbound-connector")
+# Certificates whose state and audit writes share one transaction (stores that batch: `batched`).
+BATCH = 500
 # Tracked findings and the Notice kind each is announced with.
 NOTICE_KINDS = {"unprocessed": "unprocessed", "expiry": "expiry-warning", "drift": "drift", "failed": "failed"}
 
@@ -236,6 +239,39 @@ def fit_snapshot(snapshot: StatusSnapshot, fits: Callable[[str], bool]) -> str:
     raise CertsyncError(f"status snapshot of {snapshot.get('certificate')}: too large to store even shortened")
 
 
+# --- progress: the port -------------------------------------------------------------------------
+
+
+class Progress(Protocol):
+    """Where a run reports how far it got (`certsync reconcile` draws it on a terminal's stderr)."""
+
+    def add_total(self, count: int) -> None:
+        """`count` more certificates to check (a vault's, once it is listed)."""
+        ...
+
+    def advance(self, count: int) -> None:
+        """`count` more certificates checked."""
+        ...
+
+    def close(self) -> None:
+        """The run ended."""
+        ...
+
+
+class _NoProgress:
+    def add_total(self, count: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+NO_PROGRESS: Progress = _NoProgress()
+
+
 # --- the reconciler ------------------------------------------------------------------------------
 
 
@@ -253,6 +289,7 @@ class Reconciler:
     settings: PipelineSettings = field(default_factory=PipelineSettings)  # trust, revocation, allow_hosts
     thresholds: tuple[int, ...] = THRESHOLDS  # days before notAfter; any order
     cache: FetchCache | None = None  # None: the pipeline's (CRLs and OCSP answers are shared)
+    progress: Progress = field(default_factory=lambda: NO_PROGRESS)  # certificates checked, e.g. on a terminal
 
     def __post_init__(self) -> None:
         if not self.thresholds or any(not isinstance(t, int) or t <= 0 for t in self.thresholds):
@@ -268,9 +305,13 @@ class Reconciler:
         pipeline = None
         if self.pipeline is not None:  # the pipeline assesses at the same instant as the reconciliation
             pipeline = dataclasses.replace(self.pipeline, settings=dataclasses.replace(self.pipeline.settings, at=now))
-        run = _Run(self, pipeline, now, report)
-        for vault in self.vaults:
-            run.vault(vault)
+        run = _Run(self, pipeline, now, report, self.progress)
+        try:
+            for vault in self.vaults:
+                run.vault(vault)
+        finally:
+            run._batches.close()
+            self.progress.close()
         return report
 
 
@@ -293,7 +334,9 @@ class _Run:
     pipeline: Pipeline | None
     now: dt.datetime
     report: ReconcileReport
+    progress: Progress = field(default_factory=lambda: NO_PROGRESS)
     _previous_snapshots: list[StatusSnapshot] | None = None
+    _batches: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # one vault
 
@@ -306,8 +349,12 @@ class _Run:
             self._failed(vault, "*", "", vault_key, exc)
             return
         self._clear_failure(vault, "*", vault_key)
+        self.progress.add_total(len(names))
         seen: set[str] = set()  # certificates whose snapshots stay
-        for name in names:
+        for index, name in enumerate(names):
+            if index % BATCH == 0:
+                self._commit()
+            self.progress.advance(1)
             key = certificate_key(vault, name)
             targeted: bool | None = None  # None: not known, the tags could not be read
             try:
@@ -320,7 +367,15 @@ class _Run:
                 seen.add(key)
                 self._failed(vault, name, "", key, exc)
                 self._failure_snapshot(vault, name, exc, create=bool(targeted))
+        self._commit()
         self._prune(vault, seen)
+
+    def _commit(self) -> None:
+        """End the current batch of state and audit writes (one transaction each), start the next."""
+        self._batches.close()
+        self._batches = contextlib.ExitStack()
+        self._batches.enter_context(batched(self.reconciler.state))
+        self._batches.enter_context(batched(self.reconciler.audit))
 
     def _has_targets(self, source: CertificateSource, name: str) -> bool:
         """An own entry in the targets file, or a `certsync-*` tag (malformed ones included: they are a
@@ -342,11 +397,14 @@ class _Run:
         targets = resolve_targets(latest.name, tags=latest.tags, file=self.reconciler.targets_file)
         entries = self._history(vault, latest.name)
         findings: list[ReconcileFinding] = []
+        assessment: Assessment | None = None
         if not _settled(entries, latest.version):
-            findings.append(self._unprocessed(vault, latest, key))
+            finding, assessment = self._unprocessed(vault, latest, key, targets)
+            findings.append(finding)
             if self.pipeline is not None:  # it ran the version: read what it audited
                 entries = self._history(vault, latest.name)
-        assessment = self._assess(latest, targets)
+        if assessment is None:
+            assessment = self._assess(latest, targets)
         checked = _Checked(vault, latest, targets, entries, assessment, findings)
         self._expiry(checked, key)
         self._drift(checked, key)
@@ -371,7 +429,12 @@ class _Run:
             expiry_warning_days=self.reconciler.thresholds[-1],
         )
 
-    def _unprocessed(self, vault: str, latest: StoredVersion, key: str) -> ReconcileFinding:
+    def _unprocessed(
+        self, vault: str, latest: StoredVersion, key: str, targets: Targets
+    ) -> tuple[ReconcileFinding, Assessment | None]:
+        """The finding, and the pipeline's assessment of the version when it is the one `_assess` would
+        make (same instant, trust, revocation, hosts, warning days and cache): not assessed twice."""
+        assessment = None
         what = f"{latest.name} version {latest.version} was never processed (no Key Vault event for it)"
         details = FindingDetails(outcome=None)
         severity = "warning"
@@ -388,6 +451,8 @@ class _Run:
             else:
                 job = outcome.request.job_id if outcome.request is not None else None
                 details = FindingDetails(outcome=outcome.outcome, job_id=job, correlation_id=outcome.correlation_id)
+                if self._same_assessment(outcome.targets, targets):
+                    assessment = outcome.assessment
                 summary = f"{what}; reconciliation ran it: {outcome.outcome}" + (
                     f" ({outcome.reason})" if outcome.reason else ""
                 )
@@ -402,8 +467,23 @@ class _Run:
                         correlation_id=outcome.correlation_id,
                     )
                 )
-        return self._track(
+        finding = self._track(
             vault, latest.name, key, "unprocessed", latest.version.lower(), severity, summary, latest.version, details
+        )
+        return finding, assessment
+
+    def _same_assessment(self, used: Targets | None, targets: Targets) -> bool:
+        """Whether the pipeline assessed as `_assess` would: its settings (at = now) and cache, these hosts."""
+        if self.pipeline is None or used is None or used.hosts != targets.hosts:
+            return False
+        ours, theirs = self.reconciler.settings, self.pipeline.settings
+        return (
+            self.pipeline.cache is self.reconciler.cache
+            and theirs.trust is ours.trust
+            and theirs.revocation == ours.revocation
+            and theirs.allow_hosts == ours.allow_hosts
+            and theirs.expiry_warning_days == self.reconciler.thresholds[-1]
+            and theirs.at == self.now
         )
 
     def _expiry(self, checked: _Checked, key: str) -> None:

@@ -5,10 +5,12 @@ reconcile`), each in one file opened through `SqliteFile`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from shared.errors import CertsyncError
@@ -19,7 +21,9 @@ from shared.times import format_time
 
 
 class SqliteFile:
-    """One SQLite file of a local backend (created on first use); one statement at a time across threads."""
+    """One SQLite file of a local backend (created on first use); one statement at a time across threads.
+
+    Each statement is its own transaction, except inside `batch()`: one transaction for all of them."""
 
     def __init__(self, path: str | Path, schema: str, what: str) -> None:
         self.path = Path(path)
@@ -33,12 +37,28 @@ class SqliteFile:
             self._db.executescript(schema)
         except (OSError, sqlite3.Error) as exc:
             raise CertsyncError(f"{self.path}: cannot open the {what} database ({exc}); check the path") from None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0  # nested batches: the outermost commits
 
     def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
         """The statement's rows (none for a write)."""
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for every statement inside (this thread's; others wait), committed at the end,
+        also when the block raises: what was written stays written, as without the batch."""
+        with self._lock:
+            self._depth += 1
+            try:
+                if self._depth == 1:
+                    self._db.execute("BEGIN")
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -63,6 +83,10 @@ class SqliteAuditLog:
             (partition(entry.certificate), entry.row_key, body),
         )
 
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Record the entries written inside in one transaction (`shared.pipeline.audit.batched`)."""
+        return self._db.batch()
+
     def history(self, certificate: str) -> list[AuditEntry]:
         rows = self._db.execute(
             "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
@@ -85,6 +109,10 @@ class SqliteStateStore:
             "state",
         )
         self.path = self._db.path
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Write the states and snapshots put inside in one transaction."""
+        return self._db.batch()
 
     def get(self, certificate: str, finding: str) -> str | None:
         rows = self._db.execute(

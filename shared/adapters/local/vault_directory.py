@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import CertificateInputError, CertsyncError
@@ -21,8 +24,35 @@ from shared.x509.containers import load_certificate_file
 _EXTENSIONS = (".pem", ".cer", ".der", ".crt", ".p7b", ".pfx")
 
 
+@dataclass(frozen=True)
+class _Listed:
+    """One version file as the folder lists it, before it is parsed."""
+
+    version: str
+    path: Path
+    enabled: bool
+    created: dt.datetime | None
+
+
+@dataclass
+class _Folder:
+    """A certificate folder's listing and certificate.json, valid while `stamp` is."""
+
+    stamp: tuple
+    tags: dict[str, str]
+    listed: list[_Listed]  # file order; `ordered` sorts them
+    ordered: list[_Listed] | None = None
+
+
 class DirectoryVault:
-    """A directory laid out like a vault (see the module docstring); `vault` names it in results."""
+    """A directory laid out like a vault (see the module docstring); `vault` names it in results.
+
+    Reading is as lazy as a fleet needs: `tags` reads certificate.json only, `latest` parses only the
+    newest enabled version when every version has a `created` time (otherwise every version is parsed
+    once to order them by notBefore), and parsed versions are kept in a small LRU (`PARSED_KEPT`), not
+    all of them. A folder is listed once per call and re-read only when a file in it changed."""
+
+    PARSED_KEPT = 64
 
     def __init__(self, root: str | Path, vault: str, vault_url: str | None = None) -> None:
         self.root = Path(root)
@@ -30,90 +60,124 @@ class DirectoryVault:
             raise CertsyncError(f"{self.root}: no such directory; give --vault-dir a folder of certificate folders")
         self.vault = vault
         self.vault_url = (vault_url or f"https://{vault}.vault.azure.net").rstrip("/")
-        self._cache: dict[str, tuple[tuple, list[StoredVersion]]] = {}
+        self._folders: dict[str, _Folder] = {}
+        self._parsed: OrderedDict[tuple[str, tuple, str], StoredVersion] = OrderedDict()
 
     def get(self, name: str, version: str) -> StoredVersion:
-        versions = self._versions(name)
-        for stored in versions:
-            if stored.version.lower() == version.lower():
-                return stored
+        ordered = self._ordered(name)
+        for listed in ordered:
+            if listed.version.lower() == version.lower():
+                return self._stored(name, listed)
         raise SourceError(f"{self.root / name}: has no version {version!r}", "not-found")
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
-        versions = self._versions(name)
-        index = next((i for i, v in enumerate(versions) if v.version.lower() == version.lower()), None)
+        ordered = self._ordered(name)
+        index = next((i for i, v in enumerate(ordered) if v.version.lower() == version.lower()), None)
         if index is None:
             raise SourceError(f"{self.root / name}: has no version {version!r}", "not-found")
-        return next((v for v in reversed(versions[:index]) if v.enabled), None)
+        listed = next((v for v in reversed(ordered[:index]) if v.enabled), None)
+        return self._stored(name, listed) if listed is not None else None
 
     def names(self) -> list[str]:
         """The certificate folders; folders whose name Key Vault could not hold are not certificates."""
         try:
-            folders = [p.name for p in self.root.iterdir() if p.is_dir() and is_object_name(p.name)]
+            with os.scandir(self.root) as entries:
+                folders = [e.name for e in entries if e.is_dir() and is_object_name(e.name)]
         except OSError as exc:
             raise SourceError(f"{self.root}: cannot list the vault directory ({exc.strerror})", "unavailable") from None
         return sorted(folders, key=str.lower)
 
     def latest(self, name: str) -> StoredVersion | None:
-        return next((v for v in reversed(self._versions(name)) if v.enabled), None)
+        listed = next((v for v in reversed(self._ordered(name)) if v.enabled), None)
+        return self._stored(name, listed) if listed is not None else None
 
     def tags(self, name: str) -> dict[str, str]:
-        latest = self.latest(name)
-        return dict(latest.tags) if latest is not None else {}
+        folder = self._folder(name)
+        return dict(folder.tags) if any(v.enabled for v in folder.listed) else {}
 
-    def _versions(self, name: str) -> list[StoredVersion]:
-        """Every version, oldest first; re-read only when a file in the folder changed."""
+    def _folder(self, name: str) -> _Folder:
+        """The folder's listing and metadata; re-read only when a file in it changed."""
         check_object_name(name)
-        folder = self.root / name
-        if not folder.is_dir():
-            raise SourceError(f"{folder}: no such certificate folder", "not-found")
-        stamp = tuple((p.name, st.st_mtime_ns, st.st_size) for p in sorted(folder.iterdir()) if (st := p.stat()))
-        cached = self._cache.get(name.lower())
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        versions = self._read_versions(name, folder)
-        self._cache[name.lower()] = (stamp, versions)
-        return versions
-
-    def _read_versions(self, name: str, folder: Path) -> list[StoredVersion]:
-        meta = self._meta(folder)
+        path = self.root / name
+        try:
+            with os.scandir(path) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+                stamp = tuple((e.name, (st := e.stat()).st_mtime_ns, st.st_size) for e in entries)
+        except (FileNotFoundError, NotADirectoryError):
+            raise SourceError(f"{path}: no such certificate folder", "not-found") from None
+        cached = self._folders.get(name.lower())
+        if cached is not None and cached.stamp == stamp:
+            return cached
+        meta = self._meta(path)
         created = meta.get("created", {})
         disabled = {str(v).lower() for v in meta.get("disabled", [])}
-        tags = {str(k): str(v) for k, v in meta.get("tags", {}).items()}
-        found = []
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in _EXTENSIONS or not path.is_file():
+        listed = []
+        for entry in entries:
+            file = Path(entry.path)
+            if file.suffix.lower() not in _EXTENSIONS or not entry.is_file():
                 continue
-            version = path.stem
-            try:
-                bundle = load_certificate_file(str(path))
-            except CertificateInputError as exc:
-                raise SourceError(str(exc), "bad-content") from None
-            when = created.get(version)
-            stamp = _parse_created(when, folder) if when else None
-            found.append(
-                StoredVersion(
-                    vault=self.vault,
-                    name=name,
-                    version=version,
-                    bundle=bundle,
-                    secret_id=f"{self.vault_url}/secrets/{name}/{version}",
-                    enabled=version.lower() not in disabled,
-                    created=stamp,
-                    tags=tags,
+            when = created.get(file.stem)
+            listed.append(
+                _Listed(
+                    version=file.stem,
+                    path=file,
+                    enabled=file.stem.lower() not in disabled,
+                    created=_parse_created(when, path) if when else None,
                 )
             )
-        found.sort(key=lambda v: (v.created or v.bundle.leaf.not_before, v.version))
-        return found
+        folder = _Folder(stamp, {str(k): str(v) for k, v in meta.get("tags", {}).items()}, listed)
+        self._folders[name.lower()] = folder
+        return folder
+
+    def _ordered(self, name: str) -> list[_Listed]:
+        """Every version, oldest first: by `created`, else by the leaf's notBefore (parsed for it), then id."""
+        folder = self._folder(name)
+        if folder.ordered is None:
+            folder.ordered = sorted(
+                folder.listed,
+                key=lambda v: (v.created or self._stored(name, v).bundle.leaf.not_before, v.version),
+            )
+        return folder.ordered
+
+    def _stored(self, name: str, listed: _Listed) -> StoredVersion:
+        """The parsed version, from the LRU while its folder (the file, certificate.json) is unchanged."""
+        folder = self._folders[name.lower()]
+        key = (name.lower(), folder.stamp, listed.version)
+        stored = self._parsed.get(key)
+        if stored is not None:
+            self._parsed.move_to_end(key)
+            return stored
+        try:
+            bundle = load_certificate_file(str(listed.path))
+        except CertificateInputError as exc:
+            raise SourceError(str(exc), "bad-content") from None
+        stored = StoredVersion(
+            vault=self.vault,
+            name=name,
+            version=listed.version,
+            bundle=bundle,
+            secret_id=f"{self.vault_url}/secrets/{name}/{listed.version}",
+            enabled=listed.enabled,
+            created=listed.created,
+            tags=dict(folder.tags),
+        )
+        self._parsed[key] = stored
+        while len(self._parsed) > self.PARSED_KEPT:
+            self._parsed.popitem(last=False)
+        return stored
 
     @staticmethod
     def _meta(folder: Path) -> dict:
         path = folder / "certificate.json"
-        if not path.exists():
-            return {}
         try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise SourceError(f"{path}: not readable ({exc.strerror}); fix or remove it", "bad-content") from None
+        try:
+            meta = json.loads(text)
+        except ValueError as exc:
             raise SourceError(f"{path}: not readable JSON ({exc}); fix or remove it", "bad-content") from None
         if not isinstance(meta, dict):
             raise SourceError(f"{path}: must be a JSON object with tags, disabled, created", "bad-content")

@@ -1,0 +1,228 @@
+"""What `certsync reconcile` costs at fleet scale, beside its floor, measured in the same run.
+
+For each size (1,000 and 10,000 certificates; `--quick`: 200 and 1,000) it builds a vault directory of
+N certificates x 3 versions (PEM: leaf + intermediate; one EC root and intermediate, one reused leaf
+key, so building 30,000 certificates takes seconds), each with `certsync-*` tags and `created` times in
+its certificate.json, a trust file holding the root, then, each in a fresh child process (peak RSS is the
+child's `ru_maxrss`):
+
+- first: `local_reconciler(...).run(at)` on empty audit and state files: every latest version is
+  unprocessed, so each goes through the pipeline (assessment, plan, job file, audit entries);
+- daily: the same again, nothing new: every version is settled, every state already remembered;
+- floor: parse every latest leaf (`Certificate.from_der`) and verify its one signature with the
+  issuer's key (cryptography) -- the least any reconciliation must do per certificate.
+
+Revocation is off (the leaves carry no CRL distribution point; CRL costs are bench/assess.py's).
+Prints a table and, on its last line, `key=value` pairs: wall and CPU seconds, peak RSS (MiB) and
+per-certificate microseconds of the first and the daily run at each size, the floor's, the ratio of
+each run to the floor, and `flat` = per-certificate cost at the largest size / at the smallest (daily).
+Run: `make bench` or `.venv/bin/python bench/scale.py [--quick] [--sizes 1000,10000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+
+AT = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+VERSIONS = 3
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bench"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
+
+
+def _ca(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(AT - dt.timedelta(days=3650))
+        .not_valid_after(AT + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(signer, hashes.SHA256())
+    )
+
+
+def build_vault(folder: Path, count: int) -> Path:
+    """N certificate folders x 3 versions under `folder`/vault; the trust file is `folder`/root.pem."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    inter_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    root = _ca("Bench Root", root_key, "Bench Root", root_key)
+    inter = _ca("Bench Issuing CA", inter_key, "Bench Root", root_key)
+    (folder / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    inter_pem = inter.public_bytes(serialization.Encoding.PEM)
+    vault = folder / "vault"
+    vault.mkdir()
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(inter_key.public_key())
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    usage = x509.KeyUsage(True, False, True, False, False, False, False, False, False)
+    for i in range(count):
+        name = f"mail-{i:05d}"
+        host = f"{name}.bench.example"
+        cert_folder = vault / name
+        cert_folder.mkdir()
+        created = {}
+        for v in range(VERSIONS):
+            start = AT - dt.timedelta(days=90 * (VERSIONS - v))
+            leaf = (
+                x509.CertificateBuilder()
+                .subject_name(_name(host))
+                .issuer_name(inter.subject)
+                .public_key(leaf_key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(start)
+                .not_valid_after(start + dt.timedelta(days=365))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(usage, critical=True)
+                .add_extension(eku, critical=False)
+                .add_extension(aki, critical=False)
+                .sign(inter_key, hashes.SHA256())
+            )
+            version = f"v{v}{i:05d}"
+            (cert_folder / f"{version}.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + inter_pem)
+            created[version] = (start).strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta = {
+            "tags": {
+                "certsync-worker-group": "hrw-bench",
+                "certsync-servers": "EX01,EX02",
+                "certsync-send-connectors": "Outbound to Office 365",
+                "certsync-hosts": host,
+            },
+            "created": created,
+        }
+        (cert_folder / "certificate.json").write_text(json.dumps(meta))
+    return vault
+
+
+# --- the child: one measured thing, figures as JSON on stdout ---------------------------------------
+
+
+def child(kind: str, folder: Path) -> None:
+    start_cpu = time.process_time()
+    start = time.perf_counter()
+    if kind == "floor":
+        from cryptography.hazmat.primitives.asymmetric import ec as _ec
+
+        from shared.x509.certificate import Certificate
+
+        inter = None
+        folders = sorted((folder / "vault").iterdir())
+        for cert_folder in folders:
+            latest = max(p for p in cert_folder.iterdir() if p.suffix == ".pem")
+            pem = latest.read_bytes()
+            leaf_pem, _, rest = pem.partition(b"-----END CERTIFICATE-----")
+            leaf_x = x509.load_pem_x509_certificate(leaf_pem + b"-----END CERTIFICATE-----\n")
+            Certificate.from_der(leaf_x.public_bytes(serialization.Encoding.DER))
+            if inter is None:
+                inter = x509.load_pem_x509_certificate(rest.strip() + b"\n")
+            key = inter.public_key()
+            assert isinstance(key, _ec.EllipticCurvePublicKey)
+            key.verify(leaf_x.signature, leaf_x.tbs_certificate_bytes, _ec.ECDSA(hashes.SHA256()))
+        count = len(folders)
+    else:
+        from shared.pipeline.process import PipelineSettings
+        from shared.validation.assessment import TrustStore
+        from shared.wiring import local_reconciler
+
+        settings = PipelineSettings(trust=TrustStore.from_file(str(folder / "root.pem")), revocation="off")
+        reconciler = local_reconciler(
+            vault_dir=str(folder / "vault"),
+            vault="bench",
+            outbox=str(folder / "outbox"),
+            audit=str(folder / "audit.sqlite"),
+            state=str(folder / "state.sqlite"),
+            settings=settings,
+        )
+        report = reconciler.run(AT)
+        count = len(report.certificates)
+        if report.failures:
+            raise SystemExit(f"reconcile failed: {report.failures[:3]}")
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - start_cpu
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"wall": wall, "cpu": cpu, "rss": rss, "count": count}))
+
+
+def measure(kind: str, folder: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(folder)], capture_output=True, text=True, env=env, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} in {folder} failed:\n{out.stderr[-2000:]}")
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    # The children's CPU includes the pool's workers: RUSAGE_CHILDREN of the child is theirs.
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 and 1,000 certificates")
+    parser.add_argument("--sizes", help="comma-separated certificate counts")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], Path(args.child[1]))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([200, 1000] if args.quick else [1000, 10000])
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    headline: dict[str, str] = {}
+    print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} dir={base}")
+    print(f"{'size':>6} {'run':<6} {'wall s':>8} {'cpu s':>8} {'rss MiB':>8} {'us/cert':>9} {'x floor':>8}")
+    per_cert: dict[tuple[int, str], float] = {}
+    for size in sizes:
+        with tempfile.TemporaryDirectory(dir=base, prefix="certsync-scale-") as tmp:
+            folder = Path(tmp)
+            started = time.perf_counter()
+            build_vault(folder, size)
+            print(f"built {size} x {VERSIONS} versions in {time.perf_counter() - started:.1f} s")
+            results = {kind: measure(kind, folder) for kind in ("floor", "first", "daily")}
+        floor_us = results["floor"]["wall"] / size * 1e6
+        for kind in ("floor", "first", "daily"):
+            r = results[kind]
+            us = r["wall"] / size * 1e6
+            per_cert[(size, kind)] = us
+            ratio = us / floor_us
+            print(f"{size:>6} {kind:<6} {r['wall']:>8.2f} {r['cpu']:>8.2f} {r['rss']:>8.0f} {us:>9.0f} {ratio:>8.1f}")
+            tag = f"{kind}_{size // 1000}k" if size >= 1000 else f"{kind}_{size}"
+            headline[f"{tag}_wall_s"] = f"{r['wall']:.2f}"
+            headline[f"{tag}_cpu_s"] = f"{r['cpu']:.2f}"
+            headline[f"{tag}_rss_mib"] = f"{r['rss']:.0f}"
+            headline[f"{tag}_us_per_cert"] = f"{us:.0f}"
+            if kind != "floor":
+                headline[f"{tag}_x_floor"] = f"{ratio:.1f}"
+    small, large = min(sizes), max(sizes)
+    for kind in ("first", "daily"):
+        headline[f"{kind}_flat"] = f"{per_cert[(large, kind)] / per_cert[(small, kind)]:.2f}"
+    print(" ".join(f"{k}={v}" for k, v in headline.items()))
+
+
+if __name__ == "__main__":
+    main()
