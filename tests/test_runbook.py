@@ -44,6 +44,8 @@ from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import (
     RESULT_STATUSES,
     job_parameters,
+    kept_certificates,
+    name_mismatches,
     parse_result,
     result_from_output,
     server_outcomes,
@@ -70,7 +72,9 @@ PLAN2_ACTIONS = (
     "remove-certificate",
 )  # fmt: skip
 # PowerShell's case-sensitive operators: -ceq, -cne, -clike, -cmatch, -ccontains, -cin, -creplace, -csplit ...
-CASE_SENSITIVE_OPERATOR = re.compile(r"-c(eq|ne|gt|ge|lt|le|like|notlike|match|notmatch|contains|notcontains|in|notin|replace|split)", re.I)
+CASE_SENSITIVE_OPERATOR = re.compile(
+    r"-c(eq|ne|gt|ge|lt|le|like|notlike|match|notmatch|contains|notcontains|in|notin|replace|split)", re.I
+)
 CERTIFICATE_KEYS = ("vault", "name", "version", "thumbprint")
 STEP_KEYS = ("n", "action", "server", "object", "before", "after", "outcome", "message")
 INVENTORY_KEYS = ("server", "kind", "object", "tls_certificate_name", "thumbprint", "status", "services")
@@ -586,9 +590,11 @@ def test_retire_keeps_what_still_serves_is_internal_or_is_still_selected():
     # Removing a certificate that still serves IIS, POP or IMAP breaks OWA and mail clients; the internal
     # transport certificate breaks mail between servers; one a connector selects, that connector.
     clauses = dispatch()
-    assert called(clauses["retire-certificate"]) == called(clauses["remove-certificate"]) == [
-        "invoke-certsyncretirecertificate"
-    ]
+    assert (
+        called(clauses["retire-certificate"])
+        == called(clauses["remove-certificate"])
+        == ["invoke-certsyncretirecertificate"]
+    )
     retire = functions()["Invoke-CertsyncRetireCertificate"]
     calls = called(retire)
     removal = calls.index("remove-exchangecertificate")
@@ -712,3 +718,26 @@ def test_per_server_outcomes_follow_from_the_result():
     ]
     succeeded = json.loads((FIXTURES / "result-succeeded.json").read_text())
     assert {o["outcome"] for o in server_outcomes(succeeded, ["EX01", "EX02"], "Completed")} == {"succeeded"}
+
+
+def test_a_name_mismatch_switches_nothing_rolls_staging_back_and_names_both_strings():
+    result = json.loads((FIXTURES / "result-name-mismatch.json").read_text())
+    assert result["status"] == "rolled-back"
+    assert name_mismatches(result) == [
+        'EX01: Exchange renders "<I>C=US, O=Let\'s Encrypt, CN=R11<S>CN=mail.contoso.com",'
+        ' certsync has "<I>CN=R11, O=Let\'s Encrypt, C=US<S>CN=mail.contoso.com"'
+    ]
+    outcomes = {(s["action"], s["server"]): s["outcome"] for s in result["steps"]}
+    assert outcomes[("import-certificate", "EX01")] == outcomes[("import-certificate", "EX02")] == "rolled-back"
+    assert {o for (action, _), o in outcomes.items() if action.startswith("set-")} == {"skipped"}
+    assert "Exchange renders" in result["error"] and "certsync's" in result["error"]
+
+
+def test_the_old_certificate_serving_iis_is_kept_on_a_successful_run():
+    # The example plan (certsync.plan/1) enables only SMTP on the new certificate; the old one also serves
+    # IIS on both servers (tests/runbook/FakeExchange.ps1), so retire keeps it and says why.
+    result = json.loads((FIXTURES / "result-succeeded.json").read_text())
+    retired = [s for s in result["steps"] if s["action"] == "retire-certificate"]
+    assert {(s["outcome"], s["after"]) for s in retired} == {("skipped", "present")}
+    assert [k["server"] for k in result["kept"]] == ["EX01", "EX02"]
+    assert all("serves IIS" in line for line in kept_certificates(result))

@@ -422,6 +422,21 @@ function Get-CertsyncStepThumbprint {
     return $thumbprint.ToUpperInvariant()
 }
 
+function Get-CertsyncOldThumbprints {
+    # The certificates the plan replaces: plan/1's previous.thumbprint and every retire/remove step's.
+    param([hashtable]$Context)
+    $old = New-Object System.Collections.Generic.List[string]
+    $previous = Get-CertsyncField $Context.Plan 'previous'
+    if ([string](Get-CertsyncField $previous 'thumbprint')) { $old.Add(([string]$previous.thumbprint).ToUpperInvariant()) }
+    foreach ($step in $Context.Steps) {
+        if (@('retire-certificate', 'remove-certificate') -contains [string](Get-CertsyncField $step 'action')) {
+            $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $step
+            if (-not $old.Contains($thumbprint)) { $old.Add($thumbprint) }
+        }
+    }
+    return $old.ToArray()
+}
+
 function Test-CertsyncServerName {
     # Exchange's own rendering of the new certificate's name on $Server ("<I>" + Issuer + "<S>" + Subject
     # from Get-ExchangeCertificate) against certsync's TlsCertificateName, ignoring case as Exchange
@@ -883,11 +898,14 @@ function Invoke-CertsyncEnableServices {
         Set-CertsyncStepOutcome -Record $Record -Outcome 'would-do' -Before $before -After $wanted -Message ("would enable {0} and keep the internal transport certificate {1}" -f ($missing -join ', '), $internal)
         return
     }
+    # Who serves each other service now (the plan's old certificate first), to give it back on rollback.
     $holders = @{}
+    $old = @(Get-CertsyncOldThumbprints -Context $Context)
+    $others = @($all | Where-Object { $old -contains ([string]$_.Thumbprint).ToUpperInvariant() }) + @($all | Where-Object { $old -notcontains ([string]$_.Thumbprint).ToUpperInvariant() -and ([string]$_.Thumbprint).ToUpperInvariant() -ne $thumbprint })
     foreach ($service in $missing) {
         if ($service -eq 'SMTP') { continue }
-        foreach ($other in $all) {
-            if (([string]$other.Thumbprint).ToUpperInvariant() -ne $thumbprint -and -not $holders.ContainsKey($service) -and (@(Get-CertsyncServices -Certificate $other) -contains $service)) {
+        foreach ($other in $others) {
+            if (-not $holders.ContainsKey($service) -and (@(Get-CertsyncServices -Certificate $other) -contains $service)) {
                 $holders[$service] = ([string]$other.Thumbprint).ToUpperInvariant()
             }
         }
@@ -1332,12 +1350,7 @@ function Get-CertsyncInventory {
             }
         }
     }
-    $wanted = @(([string]$Context.Certificate.thumbprint).ToUpperInvariant())
-    $previous = Get-CertsyncField $Context.Plan 'previous'
-    if ($null -ne $previous -and [string](Get-CertsyncField $previous 'thumbprint')) { $wanted += ([string]$previous.thumbprint).ToUpperInvariant() }
-    foreach ($step in $Context.Steps) {
-        if (@('retire-certificate', 'remove-certificate') -contains [string](Get-CertsyncField $step 'action')) { $wanted += Get-CertsyncStepThumbprint -Context $Context -Step $step }
-    }
+    $wanted = @(([string]$Context.Certificate.thumbprint).ToUpperInvariant()) + @(Get-CertsyncOldThumbprints -Context $Context)
     foreach ($server in @(Get-CertsyncField $Context.Plan 'servers')) {
         if (-not $server) { continue }
         try {
