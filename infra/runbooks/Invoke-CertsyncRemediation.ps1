@@ -240,7 +240,6 @@ function New-CertsyncContext {
     }
     return @{
         Plan               = $Plan
-        Schema             = [string](Get-CertsyncField $Plan 'schema')
         Certificate        = $certificate
         Steps              = $steps
         Records            = $records
