@@ -23,15 +23,19 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import CertsyncError
 from shared.notify.signing import new_secret, parse_secrets, sign
+from shared.notify.webhooks import notice_facts
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.jobs import RemediationRequest
 from shared.pipeline.process import Notice
 from shared.remediation.context import RemediationSettings, poll_delay, retry_delay
 from shared.remediation.messages import (
     MessageError,
+    ResultError,
     TrackMessage,
     callback_url,
     check_no_secrets,
+    kept_certificates,
+    name_mismatches,
     parse_job_message,
     parse_result,
     parse_track_message,
@@ -565,6 +569,65 @@ def test_result_parsing_is_tolerant_but_strict_about_whose_result_it_is():
         {"server": "EX01", "outcome": "what-if"},
         {"server": "EX02", "outcome": "what-if"},
     ]
+
+
+NEW_NAME = "<I>CN=R11, O=Contoso<S>CN=mail.contoso.com"
+SERVER_NAMES = [
+    {"server": "EX01", "subject": "CN=mail.contoso.com", "issuer": "O=Contoso, CN=R11", "expected": NEW_NAME},
+    {"server": "EX02", "subject": "cn=MAIL.contoso.com", "issuer": "CN=R11, O=Contoso", "expected": NEW_NAME},
+]
+SERVER_NAMES[0]["matches"], SERVER_NAMES[1]["matches"] = False, True  # case ignored, as Exchange does
+
+
+def test_a_name_exchange_renders_differently_is_audited_and_noticed_with_both_strings(setup):
+    # The runbook compared each server's own Subject/Issuer with certsync's string (case ignored: EX02
+    # matches), switched nothing and rolled staging back; the poll records it and the notice shows both.
+    job = make_job()
+    setup.fast()
+    output = output_for(job, status="rolled-back", failed_on="EX01", server_names=SERVER_NAMES, kept=[])
+    setup.arm.script(["Running", "Failed"], output=output, exception="certsync rolled-back: On EX01 ...")
+    setup.remediation.start(job.to_json())
+    setup.track_until_done()
+
+    [entry] = setup.entries("job-result")
+    assert entry.details["result"]["server_names"] == SERVER_NAMES
+    notice = setup.notices[-1]
+    assert notice.kind == "job-result" and notice.severity == "critical"
+    assert notice.details["name_mismatch"] == [
+        "EX01: Exchange renders '<I>O=Contoso, CN=R11<S>CN=mail.contoso.com',"
+        " certsync has '<I>CN=R11, O=Contoso<S>CN=mail.contoso.com'"
+    ]
+    assert notice.details["kept_certificates"] == []
+    facts = dict(notice_facts(notice))
+    assert "<I>O=Contoso, CN=R11<S>CN=mail.contoso.com" in facts["Name mismatch"]
+    assert NEW_NAME in facts["Name mismatch"] and "Kept certificates" not in facts
+
+
+def test_old_certificates_the_runbook_kept_are_in_the_notice_with_the_reason(setup):
+    job = make_job()
+    setup.fast()
+    setup.remediation.start(job.to_json())
+    reason = "it still serves IIS on EX01, which the new certificate is not enabled for there"
+    kept = [{"server": "EX01", "thumbprint": "0CB65935AF474E04D10597A12E9538959901A4C8", "reason": reason}]
+    body = json.dumps(result_for(job, server_names=SERVER_NAMES[1:], kept=kept)).encode()
+    assert setup.post_result(job.job_id, body).status_code == 200
+
+    [entry] = setup.entries("job-result")
+    assert entry.details["result"]["kept"] == kept
+    notice = setup.notices[-1]
+    assert notice.details["kept_certificates"] == [f"0CB65935AF474E04D10597A12E9538959901A4C8 on EX01: {reason}"]
+    assert notice.details["name_mismatch"] == [] and notice.severity == "good"
+    assert reason in dict(notice_facts(notice))["Kept certificates"]
+
+
+@pytest.mark.parametrize("key", ["server_names", "kept"])
+def test_server_names_and_kept_must_be_lists_of_objects_and_may_be_absent(key):
+    job = make_job()
+    with pytest.raises(ResultError, match=f"result's {key} is not a list of objects"):
+        parse_result(result_for(job, **{key: ["EX01"]}), job.job_id)
+    older = result_for(job)  # a runbook from before the name check: neither key
+    assert name_mismatches(parse_result(older, job.job_id)) == kept_certificates(older) == []
+    assert name_mismatches(None) == kept_certificates(None) == []
 
 
 def test_transient_poll_failures_back_off_then_poison_the_tracking_message(setup):

@@ -5,9 +5,15 @@ PowerShell, which cannot be installed here (spec: local-stack §5).
   with no ERROR or MISSING node; deliberately broken snippets (and PowerShell 7-only syntax, which the
   grammar rejects) are flagged, so the gate can fail.
 - Project lints read from the parse tree: the Automation parameters match what shared/remediation/messages.py
-  sends, every action shared/pipeline/plan.py can plan has a handler and unknown actions throw, one Write-Output,
+  sends, every action shared/pipeline/plan.py can plan (certsync.plan/1) and every certsync.plan/2 action
+  (spec exchange-inventory.md §3) has exactly one handler and unknown actions throw, one Write-Output,
   no Write-Host, no PowerShell 7-only commands or parameters, ConvertTo-Json always with -Depth, no
   secret in a parameter name or in anything logged or thrown, the result record's fields.
+- Safety rules read from the tree: no case-sensitive comparison anywhere (Exchange matches TlsCertificateName
+  ignoring case; every comparison of such values goes through one helper), Exchange's own rendering of the
+  name is checked on each server before any switch (with staging rolled back on a mismatch), and retire
+  keeps a certificate that still serves another service, is the internal transport certificate or is still
+  selected by a connector.
 - The result line: the fixtures in tests/fixtures/runbook/ (written as Windows PowerShell 5.1's
   ConvertTo-Json -Compress writes them) match certsync.result/1 and the tracker parses them.
 
@@ -38,6 +44,8 @@ from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import (
     RESULT_STATUSES,
     job_parameters,
+    kept_certificates,
+    name_mismatches,
     parse_result,
     result_from_output,
     server_outcomes,
@@ -53,8 +61,20 @@ STANDALONE_PARAMETERS = ("PlanFile", "PfxPath", "ExoOrganization", "SkipExchange
 OUTCOMES = ("done", "already", "skipped", "failed", "rolled-back", "would-do")
 RESULT_KEYS = (
     "schema", "job_id", "correlation_id", "certificate", "status", "error",
-    "worker", "started", "finished", "steps", "inventory",
+    "worker", "started", "finished", "steps", "inventory", "server_names", "kept",
 )  # fmt: skip
+SERVER_NAME_KEYS = ("server", "subject", "issuer", "expected", "matches")
+KEPT_KEYS = ("server", "thumbprint", "reason")
+# certsync.plan/2's actions (spec exchange-inventory.md §3); the planner that writes them is another branch.
+PLAN2_ACTIONS = (
+    "install-intermediate", "import-certificate", "enable-services", "check-name", "set-send-connector",
+    "set-receive-connector", "set-hybrid-configuration", "set-exo-inbound-connector", "check-status",
+    "remove-certificate",
+)  # fmt: skip
+# PowerShell's case-sensitive operators: -ceq, -cne, -clike, -cmatch, -ccontains, -cin, -creplace, -csplit ...
+CASE_SENSITIVE_OPERATOR = re.compile(
+    r"-c(eq|ne|gt|ge|lt|le|like|notlike|match|notmatch|contains|notcontains|in|notin|replace|split)", re.I
+)
 CERTIFICATE_KEYS = ("vault", "name", "version", "thumbprint")
 STEP_KEYS = ("n", "action", "server", "object", "before", "after", "outcome", "message")
 INVENTORY_KEYS = ("server", "kind", "object", "tls_certificate_name", "thumbprint", "status", "services")
@@ -237,6 +257,27 @@ def plan_actions() -> set[str]:
     return actions
 
 
+def all_actions() -> set[str]:
+    """What the runbook runs: certsync.plan/1's actions and certsync.plan/2's."""
+    return plan_actions() | set(PLAN2_ACTIONS)
+
+
+def dispatch() -> dict[str, tree_sitter.Node]:
+    """Invoke-CertsyncStep's switch clauses by condition (each condition once, asserted)."""
+    [switch] = [n for n in walk(functions()["Invoke-CertsyncStep"]) if n.type == "switch_statement"]
+    clauses = [n for n in walk(switch) if n.type == "switch_clause"]
+    conditions = [
+        unquote(text(next(c for c in clause.children if c.type == "switch_clause_condition"))) for clause in clauses
+    ]
+    assert len(conditions) == len(set(conditions)), conditions
+    return dict(zip(conditions, clauses, strict=True))
+
+
+def called(node: tree_sitter.Node) -> list[str]:
+    """The commands `node` calls, lower case, in source order."""
+    return [name for name, _ in commands(node)]
+
+
 def example_plan() -> dict:
     return json.loads((FIXTURES / "job-issuer-changed.json").read_text())["plan"]
 
@@ -333,28 +374,28 @@ def test_no_parameter_name_looks_like_a_secret():
     assert [name for name in script_parameters() if secretive.search(name)] == []
 
 
-def test_every_planned_action_has_a_handler_and_unknown_actions_throw():
-    actions = plan_actions()
-    assert {step["action"] for step in example_plan()["steps"]} <= actions  # the collection sees real plans
-    dispatch = functions()["Invoke-CertsyncStep"]
-    [switch] = [n for n in walk(dispatch) if n.type == "switch_statement"]
-    clauses = [n for n in walk(switch) if n.type == "switch_clause"]
-    conditions = [
-        unquote(text(next(c for c in clause.children if c.type == "switch_clause_condition"))) for clause in clauses
-    ]
-    handled = [c for c in conditions if c != "default"]
-    assert sorted(handled) == sorted(actions)
-    assert len(handled) == len(set(handled))
-    [default] = [clause for clause, condition in zip(clauses, conditions, strict=True) if condition == "default"]
-    assert any(n.type == "flow_control_statement" and text(n).startswith("throw") for n in walk(default))
+def test_every_action_of_both_plan_schemas_has_exactly_one_handler_and_unknown_actions_throw():
+    assert {step["action"] for step in example_plan()["steps"]} <= plan_actions()  # the collection sees real plans
+    clauses = dispatch()
+    assert sorted(c for c in clauses if c != "default") == sorted(all_actions())
+    for action in PLAN2_ACTIONS:  # each plan/2 action: one clause that calls one of the runbook's handlers
+        handlers = [name for name in called(clauses[action]) if name.startswith("invoke-certsync")]
+        assert len(handlers) == 1, (action, handlers)
+        assert handlers[0] in {name.lower() for name in functions()}, action
+    assert any(n.type == "flow_control_statement" and text(n).startswith("throw") for n in walk(clauses["default"]))
 
 
-def test_the_plan_is_checked_against_the_same_actions_before_anything_runs():
+def test_the_plan_is_checked_against_its_schemas_actions_before_anything_runs():
     listed = functions()["Get-CertsyncActions"]
-    strings = [unquote(text(n)) for n in walk(listed) if n.type == "string_literal"]
-    assert sorted(strings) == sorted(plan_actions())
+    arrays = [n for n in walk(listed) if n.type == "array_expression"]
+    by_array = [[unquote(text(n)) for n in walk(array) if n.type == "string_literal"] for array in arrays]
+    [plan2, plan1] = by_array  # the certsync.plan/2 list under `if ($Schema -eq 'certsync.plan/2')`, then plan/1
+    assert sorted(plan2) == sorted(PLAN2_ACTIONS)
+    assert sorted(plan1) == sorted(plan_actions())
+    assert "'certsync.plan/2'" in {text(n) for n in walk(listed) if n.type == "string_literal"}
     check = functions()["ConvertFrom-CertsyncPlan"]
-    assert "get-certsyncactions" in {name for name, _ in commands(check)}
+    [call] = [node for name, node in commands(check) if name == "get-certsyncactions"]
+    assert re.search(r"-Schema\s+\$schema", text(call))
 
 
 def test_no_write_host_and_exactly_one_write_output_in_main():
@@ -443,6 +484,10 @@ def test_the_result_record_has_exactly_the_contract_fields():
     assert hash_keys(step) == list(STEP_KEYS)
     [inventory] = hash_literals(functions()["Add-CertsyncInventory"])
     assert hash_keys(inventory) == list(INVENTORY_KEYS)
+    [server_name] = hash_literals(functions()["Test-CertsyncServerName"])
+    assert hash_keys(server_name) == list(SERVER_NAME_KEYS)
+    [kept] = hash_literals(functions()["Add-CertsyncKept"])
+    assert hash_keys(kept) == list(KEPT_KEYS)
     kinds = {unquote(text(n)) for n in walk(runbook_tree().root_node) if n.type == "string_literal"}
     assert set(INVENTORY_KINDS) <= kinds
 
@@ -471,6 +516,101 @@ def test_exchange_cmdlets_get_only_documented_parameters():
             passed = {p.lstrip("-") for p in parameters_of(node)}
             assert passed <= EXCHANGE_PARAMETERS[name] | COMMON_PARAMETERS, f"{name}: {sorted(passed)}"
     assert seen == set(EXCHANGE_PARAMETERS)
+
+
+# --- safety rules: the name Exchange matches, retire ---------------------------------------------------------
+
+
+def case_sensitive_comparisons(tree: tree_sitter.Tree) -> list[str]:
+    """Case-sensitive operators and ordinal (case-sensitive) string comparisons, as `line: text`."""
+    found = []
+    for node in walk(tree.root_node):
+        line = node.start_point[0] + 1
+        if node.type == "comparison_operator" and CASE_SENSITIVE_OPERATOR.fullmatch(text(node)):
+            found.append(f"{line}: {text(node)}")
+        elif node.child_count == 0 and text(node) == "Ordinal":  # [StringComparison]::Ordinal, not OrdinalIgnoreCase
+            found.append(f"{line}: StringComparison Ordinal")
+        elif node.child_count == 0 and text(node).lower() in ("compareordinal", "ceq"):
+            found.append(f"{line}: {text(node)}")
+    return found
+
+
+def test_no_comparison_in_the_runbook_is_case_sensitive():
+    # Exchange finds a connector's certificate by its <I><S> texts ignoring case (tls-certificate-name.md §4):
+    # a case-sensitive compare reports a value as "unknown" that Exchange treats as the same, or fails a
+    # read-back that Exchange would accept. The lint can fail: it flags what it looks for.
+    assert case_sensitive_comparisons(runbook_tree()) == []
+    sample = parse(
+        b"$a -ceq $b\n$a -CNE $b\n$a -clike 'x*'\n[string]::Equals($a, $b, [System.StringComparison]::Ordinal)\n"
+    )
+    assert len(case_sensitive_comparisons(sample)) == 4
+    allowed = parse(b"$a -eq $b\n[string]::Equals($a, $b, [System.StringComparison]::OrdinalIgnoreCase)\n")
+    assert case_sensitive_comparisons(allowed) == []
+
+
+def test_tls_certificate_names_are_compared_by_one_helper_that_ignores_case():
+    helper = functions()["Test-CertsyncSameTlsName"]
+    assert "OrdinalIgnoreCase" in text(helper)
+    for name in (
+        "Invoke-CertsyncSetTlsName",  # already set? the value it replaces? the read-back
+        "Invoke-CertsyncVerifyConnectors",
+        "Test-CertsyncPhase",  # the switch phase's read-back
+        "Undo-CertsyncChanges",  # the rollback's read-back
+        "Test-CertsyncTlsNameSelects",  # retire: which connectors select a certificate
+        "Test-CertsyncServerName",  # Exchange's rendering against certsync's string
+    ):
+        assert "test-certsyncsametlsname" in called(functions()[name]), name
+    assert "test-certsynctlsnameselects" in called(functions()["Find-CertsyncTlsNameReferences"])
+
+
+def test_exchanges_own_rendering_of_the_name_is_checked_on_each_server_before_any_switch():
+    # plan/2's check-name step, and for every plan the check after the stage phase (plan/1 has no check-name).
+    assert called(dispatch()["check-name"]) == ["invoke-certsynccheckname"]
+    assert "test-certsyncservername" in called(functions()["Invoke-CertsyncCheckName"])
+    compare = called(functions()["Test-CertsyncServerName"])
+    assert {"get-certsyncexchangecertificate", "get-certsynccertificatetlsname", "test-certsyncsametlsname"} <= set(
+        compare
+    )
+    phase = functions()["Test-CertsyncPhase"]
+    assert "test-certsyncservername" in called(phase)
+    assert {"'check-status'", "'check-name'"} <= {text(n) for n in walk(phase) if n.type == "string_literal"}
+    # The plan runs the phase check whenever the phase changes, so after stage and before the first switch.
+    run = functions()["Invoke-CertsyncPlan"]
+    assert called(run).index("invoke-certsyncphasecheck") < called(run).index("invoke-certsyncstep")
+    # A mismatch fails with both strings and rolls staging back (the certificate the name check refused
+    # is removed again and the services it took are given back).
+    assert "undo-certsyncstaging" in called(run)
+    undo = called(functions()["Undo-CertsyncStaging"])
+    assert {"remove-exchangecertificate", "enable-exchangecertificate"} <= set(undo)
+    mismatch = text(functions()["Get-CertsyncNameMismatch"])
+    assert all(f"$Entry['{key}']" in mismatch for key in ("server", "issuer", "subject", "expected"))
+
+
+def test_retire_keeps_what_still_serves_is_internal_or_is_still_selected():
+    # Removing a certificate that still serves IIS, POP or IMAP breaks OWA and mail clients; the internal
+    # transport certificate breaks mail between servers; one a connector selects, that connector.
+    clauses = dispatch()
+    assert (
+        called(clauses["retire-certificate"])
+        == called(clauses["remove-certificate"])
+        == ["invoke-certsyncretirecertificate"]
+    )
+    retire = functions()["Invoke-CertsyncRetireCertificate"]
+    calls = called(retire)
+    removal = calls.index("remove-exchangecertificate")
+    before = calls[:removal]
+    assert "get-certsyncinternaltransportthumbprint" in before
+    assert before.count("get-certsyncservices") >= 2  # the old certificate's services and the new one's
+    assert "find-certsynctlsnamereferences" in before
+    assert before.count("add-certsynckept") >= 3  # each rule keeps, with its reason
+    assert calls.count("remove-exchangecertificate") == 1
+    # What retire does not remove is "kept", never a bare skip.
+    for name, node in commands(retire):
+        if name == "set-certsyncstepoutcome":
+            assert "'skipped'" not in text(node)
+    assert "'skipped'" in text(functions()["Add-CertsyncKept"]) and "kept: " in text(functions()["Add-CertsyncKept"])
+    # SMTP is the connectors' business (the references rule); every other service keeps the certificate.
+    assert re.search(r"\$_ -ne 'SMTP' -and \$newServices -notcontains \$_", text(retire))
 
 
 def test_the_callback_signature_vector_of_the_pester_tests_is_shared_signing():
@@ -507,7 +647,7 @@ def check_result(data: dict) -> None:
     assert isinstance(data["worker"], str) and data["worker"]
     for step in data["steps"]:
         assert list(step) == list(STEP_KEYS)
-        assert isinstance(step["n"], int) and step["action"] in plan_actions()
+        assert isinstance(step["n"], int) and step["action"] in all_actions()
         assert step["server"] is None or isinstance(step["server"], str)
         assert step["outcome"] in OUTCOMES
         assert all(step[k] is None or isinstance(step[k], str) for k in ("object", "before", "after", "message"))
@@ -523,6 +663,16 @@ def check_result(data: dict) -> None:
         assert list(item) == list(INVENTORY_KEYS)
         assert item["kind"] in INVENTORY_KINDS
         assert all(v is None or isinstance(v, str) for v in item.values())
+    for entry in data["server_names"]:
+        assert list(entry) == list(SERVER_NAME_KEYS)
+        assert isinstance(entry["matches"], bool)
+        assert all(isinstance(entry[k], str) for k in ("server", "subject", "issuer", "expected"))
+    if any(not entry["matches"] for entry in data["server_names"]):
+        assert data["status"] in ("failed", "rolled-back", "what-if")
+        assert not any(s["action"].startswith("set-") and s["outcome"] == "done" for s in data["steps"])
+    for entry in data["kept"]:
+        assert list(entry) == list(KEPT_KEYS) and all(isinstance(v, str) and v for v in entry.values())
+        assert any(s["outcome"] == "skipped" and s["message"].startswith("kept: ") for s in data["steps"])
 
 
 def result_fixtures() -> list[Path]:
@@ -568,3 +718,26 @@ def test_per_server_outcomes_follow_from_the_result():
     ]
     succeeded = json.loads((FIXTURES / "result-succeeded.json").read_text())
     assert {o["outcome"] for o in server_outcomes(succeeded, ["EX01", "EX02"], "Completed")} == {"succeeded"}
+
+
+def test_a_name_mismatch_switches_nothing_rolls_staging_back_and_names_both_strings():
+    result = json.loads((FIXTURES / "result-name-mismatch.json").read_text())
+    assert result["status"] == "rolled-back"
+    assert name_mismatches(result) == [
+        'EX01: Exchange renders "<I>C=US, O=Let\'s Encrypt, CN=R11<S>CN=mail.contoso.com",'
+        ' certsync has "<I>CN=R11, O=Let\'s Encrypt, C=US<S>CN=mail.contoso.com"'
+    ]
+    outcomes = {(s["action"], s["server"]): s["outcome"] for s in result["steps"]}
+    assert outcomes[("import-certificate", "EX01")] == outcomes[("import-certificate", "EX02")] == "rolled-back"
+    assert {o for (action, _), o in outcomes.items() if action.startswith("set-")} == {"skipped"}
+    assert "Exchange renders" in result["error"] and "certsync's" in result["error"]
+
+
+def test_the_old_certificate_serving_iis_is_kept_on_a_successful_run():
+    # The example plan (certsync.plan/1) enables only SMTP on the new certificate; the old one also serves
+    # IIS on both servers (tests/runbook/FakeExchange.ps1), so retire keeps it and says why.
+    result = json.loads((FIXTURES / "result-succeeded.json").read_text())
+    retired = [s for s in result["steps"] if s["action"] == "retire-certificate"]
+    assert {(s["outcome"], s["after"]) for s in retired} == {("skipped", "present")}
+    assert [k["server"] for k in result["kept"]] == ["EX01", "EX02"]
+    assert all("serves IIS" in line for line in kept_certificates(result))

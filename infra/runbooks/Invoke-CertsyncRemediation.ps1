@@ -1,7 +1,8 @@
 <#
 .SYNOPSIS
-    Carries out a certsync remediation plan (certsync.plan/1) on Exchange Server: stage the renewed
-    certificate, switch the connectors' TlsCertificateName, verify, retire the old certificate.
+    Carries out a certsync remediation plan (certsync.plan/1 or certsync.plan/2) on Exchange Server:
+    stage the renewed certificate, check the name Exchange renders for it, switch the connectors'
+    TlsCertificateName, verify, retire the old certificate.
 
 .DESCRIPTION
     Runs in Windows PowerShell 5.1 with the Exchange Management Shell, as an Azure Automation runbook
@@ -15,7 +16,11 @@
       every step that is already done reports "already".
     - The internal transport certificate is never replaced; a connector value that is neither the
       plan's previous value nor its new value is never overwritten; a certificate that something
-      still references is never removed.
+      still references, or that still serves IIS, POP, IMAP, UM or Federation, is never removed.
+    - No connector is switched until every staged server renders the new certificate's
+      "<I>" + Issuer + "<S>" + Subject as certsync's TlsCertificateName (ignoring case, Exchange's rule);
+      on a mismatch, staging is rolled back and the result names both strings per server.
+    - TlsCertificateName values are compared ignoring case everywhere (Test-CertsyncSameTlsName).
     - After each phase the result is verified (Get-ExchangeCertificate Status, TlsCertificateName read
       back). When a step fails after connector values changed, those values are restored.
     - -WhatIf reports what would change and changes nothing.
@@ -49,8 +54,24 @@ param(
 # ---------------------------------------------------------------------------------------------
 
 function Get-CertsyncActions {
-    # Every action certsync.plan/1 can contain (shared/pipeline/plan.py). A plan with any other action is
-    # refused before the first step runs, so a runbook older than the planner never half-runs a plan.
+    # Every action a plan of $Schema can contain: certsync.plan/1 (shared/pipeline/plan.py) or
+    # certsync.plan/2 (spec exchange-inventory.md section 3). A plan with any other action is refused
+    # before the first step runs, so a runbook older than the planner never half-runs a plan.
+    param([string]$Schema = 'certsync.plan/1')
+    if ($Schema -eq 'certsync.plan/2') {
+        return @(
+            'install-intermediate',
+            'import-certificate',
+            'enable-services',
+            'check-name',
+            'set-send-connector',
+            'set-receive-connector',
+            'set-hybrid-configuration',
+            'set-exo-inbound-connector',
+            'check-status',
+            'remove-certificate'
+        )
+    }
     return @(
         'install-intermediate',
         'import-certificate',
@@ -142,8 +163,9 @@ function Read-CertsyncPlanText {
 }
 
 function ConvertFrom-CertsyncPlan {
-    # Parses and checks a certsync.plan/1 body, or a certsync.job/1 file holding one (standalone use
-    # of an outbox job file). Returns @{ Plan; JobId; CorrelationId } (ids from the job file, if any).
+    # Parses and checks a certsync.plan/1 or certsync.plan/2 body, or a certsync.job/1 file holding one
+    # (standalone use of an outbox job file). Returns @{ Plan; JobId; CorrelationId } (ids from the job
+    # file, if any). The plan's schema decides which actions it may contain.
     param([string]$Text)
     try {
         $document = ConvertFrom-Json -InputObject $Text -ErrorAction Stop
@@ -158,8 +180,8 @@ function ConvertFrom-CertsyncPlan {
         $document = Get-CertsyncField $document 'plan'
     }
     $schema = [string](Get-CertsyncField $document 'schema')
-    if ($schema -ne 'certsync.plan/1') {
-        throw "The plan's schema is '$schema', not certsync.plan/1; this runbook only runs certsync.plan/1 plans."
+    if (@('certsync.plan/1', 'certsync.plan/2') -notcontains $schema) {
+        throw "The plan's schema is '$schema'; this runbook runs certsync.plan/1 and certsync.plan/2 plans: update infra/runbooks/Invoke-CertsyncRemediation.ps1 in the Automation account."
     }
     $certificate = Get-CertsyncField $document 'certificate'
     foreach ($field in @('vault', 'name', 'version', 'secret_id', 'thumbprint', 'tls_certificate_name')) {
@@ -169,14 +191,19 @@ function ConvertFrom-CertsyncPlan {
     }
     $blocked = Get-CertsyncField $document 'blocked'
     if ($null -ne $blocked -and [string]$blocked) {
+        # plan/1: a string; plan/2: {reason, fix}.
+        $reason = Get-CertsyncField $blocked 'reason'
+        if ($null -ne $reason) { $blocked = '{0}; {1}' -f $reason, (Get-CertsyncField $blocked 'fix') }
         throw "The plan is blocked ($blocked); certsync does not run blocked plans: fix the certificate and let certsync plan again."
     }
-    $known = Get-CertsyncActions
+    $known = Get-CertsyncActions -Schema $schema
+    $index = 0
     foreach ($step in @(Get-CertsyncField $document 'steps')) {
         if ($null -eq $step) { continue }
+        $index++
         $action = [string](Get-CertsyncField $step 'action')
         if ($known -notcontains $action) {
-            throw ("Plan step {0} has an unknown action '{1}' (newer than this runbook); update infra/runbooks/Invoke-CertsyncRemediation.ps1 in the Automation account." -f (Get-CertsyncField $step 'n'), $action)
+            throw ("Plan step {0} has an unknown action '{1}' for {2} (newer than this runbook); update infra/runbooks/Invoke-CertsyncRemediation.ps1 in the Automation account." -f $index, $action, $schema)
         }
     }
     return @{ Plan = $document; JobId = $jobId; CorrelationId = $correlationId }
@@ -206,7 +233,7 @@ function New-CertsyncContext {
     $lastImport = -1
     for ($i = 0; $i -lt $steps.Count; $i++) {
         $step = $steps[$i]
-        $records.Add((New-CertsyncStepRecord -Step $step))
+        $records.Add((New-CertsyncStepRecord -Step $step -Index ($i + 1)))
         $action = [string](Get-CertsyncField $step 'action')
         if ($action -like 'set-*') { $setSteps[[string](Get-CertsyncField $step 'object')] = $step }
         if ($action -eq 'import-certificate') { $lastImport = $i }
@@ -227,6 +254,9 @@ function New-CertsyncContext {
         InAutomation       = $InAutomation
         Pfx                = $null
         Changes            = New-Object System.Collections.Generic.List[object]
+        Staged             = New-Object System.Collections.Generic.List[object]
+        ServerNames        = New-Object System.Collections.Generic.List[object]
+        Kept               = New-Object System.Collections.Generic.List[object]
         RollbackFailures   = New-Object System.Collections.Generic.List[string]
         ExoConnected       = $false
         Status             = ''
@@ -239,15 +269,18 @@ function New-CertsyncContext {
 }
 
 function New-CertsyncStepRecord {
-    # The result record of one plan step (certsync.result/1 steps[]): "not run" until it runs.
-    param([object]$Step)
+    # The result record of one plan step (certsync.result/1 steps[]): "not run" until it runs. A step
+    # without its own n (plan/2 may omit it) is numbered by its position, from 1.
+    param([object]$Step, [int]$Index = 0)
+    $n = Get-CertsyncField $Step 'n'
+    if ($null -eq $n) { $n = $Index }
     $object = Get-CertsyncField $Step 'object'
     if ($object -is [System.Array]) { $object = (@($object) | ForEach-Object { [string]$_ }) -join '; ' }
     $server = Get-CertsyncField $Step 'server'
     if ($null -ne $server) { $server = [string]$server }
     if ('' -eq $server) { $server = $null }
     return [ordered]@{
-        n       = [int](Get-CertsyncField $Step 'n')
+        n       = [int]$n
         action  = [string](Get-CertsyncField $Step 'action')
         server  = $server
         object  = [string]$object
@@ -335,18 +368,103 @@ function Get-CertsyncInternalTransportThumbprint {
     return ([string](Get-CertsyncField $service 'InternalTransportCertificateThumbprint')).ToUpperInvariant()
 }
 
+function Get-CertsyncServices {
+    # The services a certificate is enabled for, by name: 'IIS, POP, SMTP' -> IIS, POP, SMTP; 'None' -> none.
+    param([object]$Certificate)
+    $names = New-Object System.Collections.Generic.List[string]
+    foreach ($service in (([string](Get-CertsyncField $Certificate 'Services')) -split ',')) {
+        $name = $service.Trim()
+        if ($name -and $name -ne 'None' -and -not $names.Contains($name)) { $names.Add($name) }
+    }
+    return $names.ToArray()
+}
+
 function Test-CertsyncSmtpEnabled {
     param([object]$Certificate)
-    foreach ($service in (([string](Get-CertsyncField $Certificate 'Services')) -split ',')) {
-        if ($service.Trim() -eq 'SMTP') { return $true }
-    }
-    return $false
+    return (@(Get-CertsyncServices -Certificate $Certificate) -contains 'SMTP')
 }
 
 function Get-CertsyncCertificateTlsName {
     # The TlsCertificateName a connector would use for this certificate, as this server renders it.
     param([object]$Certificate)
     return ('<I>{0}<S>{1}' -f [string]$Certificate.Issuer, [string]$Certificate.Subject)
+}
+
+function Test-CertsyncSameTlsName {
+    # The one comparison of TlsCertificateName (and TlsSenderCertificateName) values: Exchange matches
+    # them ignoring case (spec tls-certificate-name.md section 4), so certsync does too. Empty and $null
+    # are the same (no value).
+    param([object]$Left, [object]$Right)
+    return [string]::Equals((ConvertTo-CertsyncText $Left), (ConvertTo-CertsyncText $Right), [System.StringComparison]::OrdinalIgnoreCase)
+}
+
+function Test-CertsyncTlsNameSelects {
+    # Whether a connector's TlsCertificateName selects this certificate, as Exchange matches: the issuer
+    # and subject texts ignoring case; a value with only <S> selects every certificate with that subject.
+    param([object]$Value, [object]$Certificate)
+    $text = ConvertTo-CertsyncText $Value
+    if (-not $text -or $null -eq $Certificate) { return $false }
+    if ($text.StartsWith('<S>', [System.StringComparison]::OrdinalIgnoreCase)) {
+        return (Test-CertsyncSameTlsName -Left $text.Substring(3) -Right ([string]$Certificate.Subject))
+    }
+    return (Test-CertsyncSameTlsName -Left $text -Right (Get-CertsyncCertificateTlsName -Certificate $Certificate))
+}
+
+function Get-CertsyncStepThumbprint {
+    # The certificate a step is about: its own thumbprint (plan/1), else its object when that is a
+    # thumbprint (plan/2 remove-certificate), else the plan's certificate.
+    param([hashtable]$Context, [object]$Step)
+    $thumbprint = [string](Get-CertsyncField $Step 'thumbprint')
+    $object = [string](Get-CertsyncField $Step 'object')
+    if (-not $thumbprint -and $object -match '^[0-9A-Fa-f]{40}$') { $thumbprint = $object }
+    if (-not $thumbprint) { $thumbprint = [string](Get-CertsyncField $Context.Certificate 'thumbprint') }
+    return $thumbprint.ToUpperInvariant()
+}
+
+function Get-CertsyncOldThumbprints {
+    # The certificates the plan replaces: plan/1's previous.thumbprint and every retire/remove step's.
+    param([hashtable]$Context)
+    $old = New-Object System.Collections.Generic.List[string]
+    $previous = Get-CertsyncField $Context.Plan 'previous'
+    if ([string](Get-CertsyncField $previous 'thumbprint')) { $old.Add(([string]$previous.thumbprint).ToUpperInvariant()) }
+    foreach ($step in $Context.Steps) {
+        if (@('retire-certificate', 'remove-certificate') -contains [string](Get-CertsyncField $step 'action')) {
+            $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $step
+            if (-not $old.Contains($thumbprint)) { $old.Add($thumbprint) }
+        }
+    }
+    return $old.ToArray()
+}
+
+function Test-CertsyncServerName {
+    # Exchange's own rendering of the new certificate's name on $Server ("<I>" + Issuer + "<S>" + Subject
+    # from Get-ExchangeCertificate) against certsync's TlsCertificateName, ignoring case as Exchange
+    # matches. Records {server, subject, issuer, expected, matches} in $Context.ServerNames (one per
+    # server, the latest) and returns it; $null when the certificate is not on the server.
+    param([hashtable]$Context, [string]$Server, [string]$Thumbprint)
+    $certificate = Get-CertsyncExchangeCertificate -Server $Server -Thumbprint $Thumbprint
+    if ($null -eq $certificate) { return $null }
+    $expected = [string](Get-CertsyncField $Context.Certificate 'tls_certificate_name')
+    $name = $Server
+    if (-not $name) { $name = [string]$env:COMPUTERNAME }
+    $entry = [ordered]@{
+        server   = $name
+        subject  = [string]$certificate.Subject
+        issuer   = [string]$certificate.Issuer
+        expected = $expected
+        matches  = (Test-CertsyncSameTlsName -Left (Get-CertsyncCertificateTlsName -Certificate $certificate) -Right $expected)
+    }
+    for ($i = $Context.ServerNames.Count - 1; $i -ge 0; $i--) {
+        if ($Context.ServerNames[$i]['server'] -eq $name) { $Context.ServerNames.RemoveAt($i) }
+    }
+    $Context.ServerNames.Add($entry)
+    return $entry
+}
+
+function Get-CertsyncNameMismatch {
+    # The one-line failure for a server whose rendering differs from certsync's string.
+    param([System.Collections.IDictionary]$Entry, [string]$Thumbprint)
+    return ("On {0} Exchange renders certificate {1} as '<I>{2}<S>{3}', not certsync's '{4}'; certsync switches no connector to a name Exchange would not match and rolls staging back: compare Get-ExchangeCertificate -Server {0} -Thumbprint {1} | Format-List Issuer,Subject with 'certsync name' on the certificate and report the difference." -f $Entry['server'], $Thumbprint, $Entry['issuer'], $Entry['subject'], $Entry['expected'])
 }
 
 function Get-CertsyncStatusAdvice {
@@ -536,7 +654,7 @@ function Get-CertsyncKind {
         'set-hybrid-configuration' { return 'hybrid-configuration' }
         'set-exo-inbound-connector' { return 'exo-inbound-connector' }
     }
-    if ($Object -eq 'HybridConfiguration') { return 'hybrid-configuration' }
+    if ($Object -eq 'HybridConfiguration' -or $Object -eq 'Hybrid Configuration') { return 'hybrid-configuration' }
     if ($Object.Contains('\')) { return 'receive-connector' }
     return 'send-connector'
 }
@@ -632,7 +750,7 @@ function Set-CertsyncTlsValue {
 function Invoke-CertsyncInstallIntermediate {
     param([hashtable]$Context, [object]$Step, [System.Collections.IDictionary]$Record)
     $server = [string](Get-CertsyncField $Step 'server')
-    $thumbprint = ([string](Get-CertsyncField $Step 'thumbprint')).ToUpperInvariant()
+    $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $Step
     $intermediate = $null
     foreach ($candidate in @(Get-CertsyncField $Context.Certificate 'intermediates')) {
         if ($null -ne $candidate -and ([string]$candidate.thumbprint).ToUpperInvariant() -eq $thumbprint) { $intermediate = $candidate }
@@ -656,7 +774,7 @@ function Invoke-CertsyncInstallIntermediate {
 function Invoke-CertsyncImportCertificate {
     param([hashtable]$Context, [object]$Step, [System.Collections.IDictionary]$Record)
     $server = [string](Get-CertsyncField $Step 'server')
-    $thumbprint = ([string](Get-CertsyncField $Step 'thumbprint')).ToUpperInvariant()
+    $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $Step
     if ($null -ne (Get-CertsyncExchangeCertificate -Server $server -Thumbprint $thumbprint)) {
         Set-CertsyncStepOutcome -Record $Record -Outcome 'already' -Before 'present' -After 'present' -Message 'the certificate is installed'
         return
@@ -686,6 +804,7 @@ function Invoke-CertsyncImportCertificate {
         $got = (@($imported | ForEach-Object { [string]$_.Thumbprint }) -join ', ')
         throw "The PFX imported on $server holds $got, not the planned certificate $thumbprint; the Key Vault secret version and the plan disagree."
     }
+    $Context.Staged.Add(@{ Server = $server; Thumbprint = $thumbprint; Imported = $true; Holders = @{}; Record = $Record })
     Set-CertsyncStepOutcome -Record $Record -Outcome 'done' -Before 'absent' -After 'present' -Message 'imported (private key not exportable)'
 }
 
@@ -717,27 +836,56 @@ function Restore-CertsyncInternalTransport {
     Set-CertsyncStepOutcome -Record $Record -Outcome 'done' -Before 'SMTP' -After 'SMTP' -Message "an interrupted run had left the new certificate as the internal transport certificate; restored $previous"
 }
 
-function Invoke-CertsyncEnableSmtp {
+function Get-CertsyncStepServices {
+    # enable-services' value: a JSON array (["IIS","SMTP"]), or its text, or 'IIS, SMTP'. SMTP always.
+    param([object]$Step)
+    $value = Get-CertsyncField $Step 'value'
+    if ($value -is [string] -and $value.Trim().StartsWith('[')) {
+        try { $value = ConvertFrom-Json -InputObject $value -ErrorAction Stop } catch { throw ("Plan step {0}: enable-services' value '{1}' is not a JSON array of services; the plan is corrupt." -f (Get-CertsyncField $Step 'n'), $value) }
+    }
+    $services = New-Object System.Collections.Generic.List[string]
+    foreach ($item in @($value)) {
+        foreach ($part in ([string]$item -split ',')) {
+            $name = $part.Trim()
+            if ($name -and $name -ne 'None' -and -not $services.Contains($name)) { $services.Add($name) }
+        }
+    }
+    if (-not $services.Contains('SMTP')) { $services.Add('SMTP') }
+    return $services.ToArray()
+}
+
+function Invoke-CertsyncEnableServices {
+    # enable-smtp (plan/1: SMTP) and enable-services (plan/2: each service the old certificate had).
     # Enabling SMTP on a third-party certificate makes Exchange offer to replace the internal transport
     # certificate. The offer is a ShouldContinue prompt that a non-interactive job cannot answer "No"
     # to (it would fail the job), so certsync passes -Force, then puts the previous internal transport
     # certificate back at once with Enable-ExchangeCertificate -Services SMTP -Force, the way
-    # Microsoft's CSS-Exchange scripts do, and fails the step if it cannot.
-    param([hashtable]$Context, [object]$Step, [System.Collections.IDictionary]$Record)
+    # Microsoft's CSS-Exchange scripts do, and fails the step if it cannot. Which certificate served
+    # each other service before is remembered, so a failed name check can give it back.
+    param([hashtable]$Context, [object]$Step, [System.Collections.IDictionary]$Record, [string[]]$Services)
     $server = [string](Get-CertsyncField $Step 'server')
-    $thumbprint = ([string](Get-CertsyncField $Step 'thumbprint')).ToUpperInvariant()
-    $certificate = Get-CertsyncExchangeCertificate -Server $server -Thumbprint $thumbprint
+    $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $Step
+    $wanted = ($Services -join ', ')
+    $all = @(Get-CertsyncExchangeCertificates -Server $server)
+    $certificate = $null
+    foreach ($candidate in $all) {
+        if (([string]$candidate.Thumbprint).ToUpperInvariant() -eq $thumbprint) { $certificate = $candidate }
+    }
     if ($null -eq $certificate) {
         if ($Context.WhatIf) {
-            Set-CertsyncStepOutcome -Record $Record -Outcome 'would-do' -Before 'not enabled' -After 'SMTP' -Message 'would enable SMTP after the import, keeping the internal transport certificate'
+            Set-CertsyncStepOutcome -Record $Record -Outcome 'would-do' -Before 'not enabled' -After $wanted -Message "would enable $wanted after the import, keeping the internal transport certificate"
             return
         }
         throw "Certificate $thumbprint is not installed on $server; the import step must run first."
     }
+    $have = @(Get-CertsyncServices -Certificate $certificate)
+    $missing = @($Services | Where-Object { $have -notcontains $_ })
+    $before = 'not enabled'
+    if ($have.Count -gt 0) { $before = $have -join ', ' }
     $internal = Get-CertsyncInternalTransportThumbprint -Server $server
-    if (Test-CertsyncSmtpEnabled -Certificate $certificate) {
+    if ($missing.Count -eq 0) {
         if ($internal -ne $thumbprint) {
-            Set-CertsyncStepOutcome -Record $Record -Outcome 'already' -Before 'SMTP' -After 'SMTP' -Message ('services: {0}; internal transport certificate {1}' -f $certificate.Services, $internal)
+            Set-CertsyncStepOutcome -Record $Record -Outcome 'already' -Before $before -After $before -Message ('services: {0}; internal transport certificate {1}' -f $certificate.Services, $internal)
             return
         }
         # The new certificate is the internal transport certificate: an earlier run was interrupted
@@ -746,15 +894,28 @@ function Invoke-CertsyncEnableSmtp {
         return
     }
     if ($Context.WhatIf) {
-        Set-CertsyncStepOutcome -Record $Record -Outcome 'would-do' -Before 'not enabled' -After 'SMTP' -Message "would enable SMTP and keep the internal transport certificate $internal"
+        Set-CertsyncStepOutcome -Record $Record -Outcome 'would-do' -Before $before -After $wanted -Message ("would enable {0} and keep the internal transport certificate {1}" -f ($missing -join ', '), $internal)
         return
     }
+    # Who serves each other service now (the plan's old certificate first), to give it back on rollback.
+    $holders = @{}
+    $old = @(Get-CertsyncOldThumbprints -Context $Context)
+    $others = @($all | Where-Object { $old -contains ([string]$_.Thumbprint).ToUpperInvariant() }) + @($all | Where-Object { $old -notcontains ([string]$_.Thumbprint).ToUpperInvariant() -and ([string]$_.Thumbprint).ToUpperInvariant() -ne $thumbprint })
+    foreach ($service in $missing) {
+        if ($service -eq 'SMTP') { continue }
+        foreach ($other in $others) {
+            if (-not $holders.ContainsKey($service) -and (@(Get-CertsyncServices -Certificate $other) -contains $service)) {
+                $holders[$service] = ([string]$other.Thumbprint).ToUpperInvariant()
+            }
+        }
+    }
+    $Context.Staged.Add(@{ Server = $server; Thumbprint = $thumbprint; Imported = $false; Holders = $holders; Record = $Record })
     $parameters = Get-CertsyncServerParameters -Server $server
-    Enable-ExchangeCertificate @parameters -Thumbprint $thumbprint -Services 'SMTP' -Force -Confirm:$false -ErrorAction Stop
-    $message = "SMTP enabled; internal transport certificate $internal kept"
+    Enable-ExchangeCertificate @parameters -Thumbprint $thumbprint -Services $missing -Force -Confirm:$false -ErrorAction Stop
+    $message = "{0} enabled; internal transport certificate $internal kept" -f ($missing -join ', ')
     $now = Get-CertsyncInternalTransportThumbprint -Server $server
     if (-not $internal) {
-        $message = "SMTP enabled; $server had no internal transport certificate, Exchange now uses $now"
+        $message = "{0} enabled; $server had no internal transport certificate, Exchange now uses $now" -f ($missing -join ', ')
         Write-Warning $message
     } elseif ($now -ne $internal) {
         Write-CertsyncLog "Exchange made $now the internal transport certificate of $server; restoring $internal."
@@ -763,13 +924,15 @@ function Invoke-CertsyncEnableSmtp {
         if ($restored -ne $internal) {
             throw "Enabling SMTP made $now the internal transport certificate of $server and restoring $internal failed (it is $restored); run Enable-ExchangeCertificate -Server $server -Thumbprint $internal -Services SMTP -Force."
         }
-        $message = "SMTP enabled; Exchange took it as the internal transport certificate and certsync restored $internal"
+        $message = "{0} enabled; Exchange took it as the internal transport certificate and certsync restored $internal" -f ($missing -join ', ')
     }
     $certificate = Get-CertsyncExchangeCertificate -Server $server -Thumbprint $thumbprint
-    if ($null -eq $certificate -or -not (Test-CertsyncSmtpEnabled -Certificate $certificate)) {
-        throw "Enable-ExchangeCertificate ran, but certificate $thumbprint on $server is still not enabled for SMTP."
+    $enabled = @(Get-CertsyncServices -Certificate $certificate)
+    $absent = @($Services | Where-Object { $enabled -notcontains $_ })
+    if ($null -eq $certificate -or $absent.Count -gt 0) {
+        throw ("Enable-ExchangeCertificate ran, but certificate {0} on {1} is still not enabled for {2}." -f $thumbprint, $server, ($absent -join ', '))
     }
-    Set-CertsyncStepOutcome -Record $Record -Outcome 'done' -Before 'not enabled' -After 'SMTP' -Message $message
+    Set-CertsyncStepOutcome -Record $Record -Outcome 'done' -Before $before -After $wanted -Message $message
 }
 
 function Invoke-CertsyncCheckStatus {
@@ -777,7 +940,7 @@ function Invoke-CertsyncCheckStatus {
     # that server must be Valid (and, to verify, enabled for SMTP).
     param([hashtable]$Context, [object]$Step, [System.Collections.IDictionary]$Record, [bool]$RequireSmtp = $false)
     $server = [string](Get-CertsyncField $Step 'server')
-    $thumbprint = ([string](Get-CertsyncField $Step 'thumbprint')).ToUpperInvariant()
+    $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $Step
     $certificate = Get-CertsyncExchangeCertificate -Server $server -Thumbprint $thumbprint
     if ($null -eq $certificate) {
         if ($Context.WhatIf) {
@@ -807,6 +970,29 @@ function Invoke-CertsyncCheckStatus {
     Set-CertsyncStepOutcome -Record $Record -Outcome $outcome -Before $null -After $after -Message "status $status; services $services"
 }
 
+function Invoke-CertsyncCheckName {
+    # check-name: Exchange's own Subject and Issuer of the new certificate on the step's server, as
+    # "<I>" + Issuer + "<S>" + Subject, must equal certsync's TlsCertificateName ignoring case; otherwise
+    # the step fails, nothing is switched and staging is rolled back (Invoke-CertsyncPlan).
+    param([hashtable]$Context, [object]$Step, [System.Collections.IDictionary]$Record)
+    $server = [string](Get-CertsyncField $Step 'server')
+    $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $Step
+    $entry = Test-CertsyncServerName -Context $Context -Server $server -Thumbprint $thumbprint
+    if ($null -eq $entry) {
+        if ($Context.WhatIf) {
+            Set-CertsyncStepOutcome -Record $Record -Outcome 'would-do' -After ([string]$Context.Certificate.tls_certificate_name) -Message "would compare Exchange's Subject and Issuer with certsync's name after the import"
+            return
+        }
+        throw "Certificate $thumbprint is not installed on $server."
+    }
+    $rendered = '<I>{0}<S>{1}' -f $entry['issuer'], $entry['subject']
+    $Record['after'] = $rendered
+    if (-not $entry['matches']) { throw (Get-CertsyncNameMismatch -Entry $entry -Thumbprint $thumbprint) }
+    $outcome = 'done'
+    if ($Context.WhatIf) { $outcome = 'already' }
+    Set-CertsyncStepOutcome -Record $Record -Outcome $outcome -After $rendered -Message "Exchange renders the name as certsync does"
+}
+
 function Invoke-CertsyncSetTlsName {
     # set-send-connector, set-receive-connector, set-hybrid-configuration, set-exo-inbound-connector.
     # Only a value the plan expects (its previous value, or empty) is replaced; anything else means
@@ -823,11 +1009,11 @@ function Invoke-CertsyncSetTlsName {
     }
     $current = Get-CertsyncTlsValue -Context $Context -Kind $kind -Object $object -Step $Step
     $Record['before'] = $current
-    if ($current -ceq $value) {
+    if (Test-CertsyncSameTlsName -Left $current -Right $value) {
         Set-CertsyncStepOutcome -Record $Record -Outcome 'already' -Before $current -After $current -Message 'already set'
         return
     }
-    if ($current -and -not ($previous -and $current -ceq $previous)) {
+    if ($current -and -not ($previous -and (Test-CertsyncSameTlsName -Left $current -Right $previous))) {
         throw "The $kind '$object' is set to '$current', which is neither the value the plan replaces ('$previous') nor the new one; someone changed it: check it, then run certsync again (it never overwrites a value it does not know)."
     }
     if ($Context.WhatIf) {
@@ -839,7 +1025,7 @@ function Invoke-CertsyncSetTlsName {
     Set-CertsyncTlsValue -Context $Context -Kind $kind -Object $object -Value $value -Step $Step
     $after = Get-CertsyncTlsValue -Context $Context -Kind $kind -Object $object -Step $Step
     $Record['after'] = $after
-    if (-not ($after -ceq $value)) {
+    if (-not (Test-CertsyncSameTlsName -Left $after -Right $value)) {
         throw "Set the $kind '$object' to '$value', but it reads back as '$after'."
     }
     Set-CertsyncStepOutcome -Record $Record -Outcome 'done' -Before $current -After $after -Message 'set and read back'
@@ -864,7 +1050,7 @@ function Invoke-CertsyncVerifyConnectors {
         }
         if ($Context.WhatIf) { continue }
         $actual = Get-CertsyncTlsValue -Context $Context -Kind $kind -Object $object -Step $setStep
-        if (-not ($actual -ceq $expected)) { $problems.Add("$kind '$object' is '$actual', expected '$expected'") }
+        if (-not (Test-CertsyncSameTlsName -Left $actual -Right $expected)) { $problems.Add("$kind '$object' is '$actual', expected '$expected'") }
     }
     if ($Context.WhatIf) {
         Set-CertsyncStepOutcome -Record $Record -Outcome 'would-do' -After ([string](Get-CertsyncField $Step 'value')) -Message 'would read every changed object back'
@@ -877,41 +1063,58 @@ function Invoke-CertsyncVerifyConnectors {
 }
 
 function Find-CertsyncTlsNameReferences {
-    # Which connectors would lose their certificate with this TlsCertificateName: the send connectors
-    # (org-wide), this server's receive connectors, and the hybrid configuration. @{ Object; Label }.
-    param([string]$Server, [string]$TlsName)
+    # Which objects select this certificate by name (Test-CertsyncTlsNameSelects): the send connectors
+    # (org-wide), this server's receive connectors, and the hybrid configuration. @{ Object; Label; Value }.
+    param([string]$Server, [object]$Certificate)
     $references = New-Object System.Collections.Generic.List[object]
     foreach ($connector in @(Get-SendConnector -ErrorAction Stop)) {
-        if ((ConvertTo-CertsyncText $connector.TlsCertificateName) -ceq $TlsName) {
-            $references.Add(@{ Object = [string]$connector.Identity; Label = "send connector '$($connector.Identity)'" })
+        if (Test-CertsyncTlsNameSelects -Value $connector.TlsCertificateName -Certificate $Certificate) {
+            $references.Add(@{ Object = [string]$connector.Identity; Label = "send connector '$($connector.Identity)'"; Value = (ConvertTo-CertsyncText $connector.TlsCertificateName) })
         }
     }
     $parameters = Get-CertsyncServerParameters -Server $Server
     foreach ($connector in @(Get-ReceiveConnector @parameters -ErrorAction Stop)) {
-        if ((ConvertTo-CertsyncText $connector.TlsCertificateName) -ceq $TlsName) {
-            $references.Add(@{ Object = [string]$connector.Identity; Label = "receive connector '$($connector.Identity)'" })
+        if (Test-CertsyncTlsNameSelects -Value $connector.TlsCertificateName -Certificate $Certificate) {
+            $references.Add(@{ Object = [string]$connector.Identity; Label = "receive connector '$($connector.Identity)'"; Value = (ConvertTo-CertsyncText $connector.TlsCertificateName) })
         }
     }
     $hybrid = Get-HybridConfiguration -ErrorAction Stop
-    if ($null -ne $hybrid -and (ConvertTo-CertsyncText $hybrid.TlsCertificateName) -ceq $TlsName) {
-        $references.Add(@{ Object = 'HybridConfiguration'; Label = 'the hybrid configuration' })
+    if ($null -ne $hybrid -and (Test-CertsyncTlsNameSelects -Value $hybrid.TlsCertificateName -Certificate $Certificate)) {
+        $references.Add(@{ Object = 'HybridConfiguration'; Label = 'the hybrid configuration'; Value = (ConvertTo-CertsyncText $hybrid.TlsCertificateName) })
     }
     return $references.ToArray()
 }
 
+function Add-CertsyncKept {
+    # A certificate retire leaves on a server: the step is "skipped" with "kept: <reason>", and the
+    # result's kept[] lists {server, thumbprint, reason}.
+    param([hashtable]$Context, [System.Collections.IDictionary]$Record, [string]$Server, [string]$Thumbprint, [string]$Reason)
+    $Context.Kept.Add([ordered]@{ server = $Server; thumbprint = $Thumbprint; reason = (ConvertTo-CertsyncOneLine $Reason) })
+    Set-CertsyncStepOutcome -Record $Record -Outcome 'skipped' -Before 'present' -After 'present' -Message "kept: $Reason"
+}
+
 function Invoke-CertsyncRetireCertificate {
-    # Removes the superseded certificate only when nothing can lose its certificate by it: not the
-    # internal transport certificate, and its <I><S> name is either unused or also matched by another
-    # installed, Valid, SMTP-enabled certificate (Exchange selects by name). Anything else, including
-    # Exchange refusing, is "skipped" with the reason: an old certificate left behind is harmless.
+    # retire-certificate (plan/1) and remove-certificate (plan/2). Removes the old certificate from a
+    # server only when nothing loses its certificate by it (spec exchange-inventory.md section 2.5):
+    #   - it is not that server's internal transport certificate;
+    #   - it serves no service (IIS, POP, IMAP, UM, Federation ...) besides SMTP that the new certificate
+    #     is not enabled for on that server (removing it would break OWA and mail clients);
+    #   - every send connector, receive connector of that server or hybrid configuration that selects it
+    #     by name also selects another installed, Valid, SMTP-enabled certificate there.
+    # Otherwise it is kept (Add-CertsyncKept), also when Exchange refuses: a certificate left behind is
+    # harmless, so this never fails the job.
     param([hashtable]$Context, [object]$Step, [System.Collections.IDictionary]$Record)
     $server = [string](Get-CertsyncField $Step 'server')
-    $thumbprint = ([string](Get-CertsyncField $Step 'thumbprint')).ToUpperInvariant()
+    $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $Step
+    $newThumbprint = ([string](Get-CertsyncField $Context.Certificate 'thumbprint')).ToUpperInvariant()
     try {
         $all = Get-CertsyncExchangeCertificates -Server $server
         $old = $null
+        $new = $null
         foreach ($certificate in $all) {
-            if (([string]$certificate.Thumbprint).ToUpperInvariant() -eq $thumbprint) { $old = $certificate }
+            $each = ([string]$certificate.Thumbprint).ToUpperInvariant()
+            if ($each -eq $thumbprint) { $old = $certificate }
+            if ($each -eq $newThumbprint) { $new = $certificate }
         }
         if ($null -eq $old) {
             Set-CertsyncStepOutcome -Record $Record -Outcome 'already' -Before 'absent' -After 'absent' -Message "certificate $thumbprint is not on $server"
@@ -919,32 +1122,37 @@ function Invoke-CertsyncRetireCertificate {
         }
         $internal = Get-CertsyncInternalTransportThumbprint -Server $server
         if ($internal -eq $thumbprint) {
-            Set-CertsyncStepOutcome -Record $Record -Outcome 'skipped' -Before 'present' -After 'present' -Message "kept: it is the internal transport certificate of $server"
+            Add-CertsyncKept -Context $Context -Record $Record -Server $server -Thumbprint $thumbprint -Reason "it is the internal transport certificate of $server"
             return
         }
-        $tlsName = Get-CertsyncCertificateTlsName -Certificate $old
-        $references = @(Find-CertsyncTlsNameReferences -Server $server -TlsName $tlsName)
+        $newServices = @(Get-CertsyncServices -Certificate $new)
+        $serving = @(Get-CertsyncServices -Certificate $old | Where-Object { $_ -ne 'SMTP' -and $newServices -notcontains $_ })
+        if ($serving.Count -gt 0) {
+            $services = $serving -join ', '
+            Add-CertsyncKept -Context $Context -Record $Record -Server $server -Thumbprint $thumbprint -Reason ("it still serves {0} on {1}, which the new certificate {2} is not enabled for there; run Enable-ExchangeCertificate -Server {1} -Thumbprint {2} -Services {0}, then remove {3}" -f $services, $server, $newThumbprint, $thumbprint)
+            return
+        }
+        $references = @(Find-CertsyncTlsNameReferences -Server $server -Certificate $old)
         if ($Context.WhatIf) {
-            # Objects the plan's switch would move to another name will not reference it any more.
+            # Objects the plan's switch would move to a name that does not select it will not reference it any more.
             $references = @($references | Where-Object {
                     $setStep = $Context.SetSteps[$_.Object]
-                    -not ($null -ne $setStep -and [string](Get-CertsyncField $setStep 'value') -cne $tlsName)
+                    -not ($null -ne $setStep -and -not (Test-CertsyncTlsNameSelects -Value (Get-CertsyncField $setStep 'value') -Certificate $old))
                 })
         }
-        if ($references.Count -gt 0) {
-            $successor = $null
-            foreach ($certificate in $all) {
-                if (([string]$certificate.Thumbprint).ToUpperInvariant() -ne $thumbprint -and
-                    (Get-CertsyncCertificateTlsName -Certificate $certificate) -ceq $tlsName -and
-                    [string]$certificate.Status -eq 'Valid' -and
-                    (Test-CertsyncSmtpEnabled -Certificate $certificate)) {
-                    $successor = $certificate
-                }
-            }
-            if ($null -eq $successor) {
-                Set-CertsyncStepOutcome -Record $Record -Outcome 'skipped' -Before 'present' -After 'present' -Message ('kept: {0} still use {1} and no other valid SMTP certificate on {2} has that name' -f ((@($references | ForEach-Object { $_.Label })) -join ', '), $tlsName, $server)
-                return
-            }
+        $orphaned = @($references | Where-Object {
+                $value = $_.Value
+                $successors = @($all | Where-Object {
+                        ([string]$_.Thumbprint).ToUpperInvariant() -ne $thumbprint -and
+                        [string]$_.Status -eq 'Valid' -and
+                        (Test-CertsyncSmtpEnabled -Certificate $_) -and
+                        (Test-CertsyncTlsNameSelects -Value $value -Certificate $_)
+                    })
+                $successors.Count -eq 0
+            })
+        if ($orphaned.Count -gt 0) {
+            Add-CertsyncKept -Context $Context -Record $Record -Server $server -Thumbprint $thumbprint -Reason ('{0} still select it and no other valid SMTP certificate on {1} matches' -f ((@($orphaned | ForEach-Object { "$($_.Label) ($($_.Value))" })) -join ', '), $server)
+            return
         }
         if ($Context.WhatIf) {
             Set-CertsyncStepOutcome -Record $Record -Outcome 'would-do' -Before 'present' -After 'removed' -Message "would remove certificate $thumbprint from $server"
@@ -956,7 +1164,7 @@ function Invoke-CertsyncRetireCertificate {
     } catch {
         $reason = Format-CertsyncError $_
         Write-Warning "Retiring certificate $thumbprint on ${server}: $reason"
-        Set-CertsyncStepOutcome -Record $Record -Outcome 'skipped' -Message "kept: $reason"
+        Add-CertsyncKept -Context $Context -Record $Record -Server $server -Thumbprint $thumbprint -Reason $reason
     }
 }
 
@@ -965,7 +1173,9 @@ function Invoke-CertsyncStep {
     switch ([string](Get-CertsyncField $Step 'action')) {
         'install-intermediate' { Invoke-CertsyncInstallIntermediate -Context $Context -Step $Step -Record $Record }
         'import-certificate' { Invoke-CertsyncImportCertificate -Context $Context -Step $Step -Record $Record }
-        'enable-smtp' { Invoke-CertsyncEnableSmtp -Context $Context -Step $Step -Record $Record }
+        'enable-smtp' { Invoke-CertsyncEnableServices -Context $Context -Step $Step -Record $Record -Services @('SMTP') }
+        'enable-services' { Invoke-CertsyncEnableServices -Context $Context -Step $Step -Record $Record -Services (Get-CertsyncStepServices -Step $Step) }
+        'check-name' { Invoke-CertsyncCheckName -Context $Context -Step $Step -Record $Record }
         'check-status' { Invoke-CertsyncCheckStatus -Context $Context -Step $Step -Record $Record -RequireSmtp $false }
         'set-send-connector' { Invoke-CertsyncSetTlsName -Context $Context -Step $Step -Record $Record }
         'set-receive-connector' { Invoke-CertsyncSetTlsName -Context $Context -Step $Step -Record $Record }
@@ -974,6 +1184,7 @@ function Invoke-CertsyncStep {
         'verify-certificate' { Invoke-CertsyncCheckStatus -Context $Context -Step $Step -Record $Record -RequireSmtp $true }
         'verify-connectors' { Invoke-CertsyncVerifyConnectors -Context $Context -Step $Step -Record $Record }
         'retire-certificate' { Invoke-CertsyncRetireCertificate -Context $Context -Step $Step -Record $Record }
+        'remove-certificate' { Invoke-CertsyncRetireCertificate -Context $Context -Step $Step -Record $Record }
         default { throw ("Plan step {0} has the unknown action '{1}'; update the runbook." -f (Get-CertsyncField $Step 'n'), (Get-CertsyncField $Step 'action')) }
     }
 }
@@ -984,27 +1195,40 @@ function Invoke-CertsyncStep {
 
 function Test-CertsyncPhase {
     # The check after a phase. stage: the new certificate is Valid and SMTP-enabled on each staged
-    # server. switch: every object changed in this run still reads back as set (nobody changed it
-    # meanwhile). Returns $null or @{ Index; Message } naming the step to blame.
+    # server, and each staged server renders its name as certsync does (Test-CertsyncServerName: also
+    # for a plan/1 plan, which has no check-name step), so no connector is switched to a name Exchange
+    # would not match. switch: every object changed in this run still reads back as set (nobody
+    # changed it meanwhile). Returns $null or @{ Index; Message } naming the step to blame.
     param([hashtable]$Context, [string]$Phase)
     if ($Context.WhatIf) { return $null }
+    $named = @{}
     for ($i = 0; $i -lt $Context.Steps.Count; $i++) {
         $step = $Context.Steps[$i]
         if ([string](Get-CertsyncField $step 'phase') -ne $Phase) { continue }
         $action = [string](Get-CertsyncField $step 'action')
-        if ($Phase -eq 'stage' -and $action -eq 'check-status') {
-            $server = [string](Get-CertsyncField $step 'server')
-            $thumbprint = [string](Get-CertsyncField $step 'thumbprint')
+        if ($Phase -ne 'stage' -or @('check-status', 'check-name') -notcontains $action) { continue }
+        $server = [string](Get-CertsyncField $step 'server')
+        $thumbprint = Get-CertsyncStepThumbprint -Context $Context -Step $step
+        if ($action -eq 'check-status') {
             $certificate = Get-CertsyncExchangeCertificate -Server $server -Thumbprint $thumbprint
             if ($null -eq $certificate -or [string]$certificate.Status -ne 'Valid' -or -not (Test-CertsyncSmtpEnabled -Certificate $certificate)) {
                 return @{ Index = $i; Message = "After staging, certificate $thumbprint on $server is not Valid and enabled for SMTP." }
             }
         }
+        if ($named.ContainsKey($server)) { continue }
+        $named[$server] = $true
+        $entry = Test-CertsyncServerName -Context $Context -Server $server -Thumbprint $thumbprint
+        if ($null -eq $entry) {
+            return @{ Index = $i; Message = "After staging, certificate $thumbprint is not installed on $server." }
+        }
+        if (-not $entry['matches']) {
+            return @{ Index = $i; Message = (Get-CertsyncNameMismatch -Entry $entry -Thumbprint $thumbprint) }
+        }
     }
     if ($Phase -eq 'switch') {
         foreach ($change in $Context.Changes) {
             $actual = Get-CertsyncTlsValue -Context $Context -Kind $change.Kind -Object $change.Object -Step $change.Step
-            if (-not ($actual -ceq $change.Value)) {
+            if (-not (Test-CertsyncSameTlsName -Left $actual -Right $change.Value)) {
                 $index = [int]$Context.Records.IndexOf($change.Record)
                 return @{ Index = $index; Message = "After the switch, the $($change.Kind) '$($change.Object)' reads '$actual' instead of '$($change.Value)'; something else changed it." }
             }
@@ -1035,7 +1259,7 @@ function Undo-CertsyncChanges {
         try {
             Set-CertsyncTlsValue -Context $Context -Kind $change.Kind -Object $change.Object -Value $change.Before -Step $change.Step
             $actual = Get-CertsyncTlsValue -Context $Context -Kind $change.Kind -Object $change.Object -Step $change.Step
-            if (-not ($actual -ceq $change.Before)) { throw "it reads back as '$actual'" }
+            if (-not (Test-CertsyncSameTlsName -Left $actual -Right $change.Before)) { throw "it reads back as '$actual'" }
             $record['after'] = $actual
             if ($record['outcome'] -eq 'failed') {
                 $record['message'] = ConvertTo-CertsyncOneLine ($record['message'] + " (restored to '$($change.Before)')")
@@ -1047,6 +1271,39 @@ function Undo-CertsyncChanges {
             $reason = Format-CertsyncError $_
             $failures.Add("$($change.Kind) '$($change.Object)': $reason")
             $record['message'] = ConvertTo-CertsyncOneLine ($record['message'] + " (rollback to '$($change.Before)' failed: $reason)")
+        }
+    }
+}
+
+function Undo-CertsyncStaging {
+    # After a failed name check: gives each service this run moved to the new certificate back to the
+    # certificate that had it (SMTP needs nothing: the internal transport certificate never changed and
+    # no connector was switched), then removes the certificates this run imported, newest first.
+    # Intermediates stay (harmless). A certificate imported by an earlier run stays.
+    param([hashtable]$Context)
+    for ($i = $Context.Staged.Count - 1; $i -ge 0; $i--) {
+        $change = $Context.Staged[$i]
+        $record = $change.Record
+        $parameters = Get-CertsyncServerParameters -Server $change.Server
+        try {
+            if ($change.Imported) {
+                Remove-ExchangeCertificate @parameters -Thumbprint $change.Thumbprint -Confirm:$false -ErrorAction Stop
+                $undone = "removed again from $($change.Server)"
+            } else {
+                foreach ($service in @($change.Holders.Keys)) {
+                    Enable-ExchangeCertificate @parameters -Thumbprint $change.Holders[$service] -Services $service -Force -Confirm:$false -ErrorAction Stop
+                }
+                $undone = 'services given back: ' + ((@($change.Holders.Keys | ForEach-Object { '{0} to {1}' -f $_, $change.Holders[$_] })) -join ', ')
+                if ($change.Holders.Count -eq 0) { $undone = 'nothing to give back' }
+            }
+            if ($record['outcome'] -ne 'failed') {
+                Set-CertsyncStepOutcome -Record $record -Outcome 'rolled-back' -Before $record['before'] -After $record['before'] -Message $undone
+            }
+            Write-CertsyncLog "Rolled back staging on $($change.Server): $undone."
+        } catch {
+            $reason = Format-CertsyncError $_
+            $Context.RollbackFailures.Add("staging of $($change.Thumbprint) on $($change.Server): $reason")
+            $record['message'] = ConvertTo-CertsyncOneLine ($record['message'] + " (rollback failed: $reason)")
         }
     }
 }
@@ -1092,9 +1349,7 @@ function Get-CertsyncInventory {
             }
         }
     }
-    $wanted = @(([string]$Context.Certificate.thumbprint).ToUpperInvariant())
-    $previous = Get-CertsyncField $Context.Plan 'previous'
-    if ($null -ne $previous -and [string](Get-CertsyncField $previous 'thumbprint')) { $wanted += ([string]$previous.thumbprint).ToUpperInvariant() }
+    $wanted = @(([string]$Context.Certificate.thumbprint).ToUpperInvariant()) + @(Get-CertsyncOldThumbprints -Context $Context)
     foreach ($server in @(Get-CertsyncField $Context.Plan 'servers')) {
         if (-not $server) { continue }
         try {
@@ -1171,9 +1426,16 @@ function Invoke-CertsyncPlan {
                 }
             }
             $Context.Status = 'failed'
-            if ($Context.Changes.Count -gt 0) {
-                Write-Warning "$($Context.Error) Rolling back $($Context.Changes.Count) connector value(s)."
-                Undo-CertsyncChanges -Context $Context
+            $unstage = $Context.Staged.Count -gt 0 -and @($Context.ServerNames | Where-Object { -not $_['matches'] }).Count -gt 0
+            if ($Context.Changes.Count -gt 0 -or $unstage) {
+                if ($Context.Changes.Count -gt 0) {
+                    Write-Warning "$($Context.Error) Rolling back $($Context.Changes.Count) connector value(s)."
+                    Undo-CertsyncChanges -Context $Context
+                }
+                if ($unstage) {
+                    Write-Warning "$($Context.Error) Rolling back $($Context.Staged.Count) staging change(s)."
+                    Undo-CertsyncStaging -Context $Context
+                }
                 if ($Context.RollbackFailures.Count -eq 0) {
                     $Context.Status = 'rolled-back'
                 } else {
@@ -1215,6 +1477,8 @@ function ConvertTo-CertsyncResultJson {
         finished       = [string]$Context.Finished
         steps          = [object[]]$Context.Records.ToArray()
         inventory      = [object[]]$Context.Inventory.ToArray()
+        server_names   = [object[]]$Context.ServerNames.ToArray()
+        kept           = [object[]]$Context.Kept.ToArray()
     }
     return (ConvertTo-Json -InputObject $result -Depth 8 -Compress)
 }

@@ -27,6 +27,8 @@ from shared.remediation.messages import (
     MessageQueue,
     RunbookResult,
     callback_url,
+    kept_certificates,
+    name_mismatches,
     server_outcomes,
 )
 from shared.times import Clock, utc_now
@@ -191,6 +193,9 @@ class RemediationContext:
                 "servers": server_outcomes(result, servers, status),
                 "steps": result.get("steps", []) if result is not None else [],
                 "error": error or (result.get("error") if result is not None else "") or "",
+                # Both strings per server when Exchange renders the name differently (nothing was switched).
+                "name_mismatch": name_mismatches(result),
+                "kept_certificates": kept_certificates(result),
                 "via": via,
             },
         )

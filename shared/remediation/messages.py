@@ -8,7 +8,9 @@
 - The Automation job's parameters (`job_parameters`, with `callback_url`), refused when one looks like it
   carries a secret (`check_no_secrets`): Automation shows job input to anyone who can read the job.
 - `certsync.result/1` (`RunbookResult`, `parse_result`, `result_from_output`): what the runbook reports, on
-  its last Output line or POSTed to the callback, and what it means per server (`server_outcomes`).
+  its last Output line or POSTed to the callback, and what it means per server (`server_outcomes`), with
+  Exchange's own rendering of the name where it differs from certsync's (`name_mismatches`) and the old
+  certificates the runbook kept (`kept_certificates`), in words for notices.
 
 Parsing raises `MessageError` (a message the function does not read) or `ResultError` (a result that is not
 this job's `certsync.result/1`), each one line naming what is wrong.
@@ -294,6 +296,25 @@ class RunbookStep(TypedDict, total=False):
     message: str
 
 
+class ServerName(TypedDict):
+    """Exchange's own rendering of the new certificate's name on one server (Get-ExchangeCertificate Subject
+    and Issuer) and certsync's TlsCertificateName (`expected`); `matches` ignoring case, Exchange's rule."""
+
+    server: str
+    subject: str
+    issuer: str
+    expected: str
+    matches: bool
+
+
+class KeptCertificate(TypedDict):
+    """An old certificate the runbook did not remove from a server, and why."""
+
+    server: str
+    thumbprint: str
+    reason: str
+
+
 class _ResultChecked(TypedDict):
     schema: str
     job_id: str
@@ -303,7 +324,8 @@ class _ResultChecked(TypedDict):
 
 class RunbookResult(_ResultChecked, total=False):
     """A `certsync.result/1` object as `parse_result` admits it: the checked keys, then what the runbook
-    may add (`steps` and `inventory` are lists of objects when present)."""
+    may add (`steps`, `inventory`, `server_names` and `kept` are lists of objects when present; a runbook
+    older than `server_names` and `kept` leaves them out)."""
 
     correlation_id: str
     error: str
@@ -312,6 +334,8 @@ class RunbookResult(_ResultChecked, total=False):
     finished: str
     steps: list[RunbookStep]
     inventory: list[dict[str, Any]]
+    server_names: list[ServerName]
+    kept: list[KeptCertificate]
 
 
 class ServerOutcome(TypedDict):
@@ -336,7 +360,7 @@ def parse_result(data: object, job_id: str) -> RunbookResult:
         isinstance(certificate.get(k), str) for k in ("vault", "name", "version")
     ):
         raise ResultError("the result's certificate needs vault, name and version")
-    for key in ("steps", "inventory"):
+    for key in ("steps", "inventory", "server_names", "kept"):
         items = data.get(key, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise ResultError(f"the result's {key} is not a list of objects")
@@ -355,6 +379,25 @@ def result_from_output(output: str, job_id: str) -> tuple[RunbookResult | None, 
         return None, "the job's last Output line is not JSON, so there is no certsync.result/1 result"
     except ResultError as exc:
         return None, f"the job's last Output line is not a usable certsync.result/1 result: {exc}"
+
+
+def name_mismatches(result: RunbookResult | None) -> list[str]:
+    """Each server whose own rendering of the name differs from certsync's, with both strings, in words."""
+    found = []
+    for entry in result.get("server_names", []) if result is not None else []:
+        if entry.get("matches") is False:
+            rendered = f"<I>{entry.get('issuer', '')}<S>{entry.get('subject', '')}"
+            expected = entry.get("expected")
+            found.append(f"{entry.get('server')}: Exchange renders {rendered!r}, certsync has {expected!r}")
+    return found
+
+
+def kept_certificates(result: RunbookResult | None) -> list[str]:
+    """Each old certificate the runbook kept on a server, and why, in words."""
+    return [
+        f"{entry.get('thumbprint')} on {entry.get('server')}: {entry.get('reason')}"
+        for entry in (result.get("kept", []) if result is not None else [])
+    ]
 
 
 def server_outcomes(

@@ -8,7 +8,9 @@
         which a non-interactive job cannot give (the fake throws, as the job would fail);
       - services are additive;
       - Remove-ExchangeCertificate refuses the internal transport certificate and a certificate whose
-        <I><S> name a send connector uses;
+        <I><S> name a send connector uses (compared ignoring case, as Exchange does);
+      - Get-ExchangeCertificate returns Subject and Issuer as "Windows renders them": the PFX's
+        Issuer/Subject below, which a test can set to differ from the plan's TlsCertificateName;
       - objects come back as copies (like deserialized objects from the EMS remote session).
     Every call is logged in $global:FakeExchange.Calls as @{ Name; Parameters }.
 #>
@@ -153,7 +155,7 @@ function global:Remove-ExchangeCertificate {
     if ($null -eq $certificate) { throw "The certificate with thumbprint $Thumbprint was not found on server $server." }
     if ($global:FakeExchange.Internal[$server] -eq $Thumbprint) { throw 'The internal transport certificate cannot be removed because that would disrupt internal mail flow.' }
     $name = '<I>{0}<S>{1}' -f $certificate.Issuer, $certificate.Subject
-    $tagged = @($global:FakeExchange.SendConnectors.GetEnumerator() | Where-Object { $_.Value -ceq $name } | ForEach-Object { $_.Key })
+    $tagged = @($global:FakeExchange.SendConnectors.GetEnumerator() | Where-Object { $_.Value -eq $name } | ForEach-Object { $_.Key })
     if ($tagged.Count -gt 0) {
         throw ("A special Rpc error occurs on server {0}: These certificates are tagged with following Send Connectors : {1}. Removing and replacing certificates from Send Connector would break the mail flow." -f $server, ($tagged -join ', '))
     }

@@ -69,24 +69,41 @@ Describe 'Invoke-CertsyncRemediation' {
     }
 
     Context 'a first run' {
-        It 'stages on both servers, switches every connector, verifies and retires the old certificate' {
+        It 'stages on both servers, switches every connector, verifies and keeps the old certificate that still serves IIS' {
             $context = New-TestContext
             Invoke-CertsyncPlan -Context $context
 
             $context.Status | Should -Be 'succeeded'
             $context.Error | Should -BeNullOrEmpty
-            Get-Outcomes $context | Should -Be '1:done 2:done 3:done 4:done 5:done 6:done 7:done 8:done 9:done 10:done 11:done 12:done 13:done 14:done 15:done 16:done 17:done'
+            Get-Outcomes $context | Should -Be '1:done 2:done 3:done 4:done 5:done 6:done 7:done 8:done 9:done 10:done 11:done 12:done 13:done 14:done 15:done 16:skipped 17:skipped'
             $global:FakeExchange.SendConnectors[$script:Send] | Should -BeExactly $script:NewName
             $global:FakeExchange.ReceiveConnectors['EX01\Default Frontend EX01'] | Should -BeExactly $script:NewName
             $global:FakeExchange.ReceiveConnectors['EX02\Default Frontend EX02'] | Should -BeExactly $script:NewName
             $global:FakeExchange.Hybrid.TlsCertificateName | Should -BeExactly $script:NewName
             foreach ($server in 'EX01', 'EX02') {
                 (Find-FakeCertificate -Server $server -Thumbprint $script:NewThumbprint).Services | Should -Match 'SMTP'
-                Find-FakeCertificate -Server $server -Thumbprint $script:OldThumbprint | Should -BeNullOrEmpty
+                # The plan/1 plan enables only SMTP on the new certificate; the old one still serves OWA.
+                Find-FakeCertificate -Server $server -Thumbprint $script:OldThumbprint | Should -Not -BeNullOrEmpty
                 $global:FakeExchange.CaStore[$server] | Should -Contain '5E44ABD5BDE8651B8E18C866E84BBD82FC6F34A8'
             }
             (Get-Record $context 9)['before'] | Should -BeExactly $script:OldName
             (Get-Record $context 9)['after'] | Should -BeExactly $script:NewName
+            (Get-Record $context 16)['message'] | Should -Match '^kept: it still serves IIS on EX01'
+            @($context.Kept | ForEach-Object { '{0}:{1}' -f $_['server'], $_['thumbprint'] }) | Should -Be @("EX01:$($script:OldThumbprint)", "EX02:$($script:OldThumbprint)")
+            @($global:FakeExchange.Calls | Where-Object { $_.Name -eq 'Remove-ExchangeCertificate' }) | Should -HaveCount 0
+            @($context.ServerNames | ForEach-Object { '{0}:{1}' -f $_['server'], $_['matches'] }) | Should -Be @('EX01:True', 'EX02:True')
+        }
+
+        It 'retires the old certificate when it serves nothing the new one does not' {
+            foreach ($server in 'EX01', 'EX02') { (Find-FakeCertificate -Server $server -Thumbprint $script:OldThumbprint).Services = 'SMTP' }
+            $context = New-TestContext
+            Invoke-CertsyncPlan -Context $context
+
+            $context.Status | Should -Be 'succeeded'
+            (Get-Record $context 16)['outcome'] | Should -Be 'done'
+            (Get-Record $context 17)['outcome'] | Should -Be 'done'
+            foreach ($server in 'EX01', 'EX02') { Find-FakeCertificate -Server $server -Thumbprint $script:OldThumbprint | Should -BeNullOrEmpty }
+            $context.Kept | Should -HaveCount 0
         }
 
         It 'imports the PFX without an exportable key and zeroes it after the last import' {
@@ -137,7 +154,8 @@ Describe 'Invoke-CertsyncRemediation' {
             $again.Status | Should -Be 'succeeded'
             Get-FakeChanges | Should -HaveCount 0
             Get-FakeState | Should -BeExactly $state
-            foreach ($n in 1, 2, 3, 5, 6, 7, 9, 10, 11, 12, 16, 17) { (Get-Record $again $n)['outcome'] | Should -Be 'already' -Because "step $n is done" }
+            foreach ($n in 1, 2, 3, 5, 6, 7, 9, 10, 11, 12) { (Get-Record $again $n)['outcome'] | Should -Be 'already' -Because "step $n is done" }
+            foreach ($n in 16, 17) { (Get-Record $again $n)['message'] | Should -Match '^kept: it still serves IIS' }
         }
 
         It 'restores the internal transport certificate an interrupted run left replaced' {
@@ -166,7 +184,8 @@ Describe 'Invoke-CertsyncRemediation' {
             Should -Invoke Add-CertsyncStoreCertificate -Times 0 -Exactly
             Should -Invoke Read-CertsyncPfx -Times 0 -Exactly
             foreach ($n in 1..15) { (Get-Record $context $n)['outcome'] | Should -Be 'would-do' -Because "step $n would change or check something" }
-            (Get-Record $context 16)['outcome'] | Should -Be 'would-do'
+            (Get-Record $context 16)['outcome'] | Should -Be 'skipped'
+            (Get-Record $context 16)['message'] | Should -Match '^kept: it still serves IIS'
             (Get-Record $context 9)['after'] | Should -BeExactly $script:NewName
         }
     }
@@ -227,8 +246,28 @@ Describe 'Invoke-CertsyncRemediation' {
     }
 
     Context 'retiring the old certificate' {
+        BeforeEach {
+            # Only SMTP, so what each test adds is the one reason to keep it.
+            foreach ($server in 'EX01', 'EX02') { (Find-FakeCertificate -Server $server -Thumbprint $script:OldThumbprint).Services = 'SMTP' }
+        }
+
+        It 'keeps a certificate that still serves <Services> and says so' -TestCases @(
+            @{ Services = 'IIS, SMTP' }, @{ Services = 'POP, IMAP, SMTP' }, @{ Services = 'UM' }, @{ Services = 'Federation' }
+        ) {
+            (Find-FakeCertificate -Server 'EX01' -Thumbprint $script:OldThumbprint).Services = $Services
+            $context = New-TestContext
+            Invoke-CertsyncPlan -Context $context
+
+            $context.Status | Should -Be 'succeeded'
+            (Get-Record $context 16)['outcome'] | Should -Be 'skipped'
+            (Get-Record $context 16)['message'] | Should -Match ('^kept: it still serves ' + [regex]::Escape(($Services -replace ', SMTP', '')))
+            Find-FakeCertificate -Server 'EX01' -Thumbprint $script:OldThumbprint | Should -Not -BeNullOrEmpty
+            (Get-Record $context 17)['outcome'] | Should -Be 'done'
+            @($context.Kept) | Should -HaveCount 1
+        }
+
         It 'keeps a certificate a connector outside the plan still references' {
-            $global:FakeExchange.SendConnectors['Relay to partner'] = $script:OldName
+            $global:FakeExchange.SendConnectors['Relay to partner'] = $script:OldName.ToUpperInvariant()
             $context = New-TestContext
             Invoke-CertsyncPlan -Context $context
 
@@ -257,6 +296,91 @@ Describe 'Invoke-CertsyncRemediation' {
             $context.Status | Should -Be 'succeeded'
             (Get-Record $context 16)['outcome'] | Should -Be 'skipped'
             (Get-Record $context 16)['message'] | Should -Match 'tagged'
+        }
+    }
+
+    Context "Exchange's own rendering of the name" {
+        It 'switches nothing, rolls staging back and reports both strings when a server renders the name differently' {
+            $global:FakeExchange.Pfx.Issuer = "C=US, O=Let's Encrypt, CN=R11"
+            $state = Get-FakeState
+            $context = New-TestContext
+            Invoke-CertsyncPlan -Context $context
+
+            $context.Status | Should -Be 'rolled-back'
+            $context.Error | Should -Match ([regex]::Escape("renders certificate $($script:NewThumbprint) as '<I>C=US, O=Let's Encrypt, CN=R11<S>CN=mail.contoso.com'"))
+            $context.Error | Should -Match ([regex]::Escape("not certsync's '$($script:NewName)'"))
+            @($global:FakeExchange.Calls | Where-Object { $_.Name -like 'Set-*' }) | Should -HaveCount 0
+            foreach ($server in 'EX01', 'EX02') { Find-FakeCertificate -Server $server -Thumbprint $script:NewThumbprint | Should -BeNullOrEmpty }
+            $global:FakeExchange.Internal['EX01'] | Should -Be ('5E1FEX01' + ('0' * 32))
+            (Get-Record $context 4)['outcome'] | Should -Be 'failed'
+            (Get-Record $context 2)['outcome'] | Should -Be 'rolled-back'
+            (Get-Record $context 6)['outcome'] | Should -Be 'rolled-back'
+            $entry = @($context.ServerNames)[0]
+            $entry['server'] | Should -Be 'EX01'
+            $entry['issuer'] | Should -BeExactly "C=US, O=Let's Encrypt, CN=R11"
+            $entry['expected'] | Should -BeExactly $script:NewName
+            $entry['matches'] | Should -BeFalse
+            $document = ConvertTo-CertsyncResultJson -Context $context | ConvertFrom-Json
+            $document.server_names[0].subject | Should -BeExactly 'CN=mail.contoso.com'
+            $document.server_names[0].matches | Should -BeFalse
+        }
+
+        It 'treats a difference in case only as the same name, as Exchange does' {
+            $global:FakeExchange.Pfx.Subject = 'cn=MAIL.contoso.com'
+            $global:FakeExchange.ReceiveConnectors['EX02\Default Frontend EX02'] = $script:NewName.ToUpperInvariant()
+            $context = New-TestContext
+            Invoke-CertsyncPlan -Context $context
+
+            $context.Status | Should -Be 'succeeded'
+            @($context.ServerNames | ForEach-Object { $_['matches'] }) | Should -Be @($true, $true)
+            (Get-Record $context 11)['outcome'] | Should -Be 'already'
+        }
+    }
+
+    Context 'certsync.plan/2' {
+        BeforeAll {
+            $script:Plan2Steps = @(
+                [ordered]@{ phase = 'stage'; action = 'import-certificate'; server = 'EX01'; object = 'Cert:\LocalMachine\My'; property = $null; previous = 'absent'; value = 'present' },
+                [ordered]@{ phase = 'stage'; action = 'enable-services'; server = 'EX01'; object = $script:NewThumbprint; property = 'Services'; previous = $null; value = @('IIS', 'SMTP') },
+                [ordered]@{ phase = 'stage'; action = 'check-name'; server = 'EX01'; object = $script:NewThumbprint; property = $null; previous = $null; value = $script:NewName },
+                [ordered]@{ phase = 'switch'; action = 'set-send-connector'; server = $null; object = $script:Send; property = 'TlsCertificateName'; previous = $script:OldName; value = $script:NewName },
+                [ordered]@{ phase = 'switch'; action = 'set-hybrid-configuration'; server = $null; object = 'Hybrid Configuration'; property = 'TlsCertificateName'; previous = $script:OldName; value = $script:NewName },
+                [ordered]@{ phase = 'verify'; action = 'check-status'; server = 'EX01'; object = $script:NewThumbprint; property = $null; previous = $null; value = 'Valid' },
+                [ordered]@{ phase = 'retire'; action = 'remove-certificate'; server = 'EX01'; object = $script:OldThumbprint; property = $null; previous = 'present'; value = 'absent' }
+            )
+        }
+
+        It 'enables every service the old certificate had, keeps the internal transport certificate, checks the name and removes the old one' {
+            $global:FakeExchange.ReceiveConnectors.Clear()
+            $text = (New-SmallPlanText -Steps $script:Plan2Steps) -replace 'certsync.plan/1', 'certsync.plan/2'
+            $context = New-TestContext -Text $text
+            Invoke-CertsyncPlan -Context $context
+
+            $context.Status | Should -Be 'succeeded'
+            Get-Outcomes $context | Should -Be '1:done 2:done 3:done 4:done 5:done 6:done 7:done'
+            (Find-FakeCertificate -Server 'EX01' -Thumbprint $script:NewThumbprint).Services | Should -Be 'IIS, SMTP'
+            $global:FakeExchange.Internal['EX01'] | Should -Be ('5E1FEX01' + ('0' * 32))
+            $global:FakeExchange.Hybrid.TlsCertificateName | Should -BeExactly $script:NewName
+            Find-FakeCertificate -Server 'EX01' -Thumbprint $script:OldThumbprint | Should -BeNullOrEmpty
+        }
+
+        It 'gives IIS back to the old certificate when the name check fails' {
+            $global:FakeExchange.Pfx.Subject = 'CN=mail.contoso.com, O=Contoso'
+            $text = (New-SmallPlanText -Steps $script:Plan2Steps) -replace 'certsync.plan/1', 'certsync.plan/2'
+            $context = New-TestContext -Text $text
+            Invoke-CertsyncPlan -Context $context
+
+            $context.Status | Should -Be 'rolled-back'
+            (Get-Record $context 3)['outcome'] | Should -Be 'failed'
+            @($global:FakeExchange.Calls | Where-Object { $_.Name -like 'Set-*' }) | Should -HaveCount 0
+            $enables = @($global:FakeExchange.Calls | Where-Object { $_.Name -eq 'Enable-ExchangeCertificate' } | ForEach-Object { '{0}:{1}' -f $_.Parameters['Thumbprint'], ($_.Parameters['Services'] -join ',') })
+            $enables[-1] | Should -Be "$($script:OldThumbprint):IIS"
+            Find-FakeCertificate -Server 'EX01' -Thumbprint $script:NewThumbprint | Should -BeNullOrEmpty
+        }
+
+        It 'refuses a plan/1 action in a plan/2 plan' {
+            $text = (New-SmallPlanText -Steps @([ordered]@{ phase = 'stage'; action = 'enable-smtp'; server = 'EX01'; object = $script:NewThumbprint })) -replace 'certsync.plan/1', 'certsync.plan/2'
+            { ConvertFrom-CertsyncPlan -Text $text } | Should -Throw "*unknown action 'enable-smtp' for certsync.plan/2*"
         }
     }
 
@@ -318,6 +442,8 @@ Describe 'Invoke-CertsyncRemediation' {
             $document.status | Should -Be 'succeeded'
             $document.steps | Should -HaveCount 17
             $document.steps[8].before | Should -BeExactly $script:OldName
+            @($document.server_names[0].PSObject.Properties.Name) | Should -Be @('server', 'subject', 'issuer', 'expected', 'matches')
+            @($document.kept[0].PSObject.Properties.Name) | Should -Be @($fixture.kept[0].PSObject.Properties.Name)
         }
 
         It 'keeps one-element lists as JSON arrays' {
