@@ -373,7 +373,7 @@ class Discovery:
         now = self.clock()
         name = discovery_job_name(worker_group, now, self.settings.bucket)
         try:
-            job = self.automation.start_job(name, self.settings.runbook, {}, run_on=worker_group)
+            job = self.automation.start_job(name, self.settings.runbook, {"WorkerGroup": worker_group}, run_on=worker_group)
         except AutomationError as exc:
             reason = f"discovery of {worker_group} not started: {exc}"
             self._failed(worker_group, name, reason, {"stage": "start", "status": exc.status, "code": exc.code})
