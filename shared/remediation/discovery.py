@@ -99,8 +99,8 @@ class InventoryRecord:
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], inventory: dict[str, Any]) -> InventoryRecord:
         """The record a store wrote with `meta()` beside the document."""
-        collected = parse_time(str(meta.get("collected_at") or ""))
-        stored = parse_time(str(meta.get("stored_at") or ""))
+        collected = _time(str(meta.get("collected_at") or ""))
+        stored = _time(str(meta.get("stored_at") or ""))
         if collected is None or stored is None:
             raise InventoryError(f"stored inventory of {meta.get('worker_group')!r}: no valid times; discover again")
         return cls(
@@ -176,7 +176,7 @@ def check_inventory(data: object, where: str) -> dict[str, Any]:
     for key in ("worker_group", "collected_at"):
         if key in document and document[key] is not None and not isinstance(document[key], str):
             raise InventoryError(f"{where}: {key} is not a string")
-    if document.get("collected_at") and parse_time(document["collected_at"]) is None:
+    if document.get("collected_at") and _time(document["collected_at"]) is None:
         raise InventoryError(f"{where}: collected_at {document['collected_at']!r} is not an ISO 8601 time")
     return document
 
@@ -230,7 +230,7 @@ def make_record(
             validate(document)
         except CertsyncError as exc:
             raise InventoryError(f"{where}: {exc}") from None
-    collected = parse_time(document.get("collected_at") or "") or collected_fallback
+    collected = _time(document.get("collected_at") or "") or collected_fallback
     if collected.tzinfo is None:
         collected = collected.replace(tzinfo=dt.timezone.utc)
     return InventoryRecord(worker_group, collected, now, document, source, automation_job)
@@ -339,7 +339,7 @@ def parse_track_discovery(text: str) -> TrackDiscovery:
         raise CertsyncError("discovery tracking message: not JSON; it is not retried") from None
     if not isinstance(data, dict) or data.get("schema") != TRACK_SCHEMA:
         raise CertsyncError(f"discovery tracking message: not {TRACK_SCHEMA}; it is not retried")
-    started = parse_time(str(data.get("started_at") or ""))
+    started = _time(str(data.get("started_at") or ""))
     polls, failures = data.get("polls", 0), data.get("failures", 0)
     if started is None or not isinstance(polls, int) or not isinstance(failures, int):
         raise CertsyncError("discovery tracking message: started_at, polls or failures malformed; it is not retried")
@@ -373,7 +373,8 @@ class Discovery:
         now = self.clock()
         name = discovery_job_name(worker_group, now, self.settings.bucket)
         try:
-            job = self.automation.start_job(name, self.settings.runbook, {"WorkerGroup": worker_group}, run_on=worker_group)
+            parameters = {"WorkerGroup": worker_group}
+            job = self.automation.start_job(name, self.settings.runbook, parameters, run_on=worker_group)
         except AutomationError as exc:
             reason = f"discovery of {worker_group} not started: {exc}"
             self._failed(worker_group, name, reason, {"stage": "start", "status": exc.status, "code": exc.code})
@@ -473,7 +474,7 @@ class Discovery:
             self._failed(worker_group, name, reason, {"stage": "job", "status": job.status})
             return DiscoveryOutcome("failed", worker_group, name, reason, job.status)
         now = self.clock()
-        ended = parse_time(job.end_time or "") or now
+        ended = _time(job.end_time or "") or now
         try:
             document = parse_inventory(output, f"{where} Output")
             record = make_record(
@@ -534,3 +535,11 @@ class Discovery:
 def audit_partition(worker_group: str) -> str:
     """Where discovery's audit entries of `worker_group` are (`certsync history discovery/<group>`)."""
     return f"discovery/{worker_group.strip().lower()}"
+
+
+def _time(text: str) -> dt.datetime | None:
+    """An ISO 8601 time, or None when blank or not one (each caller words its own error)."""
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
