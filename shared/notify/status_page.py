@@ -340,7 +340,7 @@ def _inventories(records: Sequence[InventoryRecord] | str, now: dt.datetime, max
         if errors:
             listed = "".join(f"<li><b>{_e(e['where'])}</b>: {_e(e['message'])}</li>" for e in errors)
             error_cell = (
-                f'<span class="chip s-warning">{len(errors)} NOT READ</span><ul class="inv-errors">{listed}</ul>'
+                f'<span class="chip s-warning">{len(errors)} NOT READ</span> <ul class="inv-errors">{listed}</ul>'
             )
         else:
             error_cell = '<span class="muted">none</span>'
