@@ -552,3 +552,18 @@ def test_discover_says_when_the_job_did_not_end_in_time(arm, tmp_path, monkeypat
     assert main(["discover", GROUP, "--timeout", "0.05", "--poll-interval", "0.01", *args]) == 1
     out = capsys.readouterr().out
     assert "timed-out" in out and "run the same command again within the hour" in out
+
+
+def test_discover_import_in_process_prints_what_it_stored(tmp_path, capsys):
+    saved = tmp_path / "inventory.json"
+    saved.write_bytes(b"\xef\xbb\xbf" + json.dumps(inventory(errors=[{"where": "EX02", "message": "RPC"}])).encode())
+    store = str(tmp_path / "inv.sqlite")
+    assert main(["discover", "--import", str(saved), "--worker-group", GROUP, "--inventory", store]) == 1
+    out = capsys.readouterr().out
+    assert f"Stored the inventory of {GROUP}" in out and "Not read       EX02: RPC" in out
+    saved.write_bytes(b"\xff\xfe" + "{}".encode("utf-16-le"))
+    assert main(["discover", "--import", str(saved), "--worker-group", GROUP, "--inventory", store]) == 2
+    assert "none of the inventory's keys" in capsys.readouterr().err
+    saved.write_bytes(b"\x80\x81 not text")
+    assert main(["discover", "--import", str(saved), "--worker-group", GROUP, "--inventory", store, "--json"]) == 2
+    assert "not UTF-8 or UTF-16 text" in capsys.readouterr().err
