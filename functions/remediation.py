@@ -1,5 +1,5 @@
-"""Remediation jobs: start them (REMEDIATION_QUEUE), track them (TRACKING_QUEUE), take the runbook's result
-(POST /api/jobs/{job_id}/result).
+"""Remediation jobs: start them (REMEDIATION_QUEUE), track them (TRACKING_QUEUE, which also carries the
+discovery jobs' `certsync.discovery-track/1` messages), take the runbook's result (POST /api/jobs/{job_id}/result).
 
 Each function decodes its trigger and calls `shared.remediation.service.Remediation`; the retry policy lives
 there. A queue function returns normally whenever the message was settled (started, re-sent with a
@@ -38,9 +38,15 @@ def start_remediation_job(msg: func.QueueMessage) -> None:
 @bp.function_name("track_remediation_job")
 @bp.queue_trigger(arg_name="msg", queue_name="%TRACKING_QUEUE%", connection="JobsStorage")
 def track_remediation_job(msg: func.QueueMessage) -> None:
-    from shared.wiring import azure_remediation
+    from shared.remediation.discovery import is_discovery_message
+    from shared.wiring import azure_discovery, azure_remediation
 
-    outcome = azure_remediation().track(_text(msg))
+    text = _text(msg)
+    if is_discovery_message(text):  # discovery's jobs are followed on the same queue
+        found = azure_discovery().track(text)
+        log.info("discovery tracking message %s: %s (%s)", msg.id, found.outcome, found.worker_group)
+        return
+    outcome = azure_remediation().track(text)
     log.info(
         "tracking message %s: %s",
         msg.id,

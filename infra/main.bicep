@@ -106,6 +106,7 @@ param probeTimeoutSeconds int = 15
 param maximumInstanceCount int = 40
 
 var runbookName = 'Invoke-CertsyncRemediation'
+var discoveryRunbookName = 'Get-CertsyncInventory'
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -191,6 +192,7 @@ module automation 'modules/automation.bicep' = {
     location: location
     tags: tags
     runbookName: runbookName
+    discoveryRunbookName: discoveryRunbookName
     hybridWorkerGroupName: hybridWorkerGroupName
     functionPrincipalId: identity.outputs.principalId
     workspaceId: monitoring.outputs.workspaceId
@@ -215,6 +217,7 @@ module functionApp 'modules/function-app.bicep' = {
     certsyncVaults: empty(certsyncVaults) ? keyVaultName : certsyncVaults
     automationAccountId: automation.outputs.id
     runbookName: automation.outputs.runbookName
+    discoveryRunbookName: automation.outputs.discoveryRunbookName
     revocationPolicy: revocationPolicy
     expiryWarningDays: expiryWarningDays
     allowHosts: allowHosts
@@ -246,6 +249,7 @@ output HYBRID_WORKER_PRINCIPAL_IDS string = hybridWorkerPrincipalIds
 output HYBRID_WORKER_GROUP string = automation.outputs.hybridWorkerGroupName
 output AUTOMATION_ACCOUNT_NAME string = automation.outputs.name
 output AUTOMATION_RUNBOOK_NAME string = automation.outputs.runbookName
+output AUTOMATION_DISCOVERY_RUNBOOK_NAME string = automation.outputs.discoveryRunbookName
 output SYSTEM_TOPIC_NAME string = systemTopicName
 output SYSTEM_TOPIC_RESOURCE_GROUP string = systemTopicResourceGroup
 output SYSTEM_TOPIC_REUSED bool = reuseSystemTopic

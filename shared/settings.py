@@ -96,6 +96,12 @@ def _days(value: str, name: str) -> int:
     return int(value)
 
 
+def _hours(value: str, name: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise _bad(name, value, "give a whole number of hours above 0")
+    return int(value)
+
+
 def _allow_hosts(value: str, name: str) -> tuple[str, ...]:
     from shared.validation.fetch import parse_allow_entry
 
@@ -245,6 +251,7 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("AUDIT_TABLE", "the audit trail", "certsyncaudit", parse=_table),
     Setting("JOB_CLAIMS_TABLE", "the job claims", "certsyncjobs", parse=_table),
     Setting("STATE_TABLE", "the reconciliation's finding states and status snapshots", "certsyncstate", parse=_table),
+    Setting("INVENTORY_TABLE", "the latest Exchange inventory per worker group", "certsyncinventory", parse=_table),
     # The pipeline and the reconciliation.
     Setting(
         "CERTSYNC_VAULTS",
@@ -277,6 +284,8 @@ REGISTRY: tuple[Setting, ...] = (
         parse=_account_id,
     ),
     Setting("AUTOMATION_RUNBOOK", "the runbook each job runs", "Invoke-CertsyncRemediation", parse=_runbook),
+    Setting("DISCOVERY_RUNBOOK", "the read-only discovery runbook", "Get-CertsyncInventory", parse=_runbook),
+    Setting("CERTSYNC_INVENTORY_MAX_AGE_HOURS", "hours before an inventory counts as stale", "24", parse=_hours),
     Setting("CERTSYNC_ARM_ENDPOINT", "ARM (sovereign clouds)", "https://management.azure.com", parse=_arm_endpoint),
     Setting("CERTSYNC_CALLBACK_URL", "the app's base URL for the runbook's result callback", parse=_callback_url),
     Setting("CERTSYNC_CALLBACK_SECRET", "the callback's whsec_ secret(s)", secret=True, parse=_secrets),
@@ -330,6 +339,7 @@ class StorageNames:
     audit_table: str
     claims_table: str
     state_table: str
+    inventory_table: str = "certsyncinventory"
 
 
 @dataclass(frozen=True)
@@ -367,6 +377,8 @@ class RemediationValues:
     callback_url: str
     callback_secrets: tuple[bytes, ...] = field(repr=False)
     probe_timeout: float
+    discovery_runbook: str = "Get-CertsyncInventory"
+    inventory_max_age_hours: int = 24
 
 
 @dataclass(frozen=True)
@@ -468,6 +480,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             audit_table=value("AUDIT_TABLE", env),
             claims_table=value("JOB_CLAIMS_TABLE", env),
             state_table=value("STATE_TABLE", env),
+            inventory_table=value("INVENTORY_TABLE", env),
         ),
         pipeline=PipelineValues(
             vaults=value("CERTSYNC_VAULTS", env),
@@ -487,6 +500,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             callback_url=value("CERTSYNC_CALLBACK_URL", env),
             callback_secrets=value("CERTSYNC_CALLBACK_SECRET", env),
             probe_timeout=value("CERTSYNC_PROBE_TIMEOUT", env),
+            discovery_runbook=value("DISCOVERY_RUNBOOK", env),
+            inventory_max_age_hours=value("CERTSYNC_INVENTORY_MAX_AGE_HOURS", env),
         ),
         azure_client_id=value("AZURE_CLIENT_ID", env),
         unset=unset,

@@ -32,6 +32,14 @@ if TYPE_CHECKING:
     from shared.notify.webhooks import PoisonQueue, WebhookChannel
     from shared.reconciliation.reconcile import Reconciler, StateStore
     from shared.reconciliation.snapshot import StatusSnapshot
+    from shared.remediation.discovery import (
+        Discovery,
+        DiscoveryOutcome,
+        DiscoverySettings,
+        InventoryRecord,
+        InventoryStore,
+        Validate,
+    )
     from shared.remediation.service import Remediation
 
 T = TypeVar("T")
@@ -251,15 +259,20 @@ def reconciler_from_env(
     settings = load(env)
     if pipeline is None:
         pipeline = pipeline_from_settings(settings, keyvault_options=keyvault_options)
-    return _reconciler(
-        pipeline,
-        pipeline.settings.vaults,
-        _state_store(settings),
-        notifier if notifier is not None else pipeline.notifier,
-    )
+    notifier = notifier if notifier is not None else pipeline.notifier
+    discovery = None
+    if "AUTOMATION_ACCOUNT_ID" not in settings.unset:  # without Automation there is nothing to discover with
+        discovery = discovery_from_settings(settings, audit=pipeline.audit, notifier=notifier)
+    return _reconciler(pipeline, pipeline.settings.vaults, _state_store(settings), notifier, discovery)
 
 
-def _reconciler(pipeline: Pipeline, vaults: tuple[str, ...], state: StateStore, notifier: Notifier) -> Reconciler:
+def _reconciler(
+    pipeline: Pipeline,
+    vaults: tuple[str, ...],
+    state: StateStore,
+    notifier: Notifier,
+    discovery: Discovery | None = None,
+) -> Reconciler:
     """A reconciler on `pipeline`'s sources, audit trail, targets and assessment settings."""
     from shared.reconciliation.reconcile import Reconciler
 
@@ -272,6 +285,7 @@ def _reconciler(pipeline: Pipeline, vaults: tuple[str, ...], state: StateStore, 
         pipeline=pipeline,
         targets_file=pipeline.targets_file,
         settings=pipeline.settings,
+        discovery=discovery,
     )
 
 
@@ -303,10 +317,14 @@ def azure_snapshots() -> list[StatusSnapshot]:
 
 
 def status_answer(wanted: str | None) -> StatusAnswer:
-    """`GET /api/status`: the status page (or JSON, `wanted`) of `azure_snapshots`, as of now."""
+    """`GET /api/status`: the status page (or JSON, `wanted`) of `azure_snapshots` and each worker group's
+    inventory (`azure_inventories`, stale after CERTSYNC_INVENTORY_MAX_AGE_HOURS), as of now."""
+    import datetime as dt
+
     from shared.notify.status_page import status_answer as answer
 
-    return answer(wanted, azure_snapshots, utc_now())
+    max_age = dt.timedelta(hours=load().remediation.inventory_max_age_hours)
+    return answer(wanted, azure_snapshots, utc_now(), inventories=azure_inventories, max_age=max_age)
 
 
 def process_event(envelope: Mapping[str, Any], what: str) -> Outcome:
@@ -424,3 +442,124 @@ def remediation_from_settings(
 def azure_remediation() -> Remediation:
     """One remediation service per Functions worker process (the ARM session and token are reused)."""
     return remediation_from_settings(load())
+
+
+# --- discovery ---------------------------------------------------------------------------------------
+
+
+def inventory_validator() -> Validate | None:
+    """The full certsync.inventory/1 check every stored inventory passes: `shared.exchange.inventory`'s,
+    once it is merged (issue 15). Until then discovery checks the document's shape only."""
+    return None
+
+
+def _discovery_settings(settings: Settings) -> DiscoverySettings:
+    import datetime as dt
+
+    from shared.remediation.discovery import DiscoverySettings
+
+    values = settings.remediation
+    return DiscoverySettings(
+        runbook=values.discovery_runbook, max_age=dt.timedelta(hours=values.inventory_max_age_hours)
+    )
+
+
+def inventory_store_from_env(env: Mapping[str, str] | None) -> InventoryStore:
+    """The latest inventory per worker group: the table INVENTORY_TABLE (default certsyncinventory) of
+    `JobsStorage`."""
+    return _inventory_table(load(env))
+
+
+def _inventory_table(settings: Settings) -> InventoryStore:
+    from shared.adapters.azure.tables import TableInventoryStore
+
+    return TableInventoryStore(_storage(settings.jobs_storage()).table_client(settings.names.inventory_table))
+
+
+def discovery_from_env(
+    env: Mapping[str, str] | None,
+    *,
+    audit: AuditLog | None = None,
+    notifier: Notifier | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Discovery:
+    """`discovery_from_settings` for the settings in `env`."""
+    return discovery_from_settings(load(env), audit=audit, notifier=notifier, automation_options=automation_options)
+
+
+def discovery_from_settings(
+    settings: Settings,
+    *,
+    audit: AuditLog | None = None,
+    notifier: Notifier | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Discovery:
+    """The Function App's discovery: DISCOVERY_RUNBOOK on Azure Automation (AUTOMATION_ACCOUNT_ID), its jobs
+    followed on TRACKING_QUEUE, inventories in INVENTORY_TABLE, entries in the audit table."""
+    from shared.adapters.azure.queues import StorageMessageQueue
+    from shared.remediation.discovery import Discovery
+
+    storage = _storage(settings.jobs_storage())
+    if audit is None:
+        audit = _audit_table(settings, storage)
+    return Discovery(
+        automation=automation_client(settings, **dict(automation_options or {})),
+        store=_inventory_table(settings),
+        audit=audit,
+        settings=_discovery_settings(settings),
+        notifier=notifier if notifier is not None else _notifier(settings, storage, audit),
+        tracking=StorageMessageQueue(storage.queue_client(settings.names.tracking_queue)),
+        validate=inventory_validator(),
+    )
+
+
+def local_discovery(
+    *,
+    inventory: str,
+    audit: str,
+    env: Mapping[str, str] | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Discovery:
+    """`certsync discover`: Azure Automation as the Function App's settings in `env` name it
+    (AUTOMATION_ACCOUNT_ID, CERTSYNC_ARM_ENDPOINT, DISCOVERY_RUNBOOK), inventories in the SQLite file
+    `inventory`, the audit trail in the SQLite file `audit`; the command itself waits for the job."""
+    from shared.adapters.local.sqlite import SqliteAuditLog
+    from shared.remediation.discovery import Discovery
+
+    settings = load(env)
+    audit_log = SqliteAuditLog(audit)
+    return Discovery(
+        automation=automation_client(settings, **dict(automation_options or {})),
+        store=local_inventory_store(inventory),
+        audit=audit_log,
+        settings=_discovery_settings(settings),
+        notifier=notifier_from_env(env, audit_log),
+        validate=inventory_validator(),
+    )
+
+
+def local_inventory_store(path: str) -> InventoryStore:
+    from shared.adapters.local.sqlite import SqliteInventoryStore
+
+    return SqliteInventoryStore(path)
+
+
+@functools.cache
+def azure_discovery() -> Discovery:
+    """One discovery service per Functions worker process (the ARM session and token are reused)."""
+    return discovery_from_settings(load())
+
+
+@functools.cache
+def azure_inventory_store() -> InventoryStore:
+    return inventory_store_from_env(None)
+
+
+def azure_inventories() -> list[InventoryRecord]:
+    """Every worker group's latest inventory (the status page)."""
+    return azure_inventory_store().all()
+
+
+def start_discovery(worker_group: str) -> DiscoveryOutcome:
+    """`POST /api/discover/{worker_group}`: start (or find, within the hour) its discovery job."""
+    return azure_discovery().start(worker_group)

@@ -39,6 +39,7 @@ def test_app_registers_the_expected_functions_with_unique_names():
         "remediation_result",
         "reconcile_daily",
         "status_page",
+        "start_discovery",
     }
 
 

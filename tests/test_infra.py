@@ -765,6 +765,26 @@ def test_the_runbook_is_powershell_5_1_named_as_the_code_expects_and_its_content
     assert "az automation runbook replace-content" in hook and "az automation runbook publish" in hook
 
 
+def test_the_discovery_runbook_is_powershell_5_1_named_as_the_code_expects_and_published():
+    main = bicep("main.bicep")
+    name = string_value(main.variables["discoveryRunbookName"])
+    from shared.remediation.discovery import DEFAULT_DISCOVERY_RUNBOOK
+    from shared.settings import BY_NAME
+
+    assert name == DEFAULT_DISCOVERY_RUNBOOK == BY_NAME["DISCOVERY_RUNBOOK"].default
+    runbooks = bicep("modules/automation.bicep").resources_of("Microsoft.Automation/automationAccounts/runbooks")
+    [discovery] = [r for r in runbooks if text(lookup(r.body, "name")) == "discoveryRunbookName"]
+    assert literal(discovery.body, "properties.runbookType") == "PowerShell"
+    assert (INFRA / "runbooks" / f"{name}.ps1").is_file()
+    assert (
+        "output AUTOMATION_DISCOVERY_RUNBOOK_NAME string = automation.outputs.discoveryRunbookName"
+        in (INFRA / "main.bicep").read_text()
+    )
+    hook = (HOOKS / "postprovision.sh").read_text()
+    assert 'discovery_file="$root/infra/runbooks/$discovery.ps1"' in hook
+    assert hook.count("az automation runbook publish") == 2
+
+
 def test_the_hybrid_worker_group_defaults_to_hrw_exchange():
     assert string_value(lookup_param_default("main.bicep", "hybridWorkerGroupName")) == "hrw-exchange"
     automation = bicep("modules/automation.bicep")

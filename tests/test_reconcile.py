@@ -719,3 +719,40 @@ def test_certsync_reconcile_bad_input_exits_2_with_one_line(world, args, words):
     assert result.returncode == 2 and result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith("certsync: error: ") and words in line
+
+
+# --- discovery ------------------------------------------------------------------------------------
+
+
+def test_each_run_starts_the_discovery_of_the_worker_groups_the_targets_name(world, arm, tmp_path):
+    """Through the Automation client on the fake ARM: one job per group and hour, found again by a second
+    run in the same hour; a group Automation refuses is a failure of the run, not an exception."""
+    import dataclasses
+
+    from shared.adapters.azure.automation import AutomationClient
+    from shared.adapters.local.sqlite import SqliteInventoryStore
+    from shared.remediation.discovery import Discovery, DiscoverySettings
+
+    client = AutomationClient(arm.account_id, arm.credential, endpoint=arm.endpoint, **arm.client_kwargs)
+    arm.runbooks = (*arm.runbooks, "Get-CertsyncInventory")
+    discovery = Discovery(
+        automation=client,
+        store=SqliteInventoryStore(tmp_path / "inventory.sqlite"),
+        audit=world.audit(),
+        settings=DiscoverySettings(),
+        notifier=world.notifier,
+    )
+    reconciler = dataclasses.replace(world.reconciler(), discovery=discovery)
+    now = dt.datetime.now(dt.timezone.utc)
+    report = reconciler.run(now)
+    assert report.discoveries == ["hrw-exchange"] and report.failures == []
+    assert report.to_dict()["discoveries"] == ["hrw-exchange"]
+    again = dataclasses.replace(world.reconciler(), discovery=discovery).run(now)
+    assert again.discoveries == ["hrw-exchange"]
+    assert len([r for r in arm.requests if r[0] == "PUT"]) == 1  # found, not started twice
+
+    world.targets["certificates"]["*"]["worker_group"] = "hrw-gone"
+    failed = dataclasses.replace(world.reconciler(), discovery=discovery).run(now)
+    assert failed.discoveries == []
+    [failure] = failed.failures
+    assert failure.startswith("discovery of worker group hrw-gone not started:") and "\n" not in failure

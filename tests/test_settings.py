@@ -39,6 +39,9 @@ BAD = {
     "AUDIT_TABLE": ("audit-table", "table name"),
     "JOB_CLAIMS_TABLE": ("1claims", "table name"),
     "STATE_TABLE": ("st", "table name"),
+    "INVENTORY_TABLE": ("inventory_table", "table name"),
+    "DISCOVERY_RUNBOOK": ("Get Inventory", "runbook name"),
+    "CERTSYNC_INVENTORY_MAX_AGE_HOURS": ("0", "whole number of hours above 0"),
     "CERTSYNC_VAULTS": None,  # any text is a list of names; unset is the error (below)
     "CERTSYNC_REVOCATION": ("strict", "use one of hard, soft, off"),
     "CERTSYNC_ALLOW_HOSTS": ("crl.corp.local,host:port:x", "give HOST or HOST:PORT"),

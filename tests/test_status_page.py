@@ -32,6 +32,7 @@ from functions.status import status_page
 from shared.errors import CertsyncError
 from shared.notify.status_page import CONTENT_SECURITY_POLICY, RECONCILE_FUNCTION, render_status_page
 from shared.reconciliation.snapshot import SNAPSHOT_SCHEMA
+from shared.remediation.discovery import InventoryRecord
 from tests.servers import HttpServer
 from tests.test_function_app import FUNCTIONS
 
@@ -397,6 +398,56 @@ def test_the_empty_state_says_reconciliation_has_not_run_and_how_to_run_it():
     assert_inert(page)
 
 
+# --- the inventories -----------------------------------------------------------------------------
+
+
+def inventories(now: dt.datetime) -> list[InventoryRecord]:
+    """Two worker groups: one read an hour ago with a server it could not read, one read two days ago."""
+    errors = [{"where": "EX02", "message": "Get-ExchangeCertificate: The RPC server is <unavailable>."}]
+    return [
+        InventoryRecord("hrw-edge", now - dt.timedelta(days=2), now, {"servers": [], "errors": []}),
+        InventoryRecord("hrw-exchange", now - dt.timedelta(hours=1), now, {"servers": [], "errors": errors}),
+    ]
+
+
+def inventory_rows(page) -> dict[str, list[str]]:
+    section = next(s for s in page.all("section") if s.attrs.get("aria-labelledby") == "inv-h")
+    return {words(r.one("th")): [words(c) for c in r.all("td")] for r in section.one("tbody").all("tr")}
+
+
+def test_each_worker_groups_inventory_shows_its_age_its_errors_and_stale_past_the_max_age():
+    page = dom(render_status_page(snapshots(), ANCHOR, inventories=inventories(ANCHOR), max_age=dt.timedelta(hours=24)))
+    rows = inventory_rows(page)
+    assert rows["hrw-exchange"][0] == "CURRENT" and "(60 min ago)" in rows["hrw-exchange"][1]
+    assert rows["hrw-exchange"][3].startswith(
+        "1 NOT READ EX02: Get-ExchangeCertificate: The RPC server is <unavailable>."
+    )
+    assert rows["hrw-edge"][0] == "STALE" and "(2 days ago)" in rows["hrw-edge"][1] and rows["hrw-edge"][3] == "none"
+    wider = render_status_page([], ANCHOR, inventories=inventories(ANCHOR), max_age=dt.timedelta(hours=72))
+    assert inventory_rows(dom(wider))["hrw-edge"][0] == "CURRENT"
+    assert_inert(page)
+
+
+def test_inventories_that_cannot_be_read_are_said_so_and_the_page_still_serves(monkeypatch):
+    def unreadable() -> list:
+        raise CertsyncError("inventory table certsyncinventory: 403 AuthorizationPermissionMismatch")
+
+    monkeypatch.setattr(shared.wiring, "azure_snapshots", lambda: snapshots(dt.datetime.now(dt.timezone.utc)))
+    monkeypatch.setattr(shared.wiring, "azure_inventories", unreadable)
+    response = get()
+    assert response.status_code == 200
+    assert "the inventories could not be read: inventory table certsyncinventory: 403" in response.get_body().decode()
+    as_json = json.loads(get({"format": "json"}).get_body())
+    assert as_json["inventories_error"].startswith("inventory table certsyncinventory")
+
+
+def test_format_json_carries_each_inventorys_age_and_staleness(stored):
+    as_json = json.loads(get({"format": "json"}).get_body())
+    by_group = {i["worker_group"]: i for i in as_json["inventories"]}
+    assert by_group["hrw-edge"]["stale"] is True and by_group["hrw-edge"]["age_hours"] == pytest.approx(48, abs=0.2)
+    assert by_group["hrw-exchange"]["stale"] is False and by_group["hrw-exchange"]["errors"][0]["where"] == "EX02"
+
+
 # --- the function --------------------------------------------------------------------------------
 
 EXPECTED_HEADERS = {
@@ -419,6 +470,7 @@ def stored(monkeypatch) -> list[dict]:
     """`shared.wiring.azure_snapshots` answering with the fixture (times moved to the real now)."""
     data = snapshots(dt.datetime.now(dt.timezone.utc))
     monkeypatch.setattr(shared.wiring, "azure_snapshots", lambda: copy.deepcopy(data))
+    monkeypatch.setattr(shared.wiring, "azure_inventories", lambda: inventories(dt.datetime.now(dt.timezone.utc)))
     return data
 
 
@@ -489,9 +541,12 @@ def state_table(monkeypatch) -> Iterator[str]:
     the test. Yields the table's name."""
     table = "statuspage" + uuid.uuid4().hex[:12]
     monkeypatch.setenv("STATE_TABLE", table)
+    monkeypatch.setenv("INVENTORY_TABLE", "inv" + uuid.uuid4().hex[:12])
     shared.wiring.azure_state_store.cache_clear()
+    shared.wiring.azure_inventory_store.cache_clear()
     yield table
     shared.wiring.azure_state_store.cache_clear()
+    shared.wiring.azure_inventory_store.cache_clear()
 
 
 def test_on_azurite_the_page_shows_what_reconciliation_stored(azurite, state_table, monkeypatch):
@@ -513,7 +568,9 @@ def test_on_azurite_before_the_first_run_the_page_says_so(azurite, state_table, 
     monkeypatch.setenv("JobsStorage", azurite.connection_string)
     response = get()
     assert response.status_code == 200
-    assert words(dom(response.get_body().decode()).one("h2")) == "Reconciliation has not run yet"
+    page = dom(response.get_body().decode())
+    assert words(page.one("section", "empty").one("h2")) == "Reconciliation has not run yet"
+    assert "No inventory yet" in words(page.one("p", "muted"))
 
 
 def test_without_the_storage_setting_the_page_is_a_503_naming_it(state_table, monkeypatch):
@@ -597,6 +654,9 @@ def test_chromium_renders_every_certificate_and_the_timeline(stored, chromium, h
     svg = page.one("svg", "timeline")
     assert sorted(m.attrs["data-certificate"] for m in markers(page)) == sorted(NAMES)
     assert len(svg.all(None, "shape")) == len(NAMES)
+    rows = inventory_rows(page)
+    assert (rows["hrw-edge"][0], rows["hrw-exchange"][0]) == ("STALE", "CURRENT")
+    assert "EX02: Get-ExchangeCertificate" in rows["hrw-exchange"][3]
     assert_inert(page)
     # it loaded nothing but the page itself (no favicon, fonts or anything else)
     assert [(r.method, r.path) for r in http_server.requests] == [("GET", "/api/status?code=not-a-real-key")]

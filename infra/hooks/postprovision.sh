@@ -5,8 +5,9 @@
 #    deployment stack in the vault's resource group. Not in main.bicep: `azd down` deletes every resource
 #    group its deployment touched, and the vault's resource group is not certsync's. The stack owns only
 #    the assignments; infra/hooks/predown.sh deletes it and them.
-# 2. The runbook's content: infra/runbooks/<AUTOMATION_RUNBOOK_NAME>.ps1 is uploaded as the draft of the
-#    runbook main.bicep declared, and published. ARM takes runbook content only from a URL.
+# 2. The runbooks' content: infra/runbooks/<AUTOMATION_RUNBOOK_NAME>.ps1 (and the discovery runbook's,
+#    <AUTOMATION_DISCOVERY_RUNBOOK_NAME>.ps1) is uploaded as the draft of the runbook main.bicep declared,
+#    and published. ARM takes runbook content only from a URL.
 #
 # Reads main.bicep's outputs, which azd passes in the environment. Needs the Azure CLI, signed in as a
 # principal that may create role assignments on the vault (infra/README.md, "Who can deploy").
@@ -48,5 +49,26 @@ az automation runbook publish \
     --automation-account-name "$AUTOMATION_ACCOUNT_NAME" \
     --name "$AUTOMATION_RUNBOOK_NAME" \
     --only-show-errors --output none
+
+discovery="${AUTOMATION_DISCOVERY_RUNBOOK_NAME:-}"
+if [ -n "$discovery" ]; then
+    discovery_file="$root/infra/runbooks/$discovery.ps1"
+    if [ ! -f "$discovery_file" ]; then
+        echo "certsync postprovision: $discovery_file does not exist; the runbook $discovery needs its content" >&2
+        exit 2
+    fi
+    echo "certsync: publishing runbook $discovery from infra/runbooks/ to $AUTOMATION_ACCOUNT_NAME"
+    az automation runbook replace-content \
+        --resource-group "$AZURE_RESOURCE_GROUP" \
+        --automation-account-name "$AUTOMATION_ACCOUNT_NAME" \
+        --name "$discovery" \
+        --content @"$discovery_file" \
+        --only-show-errors --output none
+    az automation runbook publish \
+        --resource-group "$AZURE_RESOURCE_GROUP" \
+        --automation-account-name "$AUTOMATION_ACCOUNT_NAME" \
+        --name "$discovery" \
+        --only-show-errors --output none
+fi
 
 echo "certsync: provisioned. Next: azd deploy (azd up does it), then the on-premises steps in infra/README.md"

@@ -16,6 +16,9 @@ param tags object = {}
 @description('Name of the runbook; the content comes from infra/runbooks/<name>.ps1.')
 param runbookName string
 
+@description('Name of the read-only discovery runbook; the content comes from infra/runbooks/<name>.ps1.')
+param discoveryRunbookName string
+
 @description('Name of the Hybrid Runbook Worker group the Exchange servers join.')
 param hybridWorkerGroupName string
 
@@ -52,6 +55,21 @@ resource runbook 'Microsoft.Automation/automationAccounts/runbooks@2023-11-01' =
     // PowerShell 5.1: the Exchange Management Shell on the worker is Windows PowerShell.
     runbookType: 'PowerShell'
     description: 'certsync: applies a certsync.plan/1 remediation plan to Exchange (content from infra/runbooks/)'
+    logProgress: false
+    logVerbose: true
+  }
+}
+
+// The read-only discovery runbook (Get-CertsyncInventory): reads servers, certificates, connectors and the
+// hybrid configuration into certsync.inventory/1. Published by the same hook as the remediation runbook.
+resource discoveryRunbook 'Microsoft.Automation/automationAccounts/runbooks@2023-11-01' = {
+  parent: automation
+  name: discoveryRunbookName
+  location: location
+  tags: tags
+  properties: {
+    runbookType: 'PowerShell'
+    description: 'certsync: reads the Exchange inventory (certsync.inventory/1), read-only (content from infra/runbooks/)'
     logProgress: false
     logVerbose: true
   }
@@ -115,4 +133,5 @@ resource functionJobOperator 'Microsoft.Authorization/roleAssignments@2022-04-01
 output id string = automation.id
 output name string = automation.name
 output runbookName string = runbook.name
+output discoveryRunbookName string = discoveryRunbook.name
 output hybridWorkerGroupName string = hybridWorkerGroup.name

@@ -32,6 +32,9 @@ param automationAccountId string
 
 param runbookName string
 
+@description('Name of the read-only discovery runbook (DISCOVERY_RUNBOOK).')
+param discoveryRunbookName string
+
 @allowed([
   'hard'
   'soft'
@@ -202,6 +205,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AUDIT_TABLE: 'certsyncaudit'
     JOB_CLAIMS_TABLE: 'certsyncjobs'
     STATE_TABLE: 'certsyncstate'
+    INVENTORY_TABLE: 'certsyncinventory'
 
     // The pipeline (shared/wiring.py).
     CERTSYNC_VAULTS: certsyncVaults
@@ -216,6 +220,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Remediation (shared/adapters/azure/automation.py, shared/remediation/).
     AUTOMATION_ACCOUNT_ID: automationAccountId
     AUTOMATION_RUNBOOK: runbookName
+    DISCOVERY_RUNBOOK: discoveryRunbookName
+    CERTSYNC_INVENTORY_MAX_AGE_HOURS: '24'
     CERTSYNC_ARM_ENDPOINT: armEndpoint
     CERTSYNC_CALLBACK_URL: enableResultCallback ? 'https://${site.properties.defaultHostName}' : ''
     CERTSYNC_CALLBACK_SECRET: callbackSecret

@@ -21,7 +21,7 @@ param deploymentContainerName string
 param deadLetterContainerName string
 
 // The queues and tables the app settings name (REMEDIATION_QUEUE, TRACKING_QUEUE, NOTIFY_POISON_QUEUE,
-// AUDIT_TABLE, JOB_CLAIMS_TABLE, STATE_TABLE in function-app.bicep), and the -poison queues of the two
+// AUDIT_TABLE, JOB_CLAIMS_TABLE, STATE_TABLE, INVENTORY_TABLE in function-app.bicep), and the -poison queues of the two
 // queue triggers: the host moves a message there after maxDequeueCount failures, and the remediation
 // code writes there itself when it gives up on a job. Created here so that monitoring can watch them
 // from the start; the code would otherwise create them on first use.
@@ -37,6 +37,7 @@ var tableNames = [
   'certsyncaudit'
   'certsyncjobs'
   'certsyncstate'
+  'certsyncinventory'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from shared import __version__
+from shared.cli import discover
 from shared.errors import CertsyncError
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"certsync {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    discover.register(commands)
 
     name = commands.add_parser("name", allow_abbrev=False, help="print a certificate's TlsCertificateName")
     name.add_argument("file", metavar="FILE", help="PEM, DER, PKCS#7 (.p7b) or PKCS#12 (.pfx) file")

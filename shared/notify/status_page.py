@@ -4,7 +4,9 @@ certificate, as a single self-contained HTML document an admin opens in a browse
 What needs attention shows at a glance: counts by attention and a stale-data warning at the top, an SVG
 timeline of expiries, then one card per certificate (worst first, then soonest expiry) with its
 TlsCertificateName, assessment status, days to expiry, the last remediation on each server and its
-findings. Colour is never the only signal: every state is also a word and a marker shape.
+findings, then each Hybrid worker group's Exchange inventory (discovery): when it was collected, the
+servers and cmdlets it could not read, and STALE when older than CERTSYNC_INVENTORY_MAX_AGE_HOURS. Colour
+is never the only signal: every state is also a word and a marker shape.
 
 The page runs no script and loads nothing: inline CSS and SVG only, under a Content-Security-Policy that
 forbids everything else. Snapshot values come from certificates and Key Vault tags, i.e. from whoever can
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from shared.errors import CertsyncError
 from shared.reconciliation.snapshot import FINDING_SEVERITIES, SNAPSHOT_SCHEMA, SnapshotFinding, StatusSnapshot
+from shared.remediation.discovery import DEFAULT_MAX_AGE, InventoryRecord
 from shared.times import format_time, parse_time
 
 # The page's policy, in its <meta> and (with frame-ancestors, which only works as a header) in the response.
@@ -154,8 +157,16 @@ def sorted_snapshots(snapshots: Iterable[StatusSnapshot], now: dt.datetime) -> l
     return sorted(kept, key=lambda s: CertificateStatus.from_snapshot(s, now).sort_key())
 
 
-def render_status_page(snapshots: Sequence[StatusSnapshot], now: dt.datetime, *, title: str = "certsync status") -> str:
-    """The whole page for `snapshots` (certsync.status/1 dicts) as seen at `now` (timezone-aware)."""
+def render_status_page(
+    snapshots: Sequence[StatusSnapshot],
+    now: dt.datetime,
+    *,
+    title: str = "certsync status",
+    inventories: Sequence[InventoryRecord] | str = (),
+    max_age: dt.timedelta = DEFAULT_MAX_AGE,
+) -> str:
+    """The whole page for `snapshots` (certsync.status/1 dicts) as seen at `now` (timezone-aware), with the
+    worker groups' `inventories` (or the text of why they could not be read), stale after `max_age`."""
     now = _utc(now)
     certificates = sorted(
         (CertificateStatus.from_snapshot(s, now) for s in snapshots if isinstance(s, Mapping)),
@@ -174,6 +185,7 @@ def render_status_page(snapshots: Sequence[StatusSnapshot], now: dt.datetime, *,
         body.append(_cards(certificates, now))
     else:
         body.append(_empty_state())
+    body.append(_inventories(inventories, now, max_age))
     body.append(
         '<footer class="foot"><p>Read-only. The data comes from the daily reconciliation (snapshot schema '
         f"{_e(SNAPSHOT_SCHEMA)}); add <code>format=json</code> to the query string to get it as JSON.</p></footer>"
@@ -204,10 +216,18 @@ class StatusAnswer:
     data: dict | None = None
 
 
-def status_answer(wanted: str | None, snapshots: Callable[[], list[StatusSnapshot]], now: dt.datetime) -> StatusAnswer:
+def status_answer(
+    wanted: str | None,
+    snapshots: Callable[[], list[StatusSnapshot]],
+    now: dt.datetime,
+    *,
+    inventories: Callable[[], list[InventoryRecord]] | None = None,
+    max_age: dt.timedelta = DEFAULT_MAX_AGE,
+) -> StatusAnswer:
     """The answer to a request for the page in format `wanted` (html, the default, or json): the page or
-    the sorted snapshots from `snapshots()`; 400 for another format, 503 when `snapshots()` raises a
-    CertsyncError (the message names the setting)."""
+    the sorted snapshots from `snapshots()`, with the worker groups' `inventories()`; 400 for another
+    format, 503 when `snapshots()` raises a CertsyncError (the message names the setting). Inventories that
+    cannot be read are said so on the page (and as `inventories_error` in JSON), not a 503."""
     wanted = (wanted or "html").strip().lower()
     if wanted not in ("html", "json"):
         return StatusAnswer(400, data={"error": f"format={wanted!r}: use format=html (the default) or format=json"})
@@ -217,10 +237,30 @@ def status_answer(wanted: str | None, snapshots: Callable[[], list[StatusSnapsho
         if wanted == "json":
             return StatusAnswer(503, data={"error": str(exc)})
         return StatusAnswer(503, page=render_unavailable_page(str(exc), now))
+    records: list[InventoryRecord] | str = []
+    if inventories is not None:
+        try:
+            records = inventories()
+        except CertsyncError as exc:
+            records = str(exc)
     if wanted == "json":
         generated = format_time(now, "seconds")
-        return StatusAnswer(200, data={"generated_at": generated, "snapshots": sorted_snapshots(found, now)})
-    return StatusAnswer(200, page=render_status_page(found, now))
+        data: dict = {"generated_at": generated, "snapshots": sorted_snapshots(found, now)}
+        if isinstance(records, str):
+            data["inventories_error"] = records
+        else:
+            data["inventories"] = [inventory_status(r, now, max_age) for r in records]
+        return StatusAnswer(200, data=data)
+    return StatusAnswer(200, page=render_status_page(found, now, inventories=records, max_age=max_age))
+
+
+def inventory_status(record: InventoryRecord, now: dt.datetime, max_age: dt.timedelta) -> dict:
+    """One worker group's inventory as the JSON answer shows it: when, how old, stale or not, its errors."""
+    return {
+        **record.meta(),
+        "age_hours": round(record.age(_utc(now)).total_seconds() / 3600, 1),
+        "stale": record.stale(_utc(now), max_age),
+    }
 
 
 # --- sections ---------------------------------------------------------------------------------------
@@ -271,6 +311,50 @@ def _summary(certificates: list[CertificateStatus], counts: dict[str, int], now:
             "<code>RECONCILE_SCHEDULE</code>.</p>"
         )
     return "".join(parts)
+
+
+def _inventories(records: Sequence[InventoryRecord] | str, now: dt.datetime, max_age: dt.timedelta) -> str:
+    """Each worker group's latest inventory: collected when, STALE past `max_age`, what could not be read."""
+    hours = f"{max_age.total_seconds() / 3600:g}"
+    head = (
+        '<section class="panel" aria-labelledby="inv-h"><h2 id="inv-h">Exchange inventory '
+        f'<span class="muted">(per worker group; stale after {_e(hours)} h)</span></h2>'
+    )
+    if isinstance(records, str):
+        return (
+            f'{head}<p class="banner" role="alert"><strong>UNAVAILABLE:</strong> the inventories could not be read: '
+            f"{_e(records)}. They are in the <code>INVENTORY_TABLE</code> table (default "
+            "<code>certsyncinventory</code>).</p></section>"
+        )
+    if not records:
+        return (
+            f'{head}<p class="muted">No inventory yet. Discovery runs with the daily reconciliation for each worker '
+            "group the targets name; to run it now: <code>certsync discover WORKER_GROUP</code> or "
+            "<code>POST /api/discover/&lt;worker group&gt;</code>.</p></section>"
+        )
+    rows = []
+    for record in records:
+        stale = record.stale(_utc(now), max_age)
+        state, word = ("warning", "STALE") if stale else ("ok", "CURRENT")
+        errors = record.errors
+        if errors:
+            listed = "".join(f"<li><b>{_e(e['where'])}</b>: {_e(e['message'])}</li>" for e in errors)
+            error_cell = (
+                f'<span class="chip s-warning">{len(errors)} NOT READ</span> <ul class="inv-errors">{listed}</ul>'
+            )
+        else:
+            error_cell = '<span class="muted">none</span>'
+        rows.append(
+            f'<tr class="inv s-{state}"><th scope="row">{_e(record.worker_group)}</th>'
+            f'<td><span class="chip s-{state}">{word}</span></td>'
+            f"<td>{_time(record.collected_at)} <span class='muted'>({_ago(record.age(_utc(now)))})</span></td>"
+            f"<td>{_e(record.source)}</td><td>{error_cell}</td></tr>"
+        )
+    return (
+        f'{head}<table><thead><tr><th scope="col">Worker group</th><th scope="col">State</th>'
+        '<th scope="col">Collected</th><th scope="col">From</th><th scope="col">Not read</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
 
 
 def _empty_state() -> str:
@@ -511,6 +595,8 @@ padding:2px 8px;line-height:1.4;white-space:nowrap}
 .s-critical.badge,.s-critical.chip,.s-critical.sev{background:var(--critical);color:#fff}
 .s-warning.badge,.s-warning.chip,.s-warning.sev{background:var(--warning-fill);color:#2b1a00}
 .s-ok.badge,.s-ok.chip{background:var(--ok);color:#fff}
+tr.inv.s-warning th{border-left:4px solid var(--warning-fill)}
+.inv-errors{margin:4px 0 0;padding-left:18px;font-size:13px}
 .s-unknown.badge,.s-unknown.chip,.s-unknown.sev{background:var(--unknown);color:#fff}
 .s-pending.chip{background:var(--pending);color:#fff}.s-info.sev{background:#e3ebf6;color:#17406e}
 .cert-body{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:14px 24px}

@@ -43,6 +43,10 @@ KINDS = (
     "job-status",  # a non-terminal status seen while tracking (only when it changes)
     "job-result",  # the terminal status and the runbook's result (steps, inventory)
     "probe",  # the STARTTLS probe after a remediation: what each endpoint serves
+    # discovery (shared/remediation/discovery.py), under the partition discovery/<worker group>
+    "discovery-started",  # the read-only inventory runbook was started on a worker group
+    "discovery-result",  # its certsync.inventory/1 document was stored (with its errors)
+    "discovery-failed",  # the job failed, could not be read, or wrote no usable inventory
     # notifications and reconciliation (shared/notify/webhooks.py, shared/reconciliation/reconcile.py)
     "notification-failed",  # a webhook delivery that failed after its retries (also in the poison queue)
     "reconcile-finding",  # a finding of the daily reconciliation whose state changed

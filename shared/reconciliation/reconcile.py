@@ -36,6 +36,10 @@ a fresh assessment, the last remediation on each server, and every finding, incl
 not notified: `blocked` (the version's plan was blocked), `assessment` (not Valid now), `remediation`
 (a server's last job failed or rolled back).
 
+With a `DiscoveryStarter` (the Function App wires `shared.remediation.discovery.Discovery` when
+AUTOMATION_ACCOUNT_ID is set), each run then starts the read-only discovery of every worker group the
+checked certificates' targets name, so the stored inventory is at most a day old.
+
 `StateStore` is the port: `shared.adapters.local.sqlite.SqliteStateStore` is the local backend (`certsync
 reconcile`), `shared.adapters.azure.tables.TableStateStore` the Azure one.
 """
@@ -165,6 +169,7 @@ class ReconcileReport:
     resolved: list[ReconcileFinding] = field(default_factory=list)  # problems that cleared in this run
     processed: list[ProcessedVersion] = field(default_factory=list)  # unprocessed versions run through the pipeline
     failures: list[str] = field(default_factory=list)  # one line each: what could not be checked or sent
+    discoveries: list[str] = field(default_factory=list)  # worker groups whose discovery was started (or found)
 
     @property
     def notified(self) -> int:
@@ -187,11 +192,19 @@ class ReconcileReport:
             "resolved": [f.to_dict() for f in self.resolved],
             "processed": list(self.processed),
             "failures": list(self.failures),
+            "discoveries": list(self.discoveries),
             "summary": self.summary(),
         }
 
 
-# --- the state store: the port -----------------------------------------------------------------
+# --- the ports ---------------------------------------------------------------------------------
+
+
+class DiscoveryStarter(Protocol):
+    """Starts the read-only discovery of a worker group (`shared.remediation.discovery.Discovery`); a
+    failure is a CertsyncError whose message names the group and what to do."""
+
+    def start(self, worker_group: str) -> object: ...
 
 
 class StateStore(Protocol):
@@ -290,6 +303,7 @@ class Reconciler:
     thresholds: tuple[int, ...] = THRESHOLDS  # days before notAfter; any order
     cache: FetchCache | None = None  # None: the pipeline's (CRLs and OCSP answers are shared)
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)  # certificates checked, e.g. on a terminal
+    discovery: DiscoveryStarter | None = None  # refreshes the inventory of each worker group the targets name
 
     def __post_init__(self) -> None:
         if not self.thresholds or any(not isinstance(t, int) or t <= 0 for t in self.thresholds):
@@ -309,6 +323,7 @@ class Reconciler:
         try:
             for vault in self.vaults:
                 run.vault(vault)
+            run.discover()
         finally:
             run._batches.close()
             self.progress.close()
@@ -337,6 +352,21 @@ class _Run:
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)
     _previous_snapshots: list[StatusSnapshot] | None = None
     _batches: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    worker_groups: dict[str, str] = field(default_factory=dict)  # lower-case -> as the targets spell it
+
+    def discover(self) -> None:
+        """Start a discovery for each worker group the checked certificates' targets name (one failure
+        does not stop the others; it is in the report's failures)."""
+        discovery = self.reconciler.discovery
+        if discovery is None:
+            return
+        for _, group in sorted(self.worker_groups.items()):
+            try:
+                discovery.start(group)
+            except CertsyncError as exc:
+                self.report.failures.append(f"discovery of worker group {group} not started: {exc}")
+            else:
+                self.report.discoveries.append(group)
 
     # one vault
 
@@ -395,6 +425,8 @@ class _Run:
                 "remove its targets"
             )
         targets = resolve_targets(latest.name, tags=latest.tags, file=self.reconciler.targets_file)
+        if targets.worker_group:
+            self.worker_groups.setdefault(targets.worker_group.lower(), targets.worker_group)
         entries = self._history(vault, latest.name)
         findings: list[ReconcileFinding] = []
         assessment: Assessment | None = None

@@ -1,5 +1,6 @@
 """Azure Table storage backends: the audit trail (`TableAuditLog`) and the daily reconciliation's finding
-states and status snapshots (`TableStateStore`). Errors are one-line `StorageError`s naming the table.
+states and status snapshots (`TableStateStore`), and the latest Exchange inventory per worker group
+(`TableInventoryStore`, chunked). Errors are one-line `StorageError`s naming the table.
 
 The Azure SDKs are imported inside the methods that need them, never at module import.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +20,11 @@ from shared.adapters.azure.storage import (
     table_key,
     table_string_fits,
 )
+from shared.errors import StorageError
 from shared.pipeline.audit import AuditEntry, partition
 from shared.reconciliation.reconcile import certificate_key, fit_snapshot
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
+from shared.remediation.discovery import InventoryRecord
 from shared.times import format_time
 
 if TYPE_CHECKING:
@@ -158,3 +162,110 @@ class TableStateStore:
                 create_if_missing(self._table.create_table)
                 self._created = True
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+
+# --- the latest inventory per worker group ----------------------------------------------------------
+
+
+_META_ROW = "meta"
+CHUNK_CHARS = 16_000  # code points per property: at most 64 000 bytes as UTF-16, under the 64 KiB limit
+CHUNKS_PER_ROW = 12  # 12 properties of at most 64 000 bytes stay under an entity's 1 MiB
+
+
+class TableInventoryStore:
+    """The latest inventory per worker group in one Azure Table (INVENTORY_TABLE, default certsyncinventory).
+
+    A worker group is a partition (its lower-case name). An inventory's JSON is far larger than one string
+    property holds (64 KiB), so it is cut into `CHUNK_CHARS`-character pieces, `CHUNKS_PER_ROW` properties
+    (`p00`, `p01`, ...) to a row `chunk-<generation>-<nnnnn>`. The row `meta` says which generation is the
+    current one and is written last, so a reader never sees half an inventory; the previous generation's
+    rows are deleted afterwards. Errors are one-line `StorageError`s naming the table."""
+
+    def __init__(self, table_client: TableClient) -> None:
+        self._table = table_client
+        self._what = f"inventory table {table_client.table_name}"
+        self._created = False
+
+    def put(self, record: InventoryRecord) -> None:
+        from azure.data.tables import UpdateMode
+
+        key = table_key(record.worker_group.lower())
+        text = json.dumps(record.inventory, ensure_ascii=False)
+        pieces = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+        generation = uuid.uuid4().hex
+        previous = self._meta(key)
+        with storage_errors(self._what, self._table):
+            if not self._created:
+                create_if_missing(self._table.create_table)
+                self._created = True
+            rows = 0
+            for start in range(0, len(pieces), CHUNKS_PER_ROW):
+                entity: dict[str, Any] = {"PartitionKey": key, "RowKey": _chunk_row(generation, rows)}
+                for index, piece in enumerate(pieces[start : start + CHUNKS_PER_ROW]):
+                    entity[f"p{index:02d}"] = piece
+                self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+                rows += 1
+            meta = {
+                "PartitionKey": key,
+                "RowKey": _META_ROW,
+                "meta": json.dumps(record.meta(), sort_keys=True, ensure_ascii=False),
+                "generation": generation,
+                "rows": rows,
+                "chars": len(text),
+            }
+            self._table.upsert_entity(meta, mode=UpdateMode.REPLACE)
+            if previous is not None:
+                for row in self._chunks(key, str(previous.get("generation") or "")):
+                    self._table.delete_entity(key, row["RowKey"])
+
+    def get(self, worker_group: str) -> InventoryRecord | None:
+        key = table_key(worker_group.lower())
+        meta = self._meta(key)
+        return self._record(meta) if meta is not None else None
+
+    def all(self) -> list[InventoryRecord]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with storage_errors(self._what, self._table):
+            try:
+                metas = list(self._table.query_entities("RowKey eq @row", parameters={"row": _META_ROW}))
+            except ResourceNotFoundError:  # no table yet: nothing discovered
+                return []
+        metas.sort(key=lambda row: row["PartitionKey"])
+        return [self._record(meta) for meta in metas]
+
+    def _meta(self, key: str) -> Mapping[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with storage_errors(self._what, self._table):
+            try:
+                return self._table.get_entity(key, _META_ROW)
+            except ResourceNotFoundError:  # no such group, or no table yet
+                return None
+
+    def _chunks(self, key: str, generation: str) -> list[Mapping[str, Any]]:
+        with storage_errors(self._what, self._table):
+            rows = list(
+                self._table.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                    parameters={"pk": key, "lo": f"chunk-{generation}-", "hi": f"chunk-{generation}."},
+                )
+            )
+        return sorted(rows, key=lambda row: row["RowKey"])
+
+    def _record(self, meta: Mapping[str, Any]) -> InventoryRecord:
+        key = str(meta["PartitionKey"])
+        rows = self._chunks(key, str(meta.get("generation") or ""))
+        text = "".join(
+            str(row[f"p{index:02d}"]) for row in rows for index in range(CHUNKS_PER_ROW) if f"p{index:02d}" in row
+        )
+        if len(rows) != meta.get("rows") or len(text) != meta.get("chars"):
+            raise StorageError(
+                f"{self._what}: the inventory of {key} is incomplete ({len(rows)} of {meta.get('rows')} rows);"
+                " run discovery again"
+            )
+        return InventoryRecord.from_meta(json.loads(str(meta["meta"])), json.loads(text))
+
+
+def _chunk_row(generation: str, row: int) -> str:
+    return f"chunk-{generation}-{row:05d}"

@@ -1,6 +1,7 @@
 """The local SQLite backends: the audit trail (`SqliteAuditLog`, for `certsync process` and `certsync
 history`) and the reconciliation's finding states and status snapshots (`SqliteStateStore`, for `certsync
-reconcile`), each in one file opened through `SqliteFile`.
+reconcile`) and the latest inventory per worker group (`SqliteInventoryStore`, for `certsync discover`), each in
+one file opened through `SqliteFile`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditEntry, partition
 from shared.reconciliation.reconcile import certificate_key
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
+from shared.remediation.discovery import InventoryRecord
 from shared.times import format_time
 
 
@@ -138,6 +140,40 @@ class SqliteStateStore:
 
     def delete_snapshot(self, vault: str, certificate: str) -> None:
         self._db.execute("DELETE FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteInventoryStore:
+    """The latest inventory per worker group in one SQLite file (`certsync discover`, `--import`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = SqliteFile(
+            path,
+            "CREATE TABLE IF NOT EXISTS inventory (worker_group TEXT PRIMARY KEY, meta TEXT NOT NULL,"
+            " body TEXT NOT NULL);",
+            "inventory",
+        )
+        self.path = self._db.path
+
+    def put(self, record: InventoryRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO inventory (worker_group, meta, body) VALUES (?, ?, ?)",
+            (
+                record.worker_group.lower(),
+                json.dumps(record.meta(), sort_keys=True),
+                json.dumps(record.inventory, ensure_ascii=False),
+            ),
+        )
+
+    def get(self, worker_group: str) -> InventoryRecord | None:
+        rows = self._db.execute("SELECT meta, body FROM inventory WHERE worker_group = ?", (worker_group.lower(),))
+        return InventoryRecord.from_meta(json.loads(rows[0][0]), json.loads(rows[0][1])) if rows else None
+
+    def all(self) -> list[InventoryRecord]:
+        rows = self._db.execute("SELECT meta, body FROM inventory ORDER BY worker_group")
+        return [InventoryRecord.from_meta(json.loads(meta), json.loads(body)) for meta, body in rows]
 
     def close(self) -> None:
         self._db.close()
