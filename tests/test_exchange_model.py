@@ -51,12 +51,29 @@ def document(**sections):
     base = {
         "servers": [{"Name": "EX01", "ServerRole": "Mailbox", "AdminDisplayVersion": "Version 15.2 (Build 1544.4)"}],
         "certificates": [certificate()],
-        "send_connectors": [{"Identity": "Outbound to Office 365", "SourceTransportServers": ["EX01"],
-                             "TlsCertificateName": VALUE, "AddressSpaces": ["SMTP:*;1"], "Enabled": True}],
-        "receive_connectors": [{"Identity": "EX01\\Default Frontend EX01", "Server": "EX01",
-                                "Bindings": ["0.0.0.0:25", "[::]:25"], "TlsCertificateName": VALUE}],
-        "hybrid_configuration": {"SendingTransportServers": ["EX01"], "ReceivingTransportServers": ["EX01"],
-                                 "EdgeTransportServers": [], "TlsCertificateName": VALUE},
+        "send_connectors": [
+            {
+                "Identity": "Outbound to Office 365",
+                "SourceTransportServers": ["EX01"],
+                "TlsCertificateName": VALUE,
+                "AddressSpaces": ["SMTP:*;1"],
+                "Enabled": True,
+            }
+        ],
+        "receive_connectors": [
+            {
+                "Identity": "EX01\\Default Frontend EX01",
+                "Server": "EX01",
+                "Bindings": ["0.0.0.0:25", "[::]:25"],
+                "TlsCertificateName": VALUE,
+            }
+        ],
+        "hybrid_configuration": {
+            "SendingTransportServers": ["EX01"],
+            "ReceivingTransportServers": ["EX01"],
+            "EdgeTransportServers": [],
+            "TlsCertificateName": VALUE,
+        },
         "exo": None,
         "errors": [],
     }
@@ -87,16 +104,25 @@ def test_a_hand_saved_inventory_is_accepted_as_convertto_json_writes_it():
     inv = parse_inventory(
         json.dumps(
             {
-                "servers": {"name": "ex01.corp.contoso.com", "serverrole": "Mailbox, ClientAccess",
-                            "Site": {"Name": "Default-First-Site-Name", "DistinguishedName": "CN=..."},
-                            "PSComputerName": "ex01"},
-                "certificates": {"value": [certificate(services=24, NotAfter="/Date(1802908800000)/"),
-                                           certificate(Thumbprint="A" * 40, services="IMAP, pop, None")],
-                                 "Count": 2},
-                "send_connectors": {"Identity": "Outbound", "SourceTransportServers": {"Name": "EX01"},
-                                    "TlsCertificateName": {"CertificateIssuer": LE_R11,
-                                                           "CertificateSubject": "CN=mail.contoso.com"},
-                                    "RequireTLS": "True"},
+                "servers": {
+                    "name": "ex01.corp.contoso.com",
+                    "serverrole": "Mailbox, ClientAccess",
+                    "Site": {"Name": "Default-First-Site-Name", "DistinguishedName": "CN=..."},
+                    "PSComputerName": "ex01",
+                },
+                "certificates": {
+                    "value": [
+                        certificate(services=24, NotAfter="/Date(1802908800000)/"),
+                        certificate(Thumbprint="A" * 40, services="IMAP, pop, None"),
+                    ],
+                    "Count": 2,
+                },
+                "send_connectors": {
+                    "Identity": "Outbound",
+                    "SourceTransportServers": {"Name": "EX01"},
+                    "TlsCertificateName": {"CertificateIssuer": LE_R11, "CertificateSubject": "CN=mail.contoso.com"},
+                    "RequireTLS": "True",
+                },
                 "receive_connectors": {"Identity": "EX01\\Default Frontend EX01", "TlsCertificateName": ""},
                 "hybrid_configuration": [{"SendingTransportServers": "EX01.corp.contoso.com"}],
             }
@@ -134,9 +160,15 @@ def test_server_names_compare_ignoring_case_and_an_fqdn_is_its_first_label():
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
-        ({"send_connectors": [{"Identity": "a", "SourceTransportServers": ["EX01"]},
-                              {"Identity": "b", "SourceTransportServers": 7}]},
-         "inventory.json: send_connectors[1].SourceTransportServers: expected a list of server names"),
+        (
+            {
+                "send_connectors": [
+                    {"Identity": "a", "SourceTransportServers": ["EX01"]},
+                    {"Identity": "b", "SourceTransportServers": 7},
+                ]
+            },
+            "inventory.json: send_connectors[1].SourceTransportServers: expected a list of server names",
+        ),
         ({"servers": "EX01"}, "inventory.json: servers: expected a list of objects (found text)"),
         ({"servers": [{"Name": "EX01"}, {"Name": "ex01"}]}, "servers: a server is listed twice"),
         ({"certificates": [certificate(Thumbprint="xyz")]}, "certificates[0].Thumbprint: expected a 40-digit hex"),
@@ -147,15 +179,26 @@ def test_server_names_compare_ignoring_case_and_an_fqdn_is_its_first_label():
         ({"certificates": [certificate(subject='CN="unterminated')]}, "certificates[0].Subject: not a name"),
         ({"certificates": [certificate(Issuer=None)]}, "certificates[0].Issuer: missing; expected text"),
         ({"certificates": [certificate(Server="EX 01")]}, "certificates[0].Server: 'EX 01' is not a server name"),
-        ({"send_connectors": [{"Identity": "a", "TlsCertificateName": "CN=mail.contoso.com"}]},
-         "send_connectors[0].TlsCertificateName: not a TlsCertificateName"),
-        ({"send_connectors": [{"Identity": "a", "TlsCertificateName": 5}]},
-         "send_connectors[0].TlsCertificateName: expected '<I>issuer<S>subject' or null"),
-        ({"send_connectors": [{"Identity": "a", "TlsCertificateName": {"CertificateIssuer": "x"}}]},
-         "send_connectors[0].TlsCertificateName: expected"),
-        ({"receive_connectors": [{"Identity": "EX02\\Default Frontend EX02", "Server": "EX01"}]},
-         "receive_connectors[0].Identity: 'EX02\\\\Default Frontend EX02' names another server"),
-        ({"receive_connectors": [{"Identity": "EX01\\x", "Bindings": [25]}]}, "receive_connectors[0].Bindings: expected a list"),
+        (
+            {"send_connectors": [{"Identity": "a", "TlsCertificateName": "CN=mail.contoso.com"}]},
+            "send_connectors[0].TlsCertificateName: not a TlsCertificateName",
+        ),
+        (
+            {"send_connectors": [{"Identity": "a", "TlsCertificateName": 5}]},
+            "send_connectors[0].TlsCertificateName: expected '<I>issuer<S>subject' or null",
+        ),
+        (
+            {"send_connectors": [{"Identity": "a", "TlsCertificateName": {"CertificateIssuer": "x"}}]},
+            "send_connectors[0].TlsCertificateName: expected",
+        ),
+        (
+            {"receive_connectors": [{"Identity": "EX02\\Default Frontend EX02", "Server": "EX01"}]},
+            "receive_connectors[0].Identity: 'EX02\\\\Default Frontend EX02' names another server",
+        ),
+        (
+            {"receive_connectors": [{"Identity": "EX01\\x", "Bindings": [25]}]},
+            "receive_connectors[0].Bindings: expected a list",
+        ),
         ({"receive_connectors": ["x"]}, "receive_connectors[0]: expected an object (found text)"),
         ({"servers": [{"Name": "EX01", "ServerRole": 64}]}, "servers[0].ServerRole: expected the string form"),
         ({"servers": [{"Name": "EX01", "Fqdn": 3}]}, "servers[0].Fqdn: expected text (found a number)"),
@@ -241,7 +284,11 @@ def test_a_connector_whose_certificate_is_gone_gets_the_454_and_the_renewed_name
     other = certificate(Issuer="CN=R10, O=Let's Encrypt, C=US")
     findings = predict(parse(certificates=[other]))
     kinds = {(f.kind, f.error) for f in findings}
-    assert ("send", SEND_NOT_FOUND) in kinds and ("receive", RECEIVE_NOT_FOUND) in kinds and ("hybrid", SEND_NOT_FOUND) in kinds
+    assert (
+        ("send", SEND_NOT_FOUND) in kinds
+        and ("receive", RECEIVE_NOT_FOUND) in kinds
+        and ("hybrid", SEND_NOT_FOUND) in kinds
+    )
     send = next(f for f in findings if f.kind == "send")
     assert send.server == "EX01" and send.severity == "error" and send.tls_certificate_name == VALUE
     assert "Set-SendConnector 'Outbound to Office 365' -TlsCertificateName '<I>CN=R10" in send.fix
@@ -283,7 +330,11 @@ def test_unread_servers_unknown_servers_duplicates_and_expiry():
 def test_exchange_online_inbound_connector_and_accepted_domains():
     exo = {
         "inbound_connectors": [
-            {"Identity": "Inbound from x", "ConnectorType": "OnPremises", "TlsSenderCertificateName": "mail.fabrikam.com"},
+            {
+                "Identity": "Inbound from x",
+                "ConnectorType": "OnPremises",
+                "TlsSenderCertificateName": "mail.fabrikam.com",
+            },
             {"Identity": "Partner", "ConnectorType": "Partner", "TlsSenderCertificateName": "mx.fabrikam.com"},
         ],
         "accepted_domains": [{"DomainName": "contoso.com", "DomainType": "Authoritative"}],
@@ -305,4 +356,6 @@ def test_covers_and_accepted_domains():
     assert covers(("mail.contoso.com",), "*.contoso.com") and covers(("*.contoso.com",), "*.contoso.com")
     assert not covers(("mail.contoso.com",), "smtp.contoso.com")
     assert is_accepted("mail.contoso.com", ["contoso.com"]) and is_accepted("*.contoso.com", ["*.contoso.com"])
-    assert not is_accepted("contoso.com.evil.net", ["contoso.com"]) and not is_accepted("notcontoso.com", ["contoso.com"])
+    assert not is_accepted("contoso.com.evil.net", ["contoso.com"]) and not is_accepted(
+        "notcontoso.com", ["contoso.com"]
+    )
