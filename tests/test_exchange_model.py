@@ -231,7 +231,7 @@ def test_what_is_not_an_inventory_at_all(data, expected):
 
 
 def test_a_missing_or_unreadable_file_is_named(tmp_path):
-    with pytest.raises(CertsyncError, match="missing.json: no such file"):
+    with pytest.raises(CertsyncError, match=r"missing\.json: no such file"):
         load_inventory(str(tmp_path / "missing.json"))
     with pytest.raises(CertsyncError, match="cannot be read"):
         load_inventory(str(tmp_path))
