@@ -65,6 +65,9 @@ param revocationPolicy string = 'hard'
 @minValue(1)
 param expiryWarningDays int = 30
 
+@description('CERTSYNC_REQUIRE_ACCEPTED_DOMAIN: block a plan whose certificate names are not accepted domains in Exchange Online.')
+param requireAcceptedDomain bool = false
+
 @description('CERTSYNC_ALLOW_HOSTS: private PKI HOST[:PORT] entries, comma-separated.')
 param allowHosts string = ''
 
@@ -220,6 +223,7 @@ module functionApp 'modules/function-app.bicep' = {
     discoveryRunbookName: automation.outputs.discoveryRunbookName
     revocationPolicy: revocationPolicy
     expiryWarningDays: expiryWarningDays
+    requireAcceptedDomain: requireAcceptedDomain
     allowHosts: allowHosts
     targetsFile: targetsFile
     trustFile: trustFile

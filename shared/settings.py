@@ -198,6 +198,13 @@ def _flag(value: str, name: str) -> bool:
     return bool(value)
 
 
+def _bool(value: str, name: str) -> bool:
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if value.strip().lower() not in words:
+        raise _bad(name, value, "write true or false")
+    return words[value.strip().lower()]
+
+
 # --- the registry ---------------------------------------------------------------------------------
 
 
@@ -264,6 +271,12 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("CERTSYNC_REVOCATION", "the revocation policy: hard, soft or off", "hard", parse=_revocation),
     Setting("CERTSYNC_ALLOW_HOSTS", "private CRL/OCSP/AIA/probe hosts the fetch guard admits", parse=_allow_hosts),
     Setting("CERTSYNC_EXPIRY_DAYS", "the expiry warning window, in days", "30", parse=_days),
+    Setting(
+        "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN",
+        "block a plan whose certificate names are not accepted domains in Exchange Online (else a warning)",
+        "false",
+        parse=_bool,
+    ),
     Setting("CERTSYNC_TRUST_FILE", "the roots to trust instead of Mozilla's"),
     Setting(
         "CERTSYNC_VAULT_DNS_SUFFIX", "a vault's URL is https://<name>.<suffix>", "vault.azure.net", parse=_dns_suffix
@@ -354,6 +367,7 @@ class PipelineValues:
     trust_file: str
     vault_dns_suffix: str
     vault_urls: Mapping[str, str]
+    require_accepted_domain: bool = False  # the planner's rule 4 (exchange-inventory.md §2)
 
     def vault_url(self, vault: str) -> str:
         return self.vault_urls.get(vault) or f"https://{vault}.{self.vault_dns_suffix}"
@@ -491,6 +505,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             trust_file=value("CERTSYNC_TRUST_FILE", env),
             vault_dns_suffix=value("CERTSYNC_VAULT_DNS_SUFFIX", env),
             vault_urls=value("CERTSYNC_VAULT_URLS", env),
+            require_accepted_domain=value("CERTSYNC_REQUIRE_ACCEPTED_DOMAIN", env),
         ),
         notify=notify_values(env),
         remediation=RemediationValues(

@@ -1,7 +1,7 @@
 """The dependency rule, checked on the source: every module of shared/, functions/ and function_app.py is
 parsed with `ast`, and every import counts (module level, inside functions, under TYPE_CHECKING).
 
-Imports point one way: shared.x509 <- shared.validation <- the layers that take ports (pipeline,
+Imports point one way: shared.x509 <- shared.validation <- shared.exchange <- the layers that take ports (pipeline,
 remediation, reconciliation, notify) <- the adapters <- shared.wiring, shared.cli, functions/. Only
 shared.adapters.azure imports `azure.*` (functions/ and function_app.py only azure.functions), and no
 import cycle joins our modules. A violation reads `a.b -> c.d (rule)`; a cycle `a -> b -> a (cycle)`.
@@ -78,6 +78,10 @@ def rule_broken(module: str, target: str) -> str | None:
         return "x509 imports only errors and times"
     if within(module, "shared.validation") and not within(target, "shared.x509", "shared.validation", *BASE):
         return "validation imports only x509, errors and times"
+    if within(module, "shared.exchange") and not within(
+        target, "shared.x509", "shared.validation", "shared.exchange", *BASE
+    ):
+        return "exchange imports only x509, validation, errors and times"
     if within(module, *PORT_LAYERS) and within(target, *ABOVE_PORTS):
         return "layers take values and ports: no adapters, wiring, cli, settings or functions"
     if within(module, "shared.adapters") and within(target, *ABOVE_ADAPTERS):
@@ -178,6 +182,8 @@ def test_the_checker_finds_a_planted_wrong_way_import_and_a_cycle(tmp_path):
         "shared/x509/__init__.py": "",
         "shared/x509/der.py": "from shared.errors import CertsyncError\n",
         "shared/x509/name.py": "def f():\n    from shared.adapters.azure import store\n",
+        "shared/exchange/__init__.py": "",
+        "shared/exchange/model.py": "from shared.x509 import der\nfrom shared.pipeline import a\n",
         "shared/pipeline/__init__.py": "",
         "shared/pipeline/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import b\n",
         "shared/pipeline/b.py": "import shared.pipeline.c\n",
@@ -194,6 +200,7 @@ def test_the_checker_finds_a_planted_wrong_way_import_and_a_cycle(tmp_path):
         (tmp_path / name).write_text(text)
     assert violations(tmp_path) == [
         "functions.t -> shared.adapters.azure.store (functions wire through shared.wiring, never an adapter)",
+        "shared.exchange.model -> shared.pipeline.a (exchange imports only x509, validation, errors and times)",
         "shared.pipeline.c -> azure.core (only shared.adapters.azure imports azure)",
         "shared.x509.name -> shared.adapters.azure.store (x509 imports only errors and times)",
     ]

@@ -46,6 +46,7 @@ BAD = {
     "CERTSYNC_REVOCATION": ("strict", "use one of hard, soft, off"),
     "CERTSYNC_ALLOW_HOSTS": ("crl.corp.local,host:port:x", "give HOST or HOST:PORT"),
     "CERTSYNC_EXPIRY_DAYS": ("thirty", "whole number of days"),
+    "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN": ("maybe", "write true or false"),
     "CERTSYNC_VAULT_DNS_SUFFIX": ("vault azure net", "DNS suffix"),
     "CERTSYNC_VAULT_URLS": ("contoso-kv=http://plain", "write name=https://host"),
     "AZURE_CLIENT_ID": ("my-identity", "client id"),

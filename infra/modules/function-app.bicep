@@ -45,6 +45,8 @@ param revocationPolicy string = 'hard'
 @minValue(1)
 param expiryWarningDays int = 30
 
+param requireAcceptedDomain bool = false
+
 @description('CERTSYNC_ALLOW_HOSTS: extra HOST[:PORT] entries for private PKI (comma-separated).')
 param allowHosts string = ''
 
@@ -213,6 +215,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_REVOCATION: revocationPolicy
     CERTSYNC_ALLOW_HOSTS: allowHosts
     CERTSYNC_EXPIRY_DAYS: string(expiryWarningDays)
+    CERTSYNC_REQUIRE_ACCEPTED_DOMAIN: string(requireAcceptedDomain)
     CERTSYNC_TRUST_FILE: trustFile
     CERTSYNC_VAULT_DNS_SUFFIX: vaultDnsSuffix
     CERTSYNC_VAULT_URLS: vaultUrls

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
-import os
 import sys
 from typing import TYPE_CHECKING
 
 from shared import __version__
-from shared.cli import discover
+from shared.cli import discover, doctor, plan
+from shared.cli.common import EXIT_BAD_INPUT, EXIT_FINDING, EXIT_INTERNAL, EXIT_OK
+from shared.cli.common import load_bundle as _load
+from shared.cli.common import parse_at as _parse_time
+from shared.cli.common import print_json as _print_json
+from shared.cli.common import print_table as _print_table
+from shared.cli.common import visible as _visible
 from shared.errors import CertsyncError
 
 if TYPE_CHECKING:
     from shared.pipeline.process import Outcome
-    from shared.x509.certificate import CertificateBundle
 
-EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 AUDIT_DEFAULT = "certsync-audit.sqlite"
 
 
@@ -195,6 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--servername", metavar="NAME", help="SNI, and the name the certificate must cover")
     _json_option(probe)
     probe.set_defaults(run=_cmd_probe)
+
+    plan.register(commands)
+    doctor.register(commands)
     return parser
 
 
@@ -219,20 +224,6 @@ class _RefusePassword(argparse.Action):
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
-
-def _load(path: str, password_env: str | None) -> CertificateBundle:
-    from shared.x509.containers import load_certificate_file  # lazily: keeps start-up light
-
-    password = None
-    if password_env:
-        if password_env not in os.environ:  # the name is not echoed: it may be a mistyped password
-            raise CertsyncError(
-                f"{path}: the environment variable named by --password-env is not set; "
-                "set it to the PKCS#12 password, and pass its name (not the password)"
-            )
-        password = os.environ[password_env].encode("utf-8")
-    return load_certificate_file(path, password)
 
 
 def _cmd_name(args: argparse.Namespace) -> int:
@@ -533,18 +524,6 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed else EXIT_FINDING
 
 
-def _parse_time(text: str) -> dt.datetime:
-    from shared.times import parse_time
-
-    try:
-        stamp = parse_time(text)
-    except ValueError:
-        stamp = None
-    if stamp is None:
-        raise CertsyncError(f"--at {text!r}: not an ISO 8601 time; write e.g. 2027-01-31 or 2027-01-31T08:00Z")
-    return stamp
-
-
 def _certificate_rows(report: dict) -> list[tuple[str, str]]:
     return [
         ("TlsCertificateName", report["tls_certificate_name"]),
@@ -568,27 +547,9 @@ def _change_row(label: str, old: str, new: str, changed: bool) -> tuple[str, str
     return (label, f"CHANGED: {old}  ->  {new}" if changed else "unchanged")
 
 
-def _print_table(rows: list[tuple[str, str]]) -> None:
-    width = max((len(label) for label, _ in rows), default=0)
-    for label, value in rows:
-        print(f"{label:<{width}}  {_visible(value)}".rstrip())
-
-
 def _print_problems(problems: list[str]) -> None:
     for problem in problems:
         print(f"Problem: {_visible(problem)}")
-
-
-def _visible(text: str) -> str:
-    """Control characters shown escaped, so a terminal cannot be garbled by a certificate's name."""
-    if all(ch >= " " and ch != "\x7f" for ch in text):
-        return text
-    return "".join(ch if ch >= " " and ch != "\x7f" else repr(ch)[1:-1] for ch in text)
-
-
-def _print_json(report: object) -> None:
-    """JSON-ready data (a dict, or a list of them), indented, keys in the order they were written."""
-    print(json.dumps(report, indent=2))
 
 
 def _error(message: str) -> None:

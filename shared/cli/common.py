@@ -1,0 +1,64 @@
+"""What every `certsync` command shares: exit codes, reading a certificate file, `--at`, and printing
+(tables with control characters escaped, JSON). Each command module (main.py's, plan.py, doctor.py)
+imports these, so there is one way to do each."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import TYPE_CHECKING
+
+from shared.errors import CertsyncError
+
+if TYPE_CHECKING:
+    from shared.x509.certificate import CertificateBundle
+
+EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def load_bundle(path: str, password_env: str | None) -> CertificateBundle:
+    """A certificate file (PEM, DER, PKCS#7, PKCS#12), its PFX password from the variable --password-env names."""
+    from shared.x509.containers import load_certificate_file  # lazily: keeps start-up light
+
+    password = None
+    if password_env:
+        if password_env not in os.environ:  # the name is not echoed: it may be a mistyped password
+            raise CertsyncError(
+                f"{path}: the environment variable named by --password-env is not set; "
+                "set it to the PKCS#12 password, and pass its name (not the password)"
+            )
+        password = os.environ[password_env].encode("utf-8")
+    return load_certificate_file(path, password)
+
+
+def parse_at(text: str) -> dt.datetime:
+    """An `--at` value; a one-line error when it is not ISO 8601."""
+    from shared.times import parse_time
+
+    try:
+        stamp = parse_time(text)
+    except ValueError:
+        stamp = None
+    if stamp is None:
+        raise CertsyncError(f"--at {text!r}: not an ISO 8601 time; write e.g. 2027-01-31 or 2027-01-31T08:00Z")
+    return stamp
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    """Label/value rows, labels padded to one width."""
+    width = max((len(label) for label, _ in rows), default=0)
+    for label, value in rows:
+        print(f"{label:<{width}}  {visible(value)}".rstrip())
+
+
+def visible(text: str) -> str:
+    """Control characters shown escaped, so a terminal cannot be garbled by a certificate's name."""
+    if all(ch >= " " and ch != "\x7f" for ch in text):
+        return text
+    return "".join(ch if ch >= " " and ch != "\x7f" else repr(ch)[1:-1] for ch in text)
+
+
+def print_json(report: object) -> None:
+    """JSON-ready data (a dict, or a list of them), indented, keys in the order they were written."""
+    print(json.dumps(report, indent=2))

@@ -1,0 +1,601 @@
+"""The planner: a new certificate plus the Exchange inventory -> the `certsync.plan/2` document.
+
+Follows `exchange-inventory.md` §2 (rules 1-7) and §3 (the document). Servers come from Exchange itself
+(the hybrid configuration and every connector that selects the old certificate), not from what someone
+typed; a targets file may narrow which connectors are written or add servers, and where it disagrees
+with the inventory that is reported as a conflict, never written. In order:
+
+- stage, per server: the chain's intermediates into `Cert:\\LocalMachine\\CA`, import, enable the new
+  certificate for every service the old one had there (SMTP always) keeping the internal transport
+  certificate, then read back Status Valid and the server's own Subject/Issuer;
+- switch: only objects that select the old certificate and would not select the new one, each write
+  carrying the exact value read (`previous`) for compare-and-set; the Exchange Online inbound connector
+  only when the new certificate does not cover its value;
+- verify: each server's new certificate still Valid after the switch;
+- retire: an old certificate only when nothing on that server still needs it (else `kept`, with why).
+
+Blocks are decided before anything runs, each with a one-line fix. Pure: values in, a value out.
+`shared/pipeline/plan.py` (certsync.plan/1) is unchanged and still what the pipeline queues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.exchange.inventory import (
+    HYBRID_CONFIGURATION,
+    InstalledCertificate,
+    Inventory,
+    order_services,
+    server_key,
+)
+from shared.exchange.mailflow import covers, is_accepted
+from shared.exchange.match import read_value
+from shared.pipeline.targets import Targets
+from shared.validation.assessment import VALID, Assessment
+from shared.x509.certificate import Certificate, CertificateBundle
+from shared.x509.tls_certificate_name import TlsCertificateName, is_exchange_host_name
+from shared.x509.x500 import COMMON_NAME, fold_case
+
+PLAN2_SCHEMA = "certsync.plan/2"
+PHASES = ("stage", "switch", "verify", "retire")
+INTERMEDIATE_STORE = "Cert:\\LocalMachine\\CA"
+PERSONAL_STORE = "Cert:\\LocalMachine\\My"
+# Services Enable-ExchangeCertificate moves to the new certificate; others (UM, Federation) keep the old one.
+MOVABLE_SERVICES = frozenset({"IMAP", "POP", "IIS", "SMTP"})
+
+
+@dataclass(frozen=True)
+class PlanBlock:
+    reason: str
+    fix: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"reason": self.reason, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class InventoryStep:
+    """One step. `object` is the cmdlet Identity (a thumbprint for certificate steps); `manual` marks a
+    step on an Edge server that no worker group runs on."""
+
+    phase: str
+    action: str
+    server: str | None
+    object: str
+    property: str | None
+    previous: Any
+    value: Any
+    manual: bool = False
+    internal_transport_certificate: str | None = None  # enable-services: must read back unchanged
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "phase": self.phase,
+            "action": self.action,
+            "server": self.server,
+            "object": self.object,
+            "property": self.property,
+            "previous": list(self.previous) if isinstance(self.previous, tuple) else self.previous,
+            "value": list(self.value) if isinstance(self.value, tuple) else self.value,
+            "manual": self.manual,
+        }
+        if self.action == "enable-services":
+            data["internal_transport_certificate"] = self.internal_transport_certificate
+        return data
+
+
+@dataclass(frozen=True)
+class KeptCertificate:
+    server: str
+    thumbprint: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"server": self.server, "thumbprint": self.thumbprint, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class InventoryPlan:
+    """The `certsync.plan/2` document as typed values; `to_dict()` is the JSON `certsync plan --json` prints."""
+
+    thumbprint: str
+    tls_certificate_name: str
+    servers: tuple[str, ...]
+    blocked: PlanBlock | None
+    warnings: tuple[str, ...]
+    steps: tuple[InventoryStep, ...]
+    kept: tuple[KeptCertificate, ...]
+    old_certificates: tuple[str, ...] = ()  # thumbprints the plan treats as the old certificate
+    conflicts: tuple[str, ...] = ()  # where the targets and the inventory disagree (never written)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": PLAN2_SCHEMA,
+            "certificate": {"thumbprint": self.thumbprint, "tls_certificate_name": self.tls_certificate_name},
+            "servers": list(self.servers),
+            "blocked": None if self.blocked is None else self.blocked.to_dict(),
+            "warnings": list(self.warnings),
+            "steps": [s.to_dict() for s in self.steps],
+            "kept": [k.to_dict() for k in self.kept],
+            "old_certificates": list(self.old_certificates),
+            "conflicts": list(self.conflicts),
+        }
+
+
+def plan_from_inventory(
+    bundle: CertificateBundle,
+    assessment: Assessment,
+    inventory: Inventory,
+    *,
+    targets: Targets | None = None,
+    old_thumbprints: Sequence[str] = (),
+    previous_versions: Sequence[Certificate] = (),
+    require_accepted_domain: bool = False,
+    edge_workers: Collection[str] = (),
+    key_exportable: bool | None = None,
+) -> InventoryPlan:
+    """Plan the change to `bundle`'s certificate (assessed as `certsync check` does) on `inventory`.
+
+    The old certificates are `old_thumbprints` when given, else the Key Vault object's `previous_versions`,
+    else those the connectors select today whose first CN or a DNS name is one of the new certificate's.
+    `edge_workers` names Edge servers that have their own worker group (others get manual steps);
+    `key_exportable=False` says the Key Vault policy keeps the key in the vault (the import needs it)."""
+    new_name = TlsCertificateName.from_certificate(bundle.leaf)
+    return _Planner(
+        bundle=bundle,
+        new_name=new_name,
+        new_value=str(new_name),
+        assessment=assessment,
+        inventory=inventory,
+        targets=targets,
+        require_accepted_domain=require_accepted_domain,
+        edge_workers=frozenset(server_key(s) for s in edge_workers),
+    ).plan(old_thumbprints, previous_versions, key_exportable)
+
+
+@dataclass
+class _Object:
+    kind: str  # send | receive | hybrid
+    identity: str
+    servers: tuple[str, ...]
+    value: str | None
+    after: str | None = None  # the value once the switch has run
+    switch: bool = False
+    left_because: str = ""
+
+
+@dataclass
+class _Planner:
+    bundle: CertificateBundle
+    new_name: TlsCertificateName
+    new_value: str
+    assessment: Assessment
+    inventory: Inventory
+    targets: Targets | None
+    require_accepted_domain: bool
+    edge_workers: frozenset[str]
+    old: list[InstalledCertificate] = field(default_factory=list)
+    old_names: list[TlsCertificateName] = field(default_factory=list)
+    blocks: list[PlanBlock] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    steps: list[InventoryStep] = field(default_factory=list)
+    kept: list[KeptCertificate] = field(default_factory=list)
+
+    @property
+    def leaf(self) -> Certificate:
+        return self.bundle.leaf
+
+    def plan(
+        self, old_thumbprints: Sequence[str], previous_versions: Sequence[Certificate], key_exportable: bool | None
+    ) -> InventoryPlan:
+        leaf = self.leaf
+        self.check_certificate(key_exportable)
+        self.cross_check([leaf, *previous_versions])
+        self.old = self.old_certificates(old_thumbprints, previous_versions)
+        self.old_names = list({fold_case(str(c.name)): c.name for c in self.old}.values())
+        objects = self.objects()
+        servers = self.servers(objects)
+        self.check_errors(servers)
+        for server in servers:
+            self.stage(server)
+        self.switch(objects)
+        self.exchange_online()
+        for server in servers:
+            self.step("verify", "check-status", server, leaf.thumbprint, "Status", None, VALID)
+        retired = self.retire(servers, objects)
+        self.check_left_without(objects, servers, retired)
+        if any(s.manual for s in self.steps):
+            edges = sorted({s.server for s in self.steps if s.manual and s.server})
+            self.warnings.append(
+                f"manual: run the runbook on the Edge server {', '.join(edges)} (no worker group runs there; "
+                "Edge servers are never reached from a Mailbox server)"
+            )
+        blocked = self.blocks[0] if self.blocks else None
+        self.warnings += [f"also blocked: {b.reason}" for b in self.blocks[1:]]
+        return InventoryPlan(
+            thumbprint=leaf.thumbprint,
+            tls_certificate_name=self.new_value,
+            servers=tuple(servers),
+            blocked=blocked,
+            warnings=tuple(self.warnings),
+            steps=tuple(self.steps),
+            kept=tuple(self.kept),
+            old_certificates=tuple(sorted({c.thumbprint for c in self.old})),
+            conflicts=tuple(self.conflicts),
+        )
+
+    def block(self, reason: str, fix: str) -> None:
+        self.blocks.append(PlanBlock(reason, fix))
+
+    def step(
+        self,
+        phase: str,
+        action: str,
+        server: str | None,
+        obj: str,
+        prop: str | None,
+        previous: Any,
+        value: Any,
+        **extra: Any,
+    ) -> None:
+        manual = server is not None and self.is_manual(server)
+        self.steps.append(InventoryStep(phase, action, server, obj, prop, previous, value, manual, **extra))
+
+    def is_manual(self, server: str) -> bool:
+        found = self.inventory.server(server)
+        return found is not None and found.is_edge and found.name not in self.edge_workers
+
+    # -- rule 7: the certificate itself
+
+    def check_certificate(self, key_exportable: bool | None) -> None:
+        leaf, name = self.leaf, self.new_name
+        if not name.subject.rdns:
+            self.block(
+                f"the certificate {leaf.thumbprint} has an empty subject, so Exchange's <S> cannot name it",
+                "issue it with the host name as the subject's CN (not an ACME short-lived or 'tlsserver' profile)",
+            )
+        elif name.subject.first(COMMON_NAME) is None:
+            self.block(
+                f"the certificate's subject {str(name.subject)!r} has no CN, so TlsCertificateName cannot name it",
+                "re-issue the certificate with the host name as the subject's first CN",
+            )
+        elif not is_exchange_host_name(name.first_cn_as_exchange_reads_it() or ""):
+            self.block(
+                f"the subject's first CN {name.subject.first(COMMON_NAME)!r} is not a DNS name, "
+                "so Exchange refuses the TlsCertificateName",
+                "re-issue the certificate with the host name as the subject's first CN",
+            )
+        if (self.bundle.container == "pkcs12" and not self.bundle.has_private_key) or key_exportable is False:
+            self.block(
+                "the certificate's private key cannot be exported, and the import on the servers needs it",
+                "give the Key Vault certificate policy exportable: true (or a PFX that holds the key), then renew",
+            )
+        allowed = self.targets.allow_status if self.targets else ()
+        if self.assessment.status != VALID and self.assessment.status not in allowed:
+            codes = ", ".join(f.code for f in self.assessment.findings if f.severity == "error") or "no detail"
+            self.block(
+                f"the new certificate is {self.assessment.status} ({codes}); Exchange would not use it",
+                "run certsync check on it and fix what it reports (or allow the status in the targets' allow_status)",
+            )
+
+    def cross_check(self, certificates: Sequence[Certificate]) -> None:
+        """The server's own Subject/Issuer for a certificate certsync also holds must render the same."""
+        ours = {c.thumbprint: c for c in certificates}
+        for installed in self.inventory.certificates:
+            cert = ours.get(installed.thumbprint)
+            if cert is None:
+                continue
+            for which, theirs, mine in (
+                ("Subject", installed.subject, str(cert.subject)),
+                ("Issuer", installed.issuer, str(cert.issuer)),
+            ):
+                if fold_case(theirs) != fold_case(mine):
+                    self.block(
+                        f"{installed.server} shows the {which} of {installed.thumbprint} as {theirs!r}, "
+                        f"but certsync renders {mine!r}",
+                        "report this to certsync with both strings; until then set TlsCertificateName by hand",
+                    )
+
+    # -- the old certificates
+
+    def old_certificates(
+        self, old_thumbprints: Sequence[str], previous_versions: Sequence[Certificate]
+    ) -> list[InstalledCertificate]:
+        new = self.leaf.thumbprint
+        certificates = [c for c in self.inventory.certificates if c.thumbprint != new]
+        if old_thumbprints or previous_versions:
+            wanted = {t.strip().upper() for t in old_thumbprints} or {c.thumbprint for c in previous_versions}
+            found = [c for c in certificates if c.thumbprint in wanted]
+            for thumbprint in sorted(wanted - {c.thumbprint for c in found} - {new}):
+                self.warnings.append(f"the old certificate {thumbprint} is on no server of the inventory")
+            return found
+        names = {n.lower() for n in self.leaf.dns_names}
+        cn = self.new_name.first_cn_as_exchange_reads_it()
+        if cn:
+            names.add(cn.lower())
+        same_names = [
+            c
+            for c in certificates
+            if (c.name.first_cn_as_exchange_reads_it() or "").lower() in names
+            or any(d.lower() in names for d in c.domains)
+        ]
+        values = [read_value(v) for v in self.all_values()]
+        old = [c for c in same_names if any(v.matches(c.name) for v in values)]
+        for cert in same_names:
+            if cert not in old and not self.new_name.matches(cert.name):
+                self.warnings.append(
+                    f"{cert.server} holds {cert.thumbprint} for the same names, which no connector selects; "
+                    "left as is (give --old to replace it too)"
+                )
+        return old
+
+    def all_values(self) -> list[str]:
+        inv = self.inventory
+        values = [c.tls_certificate_name for c in inv.send_connectors if c.tls_certificate_name]
+        values += [c.tls_certificate_name for c in inv.receive_connectors if c.tls_certificate_name]
+        if inv.hybrid_configuration and inv.hybrid_configuration.tls_certificate_name:
+            values.append(inv.hybrid_configuration.tls_certificate_name)
+        return list(dict.fromkeys(values))
+
+    def selects_old(self, value: str | None) -> bool:
+        return value is not None and any(read_value(value).matches(n) for n in self.old_names)
+
+    def selects_new(self, value: str | None) -> bool:
+        return value is not None and read_value(value).matches(self.new_name)
+
+    # -- rule 1 and 3: the objects, the servers, the targets
+
+    def objects(self) -> list[_Object]:
+        inv = self.inventory
+        objects = [_Object("send", c.identity, c.source_servers, c.tls_certificate_name) for c in inv.send_connectors]
+        objects += [_Object("receive", c.identity, (c.server,), c.tls_certificate_name) for c in inv.receive_connectors]
+        if inv.hybrid_configuration is not None:
+            hybrid = inv.hybrid_configuration
+            objects.append(_Object("hybrid", HYBRID_CONFIGURATION, hybrid.servers, hybrid.tls_certificate_name))
+        for obj in objects:
+            obj.after = obj.value
+            obj.switch = self.selects_old(obj.value) and not self.selects_new(obj.value)
+        if self.targets is not None:
+            self.narrow(objects, self.targets)
+        for obj in objects:
+            if obj.switch:
+                obj.after = self.new_value
+        return objects
+
+    def narrow(self, objects: list[_Object], targets: Targets) -> None:
+        """A targets file may narrow which connectors are written; every disagreement is reported."""
+        words = {"send": "send connector", "receive": "receive connector"}
+        for kind, listed in (("send", targets.send_connectors), ("receive", targets.receive_connectors)):
+            if not listed:
+                continue
+            wanted = {fold_case(n): n for n in listed}
+            have = {fold_case(o.identity): o for o in objects if o.kind == kind}
+            for key, name in wanted.items():
+                obj = have.get(key)
+                if obj is None:
+                    self.conflicts.append(f"{words[kind]} {name!r} is in the targets but not in the inventory")
+                elif not self.selects_old(obj.value) and not self.selects_new(obj.value):
+                    self.conflicts.append(
+                        f"{words[kind]} {name!r} is in the targets but selects another certificate "
+                        f"({obj.value or 'no TlsCertificateName'}); left as is"
+                    )
+            for key, obj in have.items():
+                if obj.switch and key not in wanted:
+                    obj.switch = False
+                    obj.left_because = "it is not in the targets"
+                    self.warnings.append(
+                        f"{words[kind]} {obj.identity!r} selects the old certificate but is not in the targets; "
+                        "left as is"
+                    )
+        hybrid = next((o for o in objects if o.kind == "hybrid"), None)
+        if hybrid is not None and hybrid.switch and not targets.hybrid_configuration:
+            hybrid.switch = False
+            hybrid.left_because = "the targets exclude the hybrid configuration"
+            self.warnings.append("the hybrid configuration selects the old certificate but the targets exclude it")
+        if targets.exo_inbound_connector and self.inventory.exo is not None:
+            names = {fold_case(c.identity) for c in self.inventory.exo.inbound_connectors}
+            if fold_case(targets.exo_inbound_connector) not in names:
+                self.conflicts.append(
+                    f"Exchange Online inbound connector {targets.exo_inbound_connector!r} is in the targets "
+                    "but not in the inventory"
+                )
+
+    def servers(self, objects: list[_Object]) -> list[str]:
+        found: set[str] = set()
+        hybrid = self.inventory.hybrid_configuration
+        if hybrid is not None:
+            found.update(hybrid.servers)
+        for obj in objects:
+            if obj.kind != "hybrid" and self.selects_old(obj.value):
+                found.update(obj.servers)
+        if self.targets is not None:
+            found.update(server_key(s) for s in self.targets.servers)
+        if not found:
+            self.block(
+                "no server uses the old certificate and there is no hybrid configuration, so nothing to plan on",
+                "give the old certificate with --old THUMBPRINT, or name the servers in the targets file",
+            )
+        return sorted(found)
+
+    def check_errors(self, servers: list[str]) -> None:
+        inv = self.inventory
+        for server in servers:
+            unread = inv.unread(server)
+            if unread is not None:
+                self.block(
+                    f"discovery could not read {server} ({unread.message}), which this plan needs",
+                    f"make {server} reachable from the Hybrid worker, then run discovery again",
+                )
+            elif inv.server(server) is None:
+                self.block(
+                    f"{server} is in this plan but not among the inventory's servers",
+                    "run discovery again, or correct the server name where it is given",
+                )
+        organisation = inv.organisation_errors
+        for error in organisation:
+            self.block(
+                f"{error.where} failed during discovery ({error.message}); the inventory is incomplete",
+                f"fix what stops {error.where} on the Hybrid worker, then run discovery again",
+            )
+        for error in inv.errors:
+            if error not in organisation and server_key(error.where) not in servers:
+                self.warnings.append(f"discovery could not read {error.where} ({error.message}); not in this plan")
+
+    # -- rule 2: stage
+
+    def stage(self, server: str) -> None:
+        leaf = self.leaf
+        installed = self.inventory.certificates_on(server)
+        present = next((c for c in installed if c.thumbprint == leaf.thumbprint), None)
+        services = {"SMTP"}
+        for cert in installed:
+            if cert in self.old:
+                services |= set(cert.services) & MOVABLE_SERVICES
+        current = set(present.services) if present else set()
+        for intermediate in self.assessment.intermediates_to_install:
+            self.step("stage", "install-intermediate", server, intermediate.thumbprint, None, None, INTERMEDIATE_STORE)
+        if present is None:
+            self.step("stage", "import-certificate", server, leaf.thumbprint, None, None, PERSONAL_STORE)
+        if not services <= current:
+            found = self.inventory.server(server)
+            self.step(
+                "stage",
+                "enable-services",
+                server,
+                leaf.thumbprint,
+                "Services",
+                order_services(current),
+                order_services(services | current),
+                internal_transport_certificate=found.internal_transport_thumbprint if found else None,
+            )
+        self.step("stage", "check-status", server, leaf.thumbprint, "Status", None, VALID)
+        self.step("stage", "check-name", server, leaf.thumbprint, None, None, self.new_value)
+
+    # -- rule 3 and 4: switch
+
+    def switch(self, objects: list[_Object]) -> None:
+        actions = {
+            "send": "set-send-connector",
+            "receive": "set-receive-connector",
+            "hybrid": "set-hybrid-configuration",
+        }
+        for kind in ("send", "receive", "hybrid"):
+            for obj in sorted((o for o in objects if o.kind == kind and o.switch), key=lambda o: fold_case(o.identity)):
+                server = obj.servers[0] if kind == "receive" else None
+                self.step(
+                    "switch", actions[kind], server, obj.identity, "TlsCertificateName", obj.value, self.new_value
+                )
+
+    def exchange_online(self) -> None:
+        exo = self.inventory.exo
+        if exo is None:
+            self.warnings.append(
+                "Exchange Online was not read: its inbound connector and accepted domains are not checked"
+            )
+            return
+        names = tuple(self.leaf.dns_names)
+        cn = self.new_name.first_cn_as_exchange_reads_it() or ""
+        used = [cn] if cn else []
+        for connector in sorted(exo.inbound_connectors, key=lambda c: fold_case(c.identity)):
+            value = connector.tls_sender_certificate_name
+            if connector.connector_type.lower() != "onpremises" or not value:
+                continue
+            if covers((*names, cn), value):
+                used.append(value)
+            else:
+                self.step(
+                    "switch",
+                    "set-exo-inbound-connector",
+                    None,
+                    connector.identity,
+                    "TlsSenderCertificateName",
+                    value,
+                    cn,
+                )
+        accepted = [d.domain_name for d in exo.accepted_domains]
+        for name in dict.fromkeys(n.lower() for n in used):
+            if accepted and not is_accepted(name, accepted):
+                reason = f"{name} is not an accepted domain of the Exchange Online tenant (MC1226222)"
+                fix = "add its domain with New-AcceptedDomain, or use a certificate for an accepted domain"
+                if self.require_accepted_domain:
+                    self.block(reason, fix)
+                else:
+                    self.warnings.append(f"{reason}: {fix}")
+        for outbound in exo.outbound_connectors:
+            if (
+                outbound.connector_type.lower() == "onpremises"
+                and (outbound.tls_settings or "").lower() == "domainvalidation"
+                and outbound.tls_domain
+                and not covers((*names, cn), outbound.tls_domain)
+            ):
+                self.block(
+                    f"Exchange Online's outbound connector {outbound.identity!r} validates TlsDomain "
+                    f"{outbound.tls_domain}, which the new certificate does not cover: mail to on-premises would stop",
+                    f"include {outbound.tls_domain} in the certificate, or Set-OutboundConnector "
+                    f"'{outbound.identity}' -TlsDomain <a name of the new certificate> first",
+                )
+
+    # -- rule 5: retire
+
+    def retire(self, servers: list[str], objects: list[_Object]) -> set[tuple[str, str]]:
+        retired: set[tuple[str, str]] = set()
+        for cert in sorted(self.old, key=lambda c: (c.server, c.thumbprint)):
+            reason = self.keep_reason(cert, servers, objects)
+            if reason:
+                self.kept.append(KeptCertificate(cert.server, cert.thumbprint, reason))
+                if cert.usable and cert.name.matches(self.new_name):
+                    self.warnings.append(
+                        f"{cert.server} keeps {cert.thumbprint} beside the new certificate with the same "
+                        "TlsCertificateName; Exchange may use either: remove it once nothing needs it"
+                    )
+                continue
+            retired.add((cert.server, cert.thumbprint))
+            self.step("retire", "remove-certificate", cert.server, cert.thumbprint, None, None, None)
+        return retired
+
+    def keep_reason(self, cert: InstalledCertificate, servers: list[str], objects: list[_Object]) -> str:
+        server = self.inventory.server(cert.server)
+        if cert.server not in servers:
+            return f"{cert.server} is not one of the servers this plan installs the new certificate on"
+        if server is not None and server.internal_transport_thumbprint == cert.thumbprint:
+            return f"it is {cert.server}'s internal transport certificate"
+        unmoved = order_services(frozenset(cert.services) - MOVABLE_SERVICES)
+        if unmoved:
+            return f"it serves {', '.join(unmoved)}, which certsync does not move to the new certificate"
+        if self.assessment.status != VALID:
+            return f"the new certificate is {self.assessment.status}, not Valid"
+        for obj in objects:
+            still = cert.server in obj.servers and obj.after and read_value(obj.after).matches(cert.name)
+            if still and not self.selects_new(obj.after):
+                why = f" ({obj.left_because})" if obj.left_because else ""
+                return f"{_describe(obj)} still selects it after the switch{why}"
+        return ""
+
+    def check_left_without(self, objects: list[_Object], servers: list[str], retired: set[tuple[str, str]]) -> None:
+        """Rule 7: no server may be left without a valid certificate for a connector that names it."""
+        for obj in objects:
+            if not obj.after or not (self.selects_old(obj.after) or self.selects_new(obj.after)):
+                continue  # names some other certificate: not this plan's to judge (certsync doctor does)
+            for server in obj.servers:
+                if self.selects_new(obj.after) and server in servers:
+                    continue
+                left = [
+                    c
+                    for c in self.inventory.certificates_on(server)
+                    if c.usable and (server, c.thumbprint) not in retired and read_value(obj.after).matches(c.name)
+                ]
+                if not left and self.inventory.unread(server) is None:
+                    self.block(
+                        f"{server} would be left with no valid certificate for {_describe(obj)} ({obj.after})",
+                        "let the plan switch it too (add it to the targets), or renew the certificate it names",
+                    )
+
+
+def _describe(obj: _Object) -> str:
+    if obj.kind == "hybrid":
+        return "the hybrid configuration"
+    return f"{obj.kind} connector {obj.identity!r}"
