@@ -30,6 +30,7 @@ from typing import TypedDict
 from shared.errors import CertsyncError, DerError
 from shared.x509 import der
 from shared.x509.certificate import read_time
+from shared.x509.der import Buffer
 
 _CRL_NUMBER = "2.5.29.20"
 _DELTA_CRL_INDICATOR = "2.5.29.27"
@@ -82,7 +83,7 @@ class RevokedEntry:
 class Crl:
     """A parsed CRL. Not yet trusted: `check()` says whether it is evidence about a certificate."""
 
-    der: bytes
+    der: Buffer  # a fetched CRL's own download buffer, never copied
     source: str
     issuer_der: bytes
     this_update: dt.datetime
@@ -112,7 +113,8 @@ class Crl:
             self._scanned[0] = True
             return self._scan(serial)
         starts = self._index
-        found = bisect.bisect_left(starts, serial, key=self._serial_at)
+        needle: Buffer = serial
+        found = bisect.bisect_left(starts, needle, key=self._serial_at)
         if found == len(starts) or self._serial_at(starts[found]) != serial:
             return None
         start = starts[found]
@@ -158,7 +160,7 @@ class Crl:
                 continue
         return None
 
-    def _serial_at(self, start: int) -> bytes:
+    def _serial_at(self, start: int) -> Buffer:
         """The serial INTEGER content of the entry at `start` (checked to be one when indexed)."""
         buf = self.der
         if buf[start + 1] < 0x80 and buf[start + 3] < 0x80:  # short-form lengths: nearly every entry
@@ -175,7 +177,7 @@ class Crl:
         buf = self.der
         pos, end = self.entries
         starts: list[int] = []
-        serials: list[bytes] = []
+        serials: list[Buffer] = []
         add_start, add_serial = starts.append, serials.append
         try:
             while pos < end:
@@ -264,8 +266,11 @@ class Crl:
             raise CrlError("its issuing distribution point is not the URL it was fetched from")
 
 
-def parse_crl(data: bytes, source: str) -> Crl:
-    """A CRL from DER or PEM bytes; raises CrlError naming `source` when it is not one."""
+def parse_crl(data: Buffer, source: str) -> Crl:
+    """A CRL from DER or PEM bytes; raises CrlError naming `source` when it is not one.
+
+    DER is read where it lies, never copied: a fetched CRL stays in the buffer it was streamed into (the
+    caller hands it over and must not change it), which the returned Crl keeps."""
     if b"-----BEGIN" in data[:64]:
         match = _PEM_CRL.search(data)
         if not match:
@@ -275,12 +280,12 @@ def parse_crl(data: bytes, source: str) -> Crl:
         except binascii.Error:
             raise CrlError(f"{source}: the X509 CRL block is not valid base64") from None
     try:
-        return _walk(bytes(data), source)
+        return _walk(data, source)
     except DerError as exc:
         raise CrlError(f"{source}: not a valid CRL ({exc})") from None
 
 
-def _walk(buf: bytes, source: str) -> Crl:
+def _walk(buf: Buffer, source: str) -> Crl:
     outer = der.expect(buf, 0, der.SEQUENCE, "CertificateList")
     if outer.end != len(buf):
         raise DerError("bytes after the end of the CRL")
@@ -321,11 +326,11 @@ def _walk(buf: bytes, source: str) -> Crl:
     return Crl(
         der=buf,
         source=source,
-        issuer_der=der.whole(buf, issuer),
+        issuer_der=bytes(der.whole(buf, issuer)),
         this_update=this_update,
         next_update=next_update,
-        signature_algorithm=der.whole(buf, algorithm),
-        signature=buf[bits.content_start + 1 : bits.end],
+        signature_algorithm=bytes(der.whole(buf, algorithm)),
+        signature=bytes(buf[bits.content_start + 1 : bits.end]),
         tbs=(tbs.start, tbs.end),
         entries=entries,
         **fields,
@@ -373,7 +378,7 @@ def _read_crl_extension(fields: _CrlExtensions, oid: str, critical: bool, value:
         fields["unsupported"] = f"it has an unknown critical extension {oid}"
 
 
-def _extensions(buf: bytes, seq: der.Tlv) -> list[tuple[str, bool, bytes]]:
+def _extensions(buf: Buffer, seq: der.Tlv) -> list[tuple[str, bool, bytes]]:
     """(oid, critical, value bytes) of each Extension in a SEQUENCE OF Extension."""
     out = []
     for ext in der.children(buf, seq):
@@ -381,5 +386,6 @@ def _extensions(buf: bytes, seq: der.Tlv) -> list[tuple[str, bool, bytes]]:
         if len(parts) not in (2, 3) or parts[0].tag != der.OID or parts[-1].tag != der.OCTET_STRING:
             raise DerError(f"extension at offset {ext.start} is not (id, critical, value)")
         critical = len(parts) == 3 and parts[1].tag == der.BOOLEAN and der.content(buf, parts[1]) != b"\x00"
-        out.append((der.decode_oid(der.content(buf, parts[0])), critical, der.content(buf, parts[-1])))
+        oid, value = bytes(der.content(buf, parts[0])), bytes(der.content(buf, parts[-1]))
+        out.append((der.decode_oid(oid), critical, value))
     return out
