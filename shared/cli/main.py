@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -373,6 +371,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CertsyncError(f"{args.event}: cannot be read ({exc.strerror}); check the path") from None
     events = parse_event_json(text, args.event)
+    import logging
+
     logging.getLogger("certsync").addHandler(logging.NullHandler())  # notices: the outcome lines say it all
     settings = PipelineSettings(
         vaults=(),
@@ -440,6 +440,8 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     from shared.wiring import local_reconciler
 
     at = _parse_time(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
+    import logging
+
     logging.getLogger("certsync").addHandler(logging.NullHandler())  # notices: the findings below say it all
     settings = PipelineSettings(
         trust=TrustStore.from_file(args.trust) if args.trust else None,
@@ -603,6 +605,8 @@ def _visible(text: str) -> str:
 
 def _print_json(report: object) -> None:
     """JSON-ready data (a dict, or a list of them), indented, keys in the order they were written."""
+    import json
+
     print(json.dumps(report, indent=2))
 
 
