@@ -42,6 +42,10 @@ param revocationPolicy string = 'hard'
 @minValue(1)
 param expiryWarningDays int = 30
 
+@minValue(1)
+@maxValue(1024)
+param crlMaxMegabytes int = 64
+
 @description('CERTSYNC_ALLOW_HOSTS: extra HOST[:PORT] entries for private PKI (comma-separated).')
 param allowHosts string = ''
 
@@ -208,6 +212,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_TARGETS_FILE: targetsFile
     CERTSYNC_REVOCATION: revocationPolicy
     CERTSYNC_ALLOW_HOSTS: allowHosts
+    CERTSYNC_CRL_MAX_MB: string(crlMaxMegabytes)
     CERTSYNC_EXPIRY_DAYS: string(expiryWarningDays)
     CERTSYNC_TRUST_FILE: trustFile
     CERTSYNC_VAULT_DNS_SUFFIX: vaultDnsSuffix
