@@ -35,7 +35,9 @@ scatter; the import table adds each side's fastest run). The last line is the he
 `import_ratio=` (medians), `events_per_s=`, `import_ratio_min=` (fastest runs), `duplicate_per_s=`,
 `assess_per_s=`, `pipeline_ratio=` (in the temporary directory), `events_per_s_ram=`,
 `pipeline_ratio_ram=` (on tmpfs), `function_app_import_ms=`, `azure_functions_import_ms=`,
-`heavy_modules=`.
+`heavy_modules=`, `event_cpu_ms_pem=`, `event_cpu_ms_pfx=` (CPU ms per queued event, the new version stored
+as PEM, then as a PFX with the empty password as Key Vault exports it; on tmpfs; the target is 2 ms) and
+`assess_cpu_ms=` (the floor's CPU per assessment).
 Run: `make bench` or `.venv/bin/python bench/pipeline.py [--quick]`.
 """
 
@@ -56,6 +58,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `shared` and `tests` without relying on the editable install
 
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.serialization import pkcs12  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
 
 from shared.adapters.local.outbox import OutboxQueue  # noqa: E402
@@ -110,7 +114,7 @@ def event(name: str, version: str) -> dict:
 class Renewal:
     """The renewal of tests/test_pipeline.py, with `count` certificate folders (names cert-0000...)."""
 
-    def __init__(self, server: HttpServer, work: Path, count: int) -> None:
+    def __init__(self, server: HttpServer, work: Path, count: int, container: str = "pem") -> None:
         root = issue(make_name("Contoso Demo Root", "Contoso"), kind="ec", ca=True, path_length=1)
         inters = []
         for cn in ("R10", "R11"):
@@ -140,12 +144,18 @@ class Renewal:
         self.names = [f"cert-{i:04d}" for i in range(count)]
         self.vault_dir = work / "vault"
         old_pem, new_pem = pem_of([old, inters[0]]), pem_of([new, inters[1]])
+        new_file, new_bytes = "v2.pem", new_pem
+        if container == "pfx":  # as Key Vault exports it: key, leaf and chain, the empty password, a MAC
+            new_file = "v2.pfx"
+            new_bytes = pkcs12.serialize_key_and_certificates(
+                b"mail", new.key, new.cert, [inters[1].cert], serialization.NoEncryption()
+            )
         meta = json.dumps({"created": {"v1": "2026-08-01T00:00:00Z", "v2": "2026-11-20T00:00:00Z"}})
         for name in self.names:
             folder = self.vault_dir / name
             folder.mkdir(parents=True)
             (folder / "v1.pem").write_bytes(old_pem)
-            (folder / "v2.pem").write_bytes(new_pem)
+            (folder / new_file).write_bytes(new_bytes)
             (folder / "certificate.json").write_text(meta)
         entry = {
             "worker_group": "hrw-exchange",
@@ -168,7 +178,7 @@ class Renewal:
             settings=PipelineSettings(trust=self.trust, allow_hosts=self.allow),
             targets_file=load_targets_file(str(targets)),
         )
-        self.bundle = load_certificate_file(str(self.vault_dir / self.names[0] / "v2.pem"))
+        self.bundle = load_certificate_file(str(self.vault_dir / self.names[0] / new_file))
 
     def assess_once(self) -> None:
         result = assess(
@@ -178,23 +188,29 @@ class Renewal:
             raise AssertionError(result.to_dict())
 
 
-def _timed(fn: Callable[[], int]) -> float:
-    """Items per second of one call of `fn` (which returns how many items it did)."""
+def _timed(fn: Callable[[], int], cpu: list[float] | None = None) -> float:
+    """Items per second of one call of `fn` (which returns how many items it did); with `cpu`, the CPU
+    time per item in ms (this process's, all threads: the loopback server is idle once the cache is warm)
+    is appended to it."""
     gc.collect()
-    start = time.perf_counter_ns()
+    start, start_cpu = time.perf_counter_ns(), time.process_time_ns()
     items = fn()
-    return items * 1e9 / (time.perf_counter_ns() - start)
+    elapsed, elapsed_cpu = time.perf_counter_ns() - start, time.process_time_ns() - start_cpu
+    if cpu is not None:
+        cpu.append(elapsed_cpu / items / 1e6)
+    return items * 1e9 / elapsed
 
 
-def measure_pipeline(rounds: int, per_round: int, directory: str | None = None) -> dict:
-    """Median events/s for queued, duplicate and the assess() floor; the work directory under
-    `directory` (the system's temporary directory when None)."""
+def measure_pipeline(rounds: int, per_round: int, directory: str | None = None, container: str = "pem") -> dict:
+    """Median events/s for queued, duplicate and the assess() floor, and the median CPU ms per queued
+    event and per assessment; the work directory under `directory` (the system's temporary directory
+    when None); the new versions stored as `container` ("pem", or "pfx" as Key Vault exports them)."""
     with (
         tempfile.TemporaryDirectory(prefix="certsync-bench-pipeline-", dir=directory) as tmp,
         HttpServer() as server,
     ):
         work = Path(tmp)
-        renewal = Renewal(server, work, 1 + rounds * per_round)
+        renewal = Renewal(server, work, 1 + rounds * per_round, container)
         pipeline = renewal.pipeline
         events = [parse_event(event(name, "v2")) for name in renewal.names]
         warm, batches = events[0], [events[1 + r * per_round : 1 + (r + 1) * per_round] for r in range(rounds)]
@@ -233,6 +249,7 @@ def measure_pipeline(rounds: int, per_round: int, directory: str | None = None) 
             return per_round
 
         samples: dict[str, list[float]] = {"queued": [], "duplicate": [], "assess": []}
+        cpu: dict[str, list[float]] = {"queued": [], "duplicate": [], "assess": []}
         # A batch's duplicates must follow its first delivery; the floor takes turns around them.
         orders = (
             ("assess", "queued", "duplicate"),
@@ -242,13 +259,15 @@ def measure_pipeline(rounds: int, per_round: int, directory: str | None = None) 
         for r, batch in enumerate(batches):
             cases = {"assess": floor, "queued": queued(batch), "duplicate": duplicate(batch)}
             for key in orders[r % len(orders)]:
-                samples[key].append(_timed(cases[key]))
+                samples[key].append(_timed(cases[key], cpu[key]))
         if len(server.requests) != fetched:
             raise SystemExit("bench: the warm cache fetched again")
         jobs = len(list(renewal.outbox.glob("*.json")))
         if jobs != 1 + rounds * per_round:
             raise SystemExit(f"bench: {jobs} job files, expected {1 + rounds * per_round}")
         result = {key: statistics.median(values) for key, values in samples.items()}
+        result["queued_cpu_ms"] = statistics.median(cpu["queued"])
+        result["assess_cpu_ms"] = statistics.median(cpu["assess"])
         result["crl_fetches"] = fetched
         result["fs"] = _filesystem(work)
         return result
@@ -357,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     imports = measure_imports(runs)  # first: before the pipeline leaves dirty pages for the disk to write
     disk = measure_pipeline(rounds, per_round)
     in_ram = measure_pipeline(rounds, per_round, RAM_DIR) if Path(RAM_DIR).is_dir() else None
+    cpu_dir = RAM_DIR if Path(RAM_DIR).is_dir() else None
+    pem_cpu = in_ram or measure_pipeline(rounds, per_round, cpu_dir)
+    pfx_cpu = measure_pipeline(rounds, per_round, cpu_dir, "pfx")
 
     import_ratio = imports["function_app_ms"] / imports["azure_functions_ms"]
     heavy = imports["heavy"]
@@ -382,6 +404,13 @@ def main(argv: list[str] | None = None) -> int:
         for text, key in rows:
             print(f"{text:<56}{p[key]:>9,.0f}{1e6 / p[key]:>10.0f}{p['assess'] / p[key]:>9.2f}")
     print("  x floor = time per event / time per assessment, each against the floor measured beside it")
+    print(f"CPU per queued event (process time, medians, work directory in {cpu_dir or tempfile.gettempdir()}):")
+    for label, p in (
+        ("  new version stored as PEM", pem_cpu),
+        ("  new version stored as PFX (Key Vault's export)", pfx_cpu),
+    ):
+        print(f"{label:<56}{p['queued_cpu_ms']:>6.2f} ms  (floor: assess() {p['assess_cpu_ms']:.2f} ms)")
+    print("  target: at most 2 ms per event")
     print()
     min_ratio = imports["function_app_min_ms"] / imports["azure_functions_min_ms"]
     print(f"cold import in a fresh {venv_label(imports['python'])}, {runs} interleaved runs")
@@ -414,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         f"duplicate_per_s={disk['duplicate']:.0f} "
         f"assess_per_s={disk['assess']:.0f} pipeline_ratio={disk['assess'] / disk['queued']:.2f} {ram}"
         f"function_app_import_ms={imports['function_app_ms']:.1f} "
-        f"azure_functions_import_ms={imports['azure_functions_ms']:.1f} heavy_modules={','.join(heavy) or 'none'}"
+        f"azure_functions_import_ms={imports['azure_functions_ms']:.1f} heavy_modules={','.join(heavy) or 'none'} "
+        f"event_cpu_ms_pem={pem_cpu['queued_cpu_ms']:.2f} event_cpu_ms_pfx={pfx_cpu['queued_cpu_ms']:.2f} "
+        f"assess_cpu_ms={pem_cpu['assess_cpu_ms']:.2f}"
     )
     return 0
 

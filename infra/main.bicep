@@ -61,6 +61,11 @@ param exoOrganization string = ''
 ])
 param revocationPolicy string = 'hard'
 
+@description('CERTSYNC_CRL_MAX_MB: the largest CRL downloaded, in MiB (a million-entry CRL is about 47 MiB).')
+@minValue(1)
+@maxValue(1024)
+param crlMaxMegabytes int = 64
+
 @description('CERTSYNC_EXPIRY_DAYS: days before expiry that count as a warning.')
 @minValue(1)
 param expiryWarningDays int = 30
@@ -224,6 +229,7 @@ module functionApp 'modules/function-app.bicep' = {
     revocationPolicy: revocationPolicy
     expiryWarningDays: expiryWarningDays
     requireAcceptedDomain: requireAcceptedDomain
+    crlMaxMegabytes: crlMaxMegabytes
     allowHosts: allowHosts
     targetsFile: targetsFile
     trustFile: trustFile

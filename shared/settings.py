@@ -102,6 +102,12 @@ def _hours(value: str, name: str) -> int:
     return int(value)
 
 
+def _crl_max_mb(value: str, name: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 1024:
+        raise _bad(name, value, "give the largest CRL to download in whole MiB, 1 to 1024")
+    return int(value)
+
+
 def _allow_hosts(value: str, name: str) -> tuple[str, ...]:
     from shared.validation.fetch import parse_allow_entry
 
@@ -270,6 +276,7 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("CERTSYNC_TARGETS_FILE", "the targets file (docs/targets.md)"),
     Setting("CERTSYNC_REVOCATION", "the revocation policy: hard, soft or off", "hard", parse=_revocation),
     Setting("CERTSYNC_ALLOW_HOSTS", "private CRL/OCSP/AIA/probe hosts the fetch guard admits", parse=_allow_hosts),
+    Setting("CERTSYNC_CRL_MAX_MB", "the largest CRL downloaded, in MiB", "64", parse=_crl_max_mb),
     Setting("CERTSYNC_EXPIRY_DAYS", "the expiry warning window, in days", "30", parse=_days),
     Setting(
         "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN",
@@ -363,6 +370,7 @@ class PipelineValues:
     targets_file: str
     revocation: str
     allow_hosts: tuple[str, ...]
+    crl_max_mb: int
     expiry_days: int
     trust_file: str
     vault_dns_suffix: str
@@ -501,6 +509,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             targets_file=value("CERTSYNC_TARGETS_FILE", env),
             revocation=value("CERTSYNC_REVOCATION", env),
             allow_hosts=value("CERTSYNC_ALLOW_HOSTS", env),
+            crl_max_mb=value("CERTSYNC_CRL_MAX_MB", env),
             expiry_days=value("CERTSYNC_EXPIRY_DAYS", env),
             trust_file=value("CERTSYNC_TRUST_FILE", env),
             vault_dns_suffix=value("CERTSYNC_VAULT_DNS_SUFFIX", env),

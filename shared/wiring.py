@@ -114,6 +114,7 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         trust=_trust(settings),
         revocation=values.revocation,
         allow_hosts=values.allow_hosts,
+        crl_max_mb=values.crl_max_mb,
         expiry_warning_days=values.expiry_days,
     )
 

@@ -162,3 +162,9 @@ def test_a_bad_revocation_policy_is_refused_by_the_parser(pki):
 
 def test_a_missing_certificate_file(pki):
     assert_bad_input(run("check", pki["tmp"] / "nope.pem"), "nope.pem", "no such file")
+
+
+def test_a_crl_cap_outside_1_to_1024_mib_is_refused(pki):
+    result = run("check", pki["bundle"], "--crl-max-mb", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--crl-max-mb: '0' is not a whole number of MiB from 1 to 1024" in result.stderr

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from shared.validation.crl import Crl, CrlError, parse_crl
 from shared.validation.revocation import serial_bytes
 from tests.chains import Issued, issue, make_crl
-from tests.pki import explicit, integer, octet_string, oid, seq, time, tlv
+from tests.pki import big_crl_der, explicit, integer, octet_string, oid, seq, time, tlv
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 URL = "http://crl.contoso.com/issuing.crl"
@@ -254,9 +254,90 @@ def test_an_entry_naming_another_issuer_or_an_unknown_critical_extension_is_an_e
     assert crl.lookup(serial_bytes(11)) is not None
 
 
-def test_answers_are_remembered_up_to_a_bound(ca):
-    crl = build(ca, entries=(entry(77),))
-    for serial in range(1, 5000):
-        crl.lookup(serial_bytes(serial))
-    assert len(crl._answers) <= 4096
-    assert crl.lookup(serial_bytes(77)) is not None and crl.lookup(serial_bytes(78)) is None
+def tricky_serials() -> list[int]:
+    """Serials whose encodings trip a byte search: sign octets (127, 128, 255), one that is the DER of
+    another inside its own content, zero, negatives (as some CAs wrote them) and 20 octets long."""
+    decoy = 0x11_02_01_05_22
+    return [0, 1, 5, 127, 128, 255, 256, 0x7FFF, 0x8000, decoy, -1, -129, (1 << 159) - 1, 0x7ABC, 1 << 100]
+
+
+def test_the_index_answers_as_the_scan_does_on_every_serial(ca):
+    data = big_crl_der(
+        ca.cert.subject.public_bytes(),
+        ca.key,
+        3000,
+        this_update=NOW - dt.timedelta(hours=1),
+        next_update=NOW + dt.timedelta(days=1),
+        include_serials=[s for s in tricky_serials() if s not in (5, 0x7ABC)],
+        seed=19,
+    )
+    indexed = parse_crl(data, "big.crl")
+    indexed.lookup(serial_bytes(3))  # the first lookup scans; every later one asks the index
+    start, end = indexed.entries
+    listed = []
+    pos = start
+    while pos < end:  # every serial on the list, read independently of the code under test (short forms only)
+        assert data[pos + 1] < 0x80 and data[pos + 2] == 0x02
+        listed.append(data[pos + 4 : pos + 4 + data[pos + 3]])
+        pos += 2 + data[pos + 1]
+    assert len(listed) == 3000 + len(tricky_serials()) - 2
+    absent = [serial_bytes(s) for s in (5, 0x7ABC, 2, 0x0105, 0x0201)] + [s[:-1] for s in listed[:50]]
+    for serial in listed + absent:
+        assert indexed.lookup(serial) == parse_crl(data, "big.crl")._scan(serial), serial.hex()
+    assert indexed.lookup(serial_bytes(0x11_02_01_05_22)) is not None
+    assert indexed.lookup(serial_bytes(5)) is None  # inside the decoy's content, not an entry
+    assert all(indexed.lookup(s) is not None for s in listed)
+    assert indexed.lookup(b"\x01" * 200) is None
+
+
+def test_the_index_is_built_once_and_kept_with_the_crl(ca):
+    crl = build(ca, entries=(entry(77), entry(5), entry(0x11_02_01_05_22)))
+    assert crl.lookup(serial_bytes(78)) is None and "_index" not in vars(crl)  # one lookup: a scan
+    assert crl.lookup(serial_bytes(77)) is not None
+    index = vars(crl)["_index"]
+    assert len(index) == 3
+    assert crl.lookup(serial_bytes(5)) is not None and crl.lookup(serial_bytes(6)) is None
+    assert vars(crl)["_index"] is index
+
+
+def test_the_first_of_two_entries_with_one_serial_answers(ca):
+    first = seq(integer(9), time(NOW - dt.timedelta(days=2)))
+    second = seq(integer(9), time(NOW - dt.timedelta(days=1)))
+    crl = parse_crl(crl_der(ca, time(NOW + dt.timedelta(days=1)), seq(first, second), crl_number(1)), "dup.crl")
+    assert crl.lookup(serial_bytes(9)).revoked_at == NOW - dt.timedelta(days=2)  # the scan
+    assert crl.lookup(serial_bytes(9)).revoked_at == NOW - dt.timedelta(days=2)  # the index
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        seq(integer(9), time(NOW)) + b"\x05\x00",  # not an entry after the first
+        seq(integer(9), time(NOW)) + seq(tlv(0x04, b"x"), time(NOW)),  # an entry without a serial
+        seq(integer(9), time(NOW)) + b"\x30\x20\x02\x01",  # an entry cut short
+    ],
+)
+def test_an_entry_list_that_cannot_be_indexed_is_refused(ca, entries):
+    crl = parse_crl(crl_der(ca, time(NOW + dt.timedelta(days=1)), tlv(0x30, entries), crl_number(1)), "bad.crl")
+    crl.lookup(serial_bytes(1))
+    with pytest.raises(CrlError, match="list of revoked certificates is not valid DER"):
+        crl.lookup(serial_bytes(9))
+
+
+def test_an_entry_that_is_not_a_revoked_certificate_is_refused(ca):
+    entries = seq(integer(9)) + seq(integer(10), tlv(0x04, b"not a time"))
+    crl = parse_crl(crl_der(ca, time(NOW + dt.timedelta(days=1)), tlv(0x30, entries), crl_number(1)), "bad.crl")
+    crl.lookup(serial_bytes(1))
+    for serial in (9, 10):
+        with pytest.raises(CrlError, match="is not a revoked certificate"):
+            crl.lookup(serial_bytes(serial))
+
+
+def test_long_form_lengths_in_an_entry(ca):
+    long_entry = seq(integer(1 << 1100), time(NOW - dt.timedelta(days=1)))  # a 138-octet serial: long forms
+    crl = parse_crl(
+        crl_der(ca, time(NOW + dt.timedelta(days=1)), seq(long_entry, seq(integer(3), time(NOW))), crl_number(1)),
+        "long.crl",
+    )
+    assert crl.lookup(serial_bytes(3)) is not None  # the scan
+    assert crl.lookup(serial_bytes(1 << 1100)) is not None  # the index reads the long forms
+    assert crl.lookup(serial_bytes(3)) is not None and crl.lookup(serial_bytes(4)) is None

@@ -3,12 +3,16 @@ and the bounds it keeps (size, time, attempts) whatever the server does."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 
 import pytest
 
 from shared.errors import CertsyncError
+from shared.validation.crl import parse_crl
 from shared.validation.fetch import Fetcher, FetchError, FetchLimits, FetchRefused, address_problem, parse_allow_entry
+from tests.chains import issue
+from tests.pki import big_crl_der
 
 
 class Recorder:
@@ -269,3 +273,38 @@ def test_bad_allow_list_entries_are_refused_with_an_example(entry):
 )
 def test_address_classification(address, problem):
     assert address_problem(address) == problem
+
+
+def test_crls_are_capped_at_64_mib_by_default_and_a_larger_one_than_the_old_20_mib_cap_is_read(http_server):
+    assert FetchLimits().max_bytes["crl"] == 64 * 1024 * 1024
+    assert FetchLimits.with_crl_cap(5).max_bytes == {"aia": 64 * 1024, "ocsp": 64 * 1024, "crl": 5 * 1024 * 1024}
+    http_server.route("/big.crl", body=b"\1" * (21 * 1024 * 1024))
+    body = allowed(http_server).get(http_server.url("/big.crl"), "crl")
+    assert isinstance(body, bytearray) and len(body) == 21 * 1024 * 1024 and body.count(1) == len(body)
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_a_crl_under_its_cap_is_streamed_into_the_buffer_the_crl_keeps(http_server, content_length):
+    ca = issue("Contoso Streamed CRL CA", kind="ec", ca=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    data = big_crl_der(
+        ca.cert.subject.public_bytes(), ca.key, 20_000, this_update=now, next_update=now + dt.timedelta(days=1)
+    )
+    assert 900 * 1024 < len(data) <= 1024 * 1024
+    http_server.route("/fleet.crl", body=data, content_length=content_length)
+    body = allowed(http_server, limits=FetchLimits.with_crl_cap(1)).get(http_server.url("/fleet.crl"), "crl")
+    crl = parse_crl(body, "fleet.crl")
+    assert crl.der is body and body == data  # parsed where it was read: the download is never copied
+    assert crl.verify_signature(ca.cert.public_key())
+    over = data + b"\0" * (1024 * 1024 + 1 - len(data))
+    http_server.route("/over.crl", body=over, content_length=content_length)
+    with pytest.raises(FetchError, match="larger than the 1 MiB allowed for crl"):
+        allowed(http_server, limits=FetchLimits.with_crl_cap(1)).get(http_server.url("/over.crl"), "crl")
+
+
+def test_a_body_shorter_than_its_content_length_is_not_taken(http_server):
+    http_server.route("/short.crl", body=b"0123456789", headers={"Content-Length": "100"})
+    fetcher = allowed(http_server, limits=FetchLimits(retry_backoff=0.01))
+    with pytest.raises(FetchError, match="closed before the whole response arrived"):
+        fetcher.get(http_server.url("/short.crl"), "crl")
+    assert [a.outcome for a in fetcher.attempts] == ["the connection closed before the whole response arrived"] * 2

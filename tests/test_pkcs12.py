@@ -489,6 +489,30 @@ def test_both_forms_of_the_empty_password(tmp_path: Path, ec_chain: Chain, form:
     expect_error(lambda: read_pkcs12(data, b"x", "nopass.pfx"), "wrong password")
 
 
+@pytest.mark.parametrize(("form", "macs"), [(b"\x00\x00", 1), (b"", 2)], ids=["bmp-nul", "zero-length"])
+def test_the_mac_is_computed_once_per_form_tried(
+    ec_chain: Chain, form: bytes, macs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key Vault's PFX (an empty BMPString password) costs one MAC: the form it matches is tried first and
+    the other is not tried after it; the zero-length form is tried second, after the first fails."""
+    from shared.x509 import pkcs12 as module
+
+    data = pfx(data_info(cert_bag(ec_chain.leaf), cert_bag(ec_chain.root)), mac_password=form)
+    calls = []
+    real = module._Reader._mac_matches
+
+    def counted(self, mac, auth_safe, password):  # the real check, counted
+        calls.append(password)
+        return real(self, mac, auth_safe, password)
+
+    monkeypatch.setattr(module._Reader, "_mac_matches", counted)
+    assert ders(read_pkcs12(data, None, "kv.pfx")) == [ec_chain.leaf.der, ec_chain.root.der]
+    assert len(calls) == macs
+    calls.clear()
+    assert load_certificates(data, "kv.pfx").leaf.der == ec_chain.leaf.der  # the loader: one read, no second
+    assert len(calls) == macs
+
+
 NOMAC_ENCRYPTED = {  # `-nomac` alone leaves the certificates unencrypted, so name the encryption
     "aes": ("-nomac", "-certpbe", "AES-256-CBC"),
     "legacy": ("-nomac", "-legacy", "-certpbe", "PBE-SHA1-RC2-40"),

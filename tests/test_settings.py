@@ -47,6 +47,7 @@ BAD = {
     "CERTSYNC_ALLOW_HOSTS": ("crl.corp.local,host:port:x", "give HOST or HOST:PORT"),
     "CERTSYNC_EXPIRY_DAYS": ("thirty", "whole number of days"),
     "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN": ("maybe", "write true or false"),
+    "CERTSYNC_CRL_MAX_MB": ("0", "in whole MiB, 1 to 1024"),
     "CERTSYNC_VAULT_DNS_SUFFIX": ("vault azure net", "DNS suffix"),
     "CERTSYNC_VAULT_URLS": ("contoso-kv=http://plain", "write name=https://host"),
     "AZURE_CLIENT_ID": ("my-identity", "client id"),
@@ -127,6 +128,7 @@ def test_defaults_are_the_registry_defaults_typed():
     pipeline = settings.pipeline
     assert pipeline.vaults == () and pipeline.revocation == "hard" and pipeline.expiry_days == 30
     assert pipeline.allow_hosts == () and pipeline.trust_file == "" and pipeline.targets_file == ""
+    assert pipeline.crl_max_mb == 64
     assert pipeline.vault_url("contoso-kv") == "https://contoso-kv.vault.azure.net"
     remediation = settings.remediation
     assert remediation.runbook == "Invoke-CertsyncRemediation" and remediation.probe_timeout == 15.0
@@ -143,6 +145,7 @@ def test_blank_values_are_the_defaults_and_values_are_trimmed_and_typed():
             "CERTSYNC_VAULTS": " Contoso-KV , ,other-kv ",
             "CERTSYNC_REVOCATION": " SOFT ",
             "CERTSYNC_EXPIRY_DAYS": "45",
+            "CERTSYNC_CRL_MAX_MB": "128",
             "CERTSYNC_VAULT_DNS_SUFFIX": ".vault.usgovcloudapi.net",
             "CERTSYNC_VAULT_URLS": "contoso-kv=https://kv.privatelink.contoso.com",
             "CERTSYNC_PROBE_TIMEOUT": "2.5",
@@ -153,6 +156,7 @@ def test_blank_values_are_the_defaults_and_values_are_trimmed_and_typed():
     assert settings.names.remediation_queue == "certsync-jobs"
     assert settings.pipeline.vaults == ("contoso-kv", "other-kv") and settings.unset == frozenset()
     assert settings.pipeline.revocation == "soft" and settings.pipeline.expiry_days == 45
+    assert settings.pipeline.crl_max_mb == 128
     assert settings.pipeline.vault_url("contoso-kv") == "https://kv.privatelink.contoso.com"
     assert settings.pipeline.vault_url("other-kv") == "https://other-kv.vault.usgovcloudapi.net"
     assert settings.remediation.probe_timeout == 2.5 and settings.remediation.automation_account_id == ACCOUNT
@@ -348,3 +352,11 @@ def test_the_local_pipeline_reads_only_the_webhooks_and_the_identity(tmp_path):
     assert local_reconciler(vault_url=url, audit=audit, state=state).vaults == ("contoso-kv",)
     with pytest.raises(CertsyncError, match="--vault names a --vault-dir vault"):
         local_reconciler(vault_url=url, vault="other", audit=audit, state=state)
+
+
+def test_the_crl_cap_reaches_the_pipelines_fetcher():
+    import shared.wiring
+
+    settings = shared.wiring.settings_from_env({"CERTSYNC_VAULTS": "kv", "CERTSYNC_CRL_MAX_MB": "2"})
+    assert settings.crl_max_mb == 2 and settings.fetcher().limits.max_bytes["crl"] == 2 * 1024 * 1024
+    assert shared.wiring.settings_from_env({"CERTSYNC_VAULTS": "kv"}).fetcher().limits.max_bytes["crl"] == 64 << 20

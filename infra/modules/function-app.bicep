@@ -46,6 +46,9 @@ param revocationPolicy string = 'hard'
 param expiryWarningDays int = 30
 
 param requireAcceptedDomain bool = false
+@minValue(1)
+@maxValue(1024)
+param crlMaxMegabytes int = 64
 
 @description('CERTSYNC_ALLOW_HOSTS: extra HOST[:PORT] entries for private PKI (comma-separated).')
 param allowHosts string = ''
@@ -214,6 +217,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_TARGETS_FILE: targetsFile
     CERTSYNC_REVOCATION: revocationPolicy
     CERTSYNC_ALLOW_HOSTS: allowHosts
+    CERTSYNC_CRL_MAX_MB: string(crlMaxMegabytes)
     CERTSYNC_EXPIRY_DAYS: string(expiryWarningDays)
     CERTSYNC_REQUIRE_ACCEPTED_DOMAIN: string(requireAcceptedDomain)
     CERTSYNC_TRUST_FILE: trustFile

@@ -5,7 +5,6 @@ imports these, so there is one way to do each."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from typing import TYPE_CHECKING
 
@@ -61,4 +60,6 @@ def visible(text: str) -> str:
 
 def print_json(report: object) -> None:
     """JSON-ready data (a dict, or a list of them), indented, keys in the order they were written."""
+    import json  # here, not at import: `certsync name` stays light
+
     print(json.dumps(report, indent=2))

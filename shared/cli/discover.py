@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +78,8 @@ def run_discover(args: argparse.Namespace) -> int:
         )
     data = outcome.to_dict()
     if args.json:
+        import json
+
         print(json.dumps(data, indent=2))
     else:
         print(f"Worker group   {outcome.worker_group}")
@@ -115,6 +116,8 @@ def _import(args: argparse.Namespace, store: Any, now: dt.datetime) -> int:
         validate=shared.wiring.inventory_validator(),
     )
     if args.json:
+        import json
+
         print(json.dumps({"outcome": "stored", **record.meta()}, indent=2))
     else:
         print(f"Stored the inventory of {record.worker_group} from {path} in {args.inventory}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -112,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="let fetches reach this host (and port), e.g. a private PKI's CRL server (repeat)",
     )
+    _crl_cap_option(check)
     check.add_argument(
         "--expiry-days", type=int, default=30, metavar="N", help="warn when fewer than N days are left (default 30)"
     )
@@ -136,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument(
         "--allow-host", action="append", default=[], metavar="HOST[:PORT]", help="as for check (repeat)"
     )
+    _crl_cap_option(process)
     process.add_argument(
         "--expiry-days", type=int, default=30, metavar="N", help="warn when fewer than N days are left (default 30)"
     )
@@ -171,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--allow-host", action="append", default=[], metavar="HOST[:PORT]", help="as for check (repeat)"
     )
+    _crl_cap_option(reconcile)
     _json_option(reconcile)
     reconcile.set_defaults(run=_cmd_reconcile)
 
@@ -220,6 +222,22 @@ class _RefusePassword(argparse.Action):
             "passwords are not taken on the command line; put the PKCS#12 password in an environment "
             "variable and pass its name with --password-env"
         )
+
+
+def _crl_cap_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--crl-max-mb",
+        type=_crl_megabytes,
+        default=64,
+        metavar="N",
+        help="refuse to download a CRL larger than N MiB (default 64; CERTSYNC_CRL_MAX_MB in the app)",
+    )
+
+
+def _crl_megabytes(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of MiB from 1 to 1024")
+    return int(text)
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -296,11 +314,11 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from shared.validation.assessment import VALID, TrustStore, assess
-    from shared.validation.fetch import Fetcher
+    from shared.validation.fetch import Fetcher, FetchLimits
     from shared.validation.revocation import load_crl_file
 
     at = _parse_time(args.at) if args.at else None
-    fetcher = Fetcher(allow=args.allow_host)
+    fetcher = Fetcher(allow=args.allow_host, limits=FetchLimits.with_crl_cap(args.crl_max_mb))
     trust = TrustStore.from_file(args.trust) if args.trust else None
     crls = [load_crl_file(path) for path in args.crl]
     bundle = _load(args.file, args.password_env)
@@ -347,12 +365,15 @@ def _cmd_process(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CertsyncError(f"{args.event}: cannot be read ({exc.strerror}); check the path") from None
     events = parse_event_json(text, args.event)
+    import logging
+
     logging.getLogger("certsync").addHandler(logging.NullHandler())  # notices: the outcome lines say it all
     settings = PipelineSettings(
         vaults=(),
         trust=TrustStore.from_file(args.trust) if args.trust else None,
         revocation=args.revocation,
         allow_hosts=tuple(args.allow_host),
+        crl_max_mb=args.crl_max_mb,
         at=_parse_time(args.at) if args.at else None,
         expiry_warning_days=args.expiry_days,
     )
@@ -413,11 +434,14 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     from shared.wiring import local_reconciler
 
     at = _parse_time(args.at) if args.at else dt.datetime.now(dt.timezone.utc)
+    import logging
+
     logging.getLogger("certsync").addHandler(logging.NullHandler())  # notices: the findings below say it all
     settings = PipelineSettings(
         trust=TrustStore.from_file(args.trust) if args.trust else None,
         revocation=args.revocation,
         allow_hosts=tuple(args.allow_host),
+        crl_max_mb=args.crl_max_mb,
     )
     reconciler = local_reconciler(
         vault_dir=args.vault_dir,

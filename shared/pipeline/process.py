@@ -38,7 +38,7 @@ from shared.pipeline.sources import CertificateSource, SourceError, StoredVersio
 from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_targets
 from shared.times import format_time
 from shared.validation.assessment import Assessment, TrustStore, assess
-from shared.validation.fetch import Fetcher
+from shared.validation.fetch import CRL_MAX_MB, Fetcher, FetchLimits
 from shared.validation.revocation import FetchCache
 from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificates
 from shared.x509.x500 import X500Name
@@ -164,8 +164,13 @@ class PipelineSettings:
     trust: TrustStore | None = None  # None: Mozilla's roots
     revocation: str = "hard"
     allow_hosts: tuple[str, ...] = ()
+    crl_max_mb: int = CRL_MAX_MB  # CERTSYNC_CRL_MAX_MB
     expiry_warning_days: int = 30
     at: dt.datetime | None = None  # assess at this time instead of now (demo, tests)
+
+    def fetcher(self) -> Fetcher:
+        """A Fetcher for one assessment: the allow-list and the CRL cap."""
+        return Fetcher(allow=self.allow_hosts, limits=FetchLimits.with_crl_cap(self.crl_max_mb))
 
 
 @dataclass
@@ -322,7 +327,7 @@ class _Run:
             trust=settings.trust,
             at=settings.at,
             revocation=settings.revocation,
-            fetcher=Fetcher(allow=settings.allow_hosts),
+            fetcher=settings.fetcher(),
             cache=self.pipeline.cache,
             expiry_warning_days=settings.expiry_warning_days,
         )

@@ -73,7 +73,6 @@ from shared.reconciliation.snapshot import (
 )
 from shared.times import format_time
 from shared.validation.assessment import VALID, Assessment, assess
-from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache
 from shared.x509.tls_certificate_name import TlsCertificateName
 
@@ -456,7 +455,7 @@ class _Run:
             trust=settings.trust,
             at=self.now,
             revocation=settings.revocation,
-            fetcher=Fetcher(allow=settings.allow_hosts),
+            fetcher=settings.fetcher(),
             cache=self.reconciler.cache,
             expiry_warning_days=self.reconciler.thresholds[-1],
         )

@@ -391,7 +391,7 @@ class _Run:
                 if self.cache.failed_recently(url):
                     continue
                 try:
-                    candidates = tuple(certificates_in(self.fetcher.get(url, "aia"), url))
+                    candidates = tuple(certificates_in(bytes(self.fetcher.get(url, "aia")), url))
                 except CertsyncError as exc:  # a FetchError, or an answer that holds no certificate
                     self.cache.fail(url, exc)
                     continue

@@ -7,8 +7,10 @@ so each one is hostile until proven otherwise (SSRF, `spec/validation.md` §5):
 - The host is resolved here and every address it resolves to must be global unicast; the connection goes
   to that pinned address (with the original Host header), so DNS rebinding cannot swap it afterwards.
   169.254.169.254 (IMDS) and 168.63.129.16 (the Azure wireserver) are refused even when allow-listed.
-- Every fetch has a connect timeout, a hard total deadline, and a size cap for its kind; a `Fetcher` also
-  has a budget of attempts and an overall deadline, so one assessment cannot be made to fetch forever.
+- Every fetch has a connect timeout, a hard total deadline, and a size cap for its kind (CRLs: 64 MiB unless
+  set otherwise); a `Fetcher` also has a budget of attempts and an overall deadline, so one assessment
+  cannot be made to fetch forever. A body is streamed into one buffer and handed over as it is: a CRL of
+  tens of MiB is never held twice.
 
 `allow` admits hosts the guard would refuse: `pki.corp.local` (port 80) or `10.1.2.3:8080`. It is how a
 private PKI's CRL server is reached, and how the tests reach their servers on 127.0.0.1.
@@ -55,9 +57,14 @@ class FetchRefused(FetchError):
     failure (`FetchCache.fail`)."""
 
 
+MIB = 1024 * 1024
+CRL_MAX_MB = 64  # the default CRL cap (CERTSYNC_CRL_MAX_MB, `certsync check --crl-max-mb`)
+
+
 @dataclass(frozen=True)
 class FetchLimits:
-    """Per-fetch and per-assessment bounds (defaults from `spec/validation.md` §5)."""
+    """Per-fetch and per-assessment bounds (defaults from `spec/validation.md` §5; the CRL cap is 64 MiB so
+    that a CA's million-entry CRL, about 47 MiB, is read: `with_crl_cap` sets another)."""
 
     connect_timeout: float = 3.0
     fetch_timeout: float = 10.0  # one attempt, start to last byte
@@ -66,8 +73,15 @@ class FetchLimits:
     retries: int = 1  # extra attempts after a failure that may be transient
     retry_backoff: float = 0.25  # seconds, doubled per retry
     max_bytes: dict[str, int] = field(
-        default_factory=lambda: {"aia": 64 * 1024, "ocsp": 64 * 1024, "crl": 20 * 1024 * 1024}
+        default_factory=lambda: {"aia": 64 * 1024, "ocsp": 64 * 1024, "crl": CRL_MAX_MB * MIB}
     )
+
+    @classmethod
+    def with_crl_cap(cls, megabytes: int) -> FetchLimits:
+        """The default limits, with CRLs capped at `megabytes` MiB."""
+        limits = cls()
+        limits.max_bytes["crl"] = megabytes * MIB
+        return limits
 
 
 @dataclass(frozen=True)
@@ -107,11 +121,12 @@ class Fetcher:
         self._started = time.monotonic()
         self.attempts: list[Attempt] = []
 
-    def get(self, url: str, kind: str) -> bytes:
-        """GET `url` (an AIA or CRL URL); `kind` ("aia", "crl") picks the size cap."""
+    def get(self, url: str, kind: str) -> bytearray:
+        """GET `url` (an AIA or CRL URL); `kind` ("aia", "crl") picks the size cap. The body comes back in the
+        one buffer it was read into, never copied: parse it in place (a CRL may be tens of MiB)."""
         return self._fetch("GET", url, kind, None, None)
 
-    def post(self, url: str, body: bytes, content_type: str, kind: str = "ocsp") -> bytes:
+    def post(self, url: str, body: bytes, content_type: str, kind: str = "ocsp") -> bytearray:
         """POST `body` to `url` (an OCSP request)."""
         return self._fetch("POST", url, kind, body, content_type)
 
@@ -135,7 +150,7 @@ class Fetcher:
             path += "?" + parts.query
         return host, port, path
 
-    def _fetch(self, method: str, url: str, kind: str, body: bytes | None, content_type: str | None) -> bytes:
+    def _fetch(self, method: str, url: str, kind: str, body: bytes | None, content_type: str | None) -> bytearray:
         limits = self.limits
         try:
             host, port, path = self.check_url(url)
@@ -186,7 +201,7 @@ class Fetcher:
         kind: str,
         body: bytes | None,
         content_type: str | None,
-    ) -> bytes:
+    ) -> bytearray:
         limits = self.limits
         cap = limits.max_bytes[kind]
         budget = min(limits.fetch_timeout, max(self._remaining(), 0.001))
@@ -213,23 +228,15 @@ class Fetcher:
             if response.status != 200:
                 raise FetchError(f"answered HTTP {response.status}")
             length = response.getheader("Content-Length")
-            if length and length.isdigit() and int(length) > cap:
+            expected = int(length) if length and length.isdigit() else None
+            if expected is not None and expected > cap:
                 raise FetchError(f"the response is larger than the {_size(cap)} allowed for {kind}")
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                chunk = response.read1(65536)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > cap:
-                    raise FetchError(f"the response is larger than the {_size(cap)} allowed for {kind}")
-                chunks.append(chunk)
+            data = _read_capped(response, expected, cap, kind)
             if expired.is_set():  # the deadline cut the connection: what arrived is only part of it
                 raise _Transient(f"no complete answer within {budget:g} s")
-            if length and length.isdigit() and size != int(length):
+            if expected is not None and len(data) != expected:
                 raise _Transient("the connection closed before the whole response arrived")
-            return b"".join(chunks)
+            return data
         except FetchError:
             raise
         except (OSError, http.client.HTTPException, ValueError):
@@ -239,6 +246,30 @@ class Fetcher:
         finally:
             watchdog.cancel()
             sock.close()
+
+
+def _read_capped(response: http.client.HTTPResponse, expected: int | None, cap: int, kind: str) -> bytearray:
+    """The body streamed into one buffer, never more than `cap` bytes: with a Content-Length, a buffer of
+    that size filled in place; without one (chunked), a buffer grown as the chunks arrive."""
+    if expected is not None:
+        data = bytearray(expected)
+        view = memoryview(data)
+        size = 0
+        while size < expected:
+            got = response.readinto(view[size:])
+            if not got:
+                break
+            size += got
+        view.release()
+        if size < expected:
+            del data[size:]  # cut short: the caller sees a short body and retries
+        return data
+    data = bytearray()
+    while chunk := response.read1(65536):
+        if len(data) + len(chunk) > cap:
+            raise FetchError(f"the response is larger than the {_size(cap)} allowed for {kind}")
+        data += chunk
+    return data
 
 
 class AddressRefused(FetchRefused):

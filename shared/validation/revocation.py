@@ -179,7 +179,7 @@ def _from_ocsp(
         request = build_request(to_x509(cert), to_x509(issuer))
         try:
             body = fetcher.post(url, request.der, "application/ocsp-request")
-            answer = read_response(body, request, to_x509(issuer), at)
+            answer = read_response(bytes(body), request, to_x509(issuer), at)
         except (FetchError, OcspError) as exc:
             problems.append(f"OCSP {url}: {_short(exc, url)}")
             cache.fail(url, exc)

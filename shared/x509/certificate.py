@@ -150,7 +150,7 @@ def parse_certificates(ders: list[bytes], source: str) -> list[Certificate]:
     ]
 
 
-def read_time(buf: bytes, tlv: der.Tlv) -> dt.datetime:
+def read_time(buf: der.Buffer, tlv: der.Tlv) -> dt.datetime:
     raw = der.content(buf, tlv)
     text = raw.decode("ascii", "replace")
     if not text.endswith("Z"):

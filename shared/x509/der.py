@@ -7,7 +7,7 @@ holding `*` or `_`, Latin-1 T61String). This reader never interprets more than i
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from shared.errors import DerError
 
@@ -22,6 +22,8 @@ GENERALIZED_TIME = 0x18
 SEQUENCE = 0x30
 SET = 0x31
 
+Buffer = bytes | bytearray  # DER is read where it lies: a fetched CRL stays in its download buffer
+
 
 class Tlv(NamedTuple):
     """One element: its identifier octet(s) as an int, and where its content and the whole TLV lie."""
@@ -32,7 +34,7 @@ class Tlv(NamedTuple):
     end: int  # one past the last content byte
 
 
-def read_tlv(buf: bytes, pos: int, limit: int | None = None) -> Tlv:
+def read_tlv(buf: Buffer, pos: int, limit: int | None = None) -> Tlv:
     """Read the TLV at `pos`, which must end at or before `limit` (default: the end of `buf`)."""
     if limit is None:
         limit = len(buf)
@@ -72,7 +74,7 @@ def read_tlv(buf: bytes, pos: int, limit: int | None = None) -> Tlv:
     return Tlv(tag, start, pos, end)
 
 
-def header(buf: bytes, pos: int, limit: int) -> tuple[int, int, int]:
+def header(buf: Buffer, pos: int, limit: int) -> tuple[int, int, int]:
     """`(tag, content_start, end)` of the element at `pos`: the hot-path form of `read_tlv`."""
     if pos + 2 > limit:
         raise DerError(f"truncated: expected an element at offset {pos}")
@@ -87,7 +89,7 @@ def header(buf: bytes, pos: int, limit: int) -> tuple[int, int, int]:
     return tlv.tag, tlv.content_start, tlv.end
 
 
-def children(buf: bytes, tlv: Tlv) -> list[Tlv]:
+def children(buf: Buffer, tlv: Tlv) -> list[Tlv]:
     """The elements directly inside a constructed element."""
     if not tlv.tag & 0x20:
         raise DerError(f"element at offset {tlv.start} is not constructed")
@@ -100,7 +102,7 @@ def children(buf: bytes, tlv: Tlv) -> list[Tlv]:
     return out
 
 
-def expect(buf: bytes, pos: int, tag: int, what: str, limit: int | None = None) -> Tlv:
+def expect(buf: Buffer, pos: int, tag: int, what: str, limit: int | None = None) -> Tlv:
     """Read the TLV at `pos` and require its tag."""
     tlv = read_tlv(buf, pos, limit)
     if tlv.tag != tag:
@@ -108,11 +110,19 @@ def expect(buf: bytes, pos: int, tag: int, what: str, limit: int | None = None) 
     return tlv
 
 
-def content(buf: bytes, tlv: Tlv) -> bytes:
+@overload
+def content(buf: bytes, tlv: Tlv) -> bytes: ...
+@overload
+def content(buf: bytearray, tlv: Tlv) -> bytearray: ...
+def content(buf: Buffer, tlv: Tlv) -> Buffer:
     return buf[tlv.content_start : tlv.end]
 
 
-def whole(buf: bytes, tlv: Tlv) -> bytes:
+@overload
+def whole(buf: bytes, tlv: Tlv) -> bytes: ...
+@overload
+def whole(buf: bytearray, tlv: Tlv) -> bytearray: ...
+def whole(buf: Buffer, tlv: Tlv) -> Buffer:
     return buf[tlv.start : tlv.end]
 
 

@@ -167,10 +167,11 @@ class _Reader:
             raise self._invalid(exc) from None
         candidates = _passwords(self.password)
         verified = mac is not None
-        if mac is not None:
-            candidates = [p for p in candidates if self._mac_matches(mac, auth_safe, p)][:1]
-            if not candidates:
+        if mac is not None:  # the first form of the password the MAC accepts; no MAC computed after it
+            accepted = next((p for p in candidates if self._mac_matches(mac, auth_safe, p)), None)
+            if accepted is None:
                 raise self._password_error()
+            candidates = [accepted]
         for password in candidates:
             try:
                 safe = _strict_or_ber(functools.partial(self._authenticated_safe, password=password), auth_safe)
