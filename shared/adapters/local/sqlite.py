@@ -9,10 +9,11 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from shared.errors import CertsyncError
-from shared.pipeline.audit import AuditEntry, partition
+from shared.pipeline.audit import HISTORY_PAGE, AuditEntry, check_limit, lower_bound, partition
 from shared.reconciliation.reconcile import certificate_key
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
 from shared.times import format_time
@@ -63,11 +64,33 @@ class SqliteAuditLog:
             (partition(entry.certificate), entry.row_key, body),
         )
 
-    def history(self, certificate: str) -> list[AuditEntry]:
-        rows = self._db.execute(
-            "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
-        )
-        return [AuditEntry.from_stored(row_key, json.loads(body)) for row_key, body in rows]
+    def history(
+        self,
+        certificate: str,
+        *,
+        since: dt.datetime | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[AuditEntry]:
+        """Pages by keyset on the primary key (partition, row_key): each page one indexed range query, so
+        a page costs the same at the start and at the end of 100,000 entries, and the lock is held per page."""
+        check_limit(limit)
+        return self._pages(partition(certificate), lower_bound(since, after), limit)
+
+    def _pages(self, key: str, bound: str, limit: int | None) -> Iterator[AuditEntry]:
+        left = limit
+        while left is None or left > 0:
+            size = HISTORY_PAGE if left is None else min(left, HISTORY_PAGE)
+            rows = self._db.execute(
+                "SELECT row_key, body FROM audit WHERE partition = ? AND row_key > ? ORDER BY row_key LIMIT ?",
+                (key, bound, size),
+            )
+            for row_key, body in rows:
+                yield AuditEntry.from_stored(row_key, json.loads(body))
+            if len(rows) < size:
+                return
+            bound = rows[-1][0]
+            left = None if left is None else left - size
 
     def close(self) -> None:
         self._db.close()
