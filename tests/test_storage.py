@@ -231,7 +231,7 @@ def test_audit_details_exactly_at_the_limit_are_stored_whole(audit_table):
 
     [row] = audit_table.list_entities()
     assert len(row["details"]) == 32 * 1024 and "details_truncated" not in row
-    assert list(log.history("web"))[0].details == details
+    assert next(log.history("web")).details == details
 
 
 def test_audit_table_is_created_once_per_instance(audit_table, monkeypatch):

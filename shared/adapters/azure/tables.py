@@ -35,9 +35,11 @@ class TableAuditLog:
 
     Properties are the fields of `AuditEntry.to_dict()`, `details` as JSON text. Details whose JSON does
     not fit a Table string property (64 KiB as UTF-16) are stored cut, with `details_truncated=True`;
-    `history` then gives `{"details_truncated": True, "details_json": <the cut text>}` as details."""
+    `history` then gives `{"details_truncated": True, "details_json": <the cut text>}` as details.
+    `history` asks for `page_size` entities per page (the service answers at most 1,000)."""
 
-    def __init__(self, table_client: TableClient) -> None:
+    def __init__(self, table_client: TableClient, *, page_size: int = HISTORY_PAGE) -> None:
+        self.page_size = page_size
         self._table = table_client
         self._what = f"audit table {table_client.table_name}"
         self._created = False
@@ -81,7 +83,7 @@ class TableAuditLog:
         left = limit
         with storage_errors(self._what, self._table):
             pages = self._table.query_entities(
-                query, parameters=parameters, results_per_page=min(limit or HISTORY_PAGE, HISTORY_PAGE)
+                query, parameters=parameters, results_per_page=min(limit or self.page_size, self.page_size)
             ).by_page()
         while True:
             with storage_errors(self._what, self._table):

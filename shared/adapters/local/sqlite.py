@@ -46,9 +46,11 @@ class SqliteFile:
 
 
 class SqliteAuditLog:
-    """The audit trail in one SQLite file (created on first use); safe across threads of one process."""
+    """The audit trail in one SQLite file (created on first use); safe across threads of one process.
+    `history` reads `page_size` rows per query."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, page_size: int = HISTORY_PAGE) -> None:
+        self.page_size = page_size
         self._db = SqliteFile(
             path,
             "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
@@ -80,7 +82,7 @@ class SqliteAuditLog:
     def _pages(self, key: str, bound: str, limit: int | None) -> Iterator[AuditEntry]:
         left = limit
         while left is None or left > 0:
-            size = HISTORY_PAGE if left is None else min(left, HISTORY_PAGE)
+            size = self.page_size if left is None else min(left, self.page_size)
             rows = self._db.execute(
                 "SELECT row_key, body FROM audit WHERE partition = ? AND row_key > ? ORDER BY row_key LIMIT ?",
                 (key, bound, size),
