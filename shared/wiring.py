@@ -84,9 +84,7 @@ def local_pipeline(
 def local_audit(path: str) -> AuditLog:
     from shared.adapters.local.sqlite import SqliteAuditLog
 
-    if not Path(path).exists():
-        raise CertsyncError(f"{path}: no audit trail here yet; run certsync process first, or give --audit FILE")
-    return SqliteAuditLog(path)
+    return SqliteAuditLog.existing(path)
 
 
 # --- settings into values ----------------------------------------------------------------------------

@@ -464,12 +464,16 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
 
 def _cmd_history(args: argparse.Namespace) -> int:
     """Streamed: entries are printed as the audit log reads them, a page at a time, so memory stays flat
-    however long the trail. --json is one JSON array with one entry per line."""
-    from shared.wiring import local_audit
+    however long the trail. --json is one JSON array with one entry per line. The SQLite backend is
+    imported on its own, not through shared.wiring, which would import the whole pipeline first."""
+    import json
+
+    from shared.adapters.local.sqlite import SqliteAuditLog
 
     since = _parse_time(args.since, "--since") if args.since is not None else None
     limit = _parse_count(args.limit, "--limit") if args.limit is not None else None
-    entries = local_audit(args.audit).history(args.name, since=since, limit=limit)
+    audit = SqliteAuditLog.existing(args.audit)
+    entries = audit.history(args.name, since=since, limit=limit)
     out = sys.stdout
     if args.json:
         separator = "[\n"
@@ -480,8 +484,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
         return EXIT_OK
     printed = False
     for entry in entries:
-        item = entry.to_dict()
-        out.write(f"{item['at'][:19]}Z  {item['kind']:<15} {entry.correlation_id[:8]}  {_visible(entry.summary)}\n")
+        at = entry.at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")[:19]
+        out.write(f"{at}Z  {entry.kind:<15} {entry.correlation_id[:8]}  {_visible(entry.summary)}\n")
         printed = True
     if not printed:
         out.write(f"No audit entries for {args.name}" + (f" since {args.since}" if since else "") + ".\n")
@@ -594,7 +598,7 @@ def _print_problems(problems: list[str]) -> None:
 
 def _visible(text: str) -> str:
     """Control characters shown escaped, so a terminal cannot be garbled by a certificate's name."""
-    if all(ch >= " " and ch != "\x7f" for ch in text):
+    if text.isprintable() or all(ch >= " " and ch != "\x7f" for ch in text):  # isprintable: the fast, usual case
         return text
     return "".join(ch if ch >= " " and ch != "\x7f" else repr(ch)[1:-1] for ch in text)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from shared.errors import CertsyncError
 from shared.pipeline.audit import HISTORY_PAGE, AuditEntry, check_limit, lower_bound, partition
-from shared.reconciliation.reconcile import certificate_key
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
 from shared.times import format_time
 
@@ -58,6 +57,13 @@ class SqliteAuditLog:
             "audit",
         )
         self.path = self._db.path
+
+    @classmethod
+    def existing(cls, path: str | Path, *, page_size: int = HISTORY_PAGE) -> SqliteAuditLog:
+        """The audit trail a `certsync process` already wrote to `path` (for reading: never creates one)."""
+        if not Path(path).exists():
+            raise CertsyncError(f"{path}: no audit trail here yet; run certsync process first, or give --audit FILE")
+        return cls(path, page_size=page_size)
 
     def record(self, entry: AuditEntry) -> None:
         body = json.dumps(entry.to_dict(), sort_keys=True)
@@ -124,6 +130,8 @@ class SqliteStateStore:
         )
 
     def put_snapshot(self, snapshot: StatusSnapshot) -> None:
+        from shared.reconciliation.reconcile import certificate_key  # here: `certsync history` never needs it
+
         key = certificate_key(snapshot["vault"], snapshot["certificate"])
         self._db.execute(
             "INSERT OR REPLACE INTO snapshot (certificate, body) VALUES (?, ?)",
@@ -134,6 +142,8 @@ class SqliteStateStore:
         return by_certificate(json.loads(body) for (body,) in self._db.execute("SELECT body FROM snapshot"))
 
     def delete_snapshot(self, vault: str, certificate: str) -> None:
+        from shared.reconciliation.reconcile import certificate_key
+
         self._db.execute("DELETE FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
 
     def close(self) -> None:
