@@ -201,12 +201,13 @@ class HistoryPage:
 def read_page(
     audit: AuditLog, certificate: str, *, limit: int, since: dt.datetime | None = None, after: str | None = None
 ) -> HistoryPage:
-    """At most `limit` entries and the continuation when more follow (one extra row is read to know)."""
+    """At most `limit` entries and the continuation when more follow. A full page asks for one entry
+    after it, on its own (a Table page of `limit + 1` would fetch a second page of up to 1,000 to know)."""
     check_limit(limit)
-    entries = list(audit.history(certificate, since=since, after=after, limit=limit + 1))
-    more = len(entries) > limit
-    del entries[limit:]
-    return HistoryPage(entries, entries[-1].row_key if more else None)
+    entries = list(audit.history(certificate, since=since, after=after, limit=limit))
+    last = entries[-1].row_key if len(entries) == limit else None
+    more = last is not None and next(audit.history(certificate, after=last, limit=1), None) is not None
+    return HistoryPage(entries, last if more else None)
 
 
 class AuditLog(Protocol):
