@@ -44,11 +44,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/names.py
 	$(BIN)/python bench/assess.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/history.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis

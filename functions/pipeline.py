@@ -1,4 +1,4 @@
-"""Event Grid: Key Vault certificate events into the pipeline; HTTP: a certificate's audit trail.
+"""Event Grid: Key Vault certificate events into the pipeline; HTTP: a certificate's audit trail, paged.
 
 The trigger accepts the Event Grid and the CloudEvents schema (the library hands us an `EventGridEvent`
 or a `CloudEvent`), turns it back into its envelope and hands it to `shared.wiring.process_event`. An event the
@@ -68,20 +68,30 @@ def envelope(event: func.EventGridEvent | func.CloudEvent) -> dict:
 @bp.function_name("certificate_history")
 @bp.route(route="certificates/{name}/history", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def certificate_history(req: func.HttpRequest) -> func.HttpResponse:
+    """Up to `limit` entries (default and most 1000) at or after `since`, oldest first; when more follow,
+    `next` is this URL with `after` set to continue from the last entry returned."""
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
     from shared.errors import CertsyncError
+    from shared.pipeline.audit import read_page
     from shared.pipeline.sources import check_object_name
-    from shared.wiring import azure_audit
+    from shared.wiring import azure_audit, history_query
 
     name = req.route_params.get("name", "")
     try:
         check_object_name(name)
+        query = history_query(req.params)
     except CertsyncError as exc:
         return _json({"error": str(exc)}, 400)
     try:
-        entries = azure_audit().history(name)
+        page = read_page(azure_audit(), name, **query)
     except CertsyncError as exc:  # storage unreachable or misconfigured: the message names the setting
         return _json({"error": str(exc)}, 503)
-    return _json({"certificate": name.lower(), "entries": [e.to_dict() for e in entries]}, 200)
+    payload: dict = {"certificate": name.lower(), "entries": [e.to_dict() for e in page.entries]}
+    if page.after:
+        url = urlsplit(req.url)
+        payload["next"] = urlunsplit(("", "", url.path, urlencode({"limit": query["limit"], "after": page.after}), ""))
+    return _json(payload, 200)
 
 
 def _json(payload: dict, status: int) -> func.HttpResponse:

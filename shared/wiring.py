@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.errors import CertsyncError
-from shared.pipeline.audit import AuditLog
+from shared.pipeline.audit import AuditLog, check_limit, lower_bound
 from shared.pipeline.process import Notifier, Outcome, Pipeline, PipelineSettings
 from shared.pipeline.sources import CertificateSource
 from shared.pipeline.targets import TargetsFile, load_targets_file
@@ -92,9 +92,7 @@ def local_pipeline(
 def local_audit(path: str) -> AuditLog:
     from shared.adapters.local.sqlite import SqliteAuditLog
 
-    if not Path(path).exists():
-        raise CertsyncError(f"{path}: no audit trail here yet; run certsync process first, or give --audit FILE")
-    return SqliteAuditLog(path)
+    return SqliteAuditLog.existing(path)
 
 
 # --- settings into values ----------------------------------------------------------------------------
@@ -245,6 +243,32 @@ def azure_pipeline() -> Pipeline:
 @functools.cache
 def azure_audit() -> AuditLog:
     return audit_from_env(None)
+
+
+HTTP_HISTORY_LIMIT = 1000  # entries per answer of the history function, at most and by default
+
+
+def history_query(params: Mapping[str, str]) -> dict[str, Any]:
+    """The history function's query string as `read_page` keywords: `limit` (1 to 1000, default 1000),
+    `since` (ISO 8601) and `after` (the continuation of a previous answer). Bad values raise a one-line
+    `CertsyncError` naming the parameter."""
+    from shared.times import parse_time
+
+    text = params.get("limit", "").strip()
+    limit = int(text) if text.isdecimal() else (0 if text else HTTP_HISTORY_LIMIT)
+    if not 1 <= limit <= HTTP_HISTORY_LIMIT:
+        raise CertsyncError(f"limit {text[:20]!r}: give a whole number from 1 to {HTTP_HISTORY_LIMIT}")
+    since_text = params.get("since")
+    try:
+        since = parse_time(since_text) if since_text is not None else None
+    except ValueError:
+        since = None
+    if since_text is not None and since is None:
+        raise CertsyncError(f"since {since_text[:40]!r}: not an ISO 8601 time; write e.g. 2027-01-31T08:00Z")
+    after = params.get("after") or None
+    check_limit(limit)
+    lower_bound(since, after)  # a continuation certsync did not hand out is refused here, before any read
+    return {"limit": limit, "since": since, "after": after}
 
 
 def reconciler_from_env(

@@ -315,3 +315,74 @@ def test_certificates_cryptography_refuses_still_get_a_name(tmp_path):
     result = run("name", write(tmp_path, "star.cer", der), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["subject"] == "CN=*.z.contoso.com, O=Contoso, C=US"
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+def audit_file(tmp_path, count: int, name: str = "mail-contoso-com") -> Path:
+    """An audit trail with `count` entries of `name` a minute apart from 2026-11-26T12:00Z, through the
+    same SQLite backend `certsync process` writes."""
+    import datetime as dt
+
+    from shared.adapters.local.sqlite import SqliteAuditLog
+    from shared.pipeline.audit import AuditEntry
+
+    path = tmp_path / "audit.sqlite"
+    log = SqliteAuditLog(path)
+    start = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+    for i in range(count):
+        at = start + dt.timedelta(minutes=i)
+        log.record(AuditEntry(name, "assessment", f"corr{i:04d}", f"entry {i}", at=at, details={"i": i}))
+    log.close()
+    return path
+
+
+def test_history_prints_every_entry_oldest_first(tmp_path):
+    result = run("history", "Mail-Contoso-Com", "--audit", audit_file(tmp_path, 3))
+    assert result.returncode == 0, result
+    assert result.stdout.splitlines() == [
+        f"2026-11-26T12:0{i}:00Z  assessment      corr{i:04d}  entry {i}" for i in range(3)
+    ]
+
+
+def test_history_since_and_limit_select_a_window(tmp_path):
+    path = audit_file(tmp_path, 10)
+    result = run("history", "mail-contoso-com", "--audit", path, "--since", "2026-11-26T12:04Z", "--limit", "3")
+    assert result.returncode == 0, result
+    assert [line.split()[-1] for line in result.stdout.splitlines()] == ["4", "5", "6"]
+    offset = run("history", "mail-contoso-com", "--audit", path, "--since", "2026-11-26T13:08:00+01:00")
+    assert [line.split()[-1] for line in offset.stdout.splitlines()] == ["8", "9"]
+
+
+def test_history_json_is_one_array_of_the_entries_one_per_line(tmp_path):
+    result = run("history", "mail-contoso-com", "--audit", audit_file(tmp_path, 4), "--limit", "3", "--json")
+    assert result.returncode == 0, result
+    entries = json.loads(result.stdout)
+    assert [e["details"] for e in entries] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert entries[0]["certificate"] == "mail-contoso-com" and entries[0]["at"] == "2026-11-26T12:00:00Z"
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 5
+
+
+def test_history_of_nothing(tmp_path):
+    path = audit_file(tmp_path, 2)
+    assert run("history", "other", "--audit", path).stdout == "No audit entries for other.\n"
+    late = run("history", "mail-contoso-com", "--audit", path, "--since", "2027-01-01")
+    assert late.returncode == 0 and late.stdout == "No audit entries for mail-contoso-com since 2027-01-01.\n"
+    empty = run("history", "other", "--audit", path, "--json")
+    assert empty.returncode == 0 and json.loads(empty.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--since", "last tuesday", ("--since 'last tuesday'", "ISO 8601")),
+        ("--since", "", ("--since ''", "ISO 8601")),
+        ("--limit", "0", ("--limit '0'", "1 or more")),
+        ("--limit", "-5", ("--limit '-5'", "1 or more")),
+        ("--limit", "ten", ("--limit 'ten'", "1 or more")),
+    ],
+)
+def test_history_refuses_a_malformed_option_in_one_line_naming_it(tmp_path, option, value, words):
+    assert_bad_input(run("history", "mail-contoso-com", "--audit", audit_file(tmp_path, 1), option, value), *words)

@@ -92,7 +92,7 @@ class Setup:
     connection_string: str
 
     def entries(self, group: str = GROUP) -> list:
-        return self.discovery.audit.history(audit_partition(group))
+        return list(self.discovery.audit.history(audit_partition(group)))
 
     def kinds(self, group: str = GROUP) -> list[str]:
         return [e.kind for e in self.entries(group)]

@@ -6,10 +6,13 @@ event returns, an unsettled one raises (Event Grid retries it, then dead-letters
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 import pytest
@@ -19,16 +22,19 @@ from azure.functions.eventgrid import EventGridEventInConverter
 import shared.settings
 import shared.wiring
 from functions.pipeline import certificate_history, keyvault_certificate_events
+from shared.adapters.azure.tables import TableAuditLog
 from shared.errors import CertsyncError
+from shared.pipeline.audit import AuditEntry
 from shared.pipeline.events import EventError
 from shared.pipeline.sources import SourceError
-from shared.wiring import pipeline_from_env
+from shared.wiring import audit_from_env, pipeline_from_env, storage_from_env
 from tests.azurite import Azurite, queued_json
 from tests.chains import MAIL_HOSTS, Issued, renewal_pki, unprotected_pfx
 from tests.fakes.keyvault import FakeKeyVault
 from tests.servers import HttpServer
 
 NAME = "exch-hybrid-smtp"
+T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
 VAULT = "contoso-kv"
 HOSTS = MAIL_HOSTS
 
@@ -221,3 +227,78 @@ def test_queue_messages_are_base64_of_the_job_json(deployment):
     raw = QueueClient.from_connection_string(deployment.connection_string, deployment.env["REMEDIATION_QUEUE"])
     [message] = raw.peek_messages()
     assert json.loads(base64.b64decode(message.content))["schema"] == "certsync.job/1"
+
+
+# --- the history function's pages ------------------------------------------------------------------
+
+
+@pytest.fixture
+def trail(azurite: Azurite, monkeypatch) -> TableAuditLog:
+    """Ten entries of NAME a minute apart in an audit table of Azurite, served by the history function."""
+    audit = audit_from_env({"JobsStorage": azurite.connection_string, "AUDIT_TABLE": f"audit{uuid.uuid4().hex[:8]}"})
+    assert isinstance(audit, TableAuditLog)
+    for i in range(10):
+        at = T0 + dt.timedelta(minutes=i)
+        audit.record(AuditEntry(NAME, "assessment", f"corr-{i}", f"entry {i}", at=at, details={"i": i}))
+    monkeypatch.setattr(shared.wiring, "azure_audit", lambda: audit)
+    return audit
+
+
+def get_history(params: dict[str, str], url: str = f"/api/certificates/{NAME}/history") -> tuple[int, dict]:
+    request = func.HttpRequest("GET", url, headers={}, params=params, route_params={"name": NAME}, body=b"")
+    response = certificate_history(request)
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_history_pages_follow_next_links_to_every_entry_once(trail):
+    status, body = get_history({"limit": "4"})
+    seen = [e["details"]["i"] for e in body["entries"]]
+    pages = 1
+    while "next" in body:
+        url = urlsplit(body["next"])
+        assert url.path == f"/api/certificates/{NAME}/history" and not url.netloc
+        status, body = get_history(dict(parse_qsl(url.query)), body["next"])
+        assert status == 200
+        seen += [e["details"]["i"] for e in body["entries"]]
+        pages += 1
+    assert seen == list(range(10)) and pages == 3
+
+
+def test_history_since_selects_from_that_time_and_without_limit_all_fit(trail):
+    status, body = get_history({"since": "2026-11-26T12:07:00Z"})
+    assert status == 200 and [e["details"]["i"] for e in body["entries"]] == [7, 8, 9]
+    assert "next" not in body
+    _, everything = get_history({})
+    assert len(everything["entries"]) == 10 and "next" not in everything
+
+
+def test_a_page_that_ends_exactly_at_the_last_entry_has_no_next(trail):
+    _, body = get_history({"limit": "10"})
+    assert len(body["entries"]) == 10 and "next" not in body
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"limit": "0"}, "limit '0': give a whole number from 1 to 1000"),
+        ({"limit": "1001"}, "limit '1001'"),
+        ({"limit": "many"}, "limit 'many'"),
+        ({"since": "yesterday"}, "since 'yesterday': not an ISO 8601 time"),
+        ({"after": "not-a-token"}, "continuation 'not-a-token'"),
+    ],
+)
+def test_history_refuses_a_malformed_parameter_naming_it(trail, params, words):
+    status, body = get_history(params)
+    assert status == 400 and words in body["error"]
+
+
+def test_history_a_store_failure_is_503_naming_the_table(azurite, monkeypatch):
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    table_port = urlsplit(azurite.connection_string.split("TableEndpoint=")[1].split(";")[0]).port
+    dead = storage_from_env({"JobsStorage": azurite.connection_string.replace(f":{table_port}/", f":{port}/")})
+    audit = TableAuditLog(dead.table_client("auditgone", retry_total=0))
+    monkeypatch.setattr(shared.wiring, "azure_audit", lambda: audit)
+    status, body = get_history({"limit": "5"})
+    assert status == 503 and "audit table auditgone" in body["error"]

@@ -179,7 +179,7 @@ def test_the_start_function_raises_when_the_tracking_message_cannot_be_sent(depl
         f"Automation job {uuid.UUID(hex=job.job_id)} found (started by an earlier delivery; not started again)",
     ]
     assert len(deployment.take(deployment.tracking_queue)) == 1
-    assert NAME in deployment.remediation.audit.history(NAME)[0].certificate
+    assert NAME in next(deployment.remediation.audit.history(NAME)).certificate
 
 
 def _queue_port(setup: Setup) -> int:

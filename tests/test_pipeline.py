@@ -89,7 +89,7 @@ class Renewal(RenewalPki):
         (self.vault_dir / NAME / f"{version}{suffix}").write_bytes(data)
 
     def history(self) -> list:
-        return SqliteAuditLog(self.audit_path).history(NAME)
+        return list(SqliteAuditLog(self.audit_path).history(NAME))
 
     def jobs(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(self.outbox.glob("*.json"))]

@@ -284,7 +284,7 @@ def test_an_unprocessed_version_is_processed_and_reported_once(world):
         }
     ]
     assert [n.kind for n in world.notifier.notices] == ["queued", "unprocessed"]
-    history = world.audit().history(NAME)
+    history = list(world.audit().history(NAME))
     received = [e for e in history if e.kind == "event-received"]
     assert [e.event_id for e in received] == ["reconcile-v2"]
     assert received[0].details["event"]["event_type"] == "Microsoft.KeyVault.CertificateNewVersionCreated"

@@ -211,7 +211,7 @@ class Setup:
         return self.env["TRACKING_QUEUE"]
 
     def history(self) -> list[AuditEntry]:
-        return self.remediation.audit.history(NAME)
+        return list(self.remediation.audit.history(NAME))
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.history()]

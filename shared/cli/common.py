@@ -31,8 +31,8 @@ def load_bundle(path: str, password_env: str | None) -> CertificateBundle:
     return load_certificate_file(path, password)
 
 
-def parse_at(text: str) -> dt.datetime:
-    """An `--at` value; a one-line error when it is not ISO 8601."""
+def parse_at(text: str, option: str = "--at") -> dt.datetime:
+    """A time option's value (`--at`, `--since`); a one-line error naming the option when it is not ISO 8601."""
     from shared.times import parse_time
 
     try:
@@ -40,7 +40,7 @@ def parse_at(text: str) -> dt.datetime:
     except ValueError:
         stamp = None
     if stamp is None:
-        raise CertsyncError(f"--at {text!r}: not an ISO 8601 time; write e.g. 2027-01-31 or 2027-01-31T08:00Z")
+        raise CertsyncError(f"{option} {text!r}: not an ISO 8601 time; write e.g. 2027-01-31 or 2027-01-31T08:00Z")
     return stamp
 
 
@@ -53,7 +53,7 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 
 def visible(text: str) -> str:
     """Control characters shown escaped, so a terminal cannot be garbled by a certificate's name."""
-    if all(ch >= " " and ch != "\x7f" for ch in text):
+    if text.isprintable() or all(ch >= " " and ch != "\x7f" for ch in text):  # isprintable: the fast, usual case
         return text
     return "".join(ch if ch >= " " and ch != "\x7f" else repr(ch)[1:-1] for ch in text)
 

@@ -146,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", allow_abbrev=False, help="a certificate's audit trail, oldest first")
     history.add_argument("name", metavar="NAME", help="the Key Vault certificate name")
     history.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
+    history.add_argument("--since", metavar="TIME", help="only entries at or after TIME (ISO 8601, UTC if no offset)")
+    history.add_argument("--limit", metavar="N", help="at most N entries (the oldest N from --since)")
     _json_option(history)
     history.set_defaults(run=_cmd_history)
 
@@ -482,18 +484,32 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from shared.wiring import local_audit
+    """Streamed: entries are printed as the audit log reads them, a page at a time, so memory stays flat
+    however long the trail. --json is one JSON array with one entry per line. The SQLite backend is
+    imported on its own, not through shared.wiring, which would import the whole pipeline first."""
+    import json
 
-    entries = local_audit(args.audit).history(args.name)
+    from shared.adapters.local.sqlite import SqliteAuditLog
+
+    since = _parse_time(args.since, "--since") if args.since is not None else None
+    limit = _parse_count(args.limit, "--limit") if args.limit is not None else None
+    audit = SqliteAuditLog.existing(args.audit)
+    entries = audit.history(args.name, since=since, limit=limit)
+    out = sys.stdout
     if args.json:
-        _print_json([e.to_dict() for e in entries])
+        separator = "[\n"
+        for entry in entries:
+            out.write(separator + json.dumps(entry.to_dict()))
+            separator = ",\n"
+        out.write("[]\n" if separator == "[\n" else "\n]\n")
         return EXIT_OK
-    if not entries:
-        print(f"No audit entries for {args.name}.")
-        return EXIT_OK
+    printed = False
     for entry in entries:
-        item = entry.to_dict()
-        print(f"{item['at'][:19]}Z  {item['kind']:<15} {entry.correlation_id[:8]}  {_visible(entry.summary)}")
+        at = entry.at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")[:19]
+        out.write(f"{at}Z  {entry.kind:<15} {entry.correlation_id[:8]}  {_visible(entry.summary)}\n")
+        printed = True
+    if not printed:
+        out.write(f"No audit entries for {args.name}" + (f" since {args.since}" if since else "") + ".\n")
     return EXIT_OK
 
 
@@ -546,6 +562,13 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(f"{finding.severity.upper():<8} {finding.code}: {_visible(finding.message)}")
         print(f"{'':<8} Fix: {_visible(finding.remedy)}")
     return EXIT_OK if result.passed else EXIT_FINDING
+
+
+def _parse_count(text: str, option: str) -> int:
+    count = int(text) if text.strip().isdecimal() else 0
+    if count < 1:
+        raise CertsyncError(f"{option} {text!r}: give a whole number, 1 or more")
+    return count
 
 
 def _certificate_rows(report: dict) -> list[tuple[str, str]]:

@@ -65,7 +65,7 @@ def accept_result(
     certificate = result["certificate"]
     if derive_job_id(certificate["vault"], certificate["name"], certificate["version"]) != job_id:
         return CallbackResponse(400, {"error": "the result's certificate (vault, name, version) is not this job's"})
-    history = context.audit.history(certificate["name"])
+    history = list(context.audit.history(certificate["name"]))
     started = entries(history, "job-started", job_id)
     if not started:
         return CallbackResponse(404, {"error": f"no job {job_id} was started for certificate {certificate['name']}"})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -206,7 +206,7 @@ def log_info(subject: Subject, message: str, *args: object) -> None:
     log.info(message, *args, extra=subject.log_extra())
 
 
-def entries(history: Sequence[AuditEntry], kind: str, job_id: str) -> list[AuditEntry]:
+def entries(history: Iterable[AuditEntry], kind: str, job_id: str) -> list[AuditEntry]:
     """Entries of `kind` about job `job_id` (also when the Table stored their details cut)."""
     found = []
     for entry in history:

@@ -60,7 +60,7 @@ def track_job(context: RemediationContext, message_text: str) -> TrackOutcome:
         context.rejected(subject, str(exc), status=None, code="InvalidMessage")
         return TrackOutcome("rejected", exc.job_id, str(exc))
     subject = Subject(track.job_id, track.certificate, track.vault, track.version, track.correlation_id)
-    history = context.audit.history(track.certificate)
+    history = list(context.audit.history(track.certificate))
     recorded = entries(history, "job-result", track.job_id)
     follow_up = _follow_up(track, recorded[-1], history) if recorded else None
     if recorded and follow_up is None:

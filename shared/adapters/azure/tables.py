@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.azure.storage import (
@@ -21,7 +21,7 @@ from shared.adapters.azure.storage import (
     table_string_fits,
 )
 from shared.errors import StorageError
-from shared.pipeline.audit import AuditEntry, partition
+from shared.pipeline.audit import HISTORY_PAGE, AuditEntry, check_limit, lower_bound, partition
 from shared.reconciliation.reconcile import certificate_key, fit_snapshot
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
 from shared.remediation.discovery import InventoryRecord
@@ -39,9 +39,11 @@ class TableAuditLog:
 
     Properties are the fields of `AuditEntry.to_dict()`, `details` as JSON text. Details whose JSON does
     not fit a Table string property (64 KiB as UTF-16) are stored cut, with `details_truncated=True`;
-    `history` then gives `{"details_truncated": True, "details_json": <the cut text>}` as details."""
+    `history` then gives `{"details_truncated": True, "details_json": <the cut text>}` as details.
+    `history` asks for `page_size` entities per page (the service answers at most 1,000)."""
 
-    def __init__(self, table_client: TableClient) -> None:
+    def __init__(self, table_client: TableClient, *, page_size: int = HISTORY_PAGE) -> None:
+        self.page_size = page_size
         self._table = table_client
         self._what = f"audit table {table_client.table_name}"
         self._created = False
@@ -63,20 +65,42 @@ class TableAuditLog:
                 self._created = True
             self._table.create_entity(entity)
 
-    def history(self, certificate: str) -> list[AuditEntry]:
+    def history(
+        self,
+        certificate: str,
+        *,
+        since: dt.datetime | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[AuditEntry]:
+        """One partition query, `RowKey gt` the lower bound, fetched a page (`results_per_page`) at a time
+        as the caller iterates; the service returns a partition in RowKey order."""
+        check_limit(limit)
+        return self._pages(table_key(partition(certificate)), lower_bound(since, after), limit)
+
+    def _pages(self, key: str, bound: str, limit: int | None) -> Iterator[AuditEntry]:
         from azure.core.exceptions import ResourceNotFoundError
 
+        query, parameters = "PartitionKey eq @pk", {"pk": key}
+        if bound:
+            query, parameters = query + " and RowKey gt @after", {**parameters, "after": bound}
+        left = limit
         with storage_errors(self._what, self._table):
-            try:
-                rows = list(
-                    self._table.query_entities(
-                        "PartitionKey eq @pk", parameters={"pk": table_key(partition(certificate))}
-                    )
-                )
-            except ResourceNotFoundError:  # no table yet: nothing was ever recorded
-                return []
-        rows.sort(key=lambda row: row["RowKey"])
-        return [AuditEntry.from_stored(row["RowKey"], _entry_dict(row)) for row in rows]
+            pages = self._table.query_entities(
+                query, parameters=parameters, results_per_page=min(limit or self.page_size, self.page_size)
+            ).by_page()
+        while True:
+            with storage_errors(self._what, self._table):
+                try:
+                    rows = list(next(pages))
+                except (StopIteration, ResourceNotFoundError):  # the end, or no table yet: nothing recorded
+                    return
+            for row in rows[:left]:
+                yield AuditEntry.from_stored(row["RowKey"], _entry_dict(row))
+            if left is not None:
+                left -= len(rows)
+                if left <= 0:
+                    return
 
 
 def _entry_dict(row: Mapping[str, Any]) -> dict[str, Any]:

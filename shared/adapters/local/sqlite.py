@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shared.errors import CertsyncError
-from shared.pipeline.audit import AuditEntry, partition
-from shared.reconciliation.reconcile import certificate_key
+from shared.pipeline.audit import HISTORY_PAGE, AuditEntry, check_limit, lower_bound, partition
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
 from shared.remediation.discovery import InventoryRecord
 from shared.times import format_time
@@ -67,9 +66,11 @@ class SqliteFile:
 
 
 class SqliteAuditLog:
-    """The audit trail in one SQLite file (created on first use); safe across threads of one process."""
+    """The audit trail in one SQLite file (created on first use); safe across threads of one process.
+    `history` reads `page_size` rows per query."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, page_size: int = HISTORY_PAGE) -> None:
+        self.page_size = page_size
         self._db = SqliteFile(
             path,
             "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
@@ -77,6 +78,13 @@ class SqliteAuditLog:
             "audit",
         )
         self.path = self._db.path
+
+    @classmethod
+    def existing(cls, path: str | Path, *, page_size: int = HISTORY_PAGE) -> SqliteAuditLog:
+        """The audit trail a `certsync process` already wrote to `path` (for reading: never creates one)."""
+        if not Path(path).exists():
+            raise CertsyncError(f"{path}: no audit trail here yet; run certsync process first, or give --audit FILE")
+        return cls(path, page_size=page_size)
 
     def record(self, entry: AuditEntry) -> None:
         body = json.dumps(entry.to_dict(), sort_keys=True)
@@ -89,11 +97,33 @@ class SqliteAuditLog:
         """Record the entries written inside in one transaction (`shared.pipeline.audit.batched`)."""
         return self._db.batch()
 
-    def history(self, certificate: str) -> list[AuditEntry]:
-        rows = self._db.execute(
-            "SELECT row_key, body FROM audit WHERE partition = ? ORDER BY row_key", (partition(certificate),)
-        )
-        return [AuditEntry.from_stored(row_key, json.loads(body)) for row_key, body in rows]
+    def history(
+        self,
+        certificate: str,
+        *,
+        since: dt.datetime | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[AuditEntry]:
+        """Pages by keyset on the primary key (partition, row_key): each page one indexed range query, so
+        a page costs the same at the start and at the end of 100,000 entries, and the lock is held per page."""
+        check_limit(limit)
+        return self._pages(partition(certificate), lower_bound(since, after), limit)
+
+    def _pages(self, key: str, bound: str, limit: int | None) -> Iterator[AuditEntry]:
+        left = limit
+        while left is None or left > 0:
+            size = self.page_size if left is None else min(left, self.page_size)
+            rows = self._db.execute(
+                "SELECT row_key, body FROM audit WHERE partition = ? AND row_key > ? ORDER BY row_key LIMIT ?",
+                (key, bound, size),
+            )
+            for row_key, body in rows:
+                yield AuditEntry.from_stored(row_key, json.loads(body))
+            if len(rows) < size:
+                return
+            bound = rows[-1][0]
+            left = None if left is None else left - size
 
     def close(self) -> None:
         self._db.close()
@@ -129,6 +159,8 @@ class SqliteStateStore:
         )
 
     def put_snapshot(self, snapshot: StatusSnapshot) -> None:
+        from shared.reconciliation.reconcile import certificate_key  # here: `certsync history` never needs it
+
         key = certificate_key(snapshot["vault"], snapshot["certificate"])
         self._db.execute(
             "INSERT OR REPLACE INTO snapshot (certificate, body) VALUES (?, ?)",
@@ -139,6 +171,8 @@ class SqliteStateStore:
         return by_certificate(json.loads(body) for (body,) in self._db.execute("SELECT body FROM snapshot"))
 
     def delete_snapshot(self, vault: str, certificate: str) -> None:
+        from shared.reconciliation.reconcile import certificate_key
+
         self._db.execute("DELETE FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
 
     def close(self) -> None:
