@@ -674,8 +674,12 @@ def _fleet(certificates: list[CertificateStatus], now: dt.datetime) -> str:
     renewed = [dict.fromkeys(("ok", "warning", "critical", "pending"), 0) for _ in range(weeks)]
     unknown_expiry = 0
 
-    def bucket(days: float) -> int:
-        return min(max(math.floor(days / 7) + WEEKS_BACK + 1, 0), weeks - 1)
+    monday = (now - dt.timedelta(days=now.weekday())).date()
+    week_start = dt.datetime.combine(monday, dt.time(0), tzinfo=dt.timezone.utc)  # weeks start on Monday, UTC
+
+    def bucket(days: float) -> int:  # `days` from now
+        weeks_from_monday = ((now - week_start).total_seconds() / 86400 + days) / 7
+        return min(max(math.floor(weeks_from_monday) + WEEKS_BACK + 1, 0), weeks - 1)
 
     for cert in certificates:
         if cert.days_left is None:
@@ -694,7 +698,6 @@ def _fleet(certificates: list[CertificateStatus], now: dt.datetime) -> str:
     # top, their count written above them all the same.
     most_up = max((sum(b.values()) for b in expiring[1:-1]), default=0) or 1
     most_down = max((sum(b.values()) for b in renewed[1:-1]), default=0) or 1
-    monday = (now - dt.timedelta(days=now.weekday())).date()
     out = [
         f'<svg class="fleet" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         'aria-labelledby="fleet-title fleet-desc" xmlns="http://www.w3.org/2000/svg">',
@@ -708,9 +711,9 @@ def _fleet(certificates: list[CertificateStatus], now: dt.datetime) -> str:
     for index in range(weeks):
         x = x0 + index * step
         if index == 0:
-            when, label = f"expired before the week of {monday - dt.timedelta(weeks=WEEKS_BACK)}", "earlier"
+            when, label = f"before the week of {monday - dt.timedelta(weeks=WEEKS_BACK)}", "earlier"
         elif index == weeks - 1:
-            when, label = f"expiring after the week of {monday + dt.timedelta(weeks=WEEKS_AHEAD - 1)}", "later"
+            when, label = f"after the week of {monday + dt.timedelta(weeks=WEEKS_AHEAD - 1)}", "later"
         else:
             start = monday + dt.timedelta(weeks=index - WEEKS_BACK - 1)
             when, label = f"the week of {start}", ""
@@ -745,7 +748,7 @@ def _fleet(certificates: list[CertificateStatus], now: dt.datetime) -> str:
                     f'class="seg renewal s-{state}"><title>{when}: {count} {word}</title></rect>'
                 )
                 y += h
-    now_x = x0 + (WEEKS_BACK + 1 + ((now.date() - monday).days + 0.5) / 7) * step
+    now_x = x0 + (WEEKS_BACK + 1 + (now - week_start).total_seconds() / (7 * 86400)) * step
     out.append(f'<line x1="{x0}" y1="{axis}" x2="{x1}" y2="{axis}" class="axis"/>')
     out.append(f'<line x1="{now_x:.1f}" y1="20" x2="{now_x:.1f}" y2="{axis + down}" class="today"/>')
     out.append(f'<text x="{now_x:.1f}" y="14" class="tick-label" text-anchor="middle">today</text>')
@@ -1194,6 +1197,11 @@ def _dicts(value: object) -> list[Mapping]:
 
 def _when(value: object) -> dt.datetime | None:
     """ISO 8601 (a trailing Z, 7 fractional digits as Azure writes them) or None."""
+    if isinstance(value, str) and len(value) == 20 and value[-1] == "Z" and value[10] == "T":
+        try:  # the common case, as `format_time(.., "seconds")` writes it: 10,000 of them per page
+            return dt.datetime.fromisoformat(value[:-1]).replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            pass  # parse_time words it
     try:
         stamp = parse_time(_text(value))
     except ValueError:
