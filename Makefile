@@ -50,6 +50,7 @@ bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/history.py
+	$(BIN)/python bench/status_page.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis

@@ -1,8 +1,11 @@
-"""HTTP: the read-only status page (`GET /api/status`, function key), for an admin's browser.
+"""HTTP: the read-only status page (`GET /api/status`, function key in the `x-functions-key` header), for
+an admin.
 
 It serves `shared.wiring.status_answer`: the daily reconciliation's status snapshots rendered by
-`shared.notify.status_page`, or with `?format=json` the same snapshots as JSON. Nothing is imported until
-a request comes; the snapshots are read through `shared.wiring.azure_snapshots` (Table storage).
+`shared.notify.status_page`, filtered, sorted and paged by the query string (`?q=&state=&expires=&sort=
+&page=&certificate=`), or with `?format=json` that page's snapshots as JSON. A function key in the query
+string (`?code=`) is refused with 400: send it in the header (README, "Status page"). Nothing is imported
+until a request comes; the snapshots are read through `shared.wiring.azure_snapshots` (Table storage).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ def status_page(req: func.HttpRequest) -> func.HttpResponse:
     import shared.wiring
     from shared.notify.status_page import PAGE_HEADERS
 
-    answer = shared.wiring.status_answer(req.params.get("format"))
+    answer = shared.wiring.status_answer(dict(req.params))
     if answer.data is not None:
         headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
         return func.HttpResponse(

@@ -341,15 +341,16 @@ def azure_snapshots() -> list[StatusSnapshot]:
     return azure_state_store().snapshots()
 
 
-def status_answer(wanted: str | None) -> StatusAnswer:
-    """`GET /api/status`: the status page (or JSON, `wanted`) of `azure_snapshots` and each worker group's
-    inventory (`azure_inventories`, stale after CERTSYNC_INVENTORY_MAX_AGE_HOURS), as of now."""
+def status_answer(params: Mapping[str, str]) -> StatusAnswer:
+    """`GET /api/status`: the status page (or JSON) the query `params` ask for, of `azure_snapshots` and
+    each worker group's inventory (`azure_inventories`, stale after CERTSYNC_INVENTORY_MAX_AGE_HOURS), as
+    of now."""
     import datetime as dt
 
     from shared.notify.status_page import status_answer as answer
 
     max_age = dt.timedelta(hours=load().remediation.inventory_max_age_hours)
-    return answer(wanted, azure_snapshots, utc_now(), inventories=azure_inventories, max_age=max_age)
+    return answer(params, azure_snapshots, utc_now(), inventories=azure_inventories, max_age=max_age)
 
 
 def process_event(envelope: Mapping[str, Any], what: str) -> Outcome:
