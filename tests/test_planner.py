@@ -496,6 +496,36 @@ def test_an_unreadable_server_in_the_plan_blocks_and_one_outside_it_warns(pki):
     assert "discovery could not read EX09 (offline); not in this plan" in doc["warnings"]
 
 
+def test_an_unread_server_whose_connector_names_the_certificate_blocks_by_name_not_as_nothing_to_plan(pki):
+    # Found by the property tests: EX02 could not be read, so its copy of the old certificate is missing
+    # from the inventory; its send connector still names it. The plan used to block as "nothing to plan
+    # on" with a fix (--old) that cannot help; an unread server is never taken as empty.
+    inventory = world(
+        pki,
+        servers=[server("EX01"), server("EX02")],
+        certificates=[installed("EX01", pki.r10, "IIS, SMTP")],
+        send_connectors=[
+            {
+                "Identity": "Outbound to Office 365",
+                "SourceTransportServers": ["EX02"],
+                "TlsCertificateName": value_of(pki.old),
+            }
+        ],
+        receive_connectors=[],
+        hybrid_configuration=None,
+        errors=[{"where": "EX02", "message": "The RPC server is unavailable."}],
+    )
+    doc = plan(pki, inventory)
+    assert doc["servers"] == ["EX02"]
+    assert doc["blocked"] == {
+        "reason": "discovery could not read EX02 (The RPC server is unavailable.), which this plan needs",
+        "fix": "make EX02 reachable from the Hybrid worker, then run discovery again",
+    }
+    # a connector naming another host's certificate does not pull the unread server in
+    inventory["send_connectors"][0]["TlsCertificateName"] = "<S>CN=relay.fabrikam.net"
+    assert "nothing to plan on" in plan(pki, inventory)["blocked"]["reason"]
+
+
 def test_a_failed_organisation_wide_cmdlet_blocks(pki):
     doc = plan(pki, world(pki, errors=[{"where": "Get-SendConnector", "message": "access denied"}]))
     assert doc["blocked"]["reason"].startswith("Get-SendConnector failed during discovery (access denied)")

@@ -453,6 +453,13 @@ class _Planner:
             names.add(cn.lower())
         return names
 
+    def may_name_an_old_copy(self, value: str | None) -> bool:
+        """Whether a value not known to select an old certificate names one with the new certificate's
+        host names: on a server discovery could not read, it may select an old copy there."""
+        return value is not None and (read_value(value).first_cn_as_exchange_reads_it() or "").lower() in (
+            self.host_names()
+        )
+
     def all_values(self) -> list[str]:
         inv = self.inventory
         values = [c.tls_certificate_name for c in inv.send_connectors if c.tls_certificate_name]
@@ -532,6 +539,9 @@ class _Planner:
         for obj in objects:
             if obj.kind != "hybrid" and self.selects_old(obj.value):
                 found.update(obj.servers)
+            elif obj.kind != "hybrid" and self.may_name_an_old_copy(obj.value):
+                # Never take an unread server as empty: it may hold an old copy this object selects.
+                found.update(s for s in obj.servers if self.inventory.unread(s) is not None)
         if self.targets is not None:
             found.update(server_key(s) for s in self.targets.servers)
         if not found:
