@@ -7,13 +7,26 @@
 
 - every write is compare-and-set: a value already equal to the step's `value` is a no-op; otherwise the
   step's `previous` must equal the current value exactly, or the write is refused (`StaleWrite`);
-- Exchange's refusals (`Refused`): removing a certificate a send connector references
-  (`exchange-azure-facts.md` §1.5) or the internal transport certificate; a TlsCertificateName whose
-  first CN is not a DNS name (`tls-certificate-name.md` §4); a step on an unknown server or object;
+- Exchange's refusals (`Refused`): removing the internal transport certificate; removing a certificate
+  when that would leave a send connector sourcing from that server with no Valid, SMTP-enabled
+  certificate it selects there (`exchange-azure-facts.md` §1.5: "Removing and replacing certificates
+  from Send Connector would break the mail flow"); a TlsCertificateName whose first CN is not a DNS name
+  (`tls-certificate-name.md` §4); a step on an unknown server or object;
 - `enable-services` only adds services (Exchange cannot disable one) and never replaces the internal
   transport certificate; an imported certificate is `Valid` only once its chain's intermediates are in
   the server's `LocalMachine\\CA` (else `Untrusted`, as Windows shows a chain it cannot build);
 - `check-name` and `check-status` read back and fail (`CheckFailed`) when they do not hold.
+
+The removal refusal is read from Exchange's error text, as the integrator decided for issue 15: Exchange
+refuses because the removal *would break the mail flow*, so a certificate a send connector selects may go
+when another Valid, SMTP-enabled certificate with the same names stays beside it on that server (a renewed
+copy). UNVERIFIED on a real server: the only report (win-acme #1754) shows the refusal, not which
+certificates Exchange counts; the planner (spec §2 rule 5) and the runbook's keep rule read it the same
+way, so if a real server refuses more, all three change together.
+
+A step names its certificate as the runbook reads it (`Get-CertsyncStepThumbprint`): its `thumbprint`,
+else its `object` when that is a thumbprint (the runbook's last resort, the plan's certificate, is not
+modelled: `apply` takes steps, and every plan/2 certificate step names its thumbprint).
 
 Each applied step leaves an undo entry; `rollback()` undoes them newest first and restores the
 inventory exactly (deep equality, list order included). Undoing `enable-services` puts the earlier
@@ -220,8 +233,7 @@ class ExchangeOrg:
         ]
 
     def send_references(self, server: str, thumbprint: str) -> list[str]:
-        """Send connectors sourcing from `server` whose TlsCertificateName selects that certificate:
-        the ones that make Exchange refuse `Remove-ExchangeCertificate` (facts §1.5)."""
+        """Send connectors sourcing from `server` whose TlsCertificateName selects that certificate."""
         cert = self.certificate(server, thumbprint)
         if cert is None:
             return []
@@ -231,6 +243,18 @@ class ExchangeOrg:
             if any(s.split(".")[0].casefold() == server.casefold() for s in c.get("SourceTransportServers") or [])
             and selects(c.get("TlsCertificateName"), cert)
         ]
+
+    def removal_refused_by(self, server: str, thumbprint: str) -> list[str]:
+        """The send connectors that make Exchange refuse `Remove-ExchangeCertificate` (facts §1.5): those
+        sourcing from `server` that select the certificate and would find no other Valid, SMTP-enabled
+        certificate they select there once it is gone."""
+        refusing = []
+        for identity in self.send_references(server, thumbprint):
+            name = self._connector("send_connectors", identity).get("TlsCertificateName")
+            others = [c for c in self.usable(server, name) if c["Thumbprint"].upper() != thumbprint.upper()]
+            if not others:
+                refusing.append(identity)
+        return refusing
 
     def violations(self) -> list[Violation]:
         """Spec §4: each object that names a certificate must find a Valid, SMTP-enabled one it selects on
@@ -325,6 +349,16 @@ class ExchangeOrg:
             self.journal.pop()()
         self.applied.clear()
 
+    @staticmethod
+    def _thumbprint_of(step: Mapping[str, Any]) -> str:
+        """The certificate a step is about, as the runbook reads it: its `thumbprint`, else its `object`
+        when that is a thumbprint (a plan/2 certificate step), else ''."""
+        named = str(step.get("thumbprint") or "")
+        obj = str(step.get("object") or "")
+        if not named and re.fullmatch(r"[0-9A-Fa-f]{40}", obj):
+            named = obj
+        return named.upper()
+
     def _server_of(self, step: Mapping[str, Any]) -> str:
         if not step.get("server"):
             raise Refused(f"{step.get('action')} needs a server")
@@ -350,7 +384,7 @@ class ExchangeOrg:
 
     def _install_intermediate(self, step: Mapping[str, Any]) -> Callable[[], None] | None:
         server = self._server_of(step).upper()
-        thumbprint = str(step.get("value") or step.get("object") or "").upper()
+        thumbprint = self._thumbprint_of(step)
         if not thumbprint:
             raise Refused(f"install-intermediate on {server} names no certificate")
         store = self.intermediates.setdefault(server, set())
@@ -367,7 +401,7 @@ class ExchangeOrg:
 
     def _import_certificate(self, step: Mapping[str, Any]) -> Callable[[], None] | None:
         server = self._server_of(step)
-        thumbprint = str(step.get("thumbprint") or step.get("object") or "").upper()
+        thumbprint = self._thumbprint_of(step)
         if self.certificate(server, thumbprint) is not None:
             return None
         facts = self.importable.get(thumbprint)
@@ -401,7 +435,7 @@ class ExchangeOrg:
 
     def _enable_services(self, step: Mapping[str, Any]) -> Callable[[], None] | None:
         server = self._server_of(step)
-        thumbprint = str(step.get("thumbprint") or step.get("object") or "")
+        thumbprint = self._thumbprint_of(step)
         cert = self.certificate(server, thumbprint)
         if cert is None:
             raise Refused(f"enable-services on {server}: certificate {thumbprint} is not installed")
@@ -426,7 +460,7 @@ class ExchangeOrg:
 
     def _check_name(self, step: Mapping[str, Any]) -> None:
         server = self._server_of(step)
-        thumbprint = str(step.get("thumbprint") or step.get("object") or "")
+        thumbprint = self._thumbprint_of(step)
         cert = self.certificate(server, thumbprint)
         if cert is None:
             raise CheckFailed(f"check-name on {server}: certificate {thumbprint} is not installed")
@@ -438,7 +472,7 @@ class ExchangeOrg:
 
     def _check_status(self, step: Mapping[str, Any]) -> None:
         server = self._server_of(step)
-        thumbprint = str(step.get("thumbprint") or step.get("object") or "")
+        thumbprint = self._thumbprint_of(step)
         cert = self.certificate(server, thumbprint)
         wanted = step.get("value") or "Valid"
         if cert is None or cert["Status"] != wanted:
@@ -497,17 +531,18 @@ class ExchangeOrg:
 
     def _remove_certificate(self, step: Mapping[str, Any]) -> Callable[[], None] | None:
         server = self._server_of(step)
-        thumbprint = str(step.get("thumbprint") or step.get("object") or "").upper()
+        thumbprint = self._thumbprint_of(step)
         cert = self.certificate(server, thumbprint)
         if cert is None:
             return None
         if (self.server(server).get("InternalTransportCertificateThumbprint") or "").upper() == thumbprint:
             raise Refused(f"remove-certificate on {server}: {thumbprint} is the internal transport certificate")
-        tagged = self.send_references(server, thumbprint)
+        tagged = self.removal_refused_by(server, thumbprint)
         if tagged:
             raise Refused(
-                f"remove-certificate on {server}: {thumbprint} is tagged with send connectors {', '.join(tagged)};"
-                " removing it would break the mail flow"
+                f"remove-certificate on {server}: {thumbprint} is the only certificate send connectors "
+                f"{', '.join(tagged)} select there; removing and replacing certificates from Send Connector "
+                "would break the mail flow"
             )
         certificates = self.inventory["certificates"]
         index = certificates.index(cert)

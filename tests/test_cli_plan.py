@@ -47,7 +47,10 @@ def test_plan_json_on_every_fixture_follows_the_spec(scenario):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["schema"] == "certsync.plan/2" and doc["blocked"] is None
-    assert set(doc["certificate"]) == {"thumbprint", "tls_certificate_name"}
+    # a file has no Key Vault identifiers; the intermediates are there for every install-intermediate step
+    assert set(doc["certificate"]) == {"thumbprint", "tls_certificate_name", "not_after", "intermediates"}
+    listed = {i["thumbprint"] for i in doc["certificate"]["intermediates"] if i["der_base64"]}
+    assert {s["object"] for s in doc["steps"] if s["action"] == "install-intermediate"} <= listed
     assert doc["servers"] == sorted(doc["servers"]) and all(s == s.upper() for s in doc["servers"])
     assert doc["steps"] and all(set(s) >= STEP_KEYS and s["action"] in ACTIONS for s in doc["steps"])
     assert all(set(k) == {"server", "thumbprint", "reason"} for k in doc["kept"])

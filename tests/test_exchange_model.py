@@ -269,14 +269,55 @@ def test_exchange_refuses_to_remove_a_certificate_a_send_connector_references() 
     assert org.certificate("EX02", OLD) is None
 
 
-def test_exchange_refuses_to_remove_a_same_named_certificate_even_beside_its_renewal() -> None:
+def with_twin(services: list[str] | None) -> ExchangeOrg:
+    """two_servers() with a renewed copy of OLD (same names, issuer R10) imported on EX01, SMTP-enabled
+    when `services` says so."""
     org = two_servers()
     twin = {**NEW_FACTS, "thumbprint": "E" * 40, "issuer": R10, "intermediates": [{"thumbprint": CA_R10}]}
     org.importable["E" * 40] = twin
     org.apply(step("import-certificate", "EX01", "E" * 40))
-    org.apply(step("enable-services", "EX01", "E" * 40, "None", ["SMTP"]))
-    with pytest.raises(Refused, match="tagged"):
+    if services:
+        org.apply(step("enable-services", "EX01", "E" * 40, "None", services))
+    return org
+
+
+def test_exchange_lets_a_certificate_go_when_a_valid_smtp_copy_with_its_names_stays_beside_it() -> None:
+    # Exchange's refusal reads "would break the mail flow": with a Valid, SMTP-enabled certificate the send
+    # connector also selects on EX01, removing OLD breaks nothing (the integrator's reading; unverified).
+    org = with_twin(["IIS", "SMTP"])
+    assert org.send_references("EX01", OLD) == ["Outbound to Office 365"]
+    assert org.removal_refused_by("EX01", OLD) == []
+    before = org.snapshot()
+    org.apply(step("remove-certificate", "EX01", OLD))
+    assert org.certificate("EX01", OLD) is None and org.violations() == []
+    org.journal.pop()()  # the removal's own undo puts it back where it was
+    assert org.snapshot() == before
+
+
+@pytest.mark.parametrize("services", [None, ["IIS"]])
+def test_exchange_refuses_the_removal_when_the_copy_beside_it_is_not_smtp_enabled(services) -> None:
+    org = with_twin(services)
+    before = org.snapshot()
+    with pytest.raises(Refused, match="only certificate send connectors Outbound to Office 365 select there"):
         org.apply(step("remove-certificate", "EX01", OLD))
+    assert org.snapshot() == before
+
+
+def test_exchange_refuses_the_removal_when_the_copy_beside_it_is_not_valid() -> None:
+    org = with_twin(["SMTP"])
+    org.certificate("EX01", "E" * 40)["Status"] = "RevocationCheckFailure"
+    with pytest.raises(Refused, match="would break the mail flow"):
+        org.apply(step("remove-certificate", "EX01", OLD))
+
+
+def test_a_renewal_with_other_names_does_not_let_the_old_certificate_go_before_the_switch() -> None:
+    org = two_servers()
+    org.apply(step("install-intermediate", "EX01", CA_R11, value="Cert:\\LocalMachine\\CA"))
+    org.apply(step("import-certificate", "EX01", NEW))
+    org.apply(step("enable-services", "EX01", NEW, "None", ["SMTP"]))
+    assert org.certificate("EX01", NEW)["Status"] == "Valid"
+    with pytest.raises(Refused, match="Outbound to Office 365"):
+        org.apply(step("remove-certificate", "EX01", OLD))  # the connector still names R10's certificate
 
 
 def test_exchange_refuses_to_remove_the_internal_transport_certificate() -> None:

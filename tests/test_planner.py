@@ -3,6 +3,7 @@ planning defects of issue 15, on inventories built here around certificates made
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 
@@ -10,8 +11,19 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from shared.errors import CertsyncError
 from shared.exchange.inventory import parse_inventory
-from shared.pipeline.planner import PLAN2_SCHEMA, plan_from_inventory
+from shared.exchange.match import name_of
+from shared.pipeline.plan import PlanIntermediate
+from shared.pipeline.planner import (
+    PLAN2_SCHEMA,
+    KnownCertificate,
+    NewCertificate,
+    new_certificate,
+    plan_certificate,
+    plan_from_inventory,
+)
+from shared.pipeline.sources import StoredVersion
 from shared.pipeline.targets import parse_targets_json, resolve_targets
 from shared.validation.assessment import TrustStore, assess
 from shared.x509.certificate import Certificate, CertificateBundle
@@ -149,7 +161,20 @@ def test_a_renewal_that_changes_the_issuer_is_staged_switched_verified_and_retir
     new, old = cert(pki.new), cert(pki.old)
     assert list(doc)[:7] == ["schema", "certificate", "servers", "blocked", "warnings", "steps", "kept"]
     assert doc["schema"] == PLAN2_SCHEMA and doc["blocked"] is None and doc["kept"] == []
-    assert doc["certificate"] == {"thumbprint": new.thumbprint, "tls_certificate_name": value_of(pki.new)}
+    r11 = cert(pki.r11)
+    assert doc["certificate"] == {
+        "thumbprint": new.thumbprint,
+        "tls_certificate_name": value_of(pki.new),
+        "not_after": new.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        # the runbook installs the intermediates from here (no Key Vault identifiers: a file was planned)
+        "intermediates": [
+            {
+                "thumbprint": r11.thumbprint,
+                "subject": str(r11.subject),
+                "der_base64": base64.b64encode(r11.der).decode(),
+            }
+        ],
+    }
     assert doc["servers"] == ["EX01", "EX02"] and doc["old_certificates"] == [old.thumbprint]
     assert [s["phase"] for s in doc["steps"]] == sorted(
         (s["phase"] for s in doc["steps"]), key=["stage", "switch", "verify", "retire"].index
@@ -471,6 +496,36 @@ def test_an_unreadable_server_in_the_plan_blocks_and_one_outside_it_warns(pki):
     assert "discovery could not read EX09 (offline); not in this plan" in doc["warnings"]
 
 
+def test_an_unread_server_whose_connector_names_the_certificate_blocks_by_name_not_as_nothing_to_plan(pki):
+    # Found by the property tests: EX02 could not be read, so its copy of the old certificate is missing
+    # from the inventory; its send connector still names it. The plan used to block as "nothing to plan
+    # on" with a fix (--old) that cannot help; an unread server is never taken as empty.
+    inventory = world(
+        pki,
+        servers=[server("EX01"), server("EX02")],
+        certificates=[installed("EX01", pki.r10, "IIS, SMTP")],
+        send_connectors=[
+            {
+                "Identity": "Outbound to Office 365",
+                "SourceTransportServers": ["EX02"],
+                "TlsCertificateName": value_of(pki.old),
+            }
+        ],
+        receive_connectors=[],
+        hybrid_configuration=None,
+        errors=[{"where": "EX02", "message": "The RPC server is unavailable."}],
+    )
+    doc = plan(pki, inventory)
+    assert doc["servers"] == ["EX02"]
+    assert doc["blocked"] == {
+        "reason": "discovery could not read EX02 (The RPC server is unavailable.), which this plan needs",
+        "fix": "make EX02 reachable from the Hybrid worker, then run discovery again",
+    }
+    # a connector naming another host's certificate does not pull the unread server in
+    inventory["send_connectors"][0]["TlsCertificateName"] = "<S>CN=relay.fabrikam.net"
+    assert "nothing to plan on" in plan(pki, inventory)["blocked"]["reason"]
+
+
 def test_a_failed_organisation_wide_cmdlet_blocks(pki):
     doc = plan(pki, world(pki, errors=[{"where": "Get-SendConnector", "message": "access denied"}]))
     assert doc["blocked"]["reason"].startswith("Get-SendConnector failed during discovery (access denied)")
@@ -523,3 +578,78 @@ def test_every_block_is_listed_the_first_as_blocked_the_rest_as_warnings(pki):
     doc = plan(pki, world(pki, errors=[{"where": "Get-SendConnector", "message": "denied"}]), key_exportable=False)
     assert "private key" in doc["blocked"]["reason"]
     assert any(w.startswith("also blocked: Get-SendConnector failed") for w in doc["warnings"])
+
+
+# --- the facts the planner decides from --------------------------------------------------------------
+
+
+def stored(pki: Pki, c: Issued) -> StoredVersion:
+    bundle = CertificateBundle(cert(c), (cert(pki.r11),))
+    return StoredVersion(
+        vault="kv-contoso",
+        name="mail",
+        version="0f3c5d2e9a8b4c7d",
+        bundle=bundle,
+        secret_id="https://kv-contoso.vault.azure.net/secrets/mail/0f3c5d2e9a8b4c7d",
+    )
+
+
+def test_the_key_vault_version_goes_into_the_plans_certificate_for_the_runbook(pki):
+    version = stored(pki, pki.new)
+    doc = plan(pki, world(pki), version=version)
+    assert {k: doc["certificate"][k] for k in ("vault", "name", "version", "secret_id")} == {
+        "vault": "kv-contoso",
+        "name": "mail",
+        "version": "0f3c5d2e9a8b4c7d",
+        "secret_id": "https://kv-contoso.vault.azure.net/secrets/mail/0f3c5d2e9a8b4c7d",
+    }
+    assert list(doc["certificate"])[:2] == ["thumbprint", "tls_certificate_name"]
+
+
+def test_a_key_vault_version_of_another_certificate_is_refused(pki):
+    bundle = CertificateBundle(cert(pki.new), (cert(pki.r11),))
+    assessment = assess(bundle, trust=TrustStore.from_certificates([cert(pki.root)], "root"), revocation="off")
+    with pytest.raises(
+        CertsyncError, match=r"^Key Vault version mail/0f3c5d2e9a8b4c7d is certificate [0-9A-F]{40}, not"
+    ):
+        new_certificate(bundle, assessment, stored(pki, pki.old))
+
+
+def test_the_facts_say_what_the_assessment_and_the_container_say(pki):
+    root = TrustStore.from_certificates([cert(pki.root)], "root")
+    bundle = CertificateBundle(cert(pki.new), (cert(pki.r11),), container="pkcs12", has_private_key=False)
+    facts = new_certificate(bundle, assess(bundle, trust=root, revocation="off"), key_exportable=True)
+    assert facts.key_exportable is False  # a PFX without its key cannot be imported, whatever the policy says
+    assert facts.dns_names == HOSTS and facts.status == "Valid" and facts.error_codes == ()
+    assert [i.thumbprint for i in facts.intermediates] == [cert(pki.r11).thumbprint]
+    untrusted = assess(bundle, trust=TrustStore.from_certificates([cert(pki.r10)], "other"), revocation="off")
+    facts = new_certificate(CertificateBundle(cert(pki.new), ()), untrusted)
+    assert facts.status != "Valid" and facts.error_codes and facts.key_exportable is None
+
+
+def test_plan_certificate_plans_from_facts_as_plan_from_inventory_does_from_a_bundle(pki):
+    new, old = cert(pki.new), cert(pki.old)
+    facts = NewCertificate(
+        thumbprint=new.thumbprint,
+        tls_name=name_of(str(new.subject), str(new.issuer)),
+        dns_names=HOSTS,
+        intermediates=(PlanIntermediate(cert(pki.r11).thumbprint, str(cert(pki.r11).subject), "AAAA"),),
+    )
+    inventory = parse_inventory(json.dumps(world(pki)), "inventory.json")
+    by_facts = plan_certificate(facts, inventory).to_dict()
+    by_bundle = plan(pki, world(pki))
+    assert by_facts["steps"] == by_bundle["steps"] and by_facts["kept"] == by_bundle["kept"] == []
+    assert by_facts["certificate"] == {
+        "thumbprint": new.thumbprint,
+        "tls_certificate_name": value_of(pki.new),
+        "intermediates": [
+            {"thumbprint": cert(pki.r11).thumbprint, "subject": str(cert(pki.r11).subject), "der_base64": "AAAA"}
+        ],
+    }
+    # earlier Key Vault versions, as facts, name the old certificate and are cross-checked like the new one
+    earlier = KnownCertificate.from_certificate(old)
+    assert plan_certificate(facts, inventory, previous_versions=[earlier]).old_certificates == (old.thumbprint,)
+    wrong = world(pki)
+    wrong["certificates"][0]["Subject"] = "CN=mail.contoso.com, O=Contoso"
+    blocked = plan_certificate(facts, parse_inventory(json.dumps(wrong), "x"), previous_versions=[earlier]).blocked
+    assert blocked is not None and blocked.reason.startswith(f"EX01 shows the Subject of {old.thumbprint}")

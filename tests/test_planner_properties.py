@@ -5,34 +5,58 @@ Exchange model (`tests.exchange_model`) as the oracle:
     caught, not only the end state), every send connector, receive connector and the hybrid configuration
     selects a Valid, SMTP-enabled certificate on each of its servers; at the end Exchange Online's inbound
     connector is covered too;
-(b) the plan never asks to remove a certificate Exchange would refuse to remove (one a send connector
-    references, or the internal transport certificate);
+(b) the plan never asks to remove a certificate Exchange would refuse to remove: the internal transport
+    certificate, or one whose removal would leave a send connector on that server with no Valid,
+    SMTP-enabled certificate it selects (`ExchangeOrg.removal_refused_by`);
 (c) stopping after any step and rolling back restores the organisation exactly.
 
-The planner is reached only through `plan_for`. Until `shared.pipeline.planner` lands it calls the
-temporary `tests.reference_planner`; the integrator points `plan_for` at the real planner.
-The last tests break a good plan on purpose and show each property catching it.
+The planner is reached only through `plan_for`: the real one (`shared.pipeline.planner.plan_certificate`),
+given the topology's facts about the new certificate as a `NewCertificate` and its discovered inventory
+parsed by `shared.exchange.inventory`. The last tests break a good plan on purpose and show each property
+catching it.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, find, given, settings
 from hypothesis import strategies as st
 
-from tests import reference_planner
+from shared.exchange.inventory import parse_inventory
+from shared.exchange.match import name_of
+from shared.pipeline.plan import PlanIntermediate
+from shared.pipeline.planner import NewCertificate, plan_certificate
+from shared.validation.assessment import VALID
 from tests.exchange_model import ExchangeOrg, StepFailed, selects, with_step
 from tests.topologies import Topology, topologies
 
 PROPERTY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def new_certificate(new: dict[str, Any]) -> NewCertificate:
+    """The planner's facts from a topology's new certificate: assessed Valid (the generated chains build),
+    its intermediates by thumbprint and subject (the model installs them by thumbprint)."""
+    return NewCertificate(
+        thumbprint=new["thumbprint"],
+        tls_name=name_of(new["subject"], new["issuer"]),
+        dns_names=tuple(new["dns_names"]),
+        intermediates=tuple(PlanIntermediate(i["thumbprint"], i["subject"], "") for i in new["intermediates"]),
+        status=VALID,
+        key_exportable=new["exportable"],
+        not_after=new["not_after"],
+    )
+
+
 def plan_for(inventory: dict, new: dict) -> dict:
-    """The certsync.plan/2 document for deploying `new` to `inventory` (TEMPORARY: the reference planner)."""
-    return reference_planner.plan(inventory, new)
+    """The certsync.plan/2 document the real planner makes for deploying `new` to `inventory`."""
+    parsed = parse_inventory(json.dumps(inventory), "generated inventory")
+    document = plan_certificate(new_certificate(new), parsed).to_dict()
+    assert document["certificate"]["tls_certificate_name"].casefold() == new["tls_certificate_name"].casefold()
+    return document
 
 
 def plan_of(topology: Topology) -> dict[str, Any]:
@@ -59,7 +83,7 @@ def assert_removes_nothing_referenced(org: ExchangeOrg, plan: dict[str, Any]) ->
             server, thumbprint = step["server"], step["object"]
             internal = org.server(server).get("InternalTransportCertificateThumbprint") or ""
             assert internal.upper() != thumbprint.upper(), f"step {n} removes {server}'s internal transport certificate"
-            referenced = org.send_references(server, thumbprint)
+            referenced = org.removal_refused_by(server, thumbprint)
             assert not referenced, f"step {n} removes {thumbprint} on {server}, which {referenced} reference"
         try:
             org.apply(step)
@@ -88,9 +112,9 @@ def test_an_unblocked_plan_keeps_every_hybrid_connector_on_a_valid_certificate(t
         event(f"plan has {action}")
     event("plan keeps an old certificate" if plan["kept"] else "plan keeps nothing")
     if plan["blocked"] is not None:
-        # A blocked plan writes nothing; the only blocks generated topologies can earn are these.
-        assert plan["steps"] == []
-        assert any(word in plan["blocked"]["reason"] for word in ("could not read", "does not cover"))
+        # A blocked plan still lists its steps, for the admin to read, but nothing runs it (the runbook
+        # refuses a blocked plan); the only blocks generated topologies can earn are these.
+        assert any(word in plan["blocked"]["reason"] for word in ("could not read", "does not cover")), plan["blocked"]
         return
     assert_keeps_mail_flowing(topology.org(), plan)
 
@@ -112,8 +136,25 @@ def test_stopping_after_any_step_and_rolling_back_restores_the_organisation(topo
 # --- the harness can fail ----------------------------------------------------------------------------
 
 
+def premature_removal(topology: Topology, plan: dict[str, Any]) -> dict[str, Any] | None:
+    """A remove-certificate step for the old certificate a send connector still selects before the switch,
+    on a server where Exchange refuses it (no other Valid SMTP certificate the connector selects), or None."""
+    connector = next((s for s in plan["steps"] if s["action"] == "set-send-connector"), None)
+    if connector is None:
+        return None
+    org = topology.org()
+    sent = next(c for c in org.inventory["send_connectors"] if c["Identity"] == connector["object"])
+    for server in sent["SourceTransportServers"]:
+        for doomed in org.certificates_on(server):
+            if selects(connector["previous"], doomed) and org.removal_refused_by(server, doomed["Thumbprint"]):
+                removal = {**connector, "phase": "retire", "action": "remove-certificate", "server": server}
+                return removal | {"object": doomed["Thumbprint"], "property": None, "previous": None, "value": None}
+    return None
+
+
 def a_renewal(**wanted: Any) -> Topology:
-    """A generated topology with an unblocked plan that retires and switches (issuer changed)."""
+    """A generated topology with an unblocked plan that retires and switches (issuer changed), where
+    removing the old certificate before the switch is refused."""
 
     def fits(t: Topology) -> bool:
         plan = plan_of(t)
@@ -122,6 +163,7 @@ def a_renewal(**wanted: Any) -> Topology:
             plan["blocked"] is None
             and t.renewal == wanted.get("renewal", t.renewal)
             and {"remove-certificate", "set-send-connector", "set-hybrid-configuration"} <= actions
+            and premature_removal(t, plan) is not None
         )
 
     return find(topologies(), fits, settings=settings(max_examples=2000, database=None))
@@ -134,15 +176,9 @@ def renewal() -> Topology:
 
 def test_a_plan_that_removes_a_referenced_certificate_is_caught(renewal: Topology) -> None:
     plan = plan_of(renewal)
-    connector = next(s for s in plan["steps"] if s["action"] == "set-send-connector")
-    old_name = connector["previous"]
-    org = renewal.org()
-    sent = next(c for c in org.inventory["send_connectors"] if c["Identity"] == connector["object"])
-    server = sent["SourceTransportServers"][0]
-    doomed = next(c for c in org.certificates_on(server) if selects(old_name, c))
-    # Remove the old certificate before the switch: the connector still names it.
-    removal = {**connector, "phase": "retire", "action": "remove-certificate", "server": server}
-    removal |= {"object": doomed["Thumbprint"], "property": None, "previous": None, "value": None}
+    # Remove the old certificate before the switch: the connector still names it, and only it.
+    removal = premature_removal(renewal, plan)
+    assert removal is not None
     broken = {**plan, "steps": [removal, *plan["steps"]]}
     with pytest.raises(AssertionError, match="reference"):
         assert_removes_nothing_referenced(renewal.org(), broken)

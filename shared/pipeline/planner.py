@@ -16,14 +16,22 @@ with the inventory that is reported as a conflict, never written. In order:
 
 Blocks are decided before anything runs, each with a one-line fix. Pure: values in, a value out.
 `shared/pipeline/plan.py` (certsync.plan/1) is unchanged and still what the pipeline queues.
+
+The planner decides from facts about the new certificate (`NewCertificate`: thumbprint, certsync's
+rendering of its names, DNS names, the intermediates to install, the assessment's status, whether the key
+can be exported, and the Key Vault identifiers the runbook fetches the PFX by). `new_certificate()`
+builds them from a bundle, its assessment and (when known) its Key Vault version; `plan_certificate()`
+plans from them, and `plan_from_inventory()` does both for callers holding a bundle.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.errors import CertsyncError
 from shared.exchange.inventory import (
     HYBRID_CONFIGURATION,
     InstalledCertificate,
@@ -33,7 +41,10 @@ from shared.exchange.inventory import (
 )
 from shared.exchange.mailflow import covers, is_accepted
 from shared.exchange.match import read_value
+from shared.pipeline.plan import PlanIntermediate
+from shared.pipeline.sources import StoredVersion
 from shared.pipeline.targets import Targets
+from shared.times import format_time
 from shared.validation.assessment import VALID, Assessment
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.tls_certificate_name import TlsCertificateName, is_exchange_host_name
@@ -98,6 +109,86 @@ class KeptCertificate:
 
 
 @dataclass(frozen=True)
+class KnownCertificate:
+    """A certificate certsync holds (the new one, or an earlier version of its Key Vault object): its
+    thumbprint and certsync's rendering of its names, which the servers' own rendering must agree with."""
+
+    thumbprint: str
+    tls_name: TlsCertificateName
+
+    @classmethod
+    def from_certificate(cls, certificate: Certificate) -> KnownCertificate:
+        return cls(certificate.thumbprint, TlsCertificateName.from_certificate(certificate))
+
+
+@dataclass(frozen=True)
+class NewCertificate(KnownCertificate):
+    """What the planner needs to know about the certificate it deploys; built by `new_certificate()`.
+
+    `status` and `error_codes` are the assessment's (`certsync check`); `key_exportable` is False when the
+    import cannot get the private key (a PKCS#12 without one, or a Key Vault policy `exportable: false`),
+    None when not known. `vault`, `name`, `version` and `secret_id` identify the Key Vault version the
+    runbook reads the PFX from (None on a file given to `certsync plan`)."""
+
+    dns_names: tuple[str, ...] = ()
+    intermediates: tuple[PlanIntermediate, ...] = ()
+    status: str = VALID
+    error_codes: tuple[str, ...] = ()
+    key_exportable: bool | None = None
+    not_after: str | None = None  # ISO 8601, UTC
+    vault: str | None = None
+    name: str | None = None
+    version: str | None = None
+    secret_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """plan/2's `certificate`: thumbprint and TlsCertificateName (spec §3), then what the runbook needs."""
+        data: dict[str, Any] = {"thumbprint": self.thumbprint, "tls_certificate_name": str(self.tls_name)}
+        for key in ("vault", "name", "version", "secret_id", "not_after"):
+            known = getattr(self, key)
+            if known is not None:
+                data[key] = known
+        data["intermediates"] = [i.to_dict() for i in self.intermediates]
+        return data
+
+
+def new_certificate(
+    bundle: CertificateBundle,
+    assessment: Assessment,
+    version: StoredVersion | None = None,
+    *,
+    key_exportable: bool | None = None,
+) -> NewCertificate:
+    """The planner's facts about `bundle`'s certificate, assessed as `certsync check` does; `version` is
+    the Key Vault version it came from (its identifiers go into the plan for the runbook)."""
+    leaf = bundle.leaf
+    if version is not None and version.thumbprint != leaf.thumbprint:
+        raise CertsyncError(
+            f"Key Vault version {version.name}/{version.version} is certificate {version.thumbprint}, not "
+            f"{leaf.thumbprint}; plan the version's own certificate"
+        )
+    if bundle.container == "pkcs12" and not bundle.has_private_key:
+        key_exportable = False
+    return NewCertificate(
+        thumbprint=leaf.thumbprint,
+        tls_name=TlsCertificateName.from_certificate(leaf),
+        dns_names=tuple(leaf.dns_names),
+        intermediates=tuple(
+            PlanIntermediate(c.thumbprint, str(c.subject), base64.b64encode(c.der).decode())
+            for c in assessment.intermediates_to_install
+        ),
+        status=assessment.status,
+        error_codes=tuple(f.code for f in assessment.findings if f.severity == "error"),
+        key_exportable=key_exportable,
+        not_after=format_time(leaf.not_after, timespec="seconds"),
+        vault=version.vault if version else None,
+        name=version.name if version else None,
+        version=version.version if version else None,
+        secret_id=version.secret_id if version else None,
+    )
+
+
+@dataclass(frozen=True)
 class InventoryPlan:
     """The `certsync.plan/2` document as typed values; `to_dict()` is the JSON `certsync plan --json` prints."""
 
@@ -110,11 +201,17 @@ class InventoryPlan:
     kept: tuple[KeptCertificate, ...]
     old_certificates: tuple[str, ...] = ()  # thumbprints the plan treats as the old certificate
     conflicts: tuple[str, ...] = ()  # where the targets and the inventory disagree (never written)
+    certificate: NewCertificate | None = None  # the facts planned from (the document's `certificate`)
 
     def to_dict(self) -> dict[str, Any]:
+        certificate = (
+            self.certificate.to_dict()
+            if self.certificate is not None
+            else {"thumbprint": self.thumbprint, "tls_certificate_name": self.tls_certificate_name}
+        )
         return {
             "schema": PLAN2_SCHEMA,
-            "certificate": {"thumbprint": self.thumbprint, "tls_certificate_name": self.tls_certificate_name},
+            "certificate": certificate,
             "servers": list(self.servers),
             "blocked": None if self.blocked is None else self.blocked.to_dict(),
             "warnings": list(self.warnings),
@@ -136,24 +233,47 @@ def plan_from_inventory(
     require_accepted_domain: bool = False,
     edge_workers: Collection[str] = (),
     key_exportable: bool | None = None,
+    version: StoredVersion | None = None,
 ) -> InventoryPlan:
-    """Plan the change to `bundle`'s certificate (assessed as `certsync check` does) on `inventory`.
+    """Plan the change to `bundle`'s certificate (assessed as `certsync check` does) on `inventory`:
+    `plan_certificate(new_certificate(...), ...)` for callers holding a bundle.
 
     The old certificates are `old_thumbprints` when given, else the Key Vault object's `previous_versions`,
     else those the connectors select today whose first CN or a DNS name is one of the new certificate's.
     `edge_workers` names Edge servers that have their own worker group (others get manual steps);
-    `key_exportable=False` says the Key Vault policy keeps the key in the vault (the import needs it)."""
-    new_name = TlsCertificateName.from_certificate(bundle.leaf)
+    `key_exportable=False` says the Key Vault policy keeps the key in the vault (the import needs it);
+    `version` is the Key Vault version the bundle came from."""
+    return plan_certificate(
+        new_certificate(bundle, assessment, version, key_exportable=key_exportable),
+        inventory,
+        targets=targets,
+        old_thumbprints=old_thumbprints,
+        previous_versions=[KnownCertificate.from_certificate(c) for c in previous_versions],
+        require_accepted_domain=require_accepted_domain,
+        edge_workers=edge_workers,
+    )
+
+
+def plan_certificate(
+    new: NewCertificate,
+    inventory: Inventory,
+    *,
+    targets: Targets | None = None,
+    old_thumbprints: Sequence[str] = (),
+    previous_versions: Sequence[KnownCertificate] = (),
+    require_accepted_domain: bool = False,
+    edge_workers: Collection[str] = (),
+) -> InventoryPlan:
+    """Plan the change to the certificate `new` describes on `inventory` (spec §2), as `plan_from_inventory`."""
     return _Planner(
-        bundle=bundle,
-        new_name=new_name,
-        new_value=str(new_name),
-        assessment=assessment,
+        new=new,
+        new_name=new.tls_name,
+        new_value=str(new.tls_name),
         inventory=inventory,
         targets=targets,
         require_accepted_domain=require_accepted_domain,
         edge_workers=frozenset(server_key(s) for s in edge_workers),
-    ).plan(old_thumbprints, previous_versions, key_exportable)
+    ).plan(old_thumbprints, previous_versions)
 
 
 @dataclass
@@ -169,10 +289,9 @@ class _Object:
 
 @dataclass
 class _Planner:
-    bundle: CertificateBundle
+    new: NewCertificate
     new_name: TlsCertificateName
     new_value: str
-    assessment: Assessment
     inventory: Inventory
     targets: Targets | None
     require_accepted_domain: bool
@@ -185,16 +304,10 @@ class _Planner:
     steps: list[InventoryStep] = field(default_factory=list)
     kept: list[KeptCertificate] = field(default_factory=list)
 
-    @property
-    def leaf(self) -> Certificate:
-        return self.bundle.leaf
-
-    def plan(
-        self, old_thumbprints: Sequence[str], previous_versions: Sequence[Certificate], key_exportable: bool | None
-    ) -> InventoryPlan:
-        leaf = self.leaf
-        self.check_certificate(key_exportable)
-        self.cross_check([leaf, *previous_versions])
+    def plan(self, old_thumbprints: Sequence[str], previous_versions: Sequence[KnownCertificate]) -> InventoryPlan:
+        new = self.new
+        self.check_certificate()
+        self.cross_check([new, *previous_versions])
         self.old = self.old_certificates(old_thumbprints, previous_versions)
         self.old_names = list({fold_case(str(c.name)): c.name for c in self.old}.values())
         objects = self.objects()
@@ -205,7 +318,7 @@ class _Planner:
         self.switch(objects)
         self.exchange_online()
         for server in servers:
-            self.step("verify", "check-status", server, leaf.thumbprint, "Status", None, VALID)
+            self.step("verify", "check-status", server, new.thumbprint, "Status", None, VALID)
         retired = self.retire(servers, objects)
         self.check_left_without(objects, servers, retired)
         if any(s.manual for s in self.steps):
@@ -217,7 +330,7 @@ class _Planner:
         blocked = self.blocks[0] if self.blocks else None
         self.warnings += [f"also blocked: {b.reason}" for b in self.blocks[1:]]
         return InventoryPlan(
-            thumbprint=leaf.thumbprint,
+            thumbprint=new.thumbprint,
             tls_certificate_name=self.new_value,
             servers=tuple(servers),
             blocked=blocked,
@@ -226,6 +339,7 @@ class _Planner:
             kept=tuple(self.kept),
             old_certificates=tuple(sorted({c.thumbprint for c in self.old})),
             conflicts=tuple(self.conflicts),
+            certificate=self.new,
         )
 
     def block(self, reason: str, fix: str) -> None:
@@ -251,11 +365,11 @@ class _Planner:
 
     # -- rule 7: the certificate itself
 
-    def check_certificate(self, key_exportable: bool | None) -> None:
-        leaf, name = self.leaf, self.new_name
+    def check_certificate(self) -> None:
+        new, name = self.new, self.new_name
         if not name.subject.rdns:
             self.block(
-                f"the certificate {leaf.thumbprint} has an empty subject, so Exchange's <S> cannot name it",
+                f"the certificate {new.thumbprint} has an empty subject, so Exchange's <S> cannot name it",
                 "issue it with the host name as the subject's CN (not an ACME short-lived or 'tlsserver' profile)",
             )
         elif name.subject.first(COMMON_NAME) is None:
@@ -269,20 +383,20 @@ class _Planner:
                 "so Exchange refuses the TlsCertificateName",
                 "re-issue the certificate with the host name as the subject's first CN",
             )
-        if (self.bundle.container == "pkcs12" and not self.bundle.has_private_key) or key_exportable is False:
+        if new.key_exportable is False:
             self.block(
                 "the certificate's private key cannot be exported, and the import on the servers needs it",
                 "give the Key Vault certificate policy exportable: true (or a PFX that holds the key), then renew",
             )
         allowed = self.targets.allow_status if self.targets else ()
-        if self.assessment.status != VALID and self.assessment.status not in allowed:
-            codes = ", ".join(f.code for f in self.assessment.findings if f.severity == "error") or "no detail"
+        if new.status != VALID and new.status not in allowed:
+            codes = ", ".join(new.error_codes) or "no detail"
             self.block(
-                f"the new certificate is {self.assessment.status} ({codes}); Exchange would not use it",
+                f"the new certificate is {new.status} ({codes}); Exchange would not use it",
                 "run certsync check on it and fix what it reports (or allow the status in the targets' allow_status)",
             )
 
-    def cross_check(self, certificates: Sequence[Certificate]) -> None:
+    def cross_check(self, certificates: Sequence[KnownCertificate]) -> None:
         """The server's own Subject/Issuer for a certificate certsync also holds must render the same."""
         ours = {c.thumbprint: c for c in certificates}
         for installed in self.inventory.certificates:
@@ -290,22 +404,22 @@ class _Planner:
             if cert is None:
                 continue
             for which, theirs, mine in (
-                ("Subject", installed.subject, str(cert.subject)),
-                ("Issuer", installed.issuer, str(cert.issuer)),
+                ("Subject", installed.subject, cert.tls_name.subject),
+                ("Issuer", installed.issuer, cert.tls_name.issuer),
             ):
-                if fold_case(theirs) != fold_case(mine):
+                if mine is not None and fold_case(theirs) != fold_case(str(mine)):
                     self.block(
                         f"{installed.server} shows the {which} of {installed.thumbprint} as {theirs!r}, "
-                        f"but certsync renders {mine!r}",
+                        f"but certsync renders {str(mine)!r}",
                         "report this to certsync with both strings; until then set TlsCertificateName by hand",
                     )
 
     # -- the old certificates
 
     def old_certificates(
-        self, old_thumbprints: Sequence[str], previous_versions: Sequence[Certificate]
+        self, old_thumbprints: Sequence[str], previous_versions: Sequence[KnownCertificate]
     ) -> list[InstalledCertificate]:
-        new = self.leaf.thumbprint
+        new = self.new.thumbprint
         certificates = [c for c in self.inventory.certificates if c.thumbprint != new]
         if old_thumbprints or previous_versions:
             wanted = {t.strip().upper() for t in old_thumbprints} or {c.thumbprint for c in previous_versions}
@@ -313,10 +427,7 @@ class _Planner:
             for thumbprint in sorted(wanted - {c.thumbprint for c in found} - {new}):
                 self.warnings.append(f"the old certificate {thumbprint} is on no server of the inventory")
             return found
-        names = {n.lower() for n in self.leaf.dns_names}
-        cn = self.new_name.first_cn_as_exchange_reads_it()
-        if cn:
-            names.add(cn.lower())
+        names = self.host_names()
         same_names = [
             c
             for c in certificates
@@ -332,6 +443,22 @@ class _Planner:
                     "left as is (give --old to replace it too)"
                 )
         return old
+
+    def host_names(self) -> set[str]:
+        """The new certificate's DNS names and first CN, lower case: a certificate with one of them is an
+        earlier copy of it (when no earlier version is known)."""
+        names = {n.lower() for n in self.new.dns_names}
+        cn = self.new_name.first_cn_as_exchange_reads_it()
+        if cn:
+            names.add(cn.lower())
+        return names
+
+    def may_name_an_old_copy(self, value: str | None) -> bool:
+        """Whether a value not known to select an old certificate names one with the new certificate's
+        host names: on a server discovery could not read, it may select an old copy there."""
+        return value is not None and (read_value(value).first_cn_as_exchange_reads_it() or "").lower() in (
+            self.host_names()
+        )
 
     def all_values(self) -> list[str]:
         inv = self.inventory
@@ -412,6 +539,9 @@ class _Planner:
         for obj in objects:
             if obj.kind != "hybrid" and self.selects_old(obj.value):
                 found.update(obj.servers)
+            elif obj.kind != "hybrid" and self.may_name_an_old_copy(obj.value):
+                # Never take an unread server as empty: it may hold an old copy this object selects.
+                found.update(s for s in obj.servers if self.inventory.unread(s) is not None)
         if self.targets is not None:
             found.update(server_key(s) for s in self.targets.servers)
         if not found:
@@ -448,32 +578,32 @@ class _Planner:
     # -- rule 2: stage
 
     def stage(self, server: str) -> None:
-        leaf = self.leaf
+        new = self.new
         installed = self.inventory.certificates_on(server)
-        present = next((c for c in installed if c.thumbprint == leaf.thumbprint), None)
+        present = next((c for c in installed if c.thumbprint == new.thumbprint), None)
         services = {"SMTP"}
         for cert in installed:
             if cert in self.old:
                 services |= set(cert.services) & MOVABLE_SERVICES
         current = set(present.services) if present else set()
-        for intermediate in self.assessment.intermediates_to_install:
+        for intermediate in new.intermediates:
             self.step("stage", "install-intermediate", server, intermediate.thumbprint, None, None, INTERMEDIATE_STORE)
         if present is None:
-            self.step("stage", "import-certificate", server, leaf.thumbprint, None, None, PERSONAL_STORE)
+            self.step("stage", "import-certificate", server, new.thumbprint, None, None, PERSONAL_STORE)
         if not services <= current:
             found = self.inventory.server(server)
             self.step(
                 "stage",
                 "enable-services",
                 server,
-                leaf.thumbprint,
+                new.thumbprint,
                 "Services",
                 order_services(current),
                 order_services(services | current),
                 internal_transport_certificate=found.internal_transport_thumbprint if found else None,
             )
-        self.step("stage", "check-status", server, leaf.thumbprint, "Status", None, VALID)
-        self.step("stage", "check-name", server, leaf.thumbprint, None, None, self.new_value)
+        self.step("stage", "check-status", server, new.thumbprint, "Status", None, VALID)
+        self.step("stage", "check-name", server, new.thumbprint, None, None, self.new_value)
 
     # -- rule 3 and 4: switch
 
@@ -497,7 +627,7 @@ class _Planner:
                 "Exchange Online was not read: its inbound connector and accepted domains are not checked"
             )
             return
-        names = tuple(self.leaf.dns_names)
+        names = self.new.dns_names
         cn = self.new_name.first_cn_as_exchange_reads_it() or ""
         used = [cn] if cn else []
         for connector in sorted(exo.inbound_connectors, key=lambda c: fold_case(c.identity)):
@@ -566,8 +696,8 @@ class _Planner:
         unmoved = order_services(frozenset(cert.services) - MOVABLE_SERVICES)
         if unmoved:
             return f"it serves {', '.join(unmoved)}, which certsync does not move to the new certificate"
-        if self.assessment.status != VALID:
-            return f"the new certificate is {self.assessment.status}, not Valid"
+        if self.new.status != VALID:
+            return f"the new certificate is {self.new.status}, not Valid"
         for obj in objects:
             still = cert.server in obj.servers and obj.after and read_value(obj.after).matches(cert.name)
             if still and not self.selects_new(obj.after):
