@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
@@ -166,6 +166,12 @@ class AuditLog(Protocol):
 
     def history(self, certificate: str) -> list[AuditEntry]:
         """Every entry for the certificate, oldest first."""
+        ...
+
+    def histories(self, certificates: Collection[str]) -> dict[str, list[AuditEntry]]:
+        """The entries of these certificates by partition (`partition` of the name), oldest first, in one
+        read (a range of partitions): the daily reconciliation reads the trail once per few hundred
+        certificates, not once per certificate. A certificate without entries has no key."""
         ...
 
 

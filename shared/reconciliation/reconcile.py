@@ -200,6 +200,10 @@ class StateStore(Protocol):
 
     def get(self, certificate: str, finding: str) -> str | None: ...
 
+    def states(self) -> dict[tuple[str, str], str]:
+        """Every remembered state, by (certificate key, finding), in one read (a run reads them once)."""
+        ...
+
     def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None: ...
 
     def put_snapshot(self, snapshot: StatusSnapshot) -> None:
@@ -336,6 +340,9 @@ class _Run:
     report: ReconcileReport
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)
     _previous_snapshots: list[StatusSnapshot] | None = None
+    _states: dict[tuple[str, str], str] | None = None  # the state store's, read once per run
+    # the current batch's histories, read at once, or why they could not be (each certificate fails with it)
+    _histories: dict[str, list[AuditEntry]] | Exception = field(default_factory=dict)
     _batches: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # one vault
@@ -354,6 +361,7 @@ class _Run:
         for index, name in enumerate(names):
             if index % BATCH == 0:
                 self._commit()
+                self._read_histories(names[index : index + BATCH])
             self.progress.advance(1)
             key = certificate_key(vault, name)
             targeted: bool | None = None  # None: not known, the tags could not be read
@@ -376,6 +384,12 @@ class _Run:
         self._batches = contextlib.ExitStack()
         self._batches.enter_context(batched(self.reconciler.state))
         self._batches.enter_context(batched(self.reconciler.audit))
+
+    def _read_histories(self, names: list[str]) -> None:
+        try:
+            self._histories = self.reconciler.audit.histories(names)
+        except Exception as exc:  # the audit trail is down: each certificate of the batch fails with it
+            self._histories = exc
 
     def _has_targets(self, source: CertificateSource, name: str) -> bool:
         """An own entry in the targets file, or a `certsync-*` tag (malformed ones included: they are a
@@ -402,7 +416,7 @@ class _Run:
             finding, assessment = self._unprocessed(vault, latest, key, targets)
             findings.append(finding)
             if self.pipeline is not None:  # it ran the version: read what it audited
-                entries = self._history(vault, latest.name)
+                entries = self._history(vault, latest.name, fresh=True)
         if assessment is None:
             assessment = self._assess(latest, targets)
         checked = _Checked(vault, latest, targets, entries, assessment, findings)
@@ -413,8 +427,21 @@ class _Run:
         self.report.findings.extend(checked.findings)
         self.reconciler.state.put_snapshot(self._snapshot(checked))
 
-    def _history(self, vault: str, name: str) -> list[AuditEntry]:
-        return [e for e in self.reconciler.audit.history(name) if not e.vault or e.vault.lower() == vault.lower()]
+    def _history(self, vault: str, name: str, *, fresh: bool = False) -> list[AuditEntry]:
+        """The certificate's entries in this vault: from the trail as read for the current batch of
+        certificates, or, `fresh`, read again (after the pipeline wrote to it)."""
+        if fresh:
+            entries = self.reconciler.audit.history(name)
+        elif isinstance(self._histories, Exception):
+            raise self._histories
+        else:
+            entries = self._histories.get(partition(name), [])
+        return [e for e in entries if not e.vault or e.vault.lower() == vault.lower()]
+
+    def _state(self, key: str, code: str) -> str | None:
+        if self._states is None:
+            self._states = self.reconciler.state.states()
+        return self._states.get((key.lower(), code))
 
     def _assess(self, latest: StoredVersion, targets: Targets) -> Assessment:
         settings = self.reconciler.settings
@@ -578,7 +605,7 @@ class _Run:
     ) -> ReconcileFinding:
         """The finding, notified, audited and remembered when its state changed. Returns it either way."""
         store = self.reconciler.state
-        previous = store.get(key, code)
+        previous = self._state(key, code)
         finding = ReconcileFinding(
             vault, name, code, state, severity, summary, version, False, FindingDetails(**(details or {}))
         )
@@ -615,6 +642,8 @@ class _Run:
             )
         )
         store.put(key, code, state, self.now)
+        if self._states is not None:
+            self._states[(key.lower(), code)] = state
         finding = dataclasses.replace(finding, changed=True)
         if state == OK:
             self.report.resolved.append(finding)
