@@ -67,7 +67,7 @@ from shared.reconciliation.snapshot import (
     SnapshotFinding,
     StatusSnapshot,
 )
-from shared.times import format_time
+from shared.times import format_time, parse_time
 from shared.validation.assessment import VALID, Assessment, assess
 from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache
@@ -84,6 +84,8 @@ SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "j
 CONNECTOR_KINDS = ("send-connector", "receive-connector", "hybrid-configuration", "exo-inbound-connector")
 # Certificates whose state and audit writes share one transaction (stores that batch: `batched`).
 BATCH = 500
+# The state that remembers a Valid assessment of the latest version (`_Run._remembered_assessment`).
+ASSESSED = "assessed"
 # Tracked findings and the Notice kind each is announced with.
 NOTICE_KINDS = {"unprocessed": "unprocessed", "expiry": "expiry-warning", "drift": "drift", "failed": "failed"}
 
@@ -341,6 +343,7 @@ class _Run:
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)
     _previous_snapshots: list[StatusSnapshot] | None = None
     _states: dict[tuple[str, str], str] | None = None  # the state store's, read once per run
+    _trust_token: str | None = None  # the trust inputs of `_assessment_token`, computed once per run
     # the current batch's histories, read at once, or why they could not be (each certificate fails with it)
     _histories: dict[str, list[AuditEntry]] | Exception = field(default_factory=dict)
     _batches: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -417,8 +420,10 @@ class _Run:
             findings.append(finding)
             if self.pipeline is not None:  # it ran the version: read what it audited
                 entries = self._history(vault, latest.name, fresh=True)
+        token = self._assessment_token(latest, targets)
         if assessment is None:
-            assessment = self._assess(latest, targets)
+            assessment = self._remembered_assessment(latest, key, token) or self._assess(latest, targets)
+        self._remember_assessment(key, token, assessment)
         checked = _Checked(vault, latest, targets, entries, assessment, findings)
         self._expiry(checked, key)
         self._drift(checked, key)
@@ -442,6 +447,54 @@ class _Run:
         if self._states is None:
             self._states = self.reconciler.state.states()
         return self._states.get((key.lower(), code))
+
+    # the remembered assessment: a daily run with nothing new does not assess again
+
+    def _assessment_token(self, latest: StoredVersion, targets: Targets) -> str | None:
+        """What a Valid assessment of this version depended on, hashed: the version and its leaf, the trust
+        store's roots, the hosts, the settings. None when revocation is checked: a CRL or OCSP answer can
+        change the status any day, so the version is assessed on every run."""
+        settings = self.reconciler.settings
+        if settings.revocation != "off":
+            return None
+        if self._trust_token is None:
+            roots = sorted(root.thumbprint for root in settings.trust.roots) if settings.trust is not None else []
+            self._trust_token = json.dumps([roots, list(settings.allow_hosts), self.reconciler.thresholds[-1]])
+        facts = [latest.version.lower(), latest.thumbprint, self._trust_token, sorted(targets.hosts)]
+        return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:24]
+
+    def _remembered_assessment(self, latest: StoredVersion, key: str, token: str | None) -> Assessment | None:
+        """The Valid assessment an earlier run remembered (state `assessed`: "<token> <valid until>"),
+        while its inputs are the same (`token`) and no date in its path or warning window has passed;
+        else None (assess again). Only its status and TlsCertificateName are used (snapshot, findings)."""
+        remembered = self._state(key, ASSESSED)
+        if token is None or remembered is None:
+            return None
+        kept, _, until = remembered.partition(" ")
+        try:
+            until_at = parse_time(until) if kept == token else None
+        except ValueError:  # not as this code writes it: assess again, and remember it right
+            until_at = None
+        if until_at is None or self.now >= until_at:
+            return None
+        name = str(TlsCertificateName.from_certificate(latest.bundle.leaf))
+        return Assessment(VALID, name, (), (), self.now, "off")
+
+    def _remember_assessment(self, key: str, token: str | None, assessment: Assessment) -> None:
+        """Remember a fresh Valid assessment until the first date that could change it: the leaf entering
+        the expiry warning window, or a certificate of its path expiring."""
+        if token is None or assessment.status != VALID or not assessment.path:
+            return
+        leaf = assessment.path[0].certificate
+        until = min(
+            leaf.not_after - dt.timedelta(days=self.reconciler.thresholds[-1]),
+            *(entry.certificate.not_after for entry in assessment.path),
+        )
+        state = f"{token} {format_time(until, timespec='seconds')}"
+        if self._state(key, ASSESSED) != state:
+            self.reconciler.state.put(key, ASSESSED, state, self.now)
+            if isinstance(self._states, dict):
+                self._states[(key.lower(), ASSESSED)] = state
 
     def _assess(self, latest: StoredVersion, targets: Targets) -> Assessment:
         settings = self.reconciler.settings
