@@ -296,6 +296,11 @@ class Reconciler:
     thresholds: tuple[int, ...] = THRESHOLDS  # days before notAfter; any order
     cache: FetchCache | None = None  # None: the pipeline's (CRLs and OCSP answers are shared)
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)  # certificates checked, e.g. on a terminal
+    # Processes for a vault of at least `POOL_MIN` certificates: each builds its own reconciler with
+    # `replica` (own store connections, trust store and caches; inherited through fork, never pickled)
+    # once, then checks batches of certificates; the parent merges their reports in name order.
+    workers: int = 1
+    replica: Callable[[], Reconciler] | None = None
 
     def __post_init__(self) -> None:
         if not self.thresholds or any(not isinstance(t, int) or t <= 0 for t in self.thresholds):
@@ -308,10 +313,7 @@ class Reconciler:
         """Check every certificate with targets in every vault; never raises for one certificate's failure."""
         now = now.astimezone(dt.timezone.utc) if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
         report = ReconcileReport(uuid.uuid4().hex, now, tuple(self.vaults))
-        pipeline = None
-        if self.pipeline is not None:  # the pipeline assesses at the same instant as the reconciliation
-            pipeline = dataclasses.replace(self.pipeline, settings=dataclasses.replace(self.pipeline.settings, at=now))
-        run = _Run(self, pipeline, now, report, self.progress)
+        run = _Run(self, self._pipeline_at(now), now, report, self.progress)
         try:
             for vault in self.vaults:
                 run.vault(vault)
@@ -319,6 +321,50 @@ class Reconciler:
             run._batches.close()
             self.progress.close()
         return report
+
+    def _pipeline_at(self, now: dt.datetime) -> Pipeline | None:
+        """The pipeline, assessing at the same instant as the reconciliation."""
+        if self.pipeline is None:
+            return None
+        return dataclasses.replace(self.pipeline, settings=dataclasses.replace(self.pipeline.settings, at=now))
+
+
+# --- the process pool: workers check batches of certificates -------------------------------------
+
+# A vault with fewer certificates is checked in-process: starting the pool costs more than it saves.
+POOL_MIN = 2000
+_worker: Reconciler | None = None  # a pool worker's own reconciler, built once by `_start_worker`
+
+
+def _start_worker(replica: Callable[[], Reconciler]) -> None:
+    global _worker
+    _worker = replica()
+
+
+def _check_batch(task: tuple[str, str, dt.datetime, list[str]]) -> tuple[ReconcileReport, set[str]]:
+    """In a worker: check these certificates of the vault; the report part and the keys it saw."""
+    run_id, vault, now, names = task
+    reconciler = _worker
+    assert reconciler is not None, "_start_worker runs first"
+    report = ReconcileReport(run_id, now, (vault,))
+    run = _Run(reconciler, reconciler._pipeline_at(now), now, report, batch_writes=False)
+    source = reconciler.sources(vault)
+    source.names()  # a fresh listing: the vault directory checks each folder once from here on
+    try:
+        seen = run.certificates(vault, source, names)
+    finally:
+        run._batches.close()
+    return report, seen
+
+
+def _pool_context() -> Any:
+    """Fork (workers inherit the replica factory and the imported modules); None where there is none."""
+    import multiprocessing
+
+    try:
+        return multiprocessing.get_context("fork")
+    except ValueError:  # pragma: no cover - Windows: no fork
+        return None
 
 
 @dataclass
@@ -347,6 +393,10 @@ class _Run:
     # the current batch's histories, read at once, or why they could not be (each certificate fails with it)
     _histories: dict[str, list[AuditEntry]] | Exception = field(default_factory=dict)
     _batches: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # Group state and audit writes into one transaction per BATCH certificates. A pool worker does not:
+    # its transaction would hold the database's write lock while it computes, and another worker's
+    # transaction that read before it wrote would be refused (SQLite: "database is locked").
+    batch_writes: bool = True
 
     # one vault
 
@@ -360,12 +410,24 @@ class _Run:
             return
         self._clear_failure(vault, "*", vault_key)
         self.progress.add_total(len(names))
-        seen: set[str] = set()  # certificates whose snapshots stay
+        context = _pool_context() if self.reconciler.workers > 1 and self.reconciler.replica else None
+        if context is not None and len(names) >= POOL_MIN:
+            seen = self._pooled(context, vault, names)
+        else:
+            seen = self.certificates(vault, source, names, progress=self.progress)
+            self._commit()
+        self._prune(vault, seen)
+
+    def certificates(
+        self, vault: str, source: CertificateSource, names: list[str], progress: Progress = NO_PROGRESS
+    ) -> set[str]:
+        """Check these certificates of the vault, in order; the keys of those whose snapshots stay."""
+        seen: set[str] = set()
         for index, name in enumerate(names):
             if index % BATCH == 0:
                 self._commit()
                 self._read_histories(names[index : index + BATCH])
-            self.progress.advance(1)
+            progress.advance(1)
             key = certificate_key(vault, name)
             targeted: bool | None = None  # None: not known, the tags could not be read
             try:
@@ -378,13 +440,33 @@ class _Run:
                 seen.add(key)
                 self._failed(vault, name, "", key, exc)
                 self._failure_snapshot(vault, name, exc, create=bool(targeted))
-        self._commit()
-        self._prune(vault, seen)
+        return seen
+
+    def _pooled(self, context: Any, vault: str, names: list[str]) -> set[str]:
+        """`certificates` over batches in the reconciler's worker processes, merged in name order (the
+        report is the one an in-process run makes). This process writes nothing meanwhile."""
+        self._batches.close()
+        tasks = [(self.report.run_id, vault, self.now, names[i : i + BATCH]) for i in range(0, len(names), BATCH)]
+        seen: set[str] = set()
+        workers = min(self.reconciler.workers, len(tasks))
+        with context.Pool(workers, initializer=_start_worker, initargs=(self.reconciler.replica,)) as pool:
+            for task, (part, part_seen) in zip(tasks, pool.imap(_check_batch, tasks), strict=True):
+                self.report.certificates.extend(part.certificates)
+                self.report.findings.extend(part.findings)
+                self.report.resolved.extend(part.resolved)
+                self.report.processed.extend(part.processed)
+                self.report.failures.extend(part.failures)
+                seen |= part_seen
+                self.progress.advance(len(task[3]))
+        self._states = None  # the workers changed them
+        return seen
 
     def _commit(self) -> None:
         """End the current batch of state and audit writes (one transaction each), start the next."""
         self._batches.close()
         self._batches = contextlib.ExitStack()
+        if not self.batch_writes:
+            return
         self._batches.enter_context(batched(self.reconciler.state))
         self._batches.enter_context(batched(self.reconciler.audit))
 

@@ -29,7 +29,8 @@ class SqliteFile:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # Reconcile's pool workers write to one file from several processes: wait for the lock.
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
             # WAL with NORMAL sync: a write survives a crash of the process, and does not wait for the
             # disk (a power cut may lose the last writes; the Azure backends are the durable ones).
             self._db.execute("PRAGMA journal_mode=WAL")
