@@ -334,11 +334,15 @@ class Reconciler:
 # A vault with fewer certificates is checked in-process: starting the pool costs more than it saves.
 POOL_MIN = 2000
 _worker: Reconciler | None = None  # a pool worker's own reconciler, built once by `_start_worker`
+# A pool worker's finding states, read once per run and kept current by its own writes (each batch's
+# certificates are checked by one worker, so no other process changes the states it reads).
+_worker_states: dict[tuple[str, str], str] | None = None
 
 
 def _start_worker(replica: Callable[[], Reconciler]) -> None:
-    global _worker
+    global _worker, _worker_states
     _worker = replica()
+    _worker_states = None
 
 
 def _check_batch(task: tuple[str, str, dt.datetime, list[str]]) -> tuple[ReconcileReport, set[str]]:
@@ -347,7 +351,11 @@ def _check_batch(task: tuple[str, str, dt.datetime, list[str]]) -> tuple[Reconci
     reconciler = _worker
     assert reconciler is not None, "_start_worker runs first"
     report = ReconcileReport(run_id, now, (vault,))
+    global _worker_states
     run = _Run(reconciler, reconciler._pipeline_at(now), now, report, batch_writes=False)
+    if _worker_states is None:
+        _worker_states = reconciler.state.states()
+    run._states = _worker_states
     source = reconciler.sources(vault)
     source.names()  # a fresh listing: the vault directory checks each folder once from here on
     try:
