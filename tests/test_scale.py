@@ -362,14 +362,20 @@ def test_table_stores_batch_writes_per_partition_and_read_in_bulk_on_azurite(azu
             for kind in ("event-received", "assessment", "plan", "job-queued"):
                 audit.record(_entry(name, kind))
         audit.record(_entry("c/d", "plan"))  # a name Table keys must escape
-        assert audit.history("a") == []  # nothing sent before the batch ends
+        assert sent == []  # nothing sent yet
     assert sorted(sent) == [3, 3]  # per partition, at most 3 operations each; a lone one is sent alone
+    with batched(audit):
+        audit.record(_entry("e", "plan"))
+        audit.record(_entry("e", "job-queued"))
+        assert [e.kind for e in audit.history("e")] == ["plan", "job-queued"]  # a read sends the batch first
+        audit.record(_entry("e", "job-started"))
+    assert [e.kind for e in audit.history("e")] == ["plan", "job-queued", "job-started"]
+    sent.clear()
     found = audit.histories(["A", "b", "c/d", "zz"])
     assert sorted(found) == ["a", "b", "c/d"]
     assert [e.kind for e in found["a"]] == ["event-received", "assessment", "plan", "job-queued"]
     assert audit.histories([]) == {}
 
-    sent.clear()
     state = TableStateStore(client("state"))
     assert state.states() == {}  # no table yet
     at = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)

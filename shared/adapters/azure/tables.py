@@ -38,8 +38,9 @@ TRANSACTION_BYTES = 3 * 1024 * 1024
 
 class _Batcher:
     """Writes to one table, sent at once or, inside `batch()`, gathered and sent as transactions per
-    partition (`submit_transaction`, up to 100 operations each) when the outermost block ends. Within a
-    batch the last write to a row wins. The table is created on the first write."""
+    partition (`submit_transaction`, up to 100 operations each) when the outermost block ends, or
+    before a read (`flush`: a store reads its own writes). Within a batch the last write to a row wins.
+    The table is created on the first write."""
 
     def __init__(self, table_client: TableClient, what: str) -> None:
         self._table = table_client
@@ -63,8 +64,13 @@ class _Batcher:
         finally:
             self._depth -= 1
             if self._depth == 0:
-                pending, self._pending = self._pending, {}
-                self._flush(list(pending.values()))
+                self.flush()
+
+    def flush(self) -> None:
+        """Send what the batch gathered so far."""
+        pending, self._pending = self._pending, {}
+        if pending:
+            self._flush(list(pending.values()))
 
     def _flush(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
         by_partition: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -149,6 +155,7 @@ class TableAuditLog:
     def history(self, certificate: str) -> list[AuditEntry]:
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._writes.flush()
         with storage_errors(self._what, self._table):
             try:
                 rows = list(
@@ -168,6 +175,7 @@ class TableAuditLog:
         keys = {table_key(partition(c)): partition(c) for c in certificates}
         if not keys:
             return {}
+        self._writes.flush()
         with storage_errors(self._what, self._table):
             try:
                 rows = list(
@@ -223,6 +231,7 @@ class TableStateStore:
     def get(self, certificate: str, finding: str) -> str | None:
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._writes.flush()
         with storage_errors(self._what, self._table):
             try:
                 row = self._table.get_entity(table_key(certificate.lower()), table_key(finding))
@@ -234,6 +243,7 @@ class TableStateStore:
         """Every remembered state in one query (every partition but the snapshots')."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._writes.flush()
         with storage_errors(self._what, self._table):
             try:
                 rows = list(
@@ -272,6 +282,7 @@ class TableStateStore:
     def snapshots(self) -> list[StatusSnapshot]:
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._writes.flush()
         with storage_errors(self._what, self._table):
             try:
                 rows = list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _SNAPSHOT_PARTITION}))
