@@ -159,15 +159,24 @@ def child(kind: str, folder: Path) -> None:
             audit=str(folder / "audit.sqlite"),
             state=str(folder / "state.sqlite"),
             settings=settings,
+            workers=int(os.environ["BENCH_WORKERS"]) if os.environ.get("BENCH_WORKERS") else None,
         )
         report = reconciler.run(AT)
         count = len(report.certificates)
         if report.failures:
             raise SystemExit(f"reconcile failed: {report.failures[:3]}")
     wall = time.perf_counter() - start
-    cpu = time.process_time() - start_cpu
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the reconcile pool's workers, once they ended
+    cpu = time.process_time() - start_cpu + workers.ru_utime + workers.ru_stime
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"wall": wall, "cpu": cpu, "rss": rss, "count": count}))
+    worker_rss = workers.ru_maxrss / 1024  # the largest worker's peak
+    pool = (os.cpu_count() or 1) if worker_rss else 0
+    total = rss + pool * worker_rss  # at most: each worker at the largest one's peak
+    print(
+        json.dumps(
+            {"wall": wall, "cpu": cpu, "rss": total, "parent_rss": rss, "worker_rss": worker_rss, "count": count}
+        )
+    )
 
 
 def measure(kind: str, folder: Path) -> dict:
@@ -178,7 +187,6 @@ def measure(kind: str, folder: Path) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"{kind} in {folder} failed:\n{out.stderr[-2000:]}")
     figures = json.loads(out.stdout.strip().splitlines()[-1])
-    # The children's CPU includes the pool's workers: RUSAGE_CHILDREN of the child is theirs.
     return figures
 
 

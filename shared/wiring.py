@@ -12,6 +12,7 @@ App's cold start pays for clients an invocation does not use.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -371,10 +372,14 @@ def local_reconciler(
     audit: str = "certsync-audit.sqlite",
     state: str = "certsync-state.sqlite",
     settings: PipelineSettings | None = None,
+    workers: int | None = None,
 ) -> Reconciler:
     """`certsync reconcile`: `local_pipeline`'s adapters, states and snapshots in the SQLite file `state`.
     The vault is named by the URL's host, or for a directory by `vault` (default: the directory's name);
-    it must be the vault name the events carried, or versions they settled look unprocessed."""
+    it must be the vault name the events carried, or versions they settled look unprocessed.
+
+    A vault directory of `POOL_MIN` certificates or more is checked in `workers` processes (default: one
+    per core), each with its own reconciler from these arguments; 1 checks in this process."""
     from shared.adapters.azure.keyvault import vault_name
     from shared.adapters.local.sqlite import SqliteStateStore
     from shared.pipeline.sources import check_object_name
@@ -388,7 +393,21 @@ def local_reconciler(
         name = vault_name(vault_url)
     else:
         name = check_object_name(vault or Path(vault_dir or ".").resolve().name, "vault name").lower()
-    return _reconciler(pipeline, (name,), SqliteStateStore(state), pipeline.notifier)
+    reconciler = _reconciler(pipeline, (name,), SqliteStateStore(state), pipeline.notifier)
+    if vault_dir is not None:  # CPU-bound: parsing and assessing; against Key Vault the work is I/O
+        reconciler.workers = workers if workers is not None else (os.cpu_count() or 1)
+        reconciler.replica = functools.partial(
+            local_reconciler,
+            vault_dir=vault_dir,
+            vault=vault,
+            targets=targets,
+            outbox=outbox,
+            audit=audit,
+            state=state,
+            settings=settings,
+            workers=1,
+        )
+    return reconciler
 
 
 def automation_from_env(

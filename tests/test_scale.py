@@ -164,3 +164,236 @@ def test_a_reconciliation_with_other_settings_than_its_pipeline_assesses_again(w
     reconciler.settings = dataclasses.replace(reconciler.settings, revocation="off")
     reconciler.run(world.new.cert.not_valid_before_utc)
     assert calls == [1]
+
+
+# --- second pass: bulk reads, one listing per run, the remembered assessment, the pool ---------------
+
+
+def _entry(certificate: str, kind: str, version: str = "v1", vault: str = VAULT):
+    from shared.pipeline.audit import AuditEntry
+
+    return AuditEntry(
+        certificate=certificate, kind=kind, correlation_id="c", summary=kind, vault=vault, version=version
+    )
+
+
+def test_sqlite_reads_every_state_and_a_range_of_histories_at_once(tmp_path):
+    audit = SqliteAuditLog(tmp_path / "audit.sqlite")
+    for name in ("a", "b", "c", "d"):
+        audit.record(_entry(name, "event-received"))
+        audit.record(_entry(name, "plan"))
+    found = audit.histories(["B", "d"])  # partitions b..d are read; c is in the range, not asked for
+    assert sorted(found) == ["b", "d"]
+    assert [e.kind for e in found["b"]] == ["event-received", "plan"]  # oldest first
+    assert audit.histories([]) == {} and audit.histories(["z"]) == {}
+    state = SqliteStateStore(tmp_path / "state.sqlite")
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    state.put("KV/A", "expiry", "30", at)
+    state.put("kv/b", "drift", "ok", at)
+    assert state.states() == {("kv/a", "expiry"): "30", ("kv/b", "drift"): "ok"}
+
+
+def test_a_folder_is_checked_once_per_listing_by_tags_and_latest_and_on_each_get(world: World):
+    import json
+
+    vault = DirectoryVault(world.vault_dir, VAULT)
+    vault.names()
+    assert vault.tags(NAME) == {}
+    meta = world.vault_dir / NAME / "certificate.json"
+    data = json.loads(meta.read_text())
+    data["tags"] = {"certsync-servers": "EX01"}
+    meta.write_text(json.dumps(data))
+    assert vault.tags(NAME) == {}  # the same listing: not checked again
+    assert vault.get(NAME, "v2").tags == {"certsync-servers": "EX01"}  # the event path checks each time
+    vault.names()
+    assert vault.tags(NAME) == {"certsync-servers": "EX01"}
+    data["tags"] = {}
+    meta.write_text(json.dumps(data))
+    vault.names()
+    assert vault.latest(NAME).tags == {}
+
+
+def test_a_daily_run_without_revocation_reuses_the_remembered_valid_assessment(world: World, monkeypatch):
+    import shared.reconciliation.reconcile as reconcile
+    from shared.validation.assessment import TrustStore
+    from shared.x509.certificate import Certificate
+
+    calls = []
+    real = reconcile.assess
+    monkeypatch.setattr(reconcile, "assess", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def reconciler(trust=None):
+        r = world.reconciler(with_pipeline=False)
+        r.settings = dataclasses.replace(r.settings, revocation="off", trust=trust or r.settings.trust)
+        return r
+
+    at = world.new.cert.not_valid_before_utc
+    first = reconciler().run(at)
+    assert len(calls) == 1 and first.findings[0].code == "unprocessed"
+    state = SqliteStateStore(world.tmp / "state.sqlite")
+    remembered = state.get(f"{VAULT}/{NAME}".lower(), reconcile.ASSESSED)
+    assert remembered is not None and " " in remembered
+    daily = reconciler().run(at + dt.timedelta(days=1))
+    assert len(calls) == 1  # nothing new: decided from the remembered facts
+    snapshot = next(s for s in state.snapshots() if s["certificate"] == NAME)
+    assert snapshot["status"] == "Valid" and snapshot["tls_certificate_name"].startswith("<I>")
+    assert [f.code for f in daily.findings] == [f.code for f in first.findings]
+    # another trust store (no root for the chain): the inputs changed, so it is assessed again
+    other = TrustStore.from_certificates([Certificate.from_der(world.inter_a.der)], "other")
+    reconciler(other).run(at + dt.timedelta(days=2))
+    assert len(calls) == 2
+    assert next(s for s in state.snapshots() if s["certificate"] == NAME)["status"] != "Valid"
+    # back to the first trust store: the same inputs as the remembered Valid assessment, so it holds
+    reconciler().run(at + dt.timedelta(days=3))
+    assert len(calls) == 2
+    assert next(s for s in state.snapshots() if s["certificate"] == NAME)["status"] == "Valid"
+    # in the expiry warning window the remembered assessment has lapsed
+    late = world.expires - dt.timedelta(days=5)
+    reconciler().run(late)
+    assert len(calls) == 3
+    # a remembered state this code did not write is not trusted
+    state.put(f"{VAULT}/{NAME}".lower(), reconcile.ASSESSED, remembered.split(" ")[0] + " never", late)
+    reconciler().run(at + dt.timedelta(days=4))
+    assert len(calls) == 4
+
+
+def test_revocation_checks_mean_every_run_assesses(world: World, monkeypatch):
+    import shared.reconciliation.reconcile as reconcile
+
+    calls = []
+    real = reconcile.assess
+    monkeypatch.setattr(reconcile, "assess", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = world.new.cert.not_valid_before_utc
+    world.reconciler(with_pipeline=False).run(at)
+    world.reconciler(with_pipeline=False).run(at)
+    assert len(calls) == 2
+    assert SqliteStateStore(world.tmp / "state.sqlite").get(f"{VAULT}/{NAME}".lower(), reconcile.ASSESSED) is None
+
+
+def _fleet(world: World, folder, count: int):
+    """`count` targeted certificates (copies of NAME's two versions) in a vault directory at `folder`."""
+    import json
+    import shutil
+
+    tags = {
+        "certsync-worker-group": "hrw-test",
+        "certsync-servers": "EX01",
+        "certsync-send-connectors": "Outbound to Office 365",
+    }
+    for i in range(count):
+        copy = folder / f"{NAME}-{i:03d}"
+        shutil.copytree(world.vault_dir / NAME, copy)
+        meta = json.loads((copy / "certificate.json").read_text())
+        (copy / "certificate.json").write_text(json.dumps({**meta, "tags": tags}))
+    (folder / "broken").mkdir()
+    (folder / "broken" / "certificate.json").write_text(json.dumps({"tags": tags}))
+    (folder / "broken" / "v1.pem").write_bytes(b"not a certificate")
+
+
+def test_the_pool_checks_in_worker_processes_and_reports_as_one_process_would(world: World, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import shared.reconciliation.reconcile as reconcile
+    from shared.pipeline.process import PipelineSettings
+    from shared.validation.assessment import TrustStore
+    from shared.wiring import local_reconciler
+    from shared.x509.certificate import Certificate
+
+    monkeypatch.setattr(reconcile, "POOL_MIN", 3)
+    monkeypatch.setattr(reconcile, "BATCH", 4)
+    _fleet(world, world.vault_dir, 9)
+    shutil.copytree(world.vault_dir, tmp_path / "serial" / VAULT)
+    shutil.copytree(world.vault_dir, tmp_path / "pooled" / VAULT)
+    trust = TrustStore.from_certificates([Certificate.from_der(world.root.der)], "test")
+    settings = PipelineSettings(trust=trust, revocation="off")
+    at = world.new.cert.not_valid_before_utc
+    reports = {}
+    for kind, workers in (("serial", 1), ("pooled", 2)):
+        base = tmp_path / kind
+        reconciler = local_reconciler(
+            vault_dir=str(base / VAULT),
+            outbox=str(base / "outbox"),
+            audit=str(base / "audit.sqlite"),
+            state=str(base / "state.sqlite"),
+            settings=settings,
+            workers=workers,
+        )
+        reconciler.progress = progress = CountingProgress()
+        reports[kind] = [reconciler.run(at), reconciler.run(at + dt.timedelta(days=1))]
+        assert progress.total == progress.done == 2 * 12  # 11 folders and "broken", twice
+        assert len(os.listdir(base / "outbox")) == 9  # the 9 tagged copies: one job each
+    for serial, pooled in zip(reports["serial"], reports["pooled"], strict=True):
+        assert pooled.certificates == serial.certificates and len(serial.certificates) == 10
+        assert [(f.certificate, f.code, f.state) for f in pooled.findings] == [
+            (f.certificate, f.code, f.state) for f in serial.findings
+        ]
+        assert [p["certificate"] for p in pooled.processed] == [p["certificate"] for p in serial.processed]
+        assert len(pooled.failures) == len(serial.failures) == 1  # "broken": no version
+    serial_snapshots = SqliteStateStore(tmp_path / "serial" / "state.sqlite").snapshots()
+    pooled_snapshots = SqliteStateStore(tmp_path / "pooled" / "state.sqlite").snapshots()
+    assert [(s["certificate"], s["status"]) for s in pooled_snapshots] == [
+        (s["certificate"], s["status"]) for s in serial_snapshots
+    ]
+
+
+def test_table_stores_batch_writes_per_partition_and_read_in_bulk_on_azurite(azurite, monkeypatch):
+    import uuid
+
+    from azure.data.tables import TableClient
+
+    import shared.adapters.azure.tables as tables
+    from shared.adapters.azure.tables import TableAuditLog, TableStateStore
+    from shared.reconciliation.snapshot import SNAPSHOT_SCHEMA
+
+    sent: list[int] = []
+
+    def client(prefix: str) -> TableClient:
+        table = TableClient.from_connection_string(azurite.connection_string, f"{prefix}{uuid.uuid4().hex[:8]}")
+        real = table.submit_transaction
+        monkeypatch.setattr(table, "submit_transaction", lambda ops, **kw: sent.append(len(ops)) or real(ops, **kw))
+        return table
+
+    monkeypatch.setattr(tables, "TRANSACTION_OPERATIONS", 3)
+    audit = TableAuditLog(client("audit"))
+    assert audit.histories(["a"]) == {}  # no table yet
+    with batched(audit):
+        for name in ("a", "b"):
+            for kind in ("event-received", "assessment", "plan", "job-queued"):
+                audit.record(_entry(name, kind))
+        audit.record(_entry("c/d", "plan"))  # a name Table keys must escape
+        assert sent == []  # nothing sent yet
+    assert sorted(sent) == [3, 3]  # per partition, at most 3 operations each; a lone one is sent alone
+    with batched(audit):
+        audit.record(_entry("e", "plan"))
+        audit.record(_entry("e", "job-queued"))
+        assert [e.kind for e in audit.history("e")] == ["plan", "job-queued"]  # a read sends the batch first
+        audit.record(_entry("e", "job-started"))
+    assert [e.kind for e in audit.history("e")] == ["plan", "job-queued", "job-started"]
+    sent.clear()
+    found = audit.histories(["A", "b", "c/d", "zz"])
+    assert sorted(found) == ["a", "b", "c/d"]
+    assert [e.kind for e in found["a"]] == ["event-received", "assessment", "plan", "job-queued"]
+    assert audit.histories([]) == {}
+
+    state = TableStateStore(client("state"))
+    assert state.states() == {}  # no table yet
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+
+    def snapshot(name: str) -> dict:
+        return {"schema": SNAPSHOT_SCHEMA, "certificate": name, "vault": "kv", "findings": [], "servers": []}
+
+    with batched(state):
+        state.put("kv/a", "expiry", "30", at)
+        state.put("kv/a", "expiry", "14", at)  # the last write to a row wins
+        state.put("kv/a", "drift", "ok", at)
+        state.put("kv/b%x", "failed", "ok", at)
+        for name in ("a", "b", "c", "d"):
+            state.put_snapshot(snapshot(name))
+        state.delete_snapshot("kv", "d")
+    assert sorted(sent) == [2, 3]  # kv/a: 2 rows; snapshots: a, b, c, then the delete of d alone
+    assert state.states() == {("kv/a", "expiry"): "14", ("kv/a", "drift"): "ok", ("kv/b%x", "failed"): "ok"}
+    assert [s["certificate"] for s in state.snapshots()] == ["a", "b", "c"]
+    state.delete_snapshot("kv", "missing")  # outside a batch: at once, and a missing row is fine
+    state.delete_snapshot("kv", "c")
+    assert [s["certificate"] for s in state.snapshots()] == ["a", "b"]

@@ -21,7 +21,7 @@ import contextlib
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
@@ -234,6 +234,12 @@ class AuditLog(Protocol):
         """The certificate's entries oldest first, read a page at a time as the caller iterates: those at
         or after `since`, after the continuation `after` (see `lower_bound`), at most `limit` (None: all).
         Bad arguments raise `CertsyncError` at the call; a store's errors as the caller iterates."""
+        ...
+
+    def histories(self, certificates: Collection[str]) -> dict[str, list[AuditEntry]]:
+        """The entries of these certificates by partition (`partition` of the name), oldest first, in one
+        read (a range of partitions): the daily reconciliation reads the trail once per few hundred
+        certificates, not once per certificate. A certificate without entries has no key."""
         ...
 
 

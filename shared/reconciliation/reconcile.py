@@ -71,7 +71,7 @@ from shared.reconciliation.snapshot import (
     SnapshotFinding,
     StatusSnapshot,
 )
-from shared.times import format_time
+from shared.times import format_time, parse_time
 from shared.validation.assessment import VALID, Assessment, assess
 from shared.validation.revocation import FetchCache
 from shared.x509.tls_certificate_name import TlsCertificateName
@@ -87,6 +87,8 @@ SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "j
 CONNECTOR_KINDS = ("send-connector", "receive-connector", "hybrid-configuration", "exo-inbound-connector")
 # Certificates whose state and audit writes share one transaction (stores that batch: `batched`).
 BATCH = 500
+# The state that remembers a Valid assessment of the latest version (`_Run._remembered_assessment`).
+ASSESSED = "assessed"
 # Tracked findings and the Notice kind each is announced with.
 NOTICE_KINDS = {"unprocessed": "unprocessed", "expiry": "expiry-warning", "drift": "drift", "failed": "failed"}
 
@@ -212,6 +214,10 @@ class StateStore(Protocol):
 
     def get(self, certificate: str, finding: str) -> str | None: ...
 
+    def states(self) -> dict[tuple[str, str], str]:
+        """Every remembered state, by (certificate key, finding), in one read (a run reads them once)."""
+        ...
+
     def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None: ...
 
     def put_snapshot(self, snapshot: StatusSnapshot) -> None:
@@ -303,6 +309,11 @@ class Reconciler:
     cache: FetchCache | None = None  # None: the pipeline's (CRLs and OCSP answers are shared)
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)  # certificates checked, e.g. on a terminal
     discovery: DiscoveryStarter | None = None  # refreshes the inventory of each worker group the targets name
+    # Processes for a vault of at least `POOL_MIN` certificates: each builds its own reconciler with
+    # `replica` (own store connections, trust store and caches; inherited through fork, never pickled)
+    # once, then checks batches of certificates; the parent merges their reports in name order.
+    workers: int = 1
+    replica: Callable[[], Reconciler] | None = None
 
     def __post_init__(self) -> None:
         if not self.thresholds or any(not isinstance(t, int) or t <= 0 for t in self.thresholds):
@@ -315,10 +326,7 @@ class Reconciler:
         """Check every certificate with targets in every vault; never raises for one certificate's failure."""
         now = now.astimezone(dt.timezone.utc) if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
         report = ReconcileReport(uuid.uuid4().hex, now, tuple(self.vaults))
-        pipeline = None
-        if self.pipeline is not None:  # the pipeline assesses at the same instant as the reconciliation
-            pipeline = dataclasses.replace(self.pipeline, settings=dataclasses.replace(self.pipeline.settings, at=now))
-        run = _Run(self, pipeline, now, report, self.progress)
+        run = _Run(self, self._pipeline_at(now), now, report, self.progress)
         try:
             for vault in self.vaults:
                 run.vault(vault)
@@ -327,6 +335,58 @@ class Reconciler:
             run._batches.close()
             self.progress.close()
         return report
+
+    def _pipeline_at(self, now: dt.datetime) -> Pipeline | None:
+        """The pipeline, assessing at the same instant as the reconciliation."""
+        if self.pipeline is None:
+            return None
+        return dataclasses.replace(self.pipeline, settings=dataclasses.replace(self.pipeline.settings, at=now))
+
+
+# --- the process pool: workers check batches of certificates -------------------------------------
+
+# A vault with fewer certificates is checked in-process: starting the pool costs more than it saves.
+POOL_MIN = 2000
+_worker: Reconciler | None = None  # a pool worker's own reconciler, built once by `_start_worker`
+# A pool worker's finding states, read once per run and kept current by its own writes (each batch's
+# certificates are checked by one worker, so no other process changes the states it reads).
+_worker_states: dict[tuple[str, str], str] | None = None
+
+
+def _start_worker(replica: Callable[[], Reconciler]) -> None:
+    global _worker, _worker_states
+    _worker = replica()
+    _worker_states = None
+
+
+def _check_batch(task: tuple[str, str, dt.datetime, list[str]]) -> tuple[ReconcileReport, set[str]]:
+    """In a worker: check these certificates of the vault; the report part and the keys it saw."""
+    run_id, vault, now, names = task
+    reconciler = _worker
+    assert reconciler is not None, "_start_worker runs first"
+    report = ReconcileReport(run_id, now, (vault,))
+    global _worker_states
+    run = _Run(reconciler, reconciler._pipeline_at(now), now, report, batch_writes=False)
+    if _worker_states is None:
+        _worker_states = reconciler.state.states()
+    run._states = _worker_states
+    source = reconciler.sources(vault)
+    source.names()  # a fresh listing: the vault directory checks each folder once from here on
+    try:
+        seen = run.certificates(vault, source, names)
+    finally:
+        run._batches.close()
+    return report, seen
+
+
+def _pool_context() -> Any:
+    """Fork (workers inherit the replica factory and the imported modules); None where there is none."""
+    import multiprocessing
+
+    try:
+        return multiprocessing.get_context("fork")
+    except ValueError:  # pragma: no cover - Windows: no fork
+        return None
 
 
 @dataclass
@@ -350,6 +410,10 @@ class _Run:
     report: ReconcileReport
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)
     _previous_snapshots: list[StatusSnapshot] | None = None
+    _states: dict[tuple[str, str], str] | None = None  # the state store's, read once per run
+    _trust_token: str | None = None  # the trust inputs of `_assessment_token`, computed once per run
+    # the current batch's histories, read at once, or why they could not be (each certificate fails with it)
+    _histories: dict[str, list[AuditEntry]] | Exception = field(default_factory=dict)
     _batches: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     worker_groups: dict[str, str] = field(default_factory=dict)  # lower-case -> as the targets spell it
 
@@ -367,6 +431,11 @@ class _Run:
             else:
                 self.report.discoveries.append(group)
 
+    # Group state and audit writes into one transaction per BATCH certificates. A pool worker does not:
+    # its transaction would hold the database's write lock while it computes, and another worker's
+    # transaction that read before it wrote would be refused (SQLite: "database is locked").
+    batch_writes: bool = True
+
     # one vault
 
     def vault(self, vault: str) -> None:
@@ -379,11 +448,24 @@ class _Run:
             return
         self._clear_failure(vault, "*", vault_key)
         self.progress.add_total(len(names))
-        seen: set[str] = set()  # certificates whose snapshots stay
+        context = _pool_context() if self.reconciler.workers > 1 and self.reconciler.replica else None
+        if context is not None and len(names) >= POOL_MIN:
+            seen = self._pooled(context, vault, names)
+        else:
+            seen = self.certificates(vault, source, names, progress=self.progress)
+            self._commit()
+        self._prune(vault, seen)
+
+    def certificates(
+        self, vault: str, source: CertificateSource, names: list[str], progress: Progress = NO_PROGRESS
+    ) -> set[str]:
+        """Check these certificates of the vault, in order; the keys of those whose snapshots stay."""
+        seen: set[str] = set()
         for index, name in enumerate(names):
             if index % BATCH == 0:
                 self._commit()
-            self.progress.advance(1)
+                self._read_histories(names[index : index + BATCH])
+            progress.advance(1)
             key = certificate_key(vault, name)
             targeted: bool | None = None  # None: not known, the tags could not be read
             try:
@@ -396,15 +478,41 @@ class _Run:
                 seen.add(key)
                 self._failed(vault, name, "", key, exc)
                 self._failure_snapshot(vault, name, exc, create=bool(targeted))
-        self._commit()
-        self._prune(vault, seen)
+        return seen
+
+    def _pooled(self, context: Any, vault: str, names: list[str]) -> set[str]:
+        """`certificates` over batches in the reconciler's worker processes, merged in name order (the
+        report is the one an in-process run makes). This process writes nothing meanwhile."""
+        self._batches.close()
+        tasks = [(self.report.run_id, vault, self.now, names[i : i + BATCH]) for i in range(0, len(names), BATCH)]
+        seen: set[str] = set()
+        workers = min(self.reconciler.workers, len(tasks))
+        with context.Pool(workers, initializer=_start_worker, initargs=(self.reconciler.replica,)) as pool:
+            for task, (part, part_seen) in zip(tasks, pool.imap(_check_batch, tasks), strict=True):
+                self.report.certificates.extend(part.certificates)
+                self.report.findings.extend(part.findings)
+                self.report.resolved.extend(part.resolved)
+                self.report.processed.extend(part.processed)
+                self.report.failures.extend(part.failures)
+                seen |= part_seen
+                self.progress.advance(len(task[3]))
+        self._states = None  # the workers changed them
+        return seen
 
     def _commit(self) -> None:
         """End the current batch of state and audit writes (one transaction each), start the next."""
         self._batches.close()
         self._batches = contextlib.ExitStack()
+        if not self.batch_writes:
+            return
         self._batches.enter_context(batched(self.reconciler.state))
         self._batches.enter_context(batched(self.reconciler.audit))
+
+    def _read_histories(self, names: list[str]) -> None:
+        try:
+            self._histories = self.reconciler.audit.histories(names)
+        except Exception as exc:  # the audit trail is down: each certificate of the batch fails with it
+            self._histories = exc
 
     def _has_targets(self, source: CertificateSource, name: str) -> bool:
         """An own entry in the targets file, or a `certsync-*` tag (malformed ones included: they are a
@@ -433,9 +541,11 @@ class _Run:
             finding, assessment = self._unprocessed(vault, latest, key, targets)
             findings.append(finding)
             if self.pipeline is not None:  # it ran the version: read what it audited
-                entries = self._history(vault, latest.name)
+                entries = self._history(vault, latest.name, fresh=True)
+        token = self._assessment_token(latest, targets)
         if assessment is None:
-            assessment = self._assess(latest, targets)
+            assessment = self._remembered_assessment(latest, key, token) or self._assess(latest, targets)
+        self._remember_assessment(key, token, assessment)
         checked = _Checked(vault, latest, targets, entries, assessment, findings)
         self._expiry(checked, key)
         self._drift(checked, key)
@@ -444,8 +554,70 @@ class _Run:
         self.report.findings.extend(checked.findings)
         self.reconciler.state.put_snapshot(self._snapshot(checked))
 
-    def _history(self, vault: str, name: str) -> list[AuditEntry]:
-        return [e for e in self.reconciler.audit.history(name) if not e.vault or e.vault.lower() == vault.lower()]
+    def _history(self, vault: str, name: str, *, fresh: bool = False) -> list[AuditEntry]:
+        """The certificate's entries in this vault: from the trail as read for the current batch of
+        certificates, or, `fresh`, read again (after the pipeline wrote to it)."""
+        entries: Iterable[AuditEntry]
+        if fresh:
+            entries = self.reconciler.audit.history(name)
+        elif isinstance(self._histories, Exception):
+            raise self._histories
+        else:
+            entries = self._histories.get(partition(name), [])
+        return [e for e in entries if not e.vault or e.vault.lower() == vault.lower()]
+
+    def _state(self, key: str, code: str) -> str | None:
+        if self._states is None:
+            self._states = self.reconciler.state.states()
+        return self._states.get((key.lower(), code))
+
+    # the remembered assessment: a daily run with nothing new does not assess again
+
+    def _assessment_token(self, latest: StoredVersion, targets: Targets) -> str | None:
+        """What a Valid assessment of this version depended on, hashed: the version and its leaf, the trust
+        store's roots, the hosts, the settings. None when revocation is checked: a CRL or OCSP answer can
+        change the status any day, so the version is assessed on every run."""
+        settings = self.reconciler.settings
+        if settings.revocation != "off":
+            return None
+        if self._trust_token is None:
+            roots = sorted(root.thumbprint for root in settings.trust.roots) if settings.trust is not None else []
+            self._trust_token = json.dumps([roots, list(settings.allow_hosts), self.reconciler.thresholds[-1]])
+        facts = [latest.version.lower(), latest.thumbprint, self._trust_token, sorted(targets.hosts)]
+        return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:24]
+
+    def _remembered_assessment(self, latest: StoredVersion, key: str, token: str | None) -> Assessment | None:
+        """The Valid assessment an earlier run remembered (state `assessed`: "<token> <valid until>"),
+        while its inputs are the same (`token`) and no date in its path or warning window has passed;
+        else None (assess again). Only its status and TlsCertificateName are used (snapshot, findings)."""
+        remembered = self._state(key, ASSESSED)
+        if token is None or remembered is None:
+            return None
+        kept, _, until = remembered.partition(" ")
+        try:
+            until_at = parse_time(until) if kept == token else None
+        except ValueError:  # not as this code writes it: assess again, and remember it right
+            until_at = None
+        if until_at is None or self.now >= until_at:
+            return None
+        name = str(TlsCertificateName.from_certificate(latest.bundle.leaf))
+        return Assessment(VALID, name, (), (), self.now, "off")
+
+    def _remember_assessment(self, key: str, token: str | None, assessment: Assessment) -> None:
+        """Remember a fresh Valid assessment until the first date that could change it: the leaf entering
+        the expiry warning window, or a certificate of its path expiring."""
+        if token is None or assessment.status != VALID or not assessment.path:
+            return
+        leaf = assessment.path[0].certificate
+        until = min(
+            leaf.not_after - dt.timedelta(days=self.reconciler.thresholds[-1]),
+            *(entry.certificate.not_after for entry in assessment.path),
+        )
+        state = f"{token} {format_time(until, timespec='seconds')}"
+        if self._state(key, ASSESSED) != state:
+            self.reconciler.state.put(key, ASSESSED, state, self.now)
+            if isinstance(self._states, dict):
+                self._states[(key.lower(), ASSESSED)] = state
 
     def _assess(self, latest: StoredVersion, targets: Targets) -> Assessment:
         settings = self.reconciler.settings
@@ -609,7 +781,7 @@ class _Run:
     ) -> ReconcileFinding:
         """The finding, notified, audited and remembered when its state changed. Returns it either way."""
         store = self.reconciler.state
-        previous = store.get(key, code)
+        previous = self._state(key, code)
         finding = ReconcileFinding(
             vault, name, code, state, severity, summary, version, False, FindingDetails(**(details or {}))
         )
@@ -646,6 +818,8 @@ class _Run:
             )
         )
         store.put(key, code, state, self.now)
+        if self._states is not None:
+            self._states[(key.lower(), code)] = state
         finding = dataclasses.replace(finding, changed=True)
         if state == OK:
             self.report.resolved.append(finding)

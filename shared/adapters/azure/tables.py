@@ -7,10 +7,12 @@ The Azure SDKs are imported inside the methods that need them, never at module i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.azure.storage import (
@@ -31,6 +33,97 @@ if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
 
+# --- batch transactions ------------------------------------------------------------------------------------
+
+# A Table transaction holds up to 100 operations on one partition, 4 MiB in all; keep well under the size.
+TRANSACTION_OPERATIONS = 100
+TRANSACTION_BYTES = 3 * 1024 * 1024
+
+
+class _Batcher:
+    """Writes to one table, sent at once or, inside `batch()`, gathered and sent as transactions per
+    partition (`submit_transaction`, up to 100 operations each) when the outermost block ends, or
+    before a read (`flush`: a store reads its own writes). Within a batch the last write to a row wins.
+    The table is created on the first write."""
+
+    def __init__(self, table_client: TableClient, what: str) -> None:
+        self._table = table_client
+        self._what = what
+        self._created = False
+        self._depth = 0
+        self._pending: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+
+    def write(self, operation: str, entity: dict[str, Any]) -> None:
+        """`operation`: "create", "upsert" (replace) or "delete"."""
+        if self._depth:
+            self._pending[(entity["PartitionKey"], entity["RowKey"])] = (operation, entity)
+            return
+        self._send([(operation, entity)])
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.flush()
+
+    def flush(self) -> None:
+        """Send what the batch gathered so far."""
+        pending, self._pending = self._pending, {}
+        if pending:
+            self._flush(list(pending.values()))
+
+    def _flush(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        by_partition: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for operation, entity in operations:
+            by_partition.setdefault(entity["PartitionKey"], []).append((operation, entity))
+        for group in by_partition.values():
+            chunk: list[tuple[str, dict[str, Any]]] = []
+            size = 0
+            for item in group:
+                item_size = len(json.dumps(item[1], default=str))
+                if chunk and (len(chunk) == TRANSACTION_OPERATIONS or size + item_size > TRANSACTION_BYTES):
+                    self._send(chunk)
+                    chunk, size = [], 0
+                chunk.append(item)
+                size += item_size
+            if chunk:
+                self._send(chunk)
+
+    def _send(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        with storage_errors(self._what, self._table):
+            if not self._created and any(op != "delete" for op, _ in operations):
+                create_if_missing(self._table.create_table)
+                self._created = True
+            if len(operations) > 1:
+                self._table.submit_transaction(
+                    [
+                        (op, entity, {"mode": UpdateMode.REPLACE}) if op == "upsert" else (op, entity)
+                        for op, entity in operations
+                    ]
+                )
+                return
+            operation, entity = operations[0]
+            if operation == "create":
+                self._table.create_entity(entity)
+            elif operation == "upsert":
+                self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+            else:
+                with contextlib.suppress(ResourceNotFoundError):
+                    self._table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+
+
+def _untable_key(key: str) -> str:
+    """The value `table_key` escaped."""
+    return re.sub(r"%([0-9A-F]{2})", lambda match: chr(int(match.group(1), 16)), key)
+
+
 # --- the audit trail ---------------------------------------------------------------------------------------
 
 
@@ -46,7 +139,11 @@ class TableAuditLog:
         self.page_size = page_size
         self._table = table_client
         self._what = f"audit table {table_client.table_name}"
-        self._created = False
+        self._writes = _Batcher(table_client, self._what)
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Record the entries written inside as one transaction per certificate (partition), at the end."""
+        return self._writes.batch()
 
     def record(self, entry: AuditEntry) -> None:
         properties = entry.to_dict()
@@ -59,11 +156,7 @@ class TableAuditLog:
         }
         if truncated:
             entity["details_truncated"] = True
-        with storage_errors(self._what, self._table):
-            if not self._created:
-                create_if_missing(self._table.create_table)
-                self._created = True
-            self._table.create_entity(entity)
+        self._writes.write("create", entity)
 
     def history(
         self,
@@ -81,6 +174,7 @@ class TableAuditLog:
     def _pages(self, key: str, bound: str, limit: int | None) -> Iterator[AuditEntry]:
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._writes.flush()
         query, parameters = "PartitionKey eq @pk", {"pk": key}
         if bound:
             query, parameters = query + " and RowKey gt @after", {**parameters, "after": bound}
@@ -101,6 +195,32 @@ class TableAuditLog:
                 left -= len(rows)
                 if left <= 0:
                     return
+
+    def histories(self, certificates: Collection[str]) -> dict[str, list[AuditEntry]]:
+        """The certificates' entries by partition, oldest first, in one query over a range of partitions."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        keys = {table_key(partition(c)): partition(c) for c in certificates}
+        if not keys:
+            return {}
+        self._writes.flush()
+        with storage_errors(self._what, self._table):
+            try:
+                rows = list(
+                    self._table.query_entities(
+                        "PartitionKey ge @first and PartitionKey le @last",
+                        parameters={"first": min(keys), "last": max(keys)},
+                    )
+                )
+            except ResourceNotFoundError:  # no table yet: nothing was ever recorded
+                return {}
+        rows.sort(key=lambda row: (row["PartitionKey"], row["RowKey"]))
+        found: dict[str, list[AuditEntry]] = {}
+        for row in rows:
+            if row["PartitionKey"] in keys:
+                entry = AuditEntry.from_stored(row["RowKey"], _entry_dict(row))
+                found.setdefault(keys[row["PartitionKey"]], []).append(entry)
+        return found
 
 
 def _entry_dict(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,17 +250,40 @@ class TableStateStore:
     def __init__(self, table_client: TableClient) -> None:
         self._table = table_client
         self._what = f"state table {table_client.table_name}"
-        self._created = False
+        self._writes = _Batcher(table_client, self._what)
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Write the states and snapshots put inside as transactions per partition, at the end."""
+        return self._writes.batch()
 
     def get(self, certificate: str, finding: str) -> str | None:
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._writes.flush()
         with storage_errors(self._what, self._table):
             try:
                 row = self._table.get_entity(table_key(certificate.lower()), table_key(finding))
             except ResourceNotFoundError:  # no such row, or no table yet: nothing remembered
                 return None
         return row.get("state")
+
+    def states(self) -> dict[tuple[str, str], str]:
+        """Every remembered state in one query (every partition but the snapshots')."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        self._writes.flush()
+        with storage_errors(self._what, self._table):
+            try:
+                rows = list(
+                    self._table.query_entities(
+                        "PartitionKey ne @pk",
+                        parameters={"pk": _SNAPSHOT_PARTITION},
+                        select=["PartitionKey", "RowKey", "state"],
+                    )
+                )
+            except ResourceNotFoundError:  # no table yet: nothing remembered
+                return {}
+        return {(_untable_key(r["PartitionKey"]), _untable_key(r["RowKey"])): r["state"] for r in rows}
 
     def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
         self._upsert(
@@ -167,6 +310,7 @@ class TableStateStore:
     def snapshots(self) -> list[StatusSnapshot]:
         from azure.core.exceptions import ResourceNotFoundError
 
+        self._writes.flush()
         with storage_errors(self._what, self._table):
             try:
                 rows = list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _SNAPSHOT_PARTITION}))
@@ -175,17 +319,11 @@ class TableStateStore:
         return by_certificate(json.loads(row["snapshot"]) for row in rows)
 
     def delete_snapshot(self, vault: str, certificate: str) -> None:
-        with storage_errors(self._what, self._table):
-            self._table.delete_entity(_SNAPSHOT_PARTITION, table_key(certificate_key(vault, certificate)))
+        key = table_key(certificate_key(vault, certificate))
+        self._writes.write("delete", {"PartitionKey": _SNAPSHOT_PARTITION, "RowKey": key})
 
     def _upsert(self, entity: dict[str, Any]) -> None:
-        from azure.data.tables import UpdateMode
-
-        with storage_errors(self._what, self._table):
-            if not self._created:
-                create_if_missing(self._table.create_table)
-                self._created = True
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        self._writes.write("upsert", entity)
 
 
 # --- the latest inventory per worker group ----------------------------------------------------------

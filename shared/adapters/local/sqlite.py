@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from shared.errors import CertsyncError
@@ -30,7 +30,8 @@ class SqliteFile:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # Reconcile's pool workers write to one file from several processes: wait for the lock.
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
             # WAL with NORMAL sync: a write survives a crash of the process, and does not wait for the
             # disk (a power cut may lose the last writes; the Azure backends are the durable ones).
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -125,6 +126,21 @@ class SqliteAuditLog:
             bound = rows[-1][0]
             left = None if left is None else left - size
 
+    def histories(self, certificates: Collection[str]) -> dict[str, list[AuditEntry]]:
+        """The certificates' entries by partition, oldest first, in one range query."""
+        wanted = {partition(c) for c in certificates}
+        if not wanted:
+            return {}
+        found: dict[str, list[AuditEntry]] = {}
+        rows = self._db.execute(
+            "SELECT partition, row_key, body FROM audit WHERE partition BETWEEN ? AND ? ORDER BY partition, row_key",
+            (min(wanted), max(wanted)),
+        )
+        for part, row_key, body in rows:
+            if part in wanted:
+                found.setdefault(part, []).append(AuditEntry.from_stored(row_key, json.loads(body)))
+        return found
+
     def close(self) -> None:
         self._db.close()
 
@@ -151,6 +167,11 @@ class SqliteStateStore:
             "SELECT state FROM finding_state WHERE certificate = ? AND finding = ?", (certificate.lower(), finding)
         )
         return rows[0][0] if rows else None
+
+    def states(self) -> dict[tuple[str, str], str]:
+        return {
+            (c, f): state for c, f, state in self._db.execute("SELECT certificate, finding, state FROM finding_state")
+        }
 
     def put(self, certificate: str, finding: str, state: str, at: dt.datetime) -> None:
         self._db.execute(

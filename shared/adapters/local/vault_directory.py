@@ -42,6 +42,7 @@ class _Folder:
     tags: dict[str, str]
     listed: list[_Listed]  # file order; `ordered` sorts them
     ordered: list[_Listed] | None = None
+    listing: int = 0  # the `names()` listing it was last checked in
 
 
 class DirectoryVault:
@@ -50,7 +51,9 @@ class DirectoryVault:
     Reading is as lazy as a fleet needs: `tags` reads certificate.json only, `latest` parses only the
     newest enabled version when every version has a `created` time (otherwise every version is parsed
     once to order them by notBefore), and parsed versions are kept in a small LRU (`PARSED_KEPT`), not
-    all of them. A folder is listed once per call and re-read only when a file in it changed."""
+    all of them. A folder is re-read only when a file in it changed; `get` and `previous` (the event path)
+    check it on each call, `tags` and `latest` (the reconciliation, after `names()`) once per listing:
+    each `names()` starts a new one, so a run checks each folder once, not once per call."""
 
     PARSED_KEPT = 64
 
@@ -62,6 +65,7 @@ class DirectoryVault:
         self.vault_url = (vault_url or f"https://{vault}.vault.azure.net").rstrip("/")
         self._folders: dict[str, _Folder] = {}
         self._parsed: OrderedDict[tuple[str, tuple, str], StoredVersion] = OrderedDict()
+        self._listing = 0  # bumped by each names()
 
     def get(self, name: str, version: str) -> StoredVersion:
         ordered = self._ordered(name)
@@ -85,19 +89,24 @@ class DirectoryVault:
                 folders = [e.name for e in entries if e.is_dir() and is_object_name(e.name)]
         except OSError as exc:
             raise SourceError(f"{self.root}: cannot list the vault directory ({exc.strerror})", "unavailable") from None
+        self._listing += 1
         return sorted(folders, key=str.lower)
 
     def latest(self, name: str) -> StoredVersion | None:
-        listed = next((v for v in reversed(self._ordered(name)) if v.enabled), None)
+        listed = next((v for v in reversed(self._ordered(name, recheck=False)) if v.enabled), None)
         return self._stored(name, listed) if listed is not None else None
 
     def tags(self, name: str) -> dict[str, str]:
-        folder = self._folder(name)
+        folder = self._folder(name, recheck=False)
         return dict(folder.tags) if any(v.enabled for v in folder.listed) else {}
 
-    def _folder(self, name: str) -> _Folder:
-        """The folder's listing and metadata; re-read only when a file in it changed."""
+    def _folder(self, name: str, *, recheck: bool = True) -> _Folder:
+        """The folder's listing and metadata; re-read only when a file in it changed. Without `recheck`,
+        a folder already checked since the last `names()` is not checked again."""
         check_object_name(name)
+        cached = self._folders.get(name.lower())
+        if not recheck and cached is not None and self._listing and cached.listing == self._listing:
+            return cached
         path = self.root / name
         try:
             with os.scandir(path) as scan:
@@ -105,8 +114,8 @@ class DirectoryVault:
                 stamp = tuple((e.name, (st := e.stat()).st_mtime_ns, st.st_size) for e in entries)
         except (FileNotFoundError, NotADirectoryError):
             raise SourceError(f"{path}: no such certificate folder", "not-found") from None
-        cached = self._folders.get(name.lower())
         if cached is not None and cached.stamp == stamp:
+            cached.listing = self._listing
             return cached
         meta = self._meta(path)
         created = meta.get("created", {})
@@ -125,13 +134,15 @@ class DirectoryVault:
                     created=_parse_created(when, path) if when else None,
                 )
             )
-        folder = _Folder(stamp, {str(k): str(v) for k, v in meta.get("tags", {}).items()}, listed)
+        folder = _Folder(
+            stamp, {str(k): str(v) for k, v in meta.get("tags", {}).items()}, listed, listing=self._listing
+        )
         self._folders[name.lower()] = folder
         return folder
 
-    def _ordered(self, name: str) -> list[_Listed]:
+    def _ordered(self, name: str, *, recheck: bool = True) -> list[_Listed]:
         """Every version, oldest first: by `created`, else by the leaf's notBefore (parsed for it), then id."""
-        folder = self._folder(name)
+        folder = self._folder(name, recheck=recheck)
         if folder.ordered is None:
             folder.ordered = sorted(
                 folder.listed,
