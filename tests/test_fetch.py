@@ -224,11 +224,17 @@ def test_a_server_silent_for_longer_than_the_read_timeout_is_given_up(http_serve
         allowed(http_server, limits=limits).get(http_server.url("/silent.crl"), "crl")
 
 
-@pytest.mark.parametrize("name", ["connect_timeout", "read_timeout", "document_deadline", "deadline"])
+@pytest.mark.parametrize("name", ["connect_timeout", "read_timeout", "document_deadline"])
 @pytest.mark.parametrize("value", [0, -1, float("nan")])
 def test_fetch_limits_refuse_a_timeout_that_is_not_positive(name, value):
     with pytest.raises(CertsyncError, match=f"fetch limit {name} must be a positive number of seconds"):
         FetchLimits(**{name: value})
+
+
+@pytest.mark.parametrize("value", [-1, float("nan")])
+def test_fetch_limits_refuse_a_negative_overall_deadline(value):
+    with pytest.raises(CertsyncError, match="fetch limit deadline must be 0 or more seconds"):
+        FetchLimits(deadline=value)
 
 
 def test_with_crl_cap_keeps_the_timeouts_it_is_given():

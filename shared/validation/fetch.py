@@ -80,9 +80,11 @@ class FetchLimits:
     )
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "read_timeout", "document_deadline", "deadline"):
+        for name in ("connect_timeout", "read_timeout", "document_deadline"):
             if not getattr(self, name) > 0:  # also refuses NaN
                 raise CertsyncError(f"fetch limit {name} must be a positive number of seconds")
+        if not self.deadline >= 0:  # 0: a Fetcher that fetches nothing
+            raise CertsyncError("fetch limit deadline must be 0 or more seconds")
 
     @classmethod
     def with_crl_cap(
