@@ -127,6 +127,11 @@ def test_a_wrong_pfx_password_is_bad_input_naming_the_file(tmp_path):
         (["--passw", "Hunter2secret"], "(values not shown)"),
         (["--pwd=Hunter2secret"], "(values not shown)"),
         (["Hunter2secret"], "(values not shown)"),
+        # issue 17: a password that starts with "-" after a misspelled option was echoed as an option name
+        (["--pasword", "-Hunter2secret"], "unrecognized arguments: --pasword and 1 more argument(s) (values not"),
+        (["--pasword", "--Hunter2secret"], "unrecognized arguments: --pasword and 1 more argument(s)"),
+        (["-pHunter2secret"], "unrecognized arguments: an argument (values not shown)"),
+        (["--pasword=-Hunter2secret", "-Hunter2secret"], "unrecognized arguments: --pasword and 1 more"),
     ],
 )
 def test_a_password_on_the_command_line_is_refused_without_echoing_it(args, says):

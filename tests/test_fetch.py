@@ -11,7 +11,7 @@ import pytest
 from shared.errors import CertsyncError
 from shared.validation.crl import parse_crl
 from shared.validation.fetch import Fetcher, FetchError, FetchLimits, FetchRefused, address_problem, parse_allow_entry
-from tests.chains import issue
+from tests.chains import issue, make_crl, make_name
 from tests.pki import big_crl_der
 
 
@@ -183,9 +183,64 @@ def test_a_body_at_the_cap_is_accepted(http_server):
 
 def test_a_server_that_drips_is_cut_off_at_the_fetch_deadline(http_server):
     http_server.route("/slow", body=b"x" * 1000, drip=(1, 0.2))  # a byte every 0.2 s: 200 s in all
-    limits = FetchLimits(fetch_timeout=0.6, retries=0)
+    limits = FetchLimits(document_deadline=0.6, retries=0)
     with pytest.raises(FetchError, match=r"no complete answer within 0.6 s"):
         allowed(http_server, limits=limits).get(http_server.url("/slow"), "crl")
+
+
+def _slow_crl(http_server, path: str, *, delay: float, drip: tuple[int, float]) -> bytes:
+    root = issue(make_name("Slow CRL Test Root"), kind="ec", ca=True)
+    when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    der = make_crl(root, [(serial, None, when) for serial in range(1, 40)])  # a real CRL of about 2 KiB
+    http_server.route(path, body=der, delay=delay, drip=drip)
+    return der
+
+
+def test_a_slow_crl_within_the_document_deadline_is_read(http_server):
+    # The server thinks for longer than a connection may take, then sends the CRL in small pieces: the
+    # connect timeout must not be left on the socket as the read timeout (issue 17: a CRL taking 4 s to
+    # download was a RevocationCheckFailure with the 3 s connect timeout).
+    der = _slow_crl(http_server, "/slow.crl", delay=0.6, drip=(256, 0.05))
+    limits = FetchLimits(connect_timeout=0.2, retries=0)  # reads wait up to the default 10 s
+    fetched = allowed(http_server, limits=limits).get(http_server.url("/slow.crl"), "crl")
+    assert fetched == der
+    assert parse_crl(fetched, "slow").lookup((7).to_bytes(1, "big")) is not None
+
+
+def test_a_crl_that_drips_past_the_document_deadline_fails_cleanly_without_a_retry(http_server):
+    _slow_crl(http_server, "/slower.crl", delay=0, drip=(16, 0.1))  # about 20 s for the whole CRL
+    limits = FetchLimits(connect_timeout=1, read_timeout=5, document_deadline=0.8, retry_backoff=0.01)
+    fetcher = allowed(http_server, limits=limits)
+    with pytest.raises(FetchError, match=r"/slower.crl: no complete answer within 0.8 s"):
+        fetcher.get(http_server.url("/slower.crl"), "crl")
+    # The deadline covers the document, retries included: nothing is left for a second attempt.
+    assert [a.outcome for a in fetcher.attempts] == ["no complete answer within 0.8 s"]
+
+
+def test_a_server_silent_for_longer_than_the_read_timeout_is_given_up(http_server):
+    http_server.route("/silent.crl", body=b"late", delay=30)
+    limits = FetchLimits(connect_timeout=1, read_timeout=0.3, document_deadline=20, retries=0)
+    with pytest.raises(FetchError, match=r"the server sent nothing for 0.3 s"):
+        allowed(http_server, limits=limits).get(http_server.url("/silent.crl"), "crl")
+
+
+@pytest.mark.parametrize("name", ["connect_timeout", "read_timeout", "document_deadline"])
+@pytest.mark.parametrize("value", [0, -1, float("nan")])
+def test_fetch_limits_refuse_a_timeout_that_is_not_positive(name, value):
+    with pytest.raises(CertsyncError, match=f"fetch limit {name} must be a positive number of seconds"):
+        FetchLimits(**{name: value})
+
+
+@pytest.mark.parametrize("value", [-1, float("nan")])
+def test_fetch_limits_refuse_a_negative_overall_deadline(value):
+    with pytest.raises(CertsyncError, match="fetch limit deadline must be 0 or more seconds"):
+        FetchLimits(deadline=value)
+
+
+def test_with_crl_cap_keeps_the_timeouts_it_is_given():
+    limits = FetchLimits.with_crl_cap(8, connect_timeout=1.5, read_timeout=4, document_deadline=12)
+    assert (limits.connect_timeout, limits.read_timeout, limits.document_deadline) == (1.5, 4, 12)
+    assert limits.max_bytes["crl"] == 8 * 1024 * 1024
 
 
 def test_a_transient_failure_is_retried_once(http_server):

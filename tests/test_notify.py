@@ -160,10 +160,10 @@ def test_a_teams_card_too_big_keeps_under_the_limit_and_says_facts_were_left_out
     assert size > TEAMS_MESSAGE_LIMIT - 2 * 1024 - 200
 
 
-def test_slack_message_has_text_and_blocks_and_escapes_mrkdwn():
+def test_slack_message_has_text_and_blocks_and_never_reads_certificate_text_as_mrkdwn():
     made = notice("blocked", "Not deployed: <I>CN=R11 & Co<S>CN=mail > x", reason="issuer <I>R11 & co")
     message = slack_message(made)
-    assert set(message) == {"text", "blocks"}
+    assert set(message) == {"text", "mrkdwn", "blocks"} and message["mrkdwn"] is False
     assert (
         message["text"]
         == "[critical] Renewal blocked: exch-hybrid-smtp: Not deployed: &lt;I&gt;CN=R11 &amp; Co&lt;S&gt;CN=mail &gt; x"
@@ -174,13 +174,15 @@ def test_slack_message_has_text_and_blocks_and_escapes_mrkdwn():
         "text": {"type": "plain_text", "text": ":red_circle: Renewal blocked: exch-hybrid-smtp", "emoji": True},
     }
     assert summary["text"] == {
-        "type": "mrkdwn",
-        "text": "Not deployed: &lt;I&gt;CN=R11 &amp; Co&lt;S&gt;CN=mail &gt; x",
+        "type": "plain_text",
+        "text": "Not deployed: <I>CN=R11 & Co<S>CN=mail > x",
+        "emoji": False,
     }
     texts = [f["text"] for section in fields for f in section["fields"]]
-    assert "*Reason*\nissuer &lt;I&gt;R11 &amp; co" in texts
+    assert "Reason\nissuer <I>R11 & co" in texts
+    assert {f["type"] for section in fields for f in section["fields"]} == {"plain_text"}
     assert context["type"] == "context" and "corr-7" in context["elements"][0]["text"]
-    assert "<" not in json.dumps(message["blocks"][1:])
+    assert "mrkdwn" not in json.dumps(message["blocks"])
 
 
 def test_slack_message_stays_within_slacks_limits():
@@ -385,7 +387,84 @@ def test_teams_and_slack_receivers_get_their_formats(receiver):
         assert [(r.channel, r.delivered, r.status) for r in results] == [("teams", True, 202), ("slack", True, 200)]
         card = teams.received[0].json
         assert card["attachments"][0]["content"]["version"] == "1.4"
-        assert set(receiver.received[0].json) == {"text", "blocks"}
+        assert set(receiver.received[0].json) == {"text", "mrkdwn", "blocks"}
+
+
+HOSTILE = "**urgent** _now_ [click here](https://evil.example/x) <!channel> <@U024BE7LH> ~gone~ `code`"
+WILDCARD_NEW = "<I>CN=R11, O=Contoso, C=US<S>CN=*.contoso.com"
+
+
+def hostile_notice() -> Notice:
+    return Notice(
+        "blocked",
+        "exch-*-smtp_[x](https://evil.example)",
+        "contoso-kv",
+        "v2",
+        "corr-7",
+        f"Blocked: {HOSTILE}\n- a list item\n1. a numbered one",
+        {"old": OLD, "new": WILDCARD_NEW, "reason": HOSTILE},
+    )
+
+
+def _teams_texts(card: dict) -> list[str]:
+    body = card["attachments"][0]["content"]["body"]
+    texts = [block["text"] for block in body if block["type"] == "TextBlock"]
+    for block in body:
+        if block["type"] == "FactSet":
+            texts += [text for fact in block["facts"] for text in (fact["title"], fact["value"])]
+    return texts
+
+
+def _unescaped(text: str, characters: str) -> list[str]:
+    """The markdown characters in `text` not preceded by a backslash."""
+    return [c for i, c in enumerate(text) if c in characters and (i == 0 or text[i - 1] != "\\")]
+
+
+def test_a_hostile_subject_reaches_teams_and_slack_as_text_not_formatting(receiver):
+    with WebhookReceiver(status=202, body=b"") as teams:
+        results = FanoutNotifier(
+            [WebhookChannel("teams", teams.url), WebhookChannel("slack", receiver.url)]
+        ).deliver_all(hostile_notice())
+        assert [r.delivered for r in results] == [True, True]
+        card = teams.received[0].json
+        slack = receiver.received[0].json
+    texts = _teams_texts(card)
+    for text in texts:  # no bold, italic, link or list can be made: every markdown character is escaped
+        assert _unescaped(text.replace("\\\\", ""), "*_[]") == [], text
+        assert not any(line.lstrip().startswith(("- ", "+ ", "1. ")) for line in text.split("\n")), text
+    facts = dict(zip(texts[2::2], texts[3::2], strict=True))
+    assert facts["TlsCertificateName"].endswith("CN=\\*.contoso.com")  # the wildcard's * is kept, as typed
+    assert facts["Reason"].startswith("\\*\\*urgent\\*\\* \\_now\\_ \\[click here\\](https://evil.example/x)")
+    assert "\\- a list item" in texts[1] and "1\\. a numbered one" in texts[1]
+    # Slack: everything from the notice is plain_text (no mrkdwn, links or mentions), the fallback escaped
+    assert slack["mrkdwn"] is False
+    assert "<" not in slack["text"] and "&lt;!channel&gt;" in slack["text"]
+    elements = [slack["blocks"][1]["text"]] + [f for block in slack["blocks"][2:-1] for f in block["fields"]]
+    elements += slack["blocks"][-1]["elements"]
+    assert {e["type"] for e in elements} == {"plain_text"} and not any(e["emoji"] for e in elements)
+    fields = [e["text"] for e in elements]
+    assert f"Reason\n{HOSTILE}" in fields and f"TlsCertificateName\n{OLD} -> {WILDCARD_NEW}" in fields
+
+
+def test_a_card_shows_the_correlation_id_once_and_no_internal_state_names():
+    reconcile_notice = notice(
+        "expiry-warning",
+        "The certificate expires in 6 days.",
+        finding="expiry",
+        state="7",
+        previous="30",
+        expiry_state="7",
+        days_left=6.2,
+        not_after="2026-12-02T08:00:00Z",
+        correlation_id="run-1",
+    )
+    facts = teams_message(reconcile_notice)["attachments"][0]["content"]["body"][2]["facts"]
+    titles = [f["title"] for f in facts]
+    assert titles.count("Correlation id") == 1 and facts[-1]["value"] == "corr-7"
+    assert not {"State", "Previous", "Finding", "Expiry state"} & set(titles)
+    assert "7" not in [f["value"] for f in facts]
+    slack = json.dumps(slack_message(reconcile_notice))
+    assert "State" not in slack and "run-1" not in slack
 
 
 # --- settings ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -31,9 +32,8 @@ AUDIT_DEFAULT = "certsync-audit.sqlite"
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # named without their values, which may be a password typed in the wrong place
-        options = " ".join(dict.fromkeys(a.split("=")[0] for a in unknown if a.startswith("-")))
-        parser.error(f"unrecognized arguments: {options or 'one too many'} (values not shown); see certsync --help")
+    if unknown:
+        parser.error(_unknown_arguments(unknown))
     try:
         return args.run(args)
     except CertsyncError as exc:
@@ -51,6 +51,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(f"internal error ({type(exc).__name__}: {exc}); set CERTSYNC_DEBUG=1 for details and report it")
         return EXIT_INTERNAL
+
+
+_OPTION_SPELLING = re.compile(r"--[a-z][a-z0-9]*(?:-[a-z0-9]+){0,4}")
+
+
+def _unknown_arguments(unknown: list[str]) -> str:
+    """The error for arguments argparse did not recognise, naming only what is spelled like an option
+    (`--pasword`): whatever follows a misspelled option may be its value, a password, even when it starts
+    with `-`, so nothing else is shown, not even its length."""
+    names = [a.split("=", 1)[0] for a in unknown]
+    shown = list(dict.fromkeys(n for n in names if _OPTION_SPELLING.fullmatch(n)))
+    hidden = len(unknown) - sum(1 for n in names if n in shown)
+    what = " ".join(shown) or "an argument"
+    more = f" and {hidden} more argument(s)" if shown and hidden else ""
+    return f"unrecognized arguments: {what}{more} (values not shown); see certsync --help"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -121,14 +121,30 @@ _LABELLED = {
     "error": "Error",
     "days_left": "Days left",
     "not_after": "Expires",
-    "expiry_state": "Expiry state",
     "job_id": "Job",
     "worker_group": "Worker group",
     "thumbprint": "Thumbprint",
 }
 # Shown in their own way (TlsCertificateName, servers, findings) or not at all (big structures and flags
 # already said by the title).
-_SPECIAL = frozenset({"old", "new", "servers", "findings", "severity", "expired", "summary"})
+# `state`, `previous`, `finding` and `expiry_state` are reconciliation's internal state names (an expiry
+# state is a threshold, "7"); the correlation id is the notice's own, shown once, last.
+_SPECIAL = frozenset(
+    {
+        "old",
+        "new",
+        "servers",
+        "findings",
+        "severity",
+        "expired",
+        "summary",
+        "state",
+        "previous",
+        "finding",
+        "expiry_state",
+        "correlation_id",
+    }
+)
 
 
 def notice_facts(notice: Notice) -> list[tuple[str, str]]:
@@ -199,14 +215,17 @@ def _teams_card(notice: Notice, facts: Sequence[tuple[str, str]], left_out: int)
     body: list[dict] = [
         {
             "type": "TextBlock",
-            "text": notice_title(notice),
+            "text": _teams_text(notice_title(notice)),
             "size": "Medium",
             "weight": "Bolder",
             "color": _TEAMS_COLOURS[notice.severity],
             "wrap": True,
         },
-        {"type": "TextBlock", "text": _clip(notice.summary, _SUMMARY_LIMIT) or notice.kind, "wrap": True},
-        {"type": "FactSet", "facts": [{"title": label, "value": value} for label, value in facts]},
+        {"type": "TextBlock", "text": _teams_text(_clip(notice.summary, _SUMMARY_LIMIT) or notice.kind), "wrap": True},
+        {
+            "type": "FactSet",
+            "facts": [{"title": _teams_text(label), "value": _teams_text(value)} for label, value in facts],
+        },
     ]
     if left_out:
         body.append(
@@ -246,17 +265,20 @@ _SLACK_EMOJI = {
 def slack_message(notice: Notice) -> dict:
     """A Slack incoming-webhook body: `text` (the notification fallback) and `blocks`: a header, the
     summary, the facts as fields (10 to a section), and a context line; within Slack's limits (header
-    150, section text 3000, field 2000 characters, 50 blocks), with `& < >` escaped in mrkdwn."""
+    150, section text 3000, field 2000 characters, 50 blocks).
+
+    What comes from a certificate, Key Vault or a server is never read as mrkdwn: the header, summary and
+    fields are `plain_text` (so `*` in `*.contoso.com`, `_`, `~`, `<!channel>` and `<url|text>` show as
+    typed), and the `text` fallback is sent with `mrkdwn: false` and `& < >` escaped, so it cannot
+    link or mention either."""
     severity = notice.severity
     title = notice_title(notice)
     *facts, _correlation = notice_facts(notice)
-    fields = [
-        _mrkdwn(f"*{_escape(label)}*\n{_escape(value)}", SLACK_FIELD_LIMIT, escaped=True) for label, value in facts
-    ]
+    fields = [_clip(f"{label}\n{value}", SLACK_FIELD_LIMIT) for label, value in facts]
     sections = [
         {
             "type": "section",
-            "fields": [{"type": "mrkdwn", "text": text} for text in fields[i : i + SLACK_FIELDS_PER_SECTION]],
+            "fields": [_plain(text) for text in fields[i : i + SLACK_FIELDS_PER_SECTION]],
         }
         for i in range(0, len(fields), SLACK_FIELDS_PER_SECTION)
     ]
@@ -275,12 +297,36 @@ def slack_message(notice: Notice) -> dict:
                 "emoji": True,
             },
         },
-        {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(notice.summary or title, SLACK_TEXT_LIMIT)}},
+        {"type": "section", "text": _plain(_clip(notice.summary or title, SLACK_TEXT_LIMIT))},
         *sections,
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _mrkdwn(context, SLACK_TEXT_LIMIT)}]},
+        {"type": "context", "elements": [_plain(_clip(context, SLACK_TEXT_LIMIT))]},
     ]
     text = _mrkdwn(f"[{severity}] {title}: {notice.summary}", SLACK_TEXT_LIMIT)
-    return {"text": text, "blocks": blocks}
+    return {"text": text, "mrkdwn": False, "blocks": blocks}
+
+
+def _plain(text: str) -> dict:
+    """A Slack plain_text object: shown as typed, no formatting, links, mentions or emoji codes."""
+    return {"type": "plain_text", "text": text, "emoji": False}
+
+
+# The Adaptive Card markdown subset Teams renders: **bold**, _italic_, [links](url), and "- " / "1. " lists at
+# the start of a line. A backslash before a character shows it as typed (escaping `[` and `]` is enough to
+# stop a link).
+_TEAMS_MARKDOWN = frozenset("\\*_[]")
+_TEAMS_LIST = re.compile(r"^(\s*)([-+]|\d+\.)(?=\s)", re.MULTILINE)
+
+
+def _teams_text(text: str) -> str:
+    """`text` for a TextBlock or FactSet: every markdown character escaped, so a wildcard's `*` stays, and
+    a crafted subject cannot make bold text, a link or a list."""
+    escaped = "".join("\\" + c if c in _TEAMS_MARKDOWN else c for c in text)
+    return _TEAMS_LIST.sub(_unlist, escaped)
+
+
+def _unlist(match: re.Match[str]) -> str:
+    indent, marker = match.group(1), match.group(2)
+    return indent + (marker[:-1] + "\\." if marker.endswith(".") else "\\" + marker)
 
 
 def generic_payload(notice: Notice, at: dt.datetime) -> dict:

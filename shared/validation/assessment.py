@@ -19,12 +19,13 @@ import contextlib
 import datetime as dt
 import functools
 import itertools
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
@@ -34,9 +35,18 @@ from shared.times import format_time, utc_now
 from shared.validation.crl import Crl
 from shared.validation.fetch import Fetcher
 from shared.validation.revocation import FetchCache, check_revocation
+from shared.x509 import der
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.containers import certificates_in
-from shared.x509.parsed import MalformedCertificate, access_urls, extension, to_x509
+from shared.x509.parsed import (
+    PARSE_ERRORS,
+    MalformedCertificate,
+    access_urls,
+    extension,
+    parse_error_reason,
+    parse_warnings,
+    to_x509,
+)
 from shared.x509.signatures import SHA1_SIGNATURES
 from shared.x509.tls_certificate_name import TlsCertificateName
 from shared.x509.x500 import X500Name
@@ -133,7 +143,13 @@ class TrustStore:
     def from_certificates(cls, roots: Sequence[Certificate], source: str) -> TrustStore:
         if not roots:
             raise CertsyncError(f"{source}: holds no certificate to trust; give a PEM file of root certificates")
-        parsed = tuple(to_x509(c) for c in roots)
+        try:
+            parsed = tuple(to_x509(c) for c in roots)
+        except MalformedCertificate as exc:
+            raise CertsyncError(
+                f"{exc.cert.label}: cannot be used as a trust anchor, cryptography refuses it"
+                f" ({exc.reason}); remove it from the file or replace it with the CA's current root"
+            ) from None
         by_name: dict[str | bytes, list[Certificate]] = {}
         for root in roots:
             by_name.setdefault(_name_key(root.subject_der), []).append(root)
@@ -241,14 +257,16 @@ class _Run:
             if verified and self.policy != "off":
                 self._check_revocation(path)
         except MalformedCertificate as exc:
+            reason = f" ({exc.reason})" if exc.reason else ""
             self._add(
                 "malformed-certificate",
                 "error",
                 exc.cert,
-                "The certificate is not well-formed DER that a strict parser accepts.",
+                f"The certificate is not well-formed DER that a strict parser accepts{reason}.",
                 "Re-issue or re-export the certificate; Windows may also refuse it.",
                 INVALID,
             )
+        self._lint_encoding(path)
         if self.policy == "off":
             self._add(
                 "revocation-not-checked",
@@ -417,6 +435,17 @@ class _Run:
                     continue
                 intermediates.append(cert_x)
                 owners[id(cert_x)] = cert
+        with warnings.catch_warnings():  # what it warns about is reported once, by `_lint_encoding`
+            warnings.simplefilter("ignore")
+            return self._verify(leaf_x, intermediates, walked, owners)
+
+    def _verify(
+        self,
+        leaf_x: x509.Certificate,
+        intermediates: list[x509.Certificate],
+        walked: list[Certificate],
+        owners: dict[int, Certificate],
+    ) -> list[Certificate] | None:
         try:
             chain = _verifier(self.trust, self.at).verify(leaf_x, intermediates).chain
         except verification.VerificationError as exc:
@@ -425,8 +454,11 @@ class _Run:
             start = max(c.not_before for c in walked)
             end = min(c.not_after for c in walked)
             if start <= end and not start <= self.at <= end:
-                with contextlib.suppress(verification.VerificationError):
+                with contextlib.suppress(verification.VerificationError, *PARSE_ERRORS):
                     chain = _verifier(self.trust, start + (end - start) / 2).verify(leaf_x, intermediates).chain
+        except PARSE_ERRORS as exc:  # the verifier's own parse of a name or extension it cannot read
+            self._verifier_reason = f"cryptography cannot read a certificate of the path ({parse_error_reason(exc)})"
+            chain = None
         return None if chain is None else [owners[id(c)] for c in chain]
 
     # -- lints ----------------------------------------------------------------------------------------
@@ -529,7 +561,10 @@ class _Run:
     def _lint_key(self, leaf: Certificate) -> None:
         kind, detail = _key_facts(leaf)
         remedy = "Re-issue the certificate with an RSA-2048 (or larger) or a P-256/P-384 key."
-        if kind == "rsa":
+        if kind == "unreadable":
+            message = f"The key cannot be read ({detail}); Exchange cannot use it for TLS."
+            self._add("unsupported-key", "error", leaf, message, remedy, INVALID)
+        elif kind == "rsa":
             if int(detail) < 2048:
                 message = f"The RSA key is {detail} bits; Windows and Exchange Online require at least 2048."
                 self._add("weak-key", "error", leaf, message, remedy, INVALID)
@@ -601,6 +636,21 @@ class _Run:
                     f"({', '.join(names) or 'none'}).",
                     f"Re-issue the certificate with {host} in its subject alternative names.",
                     INVALID,
+                )
+
+    def _lint_encoding(self, path: list[PathEntry]) -> None:
+        """What cryptography only warned about in the delivered or fetched certificates (not the trust
+        store's roots, whose encoding is the CA's business): a warning finding, never stderr."""
+        for entry in path:
+            if entry.source == "trust store":
+                continue
+            for text in parse_warnings(entry.certificate):
+                self._add(
+                    "nonconforming-encoding",
+                    "warning",
+                    entry.certificate,
+                    f"The certificate breaks an encoding rule that strict TLS libraries enforce: {text}.",
+                    "Windows accepts it today; ask the CA to re-issue it, as stricter peers may refuse it.",
                 )
 
     # -- revocation ---------------------------------------------------------------------------------
@@ -703,10 +753,13 @@ def _verifier_reason(text: str) -> str:
     return text.removeprefix("validation failed: ")
 
 
+_NOT_SIGNED_BY: tuple[type[Exception], ...] = (InvalidSignature, MalformedCertificate, *PARSE_ERRORS)
+
+
 def _signed_by(cert_x: x509.Certificate, issuer: Certificate) -> bool:
     try:
         cert_x.verify_directly_issued_by(to_x509(issuer))
-    except (ValueError, TypeError, InvalidSignature, MalformedCertificate):
+    except _NOT_SIGNED_BY:
         return False
     return True
 
@@ -722,8 +775,13 @@ def _key_usage(cert: Certificate) -> x509.KeyUsage | None:
 
 @functools.lru_cache(maxsize=4096)
 def _key_facts(cert: Certificate) -> tuple[str, int | str]:
-    """("rsa", bits) | ("ec", curve name) | (other key type name, "")."""
-    key = to_x509(cert).public_key()
+    """("rsa", bits) | ("ec", curve name) | (other key type name, "") | ("unreadable", why)."""
+    try:
+        key = to_x509(cert).public_key()
+    except UnsupportedAlgorithm:
+        return "unreadable", f"algorithm {_key_algorithm(cert)} is not one certsync or Windows knows"
+    except (ValueError, TypeError) as exc:
+        return "unreadable", f"{_key_algorithm(cert)} key: {parse_error_reason(exc)}"
     if isinstance(key, rsa.RSAPublicKey):
         return "rsa", key.key_size
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -735,6 +793,16 @@ def _key_facts(cert: Certificate) -> tuple[str, int | str]:
     if isinstance(key, ed448.Ed448PublicKey):
         return "Ed448", ""
     return type(key).__name__, ""
+
+
+def _key_algorithm(cert: Certificate) -> str:
+    """The OID of the certificate's key algorithm, as text ("unknown" when the SPKI is not DER)."""
+    try:
+        info = der.read_tlv(cert.spki_der, 0)
+        algorithm = der.children(cert.spki_der, der.children(cert.spki_der, info)[0])[0]
+        return der.decode_oid(der.content(cert.spki_der, algorithm))
+    except (CertsyncError, IndexError):
+        return "unknown"
 
 
 @functools.lru_cache(maxsize=4096)

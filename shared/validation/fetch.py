@@ -7,9 +7,11 @@ so each one is hostile until proven otherwise (SSRF, `spec/validation.md` §5):
 - The host is resolved here and every address it resolves to must be global unicast; the connection goes
   to that pinned address (with the original Host header), so DNS rebinding cannot swap it afterwards.
   169.254.169.254 (IMDS) and 168.63.129.16 (the Azure wireserver) are refused even when allow-listed.
-- Every fetch has a connect timeout, a hard total deadline, and a size cap for its kind (CRLs: 64 MiB unless
-  set otherwise); a `Fetcher` also has a budget of attempts and an overall deadline, so one assessment
-  cannot be made to fetch forever. A body is streamed into one buffer and handed over as it is: a CRL of
+- Every fetch has a connect timeout, a read timeout (the longest silence while the answer is awaited or
+  arrives), a hard deadline per document (all its attempts together), and a size cap for its kind (CRLs:
+  64 MiB unless set otherwise); a `Fetcher` also has a budget of attempts and an overall deadline, so one
+  assessment cannot be made to fetch forever. A slow server is fine as long as it keeps sending and
+  finishes within the document deadline. A body is streamed into one buffer and handed over as it is: a CRL of
   tens of MiB is never held twice.
 
 `allow` admits hosts the guard would refuse: `pki.corp.local` (port 80) or `10.1.2.3:8080`. It is how a
@@ -66,8 +68,9 @@ class FetchLimits:
     """Per-fetch and per-assessment bounds (defaults from `spec/validation.md` §5; the CRL cap is 64 MiB so
     that a CA's million-entry CRL, about 47 MiB, is read: `with_crl_cap` sets another)."""
 
-    connect_timeout: float = 3.0
-    fetch_timeout: float = 10.0  # one attempt, start to last byte
+    connect_timeout: float = 3.0  # the TCP connection (CERTSYNC_FETCH_CONNECT_TIMEOUT)
+    read_timeout: float = 10.0  # the longest silence once connected (CERTSYNC_FETCH_READ_TIMEOUT)
+    document_deadline: float = 20.0  # one URL, first byte sent to last received, retries included
     deadline: float = 30.0  # all fetches of one Fetcher together
     max_attempts: int = 12  # all fetches of one Fetcher together, retries included
     retries: int = 1  # extra attempts after a failure that may be transient
@@ -76,10 +79,24 @@ class FetchLimits:
         default_factory=lambda: {"aia": 64 * 1024, "ocsp": 64 * 1024, "crl": CRL_MAX_MB * MIB}
     )
 
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "read_timeout", "document_deadline"):
+            if not getattr(self, name) > 0:  # also refuses NaN
+                raise CertsyncError(f"fetch limit {name} must be a positive number of seconds")
+        if not self.deadline >= 0:  # 0: a Fetcher that fetches nothing
+            raise CertsyncError("fetch limit deadline must be 0 or more seconds")
+
     @classmethod
-    def with_crl_cap(cls, megabytes: int) -> FetchLimits:
-        """The default limits, with CRLs capped at `megabytes` MiB."""
-        limits = cls()
+    def with_crl_cap(
+        cls,
+        megabytes: int,
+        *,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        document_deadline: float = 20.0,
+    ) -> FetchLimits:
+        """The default limits with CRLs capped at `megabytes` MiB, and the given timeouts."""
+        limits = cls(connect_timeout=connect_timeout, read_timeout=read_timeout, document_deadline=document_deadline)
         limits.max_bytes["crl"] = megabytes * MIB
         return limits
 
@@ -159,13 +176,16 @@ class Fetcher:
             self.attempts.append(Attempt(url, kind, f"refused: {exc}"))
             raise
         delay = limits.retry_backoff
+        document_end = time.monotonic() + limits.document_deadline
         for attempt in range(limits.retries + 1):
             self._spend(url, kind)
+            budget = min(document_end - time.monotonic(), self._remaining())
             try:
-                data = self._once(method, address, host, port, path, kind, body, content_type)
+                data = self._once(method, address, host, port, path, kind, body, content_type, max(budget, 0.001))
             except _Transient as exc:
                 self.attempts.append(Attempt(url, kind, str(exc), address))
-                if attempt == limits.retries or self._remaining() < delay:
+                left = min(document_end - time.monotonic(), self._remaining())
+                if attempt == limits.retries or left < delay:
                     raise FetchError(f"{url}: {exc}") from None
                 time.sleep(delay)
                 delay *= 2
@@ -201,20 +221,25 @@ class Fetcher:
         kind: str,
         body: bytes | None,
         content_type: str | None,
+        budget: float,
     ) -> bytearray:
+        """One attempt, cut off after `budget` seconds whatever the server does."""
         limits = self.limits
         cap = limits.max_bytes[kind]
-        budget = min(limits.fetch_timeout, max(self._remaining(), 0.001))
         try:
             sock = self._connect(address, port, min(limits.connect_timeout, budget))
         except OSError:
             raise _Transient("cannot connect") from None
+        # The connect timeout stays on the socket unless replaced: every read would give up as soon as a
+        # connection may. Reads wait up to the read timeout; the watchdog below bounds the whole document.
+        with contextlib.suppress(OSError):
+            sock.settimeout(min(limits.read_timeout, budget))
         # A hard deadline for the whole exchange: a server that drips bytes cannot hold us past it.
         expired = threading.Event()
         watchdog = threading.Timer(budget, _shutdown, (sock, expired))
         watchdog.start()
         try:
-            conn = http.client.HTTPConnection(host, port, timeout=budget)
+            conn = http.client.HTTPConnection(host, port, timeout=limits.read_timeout)
             conn.sock = sock  # connect to the pinned address; Host: still names the original host
             headers = {"Accept": "*/*", "Connection": "close", "User-Agent": "certsync"}
             if content_type:
@@ -233,15 +258,19 @@ class Fetcher:
                 raise FetchError(f"the response is larger than the {_size(cap)} allowed for {kind}")
             data = _read_capped(response, expected, cap, kind)
             if expired.is_set():  # the deadline cut the connection: what arrived is only part of it
-                raise _Transient(f"no complete answer within {budget:g} s")
+                raise _Transient(f"no complete answer within {budget:.3g} s")
             if expected is not None and len(data) != expected:
                 raise _Transient("the connection closed before the whole response arrived")
             return data
         except FetchError:
             raise
+        except TimeoutError:
+            if expired.is_set():
+                raise _Transient(f"no complete answer within {budget:.3g} s") from None
+            raise _Transient(f"the server sent nothing for {limits.read_timeout:g} s") from None
         except (OSError, http.client.HTTPException, ValueError):
             if expired.is_set():
-                raise _Transient(f"no complete answer within {budget:g} s") from None
+                raise _Transient(f"no complete answer within {budget:.3g} s") from None
             raise _Transient("the connection failed") from None
         finally:
             watchdog.cancel()

@@ -64,7 +64,10 @@ class Certificate:
         serial, _sig_alg, issuer, validity, subject, spki = fields[i : i + 6]
         if serial.tag != der.INTEGER or issuer.tag != der.SEQUENCE or subject.tag != der.SEQUENCE:
             raise DerError("TBSCertificate fields are out of order")
-        not_before, not_after = (read_time(buf, t) for t in der.children(buf, validity))
+        times = der.children(buf, validity) if validity.tag == der.SEQUENCE else []
+        if len(times) != 2:
+            raise DerError("the validity does not hold exactly two times (notBefore, notAfter)")
+        not_before, not_after = (read_time(buf, t) for t in times)
         cert = cls(
             der=buf,
             label=label,

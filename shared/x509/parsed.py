@@ -1,6 +1,12 @@
 """cryptography's view of a `Certificate`, parsed once per certificate and shared by the assessment and
 revocation code. `Certificate` walks its own DER; this strict parse is only needed for signatures, keys
-and extensions, and a certificate it refuses is reported as malformed, never as a crash."""
+and extensions, and a certificate it refuses is reported as malformed, never as a crash.
+
+Whatever `cryptography` raises while loading a certificate or reading its extensions becomes
+`MalformedCertificate` with a one-line reason, and whatever it warns about (a serial number that is not
+positive, UTF-8 in a VisibleString, an attribute of the wrong length) is kept per certificate
+(`parse_warnings`) instead of reaching stderr: the assessment reports it as a finding where it matters.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +15,86 @@ import warnings
 from typing import TypeVar
 
 from cryptography import x509
-from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from shared.x509.certificate import Certificate
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
 
+# What cryptography raises for bytes it will not read: ValueError (most), InvalidVersion (not a
+# ValueError), DuplicateExtension, UnsupportedGeneralNameType, UnsupportedAlgorithm, and TypeError.
+PARSE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
 
 class MalformedCertificate(Exception):
-    """`cert` is not DER that a strict parser accepts (or one of its extensions is not)."""
+    """`cert` is not DER that a strict parser accepts (or one of its extensions is not); `reason` says why,
+    in one line (never the certificate's bytes)."""
 
-    def __init__(self, cert: Certificate) -> None:
-        super().__init__(cert.label)
+    def __init__(self, cert: Certificate, reason: str = "") -> None:
+        super().__init__(f"{cert.label}: {reason}" if reason else cert.label)
         self.cert = cert
+        self.reason = reason
+
+
+def parse_error_reason(exc: BaseException) -> str:
+    """A one-line reason from a cryptography exception: its first line, without the Rust parser's
+    location dump, at most 160 characters."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    text = text.split(" {", 1)[0].split(" (encountered processing", 1)[0].strip().rstrip(":")
+    text = text or type(exc).__name__
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def to_x509(cert: Certificate) -> x509.Certificate:
+    """cryptography's parse of `cert`; raises MalformedCertificate when it refuses the DER."""
+    return _load(cert)[0]
+
+
+def parse_warnings(cert: Certificate) -> tuple[str, ...]:
+    """What cryptography warned about while reading `cert` and its extensions, one line each, deduplicated.
+    Empty for a certificate it refuses (that is MalformedCertificate's to say)."""
+    try:
+        loaded = _load(cert)[1]
+        read = _read_extensions(cert)[1]
+    except MalformedCertificate:
+        return ()
+    return tuple(dict.fromkeys((*loaded, *read)))
 
 
 @functools.lru_cache(maxsize=4096)
-def to_x509(cert: Certificate) -> x509.Certificate:
-    try:
-        with warnings.catch_warnings():  # a few Mozilla roots have non-positive serials; we only read them
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            return x509.load_der_x509_certificate(cert.der)
-    except ValueError:
-        raise MalformedCertificate(cert) from None
+def _load(cert: Certificate) -> tuple[x509.Certificate, tuple[str, ...]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            parsed = x509.load_der_x509_certificate(cert.der)
+            parsed.serial_number  # noqa: B018 - some warnings come only when a field is first read
+        except PARSE_ERRORS as exc:
+            raise MalformedCertificate(cert, parse_error_reason(exc)) from None
+    return parsed, _messages(caught)
+
+
+def _messages(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_warning_text(str(w.message)) for w in caught))
+
+
+def _warning_text(message: str) -> str:
+    """The first sentence of a cryptography warning ("... Loading this certificate will cause an exception
+    in a future release" is about cryptography, not the certificate)."""
+    first = message.strip().split(". ", 1)[0].rstrip(".")
+    return first if len(first) <= 160 else first[:159] + "…"
 
 
 def extension(cert: Certificate, kind: type[_E]) -> _E | None:
     """The certificate's extension of type `kind` (`x509.KeyUsage`, ...), or None when it has none.
     Raises MalformedCertificate when any of its extensions is malformed or duplicated."""
-    value = _extensions(cert).get(kind)
+    value = _read_extensions(cert)[0].get(kind)
     return value if isinstance(value, kind) else None
 
 
@@ -52,10 +109,16 @@ def access_urls(cert: Certificate, method: x509.ObjectIdentifier) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _extensions(cert: Certificate) -> dict[type[x509.ExtensionType], x509.ExtensionType]:
-    """The certificate's extensions by type, read once. cryptography parses them lazily, so a malformed
-    or duplicated extension surfaces here, as a malformed certificate."""
-    try:
-        return {type(ext.value): ext.value for ext in to_x509(cert).extensions}
-    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
-        raise MalformedCertificate(cert) from None
+def _read_extensions(
+    cert: Certificate,
+) -> tuple[dict[type[x509.ExtensionType], x509.ExtensionType], tuple[str, ...]]:
+    """The certificate's extensions by type, read once, and the warnings reading them gave. cryptography
+    parses them lazily, so a malformed or duplicated extension surfaces here, as a malformed certificate."""
+    parsed = to_x509(cert)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            found = {type(ext.value): ext.value for ext in parsed.extensions}
+        except PARSE_ERRORS as exc:
+            raise MalformedCertificate(cert, parse_error_reason(exc)) from None
+    return found, _messages(caught)
