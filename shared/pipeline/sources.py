@@ -5,7 +5,8 @@ how it fails (`SourceError`), and the Key Vault object-name rule every source an
 and chain, never the private key), the previous enabled version for the diff, and the certificate's
 tags; the daily reconciliation also lists the vault's certificates and takes each one's latest
 enabled version, a batch of names at a time (`tags_many`, `latest_many`: a remote source reads them
-concurrently, `gather` runs the reads and keeps each name's result or error). `shared.adapters.azure.keyvault.KeyVaultSource` reads a real vault;
+concurrently, `gather` runs the reads and keeps each name's result or error).
+`shared.adapters.azure.keyvault.KeyVaultSource` reads a real vault;
 `shared.adapters.local.vault_directory.DirectoryVault` reads a folder laid out like one, for
 `certsync process --vault-dir`, `certsync reconcile` and the demo.
 """
@@ -84,7 +85,7 @@ class CertificateSource(Protocol):
         """`tags` of each name, keyed in the order given; a name whose read failed maps to its error."""
         ...
 
-    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | None | Exception]:
+    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | Exception | None]:
         """`latest` of each name, keyed in the order given; a name whose read failed maps to its error."""
         ...
 

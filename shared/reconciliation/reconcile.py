@@ -955,7 +955,7 @@ class _Prefetched:
     the certificate is checked, as if it had been read there."""
 
     _tags: Mapping[str, dict[str, str] | Exception]
-    _latest: Mapping[str, StoredVersion | None | Exception]
+    _latest: Mapping[str, StoredVersion | Exception | None]
 
     def tags(self, name: str) -> dict[str, str]:
         value = self._tags[name]

@@ -24,9 +24,9 @@ What it does, following Key Vault as far as we know it:
   `managed: true`); for a disabled version 403 Forbidden "Operation get is not allowed on a disabled
   secret." (innererror SecretDisabled).
 - `GET /certificates/{name}/versions`: certificate items, the client's `maxresults` per page but at
-  most `page_size` (default 2; Key Vault's is 25), linked by `nextLink` with a `$skiptoken`. Items come in version-id order,
-  not by date (as Key Vault and lowkey-vault list them), so callers have to sort. An unknown name
-  lists nothing (assumed, not verified against Key Vault).
+  most `page_size` (default 2; Key Vault's is 25), linked by `nextLink` with a `$skiptoken`. Items
+  come in version-id order, not by date (as Key Vault and lowkey-vault list them), so callers have
+  to sort. An unknown name lists nothing (assumed, not verified against Key Vault).
 - `GET /certificates`: one item per certificate (id without a version; the attributes and tags of
   its newest version), in name order, paged the same way.
 - Names and versions are case-insensitive; ids keep the case they were added with. Any api-version
@@ -37,7 +37,7 @@ What it does, following Key Vault as far as we know it:
   network does; `throttle(count, retry_after)` answers the next `count` authenticated requests 429
   Throttled with that `Retry-After`; `answers` lists each authenticated request with the
   `time.monotonic()` it arrived at and the status it got, so tests compare requests' times with each
-  other, never with a wall clock.
+  other, never with a wall clock; `peak_in_flight` is the most requests it was answering at once.
 
 Not emulated: writes (the challenge request of a POST/PUT is sent without its body), deleted
 objects, the policy and issuer endpoints, CAE claims challenges.
@@ -154,6 +154,8 @@ class FakeKeyVault(HttpsServer):
         self._failures: dict[str, tuple[int, str, str, str | None]] = {}
         self._throttles: list[tuple[str, int, str]] = []  # (path prefix, requests left, Retry-After)
         self._answers: list[Answer] = []
+        self._in_flight = 0
+        self.peak_in_flight = 0  # the most requests being answered at once
         self._data_lock = threading.Lock()
 
     # what clients need
@@ -259,13 +261,22 @@ class FakeKeyVault(HttpsServer):
     # serving
 
     def _lookup(self, path: str) -> Route | None:
-        return Route(handler=self._answer_logged, delay=self.latency)
+        return Route(handler=self._answer_logged)
 
     def _answer_logged(
         self, method: str, target: str, headers: Headers, body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         arrived = time.monotonic()
-        status, extra, payload = self._answer(method, target, headers, body)
+        with self._data_lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            status, extra, payload = self._answer(method, target, headers, body)
+        finally:
+            with self._data_lock:
+                self._in_flight -= 1
         if headers.get("Authorization") is not None:
             with self._data_lock:
                 self._answers.append(Answer(arrived, method, target, status))

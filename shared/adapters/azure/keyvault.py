@@ -256,7 +256,7 @@ class KeyVaultSource:
 
         return gather(names, read, self.concurrency)
 
-    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | None | Exception]:
+    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | Exception | None]:
         return gather(names, self.latest, self.concurrency)
 
     # helpers

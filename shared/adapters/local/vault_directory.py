@@ -104,7 +104,7 @@ class DirectoryVault:
     def tags_many(self, names: Sequence[str]) -> dict[str, dict[str, str] | Exception]:
         return gather(names, self.tags)  # local files: one after another
 
-    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | None | Exception]:
+    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | Exception | None]:
         return gather(names, self.latest)
 
     def _folder(self, name: str, *, recheck: bool = True) -> _Folder:
