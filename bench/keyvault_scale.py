@@ -18,6 +18,7 @@ Run: `make bench` or `.venv/bin/python bench/keyvault_scale.py [--count 10000] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -50,10 +51,8 @@ def serve(count: int, latency: float, tls_dir: str, pipe: object) -> None:
     vault.latency = latency
     with vault:
         pipe.send((vault.port, vault.credential.token))  # type: ignore[attr-defined]
-        try:
+        with contextlib.suppress(EOFError):
             pipe.recv()  # type: ignore[attr-defined]
-        except EOFError:
-            pass
 
 
 def main() -> None:
