@@ -49,6 +49,7 @@ bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/assess.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/keyvault_scale.py
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/status_page.py
 

@@ -4,7 +4,9 @@ how it fails (`SourceError`), and the Key Vault object-name rule every source an
 `CertificateSource` is what the pipeline needs from Key Vault: one version's public certificates (leaf
 and chain, never the private key), the previous enabled version for the diff, and the certificate's
 tags; the daily reconciliation also lists the vault's certificates and takes each one's latest
-enabled version. `shared.adapters.azure.keyvault.KeyVaultSource` reads a real vault;
+enabled version, a batch of names at a time (`tags_many`, `latest_many`: a remote source reads them
+concurrently, `gather` runs the reads and keeps each name's result or error).
+`shared.adapters.azure.keyvault.KeyVaultSource` reads a real vault;
 `shared.adapters.local.vault_directory.DirectoryVault` reads a folder laid out like one, for
 `certsync process --vault-dir`, `certsync reconcile` and the demo.
 """
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from shared.errors import CertsyncError
 from shared.x509.certificate import CertificateBundle
@@ -76,6 +80,34 @@ class CertificateSource(Protocol):
         """The tags of `latest(name)` ({} when no version is enabled), read without its secret: enough to
         tell whether certsync has targets for a certificate before reading anything else of it."""
         ...
+
+    def tags_many(self, names: Sequence[str]) -> dict[str, dict[str, str] | Exception]:
+        """`tags` of each name, keyed in the order given; a name whose read failed maps to its error."""
+        ...
+
+    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | Exception | None]:
+        """`latest` of each name, keyed in the order given; a name whose read failed maps to its error."""
+        ...
+
+
+_T = TypeVar("_T")
+
+
+def gather(names: Sequence[str], read: Callable[[str], _T], concurrency: int = 1) -> dict[str, _T | Exception]:
+    """`read(name)` for each name, at most `concurrency` at a time (threads), keyed in the order given
+    whatever order the reads finish in. One name's error is its result and stops no other read."""
+
+    def attempt(name: str) -> _T | Exception:
+        try:
+            return read(name)
+        except Exception as exc:  # the caller decides per name
+            return exc
+
+    unique = list(dict.fromkeys(names))
+    if concurrency <= 1 or len(unique) <= 1:
+        return {name: attempt(name) for name in unique}
+    with ThreadPoolExecutor(min(concurrency, len(unique)), thread_name_prefix="certsync-source") as pool:
+        return dict(zip(unique, pool.map(attempt, unique), strict=True))
 
 
 def is_object_name(name: str) -> bool:

@@ -461,19 +461,21 @@ class _Run:
     ) -> set[str]:
         """Check these certificates of the vault, in order; the keys of those whose snapshots stay."""
         seen: set[str] = set()
+        batch = _Prefetched({}, {})
         for index, name in enumerate(names):
             if index % BATCH == 0:
                 self._commit()
                 self._read_histories(names[index : index + BATCH])
+                batch = self._prefetch(source, names[index : index + BATCH])
             progress.advance(1)
             key = certificate_key(vault, name)
             targeted: bool | None = None  # None: not known, the tags could not be read
             try:
-                targeted = self._has_targets(source, name)
+                targeted = self._has_targets(batch, name)
                 if targeted:
                     seen.add(key)
                     self.report.certificates.append(key)
-                    self._certificate(vault, source, name, key)
+                    self._certificate(vault, batch, name, key)
             except Exception as exc:  # one certificate's failure must not stop the others
                 seen.add(key)
                 self._failed(vault, name, "", key, exc)
@@ -514,17 +516,26 @@ class _Run:
         except Exception as exc:  # the audit trail is down: each certificate of the batch fails with it
             self._histories = exc
 
-    def _has_targets(self, source: CertificateSource, name: str) -> bool:
+    def _prefetch(self, source: CertificateSource, names: list[str]) -> _Prefetched:
+        """Read a batch's tags, then the latest versions of those with targets, each with one call on the
+        source, so that a remote source overlaps the reads (Key Vault: `concurrency` at a time)."""
+        file = self.reconciler.targets_file
+        in_file = {name for name in names if file is not None and file.for_certificate(name) is not None}
+        tags = source.tags_many([name for name in names if name not in in_file])
+        wanted = [name for name in names if name in in_file or _tagged(tags.get(name))]
+        return _Prefetched(tags, source.latest_many(wanted))
+
+    def _has_targets(self, source: _Prefetched, name: str) -> bool:
         """An own entry in the targets file, or a `certsync-*` tag (malformed ones included: they are a
         finding, not a reason to skip). The `"*"` entry alone targets nothing."""
         file = self.reconciler.targets_file
         if file is not None and file.for_certificate(name) is not None:
             return True
-        return any(str(tag).strip().lower().startswith(TAG_PREFIX) for tag in source.tags(name))
+        return _tagged(source.tags(name))
 
     # one certificate
 
-    def _certificate(self, vault: str, source: CertificateSource, name: str, key: str) -> None:
+    def _certificate(self, vault: str, source: _Prefetched, name: str, key: str) -> None:
         latest = source.latest(name)
         if latest is None:
             raise _NoEnabledVersion(
@@ -936,6 +947,34 @@ class _NoEnabledVersion(CertsyncError):
 
 
 # --- pure helpers --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prefetched:
+    """One batch's tags and latest versions as `_Run._prefetch` read them; a read's error is raised where
+    the certificate is checked, as if it had been read there."""
+
+    _tags: Mapping[str, dict[str, str] | Exception]
+    _latest: Mapping[str, StoredVersion | Exception | None]
+
+    def tags(self, name: str) -> dict[str, str]:
+        value = self._tags[name]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def latest(self, name: str) -> StoredVersion | None:
+        value = self._latest[name]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+def _tagged(tags: Mapping[str, str] | Exception | None) -> bool:
+    """Whether these tags give targets (a `certsync-*` tag); False for a read that failed."""
+    if tags is None or isinstance(tags, Exception):
+        return False
+    return any(str(tag).strip().lower().startswith(TAG_PREFIX) for tag in tags)
 
 
 def expiry_state(days_left: float, thresholds: Iterable[int] = THRESHOLDS) -> str:

@@ -23,16 +23,21 @@ What it does, following Key Vault as far as we know it:
 - `GET /secrets/{name}/{version}` (or latest): the backing secret (`value`, `contentType`, `kid`,
   `managed: true`); for a disabled version 403 Forbidden "Operation get is not allowed on a disabled
   secret." (innererror SecretDisabled).
-- `GET /certificates/{name}/versions`: certificate items, `page_size` (default 2) or the client's
-  `maxresults` per page, linked by `nextLink` with a `$skiptoken`. Items come in version-id order,
-  not by date (as Key Vault and lowkey-vault list them), so callers have to sort. An unknown name
-  lists nothing (assumed, not verified against Key Vault).
+- `GET /certificates/{name}/versions`: certificate items, the client's `maxresults` per page but at
+  most `page_size` (default 2; Key Vault's is 25), linked by `nextLink` with a `$skiptoken`. Items
+  come in version-id order, not by date (as Key Vault and lowkey-vault list them), so callers have
+  to sort. An unknown name lists nothing (assumed, not verified against Key Vault).
 - `GET /certificates`: one item per certificate (id without a version; the attributes and tags of
   its newest version), in name order, paged the same way.
 - Names and versions are case-insensitive; ids keep the case they were added with. Any api-version
   is accepted. Errors carry the Key Vault body `{"error": {"code": ..., "message": ...}}`.
 - `fail(prefix, status, code)` makes authenticated requests under a path prefix fail;
   `requests` (from `HttpServer`) logs every request with its method, path, headers and body.
+- At scale: `latency` (seconds, constructor or attribute) delays every answer, as a vault across a
+  network does; `throttle(count, retry_after)` answers the next `count` authenticated requests 429
+  Throttled with that `Retry-After`; `answers` lists each authenticated request with the
+  `time.monotonic()` it arrived at and the status it got, so tests compare requests' times with each
+  other, never with a wall clock; `peak_in_flight` is the most requests it was answering at once.
 
 Not emulated: writes (the challenge request of a POST/PUT is sent without its body), deleted
 objects, the policy and issuer endpoints, CAE claims challenges.
@@ -103,6 +108,16 @@ class StaticTokenCredential:
 # --- the vault -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One authenticated request: when it arrived (`time.monotonic()`), what it asked, what it got."""
+
+    at: float
+    method: str
+    path: str  # with the query string
+    status: int
+
+
 @dataclass
 class _Version:
     name: str
@@ -122,13 +137,25 @@ class FakeKeyVault(HttpsServer):
 
     Without `tls` it makes its own CA in a temporary directory, removed on `stop()`."""
 
-    def __init__(self, tls: LoopbackTls | None = None, *, page_size: int = 2, tenant_id: str | None = None) -> None:
+    def __init__(
+        self,
+        tls: LoopbackTls | None = None,
+        *,
+        page_size: int = 2,
+        tenant_id: str | None = None,
+        latency: float = 0.0,
+    ) -> None:
         super().__init__(tls, name="fake-keyvault")
         self.page_size = page_size
+        self.latency = latency  # seconds before each answer
         self.tenant_id = tenant_id or str(uuid.uuid4())
         self.credential = StaticTokenCredential(secrets.token_urlsafe(24))
         self._versions: dict[str, list[_Version]] = {}
         self._failures: dict[str, tuple[int, str, str, str | None]] = {}
+        self._throttles: list[tuple[str, int, str]] = []  # (path prefix, requests left, Retry-After)
+        self._answers: list[Answer] = []
+        self._in_flight = 0
+        self.peak_in_flight = 0  # the most requests being answered at once
         self._data_lock = threading.Lock()
 
     # what clients need
@@ -217,11 +244,53 @@ class FakeKeyVault(HttpsServer):
     def clear_failures(self) -> None:
         with self._data_lock:
             self._failures.clear()
+            self._throttles.clear()
+
+    def throttle(self, count: int, retry_after: str = "1", path_prefix: str = "/") -> None:
+        """Answer the next `count` authenticated requests under `path_prefix` 429 Throttled with
+        `Retry-After: retry_after` (seconds, or an HTTP date)."""
+        with self._data_lock:
+            self._throttles.append((path_prefix.lower(), count, retry_after))
+
+    @property
+    def answers(self) -> list[Answer]:
+        """Every authenticated request so far, in the order they arrived."""
+        with self._data_lock:
+            return list(self._answers)
 
     # serving
 
     def _lookup(self, path: str) -> Route | None:
-        return Route(handler=self._answer)
+        return Route(handler=self._answer_logged)
+
+    def _answer_logged(
+        self, method: str, target: str, headers: Headers, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        arrived = time.monotonic()
+        with self._data_lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            status, extra, payload = self._answer(method, target, headers, body)
+        finally:
+            with self._data_lock:
+                self._in_flight -= 1
+        if headers.get("Authorization") is not None:
+            with self._data_lock:
+                self._answers.append(Answer(arrived, method, target, status))
+        return status, extra, payload
+
+    def _throttled(self, path: str) -> str | None:
+        """The Retry-After of a throttle that takes this request, if one does."""
+        lowered = path.lower()
+        with self._data_lock:
+            for index, (prefix, left, retry_after) in enumerate(self._throttles):
+                if left > 0 and lowered.startswith(prefix):
+                    self._throttles[index] = (prefix, left - 1, retry_after)
+                    return retry_after
+        return None
 
     def _answer(self, method: str, target: str, headers: Headers, body: bytes) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(target)
@@ -232,6 +301,10 @@ class FakeKeyVault(HttpsServer):
             return self._challenge("AKV10000: Request is missing a Bearer or PoP token.")
         if authorization != f"Bearer {self.credential.token}":
             return self._challenge("The access token is not valid for this vault.")
+        retry_after = self._throttled(path)
+        if retry_after is not None:
+            status, throttled, payload = _error(429, "Throttled", _DEFAULT_MESSAGES["Throttled"])
+            return status, {**throttled, "Retry-After": retry_after}, payload
         failure = self._failure_for(path)
         if failure is not None:
             status, code, message, inner = failure
@@ -298,9 +371,9 @@ class FakeKeyVault(HttpsServer):
     def _page(
         self, items: list[_Version], query: Mapping[str, str], path: str, item_id: Callable[[_Version], str]
     ) -> tuple[int, dict[str, str], bytes]:
-        """`maxresults` items from the `$skiptoken` on (page_size by default), with a `nextLink` to the rest."""
+        """`maxresults` items (at most page_size) from the `$skiptoken` on, with a `nextLink` to the rest."""
         try:
-            size = int(query.get("maxresults") or self.page_size)
+            size = min(int(query.get("maxresults") or self.page_size), self.page_size)
             start = int(base64.urlsafe_b64decode(query["$skiptoken"]).decode()) if "$skiptoken" in query else 0
         except (ValueError, KeyError):
             return _error(400, "BadParameter", "The skiptoken or maxresults parameter is not valid.")

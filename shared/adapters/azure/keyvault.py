@@ -12,6 +12,22 @@ and each one's versions: `tags` (of the newest enabled version) from the listing
 certsync has no targets for are never read further, and `latest` (the listing, then `get`). Listing is
 covered by the same Certificate User role (certificates/read).
 
+At fleet scale the reconciliation reads a batch of names at once (`tags_many`, `latest_many`): tags
+come from the vault listing when its item (the current version) is enabled, so they cost no request;
+`latest` reads the current version (`get_certificate`) and its secret -- two requests -- and lists the
+versions only when the current one is disabled. The reads of a batch run in `concurrency` threads
+(default 12), and every request of the source, from any thread, passes one `_Throttle`:
+
+- it starts requests no faster than `max_rate` per second (default 400: Key Vault allows 4,000
+  transactions per 10 seconds per vault per region for secrets and vault transactions, see
+  https://learn.microsoft.com/azure/key-vault/general/service-limits; 12 threads at 30 ms per call
+  would reach that rate too, so the cap only bites when the vault answers faster);
+- after a 429 (or 503) with `Retry-After`, no request of the source starts before that time has
+  passed (Key Vault's throttling guidance: https://learn.microsoft.com/azure/key-vault/general/
+  overview-throttling). The SDK's own retry policy (azure-core `RetryPolicy`, kept as the SDK sets it:
+  up to 10 tries, honouring `Retry-After`) then sends the throttled request again; the throttle makes
+  the other threads wait too instead of spending their tries.
+
 A disabled version keeps its certificate object readable but Key Vault refuses its secret (403
 "Operation get is not allowed on a disabled secret."), so a disabled version's bundle is its leaf
 alone, from the certificate object.
@@ -26,13 +42,15 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import email.utils
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
-from shared.pipeline.sources import SourceError, StoredVersion, check_object_name
+from shared.pipeline.sources import SourceError, StoredVersion, check_object_name, gather
 from shared.x509.certificate import CertificateBundle
 from shared.x509.containers import load_certificates
 
@@ -43,6 +61,11 @@ if TYPE_CHECKING:
 
 PKCS12_CONTENT_TYPE = "application/x-pkcs12"
 PEM_CONTENT_TYPE = "application/x-pem-file"
+
+DEFAULT_CONCURRENCY = 12  # reads in flight at once (see the module docstring for the service limits)
+MAX_CONCURRENCY = 64
+MAX_RATE = 400.0  # requests per second: Key Vault's 4,000 transactions per 10 seconds per vault per region
+PAGE_SIZE = 25  # items per listing page: the most Key Vault returns
 
 
 def default_credential(client_id: str = "") -> TokenCredential:
@@ -57,17 +80,38 @@ def default_credential(client_id: str = "") -> TokenCredential:
 
 
 def make_clients(
-    vault_url: str, credential: TokenCredential | None = None, *, client_id: str = "", **client_kwargs: Any
+    vault_url: str,
+    credential: TokenCredential | None = None,
+    *,
+    client_id: str = "",
+    pool_size: int = 0,
+    **client_kwargs: Any,
 ) -> tuple[CertificateClient, SecretClient]:
     """The certificate and secret clients for one vault; `client_kwargs` go to both. Without a `credential`,
-    `default_credential(client_id)`."""
+    `default_credential(client_id)`. `pool_size` keeps that many connections open per client (requests
+    keeps 10 by default, and a thread beyond them would open a new TLS connection per request)."""
     from azure.keyvault.certificates import CertificateClient
     from azure.keyvault.secrets import SecretClient
 
     credential = credential or default_credential(client_id)
+
+    def options() -> dict[str, Any]:
+        if pool_size <= 0 or "transport" in client_kwargs:
+            return client_kwargs
+        from azure.core.pipeline.transport import RequestsTransport
+
+        transport = RequestsTransport(**client_kwargs)
+        transport.open()  # the SDK's session and adapters (no urllib3 retries), re-mounted with a bigger pool
+        session = transport.session
+        assert session is not None
+        for prefix in ("https://", "http://"):
+            adapter = session.get_adapter(prefix)
+            session.mount(prefix, type(adapter)(max_retries=adapter.max_retries, pool_maxsize=pool_size))
+        return {**client_kwargs, "transport": transport}
+
     return (
-        CertificateClient(vault_url, credential, **client_kwargs),
-        SecretClient(vault_url, credential, **client_kwargs),
+        CertificateClient(vault_url, credential, **options()),
+        SecretClient(vault_url, credential, **options()),
     )
 
 
@@ -89,8 +133,21 @@ class KeyVaultSource:
         *,
         name: str | None = None,
         client_id: str = "",
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_rate: float = MAX_RATE,
         **client_kwargs: Any,
     ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise CertsyncError(
+                f"Key Vault concurrency {concurrency!r}: give a whole number from 1 to {MAX_CONCURRENCY}"
+            )
+        if isinstance(max_rate, bool) or not isinstance(max_rate, (int, float)) or not 0 < max_rate <= MAX_RATE:
+            raise CertsyncError(
+                f"Key Vault request rate {max_rate!r}: give requests per second above 0 and at most {MAX_RATE:g} "
+                "(the vault's service limit)"
+            )
+        self.concurrency = concurrency
+        self.throttle = _Throttle(float(max_rate))
         self.vault = name or vault_name(vault_url)  # `name` when the URL's host is not the vault's name
         self.vault_url = vault_url.rstrip("/")
         self._credential = credential
@@ -98,12 +155,18 @@ class KeyVaultSource:
         self._client_kwargs = client_kwargs
         self._clients: tuple[CertificateClient, SecretClient] | None = None
         self._lock = threading.Lock()
+        self._listed: dict[str, CertificateProperties] = {}  # the last listing, by lower-case name
 
     def get(self, name: str, version: str) -> StoredVersion:
         self._check(name, version)
         certificates, secrets = self._get_clients()
         with self._answers(f"reading certificate {name} version {version}"):
             certificate = certificates.get_certificate_version(name, version)
+        return self._stored(secrets, certificate, name, version)
+
+    def _stored(
+        self, secrets: SecretClient, certificate: KeyVaultCertificate, name: str, version: str
+    ) -> StoredVersion:
         properties = certificate.properties
         if properties is None:  # the SDK types it optional; Key Vault always sends them
             raise SourceError(
@@ -154,16 +217,47 @@ class KeyVaultSource:
     def names(self) -> list[str]:
         certificates, _ = self._get_clients()
         with self._answers("listing the certificates"):
-            listed = [p.name for p in certificates.list_properties_of_certificates() if p.name]
-        return sorted(listed, key=str.lower)
+            listed = [p for p in certificates.list_properties_of_certificates(max_page_size=PAGE_SIZE) if p.name]
+        with self._lock:
+            self._listed = {(p.name or "").lower(): p for p in listed}
+        return sorted((p.name or "" for p in listed), key=str.lower)
 
     def latest(self, name: str) -> StoredVersion | None:
-        newest = self._newest_enabled(name)
+        self._check(name)
+        certificates, secrets = self._get_clients()
+        try:
+            with self._answers(f"reading the current version of certificate {name}"):
+                current = certificates.get_certificate(name)
+        except SourceError as exc:
+            if exc.kind == "not-found":  # no such certificate: no enabled version either
+                return None
+            raise
+        properties = current.properties
+        if properties is not None and properties.enabled is not False and properties.version:
+            return self._stored(secrets, current, name, properties.version)  # the current version is the newest
+        newest = self._newest_enabled(name)  # the current version is disabled: an older one may be enabled
         return self.get(name, newest.version or "") if newest is not None else None
 
     def tags(self, name: str) -> dict[str, str]:
         newest = self._newest_enabled(name)  # the listing carries each version's tags: no secret is read
         return dict(newest.tags or {}) if newest is not None else {}
+
+    def tags_many(self, names: Sequence[str]) -> dict[str, dict[str, str] | Exception]:
+        """`tags` of each name; from the last `names()` listing, without a request, where it shows the
+        current version enabled (that version is then the newest enabled one)."""
+        with self._lock:
+            listed = dict(self._listed)
+
+        def read(name: str) -> dict[str, str]:
+            item = listed.get(name.lower())
+            if item is not None and item.enabled is not False:
+                return dict(item.tags or {})
+            return self.tags(name)
+
+        return gather(names, read, self.concurrency)
+
+    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | Exception | None]:
+        return gather(names, self.latest, self.concurrency)
 
     # helpers
 
@@ -188,8 +282,13 @@ class KeyVaultSource:
     def _get_clients(self) -> tuple[CertificateClient, SecretClient]:
         with self._lock:
             if self._clients is None:
+                options = {"per_retry_policies": [self.throttle], **self._client_kwargs}
                 self._clients = make_clients(
-                    self.vault_url, self._credential, client_id=self._client_id, **self._client_kwargs
+                    self.vault_url,
+                    self._credential,
+                    client_id=self._client_id,
+                    pool_size=self.concurrency,
+                    **options,
                 )
             return self._clients
 
@@ -283,6 +382,59 @@ class KeyVaultSource:
                 "unavailable",
                 transient=True,
             ) from None
+
+
+class _Throttle:
+    """An azure-core pipeline policy (added per retry, so every try passes it) shared by all of a source's
+    requests: starts them at most `rate` per second, and after a 429/503 with Retry-After starts none
+    before that time has passed. `throttled` counts the answers that asked to wait."""
+
+    next: Any  # the rest of the pipeline, set by azure-core
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._lock = threading.Lock()
+        self._next_start = 0.0  # time.monotonic() values
+        self._resume = 0.0
+        self.throttled = 0
+
+    def send(self, request: Any) -> Any:
+        self._wait()
+        response = self.next.send(request)
+        http = response.http_response
+        if http.status_code in (429, 503):
+            delay = retry_after(http.headers.get("Retry-After"))
+            with self._lock:
+                self.throttled += 1
+                if delay:
+                    self._resume = max(self._resume, time.monotonic() + delay)
+        return response
+
+    def _wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_start, self._resume)
+            self._next_start = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date); 0 when absent or unreadable."""
+    text = (value or "").strip()
+    if not text:
+        return 0.0
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        return 0.0
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _order(version: CertificateProperties) -> tuple:

@@ -13,11 +13,12 @@ import datetime as dt
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import CertificateInputError, CertsyncError
-from shared.pipeline.sources import SourceError, StoredVersion, check_object_name, is_object_name
+from shared.pipeline.sources import SourceError, StoredVersion, check_object_name, gather, is_object_name
 from shared.times import parse_time
 from shared.x509.containers import load_certificate_file
 
@@ -99,6 +100,12 @@ class DirectoryVault:
     def tags(self, name: str) -> dict[str, str]:
         folder = self._folder(name, recheck=False)
         return dict(folder.tags) if any(v.enabled for v in folder.listed) else {}
+
+    def tags_many(self, names: Sequence[str]) -> dict[str, dict[str, str] | Exception]:
+        return gather(names, self.tags)  # local files: one after another
+
+    def latest_many(self, names: Sequence[str]) -> dict[str, StoredVersion | Exception | None]:
+        return gather(names, self.latest)
 
     def _folder(self, name: str, *, recheck: bool = True) -> _Folder:
         """The folder's listing and metadata; re-read only when a file in it changed. Without `recheck`,
