@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 if TYPE_CHECKING:
     from shared.pipeline.events import EventDocument
-    from shared.pipeline.plan import PlanDocument
 
 # What happened. Each entry's `kind` is one of these.
 KINDS = (
@@ -35,6 +34,7 @@ KINDS = (
     "job-queued",
     "blocked",
     "expiry-warning",
+    "waiting-for-inventory",  # no fresh inventory of the worker group: discovery started, planned when stored
     # remediation (shared/remediation/): the Automation job and what the runbook reported
     "job-started",  # the Automation job was created (or found, on a retry)
     "job-retry",  # Automation answered 5xx or 429: the start or the poll is tried again later
@@ -66,7 +66,16 @@ class AssessmentDetails(TypedDict):
 
 
 class PlanDetails(TypedDict):
-    plan: PlanDocument  # without the intermediates' DER (`Plan.to_dict(der=False)`)
+    plan: dict[str, Any]  # the certsync.plan/2 without the intermediates' DER (`process.plan_document(der=False)`)
+
+
+class WaitingDetails(TypedDict):
+    """waiting-for-inventory, in the certificate's partition and in `discovery/<group>` (where
+    `Pipeline.resume` finds the event to run again)."""
+
+    worker_group: str
+    certificate: str
+    event: EventDocument
 
 
 class JobQueuedDetails(TypedDict):
@@ -101,6 +110,7 @@ AuditDetails = (
     | DuplicateDetails
     | BlockedDetails
     | SourceFailureDetails
+    | WaitingDetails
 )
 
 

@@ -15,7 +15,8 @@ with the inventory that is reported as a conflict, never written. In order:
 - retire: an old certificate only when nothing on that server still needs it (else `kept`, with why).
 
 Blocks are decided before anything runs, each with a one-line fix. Pure: values in, a value out.
-`shared/pipeline/plan.py` (certsync.plan/1) is unchanged and still what the pipeline queues.
+The pipeline calls it from one place (`shared.pipeline.process`), which adds the certificate's Key Vault
+identity, the worker group and the inventory the plan was made from (`plan_document`).
 """
 
 from __future__ import annotations

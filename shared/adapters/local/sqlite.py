@@ -16,9 +16,9 @@ from pathlib import Path
 
 from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditEntry, partition
+from shared.pipeline.inventories import InventoryRecord
 from shared.reconciliation.reconcile import certificate_key
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
-from shared.remediation.discovery import InventoryRecord
 from shared.times import format_time
 
 
