@@ -5,8 +5,8 @@ A `RemediationRequest` carries the plan (its `certsync.plan/2` document, `shared
 passed through unchanged to the runbook) and the certificate's identifiers (vault, name, version, Key Vault
 secret id, thumbprint), never key material: the runbook fetches the PFX from Key Vault with its own
 identity. There is one request per (vault, certificate, version), however often Event Grid delivers
-the event: its `job_id` is derived from that triple, and every `RemediationQueue` backend refuses a second one. The same id names
-the Azure Automation job's `JobId` parameter and the runbook's `certsync.result/1`.
+the event: its `job_id` is derived from that triple, and every `RemediationQueue` backend refuses a
+second one. The same id names the Azure Automation job's `JobId` parameter and the runbook's `certsync.result/1`.
 
 `RemediationQueue` is the port; `shared.adapters.local.outbox.OutboxQueue` writes request JSON files to a
 directory (the local default); `shared.adapters.azure.queues.StorageRemediationQueue` sends to the Azure

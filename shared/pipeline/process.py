@@ -583,7 +583,9 @@ def plan_document(
         "not_after": format_time(leaf.not_after, timespec="seconds"),
         "intermediates": intermediates,
     }
-    writes = [s for s in plan.steps if not s.action.startswith("check-")]
+    # What changes Exchange: not the checks, nor the intermediates alone (the runbook finds them there when
+    # the certificate is already deployed and Valid: "already", never a reason to queue a job)
+    writes = [s for s in plan.steps if not s.action.startswith("check-") and s.action != "install-intermediate"]
     document["worker_group"] = targets.worker_group
     document["probe"] = list(targets.probe)
     document["assessment_status"] = assessment.status
