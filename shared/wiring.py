@@ -377,6 +377,7 @@ def local_reconciler(
     audit: str = "certsync-audit.sqlite",
     state: str = "certsync-state.sqlite",
     settings: PipelineSettings | None = None,
+    inventory_store: str = "certsync-inventory.sqlite",
 ) -> Reconciler:
     """`certsync reconcile`: `local_pipeline`'s adapters, states and snapshots in the SQLite file `state`.
     The vault is named by the URL's host, or for a directory by `vault` (default: the directory's name);
@@ -386,7 +387,13 @@ def local_reconciler(
     from shared.pipeline.sources import check_object_name
 
     pipeline = local_pipeline(
-        vault_dir=vault_dir, vault_url=vault_url, targets=targets, outbox=outbox, audit=audit, settings=settings
+        vault_dir=vault_dir,
+        vault_url=vault_url,
+        targets=targets,
+        outbox=outbox,
+        audit=audit,
+        settings=settings,
+        inventory_store=inventory_store,
     )
     if vault_url is not None:
         if vault is not None:

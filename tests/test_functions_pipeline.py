@@ -6,6 +6,7 @@ event returns, an unsettled one raises (Event Grid retries it, then dead-letters
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from shared.wiring import pipeline_from_env
 from tests.azurite import Azurite, queued_json
 from tests.chains import MAIL_HOSTS, Issued, renewal_pki, unprotected_pfx
 from tests.fakes.keyvault import FakeKeyVault
+from tests.inventories import SEND, exchange, keep
 from tests.servers import HttpServer
 
 NAME = "exch-hybrid-smtp"
@@ -54,6 +56,7 @@ def app_settings(
         "AUDIT_TABLE": f"audit{suffix}",
         "JOB_CLAIMS_TABLE": f"claims{suffix}",
         "STATE_TABLE": f"state{suffix}",
+        "INVENTORY_TABLE": f"inventory{suffix}",
         "CERTSYNC_VAULTS": VAULT,
         "CERTSYNC_VAULT_URLS": f"{VAULT}={keyvault.vault_url}",
         "CERTSYNC_TARGETS_FILE": str(tmp_path / "targets.json"),
@@ -125,18 +128,21 @@ class Deployment:
 def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> Deployment:
     pki = renewal_pki(http_server)
     versions = []
-    for inter in (pki.inter_a, pki.inter_b):
-        data = unprotected_pfx(pki.leaf(inter), inter)
+    leaves = [pki.leaf(inter) for inter in (pki.inter_a, pki.inter_b)]
+    for leaf, inter in zip(leaves, (pki.inter_a, pki.inter_b), strict=True):
+        data = unprotected_pfx(leaf, inter)
         versions.append(keyvault.add_version(NAME, data, tags={"certsync-servers": "EX01"}))
     target = {
         "worker_group": "hrw-exchange",
         "servers": ["EX01"],
-        "send_connectors": ["Outbound to Office 365"],
+        "send_connectors": [SEND],
         "hosts": HOSTS,
     }
     env = app_settings(azurite, keyvault, http_server, tmp_path, pki.root, {NAME: target})
     options = {"credential": keyvault.credential, **keyvault.client_kwargs}
     pipeline = pipeline_from_env(env, keyvault_options=options)
+    # Exchange uses the first version on EX01, read just now (INVENTORY_TABLE on Azurite)
+    keep(pipeline.inventories, exchange(leaves[0], servers=("EX01",)), collected=dt.datetime.now(dt.timezone.utc))
     monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: pipeline)
     monkeypatch.setattr(shared.wiring, "azure_audit", lambda: pipeline.audit)
     return Deployment(env, pipeline, keyvault, versions, azurite.connection_string)
@@ -146,8 +152,14 @@ def test_a_new_version_event_queues_one_job_and_the_trail_is_served(deployment):
     deployment.deliver(deployment.versions[1])
     [job] = deployment.messages()
     assert job["version"] == deployment.versions[1] and job["vault"] == VAULT
-    assert job["plan"]["change"] == "issuer_changed"
-    assert job["plan"]["previous"]["version"] == deployment.versions[0]
+    plan = job["plan"]
+    assert plan["schema"] == "certsync.plan/2" and plan["servers"] == ["EX01"] and plan["blocked"] is None
+    assert plan["inventory"]["worker_group"] == "hrw-exchange"
+    assert {s["action"] for s in plan["steps"] if s["phase"] == "switch"} == {
+        "set-send-connector",
+        "set-receive-connector",
+        "set-hybrid-configuration",
+    }
     assert job["secret_id"].endswith(f"/secrets/{NAME}/{deployment.versions[1]}")
     status, body = deployment.history()
     assert status == 200 and body["certificate"] == NAME

@@ -25,18 +25,18 @@ from shared.pipeline.process import Pipeline, PipelineSettings
 from shared.pipeline.sources import SourceError
 from shared.pipeline.targets import parse_targets_json
 from shared.remediation.automation import AutomationError
+from shared.remediation.messages import parse_job_message
 from shared.remediation.discovery import Discovery, discovery_job_name
 from shared.settings import load
 from shared.validation.assessment import TrustStore
 from shared.wiring import automation_client, inventory_validator
 from shared.x509.certificate import Certificate
 from tests.chains import MAIL_HOSTS, Issued, RenewalPki, make_crl, pem_of, renewal_pki
+from tests.inventories import GROUP, INTERNAL, SEND, exchange, keep, tls_name
 
 NAME = "exch-hybrid-smtp"
 VAULT = "contoso-kv"
 HOSTS = MAIL_HOSTS
-SEND = "Outbound to Office 365 - 0b9d5c6e-3f51-4d2b-9a70-2f1c8e4b7a10"
-GROUP = "hrw-exchange"
 TARGETS = {
     "schema": "certsync.targets/1",
     "certificates": {
@@ -49,48 +49,7 @@ TARGETS = {
         }
     },
 }
-INTERNAL = {"EX01": "A1" * 20, "EX02": "A2" * 20, "EX03": "A3" * 20}
 NOW = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.timezone.utc)
-
-
-def tls_name(issued: Issued) -> str:
-    cert = Certificate.from_der(issued.der)
-    return f"<I>{cert.issuer}<S>{cert.subject}"
-
-
-def exchange(deployed: Issued, servers=("EX01", "EX02"), senders=None, **changes) -> dict:
-    """A certsync.inventory/1 of a hybrid organisation whose connectors all select `deployed`, installed
-    with IIS and SMTP on each of `servers`; the send connector's SourceTransportServers are `senders`."""
-    cert = Certificate.from_der(deployed.der)
-    value = tls_name(deployed)
-    return {
-        "schema": "certsync.inventory/1",
-        "worker_group": GROUP,
-        "collected_at": "2026-11-26T07:00:00Z",
-        "servers": [
-            {"Name": s, "ServerRole": "Mailbox", "IsEdgeServer": False,
-             "InternalTransportCertificateThumbprint": INTERNAL[s]}
-            for s in servers
-        ],
-        "certificates": [
-            {"Server": s, "Thumbprint": cert.thumbprint, "Subject": str(cert.subject), "Issuer": str(cert.issuer),
-             "Services": "IIS, SMTP", "Status": "Valid", "CertificateDomains": list(cert.dns_names)}
-            for s in servers
-        ],
-        "send_connectors": [
-            {"Identity": SEND, "SourceTransportServers": list(senders or servers), "TlsCertificateName": value}
-        ],
-        "receive_connectors": [
-            {"Identity": f"{s}\\Default Frontend {s}", "Server": s, "TlsCertificateName": value} for s in servers
-        ],
-        "hybrid_configuration": {
-            "SendingTransportServers": ["EX01", "EX02"], "ReceivingTransportServers": ["EX01", "EX02"],
-            "TlsCertificateName": value,
-        },
-        "exo": None,
-        "errors": [],
-        **changes,
-    }  # fmt: skip
 
 
 def event(version: str, *, event_type: str = "CertificateNewVersionCreated", vault: str = VAULT, **data) -> dict:
@@ -139,11 +98,7 @@ class Renewal(RenewalPki):
         )
 
     def store(self, document: dict, *, group: str = GROUP, collected: dt.datetime | None = None) -> InventoryRecord:
-        """Keep `document` as the latest inventory of `group`, collected at `collected` (default: its own)."""
-        when = collected or dt.datetime.fromisoformat(document["collected_at"].replace("Z", "+00:00"))
-        record = InventoryRecord(group, when, when, {**document, "worker_group": group}, "import")
-        SqliteInventoryStore(self.inventory_path).put(record)
-        return record
+        return keep(SqliteInventoryStore(self.inventory_path), document, group=group, collected=collected)
 
     def add_version(self, version: str, data: bytes, suffix: str = ".pem") -> None:
         (self.vault_dir / NAME / f"{version}{suffix}").write_bytes(data)
@@ -236,6 +191,7 @@ def test_a_renewal_with_a_new_intermediate_queues_a_plan_in_the_safe_order(renew
     assert len({e.correlation_id for e in history}) == 1
     assert "der_base64" not in json.dumps([e.to_dict() for e in history])
     assert history[2].details["plan"]["inventory"] == plan["inventory"]
+    assert parse_job_message(json.dumps(job)).job.plan == job["plan"]  # remediation takes plan/2 jobs
 
 
 def test_a_server_that_sends_hybrid_mail_but_is_missing_from_the_targets_file_is_planned(renewal):

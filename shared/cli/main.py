@@ -173,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--targets", metavar="FILE", help="the targets file (docs/targets.md); tags also count")
     reconcile.add_argument("--outbox", metavar="DIR", default="certsync-outbox", help="where job files go")
+    reconcile.add_argument(
+        "--inventory-store",
+        metavar="FILE",
+        default=discover.INVENTORY_DEFAULT,
+        help=f"the inventory store that certsync discover fills (SQLite; default {discover.INVENTORY_DEFAULT})",
+    )
     reconcile.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
     reconcile.add_argument(
         "--state", metavar="FILE", default="certsync-state.sqlite", help="finding states and snapshots (SQLite)"
@@ -438,6 +444,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         audit=args.audit,
         state=args.state,
         settings=settings,
+        inventory_store=args.inventory_store,
     )
     if sys.stderr.isatty():
         from shared.cli.progress import TerminalProgress

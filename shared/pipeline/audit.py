@@ -53,6 +53,11 @@ KINDS = (
 )
 
 
+# Audit kinds that show the pipeline settled a version (its event, a reconciliation run, or a resumed wait got
+# that far); a version with only `waiting-for-inventory` is not settled.
+SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "job-result")
+
+
 class NoDetails(TypedDict):
     """event-ignored, event-rejected: the summary says it all."""
 

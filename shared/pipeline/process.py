@@ -30,6 +30,7 @@ from shared.errors import CertsyncError
 from shared.exchange.inventory import InventoryError as InventoryDocumentError
 from shared.exchange.inventory import read_inventory
 from shared.pipeline.audit import (
+    SETTLED_KINDS,
     AuditDetails,
     AuditEntry,
     AuditLog,
@@ -265,7 +266,7 @@ class Pipeline:
         outcomes = []
         for (vault, name, version), entry in latest.items():
             settled = any(
-                later.kind in _SETTLED and later.at >= entry.at
+                later.kind in SETTLED_KINDS and later.at >= entry.at
                 for later in self.audit.history(name)
                 if later.vault.lower() == vault and later.version.lower() == version
             )
@@ -277,10 +278,6 @@ class Pipeline:
             except CertsyncError as exc:
                 log.warning("waiting version %s/%s of %s not planned yet: %s", name, version, worker_group, exc)
         return outcomes
-
-
-# What settles a waiting version: it was planned (queued, blocked or nothing to change) or found queued.
-_SETTLED = frozenset({"plan", "blocked", "duplicate"})
 
 
 @dataclass
