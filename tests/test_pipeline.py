@@ -25,8 +25,8 @@ from shared.pipeline.process import Pipeline, PipelineSettings
 from shared.pipeline.sources import SourceError
 from shared.pipeline.targets import parse_targets_json
 from shared.remediation.automation import AutomationError
-from shared.remediation.messages import parse_job_message
 from shared.remediation.discovery import Discovery, discovery_job_name
+from shared.remediation.messages import parse_job_message
 from shared.settings import load
 from shared.validation.assessment import TrustStore
 from shared.wiring import automation_client, inventory_validator
