@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from shared.adapters.local.vault_directory import DirectoryVault
-from shared.pipeline.events import NEW_VERSION, parse_event_json
 from shared.exchange.inventory import load_inventory
+from shared.pipeline.events import NEW_VERSION, parse_event_json
 from shared.pipeline.targets import load_targets_file, resolve_targets
 from shared.validation.assessment import VALID, TrustStore, assess
 from shared.validation.fetch import Fetcher

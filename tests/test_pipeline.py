@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from shared.adapters.local.outbox import OutboxQueue
 from shared.adapters.local.sqlite import SqliteAuditLog, SqliteInventoryStore
 from shared.adapters.local.vault_directory import DirectoryVault
+from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.events import EventError, parse_event
 from shared.pipeline.inventories import InventoryRecord, audit_partition
@@ -578,3 +579,93 @@ def test_waiting_entries_that_are_not_events_are_skipped(renewal):
     )
     assert renewal.pipeline().resume(GROUP) == []
     assert renewal.jobs() == []
+
+
+# --- certsync process: the local inventory --------------------------------------------------------------
+
+
+def run_process(renewal: Renewal, capsys, *options: str) -> tuple[int, str, str]:
+    from shared.cli.main import main
+
+    path = renewal.vault_dir.parent / "event.json"
+    path.write_text(json.dumps(event("v2")))
+    (renewal.vault_dir.parent / "targets.json").write_text(json.dumps(TARGETS))
+    (renewal.vault_dir.parent / "root.pem").write_bytes(renewal.root.pem)
+    code = main(
+        [
+            "process",
+            str(path),
+            "--vault-dir",
+            str(renewal.vault_dir),
+            "--targets",
+            str(renewal.vault_dir.parent / "targets.json"),
+            "--trust",
+            str(renewal.vault_dir.parent / "root.pem"),
+            "--allow-host",
+            f"127.0.0.1:{renewal.server.port}",
+            "--outbox",
+            str(renewal.outbox),
+            "--audit",
+            str(renewal.audit_path),
+            *options,
+        ]
+    )
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_certsync_process_plans_from_an_inventory_file(renewal, capsys):
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    inventory = renewal.vault_dir.parent / "inventory.json"
+    inventory.write_text(json.dumps(exchange(renewal.old, collected_at=now)), encoding="utf-16")  # as PS 5.1 saves
+    code, out, err = run_process(renewal, capsys, "--inventory", str(inventory))
+    assert code == 0, out + err
+    assert f"Inventory: {GROUP}, collected {now}" in out and "Outcome: QUEUED" in out
+    assert "[switch] set-hybrid-configuration Hybrid Configuration TlsCertificateName:" in out
+    [job] = renewal.jobs()
+    assert job["plan"]["inventory"]["collected_at"] == now
+
+
+def test_certsync_process_without_an_inventory_says_what_to_run_and_exits_1(renewal, capsys):
+    code, out, _ = run_process(renewal, capsys, "--inventory-store", str(renewal.vault_dir.parent / "none.sqlite"))
+    assert code == 1
+    assert (
+        f"Outcome: WAITING-FOR-INVENTORY (no inventory of worker group {GROUP} yet; import one with: certsync "
+        f"discover --import FILE --worker-group {GROUP} (or give certsync process --inventory FILE)"
+    ) in out
+    assert renewal.jobs() == []
+
+
+def test_certsync_process_refuses_an_inventory_file_of_another_worker_group(renewal, capsys):
+    inventory = renewal.vault_dir.parent / "inventory.json"
+    inventory.write_text(json.dumps(exchange(renewal.old, group="hrw-other")))
+    code, out, err = run_process(renewal, capsys, "--inventory", str(inventory))
+    assert code == 2 and out == ""
+    [line] = err.splitlines()
+    assert "the inventory is of worker group 'hrw-other', not 'hrw-exchange'" in line
+
+
+def test_certsync_process_refuses_an_unreadable_inventory_file(renewal, capsys):
+    missing = renewal.vault_dir.parent / "missing.json"
+    code, _, err = run_process(renewal, capsys, "--inventory", str(missing))
+    assert code == 2 and "cannot read it" in err and "give --inventory an inventory JSON file" in err
+    big = renewal.vault_dir.parent / "big.json"
+    with big.open("wb") as handle:
+        handle.truncate(64 * 2**20 + 1)
+    code, _, err = run_process(renewal, capsys, "--inventory", str(big))
+    assert code == 2 and "larger than 64 MiB" in err
+
+
+def test_an_inventory_file_is_read_never_written(renewal):
+    from shared.adapters.local.inventory_file import FileInventoryStore
+
+    inventory = renewal.vault_dir.parent / "inventory.json"
+    inventory.write_text(json.dumps(exchange(renewal.old)))
+    store = FileInventoryStore(str(inventory))
+    [record] = store.all()
+    assert record.worker_group == GROUP and record.source == "file"
+    with pytest.raises(CertsyncError, match="read, never written"):
+        store.put(record)
+    unnamed = {k: v for k, v in exchange(renewal.old).items() if k != "worker_group"}
+    inventory.write_text(json.dumps(unnamed))
+    assert FileInventoryStore(str(inventory)).all() == []

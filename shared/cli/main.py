@@ -390,7 +390,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     else:
         for outcome in outcomes:
             _print_outcome(outcome, args.outbox)
-    worst = EXIT_FINDING if any(o.outcome in ("blocked", "expiry-warning") for o in outcomes) else EXIT_OK
+    attention = ("blocked", "expiry-warning", "waiting-for-inventory")  # each needs someone to act
+    worst = EXIT_FINDING if any(o.outcome in attention for o in outcomes) else EXIT_OK
     return worst
 
 
