@@ -193,13 +193,25 @@ def notifier_from_env(
 # --- the Function App ----------------------------------------------------------------------------------
 
 
-def pipeline_from_env(env: Mapping[str, str] | None, *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
+def pipeline_from_env(
+    env: Mapping[str, str] | None,
+    *,
+    keyvault_options: Mapping[str, Any] | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Pipeline:
     """`pipeline_from_settings` for the settings in `env`."""
-    return pipeline_from_settings(load(env), keyvault_options=keyvault_options)
+    return pipeline_from_settings(load(env), keyvault_options=keyvault_options, automation_options=automation_options)
 
 
-def pipeline_from_settings(settings: Settings, *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
-    """The Function App's pipeline: Key Vault, the jobs queue and the audit table of `JobsStorage`.
+def pipeline_from_settings(
+    settings: Settings,
+    *,
+    keyvault_options: Mapping[str, Any] | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Pipeline:
+    """The Function App's pipeline: Key Vault, the jobs queue and the audit table of `JobsStorage`; the
+    inventories of INVENTORY_TABLE, and with AUTOMATION_ACCOUNT_ID the discovery it starts when one is
+    missing or stale (`automation_options` go to its Automation client).
 
     A vault's URL is `https://<name>.<CERTSYNC_VAULT_DNS_SUFFIX>` unless `CERTSYNC_VAULT_URLS` maps the
     name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
@@ -230,7 +242,13 @@ def pipeline_from_settings(settings: Settings, *, keyvault_options: Mapping[str,
     )
     if "AUTOMATION_ACCOUNT_ID" not in settings.unset:  # without Automation, versions wait for an inventory
         pipeline.discovery = _DiscoveryOnDemand(
-            lambda: discovery_from_settings(settings, audit=audit, notifier=pipeline.notifier, pipeline=pipeline)
+            lambda: discovery_from_settings(
+                settings,
+                audit=audit,
+                notifier=pipeline.notifier,
+                automation_options=automation_options,
+                pipeline=pipeline,
+            )
         )
     return pipeline
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ class Deployment:
     keyvault: object
     versions: list[str]
     connection_string: str
+    first: Issued  # the first version's leaf: what Exchange uses before the renewal
 
     def deliver(self, version: str, *, schema: str = "EventGrid", vault: str = VAULT, **data_changes) -> None:
         data = {
@@ -145,7 +147,7 @@ def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> D
     keep(pipeline.inventories, exchange(leaves[0], servers=("EX01",)), collected=dt.datetime.now(dt.timezone.utc))
     monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: pipeline)
     monkeypatch.setattr(shared.wiring, "azure_audit", lambda: pipeline.audit)
-    return Deployment(env, pipeline, keyvault, versions, azurite.connection_string)
+    return Deployment(env, pipeline, keyvault, versions, azurite.connection_string, leaves[0])
 
 
 def test_a_new_version_event_queues_one_job_and_the_trail_is_served(deployment):
@@ -233,3 +235,31 @@ def test_queue_messages_are_base64_of_the_job_json(deployment):
     raw = QueueClient.from_connection_string(deployment.connection_string, deployment.env["REMEDIATION_QUEUE"])
     [message] = raw.peek_messages()
     assert json.loads(base64.b64decode(message.content))["schema"] == "certsync.job/1"
+
+
+def test_without_an_inventory_the_function_starts_discovery_and_plans_once_it_is_stored(
+    deployment, keyvault_tls, monkeypatch
+):
+    """The Function App's wiring end to end: no inventory of the worker group -> the discovery runbook is
+    started on the ARM fake and the version waits; the job's inventory stored -> the version is queued."""
+    from tests.fakes.arm import FakeArm
+
+    with FakeArm(keyvault_tls, runbooks=("Get-CertsyncInventory",), worker_groups=("hrw-exchange",)) as arm:
+        suffix = uuid.uuid4().hex[:8]
+        env = deployment.env | arm.env | {"TRACKING_QUEUE": f"tracking-{suffix}", "INVENTORY_TABLE": f"inv{suffix}"}
+        pipeline = pipeline_from_env(
+            env,
+            keyvault_options={"credential": deployment.keyvault.credential, **deployment.keyvault.client_kwargs},
+            automation_options={"credential": arm.credential, **arm.client_kwargs},
+        )
+        monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: pipeline)
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        arm.script(["Completed"], output=json.dumps(exchange(deployment.first, servers=("EX01",), collected_at=now)))
+        deployment.deliver(deployment.versions[1])
+        assert deployment.messages() == [] and deployment.kinds()[-1] == "waiting-for-inventory"
+        [job] = {m.group(1) for p in arm.paths() if (m := re.search(r"/jobs/([0-9a-f-]{36})", p))}
+        discovery = pipeline.discovery._build()  # the discovery the pipeline started, as the tracker polls it
+        assert discovery.poll("hrw-exchange", job).outcome == "stored"
+        [queued] = deployment.messages()
+        assert queued["version"] == deployment.versions[1]
+        assert queued["plan"]["inventory"]["worker_group"] == "hrw-exchange"

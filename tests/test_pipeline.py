@@ -669,3 +669,27 @@ def test_an_inventory_file_is_read_never_written(renewal):
     unnamed = {k: v for k, v in exchange(renewal.old).items() if k != "worker_group"}
     inventory.write_text(json.dumps(unnamed))
     assert FileInventoryStore(str(inventory)).all() == []
+
+
+def test_a_stored_inventory_that_no_longer_validates_blocks_with_the_fix(renewal):
+    renewal.store(exchange(renewal.old, servers=("EX01",)) | {"send_connectors": [{"Identity": 7}]})
+    outcome = renewal.pipeline().process(parse_event(event("v2")))
+    assert outcome.outcome == "blocked" and renewal.jobs() == []
+    assert outcome.reason.startswith(f"the stored inventory of {GROUP}: send_connectors[0]")
+    assert outcome.reason.endswith(f"; run discovery of {GROUP} again")
+
+
+def test_an_inventory_stays_stored_when_planning_the_waiting_versions_fails(renewal, arm, caplog):
+    renewal.inventory_path.unlink()
+    pipeline, discovery = discovering(renewal, arm)
+    arm.script(["Completed"], output=json.dumps(exchange(renewal.old)))
+    assert pipeline.process(parse_event(event("v2"))).outcome == "waiting-for-inventory"
+
+    def broken(record):
+        raise CertsyncError("the audit table is unavailable")
+
+    discovery.on_stored = broken
+    assert discovery.poll(GROUP, discovery_job_name(GROUP, NOW)).outcome == "stored"
+    assert SqliteInventoryStore(renewal.inventory_path).get(GROUP) is not None
+    assert "stored, but the versions waiting for it were not planned: the audit table is unavailable" in caplog.text
+    assert [job["version"] for job in (pipeline.resume(GROUP) and renewal.jobs())] == ["v2"]  # the next resume
