@@ -96,9 +96,11 @@ def local_pipeline(
     )
 
 
-def _local_inventories(inventory: str | None, store: str) -> InventoryStore:
+def _local_inventories(inventory: str | None, store: str) -> InventoryStore | None:
+    """The file given, else the store when `certsync discover` made one (None: every version waits; no
+    empty store file is left behind)."""
     if inventory is None:
-        return local_inventory_store(store)
+        return local_inventory_store(store) if Path(store).exists() else None
     from shared.adapters.local.inventory_file import FileInventoryStore
 
     return FileInventoryStore(inventory, validate=inventory_validator())
