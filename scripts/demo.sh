@@ -42,10 +42,12 @@ step "7. The old certificate alone: no intermediate delivered, expired by then, 
 expect 1 certsync check <(head -n "$(grep -n 'END CERTIFICATE' "$old" | head -1 | cut -d: -f1)" "$old") \
   --trust examples/demo-root.pem --host smtp.contoso.com --at "$at" --revocation off
 
-# Steps 8-12: the same kind of renewal as Key Vault announces it, through the event pipeline: a fresh
+# Steps 8-14: the same kind of renewal as Key Vault announces it, through the event pipeline: a fresh
 # demo PKI (dates relative to now) whose CRLs are served on loopback, a vault directory, a targets file
-# and an Event Grid event, all in $work, cleaned first so that every run tells the same story.
+# that names only the worker group, the Exchange inventory discovery would read (certsync.inventory/1) and
+# an Event Grid event, all in $work, cleaned first so that every run tells the same story.
 rm -rf "$work/crl" "$work/vault" "$work/outbox" "$work/audit.sqlite" "$work/targets.json" "$work/event.json" \
+  "$work/inventory.json" "$work/inventory.sqlite" \
   "$work/demo-root.pem" "$work/http.log" "$work/webhook.log" "$work/smtp.log" "$work/mailserver"
 mkdir -p "$work/crl" || exit 1
 python -u -m http.server --bind 127.0.0.1 --directory "$work/crl" 0 >"$work/http.log" 2>&1 &
@@ -71,8 +73,14 @@ step "8. A demo PKI with the same rotation, generated now; its CRLs are served o
   "python scripts/demo_pki.py $work --port $port"
 expect 0 python scripts/demo_pki.py "$work" --port "$port"
 
+step "9. What Exchange has, as the read-only discovery runbook reports it: stored for the worker group" \
+  "certsync discover --import $work/inventory.json --worker-group hrw-exchange --inventory $work/inventory.sqlite --audit $work/audit.sqlite"
+expect 0 certsync discover --import "$work/inventory.json" --worker-group hrw-exchange \
+  --inventory "$work/inventory.sqlite" --audit "$work/audit.sqlite"
+
 process=(certsync process "$work/event.json" --vault-dir "$work/vault" --targets "$work/targets.json"
-  --trust "$work/demo-root.pem" --allow-host "127.0.0.1:$port" --outbox "$work/outbox" --audit "$work/audit.sqlite")
+  --inventory-store "$work/inventory.sqlite" --trust "$work/demo-root.pem" --allow-host "127.0.0.1:$port"
+  --outbox "$work/outbox" --audit "$work/audit.sqlite")
 
 # A webhook receiver on loopback that verifies Standard Webhooks signatures with its own copy of the
 # secret (the independent `standardwebhooks` library); certsync signs with CERTSYNC_WEBHOOK_SECRET.
@@ -82,15 +90,15 @@ receiver=$!
 background+=("$receiver")
 webhook_url=$(first_line "$work/webhook.log") || exit 1
 
-step "9. Key Vault announces the renewal: the event through the pipeline (diff, assessment, plan, job, notice)" \
+step "10. Key Vault announces the renewal: the event through the pipeline (diff, assessment, plan, job, notice)" \
   "CERTSYNC_WEBHOOK_URL=<the receiver's URL> CERTSYNC_WEBHOOK_SECRET=whsec_... ${process[*]}"
 CERTSYNC_WEBHOOK_URL=$webhook_url CERTSYNC_WEBHOOK_SECRET=$secret expect 0 "${process[@]}"
 
-step "10. Event Grid delivers the same event again: recognised, nothing queued twice, nobody notified twice" \
+step "11. Event Grid delivers the same event again: recognised, nothing queued twice, nobody notified twice" \
   "${process[*]}"
 CERTSYNC_WEBHOOK_URL=$webhook_url CERTSYNC_WEBHOOK_SECRET=$secret expect 0 "${process[@]}"
 
-step "11. The signed webhook, as the receiver saw it: the signature verifies with the shared secret" \
+step "12. The signed webhook, as the receiver saw it: the signature verifies with the shared secret" \
   "python -m tests.receivers --secret whsec_... --count 1"
 wait "$receiver"; got=$?
 sed 1d "$work/webhook.log"  # its first line is the URL: a webhook URL is a secret, even this one
@@ -98,7 +106,7 @@ sed 1d "$work/webhook.log"  # its first line is the URL: a webhook URL is a secr
   || { echo "demo: the receiver did not verify the renewal's notice (exit $got)" >&2; exit 1; }
 echo "(exit $got)"
 
-step "12. The job for the Hybrid Runbook Worker: identifiers and the plan, no key material" \
+step "13. The job for the Hybrid Runbook Worker: identifiers and the plan, no key material" \
   "python -m json.tool $work/outbox/*.json  (summarised)"
 expect 0 python - "$work/outbox" <<'PY'
 import base64, collections, json, pathlib, sys
@@ -111,8 +119,11 @@ plan = job["plan"]
 print(f"{jobs[0]}  (the only job file after two deliveries)")
 for key in ("schema", "job_id", "correlation_id", "vault", "certificate", "version", "secret_id", "thumbprint"):
     print(f"  {key:<15} {job[key]}")
-print(f"  plan            {plan['schema']}: {plan['change']}, assessment {plan['assessment_status']}, "
+print(f"  plan            {plan['schema']}: assessment {plan['assessment_status']}, "
       f"worker group {plan['worker_group']}, servers {', '.join(plan['servers'])}")
+inventory = plan["inventory"]
+print(f"  made from       the inventory of {inventory['worker_group']} collected {inventory['collected_at']} "
+      f"(sha256 {inventory['sha256'][:12]}...)")
 print("  steps           " + ", ".join(f"{n} {p}" for p, n in collections.Counter(s["phase"] for s in plan["steps"]).items()))
 for inter in plan["certificate"]["intermediates"]:
     size = len(base64.b64decode(inter["der_base64"]))
@@ -123,11 +134,11 @@ if found:
 print("  key material    none: the runbook reads the PFX from Key Vault (secret_id) with its own identity")
 PY
 
-step "13. The audit trail: every step of both deliveries, one correlation id each" \
+step "14. The audit trail: every step of both deliveries, one correlation id each" \
   "certsync history exch-hybrid-smtp --audit $work/audit.sqlite"
 expect 0 certsync history exch-hybrid-smtp --audit "$work/audit.sqlite"
 
-# Steps 14-15: proof after the change, as Exchange Online sees the on-premises server: EHLO, STARTTLS,
+# Steps 15-16: proof after the change, as Exchange Online sees the on-premises server: EHLO, STARTTLS,
 # and the chain the server presents. The demo's mail server is an SMTP server on loopback.
 mail_server() {  # serve a chain over STARTTLS; sets $smtp (the process) and $endpoint (HOST:PORT)
   : >"$work/smtp.log"
@@ -139,13 +150,13 @@ mail_server() {  # serve a chain over STARTTLS; sets $smtp (the process) and $en
 probe_args=(--servername mail.contoso.com --expect-file "$work/mailserver/new-leaf.pem" --trust "$work/demo-root.pem"
   --allow-host "127.0.0.1:$port")
 mail_server "$work/mailserver/new-leaf.pem" || exit 1
-step "14. The runbook imported the renewal, but the server does not send R11: Exchange Online cannot build the chain" \
+step "15. The runbook imported the renewal, but the server does not send R11: Exchange Online cannot build the chain" \
   "certsync probe $endpoint ${probe_args[*]}"
 expect 1 certsync probe "$endpoint" "${probe_args[@]}"
 kill "$smtp"; wait "$smtp" 2>/dev/null
 
 mail_server "$work/mailserver/new-chain.pem" || exit 1
-step "15. With R11 in Cert:\\LocalMachine\\CA (the plan's first step), the server sends the full chain" \
+step "16. With R11 in Cert:\\LocalMachine\\CA (the plan's first step), the server sends the full chain" \
   "certsync probe $endpoint ${probe_args[*]}"
 expect 0 certsync probe "$endpoint" "${probe_args[@]}"
 

@@ -8,7 +8,9 @@ below the root names a CRL at `http://127.0.0.1:<port>/<ca>.crl`, and the CRLs a
     <work>/crl/root.crl, R10.crl, R11.crl         CRLs (DER), none revoking anything
     <work>/vault/exch-hybrid-smtp/<version>.pem   leaf + its intermediate, a Key Vault-like version id
     <work>/vault/exch-hybrid-smtp/certificate.json   created times (old before new) and tags
-    <work>/targets.json                           the targets file (docs/targets.md)
+    <work>/targets.json                           the targets file (docs/targets.md): the worker group
+    <work>/inventory.json                         what Exchange has (certsync.inventory/1): EX01 and EX02
+                                                  with the old version, the connectors selecting it
     <work>/event.json                             an Event Grid CertificateNewVersionCreated delivery
     <work>/demo-root.pem                          the trust anchor, for --trust
     <work>/mailserver/                            the on-premises mail server's files for the STARTTLS
@@ -34,11 +36,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `shared`, when run as scripts/demo_pki.py
+
 UTC = dt.timezone.utc
 VAULT = "contoso-kv"
 CERTIFICATE = "exch-hybrid-smtp"
 SUBSCRIPTION = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"  # synthetic
 RESOURCE_GROUP = "rg-exchange-hybrid"
+WORKER_GROUP = "hrw-exchange"
 SEND_CONNECTOR = "Outbound to Office 365 - 0b9d5c6e-3f51-4d2b-9a70-2f1c8e4b7a10"
 OLD_HOSTS = ["mail.contoso.com", "autodiscover.contoso.com"]
 NEW_HOSTS = ["mail.contoso.com", "autodiscover.contoso.com", "smtp.contoso.com"]  # the renewal adds smtp
@@ -183,7 +188,7 @@ def build(work: Path, port: int, now: dt.datetime | None = None) -> dict:
 
     meta = {
         "tags": {
-            "certsync-worker-group": "hrw-exchange",
+            "certsync-worker-group": WORKER_GROUP,
             "certsync-hybrid": "true",
             "environment": "demo",
         },
@@ -191,20 +196,15 @@ def build(work: Path, port: int, now: dt.datetime | None = None) -> dict:
     }
     (cert_dir / "certificate.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
+    # The servers and connectors come from Exchange (the inventory); the targets name the worker group
+    # and the host names to check the certificate against.
     targets = {
         "schema": "certsync.targets/1",
-        "certificates": {
-            "*": {"worker_group": "hrw-exchange"},
-            CERTIFICATE: {
-                "worker_group": "hrw-exchange",
-                "servers": ["EX01", "EX02"],
-                "send_connectors": [SEND_CONNECTOR],
-                "hybrid_configuration": True,
-                "hosts": NEW_HOSTS,
-            },
-        },
+        "certificates": {CERTIFICATE: {"worker_group": WORKER_GROUP, "hosts": NEW_HOSTS}},
     }
     (work / "targets.json").write_text(json.dumps(targets, indent=2) + "\n", encoding="utf-8")
+    inventory = _inventory(old["leaf"], now - dt.timedelta(minutes=10))
+    (work / "inventory.json").write_text(json.dumps(inventory, indent=2) + "\n", encoding="utf-8")
 
     # Event Grid schema, as Key Vault delivers it: an array of events, data fields in PascalCase as in
     # Microsoft's example, NBF and EXP in Unix seconds.
@@ -232,6 +232,54 @@ def build(work: Path, port: int, now: dt.datetime | None = None) -> dict:
     }
     (work / "event.json").write_text(json.dumps([event], indent=2) + "\n", encoding="utf-8")
     return {"vault": VAULT, "certificate": CERTIFICATE, "old": old["version"], "new": new["version"]}
+
+
+def _inventory(old: x509.Certificate, collected: dt.datetime) -> dict:
+    """A two-server hybrid organisation as the discovery runbook reports it: both servers hold the old
+    version (EX01 also for IMAP and POP), and the send connector, each Default Frontend receive connector
+    and the hybrid configuration select it. Subject and Issuer as Exchange shows them (certsync's
+    rendering: the name Windows prints)."""
+    from shared.x509.certificate import Certificate
+
+    cert = Certificate.from_der(old.public_bytes(serialization.Encoding.DER))
+    value = f"<I>{cert.issuer}<S>{cert.subject}"
+    servers = ["EX01", "EX02"]
+    return {
+        "schema": "certsync.inventory/1",
+        "worker_group": WORKER_GROUP,
+        "collected_at": _stamp(collected),
+        "servers": [
+            {"Name": s, "Fqdn": f"{s.lower()}.contoso.local", "ServerRole": "Mailbox", "IsEdgeServer": False,
+             "InternalTransportCertificateThumbprint": (f"{n}E" * 20)[:40]}
+            for n, s in enumerate(servers, 1)
+        ],
+        "certificates": [
+            {"Server": s, "Thumbprint": cert.thumbprint, "Subject": str(cert.subject), "Issuer": str(cert.issuer),
+             "Services": services, "Status": "Valid", "CertificateDomains": list(cert.dns_names)}
+            for s, services in zip(servers, ("IMAP, POP, IIS, SMTP", "IIS, SMTP"), strict=True)
+        ],
+        "send_connectors": [
+            {"Identity": SEND_CONNECTOR, "SourceTransportServers": servers, "TlsCertificateName": value}
+        ],
+        "receive_connectors": [
+            {"Identity": f"{s}\\Default Frontend {s}", "Server": s, "TlsCertificateName": value} for s in servers
+        ],
+        "hybrid_configuration": {
+            "SendingTransportServers": servers, "ReceivingTransportServers": servers, "TlsCertificateName": value,
+        },
+        "exo": {
+            "inbound_connectors": [
+                {"Identity": "Inbound from contoso", "ConnectorType": "OnPremises",
+                 "TlsSenderCertificateName": "mail.contoso.com"}
+            ],
+            "outbound_connectors": [
+                {"Identity": "Outbound to contoso", "ConnectorType": "OnPremises", "TlsSettings": "DomainValidation",
+                 "TlsDomain": "mail.contoso.com"}
+            ],
+            "accepted_domains": [{"DomainName": "contoso.com"}],
+        },
+        "errors": [],
+    }  # fmt: skip
 
 
 def _write_mail_server(folder: Path, new: dict) -> None:

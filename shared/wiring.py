@@ -11,6 +11,7 @@ App's cold start pays for clients an invocation does not use.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -55,9 +56,14 @@ def local_pipeline(
     audit: str = "certsync-audit.sqlite",
     settings: PipelineSettings | None = None,
     env: Mapping[str, str] | None = None,
+    inventory: str | None = None,
+    inventory_store: str = "certsync-inventory.sqlite",
 ) -> Pipeline:
     """`certsync process`: certificates from a directory (one folder per certificate) or a real vault,
-    jobs as plan files in `outbox`, the audit trail in the SQLite file `audit`. Notices go to the
+    jobs as plan files in `outbox`, the audit trail in the SQLite file `audit`, the Exchange inventory
+    from the file `inventory` when given, else from the SQLite store `inventory_store` that `certsync
+    discover` fills (no discovery is started locally: a version without one waits, and its message says
+    what to run). Notices go to the
     webhooks the environment names (the Function App's settings, `CERTSYNC_*_WEBHOOK_URL`), else to
     the log; a delivery that fails is in the audit trail (there is no poison queue locally). Only those
     settings and AZURE_CLIENT_ID (for `vault_url`) are read from `env` (default: the process environment)."""
@@ -87,7 +93,18 @@ def local_pipeline(
         settings=settings,
         targets_file=load_targets_file(targets) if targets else None,
         notifier=notifier_from_env(env, audit_log),
+        inventories=_local_inventories(inventory, inventory_store),
     )
+
+
+def _local_inventories(inventory: str | None, store: str) -> InventoryStore | None:
+    """The file given, else the store when `certsync discover` made one (None: every version waits; no
+    empty store file is left behind)."""
+    if inventory is None:
+        return local_inventory_store(store) if Path(store).exists() else None
+    from shared.adapters.local.inventory_file import FileInventoryStore
+
+    return FileInventoryStore(inventory, validate=inventory_validator())
 
 
 def local_audit(path: str) -> AuditLog:
@@ -115,6 +132,8 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         allow_hosts=values.allow_hosts,
         crl_max_mb=values.crl_max_mb,
         expiry_warning_days=values.expiry_days,
+        inventory_max_age=dt.timedelta(hours=settings.remediation.inventory_max_age_hours),
+        require_accepted_domain=values.require_accepted_domain,
     )
 
 
@@ -176,13 +195,25 @@ def notifier_from_env(
 # --- the Function App ----------------------------------------------------------------------------------
 
 
-def pipeline_from_env(env: Mapping[str, str] | None, *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
+def pipeline_from_env(
+    env: Mapping[str, str] | None,
+    *,
+    keyvault_options: Mapping[str, Any] | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Pipeline:
     """`pipeline_from_settings` for the settings in `env`."""
-    return pipeline_from_settings(load(env), keyvault_options=keyvault_options)
+    return pipeline_from_settings(load(env), keyvault_options=keyvault_options, automation_options=automation_options)
 
 
-def pipeline_from_settings(settings: Settings, *, keyvault_options: Mapping[str, Any] | None = None) -> Pipeline:
-    """The Function App's pipeline: Key Vault, the jobs queue and the audit table of `JobsStorage`.
+def pipeline_from_settings(
+    settings: Settings,
+    *,
+    keyvault_options: Mapping[str, Any] | None = None,
+    automation_options: Mapping[str, Any] | None = None,
+) -> Pipeline:
+    """The Function App's pipeline: Key Vault, the jobs queue and the audit table of `JobsStorage`; the
+    inventories of INVENTORY_TABLE, and with AUTOMATION_ACCOUNT_ID the discovery it starts when one is
+    missing or stale (`automation_options` go to its Automation client).
 
     A vault's URL is `https://<name>.<CERTSYNC_VAULT_DNS_SUFFIX>` unless `CERTSYNC_VAULT_URLS` maps the
     name (`name=https://...,name=...`, e.g. a private endpoint's host). `keyvault_options` go to the
@@ -199,7 +230,7 @@ def pipeline_from_settings(settings: Settings, *, keyvault_options: Mapping[str,
         return KeyVaultSource(settings.pipeline.vault_url(vault), name=vault, **options)
 
     audit = _audit_table(settings, storage)  # one credential
-    return Pipeline(
+    pipeline = Pipeline(
         sources=functools.cache(source),
         jobs=StorageRemediationQueue(
             storage.queue_client(settings.names.remediation_queue),
@@ -209,7 +240,29 @@ def pipeline_from_settings(settings: Settings, *, keyvault_options: Mapping[str,
         settings=values,
         targets_file=targets,
         notifier=_notifier(settings, storage, audit),  # Teams, Slack, the signed webhook; logs only when none is set
+        inventories=_inventory_table(settings),
     )
+    if "AUTOMATION_ACCOUNT_ID" not in settings.unset:  # without Automation, versions wait for an inventory
+        pipeline.discovery = _DiscoveryOnDemand(
+            lambda: discovery_from_settings(
+                settings,
+                audit=audit,
+                notifier=pipeline.notifier,
+                automation_options=automation_options,
+                pipeline=pipeline,
+            )
+        )
+    return pipeline
+
+
+class _DiscoveryOnDemand:
+    """The pipeline's discovery starter, built on its first use (most events find a fresh inventory)."""
+
+    def __init__(self, build: Callable[[], Discovery]) -> None:
+        self._build = functools.cache(build)
+
+    def start(self, worker_group: str) -> DiscoveryOutcome:
+        return self._build().start(worker_group)
 
 
 def audit_from_env(env: Mapping[str, str] | None) -> AuditLog:
@@ -288,7 +341,7 @@ def reconciler_from_env(
     notifier = notifier if notifier is not None else pipeline.notifier
     discovery = None
     if "AUTOMATION_ACCOUNT_ID" not in settings.unset:  # without Automation there is nothing to discover with
-        discovery = discovery_from_settings(settings, audit=pipeline.audit, notifier=notifier)
+        discovery = discovery_from_settings(settings, audit=pipeline.audit, notifier=notifier, pipeline=pipeline)
     return _reconciler(pipeline, pipeline.settings.vaults, _state_store(settings), notifier, discovery)
 
 
@@ -373,6 +426,7 @@ def local_reconciler(
     state: str = "certsync-state.sqlite",
     settings: PipelineSettings | None = None,
     workers: int | None = None,
+    inventory_store: str = "certsync-inventory.sqlite",
 ) -> Reconciler:
     """`certsync reconcile`: `local_pipeline`'s adapters, states and snapshots in the SQLite file `state`.
     The vault is named by the URL's host, or for a directory by `vault` (default: the directory's name);
@@ -385,7 +439,13 @@ def local_reconciler(
     from shared.pipeline.sources import check_object_name
 
     pipeline = local_pipeline(
-        vault_dir=vault_dir, vault_url=vault_url, targets=targets, outbox=outbox, audit=audit, settings=settings
+        vault_dir=vault_dir,
+        vault_url=vault_url,
+        targets=targets,
+        outbox=outbox,
+        audit=audit,
+        settings=settings,
+        inventory_store=inventory_store,
     )
     if vault_url is not None:
         if vault is not None:
@@ -406,6 +466,7 @@ def local_reconciler(
             state=state,
             settings=settings,
             workers=1,
+            inventory_store=inventory_store,
         )
     return reconciler
 
@@ -492,14 +553,14 @@ def azure_remediation() -> Remediation:
 # --- discovery ---------------------------------------------------------------------------------------
 
 
-def inventory_validator() -> Validate | None:
-    """The full certsync.inventory/1 check every stored inventory passes: `shared.exchange.inventory`'s,
-    once it is merged (issue 15). Until then discovery checks the document's shape only."""
-    return None
+def inventory_validator() -> Validate:
+    """The full certsync.inventory/1 check every stored inventory passes (`shared.exchange.inventory`)."""
+    from shared.exchange.inventory import read_inventory
+
+    return read_inventory
 
 
 def _discovery_settings(settings: Settings) -> DiscoverySettings:
-    import datetime as dt
 
     from shared.remediation.discovery import DiscoverySettings
 
@@ -538,9 +599,11 @@ def discovery_from_settings(
     audit: AuditLog | None = None,
     notifier: Notifier | None = None,
     automation_options: Mapping[str, Any] | None = None,
+    pipeline: Pipeline | None = None,
 ) -> Discovery:
     """The Function App's discovery: DISCOVERY_RUNBOOK on Azure Automation (AUTOMATION_ACCOUNT_ID), its jobs
-    followed on TRACKING_QUEUE, inventories in INVENTORY_TABLE, entries in the audit table."""
+    followed on TRACKING_QUEUE, inventories in INVENTORY_TABLE, entries in the audit table. Each stored
+    inventory lets `pipeline` plan the versions waiting for it (`Pipeline.resume`)."""
     from shared.adapters.azure.queues import StorageMessageQueue
     from shared.remediation.discovery import Discovery
 
@@ -555,6 +618,7 @@ def discovery_from_settings(
         notifier=notifier if notifier is not None else _notifier(settings, storage, audit),
         tracking=StorageMessageQueue(storage.queue_client(settings.names.tracking_queue)),
         validate=inventory_validator(),
+        on_stored=(lambda record: pipeline.resume(record.worker_group)) if pipeline is not None else None,
     )
 
 
@@ -591,8 +655,11 @@ def local_inventory_store(path: str) -> InventoryStore:
 
 @functools.cache
 def azure_discovery() -> Discovery:
-    """One discovery service per Functions worker process (the ARM session and token are reused)."""
-    return discovery_from_settings(load())
+    """One discovery service per Functions worker process (the ARM session and token are reused); the
+    inventories it stores are planned from by the Function App's pipeline."""
+    settings = load()
+    pipeline = azure_pipeline()
+    return discovery_from_settings(settings, audit=pipeline.audit, notifier=pipeline.notifier, pipeline=pipeline)
 
 
 @functools.cache

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from shared.adapters.local.vault_directory import DirectoryVault
+from shared.exchange.inventory import load_inventory
 from shared.pipeline.events import NEW_VERSION, parse_event_json
 from shared.pipeline.targets import load_targets_file, resolve_targets
 from shared.validation.assessment import VALID, TrustStore, assess
@@ -61,9 +62,14 @@ def test_the_demo_pki_loads_with_certsyncs_loaders_and_assesses_valid(tmp_path: 
         assert new.tags["certsync-worker-group"] == "hrw-exchange"
 
         targets = resolve_targets(NAME, tags=new.tags, file=load_targets_file(str(work / "targets.json")))
-        assert targets.servers == ("EX01", "EX02") and targets.worker_group == "hrw-exchange"
-        assert [c.startswith("Outbound to Office 365 - ") for c in targets.send_connectors] == [True]
+        assert targets.worker_group == "hrw-exchange" and targets.servers == ()  # the inventory names them
         assert targets.hybrid_configuration and "mail.contoso.com" in targets.hosts
+        # the inventory discovery would read: both servers hold the old version, every connector selects it
+        inventory = load_inventory(str(work / "inventory.json"))
+        assert [s.name for s in inventory.servers] == ["EX01", "EX02"] and inventory.errors == ()
+        assert {c.thumbprint for c in inventory.certificates} == {previous.thumbprint}
+        assert [c.source_servers for c in inventory.send_connectors] == [("EX01", "EX02")]
+        assert inventory.send_connectors[0].identity.startswith("Outbound to Office 365 - ")
 
         result = assess(
             new.bundle,

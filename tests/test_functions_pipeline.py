@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from shared.wiring import audit_from_env, pipeline_from_env, storage_from_env
 from tests.azurite import Azurite, queued_json
 from tests.chains import MAIL_HOSTS, Issued, renewal_pki, unprotected_pfx
 from tests.fakes.keyvault import FakeKeyVault
+from tests.inventories import SEND, exchange, keep
 from tests.servers import HttpServer
 
 NAME = "exch-hybrid-smtp"
@@ -60,6 +62,7 @@ def app_settings(
         "AUDIT_TABLE": f"audit{suffix}",
         "JOB_CLAIMS_TABLE": f"claims{suffix}",
         "STATE_TABLE": f"state{suffix}",
+        "INVENTORY_TABLE": f"inventory{suffix}",
         "CERTSYNC_VAULTS": VAULT,
         "CERTSYNC_VAULT_URLS": f"{VAULT}={keyvault.vault_url}",
         "CERTSYNC_TARGETS_FILE": str(tmp_path / "targets.json"),
@@ -75,6 +78,7 @@ class Deployment:
     keyvault: object
     versions: list[str]
     connection_string: str
+    first: Issued  # the first version's leaf: what Exchange uses before the renewal
 
     def deliver(self, version: str, *, schema: str = "EventGrid", vault: str = VAULT, **data_changes) -> None:
         data = {
@@ -131,29 +135,38 @@ class Deployment:
 def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> Deployment:
     pki = renewal_pki(http_server)
     versions = []
-    for inter in (pki.inter_a, pki.inter_b):
-        data = unprotected_pfx(pki.leaf(inter), inter)
+    leaves = [pki.leaf(inter) for inter in (pki.inter_a, pki.inter_b)]
+    for leaf, inter in zip(leaves, (pki.inter_a, pki.inter_b), strict=True):
+        data = unprotected_pfx(leaf, inter)
         versions.append(keyvault.add_version(NAME, data, tags={"certsync-servers": "EX01"}))
     target = {
         "worker_group": "hrw-exchange",
         "servers": ["EX01"],
-        "send_connectors": ["Outbound to Office 365"],
+        "send_connectors": [SEND],
         "hosts": HOSTS,
     }
     env = app_settings(azurite, keyvault, http_server, tmp_path, pki.root, {NAME: target})
     options = {"credential": keyvault.credential, **keyvault.client_kwargs}
     pipeline = pipeline_from_env(env, keyvault_options=options)
+    # Exchange uses the first version on EX01, read just now (INVENTORY_TABLE on Azurite)
+    keep(pipeline.inventories, exchange(leaves[0], servers=("EX01",)), collected=dt.datetime.now(dt.timezone.utc))
     monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: pipeline)
     monkeypatch.setattr(shared.wiring, "azure_audit", lambda: pipeline.audit)
-    return Deployment(env, pipeline, keyvault, versions, azurite.connection_string)
+    return Deployment(env, pipeline, keyvault, versions, azurite.connection_string, leaves[0])
 
 
 def test_a_new_version_event_queues_one_job_and_the_trail_is_served(deployment):
     deployment.deliver(deployment.versions[1])
     [job] = deployment.messages()
     assert job["version"] == deployment.versions[1] and job["vault"] == VAULT
-    assert job["plan"]["change"] == "issuer_changed"
-    assert job["plan"]["previous"]["version"] == deployment.versions[0]
+    plan = job["plan"]
+    assert plan["schema"] == "certsync.plan/2" and plan["servers"] == ["EX01"] and plan["blocked"] is None
+    assert plan["inventory"]["worker_group"] == "hrw-exchange"
+    assert {s["action"] for s in plan["steps"] if s["phase"] == "switch"} == {
+        "set-send-connector",
+        "set-receive-connector",
+        "set-hybrid-configuration",
+    }
     assert job["secret_id"].endswith(f"/secrets/{NAME}/{deployment.versions[1]}")
     status, body = deployment.history()
     assert status == 200 and body["certificate"] == NAME
@@ -302,3 +315,31 @@ def test_history_a_store_failure_is_503_naming_the_table(azurite, monkeypatch):
     monkeypatch.setattr(shared.wiring, "azure_audit", lambda: audit)
     status, body = get_history({"limit": "5"})
     assert status == 503 and "audit table auditgone" in body["error"]
+
+
+def test_without_an_inventory_the_function_starts_discovery_and_plans_once_it_is_stored(
+    deployment, keyvault_tls, monkeypatch
+):
+    """The Function App's wiring end to end: no inventory of the worker group -> the discovery runbook is
+    started on the ARM fake and the version waits; the job's inventory stored -> the version is queued."""
+    from tests.fakes.arm import FakeArm
+
+    with FakeArm(keyvault_tls, runbooks=("Get-CertsyncInventory",), worker_groups=("hrw-exchange",)) as arm:
+        suffix = uuid.uuid4().hex[:8]
+        env = deployment.env | arm.env | {"TRACKING_QUEUE": f"tracking-{suffix}", "INVENTORY_TABLE": f"inv{suffix}"}
+        pipeline = pipeline_from_env(
+            env,
+            keyvault_options={"credential": deployment.keyvault.credential, **deployment.keyvault.client_kwargs},
+            automation_options={"credential": arm.credential, **arm.client_kwargs},
+        )
+        monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: pipeline)
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        arm.script(["Completed"], output=json.dumps(exchange(deployment.first, servers=("EX01",), collected_at=now)))
+        deployment.deliver(deployment.versions[1])
+        assert deployment.messages() == [] and deployment.kinds()[-1] == "waiting-for-inventory"
+        [job] = {m.group(1) for p in arm.paths() if (m := re.search(r"/jobs/([0-9a-f-]{36})", p))}
+        discovery = pipeline.discovery._build()  # the discovery the pipeline started, as the tracker polls it
+        assert discovery.poll("hrw-exchange", job).outcome == "stored"
+        [queued] = deployment.messages()
+        assert queued["version"] == deployment.versions[1]
+        assert queued["plan"]["inventory"]["worker_group"] == "hrw-exchange"

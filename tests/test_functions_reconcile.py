@@ -25,6 +25,7 @@ from shared.reconciliation.reconcile import Reconciler
 from shared.wiring import reconciler_from_env, state_store_from_env
 from tests.azurite import queued_json
 from tests.chains import renewal_pki, unprotected_pfx
+from tests.inventories import exchange, keep
 from tests.test_functions_pipeline import app_settings
 from tests.test_reconcile import RecordingNotifier
 
@@ -70,9 +71,10 @@ class Deployment:
 def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> Deployment:
     now = dt.datetime.now(dt.timezone.utc)
     pki = renewal_pki(http_server, crl_next_update=now + dt.timedelta(days=400))
-    secrets = []
+    secrets, leaves = [], []
     for inter, days in ((pki.inter_a, 300), (pki.inter_b, 20)):
         leaf = pki.leaf(inter, not_after=now + dt.timedelta(days=days))
+        leaves.append(leaf)
         data = unprotected_pfx(leaf, inter)
         secrets += [base64.b64encode(data).decode(), leaf.key_pem.split(b"-----")[2].strip().decode()[:64]]
         keyvault.add_version(NAME, data, tags={"certsync-servers": "EX01"})
@@ -86,6 +88,8 @@ def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> D
     notifier = RecordingNotifier()
     options = {"credential": keyvault.credential, **keyvault.client_kwargs}
     reconciler = reconciler_from_env(env, notifier=notifier, keyvault_options=options)
+    # Exchange uses the first version on EX01, read just now (INVENTORY_TABLE on Azurite)
+    keep(reconciler.pipeline.inventories, exchange(leaves[0], servers=("EX01",)), collected=now)
     monkeypatch.setattr(shared.wiring, "azure_reconciler", lambda: reconciler)
     return Deployment(
         env, reconciler, notifier, keyvault, azurite.connection_string, secrets, r11_leaf.cert.not_valid_after_utc, now
@@ -115,7 +119,7 @@ def test_the_daily_run_processes_warns_isolates_a_failure_and_repeats_nothing(de
     deployment.tick(deployment.now, monkeypatch)
 
     [job] = deployment.messages()
-    assert job["certificate"] == NAME and job["plan"]["previous"] is not None  # the newest version, queued
+    assert job["certificate"] == NAME and job["plan"]["old_certificates"] != []  # the newest version, queued
     assert sorted(deployment.kinds()) == ["expiry-warning", "failed", "unprocessed"]
     failed = next(n for n in deployment.notifier.notices if n.kind == "failed")
     assert failed.certificate == LOCKED and failed.details["state"] == "forbidden"

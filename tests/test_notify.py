@@ -613,7 +613,7 @@ def test_a_renewal_arrives_as_one_signed_notice_with_the_diff(renewal, signed_re
     payload = request.json
     assert payload["type"] == "certsync.queued"
     data = payload["data"]
-    assert data["summary"].startswith("Renewal seen: issuer changed (R10 -> R11). Issuer changed: import on EX01, EX02")
+    assert data["summary"].startswith("Renewal seen: issuer changed (R10 -> R11). Stage on EX01, EX02, 4 switch(es)")
     assert data["correlation_id"] == outcome.correlation_id and data["version"] == "v2"
     details = data["details"]
     assert details["change"] == "issuer_changed" and details["previous_version"] == "v1"
@@ -621,8 +621,8 @@ def test_a_renewal_arrives_as_one_signed_notice_with_the_diff(renewal, signed_re
         (details["old"], details["new"])
         == (OLD, NEW)
         == (
-            outcome.plan.previous.tls_certificate_name,
-            outcome.plan.certificate.tls_certificate_name,
+            test_pipeline.tls_name(renewal.old),  # what the inventory's connectors select
+            outcome.plan.tls_certificate_name,
         )
     )
     assert details["dns_names_added"] == [] and details["dns_names_removed"] == []
@@ -641,6 +641,7 @@ def test_a_blocked_renewal_and_a_repeated_certificate_are_notified_once_each(ren
             {"created": {"v1": "2026-08-01T00:00:00Z", "v2": "2026-11-20T00:00:00Z", "v3": "2026-11-25T00:00:00Z"}}
         )
     )
+    renewal.store(test_pipeline.exchange(renewal.new))  # v2 was deployed meanwhile
     pipeline = renewal.pipeline()
     pipeline.notifier = FanoutNotifier([generic_channel(signed_receiver, secret)], pipeline.audit)
     assert pipeline.process(parse_event(test_pipeline.event("v3"))).outcome == "nothing-to-change"

@@ -14,11 +14,11 @@ from cryptography.x509.oid import NameOID
 from shared.errors import CertsyncError
 from shared.exchange.inventory import parse_inventory
 from shared.exchange.match import name_of
-from shared.pipeline.plan import PlanIntermediate
 from shared.pipeline.planner import (
     PLAN2_SCHEMA,
     KnownCertificate,
     NewCertificate,
+    PlanIntermediate,
     new_certificate,
     plan_certificate,
     plan_from_inventory,

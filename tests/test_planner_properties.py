@@ -28,8 +28,7 @@ from hypothesis import strategies as st
 
 from shared.exchange.inventory import parse_inventory
 from shared.exchange.match import name_of
-from shared.pipeline.plan import PlanIntermediate
-from shared.pipeline.planner import NewCertificate, plan_certificate
+from shared.pipeline.planner import NewCertificate, PlanIntermediate, plan_certificate
 from shared.validation.assessment import VALID
 from tests.exchange_model import ExchangeOrg, StepFailed, selects, with_step
 from tests.topologies import Topology, topologies

@@ -20,7 +20,7 @@ import pytest
 from shared.adapters.azure.storage import TABLE_STRING_LIMIT, table_string_fits
 from shared.adapters.azure.tables import TableStateStore
 from shared.adapters.local.outbox import OutboxQueue
-from shared.adapters.local.sqlite import SqliteAuditLog, SqliteStateStore
+from shared.adapters.local.sqlite import SqliteAuditLog, SqliteInventoryStore, SqliteStateStore
 from shared.adapters.local.vault_directory import DirectoryVault
 from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import AuditEntry
@@ -38,6 +38,7 @@ from shared.reconciliation.reconcile import (
 from shared.validation.assessment import TrustStore
 from shared.x509.certificate import Certificate
 from tests.chains import MAIL_HOSTS, Issued, RenewalPki, pem_of, renewal_pki
+from tests.inventories import exchange, keep
 
 NAME = "exch-hybrid-smtp"
 VAULT = "contoso-kv"
@@ -128,6 +129,9 @@ class World(RenewalPki):
     def audit(self) -> SqliteAuditLog:
         return SqliteAuditLog(self.tmp / "audit.sqlite")
 
+    def inventories(self) -> SqliteInventoryStore:
+        return SqliteInventoryStore(self.tmp / "inventory.sqlite")
+
     def state(self) -> SqliteStateStore:
         return SqliteStateStore(self.tmp / "state.sqlite")
 
@@ -146,6 +150,7 @@ class World(RenewalPki):
             settings=settings,
             targets_file=targets,
             notifier=notifier,
+            inventories=self.inventories(),
         )
         return Reconciler(
             sources=pipeline.sources,
@@ -252,6 +257,8 @@ def world(tmp_path: Path, http_server) -> World:
     w.vault_dir.mkdir()
     w.add_version(NAME, "v1", pem_of([w.old, w.inter_a]), "2026-01-01T00:00:00Z")
     w.add_version(NAME, "v2", pem_of([w.new, w.inter_b]), "2026-02-01T00:00:00Z")
+    # Exchange uses v1 on EX01 and EX02, read just now
+    keep(w.inventories(), exchange(w.old, group="hrw-exchange"), collected=now)
     # Another certificate in the vault with neither tags nor an own entry: not certsync's business.
     w.add_version("other-web", "w1", pem_of([w.leaf(w.inter_b), w.inter_b]), "2026-01-01T00:00:00Z")
     return w
@@ -272,7 +279,7 @@ def test_an_unprocessed_version_is_processed_and_reported_once(world):
     assert finding.changed and finding.version == "v2" and finding.details["outcome"] == "queued"
     assert "never processed" in finding.summary and "queued" in finding.summary
     [job] = world.jobs()
-    assert (job["version"], job["plan"]["previous"]["version"]) == ("v2", "v1")
+    assert (job["version"], job["plan"]["old_certificates"]) == ("v2", [thumbprint(world.old)])  # v1 replaced
     assert report.processed == [
         {
             "vault": VAULT,
@@ -684,6 +691,8 @@ def run_cli(world: World, *args: str) -> subprocess.CompletedProcess:
             str(world.tmp / "audit.sqlite"),
             "--state",
             str(world.tmp / "state.sqlite"),
+            "--inventory-store",
+            str(world.tmp / "inventory.sqlite"),
             *args,
         ],
         capture_output=True,

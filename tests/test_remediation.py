@@ -685,7 +685,8 @@ def test_a_garbled_tracking_message_is_rejected(setup):
     ("change", "plan_change", "words"),
     [
         ({"correlation_id": " "}, {}, "correlation_id is missing or not a string"),
-        ({"plan": "a plan"}, {}, "plan is missing or not a certsync.plan/1 object"),
+        ({"plan": "a plan"}, {}, "plan is missing or not a certsync.plan/1 or certsync.plan/2 object"),
+        ({}, {"schema": "certsync.plan/3"}, "plan is missing or not a certsync.plan/1 or certsync.plan/2 object"),
         ({}, {"worker_group": " "}, "plan.worker_group is empty; set worker_group"),
         ({}, {"steps": None}, "plan.steps or plan.certificate is missing"),
         ({"attempt": True}, {}, "attempt is not a whole number"),

@@ -5,8 +5,9 @@ PowerShell, which cannot be installed here (spec: local-stack §5).
   with no ERROR or MISSING node; deliberately broken snippets (and PowerShell 7-only syntax, which the
   grammar rejects) are flagged, so the gate can fail.
 - Project lints read from the parse tree: the Automation parameters match what shared/remediation/messages.py
-  sends, every action shared/pipeline/plan.py can plan (certsync.plan/1) and every certsync.plan/2 action
-  (spec exchange-inventory.md §3) has exactly one handler and unknown actions throw, one Write-Output,
+  sends, every action shared/pipeline/planner.py can plan (certsync.plan/2, spec exchange-inventory.md §3)
+  and every certsync.plan/1 action (queued before the upgrade; still run) has exactly one handler and
+  unknown actions throw, one Write-Output,
   no Write-Host, no PowerShell 7-only commands or parameters, ConvertTo-Json always with -Depth, no
   secret in a parameter name or in anything logged or thrown, the result record's fields.
 - Safety rules read from the tree: no case-sensitive comparison anywhere (Exchange matches TlsCertificateName
@@ -38,7 +39,7 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
-import shared.pipeline.plan
+import shared.pipeline.planner
 from shared.notify.signing import parse_secrets, signature
 from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import (
@@ -66,6 +67,12 @@ RESULT_KEYS = (
 SERVER_NAME_KEYS = ("server", "subject", "issuer", "expected", "matches")
 KEPT_KEYS = ("server", "thumbprint", "reason")
 # certsync.plan/2's actions (spec exchange-inventory.md §3); the planner that writes them is another branch.
+# certsync.plan/1's actions: the pipeline no longer plans them, but jobs queued before the upgrade still run.
+PLAN1_ACTIONS = (
+    "install-intermediate", "import-certificate", "enable-smtp", "check-status", "set-send-connector",
+    "set-receive-connector", "set-hybrid-configuration", "set-exo-inbound-connector", "verify-certificate",
+    "verify-connectors", "retire-certificate",
+)  # fmt: skip
 PLAN2_ACTIONS = (
     "install-intermediate", "import-certificate", "enable-services", "check-name", "set-send-connector",
     "set-receive-connector", "set-hybrid-configuration", "set-exo-inbound-connector", "check-status",
@@ -245,21 +252,31 @@ def script_parameters() -> list[str]:
 
 
 def plan_actions() -> set[str]:
-    """Every action shared/pipeline/plan.py can put in a plan: the second argument of each
-    `step(phase, action, ...)`."""
-    tree = ast.parse(inspect.getsource(shared.pipeline.plan))
+    """Every action shared/pipeline/planner.py can put in a plan: the second argument of each
+    `self.step(phase, action, ...)`, a constant or one of the values of the `actions` table it indexes."""
+    tree = ast.parse(inspect.getsource(shared.pipeline.planner))
+    tables = {
+        target.id: node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
     actions = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "step":
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step":
             _phase, action = node.args[:2]
-            assert isinstance(action, ast.Constant) and isinstance(action.value, str), ast.dump(node)
-            actions.add(action.value)
+            if isinstance(action, ast.Subscript) and isinstance(action.value, ast.Name):
+                actions.update(ast.literal_eval(tables[action.value.id]).values())
+            else:
+                assert isinstance(action, ast.Constant) and isinstance(action.value, str), ast.dump(node)
+                actions.add(action.value)
     return actions
 
 
 def all_actions() -> set[str]:
     """What the runbook runs: certsync.plan/1's actions and certsync.plan/2's."""
-    return plan_actions() | set(PLAN2_ACTIONS)
+    return set(PLAN1_ACTIONS) | plan_actions()
 
 
 def dispatch() -> dict[str, tree_sitter.Node]:
@@ -375,7 +392,8 @@ def test_no_parameter_name_looks_like_a_secret():
 
 
 def test_every_action_of_both_plan_schemas_has_exactly_one_handler_and_unknown_actions_throw():
-    assert {step["action"] for step in example_plan()["steps"]} <= plan_actions()  # the collection sees real plans
+    assert {step["action"] for step in example_plan()["steps"]} <= set(PLAN1_ACTIONS)  # a real plan/1 job
+    assert plan_actions() == set(PLAN2_ACTIONS)  # the collection sees every action the planner writes
     clauses = dispatch()
     assert sorted(c for c in clauses if c != "default") == sorted(all_actions())
     for action in PLAN2_ACTIONS:  # each plan/2 action: one clause that calls one of the runbook's handlers
@@ -390,8 +408,8 @@ def test_the_plan_is_checked_against_its_schemas_actions_before_anything_runs():
     arrays = [n for n in walk(listed) if n.type == "array_expression"]
     by_array = [[unquote(text(n)) for n in walk(array) if n.type == "string_literal"] for array in arrays]
     [plan2, plan1] = by_array  # the certsync.plan/2 list under `if ($Schema -eq 'certsync.plan/2')`, then plan/1
-    assert sorted(plan2) == sorted(PLAN2_ACTIONS)
-    assert sorted(plan1) == sorted(plan_actions())
+    assert sorted(plan2) == sorted(PLAN2_ACTIONS) == sorted(plan_actions())  # the spec's, all the planner's
+    assert sorted(plan1) == sorted(PLAN1_ACTIONS)
     assert "'certsync.plan/2'" in {text(n) for n in walk(listed) if n.type == "string_literal"}
     check = functions()["ConvertFrom-CertsyncPlan"]
     [call] = [node for name, node in commands(check) if name == "get-certsyncactions"]

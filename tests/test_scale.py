@@ -19,6 +19,7 @@ from shared.pipeline.audit import batched
 from shared.pipeline.sources import SourceError
 from shared.reconciliation.reconcile import NO_PROGRESS
 from tests.chains import pem_of, renewal_pki
+from tests.inventories import GROUP, exchange, keep
 from tests.test_reconcile import NAME, VAULT, World
 
 
@@ -32,6 +33,7 @@ def _world(tmp_path, http_server) -> World:
     w.vault_dir.mkdir()
     w.add_version(NAME, "v1", pem_of([w.old, w.inter_a]), "2026-01-01T00:00:00Z")
     w.add_version(NAME, "v2", pem_of([w.new, w.inter_b]), "2026-02-01T00:00:00Z")
+    keep(w.inventories(), exchange(w.old), collected=now)  # Exchange uses v1, read just now
     w.add_version("other-web", "w1", pem_of([w.leaf(w.inter_b), w.inter_b]), "2026-01-01T00:00:00Z")
     return w
 
@@ -276,7 +278,7 @@ def _fleet(world: World, folder, count: int):
     import shutil
 
     tags = {
-        "certsync-worker-group": "hrw-test",
+        "certsync-worker-group": GROUP,  # the worker group whose inventory the world keeps
         "certsync-servers": "EX01",
         "certsync-send-connectors": "Outbound to Office 365",
     }
@@ -318,6 +320,7 @@ def test_the_pool_checks_in_worker_processes_and_reports_as_one_process_would(wo
             state=str(base / "state.sqlite"),
             settings=settings,
             workers=workers,
+            inventory_store=str(world.tmp / "inventory.sqlite"),  # the world's: Exchange uses v1
         )
         reconciler.progress = progress = CountingProgress()
         reports[kind] = [reconciler.run(at), reconciler.run(at + dt.timedelta(days=1))]

@@ -712,7 +712,7 @@ def test_tags_replace_the_entry_which_replaces_the_default():
     assert targets.allow_status == ("Untrusted",)  # default, nothing above it
     assert targets.send_connectors == (SEND,)  # entry
     assert targets.servers == ("EX03",)  # tag over entry: replaced whole, not added to
-    assert targets.receive_connectors == ("EX03\\Default Frontend EX03",)  # defaults follow the merged servers
+    assert targets.receive_connectors == ()  # none listed: the inventory's, not narrowed
     assert targets.hybrid_configuration is False  # tag
     assert targets.sources == ("targets.json", "tags")
 
@@ -742,13 +742,14 @@ def test_names_match_ignoring_case():
 
 
 def test_defaults_when_only_the_required_fields_are_given():
-    targets = resolve_targets(CERT, tags={"certsync-worker-group": "hrw-exchange", "certsync-servers": "ex01,ex02"})
+    """Only the worker group is required: servers and connectors come from the inventory (issue 15)."""
+    targets = resolve_targets(CERT, tags={"certsync-worker-group": "hrw-exchange"})
     assert targets == Targets(
         certificate=CERT,
         worker_group="hrw-exchange",
-        servers=("EX01", "EX02"),
+        servers=(),
         send_connectors=(),
-        receive_connectors=("EX01\\Default Frontend EX01", "EX02\\Default Frontend EX02"),
+        receive_connectors=(),
         hybrid_configuration=True,
         hosts=(),
         exo_inbound_connector=None,
@@ -857,24 +858,6 @@ def test_a_certificate_with_neither_entry_nor_tags_has_no_targets(kwargs, name):
             id="no-worker-group",
         ),
         pytest.param(
-            {"certsync-worker-group": "g"},
-            None,
-            'no servers; set the tag certsync-servers or "servers" in the targets file (docs/targets.md)',
-            id="no-servers",
-        ),
-        pytest.param(
-            {"certsync-servers": ""},
-            document(),
-            'no servers; set the tag certsync-servers or "servers" in targets.json (docs/targets.md)',
-            id="servers-cleared-by-tag",
-        ),
-        pytest.param(
-            {},
-            with_entry(servers=[]),
-            'no servers; set the tag certsync-servers or "servers" in targets.json (docs/targets.md)',
-            id="servers-empty-in-file",
-        ),
-        pytest.param(
             {},
             document({CERT: {"servers": ["EX01"]}}),
             ('no worker group; set the tag certsync-worker-group or "worker_group" in targets.json (docs/targets.md)'),
@@ -882,9 +865,22 @@ def test_a_certificate_with_neither_entry_nor_tags_has_no_targets(kwargs, name):
         ),
     ],
 )
-def test_worker_group_and_a_server_are_required_after_merging(tags, file, message):
+def test_a_worker_group_is_required_after_merging(tags, file, message):
     kwargs = {"tags": tags, "file": parse(file) if file else None}
     assert error_of(resolve_targets, CERT, **kwargs) == f"{CERT}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("tags", "file"),
+    [
+        pytest.param({"certsync-worker-group": "g"}, None, id="no-servers"),
+        pytest.param({"certsync-servers": ""}, document(), id="servers-cleared-by-tag"),
+        pytest.param({}, with_entry(servers=[]), id="servers-empty-in-file"),
+    ],
+)
+def test_servers_are_not_required_the_inventory_names_them(tags, file):
+    targets = resolve_targets(CERT, tags=tags, file=parse(file) if file else None)
+    assert (targets.servers, targets.receive_connectors) == ((), ())
 
 
 def test_resolve_refuses_a_name_key_vault_would_not_accept():

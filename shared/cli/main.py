@@ -143,6 +143,18 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--vault-dir", metavar="DIR", help="certificates from DIR/<name>/<version>.pem|.pfx|...")
     where.add_argument("--vault-url", metavar="URL", help="certificates from a real Key Vault (Azure sign-in)")
     process.add_argument("--targets", metavar="FILE", help="the targets file (docs/targets.md); tags also count")
+    inventory = process.add_mutually_exclusive_group()
+    inventory.add_argument(
+        "--inventory",
+        metavar="FILE",
+        help="plan from this certsync.inventory/1 file (whatever the worker group) instead of the inventory store",
+    )
+    inventory.add_argument(
+        "--inventory-store",
+        metavar="FILE",
+        default=discover.INVENTORY_DEFAULT,
+        help=f"the inventory store that certsync discover fills (SQLite; default {discover.INVENTORY_DEFAULT})",
+    )
     process.add_argument("--outbox", metavar="DIR", default="certsync-outbox", help="where job files go")
     process.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
     process.add_argument("--at", metavar="ISO8601", help="assess at this time instead of now")
@@ -179,6 +191,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--targets", metavar="FILE", help="the targets file (docs/targets.md); tags also count")
     reconcile.add_argument("--outbox", metavar="DIR", default="certsync-outbox", help="where job files go")
+    reconcile.add_argument(
+        "--inventory-store",
+        metavar="FILE",
+        default=discover.INVENTORY_DEFAULT,
+        help=f"the inventory store that certsync discover fills (SQLite; default {discover.INVENTORY_DEFAULT})",
+    )
     reconcile.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
     reconcile.add_argument(
         "--state", metavar="FILE", default="certsync-state.sqlite", help="finding states and snapshots (SQLite)"
@@ -401,6 +419,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
         outbox=args.outbox,
         audit=args.audit,
         settings=settings,
+        inventory=args.inventory,
+        inventory_store=args.inventory_store,
     )
     outcomes = [pipeline.process(event) for event in events]
     if args.json:
@@ -408,7 +428,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     else:
         for outcome in outcomes:
             _print_outcome(outcome, args.outbox)
-    worst = EXIT_FINDING if any(o.outcome in ("blocked", "expiry-warning") for o in outcomes) else EXIT_OK
+    attention = ("blocked", "expiry-warning", "waiting-for-inventory")  # each needs someone to act
+    worst = EXIT_FINDING if any(o.outcome in attention for o in outcomes) else EXIT_OK
     return worst
 
 
@@ -430,16 +451,12 @@ def _print_outcome(outcome: Outcome, outbox: str) -> None:
     _print_table(rows)
     for finding in (assessment or {}).get("findings", []):
         print(f"  {finding['severity'].upper():<8} {finding['code']}: {_visible(finding['message'])}")
-    plan = outcome.plan
-    if plan is not None:
-        print(f"Plan: {_visible(plan.summary)}")
-        for step in plan.steps:
-            where = f"{step.server}: " if step.server else ""
-            target = step.object if isinstance(step.object, str) else ", ".join(step.object)
-            if step.subject:
-                target = f"{target} ({step.subject})"
-            change = f"{step.previous!s} -> {step.value!s}" if step.previous else str(step.value)
-            print(f"  {step.n:>2}. [{step.phase}] {where}{step.action} {_visible(target)}: {_visible(change)}")
+    document = outcome.plan_document
+    if document is not None:
+        inventory = document["inventory"]
+        print(f"Plan: {_visible(document['summary'])}")
+        print(f"Inventory: {inventory['worker_group']}, collected {inventory['collected_at']}")
+        plan.print_plan_body(document)
     print(f"Outcome: {outcome.outcome.upper()}" + (f" ({_visible(outcome.reason)})" if outcome.reason else ""))
     if outcome.request is not None and outcome.outcome == "queued":
         print(f"Job: {outbox}/{outcome.request.job_id}.json")
@@ -469,6 +486,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         audit=args.audit,
         state=args.state,
         settings=settings,
+        inventory_store=args.inventory_store,
     )
     if sys.stderr.isatty():
         from shared.cli.progress import TerminalProgress

@@ -113,6 +113,11 @@ def print_plan(document: dict[str, Any], status: str) -> None:
     if blocked is not None:
         rows.append(("Fix", blocked["fix"]))
     print_table(rows)
+    print_plan_body(document)
+
+
+def print_plan_body(document: dict[str, Any]) -> None:
+    """A plan/2's steps, kept certificates, warnings and conflicts, one line each (also `certsync process`)."""
     if document["steps"]:
         print("Steps:")
     for n, step in enumerate(document["steps"], 1):

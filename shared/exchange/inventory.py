@@ -248,17 +248,23 @@ def load_inventory(path: str) -> Inventory:
 
 def parse_inventory(data: bytes | str, source: str = "inventory") -> Inventory:
     """Parse a `certsync.inventory/1` document (or an admin's hand-saved equivalent)."""
-    text = data if isinstance(data, str) else _decode(data, source)
+    text = data if isinstance(data, str) else decode_inventory(data, source)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InventoryError(
             f"{source}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); save it with ConvertTo-Json"
         ) from None
+    return read_inventory(document, source)
+
+
+def read_inventory(document: object, source: str = "inventory") -> Inventory:
+    """Validate an already-decoded `certsync.inventory/1` document (a stored one, a job's Output)."""
     return _Reader(source).inventory(document)
 
 
-def _decode(data: bytes, source: str) -> str:
+def decode_inventory(data: bytes, source: str) -> str:
+    """An inventory file's text: UTF-8 (with or without BOM) or UTF-16 with BOM."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # `> file` in Windows PowerShell 5.1 writes UTF-16
         try:
             return data.decode("utf-16")

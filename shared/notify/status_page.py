@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from shared.errors import CertsyncError
+from shared.pipeline.inventories import DEFAULT_MAX_AGE, InventoryRecord
 from shared.reconciliation.snapshot import FINDING_SEVERITIES, SNAPSHOT_SCHEMA, SnapshotFinding, StatusSnapshot
-from shared.remediation.discovery import DEFAULT_MAX_AGE, InventoryRecord
 from shared.times import format_time, parse_time
 
 # The page's policy, in its <meta> and (with frame-ancestors, which only works as a header) in the response.

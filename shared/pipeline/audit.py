@@ -29,7 +29,6 @@ from shared.errors import CertsyncError
 
 if TYPE_CHECKING:
     from shared.pipeline.events import EventDocument
-    from shared.pipeline.plan import PlanDocument
 
 # What happened. Each entry's `kind` is one of these.
 KINDS = (
@@ -43,6 +42,7 @@ KINDS = (
     "job-queued",
     "blocked",
     "expiry-warning",
+    "waiting-for-inventory",  # no fresh inventory of the worker group: discovery started, planned when stored
     # remediation (shared/remediation/): the Automation job and what the runbook reported
     "job-started",  # the Automation job was created (or found, on a retry)
     "job-retry",  # Automation answered 5xx or 429: the start or the poll is tried again later
@@ -61,6 +61,11 @@ KINDS = (
 )
 
 
+# Audit kinds that show the pipeline settled a version (its event, a reconciliation run, or a resumed wait got
+# that far); a version with only `waiting-for-inventory` is not settled.
+SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "job-result")
+
+
 class NoDetails(TypedDict):
     """event-ignored, event-rejected: the summary says it all."""
 
@@ -74,7 +79,16 @@ class AssessmentDetails(TypedDict):
 
 
 class PlanDetails(TypedDict):
-    plan: PlanDocument  # without the intermediates' DER (`Plan.to_dict(der=False)`)
+    plan: dict[str, Any]  # the certsync.plan/2 without the intermediates' DER (`process.plan_document(der=False)`)
+
+
+class WaitingDetails(TypedDict):
+    """waiting-for-inventory, in the certificate's partition and in `discovery/<group>` (where
+    `Pipeline.resume` finds the event to run again)."""
+
+    worker_group: str
+    certificate: str
+    event: EventDocument
 
 
 class JobQueuedDetails(TypedDict):
@@ -109,6 +123,7 @@ AuditDetails = (
     | DuplicateDetails
     | BlockedDetails
     | SourceFailureDetails
+    | WaitingDetails
 )
 
 

@@ -95,6 +95,33 @@ class KeyVaultEvent:
         }
 
 
+def event_from_dict(document: Mapping[str, object], source: str = "event") -> KeyVaultEvent:
+    """The event `KeyVaultEvent.to_dict()` wrote (the audit trail's copy, a waiting version's)."""
+    try:
+
+        def when(key: str) -> dt.datetime | None:
+            value = document.get(key)
+            return parse_time(str(value)) if value else None
+
+        return KeyVaultEvent(
+            event_id=str(document["event_id"]),
+            event_type=str(document["event_type"]),
+            schema=str(document.get("schema") or "EventGrid"),
+            topic=str(document.get("topic") or ""),
+            subject=str(document.get("subject") or ""),
+            event_time=when("event_time"),
+            object_id=str(document.get("id") or ""),
+            vault=str(document["vault"]),
+            object_type=str(document.get("object_type") or ""),
+            name=str(document["name"]),
+            version=str(document["version"]),
+            not_before=when("nbf"),
+            expires=when("exp"),
+        )
+    except (KeyError, ValueError) as exc:
+        raise EventError(f"{source}: not an event certsync recorded ({exc}); it is skipped") from None
+
+
 def parse_event_json(text: str | bytes, source: str = "event") -> list[KeyVaultEvent]:
     """Events from JSON text: one event object, or an array of them (Event Grid posts arrays)."""
     if len(text) > MAX_EVENT_BYTES:

@@ -1,12 +1,12 @@
 """Remediation requests: the `certsync.job/1` message the Hybrid Runbook Worker side acts on, and the
 queue it waits in.
 
-A `RemediationRequest` carries the plan (its `certsync.plan/1` document, passed through unchanged to the
-runbook) and the certificate's identifiers (vault, name, version, Key Vault secret id, thumbprint),
-never key material: the runbook fetches the PFX from Key Vault with its own identity. There is one
-request per (vault, certificate, version), however often Event Grid delivers the event: its `job_id` is
-derived from that triple, and every `RemediationQueue` backend refuses a second one. The same id names
-the Azure Automation job's `JobId` parameter and the runbook's `certsync.result/1`.
+A `RemediationRequest` carries the plan (its `certsync.plan/2` document, `shared.pipeline.process.plan_document`,
+passed through unchanged to the runbook) and the certificate's identifiers (vault, name, version, Key Vault
+secret id, thumbprint), never key material: the runbook fetches the PFX from Key Vault with its own
+identity. There is one request per (vault, certificate, version), however often Event Grid delivers
+the event: its `job_id` is derived from that triple, and every `RemediationQueue` backend refuses a
+second one. The same id names the Azure Automation job's `JobId` parameter and the runbook's `certsync.result/1`.
 
 `RemediationQueue` is the port; `shared.adapters.local.outbox.OutboxQueue` writes request JSON files to a
 directory (the local default); `shared.adapters.azure.queues.StorageRemediationQueue` sends to the Azure
@@ -18,10 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
-if TYPE_CHECKING:  # the queue adapters import this module without the plan's X.509 dependencies
-    from shared.pipeline.plan import PlanDocument
+PlanDocument = dict[str, Any]  # certsync.plan/2 (exchange-inventory.md §3)
+# The plans a job may carry: the pipeline queues plan/2; plan/1 jobs queued before the upgrade still run.
+PLAN_SCHEMAS = ("certsync.plan/1", "certsync.plan/2")
 
 JOB_SCHEMA = "certsync.job/1"  # the schema of a remediation request (its name on the wire predates the type's)
 

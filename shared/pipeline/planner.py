@@ -15,7 +15,8 @@ with the inventory that is reported as a conflict, never written. In order:
 - retire: an old certificate only when nothing on that server still needs it (else `kept`, with why).
 
 Blocks are decided before anything runs, each with a one-line fix. Pure: values in, a value out.
-`shared/pipeline/plan.py` (certsync.plan/1) is unchanged and still what the pipeline queues.
+The pipeline calls it from one place (`shared.pipeline.process`), which adds the certificate's Key Vault
+identity, the worker group and the inventory the plan was made from (`plan_document`).
 
 The planner decides from facts about the new certificate (`NewCertificate`: thumbprint, certsync's
 rendering of its names, DNS names, the intermediates to install, the assessment's status, whether the key
@@ -29,7 +30,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from shared.errors import CertsyncError
 from shared.exchange.inventory import (
@@ -41,7 +42,6 @@ from shared.exchange.inventory import (
 )
 from shared.exchange.mailflow import covers, is_accepted
 from shared.exchange.match import read_value
-from shared.pipeline.plan import PlanIntermediate
 from shared.pipeline.sources import StoredVersion
 from shared.pipeline.targets import Targets
 from shared.times import format_time
@@ -56,6 +56,30 @@ INTERMEDIATE_STORE = "Cert:\\LocalMachine\\CA"
 PERSONAL_STORE = "Cert:\\LocalMachine\\My"
 # Services Enable-ExchangeCertificate moves to the new certificate; others (UM, Federation) keep the old one.
 MOVABLE_SERVICES = frozenset({"IMAP", "POP", "IIS", "SMTP"})
+
+
+class _IntermediateDocumentBase(TypedDict):
+    thumbprint: str
+    subject: str
+
+
+class IntermediateDocument(_IntermediateDocumentBase, total=False):
+    der_base64: str  # left out in the audit trail's copy of the plan
+
+
+@dataclass(frozen=True)
+class PlanIntermediate:
+    """An intermediate the servers must have in their intermediate store (a public certificate)."""
+
+    thumbprint: str
+    subject: str
+    der_base64: str
+
+    def to_dict(self, *, der: bool = True) -> IntermediateDocument:
+        document: IntermediateDocument = {"thumbprint": self.thumbprint, "subject": self.subject}
+        if der:
+            document["der_base64"] = self.der_base64
+        return document
 
 
 @dataclass(frozen=True)

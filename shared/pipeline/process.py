@@ -2,8 +2,11 @@
 
 event received -> ignored (other type, vault not allowed) | rejected (malformed)
   -> certificate version and the previous enabled one from the source
-  -> targets (tags and/or the targets file) -> assessment -> plan
-  -> blocked (not Valid, or no targets) | nothing to change | job queued | duplicate
+  -> targets (tags and/or the targets file: the worker group, and what narrows or adds) -> assessment
+  -> the latest inventory of the worker group: missing or older than the max age -> discovery started,
+     waiting-for-inventory (planned by `Pipeline.resume` once discovery stores it)
+  -> the certsync.plan/2 of `shared.pipeline.planner`, recording the inventory it was made from
+  -> blocked (not Valid, no targets, the planner's blocks) | nothing to change | job queued | duplicate
 
 Every step leaves an audit entry with the event's correlation id. Failures that asking again may fix
 (Key Vault unavailable or forbidding, a malformed event) raise after being audited, so Event Grid
@@ -14,13 +17,19 @@ in the Function and in `certsync process`; only the adapters differ (`shared.wir
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
+from shared.errors import CertsyncError
+from shared.exchange.inventory import InventoryError as InventoryDocumentError
+from shared.exchange.inventory import read_inventory
 from shared.pipeline.audit import (
+    SETTLED_KINDS,
     AuditDetails,
     AuditEntry,
     AuditLog,
@@ -29,14 +38,28 @@ from shared.pipeline.audit import (
     JobQueuedDetails,
     NoDetails,
     SourceFailureDetails,
+    WaitingDetails,
     partition,
 )
-from shared.pipeline.events import NEW_VERSION, EventError, KeyVaultEvent, require_certificate_fields
+from shared.pipeline.events import (
+    NEW_VERSION,
+    EventError,
+    KeyVaultEvent,
+    event_from_dict,
+    require_certificate_fields,
+)
+from shared.pipeline.inventories import (
+    DEFAULT_MAX_AGE,
+    DiscoveryStarter,
+    InventoryRecord,
+    InventoryStore,
+    audit_partition,
+)
 from shared.pipeline.jobs import RemediationQueue, RemediationRequest, job_id
-from shared.pipeline.plan import Plan, build_plan
+from shared.pipeline.planner import InventoryPlan, plan_from_inventory
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
 from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_targets
-from shared.times import format_time
+from shared.times import Clock, format_time, utc_now
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import CRL_MAX_MB, Fetcher, FetchLimits
 from shared.validation.revocation import FetchCache
@@ -167,6 +190,8 @@ class PipelineSettings:
     crl_max_mb: int = CRL_MAX_MB  # CERTSYNC_CRL_MAX_MB
     expiry_warning_days: int = 30
     at: dt.datetime | None = None  # assess at this time instead of now (demo, tests)
+    inventory_max_age: dt.timedelta = DEFAULT_MAX_AGE  # CERTSYNC_INVENTORY_MAX_AGE_HOURS
+    require_accepted_domain: bool = False  # CERTSYNC_REQUIRE_ACCEPTED_DOMAIN
 
     def fetcher(self) -> Fetcher:
         """A Fetcher for one assessment: the allow-list and the CRL cap."""
@@ -175,15 +200,17 @@ class PipelineSettings:
 
 @dataclass
 class Outcome:
-    outcome: str  # ignored, blocked, nothing-to-change, queued, duplicate, expiry-warning
+    outcome: str  # ignored, blocked, nothing-to-change, queued, duplicate, expiry-warning, waiting-for-inventory
     correlation_id: str
     event: KeyVaultEvent
     reason: str = ""
     new: StoredVersion | None = None
     previous: StoredVersion | None = None
     assessment: Assessment | None = None
-    plan: Plan | None = None
+    plan: InventoryPlan | None = None
+    plan_document: dict[str, Any] | None = None  # the certsync.plan/2 as queued, without intermediates' DER
     targets: Targets | None = None
+    inventory: InventoryRecord | None = None  # what the plan was made from
     request: RemediationRequest | None = None  # what was queued (or found queued before)
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,7 +231,7 @@ class Outcome:
             "event": self.event.to_dict(),
             "diff": diff,
             "assessment": self.assessment.to_dict() if self.assessment else None,
-            "plan": self.plan.to_dict() if self.plan else None,
+            "plan": self.plan_document,
             "job_id": self.request.job_id if self.request else None,
         }
 
@@ -218,11 +245,43 @@ class Pipeline:
     targets_file: TargetsFile | None = None
     notifier: Notifier = field(default_factory=LogNotifier)
     cache: FetchCache = field(default_factory=FetchCache)  # CRLs and OCSP answers, kept across events
+    inventories: InventoryStore | None = None  # the latest inventory per worker group; None: always waits
+    discovery: DiscoveryStarter | None = None  # None: the admin imports an inventory (the message says how)
+    clock: Clock = utc_now  # an inventory's age is measured against it
 
     def process(self, event: KeyVaultEvent) -> Outcome:
         """Run one event through; raises (after auditing) when Event Grid should deliver it again."""
         run = _Run(self, event, uuid.uuid4().hex)
         return run.go()
+
+    def resume(self, worker_group: str) -> list[Outcome]:
+        """Plan the versions waiting for `worker_group`'s inventory, now that discovery stored one.
+
+        The waiting versions are the `waiting-for-inventory` entries in the audit partition
+        `discovery/<group>`; a version is run again only when nothing settled it since it began to wait
+        (a plan, a block or a duplicate in its own partition), and the queue refuses a second job for it,
+        so a repeated call (a second discovery, a redelivered tracking message) queues nothing twice. A
+        version whose run fails stays waiting for the next inventory; the others still run."""
+        latest: dict[tuple[str, str, str], AuditEntry] = {}
+        for entry in self.audit.history(audit_partition(worker_group)):
+            if entry.kind == "waiting-for-inventory":
+                name = str(entry.details.get("certificate") or "")
+                latest[(entry.vault.lower(), partition(name), entry.version.lower())] = entry
+        outcomes = []
+        for (vault, name, version), entry in latest.items():
+            settled = any(
+                later.kind in SETTLED_KINDS and later.at >= entry.at
+                for later in self.audit.history(name)
+                if later.vault.lower() == vault and later.version.lower() == version
+            )
+            if settled:
+                continue
+            try:
+                event = event_from_dict(entry.details.get("event") or {}, f"waiting version {name}/{version}")
+                outcomes.append(self.process(event))
+            except CertsyncError as exc:
+                log.warning("waiting version %s/%s of %s not planned yet: %s", name, version, worker_group, exc)
+        return outcomes
 
 
 @dataclass
@@ -280,15 +339,34 @@ class _Run:
             return self._expiry(outcome, new)
         if targets is None:
             return self._block(outcome, new, f"no usable targets: {targets_error}")
-        outcome.plan = build_plan(new, previous, outcome.assessment, targets)
-        plan = outcome.plan
-        self._audit("plan", plan.summary, {"plan": plan.to_dict(der=False)})  # the DER is in the request
-        if plan.blocked:
-            return self._block(outcome, new, plan.blocked)
-        if plan.nothing_to_change:
+        record = self._fresh_inventory(targets.worker_group)
+        if isinstance(record, str):
+            return self._wait(outcome, new, targets.worker_group, record)
+        outcome.inventory = record
+        try:
+            inventory = read_inventory(record.inventory, f"the stored inventory of {record.worker_group}")
+        except InventoryDocumentError as exc:
+            return self._block(outcome, new, f"{exc}; run discovery of {record.worker_group} again")
+        plan = plan_from_inventory(
+            new.bundle,
+            outcome.assessment,
+            inventory,
+            targets=targets,
+            previous_versions=[previous.bundle.leaf] if previous is not None else [],
+            require_accepted_domain=self.pipeline.settings.require_accepted_domain,
+            version=new,  # the Key Vault identity the runbook fetches the PFX by
+        )
+        outcome.plan = plan
+        document = plan_document(plan, new, outcome.assessment, targets, record)
+        outcome.plan_document = plan_document(plan, new, outcome.assessment, targets, record, der=False)
+        summary = document["summary"]
+        self._audit("plan", summary, {"plan": outcome.plan_document})  # the DER is in the request
+        if plan.blocked is not None:
+            return self._block(outcome, new, f"{plan.blocked.reason}; fix: {plan.blocked.fix}")
+        if document["nothing_to_change"]:
             headline, details = _renewal(outcome, new)
-            self._notify("renewal", f"{headline}. {plan.summary}", details)
-            outcome.outcome, outcome.reason = "nothing-to-change", plan.summary
+            self._notify("renewal", f"{headline}. {summary}", details)
+            outcome.outcome, outcome.reason = "nothing-to-change", summary
             return outcome
         request = RemediationRequest(
             vault=new.vault,
@@ -297,19 +375,19 @@ class _Run:
             secret_id=new.secret_id,
             thumbprint=new.thumbprint,
             correlation_id=self.correlation_id,
-            plan=plan.to_dict(),
+            plan=document,
         )
         outcome.request = request
         if self.pipeline.jobs.enqueue(request):
             self._audit(
                 "job-queued",
-                f"job {request.job_id} queued for worker group {plan.worker_group}",
+                f"job {request.job_id} queued for worker group {targets.worker_group}",
                 JobQueuedDetails(job_id=request.job_id, thumbprint=request.thumbprint, secret_id=request.secret_id),
             )
             headline, details = _renewal(outcome, new)
             details["job_id"] = request.job_id
-            self._notify("queued", f"{headline}. {plan.summary}", details)
-            outcome.outcome, outcome.reason = "queued", plan.summary
+            self._notify("queued", f"{headline}. {summary}", details)
+            outcome.outcome, outcome.reason = "queued", summary
         else:
             self._audit(
                 "duplicate",
@@ -317,6 +395,49 @@ class _Run:
                 DuplicateDetails(job_id=request.job_id),
             )
             outcome.outcome, outcome.reason = "duplicate", f"job {request.job_id} already queued"
+        return outcome
+
+    def _fresh_inventory(self, worker_group: str) -> InventoryRecord | str:
+        """The worker group's latest inventory when it is no older than the max age, else why not."""
+        store = self.pipeline.inventories
+        record = store.get(worker_group) if store is not None else None
+        max_age = self.pipeline.settings.inventory_max_age
+        if record is not None and not record.stale(self.pipeline.clock(), max_age):
+            return record
+        if record is None:
+            return f"no inventory of worker group {worker_group} yet"
+        hours = record.age(self.pipeline.clock()).total_seconds() / 3600
+        return (
+            f"the inventory of worker group {worker_group} is {hours:.0f} h old (collected "
+            f"{format_time(record.collected_at, 'seconds')}), older than the {max_age.total_seconds() / 3600:g} h"
+            " CERTSYNC_INVENTORY_MAX_AGE_HOURS allows"
+        )
+
+    def _wait(self, outcome: Outcome, new: StoredVersion, worker_group: str, why: str) -> Outcome:
+        """No fresh inventory: start discovery and let the version wait (audited; no notice, so a batch of
+        renewals waiting on one discovery is not a storm). `Pipeline.resume` plans it once it is stored."""
+        starter = self.pipeline.discovery
+        if starter is None:
+            reason = (
+                f"{why}; import one with: certsync discover --import FILE --worker-group {worker_group}"
+                " (or give certsync process --inventory FILE), then process this event again"
+            )
+        else:
+            try:
+                starter.start(worker_group)
+            except CertsyncError as exc:
+                failed = f"{why}, and discovery of {worker_group} could not be started: {exc}"
+                if getattr(exc, "transient", False):
+                    details = SourceFailureDetails(error="discovery", transient=True)
+                    self._audit("event-failed", f"{failed} (Event Grid will deliver it again)", details)
+                    raise
+                return self._block(outcome, new, failed)
+            reason = f"{why}; discovery of {worker_group} started: this version is planned once its inventory is stored"
+        waiting = WaitingDetails(worker_group=worker_group, certificate=new.name, event=self.event.to_dict())
+        self._audit("waiting-for-inventory", reason, waiting)
+        self._audit("waiting-for-inventory", reason, waiting, where=audit_partition(worker_group))
+        log.info("%s version %s waits: %s", new.name, new.version, reason)
+        outcome.outcome, outcome.reason = "waiting-for-inventory", reason
         return outcome
 
     def _assess(self, new: StoredVersion, targets: Targets | None) -> Assessment:
@@ -364,11 +485,13 @@ class _Run:
         self._audit("event-ignored", reason, NoDetails())
         return Outcome("ignored", self.correlation_id, self.event, reason=reason)
 
-    def _audit(self, kind: str, summary: str, details: AuditDetails | ExpiryDetails) -> None:
+    def _audit(
+        self, kind: str, summary: str, details: AuditDetails | ExpiryDetails, *, where: str | None = None
+    ) -> None:
         event = self.event
         self.pipeline.audit.record(
             AuditEntry(
-                certificate=partition(event.name),
+                certificate=where or partition(event.name),
                 kind=kind,
                 correlation_id=self.correlation_id,
                 summary=summary,
@@ -410,8 +533,8 @@ def _renewal(outcome: Outcome, new: StoredVersion) -> tuple[str, RenewalDetails]
     }
     if outcome.assessment is not None:
         details["assessment_status"] = outcome.assessment.status
-    if outcome.plan is not None:
-        details["worker_group"] = outcome.plan.worker_group
+    if outcome.plan is not None and outcome.targets is not None:
+        details["worker_group"] = outcome.targets.worker_group
         details["servers"] = list(outcome.plan.servers)
     moves = []  # (which name, old common name, new common name)
     if diff is not None and change != "same_certificate":
@@ -429,3 +552,61 @@ def _common_name(name: X500Name | None) -> str:
     if name is None:
         return "(none)"
     return name.first("2.5.4.3") or str(name) or "(empty)"
+
+
+def plan_document(
+    plan: InventoryPlan,
+    new: StoredVersion,
+    assessment: Assessment,
+    targets: Targets,
+    record: InventoryRecord,
+    *,
+    der: bool = True,
+) -> dict[str, Any]:
+    """The certsync.plan/2 the pipeline queues: the planner's document plus what the runbook and the
+    remediation service need beside it (all additional fields, spec §3): the certificate's Key Vault
+    identity and the intermediates' DER (the runbook fetches the PFX and installs the intermediates),
+    the worker group, the probe endpoints, a summary, whether anything changes, and the inventory the
+    plan was made from. Without `der`: the audit trail's copy."""
+    document = plan.to_dict()  # the certificate's Key Vault identity and intermediates: `version=new` above
+    if not der:
+        certificate = document["certificate"]
+        certificate["intermediates"] = [
+            {k: v for k, v in item.items() if k != "der_base64"} for item in certificate.get("intermediates", [])
+        ]
+    # What changes Exchange: not the checks, nor the intermediates alone (the runbook finds them there when
+    # the certificate is already deployed and Valid: "already", never a reason to queue a job)
+    writes = [s for s in plan.steps if not s.action.startswith("check-") and s.action != "install-intermediate"]
+    document["worker_group"] = targets.worker_group
+    document["probe"] = list(targets.probe)
+    document["assessment_status"] = assessment.status
+    document["nothing_to_change"] = plan.blocked is None and not writes
+    document["summary"] = _plan_summary(plan, writes)
+    document["inventory"] = {
+        "worker_group": record.worker_group,
+        "collected_at": format_time(record.collected_at, "seconds"),
+        "sha256": hashlib.sha256(
+            json.dumps(record.inventory, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest(),
+    }
+    return document
+
+
+def _plan_summary(plan: InventoryPlan, writes: list[Any]) -> str:
+    """One line for people: where, how many writes of each phase, and what needs a look."""
+    servers = ", ".join(plan.servers) or "no server"
+    if plan.blocked is not None:
+        return f"BLOCKED ({plan.blocked.reason}). Fix: {plan.blocked.fix}"
+    if not writes:
+        return f"Nothing to change on {servers}: Exchange already uses this certificate."
+    count = {phase: sum(1 for s in writes if s.phase == phase) for phase in ("stage", "switch", "retire")}
+    text = (
+        f"Stage on {servers}, {count['switch']} switch(es) of TlsCertificateName, "
+        f"{count['retire']} old certificate(s) retired, {len(plan.kept)} kept"
+    )
+    if plan.conflicts:
+        text += f"; {len(plan.conflicts)} conflict(s) with the targets (not written)"
+    manual = sorted({s.server for s in plan.steps if s.manual and s.server})
+    if manual:
+        text += f"; manual steps on {', '.join(manual)}"
+    return text + "."

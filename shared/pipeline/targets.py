@@ -3,8 +3,9 @@
 They come from the certificate's Key Vault tags (`certsync-*`), from a targets file (JSON, schema
 `certsync.targets/1`), or both; `docs/targets.md` is the reference. `resolve_targets` merges, lowest
 first: the file's `"*"` entry, the file's entry for the certificate, then the tags (a field given by a
-tag replaces the file's value). Only the servers and connectors named here are touched: Exchange
-connectors are chosen per server, never org-wide (`spec/exchange-azure-facts.md` §1 items 4 and 9).
+tag replaces the file's value). Only the worker group is required: the servers and connectors come from
+the Exchange inventory (`shared.pipeline.planner`); servers listed here are added to the plan, connectors
+listed here narrow which ones are written, and one the inventory disagrees with is a reported conflict.
 
 Everything is validated on the way in, and every error is one line naming the file and field, or the
 tag, with what to do. Pure: no I/O beyond reading the file named to `load_targets_file`.
@@ -361,22 +362,20 @@ def resolve_targets(name: str, *, tags: dict[str, str] | None = None, file: Targ
         if entry and source not in sources:
             sources.append(source)
     in_file = f"in {file.path}" if file is not None else "in the targets file"
-    for required, what in (("worker_group", "no worker group"), ("servers", "no servers")):
-        if not merged.get(required):
-            raise TargetsError(
-                f'{name}: {what}; set the tag {_TAG_OF[required]} or "{required}" {in_file} (docs/targets.md)'
-            )
-    servers = merged["servers"]
+    if not merged.get("worker_group"):  # the servers and connectors come from the inventory
+        raise TargetsError(
+            f'{name}: no worker group; set the tag {_TAG_OF["worker_group"]} or "worker_group" {in_file} '
+            "(docs/targets.md)"
+        )
+    servers = merged.get("servers", ())
     hosts = merged.get("hosts", ())
     if "probe" in merged:
         probe = merged["probe"]
     else:  # each host on port 25, as Exchange Online connects; a wildcard names no server to connect to
         probe = tuple(_probe_endpoint(host) for host in hosts if not host.startswith("*."))
-    if "receive_connectors" in merged:
+    receive = merged.get("receive_connectors", ())  # none listed: the planner narrows nothing
+    if receive and servers:
         _check_receive_servers(merged, origin["receive_connectors"], origin["servers"])
-        receive = merged["receive_connectors"]
-    else:
-        receive = tuple(f"{server}\\Default Frontend {server}" for server in servers)
     return Targets(
         certificate=name,
         worker_group=merged["worker_group"],

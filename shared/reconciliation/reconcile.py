@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 from shared.errors import CertsyncError, StorageError
-from shared.pipeline.audit import AuditEntry, AuditLog, batched, partition
+from shared.pipeline.audit import SETTLED_KINDS, AuditEntry, AuditLog, batched, partition
 from shared.pipeline.events import NEW_VERSION, KeyVaultEvent
 from shared.pipeline.jobs import job_id
 from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings
@@ -82,8 +82,6 @@ THRESHOLDS = (30, 14, 7)
 OK = "ok"
 # How long the latest version's own job counts as under way before its absence of a result is drift.
 PENDING_GRACE = dt.timedelta(days=1)
-# Audit kinds that show the pipeline settled a version (its event, or a reconciliation run, got that far).
-SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "job-result")
 CONNECTOR_KINDS = ("send-connector", "receive-connector", "hybrid-configuration", "exo-inbound-connector")
 # Certificates whose state and audit writes share one transaction (stores that batch: `batched`).
 BATCH = 500

@@ -11,6 +11,8 @@ exchange-inventory §1), started and tracked through the Automation port, its re
   `shared.exchange.inventory` once it is wired in), and stored in the `InventoryStore`: the latest
   inventory per worker group, with its collection time and its `errors`.
 - `Discovery.run` starts and waits (the CLI), `import_inventory` stores a file an admin saved by hand.
+- Once a job's inventory is stored, `on_stored` lets the pipeline plan the versions that waited for it.
+- `InventoryRecord` and the `InventoryStore` port are `shared.pipeline.inventories`' (the pipeline reads them).
 
 Audited under the partition `discovery/<worker group>`: discovery-started, discovery-result (stored),
 discovery-failed (the job failed, ended without a usable inventory, or could not be read); a failure is
@@ -26,24 +28,31 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditEntry, AuditLog
+from shared.pipeline.inventories import (
+    DEFAULT_MAX_AGE,
+    InventoryError,
+    InventoryRecord,
+    InventoryStore,
+    audit_partition,
+    parse_time_or_none,
+)
 from shared.pipeline.process import LogNotifier, Notice, Notifier
 from shared.remediation.automation import FAILED_STATES, Automation, AutomationError, AutomationJob
 from shared.remediation.context import RemediationSettings, error_text, one_line, poll_delay, retry_delay
 from shared.remediation.messages import MessageQueue
-from shared.times import Clock, format_time, parse_time, utc_now
+from shared.times import Clock, format_time, utc_now
 
 log = logging.getLogger("certsync")
 
 INVENTORY_SCHEMA = "certsync.inventory/1"
 TRACK_SCHEMA = "certsync.discovery-track/1"
 DEFAULT_DISCOVERY_RUNBOOK = "Get-CertsyncInventory"
-DEFAULT_MAX_AGE = dt.timedelta(hours=24)
 JOB_BUCKET = dt.timedelta(hours=1)  # one discovery job per worker group and hour
 LIST_KEYS = ("servers", "certificates", "send_connectors", "receive_connectors")
 OBJECT_KEYS = ("hybrid_configuration", "exo")  # an object, or null
@@ -52,78 +61,6 @@ INVENTORY_KEYS = (*LIST_KEYS, *OBJECT_KEYS, "errors")
 _WORKER_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,127}$")
 
 Validate = Callable[[dict[str, Any]], object]
-
-
-class InventoryError(CertsyncError):
-    """A text that is not a usable certsync.inventory/1 document; the message says where and why."""
-
-
-@dataclass(frozen=True)
-class InventoryRecord:
-    """The latest inventory of one worker group, as stored: `inventory` is the document itself."""
-
-    worker_group: str
-    collected_at: dt.datetime  # when the runbook (or the admin) read Exchange
-    stored_at: dt.datetime
-    inventory: dict[str, Any] = field(repr=False)
-    source: str = "runbook"  # runbook or import
-    automation_job: str = ""
-
-    @property
-    def errors(self) -> list[dict[str, str]]:
-        """The inventory's `errors`: each server or cmdlet discovery could not read ({where, message})."""
-        found = self.inventory.get("errors") or []
-        return [
-            {"where": str(e.get("where") or "?"), "message": str(e.get("message") or "")}
-            for e in found
-            if isinstance(e, Mapping)
-        ]
-
-    def age(self, now: dt.datetime) -> dt.timedelta:
-        return now - self.collected_at
-
-    def stale(self, now: dt.datetime, max_age: dt.timedelta) -> bool:
-        return self.age(now) > max_age
-
-    def meta(self) -> dict[str, Any]:
-        """Everything but the document, JSON-ready (what stores keep beside it and the CLI prints)."""
-        return {
-            "worker_group": self.worker_group,
-            "collected_at": format_time(self.collected_at, "seconds"),
-            "stored_at": format_time(self.stored_at, "seconds"),
-            "source": self.source,
-            "automation_job": self.automation_job,
-            "errors": self.errors,
-        }
-
-    @classmethod
-    def from_meta(cls, meta: Mapping[str, Any], inventory: dict[str, Any]) -> InventoryRecord:
-        """The record a store wrote with `meta()` beside the document."""
-        collected = _time(str(meta.get("collected_at") or ""))
-        stored = _time(str(meta.get("stored_at") or ""))
-        if collected is None or stored is None:
-            raise InventoryError(f"stored inventory of {meta.get('worker_group')!r}: no valid times; discover again")
-        return cls(
-            worker_group=str(meta.get("worker_group") or ""),
-            collected_at=collected,
-            stored_at=stored,
-            inventory=inventory,
-            source=str(meta.get("source") or "runbook"),
-            automation_job=str(meta.get("automation_job") or ""),
-        )
-
-
-class InventoryStore(Protocol):
-    """The latest inventory per worker group (names compared ignoring case): `SqliteInventoryStore`
-    locally, `TableInventoryStore` in Azure (INVENTORY_TABLE). Failures are one-line CertsyncErrors."""
-
-    def put(self, record: InventoryRecord) -> None: ...
-
-    def get(self, worker_group: str) -> InventoryRecord | None: ...
-
-    def all(self) -> list[InventoryRecord]:
-        """Every worker group's latest inventory, sorted by worker group."""
-        ...
 
 
 def check_worker_group(name: str, what: str = "worker group") -> str:
@@ -176,7 +113,7 @@ def check_inventory(data: object, where: str) -> dict[str, Any]:
     for key in ("worker_group", "collected_at"):
         if key in document and document[key] is not None and not isinstance(document[key], str):
             raise InventoryError(f"{where}: {key} is not a string")
-    if document.get("collected_at") and _time(document["collected_at"]) is None:
+    if document.get("collected_at") and parse_time_or_none(document["collected_at"]) is None:
         raise InventoryError(f"{where}: collected_at {document['collected_at']!r} is not an ISO 8601 time")
     return document
 
@@ -230,7 +167,7 @@ def make_record(
             validate(document)
         except CertsyncError as exc:
             raise InventoryError(f"{where}: {exc}") from None
-    collected = _time(document.get("collected_at") or "") or collected_fallback
+    collected = parse_time_or_none(document.get("collected_at") or "") or collected_fallback
     if collected.tzinfo is None:
         collected = collected.replace(tzinfo=dt.timezone.utc)
     return InventoryRecord(worker_group, collected, now, document, source, automation_job)
@@ -339,7 +276,7 @@ def parse_track_discovery(text: str) -> TrackDiscovery:
         raise CertsyncError("discovery tracking message: not JSON; it is not retried") from None
     if not isinstance(data, dict) or data.get("schema") != TRACK_SCHEMA:
         raise CertsyncError(f"discovery tracking message: not {TRACK_SCHEMA}; it is not retried")
-    started = _time(str(data.get("started_at") or ""))
+    started = parse_time_or_none(str(data.get("started_at") or ""))
     polls, failures = data.get("polls", 0), data.get("failures", 0)
     if started is None or not isinstance(polls, int) or not isinstance(failures, int):
         raise CertsyncError("discovery tracking message: started_at, polls or failures malformed; it is not retried")
@@ -363,6 +300,9 @@ class Discovery:
     tracking: MessageQueue | None = None  # TRACKING_QUEUE; None: the caller polls (the CLI)
     validate: Validate | None = None  # the full certsync.inventory/1 check (shared.exchange.inventory)
     clock: Clock = utc_now
+    # Called with each inventory a job stored: the pipeline plans the versions waiting for it
+    # (`Pipeline.resume`). A failure there is logged; the inventory stays stored.
+    on_stored: Callable[[InventoryRecord], object] | None = None
 
     # starting
 
@@ -474,7 +414,7 @@ class Discovery:
             self._failed(worker_group, name, reason, {"stage": "job", "status": job.status})
             return DiscoveryOutcome("failed", worker_group, name, reason, job.status)
         now = self.clock()
-        ended = _time(job.end_time or "") or now
+        ended = parse_time_or_none(job.end_time or "") or now
         try:
             document = parse_inventory(output, f"{where} Output")
             record = make_record(
@@ -505,6 +445,13 @@ class Discovery:
             summary,
             {"automation_job": name, "status": job.status, **record.meta()},
         )
+        if self.on_stored is not None:
+            try:
+                self.on_stored(record)
+            except CertsyncError as exc:
+                log.error(
+                    "inventory of %s stored, but the versions waiting for it were not planned: %s", worker_group, exc
+                )
         return DiscoveryOutcome("stored", worker_group, name, summary, job.status, record)
 
     # the audit trail and notices
@@ -530,16 +477,3 @@ class Discovery:
         except CertsyncError as exc:  # audited already; a lost notice must not hide the failure
             log.warning("notice discovery-failed for %s not delivered: %s", worker_group, exc)
         log.error("%s", reason)
-
-
-def audit_partition(worker_group: str) -> str:
-    """Where discovery's audit entries of `worker_group` are (`certsync history discovery/<group>`)."""
-    return f"discovery/{worker_group.strip().lower()}"
-
-
-def _time(text: str) -> dt.datetime | None:
-    """An ISO 8601 time, or None when blank or not one (each caller words its own error)."""
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None

@@ -29,8 +29,7 @@ from typing import Any, Protocol, TypedDict, cast
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
-from shared.pipeline.jobs import JOB_SCHEMA, RemediationRequest
-from shared.pipeline.plan import PlanDocument
+from shared.pipeline.jobs import JOB_SCHEMA, PLAN_SCHEMAS, RemediationRequest
 from shared.remediation.automation import FAILED_STATES
 from shared.times import format_time, parse_time
 
@@ -97,8 +96,8 @@ def parse_job_message(text: str) -> JobMessage:
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise fail(f"{key} is missing or not a string")
     plan = data.get("plan")
-    if not isinstance(plan, dict) or plan.get("schema") != "certsync.plan/1":
-        raise fail("plan is missing or not a certsync.plan/1 object")
+    if not isinstance(plan, dict) or plan.get("schema") not in PLAN_SCHEMAS:
+        raise fail(f"plan is missing or not a {' or '.join(PLAN_SCHEMAS)} object")
     if not isinstance(plan.get("worker_group"), str) or not plan["worker_group"].strip():
         raise fail("plan.worker_group is empty; set worker_group for this certificate in the targets")
     if not isinstance(plan.get("steps"), list) or not isinstance(plan.get("certificate"), dict):
@@ -113,7 +112,7 @@ def parse_job_message(text: str) -> JobMessage:
         secret_id=data["secret_id"],
         thumbprint=data["thumbprint"],
         correlation_id=data["correlation_id"],
-        plan=cast(PlanDocument, plan),  # its shape is checked above, the runbook checks the rest
+        plan=plan,  # its shape is checked above, the runbook checks the rest
     )
     if job.job_id != given_id:
         raise fail("job_id does not match its vault, certificate and version")

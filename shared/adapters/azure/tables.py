@@ -24,9 +24,9 @@ from shared.adapters.azure.storage import (
 )
 from shared.errors import StorageError
 from shared.pipeline.audit import HISTORY_PAGE, AuditEntry, check_limit, lower_bound, partition
+from shared.pipeline.inventories import InventoryRecord
 from shared.reconciliation.reconcile import certificate_key, fit_snapshot
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
-from shared.remediation.discovery import InventoryRecord
 from shared.times import format_time
 
 if TYPE_CHECKING:

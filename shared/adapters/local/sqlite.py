@@ -16,8 +16,8 @@ from pathlib import Path
 
 from shared.errors import CertsyncError
 from shared.pipeline.audit import HISTORY_PAGE, AuditEntry, check_limit, lower_bound, partition
+from shared.pipeline.inventories import InventoryRecord
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
-from shared.remediation.discovery import InventoryRecord
 from shared.times import format_time
 
 
