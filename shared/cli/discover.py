@@ -17,6 +17,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from shared.cli.common import visible as _visible
 from shared.errors import CertsyncError
 
 INVENTORY_DEFAULT = "certsync-inventory.sqlite"
@@ -103,7 +104,9 @@ def _import(args: argparse.Namespace, store: Any, now: dt.datetime) -> int:
         mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
     except OSError as exc:
         raise CertsyncError(f"{path}: cannot read it ({exc.strerror}); give the inventory JSON file") from None
-    text = _decode(raw, path)
+    from shared.exchange.inventory import decode_inventory
+
+    text = decode_inventory(raw, str(path))
     import shared.wiring
 
     record = import_inventory(
@@ -126,23 +129,9 @@ def _import(args: argparse.Namespace, store: Any, now: dt.datetime) -> int:
     return 1 if record.errors else 0
 
 
-def _decode(raw: bytes, path: Path) -> str:
-    """UTF-8 (with or without BOM) or UTF-16 with BOM (Windows PowerShell 5.1's `Out-File` default)."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise CertsyncError(f"{path}: not UTF-8 or UTF-16 text; save it with Out-File -Encoding utf8") from None
-
-
 def _print_errors(errors: list[dict[str, str]]) -> None:
     if not errors:
         print("Not read       nothing: every server and cmdlet answered")
         return
     for error in errors:
         print(f"Not read       {_visible(error['where'])}: {_visible(error['message'])}")
-
-
-def _visible(text: str) -> str:
-    return "".join(ch if ch >= " " and ch != "\x7f" else repr(ch)[1:-1] for ch in text)
