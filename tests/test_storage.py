@@ -20,7 +20,7 @@ from azure.core.exceptions import ServiceRequestError
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
-from shared.adapters.azure.queues import StorageMessageQueue, StorageRemediationQueue
+from shared.adapters.azure.queues import CLAIM_LEASE, StorageMessageQueue, StorageRemediationQueue
 from shared.adapters.azure.storage import QUEUE_MESSAGE_LIMIT, table_key
 from shared.adapters.azure.tables import TableAuditLog
 from shared.errors import CertsyncError, StorageError
@@ -84,10 +84,12 @@ class JobsUnderTest:
     claims: TableClient
     settings: object
 
-    def another_instance(self) -> StorageRemediationQueue:
-        """A second worker process's view of the same queue and claims table."""
+    def another_instance(self, **options) -> StorageRemediationQueue:
+        """A second worker process's view of the same queue and claims table (`options`: owner, lease, clock)."""
         return StorageRemediationQueue(
-            self.settings.queue_client(self.queue.queue_name), self.settings.table_client(self.claims.table_name)
+            self.settings.queue_client(self.queue.queue_name),
+            self.settings.table_client(self.claims.table_name),
+            **options,
         )
 
     def raw_messages(self) -> list[str]:
@@ -297,8 +299,8 @@ def test_another_version_is_another_job(under_test: JobsUnderTest):
     assert len(under_test.raw_messages()) == 2
 
 
-def test_a_claim_left_pending_by_a_crash_is_sent_on_the_next_delivery(under_test: JobsUnderTest, monkeypatch):
-    crashing = under_test.another_instance()
+def _crash_between_claim_and_send(under_test: JobsUnderTest, monkeypatch, **options) -> StorageRemediationQueue:
+    crashing = under_test.another_instance(**options)
 
     def crash(*args, **kwargs):
         raise SystemExit("worker recycled between claim and send")
@@ -308,13 +310,85 @@ def test_a_claim_left_pending_by_a_crash_is_sent_on_the_next_delivery(under_test
         crashing.enqueue(job())
     assert under_test.claims.get_entity("contoso-kv", job().job_id)["state"] == "pending"
     assert under_test.raw_messages() == []
+    return crashing
 
-    assert under_test.jobs.enqueue(job()) is True
+
+def test_a_claim_carries_its_owner_and_lease(under_test: JobsUnderTest, monkeypatch):
+    crashing = _crash_between_claim_and_send(under_test, monkeypatch, owner="fn-instance-a", clock=lambda: T0)
+
+    claim = under_test.claims.get_entity("contoso-kv", job().job_id)
+    assert claim["owner"] == "fn-instance-a" == crashing.owner
+    assert claim["lease_until"] == T0 + CLAIM_LEASE
+
+
+def test_a_claim_under_a_live_lease_is_not_taken_over(under_test: JobsUnderTest, monkeypatch):
+    _crash_between_claim_and_send(under_test, monkeypatch, owner="a", clock=lambda: T0)
+
+    just_before = under_test.another_instance(owner="b", clock=lambda: T0 + CLAIM_LEASE - dt.timedelta(seconds=1))
+    assert just_before.enqueue(job()) is False
+
+    assert under_test.raw_messages() == []
+    claim = under_test.claims.get_entity("contoso-kv", job().job_id)
+    assert (claim["state"], claim["owner"]) == ("pending", "a")
+
+
+def test_a_claim_whose_lease_has_ended_is_taken_over_and_sent(under_test: JobsUnderTest, monkeypatch):
+    _crash_between_claim_and_send(under_test, monkeypatch, owner="a", clock=lambda: T0)
+
+    later = under_test.another_instance(owner="b", clock=lambda: T0 + CLAIM_LEASE)
+    assert later.enqueue(job()) is True
 
     [raw] = under_test.raw_messages()
     assert base64.b64decode(raw).decode() == job().to_json()
+    claim = under_test.claims.get_entity("contoso-kv", job().job_id)
+    assert (claim["state"], claim["owner"]) == ("queued", "b")
+    assert claim["lease_until"] == T0 + 2 * CLAIM_LEASE
+    assert later.enqueue(job()) is False and under_test.jobs.enqueue(job()) is False
+    assert len(under_test.raw_messages()) == 1
+
+
+def test_two_instances_taking_over_one_expired_claim_send_it_once(under_test: JobsUnderTest, monkeypatch):
+    """Both read the expired claim; B's takeover lands first, so A's write (conditional on the ETag it
+    read) fails and A sends nothing."""
+    _crash_between_claim_and_send(under_test, monkeypatch, owner="a", clock=lambda: T0)
+    later = T0 + CLAIM_LEASE + dt.timedelta(minutes=1)
+    first, second = (under_test.another_instance(owner=o, clock=lambda: later) for o in ("b", "c"))
+    read = second._claims.get_entity
+    outcomes = []
+
+    def read_then_let_the_other_instance_run(*args, **kwargs):
+        found = read(*args, **kwargs)
+        outcomes.append(first.enqueue(job()))
+        return found
+
+    monkeypatch.setattr(second._claims, "get_entity", read_then_let_the_other_instance_run)
+    outcomes.append(second.enqueue(job()))
+
+    assert outcomes == [True, False]
+    assert len(under_test.raw_messages()) == 1
+    claim = under_test.claims.get_entity("contoso-kv", job().job_id)
+    assert (claim["state"], claim["owner"]) == ("queued", "b")
+
+
+@pytest.mark.parametrize("step", ["send", "mark-queued"])
+def test_a_second_instance_delivering_mid_enqueue_sends_nothing(under_test: JobsUnderTest, monkeypatch, step):
+    """The interleavings that doubled jobs: instance B's delivery arrives while A is between its claim and
+    its send, or between its send and marking the claim queued."""
+    a, b = under_test.another_instance(owner="a"), under_test.another_instance(owner="b")
+    client, method = (a._queue, "send_message") if step == "send" else (a._claims, "update_entity")
+    original = getattr(client, method)
+    seen = []
+
+    def let_b_run_first(*args, **kwargs):
+        seen.append(b.enqueue(job()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client, method, let_b_run_first)
+    assert a.enqueue(job()) is True
+
+    assert seen == [False]
+    assert len(under_test.raw_messages()) == 1
     assert under_test.claims.get_entity("contoso-kv", job().job_id)["state"] == "queued"
-    assert under_test.jobs.enqueue(job()) is False
 
 
 def test_a_claim_that_cannot_be_marked_queued_still_counts_as_queued(under_test: JobsUnderTest, monkeypatch, caplog):
