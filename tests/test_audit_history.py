@@ -164,3 +164,59 @@ def test_a_continuation_certsync_did_not_hand_out_is_refused_at_the_call(log, to
 def test_lower_bound_is_empty_for_everything_and_a_time_prefix_for_since():
     assert lower_bound() == ""
     assert lower_bound(T0) == "20261126T120000.000000Z"
+
+
+# --- record_once ---------------------------------------------------------------------------------------
+
+
+def test_record_once_records_the_first_entry_under_a_key_only(log):
+    fill(log, PAGE)
+    tenth = entry(10)
+    assert log.record_once(tenth, "job-result/j1") is True
+    assert log.record_once(entry(11), "job-result/j1") is False  # another writer, same key: nothing written
+    assert log.record_once(entry(12), "job-result/j2") is True  # another key
+    assert log.record_once(entry(13, "other"), "job-result/j1") is True  # keys are per certificate
+
+    # The keys' own rows are never history: every page, every bound, the range read.
+    assert minutes(log.history("web")) == [0, 1, 2, 10, 12]
+    assert minutes(log.history("web", after=tenth.row_key, limit=PAGE)) == [12]
+    assert minutes(log.histories(["web", "other"])["web"]) == [0, 1, 2, 10, 12]
+    assert minutes(log.histories(["web", "other"])["other"]) == [13]
+
+
+def test_record_once_inside_a_batch_writes_what_the_batch_gathered_and_answers_at_once(log):
+    from shared.pipeline.audit import batched
+
+    with batched(log):
+        log.record(entry(0))
+        assert log.record_once(entry(1), "k") is True
+        assert log.record_once(entry(2), "k") is False
+        log.record(entry(3))
+    assert minutes(log.history("web")) == [0, 1, 3]
+
+
+def test_record_once_on_sqlite_leaves_neither_row_when_the_entry_cannot_be_written(tmp_path):
+    import sqlite3
+
+    log = SqliteAuditLog(tmp_path / "audit.sqlite")
+    log.record(entry(0, entry_id="same"))
+    with pytest.raises(sqlite3.IntegrityError):  # the entry's own row exists: the transaction is undone
+        log.record_once(entry(0, entry_id="same"), "k")
+    assert log.record_once(entry(1), "k") is True  # so the key is still free
+    with log.batch(), pytest.raises(sqlite3.IntegrityError):  # the same inside a batch (a savepoint)
+        log.record_once(entry(0, entry_id="same"), "k2")
+    assert log.record_once(entry(2), "k2") is True
+    assert minutes(log.history("web")) == [0, 1, 2]
+    log.close()
+
+
+def test_record_once_on_tables_leaves_neither_row_when_the_entry_cannot_be_written(azurite):
+    from shared.errors import StorageError
+
+    settings = storage_from_env({"JobsStorage": azurite.connection_string})
+    log = TableAuditLog(settings.table_client(f"audit{uuid.uuid4().hex[:20]}"))
+    log.record(entry(0, entry_id="same"))
+    with pytest.raises(StorageError, match=r"^audit table audit\w+: Azure Storage answered HTTP 409"):
+        log.record_once(entry(0, entry_id="same"), "k")  # the entry's row exists: the transaction fails whole
+    assert log.record_once(entry(1), "k") is True  # so the key is still free
+    assert minutes(log.history("web")) == [0, 1]

@@ -1152,3 +1152,77 @@ def test_settings_errors_name_the_setting_and_never_the_secret(azurite, arm, cha
         make_setup(azurite, arm, **changes)
     assert words in str(caught.value) and "\n" not in str(caught.value)
     assert "hunter2" not in str(caught.value) and "code=abc" not in str(caught.value)
+
+
+# --- two instances: one job-result per job ---------------------------------------------------------
+
+
+def _second_instance_between_check_and_write(setup: Setup, monkeypatch, act, *, at_read: int = 1) -> list:
+    """Instance A's `at_read`-th read of the trail (its last check for a recorded job-result) happens, then
+    instance B (`act`, another composition on the same Storage) runs to the end, then A goes on from what
+    it read: B's write lands between A's check and A's write, the interleaving that recorded job-result
+    twice. The list gets what `act` returned."""
+    audit = setup.remediation.audit
+    read = audit.history
+    done: list = []
+    reads = []
+
+    def read_then_let_b_run(*args, **kwargs):
+        seen = list(read(*args, **kwargs))
+        reads.append(1)
+        if len(reads) == at_read:
+            done.append(act())
+        return iter(seen)
+
+    monkeypatch.setattr(audit, "history", read_then_let_b_run)
+    return done
+
+
+def _instance_b(setup: Setup, arm: FakeArm) -> Remediation:
+    return remediation_from_env(
+        setup.env, notifier=setup.notices, automation_options={"credential": arm.credential, **arm.client_kwargs}
+    )
+
+
+def test_a_callback_landing_between_the_polls_check_and_write_is_the_only_result(setup, monkeypatch):
+    job = make_job()
+    setup.fast()
+    setup.arm.script(["Completed"], output=output_for(job))
+    setup.remediation.start(job.to_json())
+    [tracking] = setup.take(setup.tracking_queue)
+    b = _instance_b(setup, setup.arm)
+    body = json.dumps(result_for(job)).encode()
+    keys = parse_secrets(setup.secret, "test")
+    done = _second_instance_between_check_and_write(
+        setup,
+        monkeypatch,
+        lambda: b.accept_result(job.job_id, sign(keys, f"{job.job_id}-result", body), body),
+        at_read=2,  # track's first read finds nothing; its second, after reading the job's output, is the last
+    )
+
+    outcome = setup.remediation.track(tracking)
+
+    assert [r.body for r in done] == [{"accepted": True, "recorded": True}]
+    assert outcome.outcome == "already-recorded"
+    [entry] = setup.entries("job-result")
+    assert entry.details["via"] == "callback"
+    assert setup.notices.kinds().count("job-result") == 1
+
+
+def test_one_result_posted_to_two_instances_at_once_is_recorded_once(setup, monkeypatch):
+    job = make_job()
+    setup.fast()
+    setup.remediation.start(job.to_json())
+    b = _instance_b(setup, setup.arm)
+    body = json.dumps(result_for(job)).encode()
+    keys = parse_secrets(setup.secret, "test")
+    done = _second_instance_between_check_and_write(
+        setup, monkeypatch, lambda: b.accept_result(job.job_id, sign(keys, f"{job.job_id}-result", body), body)
+    )
+
+    first = setup.post_result(job.job_id, body)
+
+    assert [r.body for r in done] == [{"accepted": True, "recorded": True}]
+    assert first.body == {"accepted": True, "recorded": False}
+    assert len(setup.entries("job-result")) == 1
+    assert setup.notices.kinds().count("job-result") == 1

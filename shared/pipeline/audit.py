@@ -238,6 +238,13 @@ def read_page(
 class AuditLog(Protocol):
     def record(self, entry: AuditEntry) -> None: ...
 
+    def record_once(self, entry: AuditEntry, key: str) -> bool:
+        """Record `entry` unless an entry was recorded under `key` (e.g. "job-result/<job id>") in its
+        certificate's partition before: True when this call recorded it. The key and the entry are written
+        in one transaction, so of two writers racing with one key exactly one records, and a writer that
+        stops halfway leaves neither."""
+        ...
+
     def history(
         self,
         certificate: str,

@@ -76,5 +76,5 @@ def accept_result(
     automation_job = latest.details.get("automation_job") or job_name(job_id)
     servers = servers_of(history, job_id)
     # The runbook posts before its job ends: Automation reports it Running at this point.
-    context.record_result(subject, automation_job, "Running", result, "", "callback", servers)
-    return CallbackResponse(200, {"accepted": True, "recorded": True})
+    recorded = context.record_result(subject, automation_job, "Running", result, "", "callback", servers)
+    return CallbackResponse(200, {"accepted": True, "recorded": recorded})

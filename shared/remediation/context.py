@@ -113,17 +113,18 @@ class RemediationContext:
 
     def record(self, subject: Subject, kind: str, summary: str, details: dict[str, Any]) -> None:
         """One audit entry about `subject`."""
-        self.audit.record(
-            AuditEntry(
-                certificate=partition(subject.certificate),
-                kind=kind,
-                correlation_id=subject.correlation_id,
-                summary=one_line(summary, 1000),
-                at=self.clock(),
-                vault=subject.vault,
-                version=subject.version,
-                details=details,
-            )
+        self.audit.record(self._entry(subject, kind, summary, details))
+
+    def _entry(self, subject: Subject, kind: str, summary: str, details: dict[str, Any]) -> AuditEntry:
+        return AuditEntry(
+            certificate=partition(subject.certificate),
+            kind=kind,
+            correlation_id=subject.correlation_id,
+            summary=one_line(summary, 1000),
+            at=self.clock(),
+            vault=subject.vault,
+            version=subject.version,
+            details=details,
         )
 
     def notify(self, subject: Subject, kind: str, summary: str, details: dict[str, Any]) -> None:
@@ -157,9 +158,11 @@ class RemediationContext:
         error: str,
         via: str,
         servers: Sequence[str],
-    ) -> None:
-        """The job's end as job-result, audited and notified: Automation's `status`, the runbook's `result`
-        (None when there is none, then `error` says why), `via` "poll" or "callback"."""
+    ) -> bool:
+        """The job's end as job-result, audited and notified once per job: Automation's `status`, the
+        runbook's `result` (None when there is none, then `error` says why), `via` "poll" or "callback".
+        False (nothing written, nobody told) when a job-result of this job was recorded before, also by
+        another instance at the same moment: the entry is written with `AuditLog.record_once`."""
         outcome = result["status"] if result is not None else "no result"
         summary = one_line(
             f"job {subject.job_id}: Automation job {automation_job} {status}, runbook {outcome}"
@@ -167,19 +170,17 @@ class RemediationContext:
             + (f"; {error}" if error else ""),
             400,
         )
-        self.record(
-            subject,
-            "job-result",
-            summary,
-            {
-                "job_id": subject.job_id,
-                "automation_job": automation_job,
-                "status": status,
-                "result": result,
-                "error": error,
-                "via": via,
-            },
-        )
+        details = {
+            "job_id": subject.job_id,
+            "automation_job": automation_job,
+            "status": status,
+            "result": result,
+            "error": error,
+            "via": via,
+        }
+        if not self.audit.record_once(self._entry(subject, "job-result", summary, details), result_key(subject.job_id)):
+            log_info(subject, "job %s: its result was recorded already; not recorded again", subject.job_id)
+            return False
         self.notify(
             subject,
             "job-result",
@@ -199,6 +200,12 @@ class RemediationContext:
                 "via": via,
             },
         )
+        return True
+
+
+def result_key(job_id: str) -> str:
+    """The `AuditLog.record_once` key of a job's job-result: one per job, whoever brings it."""
+    return f"job-result/{job_id}"
 
 
 def log_info(subject: Subject, message: str, *args: object) -> None:

@@ -119,7 +119,8 @@ def _record_end(context: RemediationContext, track: TrackMessage, subject: Subje
     # The callback may have recorded the result while we read the output.
     if entries(context.audit.history(track.certificate), "job-result", track.job_id):
         return TrackOutcome("already-recorded", track.job_id, "the callback recorded the result meanwhile")
-    context.record_result(subject, track.automation_job, job.status, result, error, "poll", track.servers)
+    if not context.record_result(subject, track.automation_job, job.status, result, error, "poll", track.servers):
+        return TrackOutcome("already-recorded", track.job_id, "another instance recorded the result meanwhile")
     probes = None
     if job.status == "Completed" and result is not None and result["status"] == "succeeded":
         probes = prove(context, track, subject)

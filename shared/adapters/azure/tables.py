@@ -93,6 +93,14 @@ class _Batcher:
             if chunk:
                 self._send(chunk)
 
+    def send_now(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        """`operations` (creates) as one transaction now, the table made first; the SDK's exceptions are the
+        caller's to handle (inside `storage_errors`)."""
+        if not self._created:
+            create_if_missing(self._table.create_table)
+            self._created = True
+        self._table.submit_transaction(operations)
+
     def _send(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
         from azure.core.exceptions import ResourceNotFoundError
         from azure.data.tables import UpdateMode
@@ -126,6 +134,9 @@ def _untable_key(key: str) -> str:
 
 # --- the audit trail ---------------------------------------------------------------------------------------
 
+# The RowKey prefix of `record_once`'s key rows: "~" sorts after the digits every entry's RowKey starts with.
+ONCE_PREFIX = "~once~"
+
 
 class TableAuditLog:
     """The audit trail in one Azure Table: a partition per certificate, a row per entry in time order.
@@ -146,17 +157,31 @@ class TableAuditLog:
         return self._writes.batch()
 
     def record(self, entry: AuditEntry) -> None:
-        properties = entry.to_dict()
-        details, truncated = fit_table_string(json.dumps(properties.pop("details"), sort_keys=True, ensure_ascii=False))
-        entity: dict[str, Any] = {
-            "PartitionKey": table_key(partition(entry.certificate)),
-            "RowKey": entry.row_key,
-            **properties,
-            "details": details,
+        self._writes.write("create", _audit_entity(entry))
+
+    def record_once(self, entry: AuditEntry, key: str) -> bool:
+        """`AuditLog.record_once`: a row for the key (RowKey `~once~<key>`, after every entry's key, so
+        history never reads it) and the entry created in one transaction on the certificate's partition;
+        a key recorded before fails it with EntityAlreadyExists, and neither is written. What a `batch`
+        gathered is sent first."""
+        from azure.data.tables import TableTransactionError
+
+        entity = _audit_entity(entry)
+        marker = {
+            "PartitionKey": entity["PartitionKey"],
+            "RowKey": ONCE_PREFIX + table_key(key),
+            "entry": entry.row_key,
         }
-        if truncated:
-            entity["details_truncated"] = True
-        self._writes.write("create", entity)
+        self._writes.flush()
+        with storage_errors(self._what, self._table):
+            try:
+                self._writes.send_now([("create", marker), ("create", entity)])
+            except TableTransactionError as exc:
+                # The key's row (operation 0) exists; anything else is a failure (a StorageError).
+                if getattr(exc, "error_code", None) != "EntityAlreadyExists" or exc.index != 0:
+                    raise
+                return False
+        return True
 
     def history(
         self,
@@ -175,7 +200,7 @@ class TableAuditLog:
         from azure.core.exceptions import ResourceNotFoundError
 
         self._writes.flush()
-        query, parameters = "PartitionKey eq @pk", {"pk": key}
+        query, parameters = "PartitionKey eq @pk and RowKey lt @once", {"pk": key, "once": ONCE_PREFIX}
         if bound:
             query, parameters = query + " and RowKey gt @after", {**parameters, "after": bound}
         left = limit
@@ -208,8 +233,8 @@ class TableAuditLog:
             try:
                 rows = list(
                     self._table.query_entities(
-                        "PartitionKey ge @first and PartitionKey le @last",
-                        parameters={"first": min(keys), "last": max(keys)},
+                        "PartitionKey ge @first and PartitionKey le @last and RowKey lt @once",
+                        parameters={"first": min(keys), "last": max(keys), "once": ONCE_PREFIX},
                     )
                 )
             except ResourceNotFoundError:  # no table yet: nothing was ever recorded
@@ -221,6 +246,20 @@ class TableAuditLog:
                 entry = AuditEntry.from_stored(row["RowKey"], _entry_dict(row))
                 found.setdefault(keys[row["PartitionKey"]], []).append(entry)
         return found
+
+
+def _audit_entity(entry: AuditEntry) -> dict[str, Any]:
+    properties = entry.to_dict()
+    details, truncated = fit_table_string(json.dumps(properties.pop("details"), sort_keys=True, ensure_ascii=False))
+    entity: dict[str, Any] = {
+        "PartitionKey": table_key(partition(entry.certificate)),
+        "RowKey": entry.row_key,
+        **properties,
+        "details": details,
+    }
+    if truncated:
+        entity["details_truncated"] = True
+    return entity
 
 
 def _entry_dict(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from shared.errors import CertsyncError
@@ -48,6 +48,24 @@ class SqliteFile:
             return self._db.execute(sql, params).fetchall()
 
     @contextlib.contextmanager
+    def transaction(self) -> Iterator[Callable[[str, tuple], int]]:
+        """All or nothing: the block gets an `execute(sql, params)` that answers how many rows it changed;
+        the writes are kept when the block ends and undone when it raises. Inside `batch` it is a savepoint
+        of the batch's transaction; outside, BEGIN IMMEDIATE takes the file's write lock at once, so
+        processes on one file take turns."""
+        with self._lock:
+            outer = self._depth == 0
+            self._db.execute("BEGIN IMMEDIATE" if outer else "SAVEPOINT once")
+            try:
+                yield lambda sql, params: self._db.execute(sql, params).rowcount
+            except BaseException:
+                self._db.execute("ROLLBACK" if outer else "ROLLBACK TO once")
+                if not outer:
+                    self._db.execute("RELEASE once")
+                raise
+            self._db.execute("COMMIT" if outer else "RELEASE once")
+
+    @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """One transaction for every statement inside (this thread's; others wait), committed at the end,
         also when the block raises: what was written stays written, as without the batch."""
@@ -75,7 +93,9 @@ class SqliteAuditLog:
         self._db = SqliteFile(
             path,
             "CREATE TABLE IF NOT EXISTS audit (partition TEXT NOT NULL, row_key TEXT NOT NULL, body TEXT NOT NULL,"
-            " PRIMARY KEY (partition, row_key));",
+            " PRIMARY KEY (partition, row_key));"
+            " CREATE TABLE IF NOT EXISTS audit_once (partition TEXT NOT NULL, once_key TEXT NOT NULL,"
+            " row_key TEXT NOT NULL, PRIMARY KEY (partition, once_key));",
             "audit",
         )
         self.path = self._db.path
@@ -93,6 +113,20 @@ class SqliteAuditLog:
             "INSERT INTO audit (partition, row_key, body) VALUES (?, ?, ?)",
             (partition(entry.certificate), entry.row_key, body),
         )
+
+    def record_once(self, entry: AuditEntry, key: str) -> bool:
+        """`AuditLog.record_once`: the key's row and the entry in one transaction (a savepoint, so also
+        inside `batch`); a key recorded before (by any process on the file) leaves both unwritten."""
+        key_row = (partition(entry.certificate), key, entry.row_key)
+        body = json.dumps(entry.to_dict(), sort_keys=True)
+        with self._db.transaction() as execute:
+            if not execute("INSERT OR IGNORE INTO audit_once (partition, once_key, row_key) VALUES (?, ?, ?)", key_row):
+                return False
+            execute(
+                "INSERT INTO audit (partition, row_key, body) VALUES (?, ?, ?)",
+                (partition(entry.certificate), entry.row_key, body),
+            )
+        return True
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Record the entries written inside in one transaction (`shared.pipeline.audit.batched`)."""
