@@ -343,3 +343,44 @@ def test_without_an_inventory_the_function_starts_discovery_and_plans_once_it_is
         [queued] = deployment.messages()
         assert queued["version"] == deployment.versions[1]
         assert queued["plan"]["inventory"]["worker_group"] == "hrw-exchange"
+
+
+# --- two Function instances: one job per version ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["send", "mark-queued"])
+def test_two_instances_delivering_one_version_queue_one_job(deployment, monkeypatch, step):
+    """Two compositions of the Function App's wiring (two instances) on one Azurite. Event Grid delivers the
+    version to instance A, and again to instance B while A is between claiming the job and sending it, or
+    between sending it and marking the claim queued: the interleavings that queued 5 of 190 versions twice.
+    B finds A's live claim and settles the version as a duplicate; one job is queued."""
+    a = deployment.pipeline
+    b = pipeline_from_env(
+        deployment.env,
+        keyvault_options={"credential": deployment.keyvault.credential, **deployment.keyvault.client_kwargs},
+    )
+    assert a.jobs.owner != b.jobs.owner
+    client, method = (a.jobs._queue, "send_message") if step == "send" else (a.jobs._claims, "update_entity")
+    original = getattr(client, method)
+
+    def deliver_to_b_first(*args, **kwargs):
+        monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)
+        try:
+            deployment.deliver(deployment.versions[1])
+        finally:
+            monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: a)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client, method, deliver_to_b_first)
+    deployment.deliver(deployment.versions[1])
+
+    [job] = deployment.messages()
+    assert job["version"] == deployment.versions[1]
+    kinds = deployment.kinds()
+    assert kinds.count("job-queued") == 1 and kinds.count("duplicate") == 1
+    # Delivered again later, to either instance: still one job.
+    deployment.deliver(deployment.versions[1])
+    monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)
+    deployment.deliver(deployment.versions[1])
+    assert len(deployment.messages()) == 1
+    assert deployment.kinds().count("job-queued") == 1
