@@ -39,10 +39,9 @@ CLAIM_LEASE = dt.timedelta(minutes=5)
 
 
 def instance_name() -> str:
-    """This process, as a claim's owner: the Functions instance (WEBSITE_INSTANCE_ID, cut) or the host, the
-    process id and a random part (two queues in one process are two owners)."""
-    host = os.environ.get("WEBSITE_INSTANCE_ID", "")[:16] or socket.gethostname()
-    return f"{host}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+    """This process, as a claim's owner: the host name (a Functions instance's own), the process id and a
+    random part (two queues in one process are two owners)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
 # --- remediation requests -----------------------------------------------------------------------
