@@ -370,6 +370,43 @@ def test_two_instances_taking_over_one_expired_claim_send_it_once(under_test: Jo
     assert (claim["state"], claim["owner"]) == ("queued", "b")
 
 
+def test_a_pending_claim_from_before_leases_is_taken_over(under_test: JobsUnderTest):
+    under_test.claims.create_table()
+    under_test.claims.create_entity({"PartitionKey": "contoso-kv", "RowKey": job().job_id, "state": "pending"})
+
+    assert under_test.jobs.enqueue(job()) is True
+
+    assert len(under_test.raw_messages()) == 1
+    claim = under_test.claims.get_entity("contoso-kv", job().job_id)
+    assert (claim["state"], claim["owner"]) == ("queued", under_test.jobs.owner)
+
+
+def test_a_claim_removed_between_create_and_read_is_made_again(under_test: JobsUnderTest, monkeypatch):
+    _crash_between_claim_and_send(under_test, monkeypatch, clock=lambda: T0)
+    read = under_test.jobs._claims.get_entity
+
+    def removed_just_before(*args, **kwargs):
+        under_test.claims.delete_entity("contoso-kv", job().job_id)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(under_test.jobs._claims, "get_entity", removed_just_before)
+    assert under_test.jobs.enqueue(job()) is True
+    assert len(under_test.raw_messages()) == 1
+
+
+def test_a_claim_that_exists_but_cannot_be_read_is_never_sent(under_test: JobsUnderTest, monkeypatch):
+    from azure.core.exceptions import ResourceNotFoundError
+
+    _crash_between_claim_and_send(under_test, monkeypatch, clock=lambda: T0)
+
+    def not_found(*args, **kwargs):
+        raise ResourceNotFoundError("gone")
+
+    monkeypatch.setattr(under_test.jobs._claims, "get_entity", not_found)
+    assert under_test.jobs.enqueue(job()) is False
+    assert under_test.raw_messages() == []
+
+
 @pytest.mark.parametrize("step", ["send", "mark-queued"])
 def test_a_second_instance_delivering_mid_enqueue_sends_nothing(under_test: JobsUnderTest, monkeypatch, step):
     """The interleavings that doubled jobs: instance B's delivery arrives while A is between its claim and
