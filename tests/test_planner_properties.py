@@ -165,7 +165,8 @@ def a_renewal(**wanted: Any) -> Topology:
             and premature_removal(t, plan) is not None
         )
 
-    return find(topologies(), fits, settings=settings(max_examples=2000, database=None))
+    # derandomized: the same search on every run, so the fixture never depends on luck
+    return find(topologies(), fits, settings=settings(max_examples=5000, database=None, derandomize=True))
 
 
 @pytest.fixture(scope="module")
