@@ -2,9 +2,10 @@
 
 The trigger accepts the Event Grid and the CloudEvents schema (the library hands us an `EventGridEvent`
 or a `CloudEvent`), turns it back into its envelope and hands it to `shared.wiring.process_event`. An event the
-pipeline settles (queued, blocked, ignored, duplicate) returns normally; one it cannot settle yet
-(Key Vault unavailable or forbidding, a malformed event) raises after its audit entry is written, so
-Event Grid delivers it again and finally dead-letters it.
+pipeline settles (queued, blocked, ignored, duplicate) returns normally, and so does one that can never
+succeed (malformed, `event-rejected`; a version Key Vault does not have): Event Grid is done with it. One
+it cannot settle yet (Key Vault unavailable or forbidding, storage down) raises after its audit entry is
+written, so Event Grid delivers it again and finally dead-letters it.
 
 The pipeline and the Azure SDKs are imported on first use, not at import: cold start stays close to
 a bare `import azure.functions`.
@@ -30,10 +31,15 @@ def keyvault_certificate_events(event: func.EventGridEvent) -> None:
     try:
         outcome = process_event(envelope(event), f"event {event.id}")
     except CertsyncError as exc:
-        log.error(
-            "event %s not settled, Event Grid will retry: %s", event.id, exc, extra={"certsync.event_id": event.id}
+        if getattr(exc, "transient", True):
+            log.error(
+                "event %s not settled, Event Grid will retry: %s", event.id, exc, extra={"certsync.event_id": event.id}
+            )
+            raise
+        log.warning(  # retrying cannot help: acknowledged, its audit entry says why
+            "event %s acknowledged, it can never succeed: %s", event.id, exc, extra={"certsync.event_id": event.id}
         )
-        raise
+        return
     log.info(
         "event %s: %s",
         event.id,

@@ -409,10 +409,8 @@ def status_answer(params: Mapping[str, str]) -> StatusAnswer:
 
 def process_event(envelope: Mapping[str, Any], what: str) -> Outcome:
     """An Event Grid delivery (`envelope`, as on the wire; `what` names it in errors) through the worker's
-    pipeline."""
-    from shared.pipeline.events import parse_event
-
-    return azure_pipeline().process(parse_event(envelope, what))
+    pipeline (`Pipeline.receive`: an envelope it cannot read is audited as `event-rejected`, then raised)."""
+    return azure_pipeline().receive(envelope, what)
 
 
 def local_reconciler(

@@ -142,3 +142,30 @@ def test_a_certificate_event_without_name_or_version_is_refused_by_name():
 def test_an_oversized_body_is_refused_before_parsing():
     with pytest.raises(EventError, match="larger than 1 MiB"):
         parse_event_json(" " * (1024 * 1024 + 1), "big.json")
+
+
+def test_json_nested_deeper_than_python_recurses_is_a_one_line_event_error():
+    deep = '{"id": "x", "eventType": "t", "data": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(EventError, match="nested too deeply") as caught:
+        parse_event_json(deep, "event.json")
+    assert "\n" not in str(caught.value)
+    nested_string = {"id": "x", "eventType": "t", "data": "[" * 100_000 + "]" * 100_000}
+    with pytest.raises(EventError, match="data is a string that is not JSON"):
+        parse_event(nested_string, "event")
+
+
+@pytest.mark.parametrize("url", ["https://[::1/certificates/web/v1", "https://[not-v6]/certificates/web/v1"])
+def test_a_bad_ipv6_literal_in_the_object_url_names_data_id(url):
+    raw = {"id": "e1", "eventType": NEW_VERSION, "data": {"Id": url, "ObjectName": "web"}}
+    with pytest.raises(EventError, match=r"event e1: data.Id .* is not a URL") as caught:
+        parse_event(raw, "event e1")
+    assert "\n" not in str(caught.value)
+
+
+def test_lone_surrogates_become_replacement_characters_so_every_store_can_encode_them():
+    text = '{"id": "e\\ud800", "eventType": "t", "subject": "\\udc80web", "data": {"ObjectName": "a\\udfffb"}}'
+    event = parse_event_json(text, "event.json")[0]
+    assert (event.event_id, event.subject, event.name) == ("e\ufffd", "\ufffdweb", "a\ufffdb")
+    json.dumps(event.to_dict(), ensure_ascii=False).encode("utf-8")  # would raise UnicodeEncodeError before
+    pair = parse_event_json('{"id": "\\ud83d\\ude00", "eventType": "t"}', "event.json")[0]
+    assert pair.event_id == "😀"  # a pair is one code point, kept

@@ -22,11 +22,11 @@ from azure.functions.eventgrid import EventGridEventInConverter
 
 import shared.settings
 import shared.wiring
-from functions.pipeline import certificate_history, keyvault_certificate_events
+from functions.pipeline import certificate_history, envelope, keyvault_certificate_events
 from shared.adapters.azure.tables import TableAuditLog
-from shared.errors import CertsyncError
+from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import AuditEntry
-from shared.pipeline.events import EventError
+from shared.pipeline.process import rejected_partition
 from shared.pipeline.sources import SourceError
 from shared.wiring import audit_from_env, pipeline_from_env, storage_from_env
 from tests.azurite import Azurite, queued_json
@@ -114,6 +114,10 @@ class Deployment:
                 "dataVersion": "1",
                 "metadataVersion": "1",
             }
+        self.deliver_raw(body)
+
+    def deliver_raw(self, body: dict) -> None:
+        """`body` as Event Grid posts it, decoded by the library's converter, through the trigger."""
         event = EventGridEventInConverter.decode(meta.Datum(json.dumps(body), "json"), trigger_metadata={})
         keyvault_certificate_events(event)
 
@@ -193,10 +197,38 @@ def test_an_event_from_a_vault_off_the_allow_list_is_acknowledged_and_audited(de
     assert deployment.kinds() == ["event-received", "event-ignored"]
 
 
-def test_a_malformed_event_raises_for_redelivery_after_its_audit_entry(deployment):
-    with pytest.raises(EventError, match="has no Version"):
-        deployment.deliver("x", Version=None, Id=f"https://{VAULT}.vault.azure.net/certificates/{NAME}")
+def test_a_malformed_event_is_acknowledged_after_its_audit_entry(deployment):
+    deployment.deliver("x", Version=None, Id=f"https://{VAULT}.vault.azure.net/certificates/{NAME}")  # returns
     assert deployment.kinds() == ["event-received", "event-rejected"]
+    assert "has no Version" in deployment.history()[1]["entries"][-1]["summary"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"id": "e1", "subject": "a/b", "data": {}}, "has no eventType"),
+        (
+            {"id": "e2", "eventType": "x", "subject": "a b", "data": {"Id": "https://[::1/certificates/a/b"}},
+            "is not a URL",
+        ),
+        ({"id": "e3", "eventType": "x", "data": "[" * 50_000 + "]" * 50_000}, "data is a string that is not JSON"),
+    ],
+)
+def test_an_unreadable_event_is_acknowledged_and_audited_under_a_synthetic_key(deployment, body, reason):
+    deployment.deliver_raw(body)  # returns: Event Grid would only redeliver the same bytes for 24 h
+    delivered = envelope(EventGridEventInConverter.decode(meta.Datum(json.dumps(body), "json"), trigger_metadata={}))
+    [rejected] = deployment.pipeline.audit.history(rejected_partition(delivered))
+    assert rejected.kind == "event-rejected" and reason in rejected.summary and rejected.event_id == body["id"]
+    assert deployment.messages() == []
+
+
+def test_storage_down_while_rejecting_still_raises_for_redelivery(deployment, monkeypatch):
+    def down(entry):
+        raise StorageError("audit table x: storage unreachable")
+
+    monkeypatch.setattr(deployment.pipeline.audit, "record", down)
+    with pytest.raises(StorageError):
+        deployment.deliver_raw({"id": "e1", "data": {}})
 
 
 @pytest.mark.parametrize(
@@ -207,11 +239,16 @@ def test_a_malformed_event_raises_for_redelivery_after_its_audit_entry(deploymen
         (500, "InternalError", "unavailable", True),
     ],
 )
-def test_key_vault_failures_raise_after_a_clear_audit_entry(deployment, status, code, kind, transient):
+def test_key_vault_failures_are_audited_and_raised_only_when_asking_again_may_help(
+    deployment, status, code, kind, transient
+):
     deployment.keyvault.fail(f"/secrets/{NAME}", status, code)
-    with pytest.raises(SourceError) as caught:
-        deployment.deliver(deployment.versions[1])
-    assert (caught.value.kind, caught.value.transient) == (kind, transient)
+    if transient:
+        with pytest.raises(SourceError) as caught:
+            deployment.deliver(deployment.versions[1])
+        assert (caught.value.kind, caught.value.transient) == (kind, transient)
+    else:
+        deployment.deliver(deployment.versions[1])  # acknowledged: a version Key Vault does not have stays so
     _, body = deployment.history()
     failed = body["entries"][-1]
     assert failed["kind"] == "event-failed" and failed["details"] == {"error": kind, "transient": transient}

@@ -22,7 +22,7 @@ from shared.errors import CertsyncError
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.events import EventError, parse_event
 from shared.pipeline.inventories import InventoryRecord, audit_partition
-from shared.pipeline.process import Pipeline, PipelineSettings
+from shared.pipeline.process import Pipeline, PipelineSettings, rejected_partition
 from shared.pipeline.sources import SourceError
 from shared.pipeline.targets import parse_targets_json
 from shared.remediation.automation import AutomationError
@@ -693,3 +693,36 @@ def test_an_inventory_stays_stored_when_planning_the_waiting_versions_fails(rene
     assert SqliteInventoryStore(renewal.inventory_path).get(GROUP) is not None
     assert "stored, but the versions waiting for it were not planned: the audit table is unavailable" in caplog.text
     assert [job["version"] for job in (pipeline.resume(GROUP) and renewal.jobs())] == ["v2"]  # the next resume
+
+
+def test_an_object_name_no_folder_can_hold_is_a_source_error_the_pipeline_audits(renewal):
+    with pytest.raises(SourceError, match="Key Vault names are") as caught:
+        renewal.pipeline().process(parse_event(event("v2", ObjectName="a/b")))
+    assert caught.value.kind == "not-found" and not caught.value.transient
+    [received, failed] = SqliteAuditLog(renewal.audit_path).history(rejected_partition("a/b"))
+    assert (received.kind, failed.kind) == ("event-received", "event-failed")
+    assert failed.details == {"error": "not-found", "transient": False}
+
+
+def test_an_envelope_that_cannot_be_read_is_audited_under_a_synthetic_key_then_raised(renewal):
+    pipeline = renewal.pipeline()
+    body = {"id": "e1", "subject": "not a name!", "data": {"ObjectName": "x" * 500}}
+    with pytest.raises(EventError, match="has no eventType"):
+        pipeline.receive(body, "event e1")
+    [rejected] = SqliteAuditLog(renewal.audit_path).history(rejected_partition(body))
+    assert rejected.kind == "event-rejected" and "has no eventType" in rejected.summary
+    assert rejected.event_id == "e1" and rejected.certificate.startswith("rejected/")
+    assert rejected_partition(body) == rejected_partition(dict(reversed(body.items())))  # key order is not the body
+    named = event("v2") | {"eventTime": "yesterday"}  # names a usable certificate: audited in its trail
+    with pytest.raises(EventError, match="not ISO 8601"):
+        pipeline.receive(named, "event e2")
+    assert kinds(renewal.history()) == ["event-rejected"]
+    assert pipeline.receive(event("v2"), "event e3").outcome == "queued"
+
+
+def test_a_synthetic_key_survives_any_nesting():
+    deep: object = "x"
+    for _ in range(5000):
+        deep = [deep]
+    assert rejected_partition({"data": deep}).startswith("rejected/")
+    assert rejected_partition({"data": deep}) != rejected_partition({"data": [[1]]})

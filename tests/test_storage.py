@@ -21,7 +21,7 @@ from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
 from shared.adapters.azure.queues import CLAIM_LEASE, StorageMessageQueue, StorageRemediationQueue
-from shared.adapters.azure.storage import QUEUE_MESSAGE_LIMIT, table_key
+from shared.adapters.azure.storage import CUT_MARKER, QUEUE_MESSAGE_LIMIT, table_key
 from shared.adapters.azure.tables import TableAuditLog
 from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import AuditEntry
@@ -690,3 +690,23 @@ def test_settings_with_only_a_queue_uri_say_which_table_setting_is_missing(crede
 
 def test_settings_never_show_the_connection_string(azurite: Azurite, settings):
     assert ACCOUNT_KEY not in repr(settings) and ACCOUNT_KEY not in str(settings)
+
+
+def test_every_audit_field_fits_a_table_property_whatever_the_input(audit_table):
+    url = "http://crl.example/" + "a" * 40_000  # a 40,000-character CRL URL quoted in a blocked summary
+    log = TableAuditLog(audit_table)
+    log.record(entry("web", "blocked", summary=f"not queued: CRL {url} unreachable", version="v" * 40_000))
+    [row] = audit_table.list_entities()
+    for field in ("summary", "version"):
+        assert len(row[field].encode("utf-16-le")) <= 64 * 1024
+        assert row[field].endswith(CUT_MARKER)
+    assert row["summary"].startswith("not queued: CRL http://crl.example/aaa")
+    [read] = log.history("web")
+    assert read.summary == row["summary"] and read.kind == "blocked"
+
+
+def test_a_lone_surrogate_is_stored_as_a_replacement_character(audit_table):
+    log = TableAuditLog(audit_table)
+    log.record(entry("web", summary="bad \udc80 name", details={"name": "x\ud800"}))
+    [read] = log.history("web")
+    assert read.summary == "bad \ufffd name" and read.details == {"name": "x\ufffd"}

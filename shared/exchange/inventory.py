@@ -255,6 +255,8 @@ def parse_inventory(data: bytes | str, source: str = "inventory") -> Inventory:
         raise InventoryError(
             f"{source}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); save it with ConvertTo-Json"
         ) from None
+    except RecursionError:
+        raise InventoryError(f"{source}: JSON nested too deeply for an inventory; save it again") from None
     return read_inventory(document, source)
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 KINDS = (
     "event-received",
     "event-ignored",
-    "event-rejected",  # malformed: settled nowhere, retried by Event Grid, then dead-lettered
+    "event-rejected",  # malformed: acknowledged, never retried (partition rejected/<sha256> when it names none)
     "event-failed",  # the certificate source failed; Event Grid retries
     "duplicate",
     "assessment",

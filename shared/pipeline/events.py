@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import SupportsFloat, TypedDict
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from shared.errors import CertsyncError
 from shared.times import parse_time
@@ -29,7 +30,12 @@ MAX_EVENT_BYTES = 1024 * 1024
 
 
 class EventError(CertsyncError):
-    """An event that is not a Key Vault event certsync can read; the message says what is missing."""
+    """An event that is not a Key Vault event certsync can read; the message says what is missing.
+
+    Delivering the same event again cannot fix it (`transient` is False): the Function acknowledges it
+    after its `event-rejected` audit entry, so Event Grid does not retry it for 24 hours."""
+
+    transient = False
 
 
 class EventDocument(TypedDict):
@@ -130,6 +136,10 @@ def parse_event_json(text: str | bytes, source: str = "event") -> list[KeyVaultE
         body = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventError(f"{source}: not JSON ({exc}); give an Event Grid or CloudEvents event") from None
+    except RecursionError:
+        raise EventError(
+            f"{source}: JSON nested too deeply for an event; give an Event Grid or CloudEvents event"
+        ) from None
     items = body if isinstance(body, list) else [body]
     if not items:
         raise EventError(f"{source}: an empty array; give at least one event")
@@ -153,8 +163,8 @@ def parse_event(envelope: object, source: str = "event") -> KeyVaultEvent:
     if isinstance(data, str):  # some senders put the data object in as a JSON string
         try:
             data = json.loads(data)
-        except ValueError:
-            raise EventError(f"{source}: data is a string that is not JSON") from None
+        except (ValueError, RecursionError):
+            raise EventError(f"{source}: data is a string that is not JSON an event holds") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -163,9 +173,9 @@ def parse_event(envelope: object, source: str = "event") -> KeyVaultEvent:
     object_id = _text(fields.get("id"))
     name = _text(fields.get("objectname")) or _text(env.get("subject"))
     version = _text(fields.get("version"))
-    vault = _text(fields.get("vaultname")) or _vault_from_url(object_id)
+    vault = _text(fields.get("vaultname")) or _vault_from_url(object_id, source)
     if not version and object_id:
-        version = _version_from_url(object_id)
+        version = _version_from_url(object_id, source)
     return KeyVaultEvent(
         event_id=event_id,
         event_type=event_type,
@@ -197,7 +207,17 @@ def _folded(mapping: Mapping) -> dict:
 
 
 def _text(value: object) -> str:
-    return value.strip() if isinstance(value, str) else ""
+    """A string field trimmed, with lone surrogates (JSON's "\\ud800", which no store can encode) as U+FFFD."""
+    return clean_text(value.strip()) if isinstance(value, str) else ""
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD: JSON can carry one ("\\udc80"), but UTF-8 and
+    UTF-16 cannot encode it, so it would fail every audit write. (A Python str holds pairs as one code point.)"""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _unix(value: object, source: str, label: str) -> dt.datetime | None:
@@ -212,21 +232,38 @@ def _unix(value: object, source: str, label: str) -> dt.datetime | None:
             raise TypeError(type(value).__name__)
         return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
     except (TypeError, ValueError, OverflowError, OSError):
-        raise EventError(f"{source}: {label} {value!r} is not Unix seconds") from None
+        raise EventError(f"{source}: {label} {_shown(value)} is not Unix seconds") from None
 
 
 def _time(value: object, source: str, label: str) -> dt.datetime | None:
     try:
         return parse_time(_text(value))
     except ValueError:
-        raise EventError(f"{source}: {label} {value!r} is not ISO 8601") from None
+        raise EventError(f"{source}: {label} {_shown(value)} is not ISO 8601") from None
 
 
-def _vault_from_url(url: str) -> str:
-    host = urlsplit(url).hostname or "" if url else ""
+def _shown(value: object) -> str:
+    """A value for a message: its repr, cut at 80 characters."""
+    text = repr(value) if isinstance(value, str | int | float) else type(value).__name__
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+def _vault_from_url(url: str, source: str) -> str:
+    host = _split(url, source).hostname or "" if url else ""
     return host.split(".", 1)[0] if host else ""
 
 
-def _version_from_url(url: str) -> str:
-    parts = [p for p in urlsplit(url).path.split("/") if p]
+def _version_from_url(url: str, source: str) -> str:
+    parts = [p for p in _split(url, source).path.split("/") if p]
     return parts[2] if len(parts) >= 3 else ""
+
+
+def _split(url: str, source: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - an unbalanced or bad IPv6 literal raises only here
+    except ValueError as exc:
+        raise EventError(
+            f"{source}: data.Id {_shown(url)} is not a URL ({exc}); give the certificate's Key Vault URL"
+        ) from None
+    return parts

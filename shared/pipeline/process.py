@@ -8,9 +8,12 @@ event received -> ignored (other type, vault not allowed) | rejected (malformed)
   -> the certsync.plan/2 of `shared.pipeline.planner`, recording the inventory it was made from
   -> blocked (not Valid, no targets, the planner's blocks) | nothing to change | job queued | duplicate
 
-Every step leaves an audit entry with the event's correlation id. Failures that asking again may fix
-(Key Vault unavailable or forbidding, a malformed event) raise after being audited, so Event Grid
-retries them and finally dead-letters them: an event is never dropped silently. The same code runs
+Every step leaves an audit entry with the event's correlation id. Failures raise after being audited:
+the Function lets Event Grid retry those asking again may fix (Key Vault unavailable or forbidding) and
+acknowledges those it cannot (a malformed event, `EventError`; a version Key Vault does not have), so an
+event is never dropped silently. `Pipeline.receive` takes the envelope as delivered: an event that
+cannot be read is audited as `event-rejected` too, under its certificate's partition when it names a
+usable one, else under `rejected/<sha256 of the body>` (`rejected_partition`). The same code runs
 in the Function and in `certsync process`; only the adapters differ (`shared.wiring`).
 """
 
@@ -45,7 +48,9 @@ from shared.pipeline.events import (
     NEW_VERSION,
     EventError,
     KeyVaultEvent,
+    clean_text,
     event_from_dict,
+    parse_event,
     require_certificate_fields,
 )
 from shared.pipeline.inventories import (
@@ -57,7 +62,7 @@ from shared.pipeline.inventories import (
 )
 from shared.pipeline.jobs import RemediationQueue, RemediationRequest, job_id
 from shared.pipeline.planner import InventoryPlan, plan_from_inventory
-from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
+from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion, is_object_name
 from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_targets
 from shared.times import Clock, format_time, utc_now
 from shared.validation.assessment import Assessment, TrustStore, assess
@@ -253,6 +258,16 @@ class Pipeline:
         """Run one event through; raises (after auditing) when Event Grid should deliver it again."""
         run = _Run(self, event, uuid.uuid4().hex)
         return run.go()
+
+    def receive(self, envelope: object, what: str = "event") -> Outcome:
+        """One delivery as on the wire (`what` names it in errors): read, then `process`. An envelope that is
+        not a Key Vault event certsync can read raises `EventError` after its `event-rejected` entry."""
+        try:
+            event = parse_event(envelope, what)
+        except EventError as exc:
+            _reject(self.audit, envelope, str(exc))
+            raise
+        return self.process(event)
 
     def resume(self, worker_group: str) -> list[Outcome]:
         """Plan the versions waiting for `worker_group`'s inventory, now that discovery stored one.
@@ -489,9 +504,11 @@ class _Run:
         self, kind: str, summary: str, details: AuditDetails | ExpiryDetails, *, where: str | None = None
     ) -> None:
         event = self.event
+        name = event.name
+        key = partition(name) if not name or is_object_name(name) else rejected_partition(name)
         self.pipeline.audit.record(
             AuditEntry(
-                certificate=where or partition(event.name),
+                certificate=where or key,
                 kind=kind,
                 correlation_id=self.correlation_id,
                 summary=summary,
@@ -507,6 +524,52 @@ class _Run:
         self.pipeline.notifier.notify(
             Notice(kind, event.name, event.vault, event.version, self.correlation_id, summary, details)
         )
+
+
+def rejected_partition(body: object) -> str:
+    """The audit partition of an event that names no usable certificate: `rejected/<sha256>` of its body
+    (`_canonical`: JSON with sorted keys, any depth)."""
+    digest = hashlib.sha256(_canonical(body).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"rejected/{digest}"
+
+
+def _canonical(value: object, depth: int = 0) -> str:
+    """`value` as JSON with sorted keys, to any depth: levels past 64 are elided, so a hostile nesting
+    cannot exhaust the stack."""
+    if depth > 64:
+        return '"..."'
+    if isinstance(value, Mapping):
+        items = sorted((str(k), v) for k, v in value.items())
+        return "{" + ",".join(f"{json.dumps(k)}:{_canonical(v, depth + 1)}" for k, v in items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_canonical(v, depth + 1) for v in value) + "]"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return json.dumps(value)
+    return json.dumps(repr(value))
+
+
+def _reject(audit: AuditLog, envelope: object, reason: str) -> None:
+    """The `event-rejected` entry of an envelope `parse_event` refused: under the certificate it names
+    when that is a usable name (data.ObjectName, else the subject), else under `rejected_partition`."""
+    fields = {str(k).strip().lower(): v for k, v in envelope.items()} if isinstance(envelope, Mapping) else {}
+    data = fields.get("data")
+    named = (
+        {str(k).strip().lower(): v for k, v in data.items()}.get("objectname") if isinstance(data, Mapping) else None
+    )
+    name = next(
+        (n.strip() for n in (named, fields.get("subject")) if isinstance(n, str) and is_object_name(n.strip())), ""
+    )
+    event_id = fields.get("id")
+    audit.record(
+        AuditEntry(
+            certificate=partition(name) if name else rejected_partition(envelope),
+            kind="event-rejected",
+            correlation_id=uuid.uuid4().hex,
+            summary=reason,
+            event_id=clean_text(event_id.strip())[:200] if isinstance(event_id, str) else "",
+            details=NoDetails(),
+        )
+    )
 
 
 def _renewal(outcome: Outcome, new: StoredVersion) -> tuple[str, RenewalDetails]:

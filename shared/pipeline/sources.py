@@ -118,5 +118,6 @@ def is_object_name(name: str) -> bool:
 def check_object_name(name: str, what: str = "certificate name") -> str:
     """A Key Vault object name or version id, or CertsyncError naming it."""
     if not is_object_name(name):
-        raise CertsyncError(f"{what} {name!r}: Key Vault names are 1-127 letters, digits and dashes")
+        shown = repr(name) if len(name) <= 80 else repr(name[:80]) + "..."
+        raise CertsyncError(f"{what} {shown}: Key Vault names are 1-127 letters, digits and dashes")
     return name

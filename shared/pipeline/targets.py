@@ -169,6 +169,8 @@ def parse_targets_json(text: str, source: str) -> TargetsFile:
         raise TargetsError(
             f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); fix the syntax there"
         ) from None
+    except RecursionError:
+        raise TargetsError(f"{source}: JSON nested too deeply for a targets file (docs/targets.md)") from None
     if not isinstance(document, dict):
         raise TargetsError(
             f'{source}: the top level is {_json_type(document)}; it must be an object with "schema" and '

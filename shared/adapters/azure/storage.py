@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError, StorageError
+from shared.pipeline.events import clean_text
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -153,15 +154,21 @@ def table_key(value: str) -> str:
 
 def table_string_fits(text: str) -> bool:
     """Whether `text` fits one Table string property (64 KiB as UTF-16)."""
-    return len(text.encode("utf-16-le")) <= TABLE_STRING_LIMIT
+    return len(text.encode("utf-16-le", "surrogatepass")) <= TABLE_STRING_LIMIT
 
 
-def fit_table_string(text: str) -> tuple[str, bool]:
-    """`text` cut to what a Table string property holds, and whether it was cut."""
+CUT_MARKER = " [... cut: too long for one Table property]"
+
+
+def fit_table_string(text: str, marker: str = "") -> tuple[str, bool]:
+    """`text` cut to what a Table string property holds (ending in `marker` when cut), and whether it was
+    cut. A lone surrogate, which no encoding can send, becomes U+FFFD."""
+    text = clean_text(text)
     if table_string_fits(text):
         return text, False
+    room = TABLE_STRING_LIMIT - len(marker.encode("utf-16-le"))
     # errors="ignore" drops half of a surrogate pair split at the cut.
-    return text.encode("utf-16-le")[:TABLE_STRING_LIMIT].decode("utf-16-le", errors="ignore"), True
+    return text.encode("utf-16-le")[:room].decode("utf-16-le", errors="ignore") + marker, True
 
 
 def _host(client: QueueClient | TableClient) -> str:

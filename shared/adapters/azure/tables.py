@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.azure.storage import (
+    CUT_MARKER,
     create_if_missing,
     fit_table_string,
     storage_errors,
@@ -141,7 +142,9 @@ ONCE_PREFIX = "~once~"
 class TableAuditLog:
     """The audit trail in one Azure Table: a partition per certificate, a row per entry in time order.
 
-    Properties are the fields of `AuditEntry.to_dict()`, `details` as JSON text. Details whose JSON does
+    Properties are the fields of `AuditEntry.to_dict()`, `details` as JSON text. A text field too long for
+    a Table string property (a summary quoting a 40,000-character URL) is stored cut, ending in
+    `CUT_MARKER`, so every entry fits whatever the input; lone surrogates are stored as U+FFFD. Details whose JSON does
     not fit a Table string property (64 KiB as UTF-16) are stored cut, with `details_truncated=True`;
     `history` then gives `{"details_truncated": True, "details_json": <the cut text>}` as details.
     `history` asks for `page_size` entities per page (the service answers at most 1,000)."""
@@ -254,7 +257,7 @@ def _audit_entity(entry: AuditEntry) -> dict[str, Any]:
     entity: dict[str, Any] = {
         "PartitionKey": table_key(partition(entry.certificate)),
         "RowKey": entry.row_key,
-        **properties,
+        **{k: fit_table_string(v, CUT_MARKER)[0] if isinstance(v, str) else v for k, v in properties.items()},
         "details": details,
     }
     if truncated:

@@ -110,7 +110,10 @@ class DirectoryVault:
     def _folder(self, name: str, *, recheck: bool = True) -> _Folder:
         """The folder's listing and metadata; re-read only when a file in it changed. Without `recheck`,
         a folder already checked since the last `names()` is not checked again."""
-        check_object_name(name)
+        try:
+            check_object_name(name)
+        except CertsyncError as exc:  # no folder can be that certificate: as Key Vault answers such a name
+            raise SourceError(f"{self.root}: {exc}", "not-found") from None
         cached = self._folders.get(name.lower())
         if not recheck and cached is not None and self._listing and cached.listing == self._listing:
             return cached
