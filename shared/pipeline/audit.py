@@ -79,7 +79,7 @@ class AssessmentDetails(TypedDict):
 
 
 class PlanDetails(TypedDict):
-    plan: dict[str, Any]  # the certsync.plan/2 without the intermediates' DER (`process.plan_document(der=False)`)
+    plan: dict[str, Any]  # the certsync.plan/2 without the intermediates' DER (`process.without_der`)
 
 
 class WaitingDetails(TypedDict):

@@ -372,8 +372,8 @@ class _Run:
             version=new,  # the Key Vault identity the runbook fetches the PFX by
         )
         outcome.plan = plan
-        document = plan_document(plan, new, outcome.assessment, targets, record)
-        outcome.plan_document = plan_document(plan, new, outcome.assessment, targets, record, der=False)
+        document = plan_document(plan, outcome.assessment, targets, record)
+        outcome.plan_document = without_der(document)
         summary = document["summary"]
         self._audit("plan", summary, {"plan": outcome.plan_document})  # the DER is in the request
         if plan.blocked is not None:
@@ -618,25 +618,14 @@ def _common_name(name: X500Name | None) -> str:
 
 
 def plan_document(
-    plan: InventoryPlan,
-    new: StoredVersion,
-    assessment: Assessment,
-    targets: Targets,
-    record: InventoryRecord,
-    *,
-    der: bool = True,
+    plan: InventoryPlan, assessment: Assessment, targets: Targets, record: InventoryRecord
 ) -> dict[str, Any]:
     """The certsync.plan/2 the pipeline queues: the planner's document plus what the runbook and the
     remediation service need beside it (all additional fields, spec §3): the certificate's Key Vault
     identity and the intermediates' DER (the runbook fetches the PFX and installs the intermediates),
     the worker group, the probe endpoints, a summary, whether anything changes, and the inventory the
-    plan was made from. Without `der`: the audit trail's copy."""
-    document = plan.to_dict()  # the certificate's Key Vault identity and intermediates: `version=new` above
-    if not der:
-        certificate = document["certificate"]
-        certificate["intermediates"] = [
-            {k: v for k, v in item.items() if k != "der_base64"} for item in certificate.get("intermediates", [])
-        ]
+    plan was made from. The certificate's Key Vault identity comes from the planner (`version=`)."""
+    document = plan.to_dict()
     # What changes Exchange: not the checks, nor the intermediates alone (the runbook finds them there when
     # the certificate is already deployed and Valid: "already", never a reason to queue a job)
     writes = [s for s in plan.steps if not s.action.startswith("check-") and s.action != "install-intermediate"]
@@ -653,6 +642,13 @@ def plan_document(
         ).hexdigest(),
     }
     return document
+
+
+def without_der(document: dict[str, Any]) -> dict[str, Any]:
+    """The audit trail's copy of a plan document: the intermediates without their DER (the request has it)."""
+    certificate = document["certificate"]
+    intermediates = [{k: v for k, v in i.items() if k != "der_base64"} for i in certificate.get("intermediates", [])]
+    return {**document, "certificate": {**certificate, "intermediates": intermediates}}
 
 
 def _plan_summary(plan: InventoryPlan, writes: list[Any]) -> str:
