@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import resource
@@ -42,6 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 AT = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 VERSIONS = 3
+GROUP_SIZE = 100  # certificates per worker group: an MSP's fleet is many small Exchange organisations
 
 
 def _name(cn: str) -> x509.Name:
@@ -82,6 +84,7 @@ def build_vault(folder: Path, count: int) -> Path:
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(inter_key.public_key())
     eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
     usage = x509.KeyUsage(True, False, True, False, False, False, False, False, False)
+    groups: dict[str, list[tuple[str, x509.Certificate]]] = {}
     for i in range(count):
         name = f"mail-{i:05d}"
         host = f"{name}.bench.example"
@@ -105,20 +108,69 @@ def build_vault(folder: Path, count: int) -> Path:
                 .add_extension(aki, critical=False)
                 .sign(inter_key, hashes.SHA256())
             )
+            if v == VERSIONS - 2:  # the version Exchange has today; the latest replaces it
+                groups.setdefault(f"hrw-bench-{i // GROUP_SIZE:03d}", []).append((name, leaf))
             version = f"v{v}{i:05d}"
             (cert_folder / f"{version}.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + inter_pem)
             created[version] = (start).strftime("%Y-%m-%dT%H:%M:%SZ")
         meta = {
             "tags": {
-                "certsync-worker-group": "hrw-bench",
-                "certsync-servers": "EX01,EX02",
-                "certsync-send-connectors": "Outbound to Office 365",
+                "certsync-worker-group": f"hrw-bench-{i // GROUP_SIZE:03d}",
                 "certsync-hosts": host,
             },
             "created": created,
         }
         (cert_folder / "certificate.json").write_text(json.dumps(meta))
+    (folder / "inventories.json").write_text(json.dumps([_inventory(g, certs) for g, certs in groups.items()]))
     return vault
+
+
+def _inventory(group: str, deployed: list[tuple[str, x509.Certificate]]) -> dict:
+    """A certsync.inventory/1 of `group`: two Mailbox servers; each certificate's deployed version on both,
+    named by its own send connector and a receive connector per server (certsync.inventory/1, spec §1)."""
+    servers = ("EX01", "EX02")
+    certificates, send, receive = [], [], []
+    for name, leaf in deployed:
+        subject, issuer = leaf.subject.rfc4514_string(), leaf.issuer.rfc4514_string()
+        # Windows prints the last RDN first, as RFC 4514 does: "CN=..., O=Bench"
+        subject = ", ".join(subject.split(","))
+        issuer = ", ".join(issuer.split(","))
+        value = f"<I>{issuer}<S>{subject}"
+        thumbprint = hashlib.sha1(leaf.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+        for server in servers:
+            certificates.append(
+                {"Server": server, "Thumbprint": thumbprint, "Subject": subject, "Issuer": issuer,
+                 "Services": "SMTP", "Status": "Valid", "CertificateDomains": [f"{name}.bench.example"]}
+            )  # fmt: skip
+            receive.append({"Identity": f"{server}\\{name}", "Server": server, "TlsCertificateName": value})
+        send.append({"Identity": f"To {name}", "SourceTransportServers": list(servers), "TlsCertificateName": value})
+    return {
+        "schema": "certsync.inventory/1",
+        "worker_group": group,
+        "collected_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "servers": [
+            {"Name": s, "ServerRole": "Mailbox", "IsEdgeServer": False,
+             "InternalTransportCertificateThumbprint": f"{n:02d}" * 20}
+            for n, s in enumerate(servers)
+        ],
+        "certificates": certificates,
+        "send_connectors": send,
+        "receive_connectors": receive,
+        "hybrid_configuration": None,
+        "exo": None,
+        "errors": [],
+    }  # fmt: skip
+
+
+def keep_inventories(folder: Path) -> None:
+    """Store every worker group's inventory as `certsync discover --import` would (not measured)."""
+    from shared.pipeline.inventories import InventoryRecord
+    from shared.wiring import local_inventory_store
+
+    store = local_inventory_store(str(folder / "inventory.sqlite"))
+    for document in json.loads((folder / "inventories.json").read_text()):
+        when = dt.datetime.now(dt.timezone.utc)
+        store.put(InventoryRecord(document["worker_group"], when, when, document, "import"))
 
 
 # --- the child: one measured thing, figures as JSON on stdout ---------------------------------------
@@ -158,6 +210,7 @@ def child(kind: str, folder: Path) -> None:
             outbox=str(folder / "outbox"),
             audit=str(folder / "audit.sqlite"),
             state=str(folder / "state.sqlite"),
+            inventory_store=str(folder / "inventory.sqlite"),
             settings=settings,
             workers=int(os.environ["BENCH_WORKERS"]) if os.environ.get("BENCH_WORKERS") else None,
         )
@@ -210,6 +263,7 @@ def main() -> None:
             folder = Path(tmp)
             started = time.perf_counter()
             build_vault(folder, size)
+            keep_inventories(folder)
             print(f"built {size} x {VERSIONS} versions in {time.perf_counter() - started:.1f} s")
             results = {kind: measure(kind, folder) for kind in ("floor", "first", "daily")}
         floor_us = results["floor"]["wall"] / size * 1e6

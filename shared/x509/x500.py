@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from shared.errors import DerError, NameDecodeError, NameSyntaxError
@@ -108,11 +109,17 @@ class X500Name:
 
     def exchange_key(self) -> str:
         """What Exchange compares: the canonical text, upper-cased character by character."""
-        return fold_case(str(self))
+        return _exchange_key(self)
 
     def matches(self, other: X500Name) -> bool:
         """Equal as Exchange compares names: same RDNs in the same order, case ignored."""
         return self.exchange_key() == other.exchange_key()
+
+
+@lru_cache(maxsize=4096)
+def _exchange_key(name: X500Name) -> str:
+    # Planning compares the same few names thousands of times; rendering is the cost, hashing is cheap.
+    return fold_case(str(name))
 
 
 def quote_value(value: str) -> str:
