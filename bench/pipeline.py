@@ -68,11 +68,14 @@ from shared.adapters.local.vault_directory import DirectoryVault  # noqa: E402
 from shared.pipeline.events import parse_event  # noqa: E402
 from shared.pipeline.process import Pipeline, PipelineSettings  # noqa: E402
 from shared.pipeline.targets import load_targets_file  # noqa: E402
+from shared.times import utc_now  # noqa: E402
 from shared.validation.assessment import TrustStore, assess  # noqa: E402
 from shared.validation.fetch import Fetcher  # noqa: E402
+from shared.wiring import local_inventory_store  # noqa: E402
 from shared.x509.certificate import Certificate  # noqa: E402
 from shared.x509.containers import load_certificate_file  # noqa: E402
 from tests.chains import issue, make_crl, make_name, pem_of  # noqa: E402
+from tests.inventories import exchange, keep  # noqa: E402
 from tests.servers import HttpServer  # noqa: E402
 
 VAULT = "contoso-kv"
@@ -171,12 +174,16 @@ class Renewal:
         self.trust = TrustStore.from_certificates([Certificate.from_der(root.der)], "bench")
         self.allow = (f"127.0.0.1:{server.port}",)
         self.outbox = work / "outbox"
+        # Exchange as discovery found it: the old certificate on EX01 and EX02, every connector naming it
+        inventories = local_inventory_store(str(work / "inventory.sqlite"))
+        keep(inventories, exchange(old), collected=utc_now())
         self.pipeline = Pipeline(
             sources=lambda vault: DirectoryVault(self.vault_dir, vault),  # as tests/test_pipeline.py
             jobs=OutboxQueue(self.outbox),
             audit=SqliteAuditLog(work / "audit.sqlite"),
             settings=PipelineSettings(trust=self.trust, allow_hosts=self.allow),
             targets_file=load_targets_file(str(targets)),
+            inventories=inventories,
         )
         self.bundle = load_certificate_file(str(self.vault_dir / self.names[0] / new_file))
 

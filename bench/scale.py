@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import resource
@@ -42,6 +43,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 AT = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 VERSIONS = 3
+# Certificates per worker group (one Exchange organisation each): an MSP's fleet is many organisations of a
+# few mail certificates each. A plan reads its whole organisation's inventory, so a larger group costs more
+# per certificate: `--group-size 100` measures that case.
+GROUP_SIZE = 10
 
 
 def _name(cn: str) -> x509.Name:
@@ -68,7 +73,7 @@ def _ca(
     )
 
 
-def build_vault(folder: Path, count: int) -> Path:
+def build_vault(folder: Path, count: int, group_size: int = GROUP_SIZE) -> Path:
     """N certificate folders x 3 versions under `folder`/vault; the trust file is `folder`/root.pem."""
     root_key = ec.generate_private_key(ec.SECP256R1())
     inter_key = ec.generate_private_key(ec.SECP256R1())
@@ -82,6 +87,7 @@ def build_vault(folder: Path, count: int) -> Path:
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(inter_key.public_key())
     eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
     usage = x509.KeyUsage(True, False, True, False, False, False, False, False, False)
+    groups: dict[str, list[tuple[str, x509.Certificate]]] = {}
     for i in range(count):
         name = f"mail-{i:05d}"
         host = f"{name}.bench.example"
@@ -105,20 +111,69 @@ def build_vault(folder: Path, count: int) -> Path:
                 .add_extension(aki, critical=False)
                 .sign(inter_key, hashes.SHA256())
             )
+            if v == VERSIONS - 2:  # the version Exchange has today; the latest replaces it
+                groups.setdefault(f"hrw-bench-{i // group_size:04d}", []).append((name, leaf))
             version = f"v{v}{i:05d}"
             (cert_folder / f"{version}.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + inter_pem)
             created[version] = (start).strftime("%Y-%m-%dT%H:%M:%SZ")
         meta = {
             "tags": {
-                "certsync-worker-group": "hrw-bench",
-                "certsync-servers": "EX01,EX02",
-                "certsync-send-connectors": "Outbound to Office 365",
+                "certsync-worker-group": f"hrw-bench-{i // group_size:04d}",
                 "certsync-hosts": host,
             },
             "created": created,
         }
         (cert_folder / "certificate.json").write_text(json.dumps(meta))
+    (folder / "inventories.json").write_text(json.dumps([_inventory(g, certs) for g, certs in groups.items()]))
     return vault
+
+
+def _inventory(group: str, deployed: list[tuple[str, x509.Certificate]]) -> dict:
+    """A certsync.inventory/1 of `group`: two Mailbox servers; each certificate's deployed version on both,
+    named by its own send connector and a receive connector per server (certsync.inventory/1, spec §1)."""
+    servers = ("EX01", "EX02")
+    certificates, send, receive = [], [], []
+    for name, leaf in deployed:
+        subject, issuer = leaf.subject.rfc4514_string(), leaf.issuer.rfc4514_string()
+        # Windows prints the last RDN first, as RFC 4514 does: "CN=..., O=Bench"
+        subject = ", ".join(subject.split(","))
+        issuer = ", ".join(issuer.split(","))
+        value = f"<I>{issuer}<S>{subject}"
+        thumbprint = hashlib.sha1(leaf.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+        for server in servers:
+            certificates.append(
+                {"Server": server, "Thumbprint": thumbprint, "Subject": subject, "Issuer": issuer,
+                 "Services": "SMTP", "Status": "Valid", "CertificateDomains": [f"{name}.bench.example"]}
+            )  # fmt: skip
+            receive.append({"Identity": f"{server}\\{name}", "Server": server, "TlsCertificateName": value})
+        send.append({"Identity": f"To {name}", "SourceTransportServers": list(servers), "TlsCertificateName": value})
+    return {
+        "schema": "certsync.inventory/1",
+        "worker_group": group,
+        "collected_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "servers": [
+            {"Name": s, "ServerRole": "Mailbox", "IsEdgeServer": False,
+             "InternalTransportCertificateThumbprint": f"{n:02d}" * 20}
+            for n, s in enumerate(servers)
+        ],
+        "certificates": certificates,
+        "send_connectors": send,
+        "receive_connectors": receive,
+        "hybrid_configuration": None,
+        "exo": None,
+        "errors": [],
+    }  # fmt: skip
+
+
+def keep_inventories(folder: Path) -> None:
+    """Store every worker group's inventory as `certsync discover --import` would (not measured)."""
+    from shared.pipeline.inventories import InventoryRecord
+    from shared.wiring import local_inventory_store
+
+    store = local_inventory_store(str(folder / "inventory.sqlite"))
+    for document in json.loads((folder / "inventories.json").read_text()):
+        when = dt.datetime.now(dt.timezone.utc)
+        store.put(InventoryRecord(document["worker_group"], when, when, document, "import"))
 
 
 # --- the child: one measured thing, figures as JSON on stdout ---------------------------------------
@@ -158,6 +213,7 @@ def child(kind: str, folder: Path) -> None:
             outbox=str(folder / "outbox"),
             audit=str(folder / "audit.sqlite"),
             state=str(folder / "state.sqlite"),
+            inventory_store=str(folder / "inventory.sqlite"),
             settings=settings,
             workers=int(os.environ["BENCH_WORKERS"]) if os.environ.get("BENCH_WORKERS") else None,
         )
@@ -194,22 +250,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 and 1,000 certificates")
     parser.add_argument("--sizes", help="comma-separated certificate counts")
+    parser.add_argument("--group-size", type=int, help=f"certificates per worker group (default {GROUP_SIZE})")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    group_size = args.group_size or GROUP_SIZE
     if args.child:
         child(args.child[0], Path(args.child[1]))
         return
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([200, 1000] if args.quick else [1000, 10000])
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     headline: dict[str, str] = {}
-    print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} dir={base}")
+    print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} dir={base} group_size={group_size}")
     print(f"{'size':>6} {'run':<6} {'wall s':>8} {'cpu s':>8} {'rss MiB':>8} {'us/cert':>9} {'x floor':>8}")
     per_cert: dict[tuple[int, str], float] = {}
     for size in sizes:
         with tempfile.TemporaryDirectory(dir=base, prefix="certsync-scale-") as tmp:
             folder = Path(tmp)
             started = time.perf_counter()
-            build_vault(folder, size)
+            build_vault(folder, size, group_size)
+            keep_inventories(folder)
             print(f"built {size} x {VERSIONS} versions in {time.perf_counter() - started:.1f} s")
             results = {kind: measure(kind, folder) for kind in ("floor", "first", "daily")}
         floor_us = results["floor"]["wall"] / size * 1e6

@@ -290,6 +290,43 @@ def test_latest_is_the_newest_enabled_version_with_its_tags(keyvault: FakeKeyVau
     assert [c.der for c in latest.bundle.chain] == [chains[2].intermediate.der, chains[2].root.der]
 
 
+def test_latest_after_the_listing_is_one_request_for_the_current_secret(keyvault: FakeKeyVault) -> None:
+    chains = [build_chain(), build_chain()]
+    keyvault.add_version(NAME, pfx_of(chains[0]), PKCS12, version="a1" * 16, created=T0)
+    keyvault.add_version(
+        NAME, pfx_of(chains[1]), PKCS12, version="b2" * 16, created=T0 + dt.timedelta(days=1), tags={"k": "v"}
+    )
+    source = source_for(keyvault)
+    source.names()
+    before = len(keyvault.requests)
+
+    latest = source.latest(NAME)
+
+    authorized = [r.path.split("?")[0] for r in keyvault.requests[before:] if "Authorization" in r.headers]
+    assert authorized == [f"/secrets/{NAME}/"]  # the current version: no certificate object, no version listing
+    assert latest is not None and latest.version == "b2" * 16 and latest.bundle.leaf.der == chains[1].leaf.der
+    assert latest.tags == {"k": "v"} and latest.enabled and latest.created == T0 + dt.timedelta(days=1)
+    assert latest.secret_id.endswith(f"/secrets/{NAME}/{'b2' * 16}")
+
+
+def test_latest_after_the_listing_reads_a_version_created_since_the_two_request_way(
+    keyvault: FakeKeyVault,
+) -> None:
+    keyvault.add_version(NAME, pfx_of(build_chain()), PKCS12, version="a1" * 16, created=T0, tags={"k": "old"})
+    source = source_for(keyvault)
+    source.names()
+    newer = build_chain()
+    keyvault.add_version(
+        NAME, pfx_of(newer), PKCS12, version="c3" * 16, created=T0 + dt.timedelta(days=2), tags={"k": "new"}
+    )
+
+    latest = source.latest(NAME)
+
+    # the secret holds a certificate the listing did not show: its tags and dates are read, not assumed
+    assert latest is not None and latest.version == "c3" * 16 and latest.bundle.leaf.der == newer.leaf.der
+    assert latest.tags == {"k": "new"} and latest.created == T0 + dt.timedelta(days=2)
+
+
 def test_tags_are_the_newest_enabled_versions_read_without_its_secret(keyvault: FakeKeyVault) -> None:
     keyvault.add_version(NAME, pfx_of(build_chain()), PKCS12, created=T0, tags={"certsync-servers": "EX01"})
     keyvault.add_version(NAME, pfx_of(build_chain()), PKCS12, created=T0 + dt.timedelta(days=1), enabled=False)

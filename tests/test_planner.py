@@ -653,3 +653,24 @@ def test_plan_certificate_plans_from_facts_as_plan_from_inventory_does_from_a_bu
     wrong["certificates"][0]["Subject"] = "CN=mail.contoso.com, O=Contoso"
     blocked = plan_certificate(facts, parse_inventory(json.dumps(wrong), "x"), previous_versions=[earlier]).blocked
     assert blocked is not None and blocked.reason.startswith(f"EX01 shows the Subject of {old.thumbprint}")
+
+
+def test_each_connector_value_is_parsed_once_however_many_plans_read_it(pki: Pki, monkeypatch):
+    """A fleet's plans match every connector value of their organisation against the old and the new
+    certificate: each distinct text is parsed once (issue 19: 2,200 parses per plan at 100 certificates)."""
+    from shared.exchange import match
+    from shared.x509.tls_certificate_name import TlsCertificateName
+
+    real = TlsCertificateName.parse
+    parsed: list[str] = []
+
+    def counting(text: str, *, strict: bool = True) -> TlsCertificateName:
+        parsed.append(text)
+        return real(text, strict=strict)
+
+    match.read_value.cache_clear()
+    monkeypatch.setattr(TlsCertificateName, "parse", staticmethod(counting))
+    first, second = plan(pki, world(pki)), plan(pki, world(pki))
+
+    assert first["steps"] == second["steps"] and first["blocked"] is None
+    assert parsed and len(parsed) == len(set(parsed))  # the old value, once, for all four objects and both plans

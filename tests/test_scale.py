@@ -400,3 +400,31 @@ def test_table_stores_batch_writes_per_partition_and_read_in_bulk_on_azurite(azu
     state.delete_snapshot("kv", "missing")  # outside a batch: at once, and a missing row is fine
     state.delete_snapshot("kv", "c")
     assert [s["certificate"] for s in state.snapshots()] == ["a", "b"]
+
+
+def test_a_stored_inventory_is_read_once_per_record(world: World, monkeypatch):
+    """The pipeline reads (validates, hashes) a worker group's stored inventory once, not once per event;
+    a new discovery is a new record, read again."""
+    from shared.pipeline import process
+
+    real = process.read_inventory
+    reads: list[str] = []
+    monkeypatch.setattr(process, "read_inventory", lambda doc, source: reads.append(source) or real(doc, source))
+    store = world.inventories()
+    decoded = process._DecodedInventories()
+
+    inventory, digest = decoded.get(store.get(GROUP))
+    assert decoded.get(store.get(GROUP)) == (inventory, digest) and len(reads) == 1  # the same record, read again
+    assert digest == process.inventory_digest(store.get(GROUP).inventory)
+
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    keep(store, exchange(world.new), collected=later)
+    assert decoded.get(store.get(GROUP))[0] != inventory and len(reads) == 2
+
+
+def test_the_vault_directory_keeps_a_whole_reconciliation_batch_parsed():
+    """The reconciliation reads a batch's latest versions ahead, then the pipeline `get`s each: the
+    directory must still hold them, or every latest version is parsed twice (issue 19)."""
+    from shared.reconciliation.reconcile import BATCH
+
+    assert DirectoryVault.PARSED_KEPT >= BATCH

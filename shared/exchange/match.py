@@ -10,17 +10,26 @@ Whether the chain validates on the server (Status Valid) is the caller's concern
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from shared.errors import NameSyntaxError
 from shared.x509.certificate import Certificate
 from shared.x509.tls_certificate_name import TlsCertificateName
 from shared.x509.x500 import X500Name
 
+# A plan matches every connector value and inventory certificate against the old and the new certificate,
+# and a fleet's plans read the same inventory again and again: each distinct text is parsed once. The names
+# are immutable; a text that does not parse raises each time (exceptions are not cached).
+_PARSED_KEPT = 4096
 
+
+@lru_cache(maxsize=_PARSED_KEPT)
 def read_value(value: str) -> TlsCertificateName:
     """A TlsCertificateName as a connector holds it (syntax only: a stored value was accepted once)."""
     return TlsCertificateName.parse(value, strict=False)
 
 
+@lru_cache(maxsize=_PARSED_KEPT)
 def name_of(subject: str, issuer: str) -> TlsCertificateName:
     """The name of a certificate known by its Windows-rendered Subject and Issuer texts."""
     try:

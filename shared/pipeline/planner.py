@@ -28,6 +28,7 @@ plans from them, and `plan_from_inventory()` does both for callers holding a bun
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -327,6 +328,8 @@ class _Planner:
     conflicts: list[str] = field(default_factory=list)
     steps: list[InventoryStep] = field(default_factory=list)
     kept: list[KeptCertificate] = field(default_factory=list)
+    # Each distinct value's answers, once old_names is known: a plan asks them of every object several times.
+    _selects: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def plan(self, old_thumbprints: Sequence[str], previous_versions: Sequence[KnownCertificate]) -> InventoryPlan:
         new = self.new
@@ -451,7 +454,7 @@ class _Planner:
             for thumbprint in sorted(wanted - {c.thumbprint for c in found} - {new}):
                 self.warnings.append(f"the old certificate {thumbprint} is on no server of the inventory")
             return found
-        names = self.host_names()
+        names = self.host_names
         same_names = [
             c
             for c in certificates
@@ -468,21 +471,26 @@ class _Planner:
                 )
         return old
 
-    def host_names(self) -> set[str]:
+    @functools.cached_property
+    def host_names(self) -> frozenset[str]:
         """The new certificate's DNS names and first CN, lower case: a certificate with one of them is an
         earlier copy of it (when no earlier version is known)."""
         names = {n.lower() for n in self.new.dns_names}
         cn = self.new_name.first_cn_as_exchange_reads_it()
         if cn:
             names.add(cn.lower())
-        return names
+        return frozenset(names)
 
     def may_name_an_old_copy(self, value: str | None) -> bool:
         """Whether a value not known to select an old certificate names one with the new certificate's
         host names: on a server discovery could not read, it may select an old copy there."""
-        return value is not None and (read_value(value).first_cn_as_exchange_reads_it() or "").lower() in (
-            self.host_names()
-        )
+        if value is None:
+            return False
+        key = ("copy", value)
+        if key not in self._selects:
+            cn = read_value(value).first_cn_as_exchange_reads_it() or ""
+            self._selects[key] = cn.lower() in self.host_names
+        return self._selects[key]
 
     def all_values(self) -> list[str]:
         inv = self.inventory
@@ -493,10 +501,20 @@ class _Planner:
         return list(dict.fromkeys(values))
 
     def selects_old(self, value: str | None) -> bool:
-        return value is not None and any(read_value(value).matches(n) for n in self.old_names)
+        if value is None:
+            return False
+        key = ("old", value)  # asked only once `old_names` is final (after old_certificates)
+        if key not in self._selects:
+            self._selects[key] = any(read_value(value).matches(n) for n in self.old_names)
+        return self._selects[key]
 
     def selects_new(self, value: str | None) -> bool:
-        return value is not None and read_value(value).matches(self.new_name)
+        if value is None:
+            return False
+        key = ("new", value)
+        if key not in self._selects:
+            self._selects[key] = read_value(value).matches(self.new_name)
+        return self._selects[key]
 
     # -- rule 1 and 3: the objects, the servers, the targets
 

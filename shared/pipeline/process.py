@@ -24,13 +24,14 @@ import hashlib
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 from shared.errors import CertsyncError
+from shared.exchange.inventory import Inventory, read_inventory
 from shared.exchange.inventory import InventoryError as InventoryDocumentError
-from shared.exchange.inventory import read_inventory
 from shared.pipeline.audit import (
     SETTLED_KINDS,
     AuditDetails,
@@ -253,6 +254,9 @@ class Pipeline:
     inventories: InventoryStore | None = None  # the latest inventory per worker group; None: always waits
     discovery: DiscoveryStarter | None = None  # None: the admin imports an inventory (the message says how)
     clock: Clock = utc_now  # an inventory's age is measured against it
+    # Stored inventories as read and hashed, by the record's identity: a fleet's plans share a few
+    # inventories, and reading one (validation, names) costs more than planning on it.
+    decoded: _DecodedInventories = field(default_factory=lambda: _DecodedInventories(), repr=False, compare=False)
 
     def process(self, event: KeyVaultEvent) -> Outcome:
         """Run one event through; raises (after auditing) when Event Grid should deliver it again."""
@@ -359,7 +363,7 @@ class _Run:
             return self._wait(outcome, new, targets.worker_group, record)
         outcome.inventory = record
         try:
-            inventory = read_inventory(record.inventory, f"the stored inventory of {record.worker_group}")
+            inventory, digest = self.pipeline.decoded.get(record)
         except InventoryDocumentError as exc:
             return self._block(outcome, new, f"{exc}; run discovery of {record.worker_group} again")
         plan = plan_from_inventory(
@@ -372,7 +376,7 @@ class _Run:
             version=new,  # the Key Vault identity the runbook fetches the PFX by
         )
         outcome.plan = plan
-        document = plan_document(plan, outcome.assessment, targets, record)
+        document = plan_document(plan, outcome.assessment, targets, record, digest)
         outcome.plan_document = without_der(document)
         summary = document["summary"]
         self._audit("plan", summary, {"plan": outcome.plan_document})  # the DER is in the request
@@ -618,13 +622,18 @@ def _common_name(name: X500Name | None) -> str:
 
 
 def plan_document(
-    plan: InventoryPlan, assessment: Assessment, targets: Targets, record: InventoryRecord
+    plan: InventoryPlan,
+    assessment: Assessment,
+    targets: Targets,
+    record: InventoryRecord,
+    inventory_sha256: str | None = None,
 ) -> dict[str, Any]:
     """The certsync.plan/2 the pipeline queues: the planner's document plus what the runbook and the
     remediation service need beside it (all additional fields, spec §3): the certificate's Key Vault
     identity and the intermediates' DER (the runbook fetches the PFX and installs the intermediates),
     the worker group, the probe endpoints, a summary, whether anything changes, and the inventory the
-    plan was made from. The certificate's Key Vault identity comes from the planner (`version=`)."""
+    plan was made from (`inventory_sha256`: its digest, when known). The certificate's Key Vault identity
+    comes from the planner (`version=`)."""
     document = plan.to_dict()
     # What changes Exchange: not the checks, nor the intermediates alone (the runbook finds them there when
     # the certificate is already deployed and Valid: "already", never a reason to queue a job)
@@ -637,11 +646,42 @@ def plan_document(
     document["inventory"] = {
         "worker_group": record.worker_group,
         "collected_at": format_time(record.collected_at, "seconds"),
-        "sha256": hashlib.sha256(
-            json.dumps(record.inventory, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest(),
+        "sha256": inventory_sha256 or inventory_digest(record.inventory),
     }
     return document
+
+
+def inventory_digest(document: dict[str, Any]) -> str:
+    """The SHA-256 of an inventory document's canonical JSON: the plan names the inventory it was made from."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class _DecodedInventories:
+    """The last few stored inventories as read (`read_inventory`) and hashed, by the record's identity
+    (worker group, when collected and stored, by which job): a new discovery is a new record."""
+
+    KEPT = 16
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[tuple, tuple[Inventory, str]] = OrderedDict()
+
+    def get(self, record: InventoryRecord) -> tuple[Inventory, str]:
+        key = (
+            record.worker_group.lower(),
+            record.collected_at,
+            record.stored_at,
+            record.source,
+            record.automation_job,
+        )
+        found = self._kept.get(key)
+        if found is None:
+            inventory = read_inventory(record.inventory, f"the stored inventory of {record.worker_group}")
+            found = (inventory, inventory_digest(record.inventory))
+            self._kept[key] = found
+            while len(self._kept) > self.KEPT:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(key)
+        return found
 
 
 def without_der(document: dict[str, Any]) -> dict[str, Any]:

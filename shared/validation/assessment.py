@@ -39,6 +39,7 @@ from shared.x509 import der
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.containers import certificates_in
 from shared.x509.parsed import (
+    KEPT_PER_CERTIFICATE,
     PARSE_ERRORS,
     MalformedCertificate,
     access_urls,
@@ -182,7 +183,7 @@ class TrustStore:
         return verification.Store(list(self._x509))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _name_key(name_der: bytes) -> str | bytes:
     """A name as Exchange compares it; the DER itself when it cannot be decoded (then only equal DER matches)."""
     try:
@@ -773,7 +774,7 @@ def _key_usage(cert: Certificate) -> x509.KeyUsage | None:
     return extension(cert, x509.KeyUsage)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _key_facts(cert: Certificate) -> tuple[str, int | str]:
     """("rsa", bits) | ("ec", curve name) | (other key type name, "") | ("unreadable", why)."""
     try:
@@ -805,14 +806,14 @@ def _key_algorithm(cert: Certificate) -> str:
         return "unknown"
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _tls_name(cert: Certificate) -> tuple[str, tuple[str, ...], str | None]:
     """The TlsCertificateName, what Exchange would object to in it, and the first CN as Exchange reads it."""
     name = TlsCertificateName.from_certificate(cert)
     return str(name), tuple(name.problems()), name.first_cn_as_exchange_reads_it()
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _subject(cert: Certificate) -> str:
     try:
         return str(cert.subject)
@@ -820,7 +821,7 @@ def _subject(cert: Certificate) -> str:
         return f"(undecodable subject, thumbprint {cert.thumbprint})"
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _issuer(cert: Certificate) -> str:
     try:
         return str(cert.issuer)

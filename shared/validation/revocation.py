@@ -22,7 +22,7 @@ from shared.validation.crl import Crl, CrlError, parse_crl
 from shared.validation.fetch import Fetcher, FetchError, FetchRefused
 from shared.validation.ocsp import OcspAnswer, OcspError, build_request, read_response
 from shared.x509.certificate import Certificate
-from shared.x509.parsed import access_urls, extension, to_x509
+from shared.x509.parsed import KEPT_PER_CERTIFICATE, access_urls, extension, to_x509
 from shared.x509.x500 import X500Name
 
 MAX_URLS_PER_EXTENSION = 4
@@ -193,7 +193,7 @@ def _from_ocsp(
     return None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _urls(cert: Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The OCSP and CRL URLs the certificate names (at most MAX_URLS_PER_EXTENSION of each)."""
     ocsp_urls = access_urls(cert, AuthorityInformationAccessOID.OCSP)
@@ -207,7 +207,7 @@ def _urls(cert: Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(ocsp_urls[:MAX_URLS_PER_EXTENSION]), tuple(crl_urls[:MAX_URLS_PER_EXTENSION])
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _key_id(cert: Certificate) -> bytes:
     """SHA-1 of the subjectPublicKey bits: what OCSP's issuerKeyHash and RFC 5280 key ids use."""
     return x509.SubjectKeyIdentifier.from_public_key(to_x509(cert).public_key()).digest

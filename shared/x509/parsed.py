@@ -21,6 +21,11 @@ from shared.x509.certificate import Certificate
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
 
+# How many certificates' parsed forms and derived facts each cache keeps (here and in validation): the
+# intermediates every assessment meets stay, the leaves in flight are reused, and a fleet's thousands of
+# leaves are not all held at once (each parsed certificate costs tens of KiB, mostly outside Python's heap).
+KEPT_PER_CERTIFICATE = 512
+
 # What cryptography raises for bytes it will not read: ValueError (most), InvalidVersion (not a
 # ValueError), DuplicateExtension, UnsupportedGeneralNameType, UnsupportedAlgorithm, and TypeError.
 PARSE_ERRORS: tuple[type[Exception], ...] = (
@@ -68,7 +73,7 @@ def parse_warnings(cert: Certificate) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*loaded, *read)))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _load(cert: Certificate) -> tuple[x509.Certificate, tuple[str, ...]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -108,7 +113,7 @@ def access_urls(cert: Certificate, method: x509.ObjectIdentifier) -> list[str]:
     ]
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)
 def _read_extensions(
     cert: Certificate,
 ) -> tuple[dict[type[x509.ExtensionType], x509.ExtensionType], tuple[str, ...]]:

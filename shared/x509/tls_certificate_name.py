@@ -100,9 +100,9 @@ class TlsCertificateName:
 
     def matches(self, other: TlsCertificateName) -> bool:
         """Whether Exchange treats the two as the same value (issuer ignored where either lacks one)."""
-        if self.issuer is not None and other.issuer is not None and not self.issuer.matches(other.issuer):
+        if self.subject.exchange_key() != other.subject.exchange_key():
             return False
-        return self.subject.matches(other.subject)
+        return self.issuer is None or other.issuer is None or self.issuer.exchange_key() == other.issuer.exchange_key()
 
     def selects(self, cert: Certificate) -> bool:
         """Whether a connector holding this value would look for `cert` (chain validity aside)."""

@@ -11,7 +11,7 @@ Exchange does: canonical text, case-insensitive, order-sensitive.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from shared.errors import DerError, NameDecodeError, NameSyntaxError
@@ -78,6 +78,8 @@ class X500Name:
     """A Name as a sequence of RDNs in display order (the last encoded RDN first, as Windows prints)."""
 
     rdns: tuple[tuple[Attribute, ...], ...]
+    # `exchange_key`, computed on first use: planning compares the same few names thousands of times.
+    _key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_der(cls, name_der: bytes) -> X500Name:
@@ -108,7 +110,11 @@ class X500Name:
 
     def exchange_key(self) -> str:
         """What Exchange compares: the canonical text, upper-cased character by character."""
-        return fold_case(str(self))
+        key = self._key
+        if key is None:
+            key = fold_case(str(self))
+            object.__setattr__(self, "_key", key)  # a cache of a value derived from the frozen fields
+        return key
 
     def matches(self, other: X500Name) -> bool:
         """Equal as Exchange compares names: same RDNs in the same order, case ignored."""

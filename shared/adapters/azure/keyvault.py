@@ -14,9 +14,12 @@ covered by the same Certificate User role (certificates/read).
 
 At fleet scale the reconciliation reads a batch of names at once (`tags_many`, `latest_many`): tags
 come from the vault listing when its item (the current version) is enabled, so they cost no request;
-`latest` reads the current version (`get_certificate`) and its secret -- two requests -- and lists the
-versions only when the current one is disabled. The reads of a batch run in `concurrency` threads
-(default 12), and every request of the source, from any thread, passes one `_Throttle`:
+`latest` reads the current version's secret alone -- one request -- when the listing shows that version
+enabled (its thumbprint, creation time and tags come from the listing; a secret holding another certificate
+means a version was created since, and the two-request read follows); otherwise it reads the current
+version (`get_certificate`) and its secret, and lists the versions when the current one is disabled.
+The reads of a batch run in `concurrency` threads (default 12), and every request of the source, from
+any thread, passes one `_Throttle`:
 
 - it starts requests no faster than `max_rate` per second (default 400: Key Vault allows 4,000
   transactions per 10 seconds per vault per region for secrets and vault transactions, see
@@ -177,7 +180,7 @@ class KeyVaultSource:
             )
         enabled = properties.enabled is not False
         if enabled:
-            bundle = self._secret_certificates(secrets, name, version)
+            bundle = self._secret_certificates(secrets, name, version)[0]
         else:
             bundle = self._object_certificate(certificate, name, version)
         stated = properties.x509_thumbprint.hex().upper() if properties.x509_thumbprint else "none"
@@ -225,6 +228,12 @@ class KeyVaultSource:
     def latest(self, name: str) -> StoredVersion | None:
         self._check(name)
         certificates, secrets = self._get_clients()
+        with self._lock:
+            listed = self._listed.get(name.lower())
+        if listed is not None and listed.enabled is not False and listed.x509_thumbprint:
+            found = self._latest_from_listing(secrets, listed, name)
+            if found is not None:
+                return found
         try:
             with self._answers(f"reading the current version of certificate {name}"):
                 current = certificates.get_certificate(name)
@@ -237,6 +246,27 @@ class KeyVaultSource:
             return self._stored(secrets, current, name, properties.version)  # the current version is the newest
         newest = self._newest_enabled(name)  # the current version is disabled: an older one may be enabled
         return self.get(name, newest.version or "") if newest is not None else None
+
+    def _latest_from_listing(
+        self, secrets: SecretClient, listed: CertificateProperties, name: str
+    ) -> StoredVersion | None:
+        """The current version from one request: its secret (`get_secret` without a version), with the
+        enabled flag, creation time and tags the listing already gave. None when the secret holds another
+        certificate than the listing's thumbprint (a version created since the listing): `latest` then
+        reads it the two-request way."""
+        bundle, secret_id, version = self._secret_certificates(secrets, name, "")
+        if bundle.leaf.thumbprint != (listed.x509_thumbprint or b"").hex().upper() or not version:
+            return None
+        return StoredVersion(
+            vault=self.vault,
+            name=listed.name or name,
+            version=version,
+            bundle=bundle,
+            secret_id=secret_id or f"{self.vault_url}/secrets/{name}/{version}",
+            enabled=True,
+            created=listed.created_on,
+            tags=dict(listed.tags or {}),
+        )
 
     def tags(self, name: str) -> dict[str, str]:
         newest = self._newest_enabled(name)  # the listing carries each version's tags: no secret is read
@@ -292,15 +322,20 @@ class KeyVaultSource:
                 )
             return self._clients
 
-    def _secret_certificates(self, secrets: SecretClient, name: str, version: str) -> CertificateBundle:
-        """The certificates in the version's secret. The value is deleted before anything is raised, and
-        errors are raised outside the handler, so no traceback frame or exception context holds it."""
-        with self._answers(f"reading the secret of certificate {name} version {version}"):
-            secret = secrets.get_secret(name, version)
+    def _secret_certificates(
+        self, secrets: SecretClient, name: str, version: str
+    ) -> tuple[CertificateBundle, str, str]:
+        """The certificates in the version's secret ("": the current version's), the secret's id and its
+        version. The value is deleted before anything is raised, and errors are raised outside the
+        handler, so no traceback frame or exception context holds it."""
+        which = f"version {version}" if version else "current version"
+        with self._answers(f"reading the secret of certificate {name} {which}"):
+            secret = secrets.get_secret(name, version or None)
         value = secret.value or ""
         content_type = (secret.properties.content_type or "").lower()
+        secret_id, version = secret.properties.id or "", secret.properties.version or version
         del secret
-        label = f"Key Vault {self.vault}: the secret of certificate {name} version {version}"
+        label = f"Key Vault {self.vault}: the secret of certificate {name} {which}"
         bundle: CertificateBundle | None = None
         problem = ""
         try:
@@ -324,7 +359,7 @@ class KeyVaultSource:
             data = b""
         if bundle is None:
             raise SourceError(problem, "bad-content")
-        return bundle
+        return bundle, secret_id, version
 
     def _object_certificate(self, certificate: KeyVaultCertificate, name: str, version: str) -> CertificateBundle:
         label = f"Key Vault {self.vault}: certificate {name} version {version}"
