@@ -709,10 +709,9 @@ function Invoke-CertsyncPlan {
     if ($Context.Resume -eq 'rollback') {
         # The job restarted while rolling back: finish the rollback of every write its journal records.
         foreach ($step in @($Context.Steps | Where-Object { $Context.Earlier.ContainsKey([int]$_.n) })) { $Context.Written.Add(@{ Step = $step; Before = $Context.Earlier[[int]$step.n].before; Record = $Context.Records[$Context.Steps.IndexOf($step)] }) }
-        $Context.Steps = @()
         $failure = 'The job restarted while rolling back; certsync finished the rollback its journal records.'
     }
-    for ($i = 0; $i -lt $Context.Steps.Count; $i++) {
+    for ($i = 0; $i -lt $Context.Steps.Count -and $Context.Resume -ne 'rollback'; $i++) {
         $step = $Context.Steps[$i]
         Write-CertsyncLog ('Step {0} [{1}] {2} {3} {4}' -f $step.n, $step.phase, $step.action, $step.server, $step.object)
         $record = Invoke-CertsyncStep -Context $Context -Step $step -Record $Context.Records[$i]
