@@ -153,6 +153,7 @@ def runbook_tree() -> tree_sitter.Tree:
     return parse(RUNBOOK.read_bytes())
 
 
+@cache
 def functions() -> dict[str, tree_sitter.Node]:
     """The runbook's top-level functions by name."""
     found = {}
