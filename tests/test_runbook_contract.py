@@ -83,8 +83,9 @@ def contract_values() -> dict[str, object]:
     for entry in body.children:
         if entry.type == "hash_entry":
             key = unquote(text(next(c for c in entry.children if c.type == "key_expression")))
-            strings = [unquote(text(n)) for n in walk(entry.children[-1]) if n.type == "string_literal"]
-            values[key] = tuple(strings) if text(entry.children[-1]).strip().startswith("@(") else strings[0]
+            value = next(c for c in entry.children if c.type not in ("key_expression", "=", ";"))
+            strings = [unquote(text(n)) for n in walk(value) if n.type == "string_literal"]
+            values[key] = tuple(strings) if text(value).strip().startswith("@(") else strings[0]
     return values
 
 

@@ -1,17 +1,15 @@
 <#
 .SYNOPSIS
     Executes a certsync.plan/2 on Exchange Server, step by step, journaled, and rolls back exactly.
-
 .DESCRIPTION
-    The planner decided everything; this runbook runs the plan's steps in order, one handler per action
-    (Get-CertsyncHandlers). Every write is compare-and-set (read; equal to `previous` -> write `value` and
-    read back; already `value` -> "already"; else "conflict": stop and roll back). Each step is journaled
-    before ("intent") and after ("outcome") to $env:ProgramData\certsync\journal\<JobId>.jsonl and to the
-    signed callback; a restarted job runs again from its journal. A rollback reverses every write newest
-    first, removes what was staged and restores the internal transport certificate. Exchange is reached by
-    remote PowerShell as the Run As account (no snap-in); Edge steps run on the Edge server's own worker.
-    Output: one line, certsync.result/1. No secret reaches a log, the journal or the result.
-    See docs/runbook.md.
+    The planner decided everything; this runs the plan's steps in order, one handler per action
+    (Get-CertsyncHandlers). Every write is compare-and-set (read; equal to `previous` -> write `value`, read
+    back; already `value` -> "already"; else "conflict": stop and roll back). Each step is journaled before
+    ("intent") and after ("outcome") to $env:ProgramData\certsync\journal\<JobId>.jsonl and the signed
+    callback; a restarted job runs again from its journal. A rollback reverses every write newest first,
+    removes what was staged and restores the internal transport certificate. Exchange is reached by remote
+    PowerShell as the Run As account (no snap-in); Edge steps run on the Edge server's own worker. Output:
+    one line, certsync.result/1. No secret reaches a log, the journal or the result. See docs/runbook.md.
 #>
 [CmdletBinding(SupportsShouldProcess = $true)]
 param(
@@ -26,16 +24,9 @@ param(
 )
 
 # --- the contract and the dispatch table -------------------------------------------------------------
-
 function Get-CertsyncContract {
     # shared/pipeline/contract.py, as the runbook checks it (tests/test_runbook_contract.py compares them).
-    return @{
-        PlanSchema     = 'certsync.plan/2'
-        JournalSchema  = 'certsync.journal/1'
-        RequiredStatus = 'Valid'
-        ContentTypes   = @('application/x-pkcs12')
-        Role           = 'certsync Remediation'
-    }
+    return @{ PlanSchema = 'certsync.plan/2'; JournalSchema = 'certsync.journal/1'; RequiredStatus = 'Valid'; ContentTypes = @('application/x-pkcs12'); Role = 'certsync Remediation' }
 }
 
 function Get-CertsyncHandlers {
@@ -59,14 +50,11 @@ function Get-CertsyncHandlers {
 }
 
 # --- small helpers -----------------------------------------------------------------------------------
-
 function Get-CertsyncField {
     param([object]$Object, [string]$Name)
     if ($null -eq $Object) { return $null }
     if ($Object -is [System.Collections.IDictionary]) { return $Object[$Name] }
-    $property = $Object.PSObject.Properties[$Name]
-    if ($null -eq $property) { return $null }
-    return $property.Value
+    return $(if ($null -ne $Object.PSObject.Properties[$Name]) { $Object.PSObject.Properties[$Name].Value } else { $null })
 }
 
 function Format-CertsyncError {
@@ -81,9 +69,8 @@ function Get-CertsyncUtcNow {
 }
 
 function Write-CertsyncLog {
-    # Automation records the Verbose stream ("Log verbose records"), not the Information stream.
     param([string]$Message)
-    Write-Verbose -Message $Message -Verbose
+    Write-Verbose -Message $Message -Verbose  # Automation records Verbose ("Log verbose records"), not Information
 }
 
 function Test-CertsyncSame {
@@ -97,8 +84,7 @@ function ConvertTo-CertsyncServices {
     # A services value (a JSON array from the plan, or Exchange's "IMAP, POP, IIS, SMTP") as one sorted text.
     param([object]$Value)
     $names = @(@($Value) | ForEach-Object { [string]$_ -split ',' } | ForEach-Object { $_.Trim().ToUpperInvariant() } | Where-Object { $_ -and $_ -ne 'NONE' } | Sort-Object -Unique)
-    if ($names.Count -eq 0) { return 'None' }
-    return ($names -join ', ')
+    return $(if ($names.Count -eq 0) { 'None' } else { $names -join ', ' })
 }
 
 function Get-CertsyncServerParameters {
@@ -110,32 +96,20 @@ function Get-CertsyncServerParameters {
 }
 
 # --- the plan ----------------------------------------------------------------------------------------
-
 function Read-CertsyncPlan {
-    # PlanBase64: base64 of the plan's UTF-8 JSON text (Automation decodes JSON-looking parameter values,
+    # -PlanBase64: base64 of the plan's UTF-8 JSON text (Automation decodes JSON-looking parameter values,
     # so the plan cannot travel as JSON text). -PlanFile: the same JSON in a file (local use).
     param([string]$Encoded, [string]$PlanFile)
-    if ($Encoded -and $PlanFile) { throw 'Give either -PlanBase64 (Automation) or -PlanFile (local use), not both.' }
-    if ($PlanFile) {
-        $text = [System.IO.File]::ReadAllText((Resolve-Path -LiteralPath $PlanFile -ErrorAction Stop).ProviderPath, [System.Text.Encoding]::UTF8)
-    } elseif ($Encoded) {
-        try { $text = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($Encoded)) } catch { throw 'PlanBase64 is not base64; certsync sends the plan as base64 of its UTF-8 JSON text.' }
-    } else {
-        throw 'No plan: the Automation job passes -PlanBase64; locally, give -PlanFile <plan JSON file>.'
-    }
+    if ([bool]$Encoded -eq [bool]$PlanFile) { throw 'Give the plan as -PlanBase64 (Automation) or as -PlanFile (local use).' }
+    if ($PlanFile) { $text = [System.IO.File]::ReadAllText((Resolve-Path -LiteralPath $PlanFile -ErrorAction Stop).ProviderPath, [System.Text.Encoding]::UTF8) }
+    else { try { $text = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($Encoded)) } catch { throw 'PlanBase64 is not base64; certsync sends the plan as base64 of its UTF-8 JSON text.' } }
     try { $plan = ConvertFrom-Json -InputObject $text -ErrorAction Stop } catch { throw ('The plan is not JSON ({0}).' -f (Format-CertsyncError $_)) }
     $contract = Get-CertsyncContract
     $schema = [string](Get-CertsyncField $plan 'schema')
-    if ($schema -ne $contract.PlanSchema) {
-        throw ("The plan's schema is '{0}'; this runbook runs {1} only: let certsync plan the renewal again." -f $schema, $contract.PlanSchema)
-    }
-    $blocked = Get-CertsyncField $plan 'blocked'
-    if ($null -ne $blocked) { throw ('The plan is blocked ({0}); certsync does not run blocked plans: {1}.' -f $blocked.reason, $blocked.fix) }
-    $handlers = Get-CertsyncHandlers
-    foreach ($step in @(Get-CertsyncField $plan 'steps')) {
-        if (-not $handlers.ContainsKey([string]$step.action)) {
-            throw ("Plan step {0} has the action '{1}', which this runbook has no handler for: publish the current infra/runbooks/Invoke-CertsyncRemediation.ps1." -f $step.n, $step.action)
-        }
+    if ($schema -ne $contract.PlanSchema) { throw ("The plan's schema is '{0}'; this runbook runs {1} only: let certsync plan the renewal again." -f $schema, $contract.PlanSchema) }
+    if ($null -ne ($blocked = Get-CertsyncField $plan 'blocked')) { throw ('The plan is blocked ({0}); certsync does not run blocked plans: {1}.' -f $blocked.reason, $blocked.fix) }
+    foreach ($step in @(Get-CertsyncField $plan 'steps') | Where-Object { -not (Get-CertsyncHandlers).ContainsKey([string]$_.action) }) {
+        throw ("Plan step {0} has the action '{1}', which this runbook has no handler for: publish the current infra/runbooks/Invoke-CertsyncRemediation.ps1." -f $step.n, $step.action)
     }
     return $plan
 }
@@ -167,14 +141,12 @@ function New-CertsyncStepRecord {
 }
 
 # --- identity: remote PowerShell as the Run As account, Exchange Online per tenant -------------------
-
 function Connect-CertsyncExchange {
-    # Remote PowerShell to the first reachable server of the plan (Kerberos, the worker group's Run As
-    # credential). An Edge plan runs in the Edge server's local Exchange Management Shell.
+    # Remote PowerShell to the first of the plan's servers that answers (Kerberos, as the worker group's Run
+    # As credential), so Exchange RBAC applies. Edge steps run in the Edge server's own local shell.
     param([hashtable]$Context)
     $steps = @($Context.Steps | Where-Object { -not (Get-CertsyncField $_ 'manual') -and $_.action -ne 'set-exo-inbound-connector' })
     $edge = @($steps | Where-Object { Get-CertsyncField $_ 'edge' })
-    if ($steps.Count -eq 0) { return }
     if ($edge.Count -gt 0) {
         if ($edge.Count -ne $steps.Count -or @($edge | Where-Object { ([string]$_.server).Split('.')[0] -ne $env:COMPUTERNAME }).Count -gt 0) {
             throw ("An Edge server's steps run on that Edge server's own worker only, alone in their job; this job runs on {0}: let certsync queue the Edge steps to the Edge server's worker group." -f $env:COMPUTERNAME)
@@ -183,20 +155,18 @@ function Connect-CertsyncExchange {
         if (-not (Test-Path -LiteralPath $shell -PathType Leaf)) { throw "The Exchange Management Shell is not installed on the Edge server $env:COMPUTERNAME ($shell)." }
         . $shell
         Connect-ExchangeServer -auto -ClientApplication:ManagementShell
-    } else {
+    } elseif ($steps.Count -gt 0) {
         $errors = New-Object System.Collections.Generic.List[string]
         foreach ($server in @(Get-CertsyncField $Context.Plan 'servers')) {
             try {
                 $Context.Session = New-PSSession -ConfigurationName 'Microsoft.Exchange' -ConnectionUri ('http://{0}/PowerShell/' -f $server) -Authentication Kerberos -ErrorAction Stop
                 Import-Module (Import-PSSession -Session $Context.Session -DisableNameChecking -AllowClobber -ErrorAction Stop) -Global -DisableNameChecking
                 break
-            } catch { $errors.Add(('{0}: {1}' -f $server, (Format-CertsyncError $_))) }
+            } catch { $Context.Session = $null; $errors.Add(('{0}: {1}' -f $server, (Format-CertsyncError $_))) }
         }
-        if ($null -eq $Context.Session) {
-            throw ('No remote PowerShell session to Exchange ({0}); give the Hybrid worker group a Run As credential that Exchange RBAC admits (docs/runbook.md).' -f ($errors -join '; '))
-        }
+        if ($null -eq $Context.Session) { throw ('No remote PowerShell session to Exchange ({0}); give the Hybrid worker group a Run As credential that Exchange RBAC admits (docs/runbook.md).' -f ($errors -join '; ')) }
     }
-    Assert-CertsyncCmdlets
+    if ($steps.Count -gt 0) { Assert-CertsyncCmdlets }
 }
 
 function Assert-CertsyncCmdlets {
@@ -209,8 +179,8 @@ function Assert-CertsyncCmdlets {
 }
 
 function Connect-CertsyncTenant {
-    # Exchange Online, once per tenant the plan names (never guessed), with the worker's managed identity.
-    # The cmdlets get the prefix "Certsync" so they never shadow the on-premises ones.
+    # Exchange Online, once per tenant the plan names (never guessed), with the worker's managed identity;
+    # the prefix "Certsync" keeps its cmdlets from shadowing the on-premises ones.
     param([hashtable]$Context, [object]$Step)
     $tenant = [string](Get-CertsyncField $Step 'tenant')
     if (-not $tenant) { throw ("Plan step {0} ({1}) names no Exchange Online tenant; certsync never guesses one: plan again." -f $Step.n, $Step.action) }
@@ -221,7 +191,6 @@ function Connect-CertsyncTenant {
 }
 
 # --- Key Vault with the worker's managed identity ----------------------------------------------------
-
 function Get-CertsyncVaultEndpoint {
     # Only Key Vault hosts: a plan can never send the worker's token anywhere else.
     param([string]$SecretId)
@@ -254,11 +223,8 @@ function Get-CertsyncManagedIdentityToken {
 
 function Get-CertsyncKeyVaultSecret {
     param([string]$SecretUri, [string]$AccessToken)
-    try {
-        return Invoke-RestMethod -Uri ($SecretUri + '?api-version=7.4') -Headers @{ Authorization = 'Bearer ' + $AccessToken } -UseBasicParsing -TimeoutSec 60 -ErrorAction Stop
-    } catch {
-        throw ('Reading {0} from Key Vault failed ({1}); the worker identity needs the Key Vault Secrets User role on the vault.' -f $SecretUri, (Format-CertsyncError $_))
-    }
+    try { return Invoke-RestMethod -Uri ($SecretUri + '?api-version=7.4') -Headers @{ Authorization = 'Bearer ' + $AccessToken } -UseBasicParsing -TimeoutSec 60 -ErrorAction Stop }
+    catch { throw ('Reading {0} from Key Vault failed ({1}); the worker identity needs the Key Vault Secrets User role on the vault.' -f $SecretUri, (Format-CertsyncError $_)) }
 }
 
 function Read-CertsyncPfx {
@@ -268,8 +234,7 @@ function Read-CertsyncPfx {
     $accessToken = Get-CertsyncManagedIdentityToken -Resource (Get-CertsyncVaultEndpoint -SecretId $secretId).Resource
     $secret = Get-CertsyncKeyVaultSecret -SecretUri $secretId -AccessToken $accessToken
     $accessToken = $null
-    $contentType = [string]$secret.contentType
-    if ((Get-CertsyncContract).ContentTypes -notcontains $contentType) {
+    if ((Get-CertsyncContract).ContentTypes -notcontains ($contentType = [string]$secret.contentType)) {
         throw ("The Key Vault secret {0} holds '{1}', not a PFX: create the certificate with content type application/x-pkcs12 and exportable: true." -f $secretId, $contentType)
     }
     $Context.Pfx = [System.Convert]::FromBase64String([string]$secret.value)
@@ -279,32 +244,26 @@ function Read-CertsyncPfx {
 function Read-CertsyncSigning {
     # The callback's function key and whsec_ signing secrets, from the certificate's vault; read once.
     param([hashtable]$Context)
-    if ($null -ne $Context.Signing) { return $Context.Signing }
-    $vault = Get-CertsyncVaultEndpoint -SecretId ([string]$Context.Certificate.secret_id)
-    $accessToken = Get-CertsyncManagedIdentityToken -Resource $vault.Resource
-    $Context.Signing = @{
-        Key     = [string](Get-CertsyncKeyVaultSecret -SecretUri ($vault.Base + '/secrets/certsync-callback-key') -AccessToken $accessToken).value
-        Secrets = [string](Get-CertsyncKeyVaultSecret -SecretUri ($vault.Base + '/secrets/certsync-callback-secret') -AccessToken $accessToken).value
+    if ($null -eq $Context.Signing) {
+        $vault = Get-CertsyncVaultEndpoint -SecretId ([string]$Context.Certificate.secret_id)
+        $accessToken = Get-CertsyncManagedIdentityToken -Resource $vault.Resource
+        $Context.Signing = @{ Key = [string](Get-CertsyncKeyVaultSecret -SecretUri ($vault.Base + '/secrets/certsync-callback-key') -AccessToken $accessToken).value
+            Secrets = [string](Get-CertsyncKeyVaultSecret -SecretUri ($vault.Base + '/secrets/certsync-callback-secret') -AccessToken $accessToken).value }
+        $accessToken = $null
     }
-    $accessToken = $null
     return $Context.Signing
 }
 
 # --- the signed callback and the journal -------------------------------------------------------------
-
 function New-CertsyncWebhookHeaders {
     # Standard Webhooks v1 (shared/notify/signing.py): HMAC-SHA256 over "<id>.<timestamp>.<body>" per whsec_ secret.
     param([string]$MessageId, [long]$Timestamp, [byte[]]$Body, [string]$SigningSecrets)
     [byte[]]$signed = [System.Text.Encoding]::UTF8.GetBytes(('{0}.{1}.' -f $MessageId, $Timestamp)) + $Body
-    $signatures = New-Object System.Collections.Generic.List[string]
-    foreach ($item in ($SigningSecrets -split '[\s,]+' | Where-Object { $_ })) {
-        if (-not $item.StartsWith('whsec_')) { throw 'The Key Vault secret certsync-callback-secret must hold whsec_ secrets.' }
-        $hmac = New-Object System.Security.Cryptography.HMACSHA256
-        try {
-            $hmac.Key = [System.Convert]::FromBase64String($item.Substring(6))
-            $signatures.Add('v1,' + [System.Convert]::ToBase64String($hmac.ComputeHash($signed)))
-        } finally { $hmac.Dispose() }
-    }
+    $signatures = @(foreach ($item in ($SigningSecrets -split '[\s,]+' | Where-Object { $_ })) {
+            if (-not $item.StartsWith('whsec_')) { throw 'The Key Vault secret certsync-callback-secret must hold whsec_ secrets.' }
+            $hmac = New-Object System.Security.Cryptography.HMACSHA256(, [System.Convert]::FromBase64String($item.Substring(6)))
+            try { 'v1,' + [System.Convert]::ToBase64String($hmac.ComputeHash($signed)) } finally { $hmac.Dispose() }
+        })
     if ($signatures.Count -eq 0) { throw 'The Key Vault secret certsync-callback-secret is empty.' }
     return @{ 'webhook-id' = $MessageId; 'webhook-timestamp' = [string]$Timestamp; 'webhook-signature' = ($signatures -join ' ') }
 }
@@ -333,18 +292,16 @@ function Get-CertsyncJournalPath {
 }
 
 function Open-CertsyncJournal {
-    # An existing journal (the job restarted): its seq continues, and the writes it records as done are
-    # this job's, so a rollback reverses them although this run finds them "already".
+    # An existing journal (the job restarted): its seq continues; the writes it records intents for are this
+    # job's, so a rollback reverses them although this run reads them as "already"; a rollback it records
+    # as begun is finished rather than the plan run again.
     param([hashtable]$Context)
     $Context.Journal = Get-CertsyncJournalPath -JobId $Context.JobId
     if (-not (Test-Path -LiteralPath $Context.Journal -PathType Leaf)) { return $false }
-    foreach ($line in [System.IO.File]::ReadAllLines($Context.Journal, [System.Text.Encoding]::UTF8)) {
-        if (-not $line.Trim()) { continue }
-        $entry = ConvertFrom-Json -InputObject $line
+    foreach ($entry in @([System.IO.File]::ReadAllLines($Context.Journal, [System.Text.Encoding]::UTF8) | Where-Object { $_.Trim() } | ForEach-Object { ConvertFrom-Json -InputObject $_ })) {
         $Context.Seq = [Math]::Max($Context.Seq, [int]$entry.seq)
-        if ($entry.event -eq 'intent' -and -not $entry.rollback) { $Context.Earlier[[int]$entry.n] = $entry }
         if ($entry.rollback) { $Context.Resume = 'rollback' }
-        if ($entry.event -eq 'intent' -and $entry.action -eq 'enable-services' -and $entry.message) { $Context.Holders[[int]$entry.n] = [string]$entry.message }
+        elseif ($entry.event -eq 'intent') { $Context.Earlier[[int]$entry.n] = $entry; if ($entry.action -eq 'enable-services') { $Context.Holders[[int]$entry.n] = [string]$entry.message } }
     }
     if (-not $Context.Resume) { $Context.Resume = 'run' }
     Write-CertsyncLog ('Resuming job {0} ({1}): its journal has {2} entries.' -f $Context.JobId, $Context.Resume, $Context.Seq)
@@ -363,20 +320,17 @@ function Write-CertsyncJournal {
         before = $(if ($null -ne $Before) { [string]$Before } else { $null }); after = $(if ($null -ne $After) { [string]$After } else { $null })
         message = $Message; at = (Get-CertsyncUtcNow); rollback = $Rollback
     }
-    $line = ConvertTo-Json -InputObject $entry -Depth 3 -Compress
     $null = New-Item -ItemType Directory -Path ([System.IO.Path]::GetDirectoryName($Context.Journal)) -Force
     $stream = New-Object System.IO.FileStream($Context.Journal, [System.IO.FileMode]::Append, [System.IO.FileAccess]::Write, [System.IO.FileShare]::Read)
     try {
-        $bytes = [System.Text.Encoding]::UTF8.GetBytes($line + "`n")
+        $bytes = [System.Text.Encoding]::UTF8.GetBytes((ConvertTo-Json -InputObject $entry -Depth 3 -Compress) + "`n")
         $stream.Write($bytes, 0, $bytes.Length)
         $stream.Flush($true)
     } finally { $stream.Dispose() }
-    $body = ConvertTo-Json -Depth 4 -Compress -InputObject ([ordered]@{ schema = $entry.schema; job_id = $Context.JobId; entries = [object[]]@($entry) })
-    Send-CertsyncCallback -Context $Context -MessageId ('{0}-journal-{1}' -f $Context.JobId, $Context.Seq) -Json $body
+    Send-CertsyncCallback -Context $Context -MessageId ('{0}-journal-{1}' -f $Context.JobId, $Context.Seq) -Json (ConvertTo-Json -Depth 4 -Compress -InputObject ([ordered]@{ schema = $entry.schema; job_id = $Context.JobId; entries = [object[]]@($entry) }))
 }
 
 # --- compare-and-set, checks, and the step loop ------------------------------------------------------
-
 function Invoke-CertsyncCompareAndSet {
     # Read; equal to $Previous -> write $Value, read back; equal to $Value -> "already"; else "conflict".
     # Returns @{ Outcome; Before; After; Message }; the write is journaled between intent and outcome.
@@ -406,22 +360,13 @@ function Invoke-CertsyncCheck {
 function Invoke-CertsyncStep {
     # Runs one step through its handler; the record, the journal and $Context.Written follow its outcome.
     param([hashtable]$Context, [object]$Step, [System.Collections.IDictionary]$Record)
-    if (Get-CertsyncField $Step 'manual') {
-        $Record['message'] = 'manual: run the runbook on the Edge server {0} (no worker group runs there)' -f $Step.server
-        return $Record
-    }
+    if (Get-CertsyncField $Step 'manual') { $Record['message'] = 'manual: run the runbook on the Edge server {0} (no worker group runs there)' -f $Step.server; return $Record }
     $Context.Pending = $null
-    try {
-        $result = & ((Get-CertsyncHandlers)[[string]$Step.action]) -Context $Context -Step $Step
-    } catch {
-        $result = @{ Outcome = 'failed'; Before = $null; After = $null; Message = (Format-CertsyncError $_) }
-    }
-    $Record['outcome'] = $result.Outcome
-    $Record['before'] = $(if ($null -ne $result.Before) { [string]$result.Before } else { $null })
-    $Record['after'] = $(if ($null -ne $result.After) { [string]$result.After } else { $null })
-    $Record['message'] = [string]$result.Message
+    try { $result = & ((Get-CertsyncHandlers)[[string]$Step.action]) -Context $Context -Step $Step }
+    catch { $result = @{ Outcome = 'failed'; Before = $null; After = $null; Message = (Format-CertsyncError $_) } }
+    foreach ($key in 'outcome', 'before', 'after', 'message') { $Record[$key] = $(if ($null -ne $result[$key]) { [string]$result[$key] } else { $null }) }
+    # A write journaled as intended (in this run or, by the journal, an earlier one) is this job's to reverse.
     $earlier = $Context.Earlier[[int]$Step.n]
-    # A write journaled as intended is this job's to reverse, also when the step then failed.
     if ($null -ne $Context.Pending) { $Context.Written.Add(@{ Step = $Step; Before = $Context.Pending.Before; Record = $Record }) }
     elseif ($result.Outcome -eq 'already' -and $null -ne $earlier) { $Context.Written.Add(@{ Step = $Step; Before = $earlier.before; Record = $Record }) }
     Write-CertsyncJournal -Context $Context -Step $Step -Kind 'outcome' -Outcome $result.Outcome -Before $result.Before -After $result.After -Message $result.Message
@@ -429,7 +374,6 @@ function Invoke-CertsyncStep {
 }
 
 # --- the handlers: one per action, each a few lines around one cmdlet --------------------------------
-
 function Get-CertsyncCertificate {
     param([object]$Step, [string]$Thumbprint = $Step.object)
     $parameters = Get-CertsyncServerParameters -Step $Step
@@ -438,8 +382,7 @@ function Get-CertsyncCertificate {
 
 function Get-CertsyncPresence {
     param([object]$Step)
-    if ($null -eq (Get-CertsyncCertificate -Step $Step)) { return 'absent' }
-    return 'present'
+    return $(if ($null -eq (Get-CertsyncCertificate -Step $Step)) { 'absent' } else { 'present' })
 }
 
 function Get-CertsyncStore {
@@ -567,7 +510,7 @@ function Invoke-CertsyncSetExoInboundConnector {
 }
 
 function Invoke-CertsyncRestartTransport {
-    # The Windows service the plan names (transport reads its certificates at start), restarted on the
+    # The Windows service the plan names (transport loads its certificates when it starts), restarted on the
     # step's server and waited for until Running (at most the step's `timeout` seconds, 300 by default).
     param([hashtable]$Context, [object]$Step)
     $parameters = @{ Name = [string]$Step.object }
@@ -575,34 +518,28 @@ function Invoke-CertsyncRestartTransport {
     if ($Context.WhatIf) { return @{ Outcome = 'would-do'; Before = $null; After = 'Running'; Message = "would restart $($Step.object)" } }
     Write-CertsyncJournal -Context $Context -Step $Step -Kind 'intent' -Before ([string](Get-Service @parameters -ErrorAction Stop).Status) -After 'Running'
     Get-Service @parameters -ErrorAction Stop | Restart-Service -Force -ErrorAction Stop
-    $timeout = [int](Get-CertsyncField $Step 'timeout')
-    if ($timeout -le 0) { $timeout = 300 }
-    $deadline = [DateTime]::UtcNow.AddSeconds($timeout)
-    while ([string](Get-Service @parameters -ErrorAction Stop).Status -ne 'Running') {
-        if ([DateTime]::UtcNow -gt $deadline) { return @{ Outcome = 'failed'; Before = $null; After = [string](Get-Service @parameters).Status; Message = "$($Step.object) on $($Step.server) is not Running $timeout s after its restart" } }
-        Start-Sleep -Seconds 5
-    }
+    $seconds = [int](Get-CertsyncField $Step 'timeout'); if ($seconds -le 0) { $seconds = 300 }
+    $deadline = [DateTime]::UtcNow.AddSeconds($seconds)
+    while (($status = [string](Get-Service @parameters -ErrorAction Stop).Status) -ne 'Running' -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Seconds 5 }
+    if ($status -ne 'Running') { return @{ Outcome = 'failed'; Before = $null; After = $status; Message = "$($Step.object) on $($Step.server) is $status, not Running, after its restart" } }
     return @{ Outcome = 'done'; Before = $null; After = 'Running'; Message = "restarted $($Step.object)" }
 }
 
 function Get-CertsyncPresentedThumbprint {
     # EHLO, STARTTLS and a TLS handshake to host:port; the thumbprint of the certificate the server presents.
-    param([string]$Endpoint, [int]$TimeoutMs = 15000)
+    param([string]$Endpoint)
     $hostName, $port = $Endpoint.Split(':')
     $client = New-Object System.Net.Sockets.TcpClient
     try {
-        $client.ReceiveTimeout = $TimeoutMs
-        $client.SendTimeout = $TimeoutMs
+        $client.ReceiveTimeout = 15000; $client.SendTimeout = 15000
         $client.Connect($hostName, [int]$port)
         $reader = New-Object System.IO.StreamReader($client.GetStream(), [System.Text.Encoding]::ASCII)
         $writer = New-Object System.IO.StreamWriter($client.GetStream(), [System.Text.Encoding]::ASCII)
         $writer.AutoFlush = $true
-        $line = $reader.ReadLine()
-        $writer.Write("EHLO certsync.invalid`r`n")
+        $null = $reader.ReadLine(); $writer.Write("EHLO certsync.invalid`r`n")
         do { $line = $reader.ReadLine() } while ($line -and $line.Length -gt 3 -and $line[3] -eq '-')
         $writer.Write("STARTTLS`r`n")
-        $line = $reader.ReadLine()
-        if (-not $line.StartsWith('220')) { throw "$Endpoint refused STARTTLS: $line" }
+        if (-not ($line = $reader.ReadLine()).StartsWith('220')) { throw "$Endpoint refused STARTTLS: $line" }
         $tls = New-Object System.Net.Security.SslStream($client.GetStream(), $false, ([System.Net.Security.RemoteCertificateValidationCallback] { $true }))
         $tls.AuthenticateAsClient($hostName)
         return (New-Object System.Security.Cryptography.X509Certificates.X509Certificate2($tls.RemoteCertificate)).Thumbprint
@@ -616,59 +553,44 @@ function Invoke-CertsyncProbeReceiveConnector {
 }
 
 function Invoke-CertsyncTestOutbound {
-    # On-premises -> Exchange Online: no queue of the send connector on the step's server holds an error;
+    # On-premises -> Exchange Online: no queue toward the send connector on the step's server holds an error;
     # with a tenant, Exchange Online's Validate-OutboundConnector for the step's exo_connector and recipient.
     param([hashtable]$Context, [object]$Step)
     $connector = Get-SendConnector -Identity $Step.object -ErrorAction Stop
     $stuck = @(Get-Queue -Server $Step.server -ErrorAction Stop | Where-Object { (Test-CertsyncSame $_.NextHopConnector $connector.Guid) -and $_.LastError })
-    if ($stuck.Count -gt 0) { return @{ Outcome = 'failed'; Before = $null; After = [string]$stuck[0].LastError; Message = ("the queue to '{0}' on {1} reports: {2}" -f $Step.object, $Step.server, $stuck[0].LastError) } }
-    $message = "no queue error toward '$($Step.object)'"
-    if (Get-CertsyncField $Step 'tenant') {
-        Connect-CertsyncTenant -Context $Context -Step $Step
-        $validated = Validate-CertsyncOutboundConnector -Identity $Step.exo_connector -Recipients $Step.value -ErrorAction Stop
-        $failed = @($validated | Where-Object { -not (Test-CertsyncSame $_.Status 'Succeeded') })
-        if ($failed.Count -gt 0) { return @{ Outcome = 'failed'; Before = $null; After = [string]$failed[0].Status; Message = "Validate-OutboundConnector '$($Step.exo_connector)': $($failed[0].Status)" } }
-        $message += "; Validate-OutboundConnector '$($Step.exo_connector)' succeeded"
-    }
-    return @{ Outcome = 'done'; Before = $null; After = 'ok'; Message = $message }
+    if ($stuck.Count -gt 0) { return @{ Outcome = 'failed'; After = [string]$stuck[0].LastError; Message = ("the queue to '{0}' on {1} reports: {2}" -f $Step.object, $Step.server, $stuck[0].LastError) } }
+    if (-not (Get-CertsyncField $Step 'tenant')) { return @{ Outcome = 'done'; After = 'ok'; Message = "no queue error toward '$($Step.object)'" } }
+    Connect-CertsyncTenant -Context $Context -Step $Step
+    $failed = @(Validate-CertsyncOutboundConnector -Identity $Step.exo_connector -Recipients $Step.value -ErrorAction Stop | Where-Object { -not (Test-CertsyncSame $_.Status 'Succeeded') })
+    if ($failed.Count -gt 0) { return @{ Outcome = 'failed'; After = [string]$failed[0].Status; Message = "Validate-OutboundConnector '$($Step.exo_connector)': $($failed[0].Status)" } }
+    return @{ Outcome = 'done'; After = 'ok'; Message = "no queue error toward '$($Step.object)'; Validate-OutboundConnector '$($Step.exo_connector)' succeeded" }
 }
 
 # --- rollback ----------------------------------------------------------------------------------------
-
 function Undo-CertsyncWrite {
-    # The reverse of one completed write, as a step of its own (compare-and-set, journaled as rollback).
+    # The reverse of one write, as a step of its own (compare-and-set again), journaled with rollback: true.
     param([hashtable]$Context, [hashtable]$Written)
     $step = $Written.Step
-    $undo = $null
     switch ([string]$step.action) {
-        'install-intermediate' { if ($Written.Before -eq 'absent') { $undo = @{ action = 'remove-intermediate' } } }
-        'import-certificate' { if ($Written.Before -eq 'absent') { $undo = @{ action = 'remove-certificate' } } }
-        'enable-services' { $undo = @{ action = 'enable-services' } }
-        'restart-transport' { }
+        'install-intermediate' { $undo = $(if ($Written.Before -eq 'absent') { @{ action = 'remove-intermediate' } }) }
+        'import-certificate' { $undo = $(if ($Written.Before -eq 'absent') { @{ action = 'remove-certificate' } }) }
+        'restart-transport' { $undo = $null }
         default { $undo = @{ action = [string]$step.action; previous = $step.value; value = $step.previous } }
     }
     if ($null -eq $undo) { return }
     $reverse = $step.PSObject.Copy()
-    $undo['rollback'] = $true
-    foreach ($key in $undo.Keys) { $reverse | Add-Member -NotePropertyName $key -NotePropertyValue $undo[$key] -Force }
-    $record = New-CertsyncStepRecord -Step $reverse -Outcome 'rolled-back' -Message ''
+    foreach ($key in @($undo.Keys) + 'rollback') { $reverse | Add-Member -NotePropertyName $key -NotePropertyValue $(if ($key -eq 'rollback') { $true } else { $undo[$key] }) -Force }
     try {
-        if ($undo.action -eq 'enable-services') {
-            $message = Restore-CertsyncServiceHolders -Context $Context -Step $step
-            $result = @{ Outcome = 'done'; Before = $null; After = $null; Message = $message }
-        } else {
-            $result = & ((Get-CertsyncHandlers)[$undo.action]) -Context $Context -Step $reverse
-        }
-    } catch {
-        $result = @{ Outcome = 'failed'; Before = $null; After = $null; Message = (Format-CertsyncError $_) }
-    }
-    if (@('done', 'already') -notcontains $result.Outcome) { $record['outcome'] = 'failed'; $Context.Error = '{0} Rollback of step {1} failed: {2}' -f $Context.Error, $step.n, $result.Message }
+        if ($undo.action -eq 'enable-services') { $result = @{ Outcome = 'done'; Message = (Restore-CertsyncServiceHolders -Context $Context -Step $step) } }
+        else { $result = & ((Get-CertsyncHandlers)[$undo.action]) -Context $Context -Step $reverse }
+    } catch { $result = @{ Outcome = 'failed'; Message = (Format-CertsyncError $_) } }
+    $record = New-CertsyncStepRecord -Step $reverse -Outcome 'rolled-back' -Message ('rollback: ' + [string]$result.Message)
     $record['before'] = $result.Before
     $record['after'] = $result.After
-    $record['message'] = 'rollback: ' + [string]$result.Message
+    if (@('done', 'already') -notcontains $result.Outcome) { $record['outcome'] = 'failed'; $Context.Error = '{0} Rollback of step {1} failed: {2}' -f $Context.Error, $step.n, $result.Message }
+    if (@('done', 'already') -contains $Written.Record['outcome']) { $Written.Record['outcome'] = 'rolled-back' }
     $Context.Records.Add($record)
-    if ($Written.Record['outcome'] -eq 'done' -or $Written.Record['outcome'] -eq 'already') { $Written.Record['outcome'] = 'rolled-back' }
-    Write-CertsyncJournal -Context $Context -Step $reverse -Kind 'outcome' -Outcome $(if ($record['outcome'] -eq 'failed') { 'failed' } else { 'rolled-back' }) -Before $result.Before -After $result.After -Message $record['message'] -Rollback $true
+    Write-CertsyncJournal -Context $Context -Step $reverse -Kind 'outcome' -Outcome $record['outcome'] -Before $result.Before -After $result.After -Message $record['message'] -Rollback $true
 }
 
 function Restore-CertsyncServiceHolders {
@@ -700,7 +622,6 @@ function Invoke-CertsyncRollback {
 }
 
 # --- the run -----------------------------------------------------------------------------------------
-
 function Invoke-CertsyncPlan {
     # Runs the steps in order; a failure or conflict stops the run and rolls back. A step of the retire
     # phase that fails keeps its certificate (listed in kept) and rolls nothing back.
@@ -739,20 +660,13 @@ function ConvertTo-CertsyncResultJson {
     foreach ($record in $Context.Records) { if ($record['outcome'] -eq 'conflict') { $record['outcome'] = 'failed' } }
     $certificate = $Context.Certificate
     $result = [ordered]@{
-        schema         = 'certsync.result/1'
-        job_id         = [string]$Context.JobId
-        correlation_id = [string]$Context.CorrelationId
-        certificate    = [ordered]@{ vault = [string](Get-CertsyncField $certificate 'vault'); name = [string](Get-CertsyncField $certificate 'name')
+        schema = 'certsync.result/1'; job_id = [string]$Context.JobId; correlation_id = [string]$Context.CorrelationId
+        certificate = [ordered]@{ vault = [string](Get-CertsyncField $certificate 'vault'); name = [string](Get-CertsyncField $certificate 'name')
             version = [string](Get-CertsyncField $certificate 'version'); thumbprint = [string](Get-CertsyncField $certificate 'thumbprint') }
-        status         = [string]$Context.Status
-        error          = $(if ($Context.Error) { [string]$Context.Error } else { $null })
-        worker         = [string]$Context.Worker
-        started        = [string]$Context.Started
-        finished       = [string]$Context.Finished
-        steps          = [object[]]$Context.Records.ToArray()
-        inventory      = [object[]]@()
-        server_names   = [object[]]$Context.ServerNames.ToArray()
-        kept           = [object[]]$Context.Kept.ToArray()
+        status = [string]$Context.Status; error = $(if ($Context.Error) { [string]$Context.Error } else { $null })
+        worker = [string]$Context.Worker; started = [string]$Context.Started; finished = [string]$Context.Finished
+        steps = [object[]]$Context.Records.ToArray(); inventory = [object[]]@()
+        server_names = [object[]]$Context.ServerNames.ToArray(); kept = [object[]]$Context.Kept.ToArray()
     }
     return (ConvertTo-Json -InputObject $result -Depth 6 -Compress)
 }
@@ -764,8 +678,7 @@ function Invoke-CertsyncMain {
     $context = New-CertsyncContext -Plan $null -JobId $JobId -CorrelationId $CorrelationId -WhatIfMode $WhatIfMode -CallbackUrl $CallbackUrl
     try {
         if ($JobId -notmatch '^[0-9a-fA-F]{32}$') { throw "JobId '$JobId' is not a certsync job id (32 hex digits)." }
-        $plan = Read-CertsyncPlan -Encoded $Encoded -PlanFile $PlanFile
-        $context = New-CertsyncContext -Plan $plan -JobId $JobId -CorrelationId $CorrelationId -WhatIfMode $WhatIfMode -CallbackUrl $CallbackUrl
+        $context = New-CertsyncContext -Plan (Read-CertsyncPlan -Encoded $Encoded -PlanFile $PlanFile) -JobId $JobId -CorrelationId $CorrelationId -WhatIfMode $WhatIfMode -CallbackUrl $CallbackUrl
         $null = Open-CertsyncJournal -Context $context
         Connect-CertsyncExchange -Context $context
         $null = @(Invoke-CertsyncPlan -Context $context)
