@@ -59,8 +59,7 @@ function Get-CertsyncField {
 
 function Format-CertsyncError {
     param([object]$ErrorRecord)
-    $message = [string]$ErrorRecord
-    if ($null -ne $ErrorRecord.Exception -and $ErrorRecord.Exception.Message) { $message = $ErrorRecord.Exception.Message }
+    $message = $(if ($null -ne $ErrorRecord.Exception -and $ErrorRecord.Exception.Message) { $ErrorRecord.Exception.Message } else { [string]$ErrorRecord })
     return (($message -replace '\s+', ' ').Trim())
 }
 
@@ -118,11 +117,9 @@ function New-CertsyncContext {
     # Everything one run needs and records, passed to every function (Pester builds one directly).
     param([object]$Plan, [string]$JobId, [string]$CorrelationId, [bool]$WhatIfMode = $false, [string]$CallbackUrl = '')
     $steps = @(@(Get-CertsyncField $Plan 'steps') | Where-Object { $null -ne $_ })
+    for ($i = 0; $i -lt $steps.Count; $i++) { if ($null -eq (Get-CertsyncField $steps[$i] 'n')) { $steps[$i] | Add-Member -NotePropertyName 'n' -NotePropertyValue ($i + 1) } }
     $records = New-Object System.Collections.Generic.List[object]
-    for ($i = 0; $i -lt $steps.Count; $i++) {
-        if ($null -eq (Get-CertsyncField $steps[$i] 'n')) { $steps[$i] | Add-Member -NotePropertyName 'n' -NotePropertyValue ($i + 1) }
-        $records.Add((New-CertsyncStepRecord -Step $steps[$i]))
-    }
+    foreach ($step in $steps) { $records.Add((New-CertsyncStepRecord -Step $step)) }
     return @{
         Plan = $Plan; Certificate = (Get-CertsyncField $Plan 'certificate'); Steps = $steps; Records = $records
         JobId = $JobId; CorrelationId = $CorrelationId; WhatIf = $WhatIfMode; CallbackUrl = $CallbackUrl
@@ -148,9 +145,8 @@ function Connect-CertsyncExchange {
     $steps = @($Context.Steps | Where-Object { -not (Get-CertsyncField $_ 'manual') -and $_.action -ne 'set-exo-inbound-connector' })
     $edge = @($steps | Where-Object { Get-CertsyncField $_ 'edge' })
     if ($edge.Count -gt 0) {
-        if ($edge.Count -ne $steps.Count -or @($edge | Where-Object { ([string]$_.server).Split('.')[0] -ne $env:COMPUTERNAME }).Count -gt 0) {
-            throw ("An Edge server's steps run on that Edge server's own worker only, alone in their job; this job runs on {0}: let certsync queue the Edge steps to the Edge server's worker group." -f $env:COMPUTERNAME)
-        }
+        $elsewhere = @($edge | Where-Object { ([string]$_.server).Split('.')[0] -ne $env:COMPUTERNAME }).Count
+        if ($edge.Count -ne $steps.Count -or $elsewhere -gt 0) { throw ("An Edge server's steps run on that Edge server's own worker only, alone in their job; this job runs on {0}: let certsync queue the Edge steps to the Edge server's worker group." -f $env:COMPUTERNAME) }
         $shell = Join-Path -Path ([string]$env:ExchangeInstallPath) -ChildPath 'bin\RemoteExchange.ps1'
         if (-not (Test-Path -LiteralPath $shell -PathType Leaf)) { throw "The Exchange Management Shell is not installed on the Edge server $env:COMPUTERNAME ($shell)." }
         . $shell
@@ -158,11 +154,10 @@ function Connect-CertsyncExchange {
     } elseif ($steps.Count -gt 0) {
         $errors = New-Object System.Collections.Generic.List[string]
         foreach ($server in @(Get-CertsyncField $Context.Plan 'servers')) {
-            try {
-                $Context.Session = New-PSSession -ConfigurationName 'Microsoft.Exchange' -ConnectionUri ('http://{0}/PowerShell/' -f $server) -Authentication Kerberos -ErrorAction Stop
-                Import-Module (Import-PSSession -Session $Context.Session -DisableNameChecking -AllowClobber -ErrorAction Stop) -Global -DisableNameChecking
-                break
-            } catch { $Context.Session = $null; $errors.Add(('{0}: {1}' -f $server, (Format-CertsyncError $_))) }
+            try { $Context.Session = New-PSSession -ConfigurationName 'Microsoft.Exchange' -ConnectionUri ('http://{0}/PowerShell/' -f $server) -Authentication Kerberos -ErrorAction Stop }
+            catch { $errors.Add(('{0}: {1}' -f $server, (Format-CertsyncError $_))); continue }
+            Import-Module (Import-PSSession -Session $Context.Session -DisableNameChecking -AllowClobber -ErrorAction Stop) -Global -DisableNameChecking
+            break
         }
         if ($null -eq $Context.Session) { throw ('No remote PowerShell session to Exchange ({0}); give the Hybrid worker group a Run As credential that Exchange RBAC admits (docs/runbook.md).' -f ($errors -join '; ')) }
     }
@@ -173,14 +168,11 @@ function Assert-CertsyncCmdlets {
     # RBAC shows a session only the cmdlets its roles grant: a missing one names the role to assign.
     $needed = @('Get-ExchangeCertificate', 'Import-ExchangeCertificate', 'Enable-ExchangeCertificate', 'Remove-ExchangeCertificate', 'Get-TransportService', 'Get-SendConnector', 'Set-SendConnector', 'Get-ReceiveConnector', 'Set-ReceiveConnector', 'Get-HybridConfiguration', 'Set-HybridConfiguration', 'Get-Queue')
     $missing = @($needed | Where-Object { $null -eq (Get-Command -Name $_ -ErrorAction SilentlyContinue) })
-    if ($missing.Count -gt 0) {
-        throw ("The Run As account's Exchange session has no {0}: add it to the role group '{1}' (docs/runbook.md)." -f ($missing -join ', '), (Get-CertsyncContract).Role)
-    }
+    if ($missing.Count -gt 0) { throw ("The Run As account's Exchange session has no {0}: add it to the role group '{1}' (docs/runbook.md)." -f ($missing -join ', '), (Get-CertsyncContract).Role) }
 }
 
 function Connect-CertsyncTenant {
-    # Exchange Online, once per tenant the plan names (never guessed), with the worker's managed identity;
-    # the prefix "Certsync" keeps its cmdlets from shadowing the on-premises ones.
+    # Exchange Online, once per tenant the plan names (never guessed); prefix "Certsync": no on-premises cmdlet shadowed.
     param([hashtable]$Context, [object]$Step)
     $tenant = [string](Get-CertsyncField $Step 'tenant')
     if (-not $tenant) { throw ("Plan step {0} ({1}) names no Exchange Online tenant; certsync never guesses one: plan again." -f $Step.n, $Step.action) }
@@ -194,8 +186,7 @@ function Connect-CertsyncTenant {
 function Get-CertsyncVaultEndpoint {
     # Only Key Vault hosts: a plan can never send the worker's token anywhere else.
     param([string]$SecretId)
-    $uri = $null
-    if (-not [System.Uri]::TryCreate($SecretId, [System.UriKind]::Absolute, [ref]$uri) -or $uri.Scheme -ne 'https') { throw "The plan's certificate.secret_id '$SecretId' is not an https URL of a Key Vault secret." }
+    $uri = $null; if (-not [System.Uri]::TryCreate($SecretId, [System.UriKind]::Absolute, [ref]$uri) -or $uri.Scheme -ne 'https') { throw "The plan's certificate.secret_id '$SecretId' is not an https URL of a Key Vault secret." }
     $suffix = $uri.Host.Substring($uri.Host.IndexOf('.') + 1).ToLowerInvariant()
     if (@('vault.azure.net', 'vault.azure.cn', 'vault.usgovcloudapi.net') -notcontains $suffix) { throw "The plan's certificate.secret_id host '$($uri.Host)' is not a Key Vault host." }
     return @{ Base = 'https://' + $uri.Host; Resource = 'https://' + $suffix }
@@ -206,36 +197,31 @@ function Get-CertsyncManagedIdentityToken {
     param([string]$Resource)
     [System.Net.ServicePointManager]::SecurityProtocol = [System.Net.ServicePointManager]::SecurityProtocol -bor [System.Net.SecurityProtocolType]::Tls12
     $encoded = [System.Uri]::EscapeDataString($Resource)
-    if (-not $env:IDENTITY_ENDPOINT) {
-        return [string](Invoke-RestMethod -Uri ('http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource={0}' -f $encoded) -Headers @{ Metadata = 'true' } -UseBasicParsing -TimeoutSec 30 -ErrorAction Stop).access_token
-    }
+    if (-not $env:IDENTITY_ENDPOINT) { return [string](Invoke-RestMethod -Uri ('http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource={0}' -f $encoded) -Headers @{ Metadata = 'true' } -UseBasicParsing -TimeoutSec 30 -ErrorAction Stop).access_token }
     $uri = '{0}?api-version=2020-06-01&resource={1}' -f $env:IDENTITY_ENDPOINT, $encoded
-    $challenge = ''
-    try { $null = Invoke-WebRequest -Uri $uri -Headers @{ Metadata = 'true' } -UseBasicParsing -ErrorAction Stop } catch [System.Net.WebException] { $challenge = [string]$_.Exception.Response.Headers['WWW-Authenticate'] }
+    $challenge = ''; try { $null = Invoke-WebRequest -Uri $uri -Headers @{ Metadata = 'true' } -UseBasicParsing -ErrorAction Stop } catch [System.Net.WebException] { $challenge = [string]$_.Exception.Response.Headers['WWW-Authenticate'] }
     $tokens = Join-Path -Path $env:ProgramData -ChildPath 'AzureConnectedMachineAgent\Tokens\'
     $realm = ($challenge -split 'realm=', 2)[-1].Trim()
     if (-not $realm.StartsWith($tokens, [System.StringComparison]::OrdinalIgnoreCase) -or -not $realm.EndsWith('.key', [System.StringComparison]::OrdinalIgnoreCase)) { throw "The Azure Arc identity endpoint sent no key-file challenge under $tokens; is this an Arc-enabled server?" }
     $challengeKey = [System.IO.File]::ReadAllText($realm)
-    $response = Invoke-RestMethod -Uri $uri -Headers @{ Metadata = 'true'; Authorization = 'Basic ' + $challengeKey } -UseBasicParsing -ErrorAction Stop
-    $challengeKey = $null
-    return [string]$response.access_token
+    try { return [string](Invoke-RestMethod -Uri $uri -Headers @{ Metadata = 'true'; Authorization = 'Basic ' + $challengeKey } -UseBasicParsing -ErrorAction Stop).access_token } finally { $challengeKey = $null }
 }
 
-function Get-CertsyncKeyVaultSecret {
-    param([string]$SecretUri, [string]$AccessToken)
-    try { return Invoke-RestMethod -Uri ($SecretUri + '?api-version=7.4') -Headers @{ Authorization = 'Bearer ' + $AccessToken } -UseBasicParsing -TimeoutSec 60 -ErrorAction Stop }
+function Read-CertsyncVaultSecret {
+    # GET a Key Vault secret with a token of the worker's managed identity; errors name the URL, never the token.
+    param([string]$SecretUri)
+    $accessToken = Get-CertsyncManagedIdentityToken -Resource (Get-CertsyncVaultEndpoint -SecretId $SecretUri).Resource
+    try { return Invoke-RestMethod -Uri ($SecretUri + '?api-version=7.4') -Headers @{ Authorization = 'Bearer ' + $accessToken } -UseBasicParsing -TimeoutSec 60 -ErrorAction Stop }
     catch { throw ('Reading {0} from Key Vault failed ({1}); the worker identity needs the Key Vault Secrets User role on the vault.' -f $SecretUri, (Format-CertsyncError $_)) }
+    finally { $accessToken = $null }
 }
 
 function Read-CertsyncPfx {
     # The PFX in memory only ($Context.Pfx, zeroed after the run); a content type the contract does not accept is refused.
     param([hashtable]$Context)
-    $secretId = [string]$Context.Certificate.secret_id
-    $accessToken = Get-CertsyncManagedIdentityToken -Resource (Get-CertsyncVaultEndpoint -SecretId $secretId).Resource
-    $secret = Get-CertsyncKeyVaultSecret -SecretUri $secretId -AccessToken $accessToken
-    $accessToken = $null
+    $secret = Read-CertsyncVaultSecret -SecretUri ([string]$Context.Certificate.secret_id)
     if ((Get-CertsyncContract).ContentTypes -notcontains ($contentType = [string]$secret.contentType)) {
-        throw ("The Key Vault secret {0} holds '{1}', not a PFX: create the certificate with content type application/x-pkcs12 and exportable: true." -f $secretId, $contentType)
+        throw ("The Key Vault secret {0} holds '{1}', not a PFX: create the certificate with content type application/x-pkcs12 and exportable: true." -f $Context.Certificate.secret_id, $contentType)
     }
     $Context.Pfx = [System.Convert]::FromBase64String([string]$secret.value)
     $secret = $null
@@ -245,11 +231,8 @@ function Read-CertsyncSigning {
     # The callback's function key and whsec_ signing secrets, from the certificate's vault; read once.
     param([hashtable]$Context)
     if ($null -eq $Context.Signing) {
-        $vault = Get-CertsyncVaultEndpoint -SecretId ([string]$Context.Certificate.secret_id)
-        $accessToken = Get-CertsyncManagedIdentityToken -Resource $vault.Resource
-        $Context.Signing = @{ Key = [string](Get-CertsyncKeyVaultSecret -SecretUri ($vault.Base + '/secrets/certsync-callback-key') -AccessToken $accessToken).value
-            Secrets = [string](Get-CertsyncKeyVaultSecret -SecretUri ($vault.Base + '/secrets/certsync-callback-secret') -AccessToken $accessToken).value }
-        $accessToken = $null
+        $base = (Get-CertsyncVaultEndpoint -SecretId ([string]$Context.Certificate.secret_id)).Base
+        $Context.Signing = @{ Key = [string](Read-CertsyncVaultSecret -SecretUri "$base/secrets/certsync-callback-key").value; Secrets = [string](Read-CertsyncVaultSecret -SecretUri "$base/secrets/certsync-callback-secret").value }
     }
     return $Context.Signing
 }
@@ -281,9 +264,7 @@ function Send-CertsyncCallback {
         $headers['x-functions-key'] = $signing.Key
         # Bytes, not a string: Windows PowerShell would re-encode a string and break the signature.
         $null = Invoke-RestMethod -Method Post -Uri $Context.CallbackUrl -Headers $headers -Body $body -ContentType 'application/json' -UseBasicParsing -TimeoutSec 60 -ErrorAction Stop
-    } catch {
-        Write-Warning ('The callback {0} failed ({1}).' -f $MessageId, (Format-CertsyncError $_))
-    }
+    } catch { Write-Warning ('The callback {0} failed ({1}).' -f $MessageId, (Format-CertsyncError $_)) }
 }
 
 function Get-CertsyncJournalPath {
@@ -322,11 +303,8 @@ function Write-CertsyncJournal {
     }
     $null = New-Item -ItemType Directory -Path ([System.IO.Path]::GetDirectoryName($Context.Journal)) -Force
     $stream = New-Object System.IO.FileStream($Context.Journal, [System.IO.FileMode]::Append, [System.IO.FileAccess]::Write, [System.IO.FileShare]::Read)
-    try {
-        $bytes = [System.Text.Encoding]::UTF8.GetBytes((ConvertTo-Json -InputObject $entry -Depth 3 -Compress) + "`n")
-        $stream.Write($bytes, 0, $bytes.Length)
-        $stream.Flush($true)
-    } finally { $stream.Dispose() }
+    $bytes = [System.Text.Encoding]::UTF8.GetBytes((ConvertTo-Json -InputObject $entry -Depth 3 -Compress) + "`n")
+    try { $stream.Write($bytes, 0, $bytes.Length); $stream.Flush($true) } finally { $stream.Dispose() }
     Send-CertsyncCallback -Context $Context -MessageId ('{0}-journal-{1}' -f $Context.JobId, $Context.Seq) -Json (ConvertTo-Json -Depth 4 -Compress -InputObject ([ordered]@{ schema = $entry.schema; job_id = $Context.JobId; entries = [object[]]@($entry) }))
 }
 
@@ -367,8 +345,7 @@ function Invoke-CertsyncStep {
     foreach ($key in 'outcome', 'before', 'after', 'message') { $Record[$key] = $(if ($null -ne $result[$key]) { [string]$result[$key] } else { $null }) }
     # A write journaled as intended (in this run or, by the journal, an earlier one) is this job's to reverse.
     $earlier = $Context.Earlier[[int]$Step.n]
-    if ($null -ne $Context.Pending) { $Context.Written.Add(@{ Step = $Step; Before = $Context.Pending.Before; Record = $Record }) }
-    elseif ($result.Outcome -eq 'already' -and $null -ne $earlier) { $Context.Written.Add(@{ Step = $Step; Before = $earlier.before; Record = $Record }) }
+    if ($null -ne $Context.Pending) { $Context.Written.Add(@{ Step = $Step; Before = $Context.Pending.Before; Record = $Record }) } elseif ($result.Outcome -eq 'already' -and $null -ne $earlier) { $Context.Written.Add(@{ Step = $Step; Before = $earlier.before; Record = $Record }) }
     Write-CertsyncJournal -Context $Context -Step $Step -Kind 'outcome' -Outcome $result.Outcome -Before $result.Before -After $result.After -Message $result.Message
     return $Record
 }
@@ -388,8 +365,7 @@ function Get-CertsyncPresence {
 function Get-CertsyncStore {
     # LocalMachine\CA of the step's server (\\SERVER\CA over Remote Registry unless the step runs here).
     param([object]$Step, [string]$Mode = 'ReadOnly')
-    $name = 'CA'
-    if (-not (Get-CertsyncField $Step 'edge') -and ([string]$Step.server).Split('.')[0] -ne $env:COMPUTERNAME) { $name = '\\{0}\CA' -f $Step.server }
+    $name = $(if (-not (Get-CertsyncField $Step 'edge') -and ([string]$Step.server).Split('.')[0] -ne $env:COMPUTERNAME) { '\\{0}\CA' -f $Step.server } else { 'CA' })
     $store = New-Object System.Security.Cryptography.X509Certificates.X509Store($name, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
     $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]$Mode)
     return $store
@@ -438,9 +414,7 @@ function Invoke-CertsyncRemoveCertificate {
 
 function Get-CertsyncInternalTransport {
     param([object]$Step)
-    $identity = [string]$Step.server
-    if (-not $identity) { $identity = $env:COMPUTERNAME }
-    return [string](Get-TransportService -Identity $identity -ErrorAction Stop).InternalTransportCertificateThumbprint
+    return [string](Get-TransportService -Identity $(if ($Step.server) { [string]$Step.server } else { $env:COMPUTERNAME }) -ErrorAction Stop).InternalTransportCertificateThumbprint
 }
 
 function Restore-CertsyncInternalTransport {
@@ -534,8 +508,7 @@ function Get-CertsyncPresentedThumbprint {
         $client.ReceiveTimeout = 15000; $client.SendTimeout = 15000
         $client.Connect($hostName, [int]$port)
         $reader = New-Object System.IO.StreamReader($client.GetStream(), [System.Text.Encoding]::ASCII)
-        $writer = New-Object System.IO.StreamWriter($client.GetStream(), [System.Text.Encoding]::ASCII)
-        $writer.AutoFlush = $true
+        $writer = New-Object System.IO.StreamWriter($client.GetStream(), [System.Text.Encoding]::ASCII) -Property @{ AutoFlush = $true }
         $null = $reader.ReadLine(); $writer.Write("EHLO certsync.invalid`r`n")
         do { $line = $reader.ReadLine() } while ($line -and $line.Length -gt 3 -and $line[3] -eq '-')
         $writer.Write("STARTTLS`r`n")
@@ -585,8 +558,7 @@ function Undo-CertsyncWrite {
         else { $result = & ((Get-CertsyncHandlers)[$undo.action]) -Context $Context -Step $reverse }
     } catch { $result = @{ Outcome = 'failed'; Message = (Format-CertsyncError $_) } }
     $record = New-CertsyncStepRecord -Step $reverse -Outcome 'rolled-back' -Message ('rollback: ' + [string]$result.Message)
-    $record['before'] = $result.Before
-    $record['after'] = $result.After
+    $record['before'] = $result.Before; $record['after'] = $result.After
     if (@('done', 'already') -notcontains $result.Outcome) { $record['outcome'] = 'failed'; $Context.Error = '{0} Rollback of step {1} failed: {2}' -f $Context.Error, $step.n, $result.Message }
     if (@('done', 'already') -contains $Written.Record['outcome']) { $Written.Record['outcome'] = 'rolled-back' }
     $Context.Records.Add($record)
@@ -608,14 +580,15 @@ function Restore-CertsyncServiceHolders {
 }
 
 function Invoke-CertsyncRollback {
-    # Every completed write reversed, newest first; then the internal transport certificate on every server.
+    # Every write reversed, newest first; then the internal transport certificate of every server with an
+    # enable-services step read, and restored where it is not the plan's.
     param([hashtable]$Context)
     for ($i = $Context.Written.Count - 1; $i -ge 0; $i--) { Undo-CertsyncWrite -Context $Context -Written $Context.Written[$i] }
     foreach ($step in @($Context.Steps | Where-Object { $_.action -eq 'enable-services' -and -not (Get-CertsyncField $_ 'manual') })) {
         $record = New-CertsyncStepRecord -Step $step -Outcome 'rolled-back' -Message ''
+        $record['after'] = [string](Get-CertsyncField $step 'internal_transport_certificate')
         try { $record['message'] = 'rollback: internal transport certificate ' + $(if (($restored = Restore-CertsyncInternalTransport -Step $step)) { $restored } else { 'unchanged' }) }
         catch { $record['outcome'] = 'failed'; $record['message'] = 'rollback: ' + (Format-CertsyncError $_); $Context.Error = '{0} {1}' -f $Context.Error, $record['message'] }
-        $record['after'] = [string](Get-CertsyncField $step 'internal_transport_certificate')
         $Context.Records.Add($record)
         Write-CertsyncJournal -Context $Context -Step $step -Kind 'outcome' -Outcome $record['outcome'] -After $record['after'] -Message $record['message'] -Rollback $true
     }
@@ -639,17 +612,14 @@ function Invoke-CertsyncPlan {
         if (@('failed', 'conflict') -notcontains $record['outcome']) { continue }
         if ($step.phase -eq 'retire') {
             $Context.Kept.Add([ordered]@{ server = [string]$step.server; thumbprint = [string]$step.object; reason = [string]$record['message'] })
-            $record['outcome'] = 'skipped'
-            $record['message'] = 'kept: ' + $record['message']
-            continue
+            $record['outcome'] = 'skipped'; $record['message'] = 'kept: ' + $record['message']; continue
         }
         if ($null -eq $failure) { $failure = 'Step {0} ({1} {2} on {3}) {4}: {5}' -f $step.n, $step.action, $step.object, $step.server, $record['outcome'], $record['message'] }
         if (-not $Context.WhatIf) { break }
     }
     if ($Context.WhatIf) { $Context.Status = 'what-if'; $Context.Error = $failure; return }
     if ($null -eq $failure) { $Context.Status = 'succeeded'; return }
-    $Context.Error = $failure
-    $Context.Status = 'rolled-back'
+    $Context.Error = $failure; $Context.Status = 'rolled-back'
     Invoke-CertsyncRollback -Context $Context
     if (@($Context.Records | Where-Object { $_['outcome'] -eq 'failed' -and $_['message'].StartsWith('rollback') }).Count -gt 0) { $Context.Status = 'failed' }
 }
@@ -682,10 +652,8 @@ function Invoke-CertsyncMain {
         $null = Open-CertsyncJournal -Context $context
         Connect-CertsyncExchange -Context $context
         $null = @(Invoke-CertsyncPlan -Context $context)
-    } catch {
-        $context.Status = 'failed'
-        $context.Error = Format-CertsyncError $_
-    } finally {
+    } catch { $context.Status = 'failed'; $context.Error = Format-CertsyncError $_ }
+    finally {
         if ($null -ne $context.Pfx) { [System.Array]::Clear($context.Pfx, 0, $context.Pfx.Length); $context.Pfx = $null }
         if ($context.Tenant) { Disconnect-ExchangeOnline -Confirm:$false -ErrorAction SilentlyContinue }
         if ($null -ne $context.Session) { Remove-PSSession -Session $context.Session -ErrorAction SilentlyContinue }
