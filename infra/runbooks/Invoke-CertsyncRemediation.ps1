@@ -149,8 +149,8 @@ function Connect-CertsyncExchange {
         if ($edge.Count -ne $steps.Count -or $elsewhere -gt 0) { throw ("An Edge server's steps run on that Edge server's own worker only, alone in their job; this job runs on {0}: let certsync queue the Edge steps to the Edge server's worker group." -f $env:COMPUTERNAME) }
         $shell = Join-Path -Path ([string]$env:ExchangeInstallPath) -ChildPath 'bin\RemoteExchange.ps1'
         if (-not (Test-Path -LiteralPath $shell -PathType Leaf)) { throw "The Exchange Management Shell is not installed on the Edge server $env:COMPUTERNAME ($shell)." }
-        . $shell
-        Connect-ExchangeServer -auto -ClientApplication:ManagementShell
+        $null = . $shell
+        $null = Connect-ExchangeServer -auto -ClientApplication:ManagementShell
     } elseif ($steps.Count -gt 0) {
         $errors = New-Object System.Collections.Generic.List[string]
         foreach ($server in @(Get-CertsyncField $Context.Plan 'servers')) {
@@ -178,7 +178,7 @@ function Connect-CertsyncTenant {
     if (-not $tenant) { throw ("Plan step {0} ({1}) names no Exchange Online tenant; certsync never guesses one: plan again." -f $Step.n, $Step.action) }
     if ($Context.Tenant -eq $tenant) { return }
     if ($Context.Tenant) { Disconnect-ExchangeOnline -Confirm:$false -ErrorAction Stop }
-    Connect-ExchangeOnline -ManagedIdentity -Organization $tenant -Prefix 'Certsync' -ShowBanner:$false -ErrorAction Stop
+    $null = Connect-ExchangeOnline -ManagedIdentity -Organization $tenant -Prefix 'Certsync' -ShowBanner:$false -ErrorAction Stop
     $Context.Tenant = $tenant
 }
 
@@ -321,7 +321,7 @@ function Invoke-CertsyncCompareAndSet {
     if ($Context.WhatIf) { return @{ Outcome = 'would-do'; Before = $before; After = [string]$Value; Message = "would set '$Value'" } }
     Write-CertsyncJournal -Context $Context -Step $Step -Kind 'intent' -Before $before -After $Value -Message $Note -Rollback ([bool](Get-CertsyncField $Step 'rollback'))
     $Context.Pending = @{ Before = $before }
-    & $Write $Value
+    $null = & $Write $(if ([string]$Value) { $Value } else { $null })  # an empty value is $null to Exchange
     $after = [string](& $Read)
     if (-not (Test-CertsyncSame $after $Value)) { return @{ Outcome = 'failed'; Before = $before; After = $after; Message = "wrote '$Value' but it reads back as '$after'" } }
     return @{ Outcome = 'done'; Before = $before; After = $after; Message = 'set and read back' }
@@ -425,7 +425,7 @@ function Restore-CertsyncInternalTransport {
     $now = Get-CertsyncInternalTransport -Step $Step
     if (-not $planned -or (Test-CertsyncSame $now $planned)) { return '' }
     $parameters = Get-CertsyncServerParameters -Step $Step
-    Enable-ExchangeCertificate @parameters -Thumbprint $planned -Services 'SMTP' -Force -Confirm:$false -ErrorAction Stop
+    $null = Enable-ExchangeCertificate @parameters -Thumbprint $planned -Services 'SMTP' -Force -Confirm:$false -ErrorAction Stop
     $restored = Get-CertsyncInternalTransport -Step $Step
     if (-not (Test-CertsyncSame $restored $planned)) { throw "The internal transport certificate of $($Step.server) is $restored and restoring $planned failed: run Enable-ExchangeCertificate -Server $($Step.server) -Thumbprint $planned -Services SMTP -Force." }
     return "restored the internal transport certificate $planned (Exchange had taken $now)"
@@ -479,7 +479,7 @@ function Invoke-CertsyncSetHybridConfiguration {
 
 function Invoke-CertsyncSetExoInboundConnector {
     param([hashtable]$Context, [object]$Step)
-    Connect-CertsyncTenant -Context $Context -Step $Step
+    $null = Connect-CertsyncTenant -Context $Context -Step $Step
     Invoke-CertsyncCompareAndSet -Context $Context -Step $Step -Read { [string](Get-CertsyncInboundConnector -Identity $Step.object -ErrorAction Stop).TlsSenderCertificateName } -Write { param($v) Set-CertsyncInboundConnector -Identity $Step.object -TlsSenderCertificateName $v -Confirm:$false -ErrorAction Stop }
 }
 
@@ -533,7 +533,7 @@ function Invoke-CertsyncTestOutbound {
     $stuck = @(Get-Queue -Server $Step.server -ErrorAction Stop | Where-Object { (Test-CertsyncSame $_.NextHopConnector $connector.Guid) -and $_.LastError })
     if ($stuck.Count -gt 0) { return @{ Outcome = 'failed'; After = [string]$stuck[0].LastError; Message = ("the queue to '{0}' on {1} reports: {2}" -f $Step.object, $Step.server, $stuck[0].LastError) } }
     if (-not (Get-CertsyncField $Step 'tenant')) { return @{ Outcome = 'done'; After = 'ok'; Message = "no queue error toward '$($Step.object)'" } }
-    Connect-CertsyncTenant -Context $Context -Step $Step
+    $null = Connect-CertsyncTenant -Context $Context -Step $Step
     $failed = @(Validate-CertsyncOutboundConnector -Identity $Step.exo_connector -Recipients $Step.value -ErrorAction Stop | Where-Object { -not (Test-CertsyncSame $_.Status 'Succeeded') })
     if ($failed.Count -gt 0) { return @{ Outcome = 'failed'; After = [string]$failed[0].Status; Message = "Validate-OutboundConnector '$($Step.exo_connector)': $($failed[0].Status)" } }
     return @{ Outcome = 'done'; After = 'ok'; Message = "no queue error toward '$($Step.object)'; Validate-OutboundConnector '$($Step.exo_connector)' succeeded" }
@@ -573,7 +573,7 @@ function Restore-CertsyncServiceHolders {
     foreach ($pair in (([string]$Context.Holders[[int]$Step.n]) -split ' ' | Where-Object { $_ })) {
         $service, $thumbprint = $pair.Split('=')
         if (@(ConvertTo-CertsyncServices $Step.previous) -split ', ' -contains $service) { continue }
-        Enable-ExchangeCertificate @parameters -Thumbprint $thumbprint -Services $service -Force -Confirm:$false -ErrorAction Stop
+        $null = Enable-ExchangeCertificate @parameters -Thumbprint $thumbprint -Services $service -Force -Confirm:$false -ErrorAction Stop
         $given.Add($pair)
     }
     return ('services given back: {0}' -f $(if ($given.Count) { $given -join ' ' } else { 'none' }))

@@ -361,13 +361,17 @@ Describe 'Invoke-CertsyncRemediation' {
 
         It 'posts journal entries and the result as signed bytes, with no secret in any stream' {
             Mock Get-CertsyncManagedIdentityToken { 'eyJ0-token-value' }
-            Mock Get-CertsyncKeyVaultSecret { if ($SecretUri -like '*/certsync-callback-key') { [pscustomobject]@{ value = 'function-key-value' } } else { [pscustomobject]@{ value = $script:SigningSecret } } }
-            Mock Invoke-RestMethod { $script:Posted = @{ Uri = $Uri; Headers = $Headers; Body = $Body } }
+            Mock Invoke-RestMethod -ParameterFilter { $Uri -like 'https://contoso-kv.vault.azure.net/secrets/*' } {
+                if ($Uri -like '*/certsync-callback-key*') { [pscustomobject]@{ value = 'function-key-value' } } else { [pscustomobject]@{ value = $script:SigningSecret } }
+            }
+            Mock Invoke-RestMethod -ParameterFilter { $Method -eq 'Post' } { $script:Posted = @{ Uri = $Uri; Headers = $Headers; Body = $Body } }
             $context = New-TestContext
             $context.CallbackUrl = 'https://certsync.azurewebsites.net/api/jobs/a7d33d27f549da6ee5b954d7079b8535/result'
             $streams = @(Send-CertsyncCallback -Context $context -MessageId 'x-journal-1' -Json '{"schema":"certsync.journal/1"}' *>&1 | ForEach-Object { [string]$_ })
             [System.Text.Encoding]::UTF8.GetString($script:Posted.Body) | Should -Be '{"schema":"certsync.journal/1"}'
             $script:Posted.Headers['x-functions-key'] | Should -Be 'function-key-value'
+            $script:Posted.Headers['webhook-id'] | Should -Be 'x-journal-1'
+            Should -Invoke Invoke-RestMethod -ParameterFilter { $Headers['Authorization'] -eq 'Bearer eyJ0-token-value' } -Times 2 -Exactly
             ($streams -join ' ') | Should -Not -Match 'function-key-value|eyJ0|whsec_'
         }
     }
