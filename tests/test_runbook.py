@@ -93,7 +93,9 @@ WORKER_COMMANDS = {"connect-exchangeserver"}
 # syntax sections, only the ones that matter here; EXO cmdlets carry the runbook's "Certsync" prefix).
 EXCHANGE_PARAMETERS = {
     "get-exchangecertificate": {"thumbprint", "identity", "server", "domaincontroller", "domainname"},
-    "import-exchangecertificate": {"filedata", "filename", "friendlyname", "password", "privatekeyexportable", "server"},
+    "import-exchangecertificate": {
+        "filedata", "filename", "friendlyname", "password", "privatekeyexportable", "server",
+    },
     "enable-exchangecertificate": {"thumbprint", "identity", "services", "force", "donotrequiressl", "server"},
     "remove-exchangecertificate": {"thumbprint", "identity", "server"},
     "get-transportservice": {"identity", "domaincontroller"},

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 from pathlib import Path
@@ -145,9 +146,8 @@ def documented_role() -> dict[str, set[str]]:
             continue
         key = unquote(text(next(c for c in entry.children if c.type == "key_expression")))
         value = entry.children[-1]
-        if key[:4] in ("Get-", "Set-") or "-" in key and not key.startswith("certsync"):
-            if "@{" not in text(value):
-                role[key.lower()] = {unquote(text(n)).lower() for n in walk(value) if n.type == "string_literal"}
+        if re.fullmatch(r"[A-Z][a-z]+-[A-Za-z]+", key) and "@{" not in text(value):  # a cmdlet, not a parent role
+            role[key.lower()] = {unquote(text(n)).lower() for n in walk(value) if n.type == "string_literal"}
     return role
 
 
@@ -295,7 +295,7 @@ def test_the_journal_entry_has_the_contracts_fields_schema_events_and_outcomes()
             continue
         elements = [c for c in next(c for c in call.children if c.type == "command_elements").children]
         elements = [c for c in elements if c.type != "command_argument_sep"]
-        for parameter, value in zip(elements, elements[1:], strict=False):
+        for parameter, value in itertools.pairwise(elements):
             if not re.fullmatch(r"'[a-z-]+'", text(value)):
                 continue
             if name == "write-certsyncjournal" and text(parameter).lower() == "-kind":
@@ -322,3 +322,16 @@ def test_the_plan_schema_the_required_status_and_the_content_types_are_the_contr
 def test_the_runbook_is_at_most_half_its_former_length():
     # Issue 16: "at most half its current length" (1,357 lines when the issue was filed).
     assert len(Path(RUNBOOK).read_text().splitlines()) <= 1357 // 2
+
+
+def test_exchange_online_takes_the_tenant_from_each_step_never_from_the_worker():
+    # One connection per tenant the plan names; no Automation variable or default organization to guess from.
+    connect = functions()["Connect-CertsyncTenant"]
+    assert "Get-CertsyncField $Step 'tenant'" in text(connect)
+    [call] = [node for name, node in commands(connect) if name == "connect-exchangeonline"]
+    assert re.search(r"-Organization \$tenant\b", text(call)) and "-ManagedIdentity" in text(call)
+    assert "if ($Context.Tenant -eq $tenant) { return }" in text(connect)
+    called = {name for name, _ in commands(runbook_tree().root_node)}
+    assert "get-automationvariable" not in called
+    for name in ("Invoke-CertsyncSetExoInboundConnector", "Invoke-CertsyncTestOutbound"):
+        assert "connect-certsynctenant" in {n for n, _ in commands(functions()[name])}, name
