@@ -60,10 +60,10 @@ WRITE_VERBS = (
     "set-", "new-", "remove-", "enable-", "disable-", "import-", "export-", "install-", "uninstall-", "clear-",
     "start-", "stop-", "restart-", "update-", "move-", "rename-", "add-", "invoke-", "send-", "out-", "register-",
 )  # fmt: skip
-# The only changing commands allowed, and why: loading Exchange's own snap-in on an Edge server.
-ALLOWED = {"add-pssnapin"}
+# No changing command is allowed: not even Exchange's snap-in (it would bypass RBAC; issue 16).
+ALLOWED: set[str] = set()
 BUILT_INS = {
-    "add-pssnapin", "convertto-json", "foreach-object", "get-command", "get-variable", "join-path", "test-path",
+    "convertto-json", "foreach-object", "get-command", "get-variable", "join-path", "test-path",
     "where-object", "write-information", "write-output", "write-verbose", "write-warning",
 }  # fmt: skip
 WORKER_COMMANDS = {"get-automationvariable", "connect-exchangeserver"}

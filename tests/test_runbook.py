@@ -4,31 +4,24 @@ PowerShell, which cannot be installed here (spec: local-stack §5).
 - A syntax gate: the runbook and every tests/runbook/*.ps1 parse with the tree-sitter PowerShell grammar
   with no ERROR or MISSING node; deliberately broken snippets (and PowerShell 7-only syntax, which the
   grammar rejects) are flagged, so the gate can fail.
-- Project lints read from the parse tree: the Automation parameters match what shared/remediation/messages.py
-  sends, every action shared/pipeline/planner.py can plan (certsync.plan/2, spec exchange-inventory.md §3)
-  and every certsync.plan/1 action (queued before the upgrade; still run) has exactly one handler and
-  unknown actions throw, one Write-Output,
-  no Write-Host, no PowerShell 7-only commands or parameters, ConvertTo-Json always with -Depth, no
-  secret in a parameter name or in anything logged or thrown, the result record's fields.
-- Safety rules read from the tree: no case-sensitive comparison anywhere (Exchange matches TlsCertificateName
-  ignoring case; every comparison of such values goes through one helper), Exchange's own rendering of the
-  name is checked on each server before any switch (with staging rolled back on a mismatch), and retire
-  keeps a certificate that still serves another service, is the internal transport certificate or is still
-  selected by a connector.
+- Project lints read from the parse tree: one Write-Output, no Write-Host, no PowerShell 7-only commands or
+  parameters, ConvertTo-Json always with -Depth, no secret in a parameter name or in anything logged or
+  thrown, the result record's fields, no case-sensitive comparison anywhere (Exchange matches
+  TlsCertificateName ignoring case; every comparison goes through one helper).
 - The result line: the fixtures in tests/fixtures/runbook/ (written as Windows PowerShell 5.1's
-  ConvertTo-Json -Compress writes them) match certsync.result/1 and the tracker parses them.
+  ConvertTo-Json -Compress writes them, for tests/fixtures/runbook/plan-two-server.json) match
+  certsync.result/1 and the tracker parses them.
 
-The behaviour itself (idempotency, rollback, -WhatIf, the internal transport certificate, retire) is
-covered by the Pester tests in tests/runbook/, which need Windows PowerShell and are not run here.
+The runbook's contract with shared/pipeline/contract.py (parameters, handlers, journal, RBAC role, no
+decision on certificate content) is tests/test_runbook_contract.py. The behaviour itself (every handler,
+compare-and-set, rollback order, journal resume) is covered by the Pester tests in tests/runbook/, which
+need Windows PowerShell and are not run here.
 """
 
 from __future__ import annotations
 
-import ast
 import base64
 import datetime as dt
-import inspect
-import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -39,12 +32,10 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
-import shared.pipeline.planner
 from shared.notify.signing import parse_secrets, signature
-from shared.pipeline.jobs import RemediationRequest
+from shared.pipeline import contract
 from shared.remediation.messages import (
     RESULT_STATUSES,
-    job_parameters,
     kept_certificates,
     name_mismatches,
     parse_result,
@@ -58,40 +49,21 @@ PESTER = ROOT / "tests" / "runbook"
 FIXTURES = ROOT / "tests" / "fixtures" / "runbook"
 POWERSHELL = tree_sitter.Language(tree_sitter_powershell.language())
 
-STANDALONE_PARAMETERS = ("PlanFile", "PfxPath", "ExoOrganization", "SkipExchangeOnline", "LoadOnly")
-OUTCOMES = ("done", "already", "skipped", "failed", "rolled-back", "would-do")
+LOCAL_PARAMETERS = ("PlanFile", "LoadOnly")
+# Outcomes in certsync.result/1 steps[] (a journal "conflict" is "failed" there).
+OUTCOMES = tuple(o for o in contract.OUTCOMES if o != "conflict")
 RESULT_KEYS = (
     "schema", "job_id", "correlation_id", "certificate", "status", "error",
     "worker", "started", "finished", "steps", "inventory", "server_names", "kept",
 )  # fmt: skip
 SERVER_NAME_KEYS = ("server", "subject", "issuer", "expected", "matches")
 KEPT_KEYS = ("server", "thumbprint", "reason")
-# certsync.plan/2's actions (spec exchange-inventory.md §3); the planner that writes them is another branch.
-# certsync.plan/1's actions: the pipeline no longer plans them, but jobs queued before the upgrade still run.
-PLAN1_ACTIONS = (
-    "install-intermediate", "import-certificate", "enable-smtp", "check-status", "set-send-connector",
-    "set-receive-connector", "set-hybrid-configuration", "set-exo-inbound-connector", "verify-certificate",
-    "verify-connectors", "retire-certificate",
-)  # fmt: skip
-PLAN2_ACTIONS = (
-    "install-intermediate", "import-certificate", "enable-services", "check-name", "set-send-connector",
-    "set-receive-connector", "set-hybrid-configuration", "set-exo-inbound-connector", "check-status",
-    "remove-certificate",
-)  # fmt: skip
 # PowerShell's case-sensitive operators: -ceq, -cne, -clike, -cmatch, -ccontains, -cin, -creplace, -csplit ...
 CASE_SENSITIVE_OPERATOR = re.compile(
     r"-c(eq|ne|gt|ge|lt|le|like|notlike|match|notmatch|contains|notcontains|in|notin|replace|split)", re.I
 )
 CERTIFICATE_KEYS = ("vault", "name", "version", "thumbprint")
 STEP_KEYS = ("n", "action", "server", "object", "before", "after", "outcome", "message")
-INVENTORY_KEYS = ("server", "kind", "object", "tls_certificate_name", "thumbprint", "status", "services")
-INVENTORY_KINDS = (
-    "send-connector",
-    "receive-connector",
-    "hybrid-configuration",
-    "exo-inbound-connector",
-    "certificate",
-)
 # Commands and parameters that exist only in PowerShell 6/7; the worker runs Windows PowerShell 5.1.
 PS7_COMMANDS = {"get-error", "join-string", "test-json", "convertfrom-markdown", "get-uptime"}
 PS7_PARAMETERS = {
@@ -100,34 +72,29 @@ PS7_PARAMETERS = {
 }  # fmt: skip
 PS7_VARIABLES = {"$psstyle", "$iswindows", "$islinux", "$ismacos", "$iscoreclr"}
 # The runbook's variables that hold a secret while it runs: they may never reach a log stream, an
-# exception message or the Output stream.
-SECRET_VARIABLES = {"$accesstoken", "$challengekey", "$secret", "$functionkey", "$signingsecrets", "$password"}
-SECRET_MEMBERS = {"pfx", "bytes", "access_token"}
+# exception message, a journal entry or the Output stream.
+SECRET_VARIABLES = {"$accesstoken", "$challengekey", "$secret", "$signing"}
+SECRET_MEMBERS = {"pfx", "signing", "access_token", "key", "secrets"}
 LOGGING_COMMANDS = {
     "write-verbose", "write-warning", "write-information", "write-output", "write-error", "write-debug",
-    "write-progress", "write-host", "write-certsynclog", "set-certsyncstepoutcome", "echo", "write",
+    "write-progress", "write-host", "write-certsynclog", "write-certsyncjournal", "echo", "write",
 }  # fmt: skip
 # Commands the runbook may call besides its own functions and the Exchange cmdlets (which the Pester
-# fake must stand in for): Windows PowerShell 5.1 built-ins, the Automation asset cmdlets on the worker,
-# and RemoteExchange.ps1's Connect-ExchangeServer. A new command has to be added here on purpose.
+# fake must stand in for): Windows PowerShell 5.1 built-ins, remoting, and the Edge server's
+# RemoteExchange.ps1 (Connect-ExchangeServer). A new command has to be added here on purpose.
 WINDOWS_POWERSHELL_51 = {
-    "add-pssnapin", "convertfrom-json", "convertto-json", "foreach-object", "get-command", "get-variable",
-    "import-module", "invoke-restmethod", "invoke-webrequest", "join-path", "new-object", "read-host",
-    "resolve-path", "test-path", "where-object", "write-information", "write-output", "write-verbose",
-    "write-warning",
+    "add-member", "convertfrom-json", "convertto-json", "foreach-object", "get-command", "get-service",
+    "import-module", "import-pssession", "invoke-restmethod", "invoke-webrequest", "join-path", "new-item",
+    "new-object", "new-pssession", "remove-pssession", "resolve-path", "restart-service", "sort-object",
+    "start-sleep", "test-path", "where-object", "write-output", "write-verbose", "write-warning",
 }  # fmt: skip
-WORKER_COMMANDS = {"get-automationvariable", "connect-exchangeserver"}
+WORKER_COMMANDS = {"connect-exchangeserver"}
 # The parameters Microsoft documents for the Exchange cmdlets the runbook calls (office-docs-powershell
 # syntax sections, only the ones that matter here; EXO cmdlets carry the runbook's "Certsync" prefix).
 EXCHANGE_PARAMETERS = {
     "get-exchangecertificate": {"thumbprint", "identity", "server", "domaincontroller", "domainname"},
     "import-exchangecertificate": {
-        "filedata",
-        "filename",
-        "friendlyname",
-        "password",
-        "privatekeyexportable",
-        "server",
+        "filedata", "filename", "friendlyname", "password", "privatekeyexportable", "server",
     },
     "enable-exchangecertificate": {"thumbprint", "identity", "services", "force", "donotrequiressl", "server"},
     "remove-exchangecertificate": {"thumbprint", "identity", "server"},
@@ -138,11 +105,13 @@ EXCHANGE_PARAMETERS = {
     "set-receiveconnector": {"identity", "tlscertificatename"},
     "get-hybridconfiguration": {"domaincontroller"},
     "set-hybridconfiguration": {"tlscertificatename"},
+    "get-queue": {"identity", "server", "filter"},
     "connect-exchangeonline": {"managedidentity", "organization", "prefix", "showbanner"},
     "disconnect-exchangeonline": set(),
     "get-certsyncinboundconnector": {"identity"},
     "set-certsyncinboundconnector": {"identity", "tlssendercertificatename"},
-}
+    "validate-certsyncoutboundconnector": {"identity", "recipients"},
+}  # fmt: skip
 COMMON_PARAMETERS = {"erroraction", "warningaction", "verbose", "confirm", "whatif", "informationaction"}
 
 
@@ -186,6 +155,7 @@ def runbook_tree() -> tree_sitter.Tree:
     return parse(RUNBOOK.read_bytes())
 
 
+@cache
 def functions() -> dict[str, tree_sitter.Node]:
     """The runbook's top-level functions by name."""
     found = {}
@@ -248,55 +218,13 @@ def script_parameters() -> list[str]:
     return names
 
 
-# --- the plan's actions ----------------------------------------------------------------------------------
-
-
-def plan_actions() -> set[str]:
-    """Every action shared/pipeline/planner.py can put in a plan: the second argument of each
-    `self.step(phase, action, ...)`, a constant or one of the values of the `actions` table it indexes."""
-    tree = ast.parse(inspect.getsource(shared.pipeline.planner))
-    tables = {
-        target.id: node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    }
-    actions = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step":
-            _phase, action = node.args[:2]
-            if isinstance(action, ast.Subscript) and isinstance(action.value, ast.Name):
-                actions.update(ast.literal_eval(tables[action.value.id]).values())
-            else:
-                assert isinstance(action, ast.Constant) and isinstance(action.value, str), ast.dump(node)
-                actions.add(action.value)
-    return actions
-
-
-def all_actions() -> set[str]:
-    """What the runbook runs: certsync.plan/1's actions and certsync.plan/2's."""
-    return set(PLAN1_ACTIONS) | plan_actions()
-
-
-def dispatch() -> dict[str, tree_sitter.Node]:
-    """Invoke-CertsyncStep's switch clauses by condition (each condition once, asserted)."""
-    [switch] = [n for n in walk(functions()["Invoke-CertsyncStep"]) if n.type == "switch_statement"]
-    clauses = [n for n in walk(switch) if n.type == "switch_clause"]
-    conditions = [
-        unquote(text(next(c for c in clause.children if c.type == "switch_clause_condition"))) for clause in clauses
-    ]
-    assert len(conditions) == len(set(conditions)), conditions
-    return dict(zip(conditions, clauses, strict=True))
-
-
 def called(node: tree_sitter.Node) -> list[str]:
     """The commands `node` calls, lower case, in source order."""
     return [name for name, _ in commands(node)]
 
 
 def example_plan() -> dict:
-    return json.loads((FIXTURES / "job-issuer-changed.json").read_text())["plan"]
+    return json.loads((FIXTURES / "plan-two-server.json").read_text())
 
 
 # --- the syntax gate -------------------------------------------------------------------------------------
@@ -376,44 +304,10 @@ def test_the_script_supports_whatif():
     assert re.fullmatch(r"\[CmdletBinding\(\s*SupportsShouldProcess\s*=\s*\$true\s*\)\]", text(binding))
 
 
-def test_the_parameters_are_the_automation_job_contract_plus_standalone_switches():
-    job = RemediationRequest(
-        "contoso-kv", "exch-hybrid-smtp", "v2", "https://contoso-kv.vault.azure.net/secrets/x/v2", "AB", "c", {}
-    )
-    automation = list(job_parameters(job, "https://certsync.azurewebsites.net"))
-    assert automation == ["PlanJson", "CorrelationId", "JobId", "CallbackUrl"]
-    assert script_parameters() == [*automation, *STANDALONE_PARAMETERS]
-
-
 def test_no_parameter_name_looks_like_a_secret():
-    # Azure Automation records job parameters; a secret must never be one (PfxPath is a path, standalone).
-    secretive = re.compile(r"password|secret|key|token|credential|pfx(?!path)", re.IGNORECASE)
+    # Azure Automation records job parameters; a secret must never be one.
+    secretive = re.compile(r"password|secret|key|token|credential|pfx", re.IGNORECASE)
     assert [name for name in script_parameters() if secretive.search(name)] == []
-
-
-def test_every_action_of_both_plan_schemas_has_exactly_one_handler_and_unknown_actions_throw():
-    assert {step["action"] for step in example_plan()["steps"]} <= set(PLAN1_ACTIONS)  # a real plan/1 job
-    assert plan_actions() == set(PLAN2_ACTIONS)  # the collection sees every action the planner writes
-    clauses = dispatch()
-    assert sorted(c for c in clauses if c != "default") == sorted(all_actions())
-    for action in PLAN2_ACTIONS:  # each plan/2 action: one clause that calls one of the runbook's handlers
-        handlers = [name for name in called(clauses[action]) if name.startswith("invoke-certsync")]
-        assert len(handlers) == 1, (action, handlers)
-        assert handlers[0] in {name.lower() for name in functions()}, action
-    assert any(n.type == "flow_control_statement" and text(n).startswith("throw") for n in walk(clauses["default"]))
-
-
-def test_the_plan_is_checked_against_its_schemas_actions_before_anything_runs():
-    listed = functions()["Get-CertsyncActions"]
-    arrays = [n for n in walk(listed) if n.type == "array_expression"]
-    by_array = [[unquote(text(n)) for n in walk(array) if n.type == "string_literal"] for array in arrays]
-    [plan2, plan1] = by_array  # the certsync.plan/2 list under `if ($Schema -eq 'certsync.plan/2')`, then plan/1
-    assert sorted(plan2) == sorted(PLAN2_ACTIONS) == sorted(plan_actions())  # the spec's, all the planner's
-    assert sorted(plan1) == sorted(PLAN1_ACTIONS)
-    assert "'certsync.plan/2'" in {text(n) for n in walk(listed) if n.type == "string_literal"}
-    check = functions()["ConvertFrom-CertsyncPlan"]
-    [call] = [node for name, node in commands(check) if name == "get-certsyncactions"]
-    assert re.search(r"-Schema\s+\$schema", text(call))
 
 
 def test_no_write_host_and_exactly_one_write_output_in_main():
@@ -473,20 +367,9 @@ def test_secrets_never_reach_a_log_stream_an_exception_or_the_output():
         assert members & SECRET_MEMBERS == set(), text(node)[:120]
 
 
-def test_step_outcomes_and_statuses_are_the_contracts():
-    tree = runbook_tree()
-    outcome = functions()["Set-CertsyncStepOutcome"]
-    [validate] = attributes(outcome, "ValidateSet")
-    assert [unquote(text(n)) for n in walk(validate) if n.type == "string_literal"] == list(OUTCOMES)
-    for name, node in commands(tree.root_node):
-        if name != "set-certsyncstepoutcome":
-            continue
-        elements = [c for c in walk(node) if c.type in ("command_parameter", "string_literal")]
-        for element, following in itertools.pairwise(elements):
-            if text(element).lower() == "-outcome" and following.type == "string_literal":
-                assert unquote(text(following)) in OUTCOMES
+def test_the_statuses_are_the_results():
     statuses = set()
-    for node in walk(tree.root_node):
+    for node in walk(runbook_tree().root_node):
         if node.type == "assignment_expression" and re.fullmatch(r"\$Context\.Status", text(node.children[0]).strip()):
             value = text(node.children[-1]).strip()
             if value.startswith("'"):
@@ -500,26 +383,22 @@ def test_the_result_record_has_exactly_the_contract_fields():
     assert hash_keys(result[1]) == list(CERTIFICATE_KEYS)
     [step] = hash_literals(functions()["New-CertsyncStepRecord"])
     assert hash_keys(step) == list(STEP_KEYS)
-    [inventory] = hash_literals(functions()["Add-CertsyncInventory"])
-    assert hash_keys(inventory) == list(INVENTORY_KEYS)
-    [server_name] = hash_literals(functions()["Test-CertsyncServerName"])
+    [server_name] = hash_literals(functions()["Invoke-CertsyncCheckName"])
     assert hash_keys(server_name) == list(SERVER_NAME_KEYS)
-    [kept] = hash_literals(functions()["Add-CertsyncKept"])
-    assert hash_keys(kept) == list(KEPT_KEYS)
-    kinds = {unquote(text(n)) for n in walk(runbook_tree().root_node) if n.type == "string_literal"}
-    assert set(INVENTORY_KINDS) <= kinds
+    kept = [h for h in hash_literals(functions()["Invoke-CertsyncPlan"]) if "thumbprint" in hash_keys(h)]
+    assert [hash_keys(h) for h in kept] == [list(KEPT_KEYS)]
 
 
 def test_every_command_is_the_runbooks_own_a_known_built_in_or_faked_for_pester():
     own = {name.lower() for name in functions()}
-    called = {name for name, _ in commands(runbook_tree().root_node) if not name.startswith("$")}  # `. $path`
+    called_names = {name for name, _ in commands(runbook_tree().root_node) if not name.startswith(("$", "&", ".", "("))}
     fake = parse((PESTER / "FakeExchange.ps1").read_bytes())
     faked = set()
     for node in walk(fake.root_node):
         if node.type == "function_statement":
             name = text(next(c for c in node.children if c.type == "function_name")).lower()
             faked.add(name.removeprefix("global:"))
-    exchange = called - own - WINDOWS_POWERSHELL_51 - WORKER_COMMANDS
+    exchange = called_names - own - WINDOWS_POWERSHELL_51 - WORKER_COMMANDS
     assert {"get-exchangecertificate", "enable-exchangecertificate", "set-sendconnector"} <= exchange
     assert exchange <= faked, (
         f"neither built in nor faked in tests/runbook/FakeExchange.ps1: {sorted(exchange - faked)}"
@@ -536,7 +415,7 @@ def test_exchange_cmdlets_get_only_documented_parameters():
     assert seen == set(EXCHANGE_PARAMETERS)
 
 
-# --- safety rules: the name Exchange matches, retire ---------------------------------------------------------
+# --- safety rules: the name Exchange matches -----------------------------------------------------------------
 
 
 def case_sensitive_comparisons(tree: tree_sitter.Tree) -> list[str]:
@@ -566,69 +445,31 @@ def test_no_comparison_in_the_runbook_is_case_sensitive():
     assert case_sensitive_comparisons(allowed) == []
 
 
-def test_tls_certificate_names_are_compared_by_one_helper_that_ignores_case():
-    helper = functions()["Test-CertsyncSameTlsName"]
+def test_values_are_compared_by_one_helper_that_ignores_case():
+    helper = functions()["Test-CertsyncSame"]
     assert "OrdinalIgnoreCase" in text(helper)
-    for name in (
-        "Invoke-CertsyncSetTlsName",  # already set? the value it replaces? the read-back
-        "Invoke-CertsyncVerifyConnectors",
-        "Test-CertsyncPhase",  # the switch phase's read-back
-        "Undo-CertsyncChanges",  # the rollback's read-back
-        "Test-CertsyncTlsNameSelects",  # retire: which connectors select a certificate
-        "Test-CertsyncServerName",  # Exchange's rendering against certsync's string
-    ):
-        assert "test-certsyncsametlsname" in called(functions()[name]), name
-    assert "test-certsynctlsnameselects" in called(functions()["Find-CertsyncTlsNameReferences"])
+    for name in ("Invoke-CertsyncCompareAndSet", "Invoke-CertsyncCheck", "Restore-CertsyncInternalTransport"):
+        assert "test-certsyncsame" in called(functions()[name]), name
 
 
-def test_exchanges_own_rendering_of_the_name_is_checked_on_each_server_before_any_switch():
-    # plan/2's check-name step, and for every plan the check after the stage phase (plan/1 has no check-name).
-    assert called(dispatch()["check-name"]) == ["invoke-certsynccheckname"]
-    assert "test-certsyncservername" in called(functions()["Invoke-CertsyncCheckName"])
-    compare = called(functions()["Test-CertsyncServerName"])
-    assert {"get-certsyncexchangecertificate", "get-certsynccertificatetlsname", "test-certsyncsametlsname"} <= set(
-        compare
-    )
-    phase = functions()["Test-CertsyncPhase"]
-    assert "test-certsyncservername" in called(phase)
-    assert {"'check-status'", "'check-name'"} <= {text(n) for n in walk(phase) if n.type == "string_literal"}
-    # The plan runs the phase check whenever the phase changes, so after stage and before the first switch.
-    run = functions()["Invoke-CertsyncPlan"]
-    assert called(run).index("invoke-certsyncphasecheck") < called(run).index("invoke-certsyncstep")
-    # A mismatch fails with both strings and rolls staging back (the certificate the name check refused
-    # is removed again and the services it took are given back).
-    assert "undo-certsyncstaging" in called(run)
-    undo = called(functions()["Undo-CertsyncStaging"])
-    assert {"remove-exchangecertificate", "enable-exchangecertificate"} <= set(undo)
-    mismatch = text(functions()["Get-CertsyncNameMismatch"])
-    assert all(f"$Entry['{key}']" in mismatch for key in ("server", "issuer", "subject", "expected"))
+def test_exchanges_own_rendering_of_the_name_is_compared_with_the_plans_before_any_switch():
+    # The planner puts check-name on each staged server before the switch phase; the handler compares
+    # Exchange's "<I>" + Issuer + "<S>" + Subject with the step's value and records both for the notice.
+    plan = example_plan()
+    phases = [s["phase"] for s in plan["steps"]]
+    checks = [i for i, s in enumerate(plan["steps"]) if s["action"] == "check-name"]
+    assert checks and max(checks) < phases.index("switch")
+    handler = functions()["Invoke-CertsyncCheckName"]
+    assert "invoke-certsynccheck" in called(handler)
+    assert "'<I>{0}<S>{1}' -f $found.Issuer, $found.Subject" in text(handler)
 
 
-def test_retire_keeps_what_still_serves_is_internal_or_is_still_selected():
-    # Removing a certificate that still serves IIS, POP or IMAP breaks OWA and mail clients; the internal
-    # transport certificate breaks mail between servers; one a connector selects, that connector.
-    clauses = dispatch()
-    assert (
-        called(clauses["retire-certificate"])
-        == called(clauses["remove-certificate"])
-        == ["invoke-certsyncretirecertificate"]
-    )
-    retire = functions()["Invoke-CertsyncRetireCertificate"]
-    calls = called(retire)
-    removal = calls.index("remove-exchangecertificate")
-    before = calls[:removal]
-    assert "get-certsyncinternaltransportthumbprint" in before
-    assert before.count("get-certsyncservices") >= 2  # the old certificate's services and the new one's
-    assert "find-certsynctlsnamereferences" in before
-    assert before.count("add-certsynckept") >= 3  # each rule keeps, with its reason
-    assert calls.count("remove-exchangecertificate") == 1
-    # What retire does not remove is "kept", never a bare skip.
-    for name, node in commands(retire):
-        if name == "set-certsyncstepoutcome":
-            assert "'skipped'" not in text(node)
-    assert "'skipped'" in text(functions()["Add-CertsyncKept"]) and "kept: " in text(functions()["Add-CertsyncKept"])
-    # SMTP is the connectors' business (the references rule); every other service keeps the certificate.
-    assert re.search(r"\$_ -ne 'SMTP' -and \$newServices -notcontains \$_", text(retire))
+def test_a_failed_retire_step_keeps_the_certificate_and_rolls_nothing_back():
+    # Exchange refuses to remove a certificate a connector still uses; that is "kept", not a rollback.
+    run = text(functions()["Invoke-CertsyncPlan"])
+    retire = run[run.index("if ($step.phase -eq 'retire')") :]
+    retire = retire[: retire.index("$failure = ")]
+    assert "$Context.Kept.Add" in retire and "'kept: '" in retire and "continue" in retire
 
 
 def test_the_callback_signature_vector_of_the_pester_tests_is_shared_signing():
@@ -665,7 +506,7 @@ def check_result(data: dict) -> None:
     assert isinstance(data["worker"], str) and data["worker"]
     for step in data["steps"]:
         assert list(step) == list(STEP_KEYS)
-        assert isinstance(step["n"], int) and step["action"] in all_actions()
+        assert isinstance(step["n"], int) and step["action"] in contract.ACTIONS
         assert step["server"] is None or isinstance(step["server"], str)
         assert step["outcome"] in OUTCOMES
         assert all(step[k] is None or isinstance(step[k], str) for k in ("object", "before", "after", "message"))
@@ -677,10 +518,7 @@ def check_result(data: dict) -> None:
         assert outcomes <= {"would-do", "already", "failed", "skipped"}
     if data["status"] == "succeeded":
         assert "failed" not in outcomes and "rolled-back" not in outcomes
-    for item in data["inventory"]:
-        assert list(item) == list(INVENTORY_KEYS)
-        assert item["kind"] in INVENTORY_KINDS
-        assert all(v is None or isinstance(v, str) for v in item.values())
+    assert data["inventory"] == []  # discovery reads the inventory; the executor reports none
     for entry in data["server_names"]:
         assert list(entry) == list(SERVER_NAME_KEYS)
         assert isinstance(entry["matches"], bool)
@@ -719,13 +557,11 @@ def test_the_fixtures_cover_every_status():
 def test_the_succeeded_fixture_follows_the_example_plan_step_by_step():
     plan = example_plan()
     result = json.loads((FIXTURES / "result-succeeded.json").read_text())
-    assert [(s["n"], s["action"], s["server"]) for s in result["steps"]] == [
-        (s["n"], s["action"], s["server"]) for s in plan["steps"]
+    assert [(s["n"], s["action"], s["server"], s["object"]) for s in result["steps"]] == [
+        (n, s["action"], s["server"], s["object"]) for n, s in enumerate(plan["steps"], 1)
     ]
     assert result["certificate"]["thumbprint"] == plan["certificate"]["thumbprint"]
-    switched = {s["object"]: s["value"] for s in plan["steps"] if s["phase"] == "switch"}
-    connectors = {i["object"]: i["tls_certificate_name"] for i in result["inventory"] if i["kind"] != "certificate"}
-    assert connectors == switched
+    assert {s["outcome"] for s in result["steps"]} == {"done"}
 
 
 def test_per_server_outcomes_follow_from_the_result():
@@ -738,6 +574,21 @@ def test_per_server_outcomes_follow_from_the_result():
     assert {o["outcome"] for o in server_outcomes(succeeded, ["EX01", "EX02"], "Completed")} == {"succeeded"}
 
 
+def test_a_rollback_is_reported_step_by_step_newest_first():
+    result = json.loads((FIXTURES / "result-rolled-back.json").read_text())
+    plan = example_plan()["steps"]
+    undo = [s for s in result["steps"] if s["message"].startswith("rollback: ")]
+    # Connector values first (newest first), then services, imports and intermediates, then the
+    # internal transport certificate on every server with an enable-services step.
+    assert [s["n"] for s in undo[:-2]] == sorted({s["n"] for s in undo[:-2]}, reverse=True)
+    assert [s["action"] for s in undo[-2:]] == ["enable-services", "enable-services"]
+    assert {s["action"] for s in undo} >= {"remove-certificate", "remove-intermediate", "set-receive-connector"}
+    for step in undo:
+        if step["action"].startswith("set-"):
+            planned = plan[step["n"] - 1]
+            assert (step["before"], step["after"]) == (planned["value"], planned["previous"])
+
+
 def test_a_name_mismatch_switches_nothing_rolls_staging_back_and_names_both_strings():
     result = json.loads((FIXTURES / "result-name-mismatch.json").read_text())
     assert result["status"] == "rolled-back"
@@ -745,17 +596,14 @@ def test_a_name_mismatch_switches_nothing_rolls_staging_back_and_names_both_stri
         'EX01: Exchange renders "<I>C=US, O=Let\'s Encrypt, CN=R11<S>CN=mail.contoso.com",'
         ' certsync has "<I>CN=R11, O=Let\'s Encrypt, C=US<S>CN=mail.contoso.com"'
     ]
-    outcomes = {(s["action"], s["server"]): s["outcome"] for s in result["steps"]}
-    assert outcomes[("import-certificate", "EX01")] == outcomes[("import-certificate", "EX02")] == "rolled-back"
-    assert {o for (action, _), o in outcomes.items() if action.startswith("set-")} == {"skipped"}
-    assert "Exchange renders" in result["error"] and "certsync's" in result["error"]
+    outcomes = {(s["action"], s["server"], s["message"].startswith("rollback")): s["outcome"] for s in result["steps"]}
+    assert outcomes[("import-certificate", "EX01", False)] == "rolled-back"
+    assert outcomes[("remove-certificate", "EX01", True)] == "rolled-back"
+    assert {o for (action, _, _), o in outcomes.items() if action.startswith("set-")} == {"skipped"}
 
 
-def test_the_old_certificate_serving_iis_is_kept_on_a_successful_run():
-    # The example plan (certsync.plan/1) enables only SMTP on the new certificate; the old one also serves
-    # IIS on both servers (tests/runbook/FakeExchange.ps1), so retire keeps it and says why.
+def test_kept_certificates_read_from_the_result():
     result = json.loads((FIXTURES / "result-succeeded.json").read_text())
-    retired = [s for s in result["steps"] if s["action"] == "retire-certificate"]
-    assert {(s["outcome"], s["after"]) for s in retired} == {("skipped", "present")}
-    assert [k["server"] for k in result["kept"]] == ["EX01", "EX02"]
-    assert all("serves IIS" in line for line in kept_certificates(result))
+    assert kept_certificates(result) == []
+    result["kept"] = [{"server": "EX01", "thumbprint": "AB", "reason": "Exchange refused"}]
+    assert kept_certificates(result) == ["AB on EX01: Exchange refused"]

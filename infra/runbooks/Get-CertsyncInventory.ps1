@@ -381,6 +381,8 @@ function Invoke-CertsyncDiscoveryMain {
 if (-not $LoadOnly) {
     $certsyncExchangeLoadError = ''
     # RemoteExchange.ps1 is dot-sourced here, at script scope, so its session outlives any function.
+    # Connect-ExchangeServer opens the remote session as the job's account (Exchange RBAC applies; on an
+    # Edge server, the Edge server's own shell). There is no snap-in fallback: it would bypass RBAC.
     try {
         if ($null -eq (Get-Command -Name 'Get-ExchangeServer' -ErrorAction SilentlyContinue) -and $env:ExchangeInstallPath) {
             $certsyncRemoteExchange = Join-Path -Path $env:ExchangeInstallPath -ChildPath 'bin\RemoteExchange.ps1'
@@ -388,10 +390,6 @@ if (-not $LoadOnly) {
                 $null = . $certsyncRemoteExchange
                 $null = Connect-ExchangeServer -auto -ClientApplication:ManagementShell
             }
-        }
-        if ($null -eq (Get-Command -Name 'Get-ExchangeServer' -ErrorAction SilentlyContinue)) {
-            # An Edge Transport server has no remote shell: its local snap-in is the way in.
-            Add-PSSnapin -Name 'Microsoft.Exchange.Management.PowerShell.E2010' -ErrorAction SilentlyContinue
         }
     } catch {
         $certsyncExchangeLoadError = Format-CertsyncDiscoveryError $_

@@ -16,9 +16,10 @@
 #>
 
 function global:New-FakeExchange {
-    # The world before the renewal of tests/fixtures/runbook/job-issuer-changed.json: the old R10
+    # The world before the renewal of tests/fixtures/runbook/plan-two-server.json: the old R10
     # certificate on EX01 and EX02, every connector on its <I><S> name, Exchange's self-signed
-    # internal transport certificate on each server, the new certificate waiting in the "PFX".
+    # internal transport certificate on each server, the new certificate waiting in the "PFX"; no
+    # queue holds an error, and Exchange Online validates the outbound connector.
     param([string]$OldName = "<I>CN=R10, O=Let's Encrypt, C=US<S>CN=mail.contoso.com")
     $global:FakeExchange = @{
         Certificates      = @{}
@@ -33,6 +34,8 @@ function global:New-FakeExchange {
         Exo               = @{ 'Inbound from contoso' = 'mail.contoso.com' }
         ExoConnected      = $false
         Pfx               = @{ Thumbprint = '1514218ACD2571E7AA8E4920F2EBBE430A5D1996'; Issuer = "CN=R11, O=Let's Encrypt, C=US"; Subject = 'CN=mail.contoso.com' }
+        Queues            = @()
+        Validation        = 'Succeeded'
         Fail              = @{}
         Calls             = New-Object System.Collections.Generic.List[object]
     }
@@ -81,7 +84,7 @@ function global:Add-FakeCall {
 
 function global:Get-FakeChanges {
     # The calls that change something (what -WhatIf must never make).
-    return @($global:FakeExchange.Calls | Where-Object { $_.Name -match '^(Set|Import|Enable|Remove)-' } | ForEach-Object { $_.Name })
+    return @($global:FakeExchange.Calls | Where-Object { $_.Name -match '^(Set|Import|Enable|Remove|Add)-' } | ForEach-Object { $_.Name })
 }
 
 function global:Get-FakeState {
@@ -176,7 +179,7 @@ function global:Get-SendConnector {
     Add-FakeCall 'Get-SendConnector' $PSBoundParameters
     foreach ($entry in $global:FakeExchange.SendConnectors.GetEnumerator()) {
         if ($Identity -and $entry.Key -ne $Identity) { continue }
-        [pscustomobject]@{ Identity = $entry.Key; TlsCertificateName = $(if ($entry.Value) { $entry.Value } else { $null }) }
+        [pscustomobject]@{ Identity = $entry.Key; Guid = '0b9d5c6e-3f51-4d2b-9a70-2f1c8e4b7a10'; TlsCertificateName = $(if ($entry.Value) { $entry.Value } else { $null }) }
     }
     if ($Identity -and -not $global:FakeExchange.SendConnectors.Contains($Identity)) { throw "The operation couldn't be performed because object '$Identity' couldn't be found." }
 }
@@ -253,4 +256,45 @@ function global:Set-CertsyncInboundConnector {
     Add-FakeCall 'Set-CertsyncInboundConnector' $PSBoundParameters
     if (-not $global:FakeExchange.ExoConnected) { throw 'Not connected to Exchange Online.' }
     $global:FakeExchange.Exo[$Identity] = [string]$TlsSenderCertificateName
+}
+
+function global:Get-Queue {
+    [CmdletBinding()]
+    param([string]$Server)
+    Add-FakeCall 'Get-Queue' $PSBoundParameters
+    foreach ($queue in @($global:FakeExchange.Queues)) { [pscustomobject]$queue }
+}
+
+function global:Validate-CertsyncOutboundConnector {
+    [CmdletBinding()]
+    param([string]$Identity, [string[]]$Recipients)
+    Add-FakeCall 'Validate-CertsyncOutboundConnector' $PSBoundParameters
+    if (-not $global:FakeExchange.ExoConnected) { throw 'Not connected to Exchange Online.' }
+    [pscustomobject]@{ Identity = $Identity; Status = $global:FakeExchange.Validation }
+}
+
+function global:New-FakeStore {
+    # LocalMachine\CA of one server as Get-CertsyncStore returns it: Certificates.Find by thumbprint,
+    # Add, Remove, Close, over $global:FakeExchange.CaStore.
+    param([string]$Server)
+    $store = [pscustomobject]@{ Server = (Get-FakeServer $Server); Certificates = $null }
+    $certificates = [pscustomobject]@{ Server = $store.Server }
+    $certificates | Add-Member -MemberType ScriptMethod -Name Find -Value {
+        param($Type, $Thumbprint, $Valid)
+        return @($global:FakeExchange.CaStore[$this.Server] | Where-Object { $_ -eq $Thumbprint })
+    }
+    $store.Certificates = $certificates
+    $store | Add-Member -MemberType ScriptMethod -Name Add -Value {
+        param($Certificate)
+        Add-FakeCall 'Add-StoreCertificate' @{ Server = $this.Server; Thumbprint = $Certificate.Thumbprint }
+        $global:FakeExchange.CaStore[$this.Server] = @($global:FakeExchange.CaStore[$this.Server]) + $Certificate.Thumbprint
+    }
+    $store | Add-Member -MemberType ScriptMethod -Name Remove -Value {
+        param($Item)
+        $Thumbprint = [string]$(if ($Item -is [string]) { $Item } else { $Item.Thumbprint })
+        Add-FakeCall 'Remove-StoreCertificate' @{ Server = $this.Server; Thumbprint = $Thumbprint }
+        $global:FakeExchange.CaStore[$this.Server] = @($global:FakeExchange.CaStore[$this.Server] | Where-Object { $_ -ne $Thumbprint })
+    }
+    $store | Add-Member -MemberType ScriptMethod -Name Close -Value { $null }
+    return $store
 }
