@@ -108,6 +108,16 @@ def _crl_max_mb(value: str, name: str) -> int:
     return int(value)
 
 
+def _fetch_seconds(value: str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 600:
+        raise _bad(name, value, "give seconds, above 0 and at most 600 (e.g. 2.5)")
+    return seconds
+
+
 def _allow_hosts(value: str, name: str) -> tuple[str, ...]:
     from shared.validation.fetch import parse_allow_entry
 
@@ -277,6 +287,18 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("CERTSYNC_REVOCATION", "the revocation policy: hard, soft or off", "hard", parse=_revocation),
     Setting("CERTSYNC_ALLOW_HOSTS", "private CRL/OCSP/AIA/probe hosts the fetch guard admits", parse=_allow_hosts),
     Setting("CERTSYNC_CRL_MAX_MB", "the largest CRL downloaded, in MiB", "64", parse=_crl_max_mb),
+    Setting(
+        "CERTSYNC_FETCH_CONNECT_TIMEOUT", "seconds to connect to a CRL, OCSP or AIA server", "3", parse=_fetch_seconds
+    ),
+    Setting(
+        "CERTSYNC_FETCH_READ_TIMEOUT", "seconds a CRL, OCSP or AIA server may stay silent", "10", parse=_fetch_seconds
+    ),
+    Setting(
+        "CERTSYNC_FETCH_DEADLINE",
+        "seconds for one CRL, OCSP or AIA document, retries included",
+        "20",
+        parse=_fetch_seconds,
+    ),
     Setting("CERTSYNC_EXPIRY_DAYS", "the expiry warning window, in days", "30", parse=_days),
     Setting(
         "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN",
@@ -376,6 +398,9 @@ class PipelineValues:
     vault_dns_suffix: str
     vault_urls: Mapping[str, str]
     require_accepted_domain: bool = False  # the planner's rule 4 (exchange-inventory.md §2)
+    fetch_connect_timeout: float = 3.0
+    fetch_read_timeout: float = 10.0
+    fetch_deadline: float = 20.0  # one document, retries included
 
     def vault_url(self, vault: str) -> str:
         return self.vault_urls.get(vault) or f"https://{vault}.{self.vault_dns_suffix}"
@@ -515,6 +540,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             vault_dns_suffix=value("CERTSYNC_VAULT_DNS_SUFFIX", env),
             vault_urls=value("CERTSYNC_VAULT_URLS", env),
             require_accepted_domain=value("CERTSYNC_REQUIRE_ACCEPTED_DOMAIN", env),
+            fetch_connect_timeout=value("CERTSYNC_FETCH_CONNECT_TIMEOUT", env),
+            fetch_read_timeout=value("CERTSYNC_FETCH_READ_TIMEOUT", env),
+            fetch_deadline=value("CERTSYNC_FETCH_DEADLINE", env),
         ),
         notify=notify_values(env),
         remediation=RemediationValues(

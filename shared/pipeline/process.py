@@ -197,10 +197,19 @@ class PipelineSettings:
     at: dt.datetime | None = None  # assess at this time instead of now (demo, tests)
     inventory_max_age: dt.timedelta = DEFAULT_MAX_AGE  # CERTSYNC_INVENTORY_MAX_AGE_HOURS
     require_accepted_domain: bool = False  # CERTSYNC_REQUIRE_ACCEPTED_DOMAIN
+    fetch_connect_timeout: float = 3.0  # CERTSYNC_FETCH_CONNECT_TIMEOUT
+    fetch_read_timeout: float = 10.0  # CERTSYNC_FETCH_READ_TIMEOUT
+    fetch_deadline: float = 20.0  # CERTSYNC_FETCH_DEADLINE: one document, retries included
 
     def fetcher(self) -> Fetcher:
-        """A Fetcher for one assessment: the allow-list and the CRL cap."""
-        return Fetcher(allow=self.allow_hosts, limits=FetchLimits.with_crl_cap(self.crl_max_mb))
+        """A Fetcher for one assessment: the allow-list, the CRL cap and the timeouts."""
+        limits = FetchLimits.with_crl_cap(
+            self.crl_max_mb,
+            connect_timeout=self.fetch_connect_timeout,
+            read_timeout=self.fetch_read_timeout,
+            document_deadline=self.fetch_deadline,
+        )
+        return Fetcher(allow=self.allow_hosts, limits=limits)
 
 
 @dataclass
