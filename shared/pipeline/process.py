@@ -313,6 +313,7 @@ class _Run:
     pipeline: Pipeline
     event: KeyVaultEvent
     correlation_id: str
+    _history: list[AuditEntry] | None = None
 
     def go(self) -> Outcome:
         event = self.event
@@ -371,12 +372,15 @@ class _Run:
             inventory = read_inventory(record.inventory, f"the stored inventory of {record.worker_group}")
         except InventoryDocumentError as exc:
             return self._block(outcome, new, f"{exc}; run discovery of {record.worker_group} again")
+        baseline = self._baseline(source, new, previous, {c.thumbprint for c in inventory.certificates})
+        if baseline:  # the renewal's diff, too, is against what is deployed
+            outcome.previous = baseline[0]
         plan = plan_from_inventory(
             new.bundle,
             outcome.assessment,
             inventory,
             targets=targets,
-            previous_versions=[previous.bundle.leaf] if previous is not None else [],
+            previous_versions=[v.bundle.leaf for v in baseline],
             require_accepted_domain=self.pipeline.settings.require_accepted_domain,
             version=new,  # the Key Vault identity the runbook fetches the PFX by
         )
@@ -420,6 +424,34 @@ class _Run:
             )
             outcome.outcome, outcome.reason = "duplicate", f"job {request.job_id} already queued"
         return outcome
+
+    def history(self) -> list[AuditEntry]:
+        """The certificate's audit entries in this vault, read once per run."""
+        if self._history is None:
+            vault = self.event.vault.lower()
+            entries = self.pipeline.audit.history(partition(self.event.name))
+            self._history = [e for e in entries if not e.vault or e.vault.lower() == vault]
+        return self._history
+
+    def _baseline(
+        self, source: CertificateSource, new: StoredVersion, previous: StoredVersion | None, installed: set[str]
+    ) -> list[StoredVersion]:
+        """What is deployed, which the plan replaces: the version of the last job that succeeded for this
+        certificate (`deployed_version`) and the previous Key Vault version, each only when the inventory
+        shows it on a server. A Key Vault version that was never deployed (blocked, say) is not in the
+        inventory, so it is never the baseline. When neither is there, the planner takes what the
+        connectors select today for the certificate's names (the inventory alone)."""
+        candidates: list[StoredVersion] = []
+        deployed = deployed_version(self.history(), exclude=new.version)
+        if deployed is not None:
+            try:
+                candidates.append(source.get(new.name, deployed))
+            except SourceError as exc:  # deleted or unreadable since: the inventory decides
+                log.info("%s: the deployed version %s is not readable (%s)", new.name, deployed, exc)
+        if previous is not None:
+            candidates.append(previous)
+        found = {v.thumbprint: v for v in candidates if v.thumbprint in installed and v.thumbprint != new.thumbprint}
+        return list(found.values())
 
     def _fresh_inventory(self, worker_group: str) -> InventoryRecord | str:
         """The worker group's latest inventory when it is no older than the max age, else why not."""
@@ -533,6 +565,18 @@ class _Run:
         self.pipeline.notifier.notify(
             Notice(kind, event.name, event.vault, event.version, self.correlation_id, summary, details)
         )
+
+
+def deployed_version(entries: list[AuditEntry], exclude: str = "") -> str | None:
+    """The version of the newest job whose runbook succeeded (a `job-result` with a succeeded
+    certsync.result/1), other than `exclude`; None when no job of the certificate succeeded."""
+    for entry in reversed(entries):
+        if entry.kind != "job-result" or not entry.version or entry.version.lower() == exclude.lower():
+            continue
+        result = entry.details.get("result")
+        if isinstance(result, Mapping) and result.get("status") == "succeeded":
+            return entry.version
+    return None
 
 
 def rejected_partition(body: object) -> str:
