@@ -17,7 +17,10 @@ from shared.x509.certificate import Certificate
 from tests.chains import make_crl, pem_of
 from tests.exchange_model import ExchangeOrg
 from tests.inventories import exchange, tls_name
-from tests.test_pipeline import NAME, VAULT, Renewal, event, kinds, renewal  # noqa: F401 (the fixture)
+from tests.test_pipeline import NAME, VAULT, Renewal, event
+from tests.test_pipeline import renewal as renewal_fixture
+
+renewal = renewal_fixture  # the fixture: v1 (R10) deployed, v2 (R11) in the vault, CRLs on loopback
 
 CREATED = {"v1": "2026-08-01T00:00:00Z", "v2": "2026-11-20T00:00:00Z", "v3": "2026-11-25T00:00:00Z"}
 
