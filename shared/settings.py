@@ -118,6 +118,12 @@ def _fetch_seconds(value: str, name: str) -> float:
     return seconds
 
 
+def _maintenance_windows(value: str, name: str) -> dict[str, tuple[Any, ...]]:
+    from shared.pipeline.windows import parse_windows
+
+    return parse_windows(value, name)
+
+
 def _allow_hosts(value: str, name: str) -> tuple[str, ...]:
     from shared.validation.fetch import parse_allow_entry
 
@@ -299,6 +305,23 @@ REGISTRY: tuple[Setting, ...] = (
         "20",
         parse=_fetch_seconds,
     ),
+    Setting(
+        "CERTSYNC_BLOCK_NOTICE_HOURS",
+        "hours a transient block (revocation unreachable, inventory unusable) lasts before people are told",
+        "6",
+        parse=_hours,
+    ),
+    Setting(
+        "CERTSYNC_APPROVAL_REQUIRED",
+        "true: every plan waits for certsync approve (or POST .../approve) before its job is queued",
+        "false",
+        parse=_bool,
+    ),
+    Setting(
+        "CERTSYNC_MAINTENANCE_WINDOWS",
+        'when each worker group may be changed, JSON: {"group": ["Sat 22:00-Sun 04:00"]} (UTC)',
+        parse=_maintenance_windows,
+    ),
     Setting("CERTSYNC_EXPIRY_DAYS", "the expiry warning window, in days", "30", parse=_days),
     Setting(
         "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN",
@@ -401,6 +424,9 @@ class PipelineValues:
     fetch_connect_timeout: float = 3.0
     fetch_read_timeout: float = 10.0
     fetch_deadline: float = 20.0  # one document, retries included
+    block_notice_hours: int = 6
+    approval_required: bool = False
+    maintenance_windows: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # group -> its Windows
 
     def vault_url(self, vault: str) -> str:
         return self.vault_urls.get(vault) or f"https://{vault}.{self.vault_dns_suffix}"
@@ -543,6 +569,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             fetch_connect_timeout=value("CERTSYNC_FETCH_CONNECT_TIMEOUT", env),
             fetch_read_timeout=value("CERTSYNC_FETCH_READ_TIMEOUT", env),
             fetch_deadline=value("CERTSYNC_FETCH_DEADLINE", env),
+            block_notice_hours=value("CERTSYNC_BLOCK_NOTICE_HOURS", env),
+            approval_required=value("CERTSYNC_APPROVAL_REQUIRED", env),
+            maintenance_windows=value("CERTSYNC_MAINTENANCE_WINDOWS", env),
         ),
         notify=notify_values(env),
         remediation=RemediationValues(

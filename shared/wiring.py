@@ -137,6 +137,9 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         fetch_connect_timeout=values.fetch_connect_timeout,
         fetch_read_timeout=values.fetch_read_timeout,
         fetch_deadline=values.fetch_deadline,
+        block_notice_after=dt.timedelta(hours=values.block_notice_hours),
+        approval_required=values.approval_required,
+        maintenance_windows=dict(values.maintenance_windows),
     )
 
 
