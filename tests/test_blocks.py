@@ -17,7 +17,7 @@ from shared.x509.certificate import Certificate
 from tests.chains import make_crl, pem_of
 from tests.exchange_model import ExchangeOrg
 from tests.inventories import exchange, tls_name
-from tests.test_pipeline import NAME, VAULT, Renewal, event
+from tests.test_pipeline import NAME, NOW, VAULT, Renewal, event
 from tests.test_pipeline import renewal as renewal_fixture
 
 renewal = renewal_fixture  # the fixture: v1 (R10) deployed, v2 (R11) in the vault, CRLs on loopback
@@ -99,3 +99,201 @@ def test_a_blocked_version_is_never_the_next_versions_baseline(renewal, job_hist
     values = {c["TlsCertificateName"] for c in org.inventory["receive_connectors"] + org.inventory["send_connectors"]}
     assert values == {new} and org.inventory["hybrid_configuration"]["TlsCertificateName"] == new
     assert org.violations() == []
+
+
+# --- transient blocks retry themselves -----------------------------------------------------------------
+
+
+class Notices:
+    """A Notifier that keeps every notice (the webhook notifiers are tested in test_notify)."""
+
+    def __init__(self) -> None:
+        self.notices: list = []
+
+    def notify(self, notice) -> None:
+        self.notices.append(notice)
+
+    def kinds(self) -> list[str]:
+        return [n.kind for n in self.notices]
+
+
+def at(renewal: Renewal, when: dt.datetime, notices: Notices | None = None, **settings):
+    """A fresh pipeline (as a new Functions instance would be) whose clock says `when`."""
+    pipeline = renewal.pipeline(**settings)
+    pipeline.clock = lambda: when
+    if notices is not None:
+        pipeline.notifier = notices
+    return pipeline
+
+
+def pending(renewal: Renewal) -> list[AuditEntry]:
+    from shared.pipeline.process import PENDING_PARTITION
+
+    return list(renewal.pipeline().audit.history(PENDING_PARTITION))
+
+
+def test_a_crl_outage_is_a_transient_block_that_retries_with_backoff_and_deploys_when_it_clears(renewal):
+    """Issue 17: one CRL outage at renewal time and the version never deployed (a block was forever).
+    Now it is retried with backoff, told to people only past the notice window, then deployed."""
+    notices = Notices()
+    renewal.server.route("/R11.crl", status=500)
+    first = at(renewal, NOW, notices).process(parse_event(event("v2")))
+    assert (first.outcome, first.assessment.status) == ("blocked", "RevocationCheckFailure")
+    blocked = renewal.history()[-1]
+    assert blocked.kind == "blocked" and blocked.details["transient"] is True
+    assert blocked.details["code"] == "revocation" and blocked.details["attempt"] == 1
+    assert blocked.details["retry_at"] == "2026-11-26T08:05:00Z" and blocked.details["notified"] is False
+    assert notices.kinds() == []  # a transient block is not a notice yet
+    assert [e.version for e in pending(renewal)] == ["v2"]
+
+    assert at(renewal, NOW + dt.timedelta(minutes=4)).retry_due(NOW + dt.timedelta(minutes=4)) == []
+    later = NOW + dt.timedelta(minutes=6)
+    [second] = at(renewal, later, notices).retry_due(later)
+    assert second.outcome == "blocked"
+    assert renewal.history()[-1].details["attempt"] == 2
+    assert renewal.history()[-1].details["retry_at"] == "2026-11-26T08:16:00Z"  # 10 minutes: doubled
+    assert notices.kinds() == []
+
+    seven_hours = NOW + dt.timedelta(hours=7)  # past CERTSYNC_BLOCK_NOTICE_HOURS (6)
+    [third] = at(renewal, seven_hours, notices).retry_due(seven_hours)
+    assert third.outcome == "blocked" and notices.kinds() == ["blocked"]
+    assert "blocked for 7 h; certsync keeps trying" in notices.notices[0].summary
+    eight_hours = seven_hours + dt.timedelta(hours=1)
+    at(renewal, eight_hours, notices).retry_due(eight_hours)
+    assert notices.kinds() == ["blocked"]  # told once
+
+    renewal.server.route("/R11.crl", body=make_crl(renewal.inter_b, []))  # the CA's CRL is back
+    nine_hours = eight_hours + dt.timedelta(hours=1)
+    [done] = at(renewal, nine_hours, notices).retry_due(nine_hours)
+    assert done.outcome == "queued" and len(renewal.jobs()) == 1
+    assert notices.kinds() == ["blocked", "unblocked", "queued"]
+    assert at(renewal, nine_hours + dt.timedelta(hours=3)).retry_due(nine_hours + dt.timedelta(hours=3)) == []
+
+
+def test_the_notice_window_is_a_setting(renewal):
+    notices = Notices()
+    renewal.server.route("/R11.crl", status=500)
+    at(renewal, NOW, notices, block_notice_after=dt.timedelta(0)).process(parse_event(event("v2")))
+    assert notices.kinds() == ["blocked"] and renewal.history()[-1].details["notified"] is True
+
+
+def test_a_permanent_block_is_told_at_once_and_waits_for_a_person(renewal):
+    notices = Notices()
+    revoke(renewal, renewal.new)
+    outcome = at(renewal, NOW, notices).process(parse_event(event("v2")))
+    assert outcome.outcome == "blocked" and notices.kinds() == ["blocked"]
+    details = renewal.history()[-1].details
+    assert (details["transient"], details["overridable"], details["code"]) == (False, False, "certificate-status")
+    assert pending(renewal) == []
+    much_later = NOW + dt.timedelta(days=3)
+    assert at(renewal, much_later).retry_due(much_later) == []  # never retried by itself
+    again = renewal.pipeline().retry(NAME, by="alice", vault=VAULT)  # the newest blocked version: v2
+    assert again.outcome == "blocked" and again.event.version == "v2"
+    requested = [e for e in renewal.history() if e.kind == "retry-requested"]
+    assert [(e.version, e.details["by"]) for e in requested] == [("v2", "alice")]
+
+
+def test_retry_runs_the_version_now_whatever_its_backoff(renewal):
+    renewal.server.route("/R11.crl", status=500)
+    assert at(renewal, NOW).process(parse_event(event("v2"))).outcome == "blocked"
+    renewal.server.route("/R11.crl", body=make_crl(renewal.inter_b, []))
+    assert at(renewal, NOW).retry_due(NOW) == []  # not due for 5 minutes
+    outcome = at(renewal, NOW).retry(NAME, "v2", by="bob", vault=VAULT)
+    assert outcome.outcome == "queued" and len(renewal.jobs()) == 1
+    later = NOW + dt.timedelta(hours=1)
+    assert at(renewal, later).retry_due(later) == []  # the version got further: its pending retry is stale
+
+
+def test_retry_without_a_blocked_version_says_so(renewal):
+    from shared.errors import CertsyncError
+
+    with pytest.raises(CertsyncError, match="has no blocked or waiting version; give the version"):
+        renewal.pipeline().retry(NAME, by="alice", vault=VAULT)
+    with pytest.raises(CertsyncError, match="name the vault with --vault"):
+        renewal.pipeline().retry(NAME, by="alice")
+    with pytest.raises(CertsyncError, match="not on the allow-list"):
+        renewal.pipeline(vaults=("other-kv",)).retry(NAME, by="alice", vault=VAULT)
+    with pytest.raises(CertsyncError, match="version 'v 2'"):
+        renewal.pipeline().retry(NAME, "v 2", by="alice", vault=VAULT)
+
+
+# --- approve ---------------------------------------------------------------------------------------------
+
+
+def other_trust(renewal: Renewal):
+    from shared.validation.assessment import TrustStore
+    from tests.chains import issue, make_name
+
+    stranger = issue(make_name("Someone Else's Root"), kind="ec", ca=True)
+    return TrustStore.from_certificates([Certificate.from_der(stranger.der)], "test")
+
+
+def test_an_untrusted_private_ca_is_blocked_until_a_person_approves_it(renewal):
+    untrusted = renewal.pipeline(trust=other_trust(renewal)).process(parse_event(event("v2")))
+    assert (untrusted.outcome, untrusted.assessment.status) == ("blocked", "Untrusted")
+    assert renewal.history()[-1].details["overridable"] is True
+    outcome = renewal.pipeline(trust=other_trust(renewal)).approve(
+        NAME, "v2", "private CA;\nroot deployed by GPO", by="alice@contoso.com", vault=VAULT
+    )
+    assert outcome.outcome == "queued" and len(renewal.jobs()) == 1
+    [approved] = [e for e in renewal.history() if e.kind == "approved"]
+    assert approved.details == {"by": "alice@contoso.com", "reason": "private CA; root deployed by GPO"}
+    assert approved.version == "v2" and approved.at is not None
+
+
+def test_approval_never_overrides_revocation_or_expiry(renewal):
+    from shared.errors import CertsyncError
+
+    revoke(renewal, renewal.new)
+    assert renewal.pipeline().process(parse_event(event("v2"))).outcome == "blocked"
+    with pytest.raises(CertsyncError, match="approve exch-hybrid-smtp version v2: refused, no approval overrides"):
+        renewal.pipeline().approve(NAME, "v2", "please", by="alice", vault=VAULT)
+    expired = renewal.leaf(renewal.inter_b, not_after=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+    renewal.add_version("v9", pem_of([expired, renewal.inter_b]))
+    with pytest.raises(CertsyncError, match="version v9: refused, the certificate expired .*renew it in Key Vault"):
+        renewal.pipeline().approve(NAME, "v9", "please", by="alice", vault=VAULT)
+    future = renewal.leaf(renewal.inter_b, not_before=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2))
+    renewal.add_version("v8", pem_of([future, renewal.inter_b]))
+    with pytest.raises(CertsyncError, match="version v8: refused, the certificate is not valid before"):
+        renewal.pipeline().approve(NAME, "v8", "please", by="alice", vault=VAULT)
+    with pytest.raises(CertsyncError, match="give the reason with --reason"):
+        renewal.pipeline().approve(NAME, "v2", " \n ", by="alice", vault=VAULT)
+    assert [e for e in renewal.history() if e.kind == "approved"] == []
+
+
+def test_the_approval_gate_holds_every_plan_until_it_is_approved(renewal):
+    notices = Notices()
+    held = at(renewal, NOW, notices, approval_required=True).process(parse_event(event("v2")))
+    assert held.outcome == "awaiting-approval" and renewal.jobs() == []
+    assert "certsync approve exch-hybrid-smtp v2 --reason" in held.reason
+    assert notices.kinds() == ["awaiting-approval"]
+    again = at(renewal, NOW, approval_required=True).process(parse_event(event("v2")))
+    assert again.outcome == "awaiting-approval"  # a redelivery does not pass the gate
+    approved = at(renewal, NOW, approval_required=True).approve(NAME, "v2", "CHG0042", by="alice", vault=VAULT)
+    assert approved.outcome == "queued" and len(renewal.jobs()) == 1
+
+
+# --- maintenance windows ---------------------------------------------------------------------------------
+
+
+def test_a_plan_outside_its_maintenance_window_waits_and_is_queued_when_it_opens(renewal):
+    from shared.pipeline.windows import parse_windows
+
+    windows = parse_windows('{"HRW-Exchange": ["Sat 22:00-Sun 04:00"]}')
+    outcome = at(renewal, NOW, maintenance_windows=windows).process(parse_event(event("v2")))  # a Thursday
+    assert outcome.outcome == "waiting-for-window" and renewal.jobs() == []
+    assert "queued at 2026-11-28T22:00:00Z" in outcome.reason
+    assert renewal.history()[-1].details["opens_at"] == "2026-11-28T22:00:00Z"
+    friday = dt.datetime(2026, 11, 27, 23, 0, tzinfo=dt.timezone.utc)
+    assert at(renewal, friday, maintenance_windows=windows).retry_due(friday) == []
+    saturday = dt.datetime(2026, 11, 28, 22, 5, tzinfo=dt.timezone.utc)
+    renewal.store(exchange(renewal.old), collected=saturday - dt.timedelta(hours=1))  # the daily discovery
+    [queued] = at(renewal, saturday, maintenance_windows=windows).retry_due(saturday)
+    assert queued.outcome == "queued" and len(renewal.jobs()) == 1
+
+
+def test_a_worker_group_without_windows_is_changed_at_any_time(renewal):
+    from shared.pipeline.windows import parse_windows
+
+    windows = parse_windows('{"another-group": ["Sat 22:00-Sun 04:00"]}')
+    assert at(renewal, NOW, maintenance_windows=windows).process(parse_event(event("v2"))).outcome == "queued"

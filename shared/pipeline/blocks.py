@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.pipeline.audit import AuditEntry
+from shared.times import parse_time
 from shared.validation.assessment import DATE_INVALID, INVALID, REVOCATION_CHECK_FAILURE, REVOKED, UNTRUSTED
 
 BACKOFF_FIRST = dt.timedelta(minutes=5)
@@ -83,7 +84,7 @@ class BlockState:
             if entry.kind == "blocked" and details.get("transient"):
                 state = BlockState(
                     state.attempts + 1,
-                    state.first_at or entry.at,
+                    state.first_at or details_time(details.get("first_blocked_at")) or entry.at,
                     state.notified or bool(details.get("notified")),
                 )
             else:
@@ -116,3 +117,11 @@ def blocked_versions(entries: Iterable[AuditEntry]) -> dict[str, AuditEntry]:
         if entry.kind in OUTCOME_KINDS and entry.kind != "plan" and entry.version:
             last[entry.version.lower()] = entry
     return {v: e for v, e in last.items() if e.kind in ("blocked", "awaiting-approval", "waiting-for-window")}
+
+
+def details_time(value: object) -> dt.datetime | None:
+    """A time an entry's details carry (as the pipeline's clock read it), or None."""
+    try:
+        return parse_time(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

@@ -55,6 +55,7 @@ from shared.pipeline.blocks import (
     BlockState,
     approval,
     blocked_versions,
+    details_time,
     last_outcome,
     retry_delay,
     status_block,
@@ -86,7 +87,7 @@ from shared.pipeline.sources import (
 )
 from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_targets
 from shared.pipeline.windows import Window, next_open
-from shared.times import Clock, format_time, parse_time, utc_now
+from shared.times import Clock, format_time, utc_now
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import CRL_MAX_MB, Fetcher, FetchLimits
 from shared.validation.revocation import FetchCache
@@ -351,7 +352,7 @@ class Pipeline:
             latest[(entry.vault.lower(), partition(name), entry.version.lower())] = entry
         outcomes = []
         for (vault, name, version), entry in latest.items():
-            retry_at = _time(entry.details.get("retry_at"))
+            retry_at = details_time(entry.details.get("retry_at"))
             if retry_at is None or retry_at > now:
                 continue
             history = [e for e in self.audit.history(name) if not e.vault or e.vault.lower() == vault]
@@ -391,7 +392,7 @@ class Pipeline:
         vault = self._vault(vault)
         stored = self._version(vault, name, version)
         leaf = stored.bundle.leaf
-        now = self.settings.at or self.clock()
+        now = self.settings.at or utc_now()  # as the assessment sees it
         what = f"approve {name} version {stored.version}"
         if leaf.not_after <= now:
             expired = format_time(leaf.not_after, "seconds")
@@ -785,14 +786,6 @@ class _Run:
         self.pipeline.notifier.notify(
             Notice(kind, event.name, event.vault, event.version, self.correlation_id, summary, details)
         )
-
-
-def _time(value: object) -> dt.datetime | None:
-    """A time an entry's details carry, or None when it is absent or unreadable."""
-    try:
-        return parse_time(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
 
 
 def _plan_block(plan: InventoryPlan, assessment: Assessment) -> Block:
