@@ -250,7 +250,7 @@ def test_approval_never_overrides_revocation_or_expiry(renewal):
         renewal.pipeline().approve(NAME, "v2", "please", by="alice", vault=VAULT)
     expired = renewal.leaf(renewal.inter_b, not_after=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
     renewal.add_version("v9", pem_of([expired, renewal.inter_b]))
-    with pytest.raises(CertsyncError, match="version v9: refused, the certificate expired .*renew it in Key Vault"):
+    with pytest.raises(CertsyncError, match=r"version v9: refused, the certificate expired .*renew it in Key Vault"):
         renewal.pipeline().approve(NAME, "v9", "please", by="alice", vault=VAULT)
     future = renewal.leaf(renewal.inter_b, not_before=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2))
     renewal.add_version("v8", pem_of([future, renewal.inter_b]))
