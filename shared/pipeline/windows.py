@@ -36,7 +36,7 @@ class Window:
     """One weekly window: minutes from Monday 00:00 UTC at which it opens, and how many it lasts."""
 
     start: int  # 0 <= start < WEEK
-    length: int  # 0 < length < WEEK
+    length: int  # 0 < length <= WEEK
     text: str  # as written
 
     def contains(self, at: dt.datetime) -> bool:
@@ -95,7 +95,7 @@ def parse_window(text: str) -> tuple[Window, ...]:
         end = _day(match["end_day"], text) * 24 * 60 + end_at
     else:  # the same day, or the next when the end is earlier
         end = start - start_at + end_at + (24 * 60 if end_at <= start_at else 0)
-    length = (end - start) % WEEK
+    length = (end - start) % WEEK or (WEEK if end != start else 0)  # Mon 00:00-Sun 24:00: the whole week
     if length == 0:
         raise WindowError(f"maintenance window {text!r}: it opens and closes at the same time; {_EXAMPLE}")
     return (Window(start % WEEK, length, text),)
