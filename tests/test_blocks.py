@@ -297,3 +297,159 @@ def test_a_worker_group_without_windows_is_changed_at_any_time(renewal):
 
     windows = parse_windows('{"another-group": ["Sat 22:00-Sun 04:00"]}')
     assert at(renewal, NOW, maintenance_windows=windows).process(parse_event(event("v2"))).outcome == "queued"
+
+
+# --- the command line and the HTTP functions -----------------------------------------------------------
+
+
+def cli(renewal: Renewal, capsys, *arguments: str, trust=None) -> tuple[int, str, str]:
+    from shared.cli.main import main
+    from tests.test_pipeline import TARGETS
+
+    folder = renewal.vault_dir.parent
+    fresh = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)  # the CLI's clock is the real one
+    renewal.store(exchange(renewal.old), collected=fresh)
+    (folder / "targets.json").write_text(json.dumps(TARGETS))
+    (folder / "root.pem").write_bytes(trust or renewal.root.pem)
+    code = main(
+        [
+            *arguments,
+            "--vault-dir",
+            str(renewal.vault_dir),
+            "--vault",
+            VAULT,
+            "--targets",
+            str(folder / "targets.json"),
+            "--trust",
+            str(folder / "root.pem"),
+            "--allow-host",
+            f"127.0.0.1:{renewal.server.port}",
+            "--outbox",
+            str(renewal.outbox),
+            "--audit",
+            str(renewal.audit_path),
+            "--inventory-store",
+            str(renewal.inventory_path),
+        ]
+    )
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_certsync_retry_runs_the_newest_blocked_version_again(renewal, capsys):
+    renewal.server.route("/R11.crl", status=500)
+    assert renewal.pipeline().process(parse_event(event("v2"))).outcome == "blocked"
+    code, out, _ = cli(renewal, capsys, "retry", NAME)
+    assert code == 1 and out.startswith("Outcome: BLOCKED (the new certificate is RevocationCheckFailure")
+    renewal.server.route("/R11.crl", body=make_crl(renewal.inter_b, []))
+    code, out, _ = cli(renewal, capsys, "retry", NAME, "v2", "--by", "ops-oncall")
+    assert code == 0 and "Outcome: QUEUED" in out and f"Job: {renewal.outbox}/" in out
+    requested = [e.details["by"] for e in renewal.history() if e.kind == "retry-requested"]
+    assert requested[-1] == "ops-oncall" and len(requested) == 2 and requested[0]  # the signed-in user first
+
+
+def test_certsync_approve_records_who_and_why_and_refuses_in_one_line(renewal, capsys):
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.chains import issue, make_name
+
+    stranger = issue(make_name("Someone Else's Root"), kind="ec", ca=True)
+    pem = stranger.cert.public_bytes(serialization.Encoding.PEM)
+    assert renewal.pipeline(trust=other_trust(renewal)).process(parse_event(event("v2"))).outcome == "blocked"
+    code, out, err = cli(renewal, capsys, "approve", NAME, "v2", "--reason", "private CA", "--json", trust=pem)
+    assert code == 0 and json.loads(out)["outcome"] == "queued" and err == ""
+    [approved] = [e for e in renewal.history() if e.kind == "approved"]
+    assert approved.details["reason"] == "private CA" and approved.details["by"]
+    expired = renewal.leaf(renewal.inter_b, not_after=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+    renewal.add_version("v9", pem_of([expired, renewal.inter_b]))
+    code, out, err = cli(renewal, capsys, "approve", NAME, "v9", "--reason", "x")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "refused, the certificate expired" in err
+    assert "Traceback" not in err
+
+
+def test_the_retry_and_approve_commands_show_examples():
+    from shared.cli.main import _parser
+
+    for command in ("retry", "approve"):
+        parser = _parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+        assert parser.epilog.count("certsync " + command) >= 2
+
+
+def request(path: str, route: dict, body: bytes = b"", principal: str | None = None):
+    import azure.functions as func
+
+    headers = {"x-ms-client-principal-name": principal} if principal else {}
+    return func.HttpRequest("POST", path, headers=headers, params={}, route_params=route, body=body)
+
+
+def test_the_http_functions_retry_and_approve_as_the_cli_does(renewal, monkeypatch):
+    import shared.wiring
+    from functions.blocks import approve_version, retry_version
+
+    monkeypatch.setattr(
+        shared.wiring, "azure_pipeline", lambda: renewal.pipeline(trust=other_trust(renewal), vaults=(VAULT,))
+    )
+    assert renewal.pipeline(trust=other_trust(renewal)).process(parse_event(event("v2"))).outcome == "blocked"
+    retried = retry_version(request(f"/api/certificates/{NAME}/retry", {"name": NAME}))
+    assert retried.status_code == 200 and json.loads(retried.get_body())["outcome"] == "blocked"
+    body = json.dumps({"reason": "private CA, checked by PKI"}).encode()
+    route = {"name": NAME, "version": "v2"}
+    approved = approve_version(request("/api/.../approve", route, body, principal="alice@contoso.com"))
+    assert approved.status_code == 200 and json.loads(approved.get_body())["outcome"] == "queued"
+    [entry] = [e for e in renewal.history() if e.kind == "approved"]
+    assert entry.details == {"by": "alice@contoso.com", "reason": "private CA, checked by PKI"}
+    requested = [e for e in renewal.history() if e.kind == "retry-requested"]
+    assert [e.details["by"] for e in requested] == ["function key"]
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "status", "message"),
+    [
+        ({"name": NAME, "version": "v2"}, b"{", 400, "not JSON"),
+        ({"name": NAME, "version": "v2"}, b"[]", 400, "send a JSON object"),
+        ({"name": NAME, "version": "v2"}, b'{"reason": 7}', 400, "reason must be text"),
+        ({"name": NAME, "version": "v2"}, b"{}", 400, "give the reason"),
+        ({"name": NAME, "version": "nope"}, b'{"reason": "x"}', 404, "nope"),
+        ({"name": NAME, "version": "v9"}, b'{"reason": "x"}', 409, "refused, the certificate expired"),
+        ({"name": NAME, "version": "v2"}, b"x" * 70000, 413, "larger than 64 KiB"),
+    ],
+)
+def test_the_http_approve_answers_one_line_of_json_errors(renewal, monkeypatch, route, body, status, message):
+    import shared.wiring
+    from functions.blocks import approve_version
+
+    expired = renewal.leaf(renewal.inter_b, not_after=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+    renewal.add_version("v9", pem_of([expired, renewal.inter_b]))
+    monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: renewal.pipeline(vaults=(VAULT,)))
+    answer = approve_version(request("/api/.../approve", route, body))
+    error = json.loads(answer.get_body())
+    assert answer.status_code == status and list(error) == ["error"] and message in error["error"]
+    assert "\n" not in error["error"]
+
+
+def test_the_timer_runs_the_versions_due_again(renewal, monkeypatch, caplog):
+    import functions.blocks
+    import shared.wiring
+    from shared.reconciliation.reconcile import Reconciler
+
+    now = dt.datetime.now(dt.timezone.utc)  # the reconciler assesses at its run's time
+    renewal.store(exchange(renewal.old), collected=now - dt.timedelta(hours=1))
+    renewal.server.route("/R11.crl", status=500)
+    assert at(renewal, now).process(parse_event(event("v2"))).outcome == "blocked"
+    renewal.server.route("/R11.crl", body=make_crl(renewal.inter_b, []))
+    later = now + dt.timedelta(minutes=6)
+    pipeline = at(renewal, later)
+    reconciler = Reconciler(
+        sources=pipeline.sources,
+        vaults=(VAULT,),
+        audit=pipeline.audit,
+        state=None,
+        notifier=Notices(),
+        pipeline=pipeline,  # type: ignore[arg-type]
+    )
+    monkeypatch.setattr(shared.wiring, "azure_reconciler", lambda: reconciler)
+    monkeypatch.setattr(functions.blocks, "clock", lambda: later)
+    caplog.set_level("INFO", "certsync")
+    functions.blocks.retry_due_versions(None)
+    assert len(renewal.jobs()) == 1
+    assert f"versions due again: 1 run ({NAME}/v2: queued)" in caplog.text
