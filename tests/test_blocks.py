@@ -453,3 +453,37 @@ def test_the_timer_runs_the_versions_due_again(renewal, monkeypatch, caplog):
     functions.blocks.retry_due_versions(None)
     assert len(renewal.jobs()) == 1
     assert f"versions due again: 1 run ({NAME}/v2: queued)" in caplog.text
+
+
+def test_a_transient_block_is_not_retried_once_a_newer_version_exists(renewal):
+    renewal.server.route("/R11.crl", status=500)
+    assert at(renewal, NOW).process(parse_event(event("v2"))).outcome == "blocked"
+    renewal.server.route("/R11.crl", body=make_crl(renewal.inter_b, []))
+    third_version(renewal)  # v3 replaces v2: deploying v2 later would go backwards
+    later = NOW + dt.timedelta(hours=1)
+    assert at(renewal, later).retry_due(later) == []
+    assert renewal.jobs() == []
+
+
+def test_a_server_discovery_could_not_read_is_a_transient_block(renewal):
+    document = exchange(renewal.old)
+    document["certificates"] = [c for c in document["certificates"] if c["Server"] != "EX02"]
+    document["errors"] = [{"where": "EX02", "message": "Get-ExchangeCertificate -Server EX02: RPC unavailable"}]
+    renewal.store(document)
+    outcome = at(renewal, NOW).process(parse_event(event("v2")))
+    assert outcome.outcome == "blocked" and "discovery could not read EX02" in outcome.reason
+    details = renewal.history()[-1].details
+    assert (details["code"], details["transient"], details["overridable"]) == ("inventory", True, False)
+
+
+def test_a_stored_inventory_that_cannot_be_read_is_a_transient_block(renewal):
+    renewal.store({**exchange(renewal.old), "servers": "not a list"})
+    outcome = at(renewal, NOW).process(parse_event(event("v2")))
+    assert outcome.outcome == "blocked"
+    assert renewal.history()[-1].details["code"] == "inventory" and renewal.history()[-1].details["transient"]
+
+
+def test_no_targets_is_a_permanent_block(renewal):
+    assert renewal.pipeline(targets=None).process(parse_event(event("v2"))).outcome == "blocked"
+    details = renewal.history()[-1].details
+    assert (details["code"], details["transient"], details["overridable"]) == ("targets", False, False)
