@@ -487,3 +487,46 @@ def test_no_targets_is_a_permanent_block(renewal):
     assert renewal.pipeline(targets=None).process(parse_event(event("v2"))).outcome == "blocked"
     details = renewal.history()[-1].details
     assert (details["code"], details["transient"], details["overridable"]) == ("targets", False, False)
+
+
+def test_a_deployed_version_no_longer_in_the_vault_leaves_the_inventory_to_decide(renewal):
+    succeeded(renewal, "vgone")  # its job succeeded, then the version was deleted
+    outcome = renewal.pipeline().process(parse_event(event("v2")))
+    assert outcome.outcome == "queued"
+    assert outcome.plan_document["old_certificates"] == [Certificate.from_der(renewal.old.der).thumbprint]
+
+
+def test_a_pending_entry_that_cannot_be_run_is_logged_and_the_others_still_run(renewal, caplog):
+    from shared.pipeline.process import PENDING_PARTITION
+
+    audit = renewal.pipeline().audit
+    for where in (NAME, PENDING_PARTITION):
+        details = {"reason": "x", "transient": True, "retry_at": "2026-11-26T08:00:00Z"}
+        if where == PENDING_PARTITION:
+            details |= {"certificate": NAME, "event": {"not": "an event"}}
+        audit.record(
+            AuditEntry(
+                certificate=where,
+                kind="blocked",
+                correlation_id="c-broken",
+                summary="x",
+                vault=VAULT,
+                version="v2",
+                details=details,
+            )
+        )
+    later = NOW + dt.timedelta(hours=1)
+    assert at(renewal, later).retry_due(later) == []
+    assert "pending version exch-hybrid-smtp/v2 not run again yet" in caplog.text
+
+
+def test_certsync_retry_against_a_real_vault_url_names_the_vault_by_its_host(tmp_path, capsys):
+    from shared.cli.main import main
+
+    audit = str(tmp_path / "audit.sqlite")
+    url = "https://contoso-kv.vault.azure.net"
+    assert main(["retry", NAME, "--vault-url", url, "--vault", "other", "--audit", audit]) == 2
+    assert "with --vault-url the URL names the vault" in capsys.readouterr().err
+    assert main(["retry", NAME, "--vault-url", url, "--audit", audit, "--outbox", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"certificate {NAME} in contoso-kv has no blocked or waiting version" in err and err.count("\n") == 1
