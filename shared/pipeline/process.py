@@ -360,9 +360,9 @@ class Pipeline:
             if last is None or last.correlation_id != entry.correlation_id:
                 continue  # something happened to the version since: not this retry's business
             try:
-                latest = self.sources(vault).latest(name)
-                if latest is not None and latest.version.lower() != version:
-                    log.info("pending version %s/%s not run again: %s is newer", name, version, latest.version)
+                newest = self.sources(vault).latest(name)
+                if newest is not None and newest.version.lower() != version:
+                    log.info("pending version %s/%s not run again: %s is newer", name, version, newest.version)
                     continue  # a newer version replaces it: never deploy an older one after it
                 event = event_from_dict(entry.details.get("event") or {}, f"pending version {name}/{version}")
                 outcomes.append(self.process(event))
