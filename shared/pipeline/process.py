@@ -360,7 +360,7 @@ class Pipeline:
             if last is None or last.correlation_id != entry.correlation_id:
                 continue  # something happened to the version since: not this retry's business
             try:
-                newest = self.sources(vault).latest(name)
+                newest = self.sources(entry.vault or vault).latest(str(entry.details.get("certificate") or name))
                 if newest is not None and newest.version.lower() != version:
                     log.info("pending version %s/%s not run again: %s is newer", name, version, newest.version)
                     continue  # a newer version replaces it: never deploy an older one after it
