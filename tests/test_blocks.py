@@ -530,3 +530,50 @@ def test_certsync_retry_against_a_real_vault_url_names_the_vault_by_its_host(tmp
     assert main(["retry", NAME, "--vault-url", url, "--audit", audit, "--outbox", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"certificate {NAME} in contoso-kv has no blocked or waiting version" in err and err.count("\n") == 1
+
+
+def reconciler_at(renewal: Renewal, when: dt.datetime, **settings):
+    from shared.adapters.local.sqlite import SqliteStateStore
+    from shared.reconciliation.reconcile import Reconciler
+
+    pipeline = at(renewal, when, **settings)
+    return Reconciler(
+        sources=pipeline.sources,
+        vaults=(VAULT,),
+        audit=pipeline.audit,
+        state=SqliteStateStore(str(renewal.vault_dir.parent / "state.sqlite")),
+        notifier=Notices(),
+        pipeline=pipeline,
+        targets_file=pipeline.targets_file,
+        settings=pipeline.settings,
+    )
+
+
+def findings(report, code: str) -> list:
+    return [f for f in report.findings if f.code == code]
+
+
+def test_the_daily_run_retries_what_is_due_and_shows_blocks_and_waits_on_the_status_page(renewal):
+    now = dt.datetime.now(dt.timezone.utc)  # the reconciler assesses at its run's time
+    renewal.store(exchange(renewal.old), collected=now - dt.timedelta(hours=1))
+    renewal.server.route("/R11.crl", status=500)
+    assert at(renewal, now).process(parse_event(event("v2"))).outcome == "blocked"
+    report = reconciler_at(renewal, now).run(now)  # not due yet: shown as retrying, a warning
+    [shown] = findings(report, "blocked")
+    assert (shown.state, shown.severity) == ("retrying", "warning") and report.processed == []
+    later = now + dt.timedelta(minutes=6)
+    report = reconciler_at(renewal, later).run(later)  # due: run again, still blocked
+    assert [p["outcome"] for p in report.processed] == ["blocked"]
+    renewal.server.route("/R11.crl", body=make_crl(renewal.inter_b, []))
+    much_later = later + dt.timedelta(hours=1)
+    report = reconciler_at(renewal, much_later).run(much_later)
+    assert [p["outcome"] for p in report.processed] == ["queued"] and findings(report, "blocked") == []
+
+
+def test_a_version_awaiting_approval_is_shown_on_the_status_page(renewal):
+    now = dt.datetime.now(dt.timezone.utc)
+    renewal.store(exchange(renewal.old), collected=now - dt.timedelta(hours=1))
+    assert at(renewal, now, approval_required=True).process(parse_event(event("v2"))).outcome == "awaiting-approval"
+    report = reconciler_at(renewal, now, approval_required=True).run(now)
+    [shown] = findings(report, "awaiting-approval")
+    assert shown.severity == "warning" and "waits" in shown.summary and renewal.jobs() == []

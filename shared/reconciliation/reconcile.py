@@ -792,8 +792,15 @@ class _Run:
             )
 
         settled = [e for e in checked.entries if e.kind in SETTLED_KINDS and _same(e.version, latest.version)]
-        if settled and settled[-1].kind == "blocked":
-            add("blocked", "critical", f"version {latest.version} was not queued: {settled[-1].summary}", "blocked")
+        last = settled[-1] if settled else None
+        if last is not None and last.kind == "blocked":
+            if last.details.get("transient"):  # retried by itself (shared.pipeline.blocks)
+                add("blocked", "warning", f"version {latest.version} is retried: {last.summary}", "retrying")
+            else:
+                add("blocked", "critical", f"version {latest.version} was not queued: {last.summary}", "blocked")
+        elif last is not None and last.kind in ("awaiting-approval", "waiting-for-window"):
+            severity = "warning" if last.kind == "awaiting-approval" else "info"
+            add(last.kind, severity, f"version {latest.version} waits: {last.summary}", last.kind)
         status = checked.assessment.status
         if status != VALID:
             errors = [f.message for f in checked.assessment.findings if f.severity == "error"]
