@@ -108,6 +108,22 @@ def _crl_max_mb(value: str, name: str) -> int:
     return int(value)
 
 
+def _fetch_seconds(value: str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 600:
+        raise _bad(name, value, "give seconds, above 0 and at most 600 (e.g. 2.5)")
+    return seconds
+
+
+def _maintenance_windows(value: str, name: str) -> dict[str, tuple[Any, ...]]:
+    from shared.pipeline.windows import parse_windows
+
+    return parse_windows(value, name)
+
+
 def _allow_hosts(value: str, name: str) -> tuple[str, ...]:
     from shared.validation.fetch import parse_allow_entry
 
@@ -277,6 +293,35 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("CERTSYNC_REVOCATION", "the revocation policy: hard, soft or off", "hard", parse=_revocation),
     Setting("CERTSYNC_ALLOW_HOSTS", "private CRL/OCSP/AIA/probe hosts the fetch guard admits", parse=_allow_hosts),
     Setting("CERTSYNC_CRL_MAX_MB", "the largest CRL downloaded, in MiB", "64", parse=_crl_max_mb),
+    Setting(
+        "CERTSYNC_FETCH_CONNECT_TIMEOUT", "seconds to connect to a CRL, OCSP or AIA server", "3", parse=_fetch_seconds
+    ),
+    Setting(
+        "CERTSYNC_FETCH_READ_TIMEOUT", "seconds a CRL, OCSP or AIA server may stay silent", "10", parse=_fetch_seconds
+    ),
+    Setting(
+        "CERTSYNC_FETCH_DEADLINE",
+        "seconds for one CRL, OCSP or AIA document, retries included",
+        "20",
+        parse=_fetch_seconds,
+    ),
+    Setting(
+        "CERTSYNC_BLOCK_NOTICE_HOURS",
+        "hours a transient block (revocation unreachable, inventory unusable) lasts before people are told",
+        "6",
+        parse=_hours,
+    ),
+    Setting(
+        "CERTSYNC_APPROVAL_REQUIRED",
+        "true: every plan waits for certsync approve (or POST .../approve) before its job is queued",
+        "false",
+        parse=_bool,
+    ),
+    Setting(
+        "CERTSYNC_MAINTENANCE_WINDOWS",
+        'when each worker group may be changed, JSON: {"group": ["Sat 22:00-Sun 04:00"]} (UTC)',
+        parse=_maintenance_windows,
+    ),
     Setting("CERTSYNC_EXPIRY_DAYS", "the expiry warning window, in days", "30", parse=_days),
     Setting(
         "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN",
@@ -376,6 +421,12 @@ class PipelineValues:
     vault_dns_suffix: str
     vault_urls: Mapping[str, str]
     require_accepted_domain: bool = False  # the planner's rule 4 (exchange-inventory.md §2)
+    fetch_connect_timeout: float = 3.0
+    fetch_read_timeout: float = 10.0
+    fetch_deadline: float = 20.0  # one document, retries included
+    block_notice_hours: int = 6
+    approval_required: bool = False
+    maintenance_windows: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # group -> its Windows
 
     def vault_url(self, vault: str) -> str:
         return self.vault_urls.get(vault) or f"https://{vault}.{self.vault_dns_suffix}"
@@ -515,6 +566,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             vault_dns_suffix=value("CERTSYNC_VAULT_DNS_SUFFIX", env),
             vault_urls=value("CERTSYNC_VAULT_URLS", env),
             require_accepted_domain=value("CERTSYNC_REQUIRE_ACCEPTED_DOMAIN", env),
+            fetch_connect_timeout=value("CERTSYNC_FETCH_CONNECT_TIMEOUT", env),
+            fetch_read_timeout=value("CERTSYNC_FETCH_READ_TIMEOUT", env),
+            fetch_deadline=value("CERTSYNC_FETCH_DEADLINE", env),
+            block_notice_hours=value("CERTSYNC_BLOCK_NOTICE_HOURS", env),
+            approval_required=value("CERTSYNC_APPROVAL_REQUIRED", env),
+            maintenance_windows=value("CERTSYNC_MAINTENANCE_WINDOWS", env),
         ),
         notify=notify_values(env),
         remediation=RemediationValues(

@@ -134,6 +134,12 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         expiry_warning_days=values.expiry_days,
         inventory_max_age=dt.timedelta(hours=settings.remediation.inventory_max_age_hours),
         require_accepted_domain=values.require_accepted_domain,
+        fetch_connect_timeout=values.fetch_connect_timeout,
+        fetch_read_timeout=values.fetch_read_timeout,
+        fetch_deadline=values.fetch_deadline,
+        block_notice_after=dt.timedelta(hours=values.block_notice_hours),
+        approval_required=values.approval_required,
+        maintenance_windows=dict(values.maintenance_windows),
     )
 
 

@@ -363,3 +363,39 @@ def test_a_body_shorter_than_its_content_length_is_not_taken(http_server):
     with pytest.raises(FetchError, match="closed before the whole response arrived"):
         fetcher.get(http_server.url("/short.crl"), "crl")
     assert [a.outcome for a in fetcher.attempts] == ["the connection closed before the whole response arrived"] * 2
+
+
+def _app_fetcher(http_server, **timeouts: str) -> Fetcher:
+    """The pipeline's Fetcher as the Function App builds it from its settings (`shared.wiring`)."""
+    from shared.wiring import settings_from_env
+
+    env = {"CERTSYNC_VAULTS": "kv", "CERTSYNC_ALLOW_HOSTS": f"127.0.0.1:{http_server.port}", **timeouts}
+    return settings_from_env(env).fetcher()
+
+
+def test_the_fetch_timeouts_are_app_settings_and_a_slow_crl_within_the_deadline_is_read(http_server):
+    der = _slow_crl(http_server, "/slow-app.crl", delay=0.6, drip=(256, 0.05))
+    fetcher = _app_fetcher(
+        http_server,
+        CERTSYNC_FETCH_CONNECT_TIMEOUT="0.2",
+        CERTSYNC_FETCH_READ_TIMEOUT="2",
+        CERTSYNC_FETCH_DEADLINE="15",
+    )
+    assert (fetcher.limits.connect_timeout, fetcher.limits.read_timeout, fetcher.limits.document_deadline) == (
+        0.2,
+        2.0,
+        15.0,
+    )
+    assert fetcher.get(http_server.url("/slow-app.crl"), "crl") == der
+
+
+def test_a_crl_past_the_deadline_set_in_the_app_settings_fails_cleanly(http_server):
+    _slow_crl(http_server, "/slower-app.crl", delay=0, drip=(16, 0.1))
+    fetcher = _app_fetcher(http_server, CERTSYNC_FETCH_DEADLINE="0.8")
+    with pytest.raises(FetchError, match=r"/slower-app.crl: no complete answer within 0.8 s"):
+        fetcher.get(http_server.url("/slower-app.crl"), "crl")
+
+
+def test_a_document_deadline_longer_than_the_fetchers_own_deadline_raises_it():
+    limits = FetchLimits.with_crl_cap(64, document_deadline=90)
+    assert limits.deadline == 90 and FetchLimits.with_crl_cap(64).deadline == 30

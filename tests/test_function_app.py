@@ -40,6 +40,9 @@ def test_app_registers_the_expected_functions_with_unique_names():
         "reconcile_daily",
         "status_page",
         "start_discovery",
+        "retry_version",
+        "approve_version",
+        "retry_due_versions",
     }
 
 

@@ -218,6 +218,13 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_REVOCATION: revocationPolicy
     CERTSYNC_ALLOW_HOSTS: allowHosts
     CERTSYNC_CRL_MAX_MB: string(crlMaxMegabytes)
+    CERTSYNC_FETCH_CONNECT_TIMEOUT: '3'
+    CERTSYNC_FETCH_READ_TIMEOUT: '10'
+    CERTSYNC_FETCH_DEADLINE: '20'
+    // Blocked versions (shared/pipeline/blocks.py, windows.py): change them in the app's settings.
+    CERTSYNC_BLOCK_NOTICE_HOURS: '6'
+    CERTSYNC_APPROVAL_REQUIRED: 'false'
+    CERTSYNC_MAINTENANCE_WINDOWS: ''
     CERTSYNC_EXPIRY_DAYS: string(expiryWarningDays)
     CERTSYNC_REQUIRE_ACCEPTED_DOMAIN: string(requireAcceptedDomain)
     CERTSYNC_TRUST_FILE: trustFile

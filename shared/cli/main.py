@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from shared import __version__
-from shared.cli import discover, doctor, plan
+from shared.cli import blocks, discover, doctor, plan
 from shared.cli.common import EXIT_BAD_INPUT, EXIT_FINDING, EXIT_INTERNAL, EXIT_OK
 from shared.cli.common import load_bundle as _load
 from shared.cli.common import parse_at as _parse_time
@@ -237,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan.register(commands)
     doctor.register(commands)
+    blocks.register(commands)
     return parser
 
 

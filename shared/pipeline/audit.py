@@ -43,6 +43,12 @@ KINDS = (
     "blocked",
     "expiry-warning",
     "waiting-for-inventory",  # no fresh inventory of the worker group: discovery started, planned when stored
+    # blocked versions (shared/pipeline/blocks.py), in the certificate's partition and, while due for a
+    # retry, under pending/versions
+    "awaiting-approval",  # CERTSYNC_APPROVAL_REQUIRED: the plan waits for `certsync approve`
+    "waiting-for-window",  # outside the worker group's maintenance window: queued when it opens
+    "approved",  # a person approved the version (who, when, why)
+    "retry-requested",  # a person asked for the version to be run again now (who)
     # remediation (shared/remediation/): the Automation job and what the runbook reported
     "job-started",  # the Automation job was created (or found, on a retry)
     "job-retry",  # Automation answered 5xx or 429: the start or the poll is tried again later
@@ -63,7 +69,16 @@ KINDS = (
 
 # Audit kinds that show the pipeline settled a version (its event, a reconciliation run, or a resumed wait got
 # that far); a version with only `waiting-for-inventory` is not settled.
-SETTLED_KINDS = ("plan", "blocked", "job-queued", "duplicate", "job-started", "job-result")
+SETTLED_KINDS = (
+    "plan",
+    "blocked",
+    "job-queued",
+    "duplicate",
+    "job-started",
+    "job-result",
+    "awaiting-approval",
+    "waiting-for-window",
+)
 
 
 class NoDetails(TypedDict):
@@ -101,7 +116,39 @@ class DuplicateDetails(TypedDict):
     job_id: str
 
 
-class BlockedDetails(TypedDict):
+class _BlockedReason(TypedDict):
+    reason: str
+
+
+class BlockedDetails(_BlockedReason, total=False):
+    """blocked: why, and its class (`shared.pipeline.blocks`): a transient block carries its attempt and
+    when it is tried again; `notified` says people were told it outlasted the notice window."""
+
+    code: str
+    transient: bool
+    overridable: bool
+    attempt: int
+    first_blocked_at: str
+    retry_at: str
+    notified: bool
+    certificate: str  # in pending/versions: the certificate and the event to run again
+    event: EventDocument
+
+
+class HoldDetails(TypedDict, total=False):
+    """awaiting-approval, waiting-for-window (with `opens_at`); in pending/versions also the event."""
+
+    worker_group: str
+    certificate: str
+    opens_at: str
+    retry_at: str
+    event: EventDocument
+
+
+class ApprovalDetails(TypedDict):
+    """approved and retry-requested: who (the CLI's user, the HTTP caller's principal), why."""
+
+    by: str
     reason: str
 
 
@@ -124,6 +171,8 @@ AuditDetails = (
     | BlockedDetails
     | SourceFailureDetails
     | WaitingDetails
+    | HoldDetails
+    | ApprovalDetails
 )
 
 

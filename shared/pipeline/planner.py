@@ -87,6 +87,8 @@ class PlanIntermediate:
 class PlanBlock:
     reason: str
     fix: str
+    code: str = "plan"  # certificate-status (the assessment's status), inventory (discovery could not read it)
+    transient: bool = False  # running discovery again may clear it (`shared.pipeline.blocks`)
 
     def to_dict(self) -> dict[str, str]:
         return {"reason": self.reason, "fix": self.fix}
@@ -227,6 +229,7 @@ class InventoryPlan:
     old_certificates: tuple[str, ...] = ()  # thumbprints the plan treats as the old certificate
     conflicts: tuple[str, ...] = ()  # where the targets and the inventory disagree (never written)
     certificate: NewCertificate | None = None  # the facts planned from (the document's `certificate`)
+    blocks: tuple[PlanBlock, ...] = ()  # every block, `blocked` first
 
     def to_dict(self) -> dict[str, Any]:
         certificate = (
@@ -367,10 +370,11 @@ class _Planner:
             old_certificates=tuple(sorted({c.thumbprint for c in self.old})),
             conflicts=tuple(self.conflicts),
             certificate=self.new,
+            blocks=tuple(self.blocks),
         )
 
-    def block(self, reason: str, fix: str) -> None:
-        self.blocks.append(PlanBlock(reason, fix))
+    def block(self, reason: str, fix: str, code: str = "plan", transient: bool = False) -> None:
+        self.blocks.append(PlanBlock(reason, fix, code, transient))
 
     def step(
         self,
@@ -421,6 +425,7 @@ class _Planner:
             self.block(
                 f"the new certificate is {new.status} ({codes}); Exchange would not use it",
                 "run certsync check on it and fix what it reports (or allow the status in the targets' allow_status)",
+                code="certificate-status",
             )
 
     def cross_check(self, certificates: Sequence[KnownCertificate]) -> None:
@@ -601,6 +606,8 @@ class _Planner:
                 self.block(
                     f"discovery could not read {server} ({unread.message}), which this plan needs",
                     f"make {server} reachable from the Hybrid worker, then run discovery again",
+                    code="inventory",
+                    transient=True,
                 )
             elif inv.server(server) is None:
                 self.block(
@@ -612,6 +619,8 @@ class _Planner:
             self.block(
                 f"{error.where} failed during discovery ({error.message}); the inventory is incomplete",
                 f"fix what stops {error.where} on the Hybrid worker, then run discovery again",
+                code="inventory",
+                transient=True,
             )
         for error in inv.errors:
             if error not in organisation and server_key(error.where) not in servers:

@@ -19,6 +19,7 @@ in the Function and in `certsync process`; only the adapters differ (`shared.wir
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -34,16 +35,31 @@ from shared.exchange.inventory import Inventory, read_inventory
 from shared.exchange.inventory import InventoryError as InventoryDocumentError
 from shared.pipeline.audit import (
     SETTLED_KINDS,
+    ApprovalDetails,
     AuditDetails,
     AuditEntry,
     AuditLog,
     BlockedDetails,
     DuplicateDetails,
+    HoldDetails,
     JobQueuedDetails,
     NoDetails,
     SourceFailureDetails,
     WaitingDetails,
     partition,
+)
+from shared.pipeline.blocks import (
+    NEVER_OVERRIDDEN,
+    NOTICE_AFTER,
+    OVERRIDABLE_STATUSES,
+    Block,
+    BlockState,
+    approval,
+    blocked_versions,
+    details_time,
+    last_outcome,
+    retry_delay,
+    status_block,
 )
 from shared.pipeline.events import (
     NEW_VERSION,
@@ -63,8 +79,15 @@ from shared.pipeline.inventories import (
 )
 from shared.pipeline.jobs import RemediationQueue, RemediationRequest, job_id
 from shared.pipeline.planner import InventoryPlan, plan_from_inventory
-from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion, is_object_name
+from shared.pipeline.sources import (
+    CertificateSource,
+    SourceError,
+    StoredVersion,
+    check_object_name,
+    is_object_name,
+)
 from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_targets
+from shared.pipeline.windows import Window, next_open
 from shared.times import Clock, format_time, utc_now
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import CRL_MAX_MB, Fetcher, FetchLimits
@@ -73,6 +96,10 @@ from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificat
 from shared.x509.x500 import X500Name
 
 log = logging.getLogger("certsync")
+
+# Where a version due to be run again waits (a transient block, a maintenance window): `Pipeline.retry_due`
+# reads this one partition, not every certificate's.
+PENDING_PARTITION = "pending/versions"
 
 
 # How much a notice needs attention, least first (see `Notice.severity`). Not the severities of a
@@ -83,6 +110,8 @@ _KIND_SEVERITY = {
     "queued": "info",
     "job-started": "info",
     "blocked": "critical",
+    "unblocked": "good",  # a transient block that was notified has cleared
+    "awaiting-approval": "warning",
     "job-rejected": "critical",
     "job-poisoned": "critical",
     "probe": "warning",
@@ -198,15 +227,29 @@ class PipelineSettings:
     at: dt.datetime | None = None  # assess at this time instead of now (demo, tests)
     inventory_max_age: dt.timedelta = DEFAULT_MAX_AGE  # CERTSYNC_INVENTORY_MAX_AGE_HOURS
     require_accepted_domain: bool = False  # CERTSYNC_REQUIRE_ACCEPTED_DOMAIN
+    fetch_connect_timeout: float = 3.0  # CERTSYNC_FETCH_CONNECT_TIMEOUT
+    fetch_read_timeout: float = 10.0  # CERTSYNC_FETCH_READ_TIMEOUT
+    fetch_deadline: float = 20.0  # CERTSYNC_FETCH_DEADLINE: one document, retries included
+    block_notice_after: dt.timedelta = NOTICE_AFTER  # CERTSYNC_BLOCK_NOTICE_HOURS
+    approval_required: bool = False  # CERTSYNC_APPROVAL_REQUIRED: every plan waits for `certsync approve`
+    maintenance_windows: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)  # by worker group
 
     def fetcher(self) -> Fetcher:
-        """A Fetcher for one assessment: the allow-list and the CRL cap."""
-        return Fetcher(allow=self.allow_hosts, limits=FetchLimits.with_crl_cap(self.crl_max_mb))
+        """A Fetcher for one assessment: the allow-list, the CRL cap and the timeouts."""
+        limits = FetchLimits.with_crl_cap(
+            self.crl_max_mb,
+            connect_timeout=self.fetch_connect_timeout,
+            read_timeout=self.fetch_read_timeout,
+            document_deadline=self.fetch_deadline,
+        )
+        return Fetcher(allow=self.allow_hosts, limits=limits)
 
 
 @dataclass
 class Outcome:
-    outcome: str  # ignored, blocked, nothing-to-change, queued, duplicate, expiry-warning, waiting-for-inventory
+    # ignored, blocked, nothing-to-change, queued, duplicate, expiry-warning, waiting-for-inventory,
+    # awaiting-approval, waiting-for-window
+    outcome: str
     correlation_id: str
     event: KeyVaultEvent
     reason: str = ""
@@ -302,12 +345,121 @@ class Pipeline:
                 log.warning("waiting version %s/%s of %s not planned yet: %s", name, version, worker_group, exc)
         return outcomes
 
+    def retry_due(self, now: dt.datetime, horizon: dt.timedelta = dt.timedelta(days=8)) -> list[Outcome]:
+        """Run again the versions whose transient block's backoff has passed, or whose maintenance window
+        has opened: the newest entry of each version under `PENDING_PARTITION` (written in the last
+        `horizon`), when its `retry_at` is due and it is still the version's last outcome (nothing queued,
+        approved or blocked it since). One version's failure stops no other."""
+        latest: dict[tuple[str, str, str], AuditEntry] = {}
+        for entry in self.audit.history(PENDING_PARTITION, since=now - horizon):
+            name = str(entry.details.get("certificate") or "")
+            latest[(entry.vault.lower(), partition(name), entry.version.lower())] = entry
+        outcomes = []
+        for (vault, name, version), entry in latest.items():
+            retry_at = details_time(entry.details.get("retry_at"))
+            if retry_at is None or retry_at > now:
+                continue
+            # only the entries since it was written (its own block is recorded just before it): a short read
+            since = entry.at - dt.timedelta(seconds=30)
+            history = [e for e in self.audit.history(name, since=since) if not e.vault or e.vault.lower() == vault]
+            last = last_outcome(history, version)
+            if last is None or last.correlation_id != entry.correlation_id:
+                continue  # something happened to the version since: not this retry's business
+            try:
+                newest = self.sources(entry.vault or vault).latest(str(entry.details.get("certificate") or name))
+                if newest is not None and newest.version.lower() != version:
+                    log.info("pending version %s/%s not run again: %s is newer", name, version, newest.version)
+                    continue  # a newer version replaces it: never deploy an older one after it
+                event = event_from_dict(entry.details.get("event") or {}, f"pending version {name}/{version}")
+                outcomes.append(self.process(event))
+            except CertsyncError as exc:
+                log.warning("pending version %s/%s not run again yet: %s", name, version, exc)
+        return outcomes
+
+    def retry(self, name: str, version: str | None = None, *, by: str, vault: str | None = None) -> Outcome:
+        """`certsync retry`: run a version again now, whatever its backoff (audited `retry-requested` with
+        who asked). Without `version`, the newest version of the certificate that is blocked or waiting."""
+        vault = self._vault(vault)
+        if version is None:
+            waiting = blocked_versions(self._history(vault, name))
+            if not waiting:
+                raise CertsyncError(
+                    f"certificate {name} in {vault} has no blocked or waiting version; give the version to run again"
+                )
+            version = max(waiting.values(), key=lambda e: e.at).version
+        stored = self._version(vault, name, version)
+        self._record(stored, "retry-requested", f"{by} asked to run version {stored.version} again now", by, "")
+        return self.process(version_event(vault, stored, self.clock(), f"retry-{uuid.uuid4().hex}"))
+
+    def approve(self, name: str, version: str, reason: str, *, by: str, vault: str | None = None) -> Outcome:
+        """`certsync approve`: a person accepts a version (audited `approved`: who, when, why), then it is
+        run again. It passes the approval gate and a block a person may override (an Untrusted or Invalid
+        status); it never passes expiry or revocation, and is refused for a certificate that is expired,
+        not yet valid, or blocked for a reason no approval overrides."""
+        reason = " ".join(clean_text(reason or "").split())
+        if not reason:
+            raise CertsyncError("approve: give the reason with --reason TEXT (it is kept in the audit trail)")
+        vault = self._vault(vault)
+        stored = self._version(vault, name, version)
+        leaf = stored.bundle.leaf
+        now = self.settings.at or utc_now()  # as the assessment sees it
+        what = f"approve {name} version {stored.version}"
+        if leaf.not_after <= now:
+            expired = format_time(leaf.not_after, "seconds")
+            raise CertsyncError(f"{what}: refused, the certificate expired {expired}; renew it in Key Vault")
+        if leaf.not_before > now:
+            raise CertsyncError(
+                f"{what}: refused, the certificate is not valid before {format_time(leaf.not_before, 'seconds')};"
+                " approve it then, or fix the clock of whoever issued it"
+            )
+        last = last_outcome(self._history(vault, name), stored.version)
+        if last is not None and last.kind == "blocked":
+            details = last.details
+            if not details.get("transient") and not details.get("overridable"):
+                why = str(details.get("reason") or last.summary)[:300]
+                raise CertsyncError(f"{what}: refused, no approval overrides its block ({why}); fix that, or renew it")
+        self._record(stored, "approved", f"approved by {by}: {reason[:500]}", by, reason[:2000])
+        return self.process(version_event(vault, stored, self.clock(), f"approve-{uuid.uuid4().hex}"))
+
+    def _vault(self, vault: str | None) -> str:
+        vaults = self.settings.vaults
+        if vault:
+            if vaults and vault.lower() not in vaults:
+                raise CertsyncError(f"vault {vault} is not on the allow-list ({', '.join(vaults)})")
+            return vault
+        if len(vaults) == 1:
+            return vaults[0]
+        raise CertsyncError(f"name the vault with --vault ({', '.join(vaults) or 'any vault name'})")
+
+    def _version(self, vault: str, name: str, version: str) -> StoredVersion:
+        check_object_name(name, "certificate name")
+        check_object_name(version, "version")
+        return self.sources(vault).get(name, version)
+
+    def _history(self, vault: str, name: str) -> list[AuditEntry]:
+        return [e for e in self.audit.history(partition(name)) if not e.vault or e.vault.lower() == vault.lower()]
+
+    def _record(self, stored: StoredVersion, kind: str, summary: str, by: str, reason: str) -> None:
+        who = " ".join(clean_text(by or "").split())[:200] or "unknown"
+        self.audit.record(
+            AuditEntry(
+                certificate=partition(stored.name),
+                kind=kind,
+                correlation_id=uuid.uuid4().hex,
+                summary=summary,
+                vault=stored.vault,
+                version=stored.version,
+                details=ApprovalDetails(by=who, reason=reason),
+            )
+        )
+
 
 @dataclass
 class _Run:
     pipeline: Pipeline
     event: KeyVaultEvent
     correlation_id: str
+    _history: list[AuditEntry] | None = None
 
     def go(self) -> Outcome:
         event = self.event
@@ -357,7 +509,7 @@ class _Run:
         if event.event_type != NEW_VERSION:
             return self._expiry(outcome, new)
         if targets is None:
-            return self._block(outcome, new, f"no usable targets: {targets_error}")
+            return self._block(outcome, new, Block(f"no usable targets: {targets_error}", "targets"))
         record = self._fresh_inventory(targets.worker_group)
         if isinstance(record, str):
             return self._wait(outcome, new, targets.worker_group, record)
@@ -365,13 +517,22 @@ class _Run:
         try:
             inventory, digest = self.pipeline.decoded.get(record)
         except InventoryDocumentError as exc:
-            return self._block(outcome, new, f"{exc}; run discovery of {record.worker_group} again")
+            reason = f"{exc}; run discovery of {record.worker_group} again"
+            return self._block(outcome, new, Block(reason, "inventory", transient=True))
+        baseline = self._baseline(source, new, previous, {c.thumbprint for c in inventory.certificates})
+        if baseline:  # the renewal's diff, too, is against what is deployed
+            outcome.previous = baseline[0]
+        approved = approval(self.history(), new.version)
+        status = outcome.assessment.status
+        if approved is not None and status not in targets.allow_status and status in OVERRIDABLE_STATUSES:
+            # a person accepted this status for this version (never expiry or revocation: NEVER_OVERRIDDEN)
+            targets = dataclasses.replace(targets, allow_status=(*targets.allow_status, status))
         plan = plan_from_inventory(
             new.bundle,
             outcome.assessment,
             inventory,
             targets=targets,
-            previous_versions=[previous.bundle.leaf] if previous is not None else [],
+            previous_versions=[v.bundle.leaf for v in baseline],
             require_accepted_domain=self.pipeline.settings.require_accepted_domain,
             version=new,  # the Key Vault identity the runbook fetches the PFX by
         )
@@ -381,12 +542,20 @@ class _Run:
         summary = document["summary"]
         self._audit("plan", summary, {"plan": outcome.plan_document})  # the DER is in the request
         if plan.blocked is not None:
-            return self._block(outcome, new, f"{plan.blocked.reason}; fix: {plan.blocked.fix}")
+            return self._block(outcome, new, _plan_block(plan, outcome.assessment))
         if document["nothing_to_change"]:
+            self._cleared(new)
             headline, details = _renewal(outcome, new)
             self._notify("renewal", f"{headline}. {summary}", details)
             outcome.outcome, outcome.reason = "nothing-to-change", summary
             return outcome
+        if self.pipeline.settings.approval_required and approved is None:
+            return self._await_approval(outcome, new, targets.worker_group, summary)
+        windows = self.pipeline.settings.maintenance_windows.get(targets.worker_group.lower(), ())
+        now = self._now()
+        opens = next_open(windows, now)
+        if opens > now:
+            return self._wait_for_window(outcome, new, targets.worker_group, opens, windows)
         request = RemediationRequest(
             vault=new.vault,
             certificate=new.name,
@@ -397,6 +566,7 @@ class _Run:
             plan=document,
         )
         outcome.request = request
+        self._cleared(new)
         if self.pipeline.jobs.enqueue(request):
             self._audit(
                 "job-queued",
@@ -415,6 +585,34 @@ class _Run:
             )
             outcome.outcome, outcome.reason = "duplicate", f"job {request.job_id} already queued"
         return outcome
+
+    def history(self) -> list[AuditEntry]:
+        """The certificate's audit entries in this vault, read once per run."""
+        if self._history is None:
+            vault = self.event.vault.lower()
+            entries = self.pipeline.audit.history(partition(self.event.name))
+            self._history = [e for e in entries if not e.vault or e.vault.lower() == vault]
+        return self._history
+
+    def _baseline(
+        self, source: CertificateSource, new: StoredVersion, previous: StoredVersion | None, installed: set[str]
+    ) -> list[StoredVersion]:
+        """What is deployed, which the plan replaces: the version of the last job that succeeded for this
+        certificate (`deployed_version`) and the previous Key Vault version, each only when the inventory
+        shows it on a server. A Key Vault version that was never deployed (blocked, say) is not in the
+        inventory, so it is never the baseline. When neither is there, the planner takes what the
+        connectors select today for the certificate's names (the inventory alone)."""
+        candidates: list[StoredVersion] = []
+        deployed = deployed_version(self.history(), exclude=new.version)
+        if deployed is not None:
+            try:
+                candidates.append(source.get(new.name, deployed))
+            except SourceError as exc:  # deleted or unreadable since: the inventory decides
+                log.info("%s: the deployed version %s is not readable (%s)", new.name, deployed, exc)
+        if previous is not None:
+            candidates.append(previous)
+        found = {v.thumbprint: v for v in candidates if v.thumbprint in installed and v.thumbprint != new.thumbprint}
+        return list(found.values())
 
     def _fresh_inventory(self, worker_group: str) -> InventoryRecord | str:
         """The worker group's latest inventory when it is no older than the max age, else why not."""
@@ -450,7 +648,7 @@ class _Run:
                     details = SourceFailureDetails(error="discovery", transient=True)
                     self._audit("event-failed", f"{failed} (Event Grid will deliver it again)", details)
                     raise
-                return self._block(outcome, new, failed)
+                return self._block(outcome, new, Block(failed, "discovery"))
             reason = f"{why}; discovery of {worker_group} started: this version is planned once its inventory is stored"
         waiting = WaitingDetails(worker_group=worker_group, certificate=new.name, event=self.event.to_dict())
         self._audit("waiting-for-inventory", reason, waiting)
@@ -492,13 +690,83 @@ class _Run:
         outcome.outcome, outcome.reason = "expiry-warning", summary
         return outcome
 
-    def _block(self, outcome: Outcome, new: StoredVersion, reason: str) -> Outcome:
-        self._audit("blocked", f"not queued: {reason}", BlockedDetails(reason=reason))
-        headline, details = _renewal(outcome, new)  # only renewals are blocked: expiry events never plan
-        details["reason"] = reason
-        self._notify("blocked", f"{headline}. Not deployed: {reason}", details)
-        outcome.outcome, outcome.reason = "blocked", reason
+    def _block(self, outcome: Outcome, new: StoredVersion, block: Block) -> Outcome:
+        """A block, classified (`shared.pipeline.blocks`). A permanent one is notified now and waits for a
+        new version or a person. A transient one is tried again after its backoff (an entry under
+        `PENDING_PARTITION` says when) and notified only once it outlasts the notice window."""
+        reason = block.reason
+        details = BlockedDetails(
+            reason=reason, code=block.code, transient=block.transient, overridable=block.overridable
+        )
+        notify = True
+        if block.transient:
+            now = self._now()
+            state = BlockState.of(self.history(), new.version)
+            first = state.first_at or now
+            retry_at = now + retry_delay(state.attempts + 1)
+            notify = not state.notified and now - first >= self.pipeline.settings.block_notice_after
+            details["attempt"] = state.attempts + 1
+            details["first_blocked_at"] = format_time(first, "seconds")
+            details["retry_at"] = format_time(retry_at, "seconds")
+            details["notified"] = state.notified or notify
+            summary = f"not queued yet (attempt {state.attempts + 1}, tried again at {details['retry_at']}): {reason}"
+        else:
+            summary = f"not queued: {reason}"
+        self._audit("blocked", summary, details)
+        if block.transient:
+            pending = BlockedDetails(**details, certificate=new.name, event=self.event.to_dict())
+            self._audit("blocked", summary, pending, where=PENDING_PARTITION)
+        if notify:
+            headline, notice = _renewal(outcome, new)  # only renewals are blocked: expiry events never plan
+            notice["reason"] = reason
+            if block.transient:
+                hours = (self._now() - first).total_seconds() / 3600
+                reason = f"{reason} (blocked for {hours:.0f} h; certsync keeps trying)"
+            self._notify("blocked", f"{headline}. Not deployed: {reason}", notice)
+        outcome.outcome, outcome.reason = "blocked", block.reason
         return outcome
+
+    def _cleared(self, new: StoredVersion) -> None:
+        """The version got past its transient blocks: when people were told of them, tell them it cleared."""
+        state = BlockState.of(self.history(), new.version)
+        if state.notified:
+            self._notify(
+                "unblocked",
+                f"{new.name} version {new.version} is no longer blocked; it is being deployed",
+                {"severity": "good", "attempts": state.attempts},  # type: ignore[arg-type]
+            )
+
+    def _await_approval(self, outcome: Outcome, new: StoredVersion, worker_group: str, summary: str) -> Outcome:
+        reason = (
+            f"CERTSYNC_APPROVAL_REQUIRED: the plan waits for approval; approve it with: certsync approve "
+            f"{new.name} {new.version} --reason TEXT (or POST /api/certificates/{new.name}/versions/"
+            f"{new.version}/approve)"
+        )
+        self._audit("awaiting-approval", reason, HoldDetails(worker_group=worker_group, certificate=new.name))
+        headline, details = _renewal(outcome, new)
+        details["reason"] = reason
+        self._notify("awaiting-approval", f"{headline}. {summary} Waiting for approval.", details)
+        outcome.outcome, outcome.reason = "awaiting-approval", reason
+        return outcome
+
+    def _wait_for_window(
+        self, outcome: Outcome, new: StoredVersion, worker_group: str, opens: dt.datetime, windows: tuple[Window, ...]
+    ) -> Outcome:
+        """Outside the worker group's maintenance windows: audited (no notice), and under
+        `PENDING_PARTITION` so that `Pipeline.retry_due` queues it once the next window opens."""
+        when = format_time(opens, "seconds")
+        written = ", ".join(dict.fromkeys(w.text for w in windows))
+        reason = f"outside the maintenance windows of worker group {worker_group} ({written}); queued at {when}"
+        details = HoldDetails(worker_group=worker_group, certificate=new.name, opens_at=when, retry_at=when)
+        self._audit("waiting-for-window", reason, details)
+        pending = HoldDetails(**details, event=self.event.to_dict())
+        self._audit("waiting-for-window", reason, pending, where=PENDING_PARTITION)
+        log.info("%s version %s waits: %s", new.name, new.version, reason)
+        outcome.outcome, outcome.reason = "waiting-for-window", reason
+        return outcome
+
+    def _now(self) -> dt.datetime:
+        return self.pipeline.settings.at or self.pipeline.clock()
 
     def _ignore(self, reason: str) -> Outcome:
         self._audit("event-ignored", reason, NoDetails())
@@ -528,6 +796,57 @@ class _Run:
         self.pipeline.notifier.notify(
             Notice(kind, event.name, event.vault, event.version, self.correlation_id, summary, details)
         )
+
+
+def _plan_block(plan: InventoryPlan, assessment: Assessment) -> Block:
+    """The class of a plan's blocks: transient when every one of them is (revocation not checked, a
+    server discovery could not read), overridable by a person when every one is (an Untrusted or
+    Invalid status)."""
+    first = plan.blocked
+    assert first is not None
+    reason = f"{first.reason}; fix: {first.fix}"
+    classes = [
+        status_block(reason, assessment.status)
+        if b.code == "certificate-status"
+        else Block(reason, b.code, b.transient)
+        for b in plan.blocks or (first,)
+    ]
+    transient = all(c.transient for c in classes)
+    overridable = not transient and all(c.overridable or c.transient for c in classes)
+    return Block(reason, classes[0].code, transient, overridable and assessment.status not in NEVER_OVERRIDDEN)
+
+
+def version_event(vault: str, version: StoredVersion, now: dt.datetime, event_id: str) -> KeyVaultEvent:
+    """The CertificateNewVersionCreated event Key Vault would have sent for `version`: the reconciliation
+    runs an unprocessed version with it, `retry` and `approve` a blocked one."""
+    leaf = version.bundle.leaf
+    return KeyVaultEvent(
+        event_id=event_id,
+        event_type=NEW_VERSION,
+        schema="reconciliation",
+        topic="",
+        subject=version.name,
+        event_time=now,
+        object_id=version.secret_id.replace("/secrets/", "/certificates/", 1),
+        vault=vault,
+        object_type="Certificate",
+        name=version.name,
+        version=version.version,
+        not_before=leaf.not_before,
+        expires=leaf.not_after,
+    )
+
+
+def deployed_version(entries: list[AuditEntry], exclude: str = "") -> str | None:
+    """The version of the newest job whose runbook succeeded (a `job-result` with a succeeded
+    certsync.result/1), other than `exclude`; None when no job of the certificate succeeded."""
+    for entry in reversed(entries):
+        if entry.kind != "job-result" or not entry.version or entry.version.lower() == exclude.lower():
+            continue
+        result = entry.details.get("result")
+        if isinstance(result, Mapping) and result.get("status") == "succeeded":
+            return entry.version
+    return None
 
 
 def rejected_partition(body: object) -> str:

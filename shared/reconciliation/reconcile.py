@@ -59,9 +59,9 @@ from typing import Any, Protocol, TypedDict
 
 from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import SETTLED_KINDS, AuditEntry, AuditLog, batched, partition
-from shared.pipeline.events import NEW_VERSION, KeyVaultEvent
+from shared.pipeline.events import KeyVaultEvent
 from shared.pipeline.jobs import job_id
-from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings
+from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings, version_event
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
 from shared.pipeline.targets import TAG_PREFIX, Targets, TargetsError, TargetsFile, resolve_targets
 from shared.reconciliation.snapshot import (
@@ -324,6 +324,7 @@ class Reconciler:
         """Check every certificate with targets in every vault; never raises for one certificate's failure."""
         now = now.astimezone(dt.timezone.utc) if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
         report = ReconcileReport(uuid.uuid4().hex, now, tuple(self.vaults))
+        self._retry_due(now, report)
         run = _Run(self, self._pipeline_at(now), now, report, self.progress)
         try:
             for vault in self.vaults:
@@ -333,6 +334,36 @@ class Reconciler:
             run._batches.close()
             self.progress.close()
         return report
+
+    def retry_due(self, now: dt.datetime) -> ReconcileReport:
+        """Only the versions due again: transient blocks whose backoff has passed, plans whose maintenance
+        window has opened (`Pipeline.retry_due`). The Function runs this every 5 minutes; `run` does it too."""
+        now = now.astimezone(dt.timezone.utc) if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+        report = ReconcileReport(uuid.uuid4().hex, now, tuple(self.vaults))
+        self._retry_due(now, report)
+        return report
+
+    def _retry_due(self, now: dt.datetime, report: ReconcileReport) -> None:
+        pipeline = self._pipeline_at(now)
+        if pipeline is None:
+            return
+        try:
+            outcomes = pipeline.retry_due(now)
+        except CertsyncError as exc:  # the trail could not be read: the next run tries again
+            report.failures.append(f"versions due again: {_reason(exc)}")
+            return
+        for outcome in outcomes:
+            event = outcome.event
+            report.processed.append(
+                ProcessedVersion(
+                    vault=event.vault,
+                    certificate=event.name,
+                    version=event.version,
+                    outcome=outcome.outcome,
+                    job_id=outcome.request.job_id if outcome.request is not None else None,
+                    correlation_id=outcome.correlation_id,
+                )
+            )
 
     def _pipeline_at(self, now: dt.datetime) -> Pipeline | None:
         """The pipeline, assessing at the same instant as the reconciliation."""
@@ -761,8 +792,15 @@ class _Run:
             )
 
         settled = [e for e in checked.entries if e.kind in SETTLED_KINDS and _same(e.version, latest.version)]
-        if settled and settled[-1].kind == "blocked":
-            add("blocked", "critical", f"version {latest.version} was not queued: {settled[-1].summary}", "blocked")
+        last = settled[-1] if settled else None
+        if last is not None and last.kind == "blocked":
+            if last.details.get("transient"):  # retried by itself (shared.pipeline.blocks)
+                add("blocked", "warning", f"version {latest.version} is retried: {last.summary}", "retrying")
+            else:
+                add("blocked", "critical", f"version {latest.version} was not queued: {last.summary}", "blocked")
+        elif last is not None and last.kind in ("awaiting-approval", "waiting-for-window"):
+            severity = "warning" if last.kind == "awaiting-approval" else "info"
+            add(last.kind, severity, f"version {latest.version} waits: {last.summary}", last.kind)
         status = checked.assessment.status
         if status != VALID:
             errors = [f.message for f in checked.assessment.findings if f.severity == "error"]
@@ -998,22 +1036,7 @@ def _settled(entries: Iterable[AuditEntry], version: str) -> bool:
 
 def _synthesized_event(vault: str, latest: StoredVersion, now: dt.datetime) -> KeyVaultEvent:
     """The CertificateNewVersionCreated event Key Vault would have sent for the version."""
-    leaf = latest.bundle.leaf
-    return KeyVaultEvent(
-        event_id=f"reconcile-{latest.version}",
-        event_type=NEW_VERSION,
-        schema="reconciliation",
-        topic="",
-        subject=latest.name,
-        event_time=now,
-        object_id=latest.secret_id.replace("/secrets/", "/certificates/", 1),
-        vault=vault,
-        object_type="Certificate",
-        name=latest.name,
-        version=latest.version,
-        not_before=leaf.not_before,
-        expires=leaf.not_after,
-    )
+    return version_event(vault, latest, now, f"reconcile-{latest.version}")
 
 
 def drift_of(

@@ -95,8 +95,14 @@ class FetchLimits:
         read_timeout: float = 10.0,
         document_deadline: float = 20.0,
     ) -> FetchLimits:
-        """The default limits with CRLs capped at `megabytes` MiB, and the given timeouts."""
-        limits = cls(connect_timeout=connect_timeout, read_timeout=read_timeout, document_deadline=document_deadline)
+        """The default limits with CRLs capped at `megabytes` MiB, and the given timeouts (the overall deadline
+        grows to the document deadline when that is longer, so one slow document may still finish)."""
+        limits = cls(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            document_deadline=document_deadline,
+            deadline=max(cls.deadline, document_deadline),
+        )
         limits.max_bytes["crl"] = megabytes * MIB
         return limits
 
