@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from shared.x509 import der
+from shared.x509.certificate import Certificate
 from tests import pki as P
 
 UTC = dt.timezone.utc
@@ -101,9 +102,13 @@ class QuirkyPki:
         self.root_name = P.name(P.rdn(P.printable(P.C, "PL")), P.rdn(P.utf8(P.CN, "Quirk Root CA")))
         self.inter_name = P.name(P.rdn(P.printable(P.C, "PL")), P.rdn(P.utf8(P.CN, "Quirk Issuing CA")))
         self.leaf_name = P.name(P.rdn(P.utf8(P.CN, "mail.contoso.com")))
+        self.root_key_id = P.key_id(self.root_key)
 
     def chain(
-        self, root: dict[str, Any] | None = None, inter: dict[str, Any] | None = None, leaf: dict[str, Any] | None = None
+        self,
+        root: dict[str, Any] | None = None,
+        inter: dict[str, Any] | None = None,
+        leaf: dict[str, Any] | None = None,
     ) -> tuple[bytes, bytes, bytes]:
         root_der = self.issue("root", **(root or {}))
         inter_der = self.issue("inter", **(inter or {}))
@@ -144,11 +149,14 @@ class QuirkyPki:
         exts: list[bytes] = []
         ca = role != "leaf"
         if version == 3:
-            exts.append(ext(P.BASIC_CONSTRAINTS, True if bc_critical else quiet, basic_constraints_value(ca, path_length)))
+            exts.append(
+                ext(P.BASIC_CONSTRAINTS, True if bc_critical else quiet, basic_constraints_value(ca, path_length))
+            )
             exts.append(ext(KEY_USAGE, True, key_usage_value(ca)))
             exts.append(ext(P.SUBJECT_KEY_ID, quiet, P.octet_string(P.key_id(certified))))
             if role != "root":
-                exts.append(ext(P.AUTHORITY_KEY_ID, quiet, P.seq(P.tlv(0x80, P.key_id(issuer_key)))))
+                issuer_id = self.root_key_id if role == "inter" else P.key_id(issuer_key)
+                exts.append(ext(P.AUTHORITY_KEY_ID, quiet, P.seq(P.tlv(0x80, issuer_id))))
             if role == "leaf":
                 exts.append(ext(P.SUBJECT_ALT_NAME, quiet, P.seq(P.tlv(0x82, b"mail.contoso.com"))))
                 exts.append(ext(EXT_KEY_USAGE, quiet, eku_value(*(eku or (SERVER_AUTH, CLIENT_AUTH)))))
@@ -177,3 +185,25 @@ def _algorithm(key: Any, hash_algorithm: hashes.HashAlgorithm | None) -> tuple[b
     chosen = hash_algorithm or hashes.SHA256()
     oids = {"sha1": "1.2.840.10045.4.1", "sha256": P.ECDSA_WITH_SHA256, "sha384": "1.2.840.10045.4.3.3"}
     return P.seq(P.oid(oids[chosen.name])), lambda tbs: key.sign(tbs, ec.ECDSA(chosen))
+
+
+def under_real_root(root_der: bytes) -> tuple[bytes, QuirkyPki]:
+    """A real root's certificate with its key swapped for a test key (and re-signed), every other byte of its
+    encoding kept, and a `QuirkyPki` whose intermediate it issues: a chain "under" a root we have no key for."""
+    pki = QuirkyPki()
+    outer = der.read_tlv(root_der, 0)
+    tbs = der.children(root_der, outer)[0]
+    fields = der.children(root_der, tbs)
+    offset = 1 if fields[0].tag == 0xA0 else 0
+    parts = [der.whole(root_der, f) for f in fields]
+    algorithm = P.seq(P.oid(P.ECDSA_WITH_SHA256))
+    parts[offset + 1] = algorithm
+    parts[offset + 5] = P.spki(pki.root_key)
+    new_tbs = P.seq(*parts)
+    signature = pki.root_key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
+    rekeyed = P.seq(new_tbs, algorithm, P.tlv(der.BIT_STRING, b"\x00" + signature))
+    pki.root_name = der.whole(root_der, fields[offset + 4])
+    pki.inter_name = P.name(P.rdn(P.utf8(P.CN, "Issuing CA under a real root")))
+    ski = Certificate.from_der(root_der).subject_key_id
+    pki.root_key_id = ski if ski is not None else P.key_id(pki.root_key)
+    return rekeyed, pki

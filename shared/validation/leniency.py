@@ -65,8 +65,9 @@ VerifierFactory = Callable[[verification.Store, dt.datetime], verification.Clien
 
 @dataclass(frozen=True)
 class Leniency:
-    """The outcome: `chain` (the walked path) when it holds under Windows's rules, else None and `reason`;
-    `relaxed` says which relaxation each certificate needed, as (certificate, quirk)."""
+    """The outcome: `chain` (the walked path) when it holds under Windows's rules, else None and `reason`
+    (empty when no relaxation applies, so the strict verifier's reason stands); `relaxed` says which
+    relaxation each certificate needed, as (certificate, quirk)."""
 
     chain: list[Certificate] | None
     reason: str
@@ -105,10 +106,10 @@ def _check(path: list[Certificate], at: dt.datetime, verifier: VerifierFactory) 
     if problem:
         return Leniency(None, problem)
     if not relaxed:
-        return Leniency(None, "no Windows leniency applies")
+        return Leniency(None, "")
     problem = _shadow_problem(path, rewritten, at, verifier)
     if problem:
-        return Leniency(None, problem)
+        return Leniency(None, problem, tuple(dict.fromkeys(relaxed)))
     return Leniency(path, "", tuple(dict.fromkeys(relaxed)))
 
 

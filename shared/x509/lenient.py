@@ -66,7 +66,10 @@ class SignedParts:
 def signed_parts(cert_der: bytes) -> SignedParts:
     """The exact TBSCertificate bytes, the signature algorithm's OID and the signature value."""
     outer = der.expect(cert_der, 0, der.SEQUENCE, "Certificate")
-    tbs, algorithm, value = der.children(cert_der, outer)[:3]
+    fields = der.children(cert_der, outer)
+    if len(fields) != 3:
+        raise DerError("a certificate is (TBSCertificate, algorithm, signature)")
+    tbs, algorithm, value = fields
     bits = der.content(cert_der, value)
     if value.tag != der.BIT_STRING or not bits or bits[0] != 0:
         raise DerError("the signature is not a BIT STRING of whole octets")
@@ -76,6 +79,13 @@ def signed_parts(cert_der: bytes) -> SignedParts:
 def canonical(cert_der: bytes, *, shadow: bool = False, v1_ca: bool = False) -> Rewritten:
     """`cert_der` with the quirks in the module table rewritten (and, with `shadow`, the verifier-policy
     changes too; with `v1_ca`, a v1 certificate becomes a v3 CA). Raises DerError for DER it cannot walk."""
+    try:
+        return _canonical(cert_der, shadow, v1_ca)
+    except (IndexError, ValueError) as exc:  # a field missing or of the wrong shape
+        raise DerError(f"the certificate cannot be re-encoded ({type(exc).__name__})") from None
+
+
+def _canonical(cert_der: bytes, shadow: bool, v1_ca: bool) -> Rewritten:
     quirks: list[str] = []
     outer = der.expect(cert_der, 0, der.SEQUENCE, "Certificate")
     tbs_tlv, algorithm, value = der.children(cert_der, outer)[:3]

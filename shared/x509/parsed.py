@@ -88,7 +88,7 @@ def _load_canonical(cert: Certificate, reason: str) -> tuple[x509.Certificate, t
     The parse's signature no longer matches its TBS: signatures are checked over the original bytes."""
     try:
         rewritten = canonical(cert.der)
-    except (DerError, IndexError):
+    except DerError:
         rewritten = None
     if rewritten is None or not rewritten.quirks:
         raise MalformedCertificate(cert, reason)
