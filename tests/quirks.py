@@ -135,6 +135,7 @@ class QuirkyPki:
         not_after: dt.datetime = NOT_AFTER,
         hash_algorithm: hashes.HashAlgorithm | None = None,
         extra: tuple[bytes, ...] = (),
+        san_extra: bytes = b"",
     ) -> bytes:
         """One member of the hierarchy, DER. `key` replaces the certified key (public or private)."""
         own_key = {"root": self.root_key, "inter": self.inter_key, "leaf": self.leaf_key}[role]
@@ -158,7 +159,7 @@ class QuirkyPki:
                 issuer_id = self.root_key_id if role == "inter" else P.key_id(issuer_key)
                 exts.append(ext(P.AUTHORITY_KEY_ID, quiet, P.seq(P.tlv(0x80, issuer_id))))
             if role == "leaf":
-                exts.append(ext(P.SUBJECT_ALT_NAME, quiet, P.seq(P.tlv(0x82, b"mail.contoso.com"))))
+                exts.append(ext(P.SUBJECT_ALT_NAME, quiet, P.seq(P.tlv(0x82, b"mail.contoso.com") + san_extra)))
                 exts.append(ext(EXT_KEY_USAGE, quiet, eku_value(*(eku or (SERVER_AUTH, CLIENT_AUTH)))))
             elif eku is not None:
                 exts.append(ext(EXT_KEY_USAGE, quiet, eku_value(*eku)))

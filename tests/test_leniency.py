@@ -222,3 +222,34 @@ def test_a_sha1_self_signed_untrusted_root_is_reported_as_an_untrusted_root():
     assert "untrusted-root" in errors(result)
     assert "chain-incomplete" not in errors(result)
     assert "sha1-signature" not in errors(result)  # a root's self-signature is not what SHA-1 deprecation is about
+
+
+def test_an_ip_host_is_matched_against_ip_address_sans_only():
+    from tests.chains import issue
+
+    root = issue("IP Root", ca=True)
+    leaf = issue("192.0.2.7", issuer=root, dns_names=["192.0.2.8"], ip_addresses=["192.0.2.7", "2001:db8::1"])
+    trust = TrustStore.from_certificates([Certificate.from_der(root.der, "root")], "roots")
+
+    def status(*hosts: str) -> list[str]:
+        result = assess(
+            CertificateBundle(Certificate.from_der(leaf.der, "leaf")),
+            trust=trust,
+            offline=True,
+            revocation="off",
+            hosts=hosts,
+        )
+        return [f.message for f in result.findings if f.code == "host-not-covered"]
+
+    assert status("192.0.2.7", "[2001:db8::1]", "2001:DB8:0::1") == []
+    missing = status("192.0.2.8")  # only a dNSName holds it, and the CN never counts for an address
+    assert missing == ["The address 192.0.2.8 is not among the certificate's IP address SANs (192.0.2.7, 2001:db8::1)."]
+
+
+def test_a_directory_name_san_outside_the_constraints_is_rejected():
+    pki = QuirkyPki()
+    permitted = name_constraints_value([dn_subtree(pki.leaf_name)])
+    outside = P.tlv(0xA4, P.name(P.rdn(P.printable(P.C, "DE"))))
+    result = assess_chain(*pki.chain(inter={"name_constraints": permitted}, leaf={"san_extra": outside}))
+    assert result.status == "Invalid"
+    assert "directoryName SAN is outside" in next(f.message for f in result.findings if f.code == "chain-invalid")

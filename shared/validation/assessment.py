@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import ipaddress
 import itertools
 import warnings
 from collections.abc import Iterable, Sequence
@@ -651,6 +652,10 @@ class _Run:
             else:
                 names, source = ((cn,) if cn else ()), "subject CN (the certificate has no DNS SAN)"
         for host in self.hosts:
+            address = _ip_address(host)
+            if address is not None:
+                self._lint_ip_host(leaf, host, address)
+                continue
             if not any(host_matches(pattern, host) for pattern in names):
                 self._add(
                     "host-not-covered",
@@ -661,6 +666,24 @@ class _Run:
                     f"Re-issue the certificate with {host} in its subject alternative names.",
                     INVALID,
                 )
+
+    def _lint_ip_host(
+        self, leaf: Certificate, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> None:
+        """An IP address is matched only against iPAddress SANs (RFC 6125 §6.2.1 / RFC 9525 §6.3: never a
+        dNSName or the CN), as Windows's SSL policy does."""
+        san = extension(leaf, x509.SubjectAlternativeName)
+        addresses = [] if san is None else san.get_values_for_type(x509.IPAddress)
+        if address not in addresses:
+            listed = ", ".join(str(a) for a in addresses) or "none"
+            self._add(
+                "host-not-covered",
+                "error",
+                leaf,
+                f"The address {host} is not among the certificate's IP address SANs ({listed}).",
+                f"Connect by host name, or re-issue the certificate with {host} as an IP address SAN.",
+                INVALID,
+            )
 
     def _lint_encoding(self, path: list[PathEntry]) -> None:
         """What cryptography only warned about in the delivered or fetched certificates (not the trust
@@ -741,6 +764,13 @@ def host_matches(pattern: str, host: str) -> bool:
         return False
     first, _, host_rest = host.partition(".")
     return bool(first) and host_rest == rest
+
+
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=64)

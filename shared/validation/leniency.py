@@ -50,7 +50,7 @@ from shared.errors import CertsyncError
 from shared.x509 import der
 from shared.x509.certificate import Certificate
 from shared.x509.lenient import Rewritten, canonical, signed_parts, tlv
-from shared.x509.parsed import PARSE_ERRORS
+from shared.x509.parsed import PARSE_ERRORS, MalformedCertificate, extension
 from shared.x509.signatures import SHA1_SIGNATURES, verify_signature
 from shared.x509.x500 import X500Name, fold_case
 
@@ -59,6 +59,7 @@ _CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 _BRAINPOOL_CURVES = {"brainpoolP256r1", "brainpoolP384r1", "brainpoolP512r1"}
 _EDDSA = {"1.3.101.112", "1.3.101.113"}
 _ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+_EMPTY_NAME = b"\x30\x00"
 
 VerifierFactory = Callable[[verification.Store, dt.datetime], verification.ClientVerifier]
 
@@ -80,7 +81,7 @@ def lenient_chain(path: Sequence[Certificate], at: dt.datetime, verifier: Verifi
         return Leniency(None, "no path to check")
     try:
         return _check(list(path), at, verifier)
-    except (CertsyncError, IndexError, *PARSE_ERRORS) as exc:
+    except (CertsyncError, MalformedCertificate, IndexError, *PARSE_ERRORS) as exc:
         return Leniency(None, f"a certificate of the path cannot be read ({exc})")
 
 
@@ -193,12 +194,20 @@ def _dn_constraints_problem(path: list[Certificate], rewritten: list[Rewritten])
             cert = path[below]
             if below > 0 and cert.is_self_issued:
                 continue
-            subject = _rdns(cert.subject_der)
-            if any(_within(subject, e) for e in excluded):
-                return f"{cert.label}: its subject is excluded by the name constraints of {path[index].label}"
-            if permitted and not any(_within(subject, p) for p in permitted):
-                return f"{cert.label}: its subject is outside the name constraints of {path[index].label}"
+            names = [("subject", cert.subject_der)] if cert.subject_der != _EMPTY_NAME else []
+            names += [("directoryName SAN", n) for n in _san_directory_names(cert)]
+            for what, name_der in names:
+                rdns = _rdns(name_der)
+                if any(_within(rdns, e) for e in excluded):
+                    return f"{cert.label}: its {what} is excluded by the name constraints of {path[index].label}"
+                if permitted and not any(_within(rdns, p) for p in permitted):
+                    return f"{cert.label}: its {what} is outside the name constraints of {path[index].label}"
     return ""
+
+
+def _san_directory_names(cert: Certificate) -> list[bytes]:
+    san = extension(cert, x509.SubjectAlternativeName)
+    return [] if san is None else [n.public_bytes() for n in san.get_values_for_type(x509.DirectoryName)]
 
 
 def _rdns(name_der: bytes) -> list[frozenset[tuple[str, str]]]:
