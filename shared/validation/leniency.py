@@ -50,7 +50,7 @@ from shared.errors import CertsyncError
 from shared.x509 import der
 from shared.x509.certificate import Certificate
 from shared.x509.lenient import Rewritten, canonical, signed_parts, tlv
-from shared.x509.parsed import PARSE_ERRORS, MalformedCertificate, extension
+from shared.x509.parsed import PARSE_ERRORS, MalformedCertificate, extension, to_x509
 from shared.x509.signatures import SHA1_SIGNATURES, verify_signature
 from shared.x509.x500 import X500Name, fold_case
 
@@ -60,6 +60,8 @@ _BRAINPOOL_CURVES = {"brainpoolP256r1", "brainpoolP384r1", "brainpoolP512r1"}
 _EDDSA = {"1.3.101.112", "1.3.101.113"}
 _ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
 _EMPTY_NAME = b"\x30\x00"
+_POLICY_PROCESSING = {"2.5.29.33": "policyMappings", "2.5.29.36": "policyConstraints", "2.5.29.54": "inhibitAnyPolicy"}
+_EMAIL = "1.2.840.113549.1.9.1"  # emailAddress, the e-mail address in a subject name
 
 VerifierFactory = Callable[[verification.Store, dt.datetime], verification.ClientVerifier]
 
@@ -103,7 +105,7 @@ def _check(path: list[Certificate], at: dt.datetime, verifier: VerifierFactory) 
         result = canonical(cert.der, shadow=True, v1_ca=is_root)
         rewritten.append(result)
         relaxed.extend((cert, q) for q in result.quirks)
-    problem = _dn_constraints_problem(path, rewritten)
+    problem = _policy_problem(path) or _dn_constraints_problem(path, rewritten)
     if problem:
         return Leniency(None, problem)
     if not relaxed:
@@ -181,11 +183,29 @@ def _resign(cert_der: bytes, subject_key: ec.EllipticCurvePrivateKey, signer: ec
     return tlv(der.SEQUENCE, new_tbs + _ECDSA_SHA256 + tlv(der.BIT_STRING, b"\x00" + signature))
 
 
+def _policy_problem(path: list[Certificate]) -> str:
+    """Windows processes policyConstraints, policyMappings and inhibitAnyPolicy (RFC 5280 §6.1); neither
+    cryptography nor certsync does, so a path that has them is never accepted by leniency."""
+    for cert in path:
+        found = {e.oid.dotted_string for e in to_x509(cert).extensions} & _POLICY_PROCESSING.keys()
+        if found:
+            return f"{cert.label} has {_POLICY_PROCESSING[min(found)]}, which certsync does not process as Windows does"
+    return ""
+
+
 def _dn_constraints_problem(path: list[Certificate], rewritten: list[Rewritten]) -> str:
     """RFC 5280 §4.2.1.10 for directoryName subtrees: checked on every certificate below the constraining CA
     (self-issued intermediates excepted, §6.1.3 (b))."""
     for index in range(1, len(path)):
         result = rewritten[index]
+        constraints = extension(path[index], x509.NameConstraints)
+        subtrees = (
+            [*(constraints.permitted_subtrees or ()), *(constraints.excluded_subtrees or ())] if constraints else []
+        )
+        if any(isinstance(s, x509.RFC822Name) for s in subtrees) and any(
+            a.oid == _EMAIL for cert in path[:index] for rdn in X500Name.from_der(cert.subject_der).rdns for a in rdn
+        ):  # RFC 5280 §4.2.1.10: emailAddress in a subject is an rfc822Name too; neither library checks it there
+            return f"{path[index].label} constrains e-mail addresses, which certsync does not check in subject names"
         if not (result.dn_permitted or result.dn_excluded):
             continue
         permitted = [_rdns(n) for n in result.dn_permitted]
