@@ -13,9 +13,12 @@ again, as Windows would:
    that shadow at the same time: validity, basicConstraints CA and path length, keyUsage keyCertSign,
    DNS/IP name constraints, unknown critical extensions, depth. Anything but the relaxations below still
    fails there;
-3. directoryName name constraints (which `cryptography` does not implement) are checked here (RFC 5280
-   §4.2.1.10: the subject of every later certificate must lie under a permitted subtree and under no
-   excluded one, compared RDN by RDN, case ignored as Windows compares names).
+3. directoryName and URI name constraints (which `cryptography` does not implement) are checked here (RFC
+   5280 §4.2.1.10: the subject and directoryName SANs of every later certificate must lie under a permitted
+   subtree and under no excluded one, compared RDN by RDN, case ignored as Windows compares names; the host
+   of every URI SAN likewise). A path with policyMappings, policyConstraints or inhibitAnyPolicy, or with
+   rfc822Name constraints over a subject's emailAddress, is never accepted here: Windows processes them and
+   certsync does not.
 
 | relaxation | applies to | Windows |
 | --- | --- | --- |
@@ -25,7 +28,7 @@ again, as Windows would:
 | negative serial | any certificate | serial is an opaque blob |
 | basicConstraints CA not critical | CAs | criticality not required (RFC 5280 §4.2.1.9 is a CA's duty) |
 | certificatePolicies critical | CAs | policy processing is implemented, so it is understood |
-| directoryName name constraints | CAs | implemented (CERT_TRUST_HAS_NOT_SUPPORTED_NAME_CONSTRAINT is not raised) |
+| directoryName and URI name constraints | CAs | implemented (only x400, EDI, registeredID are unsupported) |
 | brainpool P-256/384/512 keys | CAs | CNG implements brainpool curves |
 | version 1 root | trust-store roots only | a v1 root in the store is a CA |
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+import urllib.parse
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -105,7 +109,9 @@ def _check(path: list[Certificate], at: dt.datetime, verifier: VerifierFactory) 
         result = canonical(cert.der, shadow=True, v1_ca=is_root)
         rewritten.append(result)
         relaxed.extend((cert, q) for q in result.quirks)
-    problem = _policy_problem(path) or _dn_constraints_problem(path, rewritten)
+    problem = (
+        _policy_problem(path) or _dn_constraints_problem(path, rewritten) or _uri_constraints_problem(path, rewritten)
+    )
     if problem:
         return Leniency(None, problem)
     if not relaxed:
@@ -223,6 +229,32 @@ def _dn_constraints_problem(path: list[Certificate], rewritten: list[Rewritten])
                 if permitted and not any(_within(rdns, p) for p in permitted):
                     return f"{cert.label}: its {what} is outside the name constraints of {path[index].label}"
     return ""
+
+
+def _uri_constraints_problem(path: list[Certificate], rewritten: list[Rewritten]) -> str:
+    """RFC 5280 §4.2.1.10 for uniformResourceIdentifier subtrees, on the host of every URI SAN below the CA:
+    `.example.com` is any host under example.com, `example.com` that host only. A URI without a host fails
+    a CA that has URI constraints."""
+    for index in range(1, len(path)):
+        result = rewritten[index]
+        if not (result.uri_permitted or result.uri_excluded):
+            continue
+        for cert in path[:index]:
+            san = extension(cert, x509.SubjectAlternativeName)
+            for uri in san.get_values_for_type(x509.UniformResourceIdentifier) if san else ():
+                host = (urllib.parse.urlsplit(uri).hostname or "").rstrip(".").lower()
+                if not host or any(_uri_within(host, e) for e in result.uri_excluded):
+                    return f"{cert.label}: its URI {uri} is excluded by the name constraints of {path[index].label}"
+                if result.uri_permitted and not any(_uri_within(host, p) for p in result.uri_permitted):
+                    return f"{cert.label}: its URI {uri} is outside the name constraints of {path[index].label}"
+    return ""
+
+
+def _uri_within(host: str, constraint: str) -> bool:
+    constraint = constraint.rstrip(".").lower()
+    if constraint.startswith("."):
+        return host.endswith(constraint)
+    return host == constraint
 
 
 def _san_directory_names(cert: Certificate) -> list[bytes]:

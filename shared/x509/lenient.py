@@ -15,7 +15,7 @@ accepts the original (sources in docs/validation.md, "Windows-like leniency"):
 
 `canonical(..., shadow=True)` also makes the changes that let a strict verifier check a *shadow* of the
 chain (`shared.validation.leniency`): basicConstraints marked critical, certificatePolicies marked
-non-critical, directoryName subtrees taken out of nameConstraints (checked by certsync itself), a v1
+non-critical, directoryName and URI subtrees taken out of nameConstraints (checked by certsync itself), a v1
 certificate given a critical basicConstraints CA extension (only ever applied to a trust-store root).
 """
 
@@ -34,6 +34,8 @@ _PRINTABLE = 0x13
 _UTF8 = 0x0C
 _PRINTABLE_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
 _DIRECTORY_NAME = 0xA4
+_URI = 0x86
+_Subtrees = tuple[tuple[list[bytes], list[bytes]], tuple[list[str], list[str]]]
 
 GENERALIZED_TIME = "validity date before 2050 encoded as GeneralizedTime"
 EXPLICIT_FALSE = "critical FALSE encoded explicitly"
@@ -42,18 +44,21 @@ NEGATIVE_SERIAL = "negative serial number"
 BC_NOT_CRITICAL = "basicConstraints of a CA not marked critical"
 POLICIES_CRITICAL = "certificatePolicies marked critical"
 DN_CONSTRAINTS = "directoryName name constraints"
+URI_CONSTRAINTS = "URI name constraints"
 V1_ROOT = "version 1 root from the trust store"
 
 
 @dataclass(frozen=True)
 class Rewritten:
-    """A certificate re-encoded: the new DER, what was changed (the quirks above), and the directoryName
-    subtrees taken out of its nameConstraints (permitted, excluded: DER of each Name)."""
+    """A certificate re-encoded: the new DER, what was changed (the quirks above), and the directoryName and
+    uniformResourceIdentifier subtrees taken out of its nameConstraints (DER of each Name; each URI host)."""
 
     der: bytes
     quirks: tuple[str, ...]
     dn_permitted: tuple[bytes, ...] = ()
     dn_excluded: tuple[bytes, ...] = ()
+    uri_permitted: tuple[str, ...] = ()
+    uri_excluded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,11 +119,12 @@ def _canonical(cert_der: bytes, shadow: bool, v1_ca: bool) -> Rewritten:
     out.append(_name(cert_der, subject, quirks))
     out.append(der.whole(cert_der, spki))
     dn: tuple[list[bytes], list[bytes]] = ([], [])
+    uri: tuple[list[str], list[str]] = ([], [])
     trailing = rest[6:]
     for item in trailing:
         if item.tag == 0xA3:
             block = der.expect(cert_der, item.content_start, der.SEQUENCE, "Extensions", item.end)
-            exts = [_extension(cert_der, e, quirks, shadow, dn) for e in der.children(cert_der, block)]
+            exts = [_extension(cert_der, e, quirks, shadow, (dn, uri)) for e in der.children(cert_der, block)]
             out.append(tlv(0xA3, tlv(der.SEQUENCE, b"".join(e for e in exts if e))))
         else:
             out.append(der.whole(cert_der, item))
@@ -130,7 +136,7 @@ def _canonical(cert_der: bytes, shadow: bool, v1_ca: bool) -> Rewritten:
         out.append(tlv(0xA3, tlv(der.SEQUENCE, extension)))
     tbs = tlv(der.SEQUENCE, b"".join(out))
     rebuilt = tlv(der.SEQUENCE, tbs + der.whole(cert_der, algorithm) + der.whole(cert_der, value))
-    return Rewritten(rebuilt, tuple(dict.fromkeys(quirks)), tuple(dn[0]), tuple(dn[1]))
+    return Rewritten(rebuilt, tuple(dict.fromkeys(quirks)), tuple(dn[0]), tuple(dn[1]), tuple(uri[0]), tuple(uri[1]))
 
 
 def _validity(buf: bytes, validity: der.Tlv, quirks: list[str]) -> bytes:
@@ -171,7 +177,7 @@ def _name(buf: bytes, name: der.Tlv, quirks: list[str]) -> bytes:
     return tlv(der.SEQUENCE, b"".join(rdns))
 
 
-def _extension(buf: bytes, ext: der.Tlv, quirks: list[str], shadow: bool, dn: tuple[list[bytes], list[bytes]]) -> bytes:
+def _extension(buf: bytes, ext: der.Tlv, quirks: list[str], shadow: bool, subtrees: _Subtrees) -> bytes:
     parts = der.children(buf, ext)
     oid = der.decode_oid(der.content(buf, parts[0]))
     critical = False
@@ -190,26 +196,33 @@ def _extension(buf: bytes, ext: der.Tlv, quirks: list[str], shadow: bool, dn: tu
         quirks.append(POLICIES_CRITICAL)
         critical = False
     elif shadow and oid == _NAME_CONSTRAINTS:
-        value = _without_dn_subtrees(value, dn)
+        value = _without_subtrees(value, subtrees)
+        dn, uri = subtrees
         if dn[0] or dn[1]:
             quirks.append(DN_CONSTRAINTS)
+        if uri[0] or uri[1]:
+            quirks.append(URI_CONSTRAINTS)
         if not value:
             return b""
     flag = tlv(der.BOOLEAN, b"\xff") if critical else b""
     return tlv(der.SEQUENCE, der.whole(buf, parts[0]) + flag + tlv(der.OCTET_STRING, value))
 
 
-def _without_dn_subtrees(value: bytes, dn: tuple[list[bytes], list[bytes]]) -> bytes:
-    """NameConstraints without its directoryName subtrees (collected into `dn`); empty if nothing is left."""
+def _without_subtrees(value: bytes, taken: _Subtrees) -> bytes:
+    """NameConstraints without its directoryName and URI subtrees (collected into `taken`, permitted first);
+    empty if nothing is left."""
+    (dn, uri) = taken
     outer = der.expect(value, 0, der.SEQUENCE, "nameConstraints")
     kept = b""
     for part in der.children(value, outer):
-        bucket = dn[0] if part.tag == 0xA0 else dn[1]
+        which = 0 if part.tag == 0xA0 else 1
         subtrees = b""
         for subtree in der.children(value, part):
             base = der.children(value, subtree)[0]
             if base.tag == _DIRECTORY_NAME:
-                bucket.append(der.content(value, base))
+                dn[which].append(der.content(value, base))
+            elif base.tag == _URI:
+                uri[which].append(der.content(value, base).decode("ascii", "replace"))
             else:
                 subtrees += der.whole(value, subtree)
         if subtrees:
