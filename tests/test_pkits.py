@@ -60,7 +60,8 @@ def _trust() -> TrustStore:
 def accepted(case_id: str, name: str) -> tuple[bool, str]:
     case = next(c for c in CASES if c["id"] == case_id and c["name"] == name)
     try:
-        crls = [parse_crl((PKITS / "crls" / n).read_bytes(), n) for n in ["TrustAnchorRootCRL.crl", *case.get("crls", [])]]
+        names = ["TrustAnchorRootCRL.crl", *case.get("crls", [])]
+        crls = [parse_crl((PKITS / "crls" / n).read_bytes(), n) for n in names]
         result = assess(
             CertificateBundle(_cert(case["cert"]), extras=tuple(_cert(n) for n in case.get("other_certs", []))),
             trust=_trust(),
