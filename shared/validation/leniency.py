@@ -67,6 +67,8 @@ _EMPTY_NAME = b"\x30\x00"
 _POLICY_PROCESSING = {"2.5.29.33": "policyMappings", "2.5.29.36": "policyConstraints", "2.5.29.54": "inhibitAnyPolicy"}
 _EMAIL = "1.2.840.113549.1.9.1"  # emailAddress, the e-mail address in a subject name
 
+_UNREADABLE: tuple[type[Exception], ...] = (CertsyncError, MalformedCertificate, IndexError, *PARSE_ERRORS)
+
 VerifierFactory = Callable[[verification.Store, dt.datetime], verification.ClientVerifier]
 
 
@@ -87,7 +89,7 @@ def lenient_chain(path: Sequence[Certificate], at: dt.datetime, verifier: Verifi
         return Leniency(None, "no path to check")
     try:
         return _check(list(path), at, verifier)
-    except (CertsyncError, MalformedCertificate, IndexError, *PARSE_ERRORS) as exc:
+    except _UNREADABLE as exc:
         return Leniency(None, f"a certificate of the path cannot be read ({exc})")
 
 
