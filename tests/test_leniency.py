@@ -5,6 +5,7 @@ exist: every Mozilla root in certifi (its encoding, re-keyed), and Certum Truste
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import certifi
 import pytest
@@ -253,3 +254,19 @@ def test_a_directory_name_san_outside_the_constraints_is_rejected():
     result = assess_chain(*pki.chain(inter={"name_constraints": permitted}, leaf={"san_extra": outside}))
     assert result.status == "Invalid"
     assert "directoryName SAN is outside" in next(f.message for f in result.findings if f.code == "chain-invalid")
+
+
+def test_certsync_check_on_a_certum_like_chain_is_valid_and_says_why(tmp_path):
+    from tests.test_cli import run, write
+
+    root, inter, leaf = QuirkyPki().chain(root=G, inter={**G, "explicit_false": True})
+    bundle = write(tmp_path, "mail.pem", (P.pem(leaf) + P.pem(inter)).encode())
+    trust = write(tmp_path, "root.pem", P.pem(root).encode())
+    common = ("--trust", trust, "--revocation", "off")
+    result = run("check", bundle, *common, "--host", "mail.contoso.com", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "Valid" and "windows-leniency" in {f["code"] for f in report["findings"]}
+    assert result.stderr == ""
+    address = run("check", bundle, *common, "--host", "192.0.2.7")
+    assert address.returncode == 1 and "The address 192.0.2.7 is not among" in address.stdout
