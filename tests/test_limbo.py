@@ -2,10 +2,10 @@
 
 Each SERVER case is assessed offline (nothing fetched): the trust store is `trusted_certs`, the
 intermediates are delivered with the peer certificate as extras, the host is the expected peer name when
-it is a DNS name (certsync checks DNS host names only), the time is `validation_time` (now when null),
-and revocation is "hard" over the case's CRLs when it has any, else "off". A case agrees when certsync
-says Valid exactly when limbo expects SUCCESS. A CertsyncError (a certificate or CRL certsync refuses to
-read) is a rejection; any other exception is a crash, which never agrees.
+it is a DNS name or an IP address (an IP is matched against iPAddress SANs only), the time is
+`validation_time` (now when null), and revocation is "hard" over the case's CRLs when it has any, else
+"off". A case agrees when certsync says Valid exactly when limbo expects SUCCESS. A CertsyncError (a
+certificate or CRL certsync refuses to read) is a rejection; any other exception is a crash, which never agrees.
 
 CLIENT cases are skipped: certsync assesses TLS server certificates, and those cases validate client
 certificates by e-mail address. Every disagreement must be listed, with its reason, in
@@ -36,8 +36,9 @@ SERVER_IDS = [case["id"] for case in CASES if case["validation_kind"] == "SERVER
 DIVERGENCE_FILE = json.loads((LIMBO / "divergences.json").read_text(encoding="utf-8"))
 DIVERGENCES: dict[str, str] = DIVERGENCE_FILE["divergences"]
 CATEGORIES: dict[str, str] = DIVERGENCE_FILE["categories"]
+IP_PEER_CASES: dict[str, str] = DIVERGENCE_FILE["ip_peer_names"]["cases"]
 
-BASELINE_AGREE = 157  # of 198 SERVER cases; raise it when a fix makes more cases agree
+BASELINE_AGREE = 158  # of 198 SERVER cases; raise it when a fix makes more cases agree
 CASE_SECONDS = 5.0  # a denial-of-service case must be rejected, not hang; the slowest takes ~0.2 s
 
 
@@ -75,7 +76,7 @@ def outcome(case_id: str) -> Outcome:
         at = case["validation_time"]
         assessment = assess(
             CertificateBundle(leaf=leaf, extras=tuple(extras)),  # the peer is the leaf, whatever else is given
-            hosts=[peer["value"]] if peer and peer["kind"] == "DNS" else [],
+            hosts=[peer["value"]] if peer and peer["kind"] in ("DNS", "IP") else [],
             trust=trust,
             at=dt.datetime.fromisoformat(at) if at else None,
             revocation="hard" if crls else "off",
@@ -118,6 +119,7 @@ def test_limbo_agreement_holds_the_baseline():
     disagreeing = [i for i in SERVER_IDS if not outcome(i).agrees_with(BY_ID[i]["expected_result"])]
     agreeing = len(SERVER_IDS) - len(disagreeing)
     unlisted = [_describe(i) for i in disagreeing if i not in DIVERGENCES]
+    print(f"x509-limbo: {agreeing} of {len(SERVER_IDS)} SERVER cases agree (baseline {BASELINE_AGREE})")
     if agreeing < BASELINE_AGREE or unlisted:
         pytest.fail(
             f"{agreeing} of {len(SERVER_IDS)} limbo SERVER cases agree (baseline {BASELINE_AGREE}); "
@@ -132,6 +134,21 @@ def test_divergence_file_lists_server_cases_with_a_categorised_one_line_reason()
         category, _, why = reason.partition(": ")
         assert category in CATEGORIES and why, f"{case_id}: the reason must start with one of {list(CATEGORIES)}"
         assert "\n" not in reason, f"{case_id}: the reason must be one line"
+
+
+@pytest.mark.parametrize("case_id", list(IP_PEER_CASES))
+def test_ip_peer_name_cases_are_documented_and_agree(case_id):
+    case = BY_ID[case_id]
+    assert case["validation_kind"] == "SERVER" and case["expected_peer_name"]["kind"] == "IP"
+    assert case_id not in DIVERGENCES and IP_PEER_CASES[case_id]
+    assert outcome(case_id).agrees_with(case["expected_result"]), _describe(case_id)
+
+
+def test_ip_peer_name_cases_agree_or_are_listed():
+    ip_cases = [i for i in SERVER_IDS if (BY_ID[i]["expected_peer_name"] or {}).get("kind") == "IP"]
+    assert set(IP_PEER_CASES) <= set(ip_cases)
+    for case_id in ip_cases:
+        assert outcome(case_id).agrees_with(BY_ID[case_id]["expected_result"]) or case_id in DIVERGENCES
 
 
 def test_limbo_snapshot_is_the_one_described_in_provenance():

@@ -189,8 +189,28 @@ function Read-CertsyncDiscoveryServers {
         } catch {
             Add-CertsyncDiscoveryError -Inventory $Inventory -Where $name -Message ('Get-TransportService: {0}' -f (Format-CertsyncDiscoveryError $_))
         }
+        $record['HasDigiCertGlobalRootG2'] = Test-CertsyncDiscoveryExoRoot -Server $name -Local $isEdge
         $Inventory.Servers.Add($record)
         Read-CertsyncDiscoveryCertificates -Inventory $Inventory -Server $name -Local ($isEdge)
+    }
+}
+
+function Test-CertsyncDiscoveryExoRoot {
+    # Whether the server's Cert:\LocalMachine\Root holds DigiCert Global Root G2, the root of Exchange
+    # Online's certificates (MC1224565); $null (and a warning, not an error: the server was read) when the
+    # store cannot be opened, e.g. with the Remote Registry service stopped.
+    param([string]$Server, [bool]$Local = $false)
+    $thumbprint = 'DF3C24F9BFD666761B268073FE06D1CC8D4F82A4'
+    $storeName = if ($Local -or (Test-CertsyncDiscoveryLocalServer $Server)) { 'Root' } else { '\\{0}\Root' -f $Server }
+    $store = [System.Security.Cryptography.X509Certificates.X509Store]::new($storeName, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
+    try {
+        $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadOnly, OpenExistingOnly')
+        return [bool]($store.Certificates | Where-Object { $_.Thumbprint -eq $thumbprint })
+    } catch {
+        Write-Warning ('certsync discovery: {0}: Cert:\LocalMachine\Root not read: {1}' -f $Server, (Format-CertsyncDiscoveryError $_))
+        return $null
+    } finally {
+        $store.Close()
     }
 }
 

@@ -29,6 +29,11 @@ from shared.x509.tls_certificate_name import TlsCertificateName
 SCHEMA = "certsync.inventory/1"
 MAX_INVENTORY_BYTES = 20 * 1024 * 1024
 HYBRID_CONFIGURATION = "Hybrid Configuration"
+# Exchange Online's certificates chain to DigiCert Global Root G2 (message center MC1224565): discovery
+# records per server whether its Cert:\LocalMachine\Root holds that root, under this field.
+EXO_ROOT_NAME = "DigiCert Global Root G2"
+EXO_ROOT_THUMBPRINT = "DF3C24F9BFD666761B268073FE06D1CC8D4F82A4"
+EXO_ROOT_FIELD = "HasDigiCertGlobalRootG2"
 
 # Exchange's AllowedServices flags, in the order Exchange prints them (ConvertTo-Json may write the number).
 SERVICE_FLAGS = (
@@ -74,6 +79,9 @@ class Server:
     site: str
     is_edge: bool
     internal_transport_thumbprint: str | None
+    # Whether Cert:\LocalMachine\Root holds DigiCert Global Root G2 (EXO_ROOT_THUMBPRINT); None when the
+    # inventory does not say (written before certsync recorded it, or the store could not be read).
+    has_exo_root: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -352,6 +360,9 @@ class _Reader:
             internal_transport_thumbprint=self.thumbprint(
                 obj.get("InternalTransportCertificateThumbprint"), f"{at}.InternalTransportCertificateThumbprint", True
             ),
+            has_exo_root=None
+            if obj.get(EXO_ROOT_FIELD) is None
+            else self.flag(obj.get(EXO_ROOT_FIELD), f"{at}.{EXO_ROOT_FIELD}"),
         )
 
     def certificate_item(self, obj: _Object, at: str) -> InstalledCertificate:

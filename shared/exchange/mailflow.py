@@ -13,7 +13,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from shared.exchange.inventory import HYBRID_CONFIGURATION, InstalledCertificate, Inventory, server_key
+from shared.exchange.inventory import (
+    EXO_ROOT_NAME,
+    EXO_ROOT_THUMBPRINT,
+    HYBRID_CONFIGURATION,
+    InstalledCertificate,
+    Inventory,
+    server_key,
+)
 from shared.exchange.match import read_value
 from shared.validation.assessment import host_matches
 
@@ -24,6 +31,11 @@ EXPIRY_WARNING_DAYS = 30
 SEND_NOT_FOUND = "454 4.7.5 The certificate specified in TlsCertificateName of the SendConnector could not be found."
 RECEIVE_NOT_FOUND = "TLS negotiation failed with error NoCredentials"
 EXO_NOT_ATTRIBUTED = "550 5.7.64 TenantAttribution; Relay Access Denied"
+EXO_ROOT_MISSING = (
+    f"Cert:\\LocalMachine\\Root lacks {EXO_ROOT_NAME} ({EXO_ROOT_THUMBPRINT}), the root of Exchange Online's "
+    "certificates since MC1224565: TLS with Exchange Online fails (the remote certificate is not trusted)"
+)
+EXO_ROOT_URL = "https://cacerts.digicert.com/DigiCertGlobalRootG2.crt"
 
 
 # What to do about a selected certificate whose Status is not Valid, in Get-ExchangeCertificate's words.
@@ -91,6 +103,7 @@ def predict(inventory: Inventory, at: dt.datetime | None = None) -> list[MailFlo
         for server in hybrid.servers:
             found += _check(inventory, server, HYBRID_CONFIGURATION, "hybrid", hybrid.tls_certificate_name)
     found += _exchange_online(inventory)
+    found += _exo_root(inventory)
     found += _expiring(inventory, at or inventory.collected_at)
     order = {s: n for n, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: order[f.severity])
@@ -197,6 +210,35 @@ def _exchange_online(inventory: Inventory) -> list[MailFlowFinding]:
                     f"New-AcceptedDomain for the domain of {value}, or use a certificate in an accepted domain",
                 )
             )
+    return found
+
+
+def _exo_root(inventory: Inventory) -> list[MailFlowFinding]:
+    """Servers whose root store lacks DigiCert Global Root G2: an error on those that exchange mail with
+    Exchange Online (the hybrid configuration's servers, else the sources of cloud send connectors and the
+    servers of cloud receive connectors), a warning on the others. Not recorded (None) says nothing."""
+    hybrid = inventory.hybrid_configuration
+    facing = set(hybrid.servers) if hybrid else set()
+    if not facing:
+        facing = {s for c in inventory.send_connectors if c.cloud_services_mail_enabled for s in c.source_servers}
+        facing |= {c.server for c in inventory.receive_connectors if c.cloud_services_mail_enabled}
+    found = []
+    for server in inventory.servers:
+        if server.has_exo_root is not False:
+            continue
+        found.append(
+            _finding(
+                server.name,
+                server.name,
+                "certificate",
+                None,
+                "error" if server.name in {server_key(s) for s in facing} else "warning",
+                EXO_ROOT_MISSING,
+                f"import {EXO_ROOT_NAME} ({EXO_ROOT_URL}) on {server.name}: Import-Certificate -FilePath "
+                "DigiCertGlobalRootG2.crt -CertStoreLocation Cert:\\LocalMachine\\Root (or let Windows "
+                "Update's root certificate update reach it), then run discovery again",
+            )
+        )
     return found
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import ipaddress
 import itertools
 import warnings
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
@@ -34,10 +36,12 @@ from shared.errors import CertsyncError
 from shared.times import format_time, utc_now
 from shared.validation.crl import Crl
 from shared.validation.fetch import Fetcher
+from shared.validation.leniency import lenient_chain
 from shared.validation.revocation import FetchCache, check_revocation
 from shared.x509 import der
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.containers import certificates_in
+from shared.x509.lenient import signed_parts
 from shared.x509.parsed import (
     KEPT_PER_CERTIFICATE,
     PARSE_ERRORS,
@@ -48,7 +52,7 @@ from shared.x509.parsed import (
     parse_warnings,
     to_x509,
 )
-from shared.x509.signatures import SHA1_SIGNATURES
+from shared.x509.signatures import SHA1_SIGNATURES, verify_signature
 from shared.x509.tls_certificate_name import TlsCertificateName
 from shared.x509.x500 import X500Name
 
@@ -305,6 +309,8 @@ class _Run:
             known.setdefault(extra.der, PathEntry(extra, "delivered"))
         pool = [e.certificate for e in known.values() if e.source != "trust store"]
         chain = self._verified_chain(pool, [e.certificate for e in walked])
+        if chain is None and anchored:
+            chain = self._lenient_chain([e.certificate for e in walked])
         if chain is None:
             self.findings.extend(walk_findings)
             self._lint_dates(walked)
@@ -346,7 +352,7 @@ class _Run:
             if parent is not None:
                 path.append(PathEntry(parent, "delivered"))
                 continue
-            if current.is_self_issued and _signed_by(to_x509(current), current):
+            if current.is_self_issued and _signed_by(current, current):
                 findings.append(
                     self._finding(
                         "untrusted-root",
@@ -403,7 +409,6 @@ class _Run:
     def _fetch_issuer(self, cert: Certificate, in_path: set[Certificate]) -> Certificate | None:
         if self.fetcher is None:
             return None
-        cert_x = to_x509(cert)
         for url in access_urls(cert, AuthorityInformationAccessOID.CA_ISSUERS)[:4]:
             candidates = self.cache.aia.get(url)
             if candidates is None:
@@ -418,7 +423,7 @@ class _Run:
             for candidate in candidates:
                 if candidate in in_path:
                     continue  # an AIA loop: a certificate already in the path
-                if candidate.issued(cert) and _signed_by(cert_x, candidate):
+                if candidate.issued(cert) and _signed_by(cert, candidate):
                     return candidate
         return None
 
@@ -461,6 +466,25 @@ class _Run:
             self._verifier_reason = f"cryptography cannot read a certificate of the path ({parse_error_reason(exc)})"
             chain = None
         return None if chain is None else [owners[id(c)] for c in chain]
+
+    def _lenient_chain(self, walked: list[Certificate]) -> list[Certificate] | None:
+        """The walked path when it holds under Windows's rules (`shared.validation.leniency`), with an info
+        finding that names each relaxation it needed; None (and the strict reason kept) otherwise."""
+        outcome = lenient_chain(walked, self.at, _store_verifier)
+        if outcome.chain is None:
+            if outcome.reason:
+                self._verifier_reason += f"; checked under Windows's rules as well: {outcome.reason}"
+            return None
+        notes = "; ".join(f"{_subject(cert)!r}: {quirk}" for cert, quirk in outcome.relaxed)
+        self._add(
+            "windows-leniency",
+            "info",
+            self.bundle.leaf,
+            f"Strict TLS libraries refuse this chain ({self._verifier_reason}), but Windows accepts it and so "
+            f"does certsync, which checked it under Windows's rules: {notes}.",
+            "Nothing to do for Exchange; ask the CA to re-issue with conforming encoding if other peers refuse it.",
+        )
+        return outcome.chain
 
     # -- lints ----------------------------------------------------------------------------------------
 
@@ -592,7 +616,8 @@ class _Run:
             if entry.source == "trust store":
                 continue  # a root's self-signature is not checked, by Windows or anyone
             cert_x = to_x509(entry.certificate)
-            if cert_x.signature_algorithm_oid.dotted_string in SHA1_SIGNATURES:
+            self_signed_end = entry is path[-1] and entry.certificate.is_self_issued
+            if cert_x.signature_algorithm_oid.dotted_string in SHA1_SIGNATURES and not self_signed_end:
                 self._add(
                     "sha1-signature",
                     "error",
@@ -628,6 +653,10 @@ class _Run:
             else:
                 names, source = ((cn,) if cn else ()), "subject CN (the certificate has no DNS SAN)"
         for host in self.hosts:
+            address = _ip_address(host)
+            if address is not None:
+                self._lint_ip_host(leaf, host, address)
+                continue
             if not any(host_matches(pattern, host) for pattern in names):
                 self._add(
                     "host-not-covered",
@@ -638,6 +667,24 @@ class _Run:
                     f"Re-issue the certificate with {host} in its subject alternative names.",
                     INVALID,
                 )
+
+    def _lint_ip_host(
+        self, leaf: Certificate, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> None:
+        """An IP address is matched only against iPAddress SANs (RFC 6125 §6.2.1 / RFC 9525 §6.3: never a
+        dNSName or the CN), as Windows's SSL policy does."""
+        san = extension(leaf, x509.SubjectAlternativeName)
+        addresses = [] if san is None else san.get_values_for_type(x509.IPAddress)
+        if address not in addresses:
+            listed = ", ".join(str(a) for a in addresses) or "none"
+            self._add(
+                "host-not-covered",
+                "error",
+                leaf,
+                f"The address {host} is not among the certificate's IP address SANs ({listed}).",
+                f"Connect by host name, or re-issue the certificate with {host} as an IP address SAN.",
+                INVALID,
+            )
 
     def _lint_encoding(self, path: list[PathEntry]) -> None:
         """What cryptography only warned about in the delivered or fetched certificates (not the trust
@@ -720,8 +767,19 @@ def host_matches(pattern: str, host: str) -> bool:
     return bool(first) and host_rest == rest
 
 
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
 @functools.lru_cache(maxsize=64)
 def _verifier_cached(trust: TrustStore, at: dt.datetime) -> verification.ClientVerifier:
+    return _store_verifier(trust.store(), at)
+
+
+def _store_verifier(store: verification.Store, at: dt.datetime) -> verification.ClientVerifier:
     # CA EKU is our lint (`eku-no-server-auth`), so a serverAuth-only CA passes the client verifier. A CA
     # without KeyUsage is accepted, as Windows accepts it; one with KeyUsage must have keyCertSign.
     ca_policy = (
@@ -731,7 +789,7 @@ def _verifier_cached(trust: TrustStore, at: dt.datetime) -> verification.ClientV
     )
     builder = (
         verification.PolicyBuilder()
-        .store(trust.store())
+        .store(store)
         .time(at)
         .extension_policies(ca_policy=ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
     )
@@ -754,15 +812,18 @@ def _verifier_reason(text: str) -> str:
     return text.removeprefix("validation failed: ")
 
 
-_NOT_SIGNED_BY: tuple[type[Exception], ...] = (InvalidSignature, MalformedCertificate, *PARSE_ERRORS)
+_NOT_SIGNED_BY: tuple[type[Exception], ...] = (CertsyncError, IndexError, UnsupportedAlgorithm, *PARSE_ERRORS)
 
 
-def _signed_by(cert_x: x509.Certificate, issuer: Certificate) -> bool:
+def _signed_by(cert: Certificate, issuer: Certificate) -> bool:
+    """Whether `issuer`'s key signed `cert`, checked over the exact bytes signed (so a certificate whose
+    encoding cryptography re-reads, or a SHA-1 self-signed root, is still recognised)."""
     try:
-        cert_x.verify_directly_issued_by(to_x509(issuer))
+        parts = signed_parts(cert.der)
+        key = serialization.load_der_public_key(issuer.spki_der)
     except _NOT_SIGNED_BY:
         return False
-    return True
+    return verify_signature(key, parts.algorithm_oid, parts.signature, parts.tbs)
 
 
 def _ekus(cert: Certificate) -> list[x509.ObjectIdentifier] | None:

@@ -17,7 +17,9 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from shared.errors import DerError
 from shared.x509.certificate import Certificate
+from shared.x509.lenient import canonical
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
 
@@ -81,8 +83,28 @@ def _load(cert: Certificate) -> tuple[x509.Certificate, tuple[str, ...]]:
             parsed = x509.load_der_x509_certificate(cert.der)
             parsed.serial_number  # noqa: B018 - some warnings come only when a field is first read
         except PARSE_ERRORS as exc:
-            raise MalformedCertificate(cert, parse_error_reason(exc)) from None
+            return _load_canonical(cert, parse_error_reason(exc))
     return parsed, _messages(caught)
+
+
+def _load_canonical(cert: Certificate, reason: str) -> tuple[x509.Certificate, tuple[str, ...]]:
+    """cryptography's parse of the certificate re-encoded as Windows reads it (`shared.x509.lenient`), when
+    only an encoding quirk Windows tolerates made it refuse the original; each quirk becomes a warning.
+    The parse's signature no longer matches its TBS: signatures are checked over the original bytes."""
+    try:
+        rewritten = canonical(cert.der)
+    except DerError:
+        rewritten = None
+    if rewritten is None or not rewritten.quirks:
+        raise MalformedCertificate(cert, reason)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            parsed = x509.load_der_x509_certificate(rewritten.der)
+            parsed.serial_number  # noqa: B018
+        except PARSE_ERRORS:
+            raise MalformedCertificate(cert, reason) from None
+    return parsed, (*rewritten.quirks, *_messages(caught))
 
 
 def _messages(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:

@@ -113,4 +113,12 @@ Describe 'Get-CertsyncInventory' {
         Mock Get-Command { $null } -ParameterFilter { $Name -eq 'Get-ExchangeServer' }
         { Invoke-CertsyncDiscoveryMain -WorkerGroup 'hrw-exchange' -ExoOrganization '' -SkipExchangeOnline $true -ExchangeLoadError 'no RemoteExchange.ps1' 3>$null } | Should -Throw '*Exchange Management Shell*'
     }
+
+    It 'records per server whether its root store holds DigiCert Global Root G2, null when unreadable' {
+        Mock Test-CertsyncDiscoveryExoRoot { if ($Server -eq 'EX01') { $true } else { $null } }
+        $inventory = (Invoke-Discovery -SkipExchangeOnline)[0] | ConvertFrom-Json
+        $inventory.servers[0].HasDigiCertGlobalRootG2 | Should -Be $true
+        $inventory.servers[1].HasDigiCertGlobalRootG2 | Should -BeNullOrEmpty
+        @($inventory.errors).Count | Should -Be 0
+    }
 }
