@@ -39,11 +39,14 @@ from shared.remediation.messages import (
     parse_job_message,
     parse_result,
     parse_track_message,
+    plan_base64,
+    plan_from_base64,
     result_from_output,
     server_outcomes,
 )
 from shared.remediation.service import Remediation
 from shared.wiring import remediation_from_env
+from tests.automation_params import string_parameters
 from tests.chains import issue, make_name, pem_of
 from tests.fakes.arm import API_VERSION, FakeArm
 from tests.smtp import SmtpTlsServer
@@ -301,13 +304,14 @@ def test_a_job_is_started_once_tracked_to_completion_and_its_result_audited(setu
     properties = json.loads(body)["properties"]
     assert properties["runbook"] == {"name": "Invoke-CertsyncRemediation"}
     assert properties["runOn"] == "hrw-exchange"
-    assert properties["parameters"] == {
-        "PlanJson": json.dumps(job.plan, sort_keys=True, separators=(",", ":")),
+    received = string_parameters(json.loads(body))  # what the runbook's [string] parameters hold
+    assert received == {
+        "PlanBase64": plan_base64(job.plan),
         "CorrelationId": job.correlation_id,
         "JobId": job.job_id,
         "CallbackUrl": f"{CALLBACK_BASE}/api/jobs/{job.job_id}/result",
     }
-    assert json.loads(properties["parameters"]["PlanJson"]) == job.plan
+    assert plan_from_base64(received["PlanBase64"]) == job.plan
     assert setup.secret not in body.decode() and "code=" not in body.decode()
 
     outcomes = setup.track_until_done()
@@ -479,7 +483,7 @@ def test_a_job_message_whose_id_does_not_match_its_certificate_is_rejected(setup
 def test_a_plan_carrying_a_private_key_is_never_sent_to_automation(setup):
     job = make_job(notes="-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----")
     outcome = setup.remediation.start(job.to_json())
-    assert outcome.outcome == "rejected" and "PlanJson would carry a private key" in outcome.reason
+    assert outcome.outcome == "rejected" and "PlanBase64 would carry a private key" in outcome.reason
     assert setup.entries("job-rejected")[0].details["code"] == "UnsafeParameters"
     assert setup.puts() == [] and "MIIB" not in json.dumps([e.to_dict() for e in setup.history()])
 

@@ -29,11 +29,16 @@ from typing import Any, Protocol, TypedDict, cast
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
+from shared.pipeline.contract import JOB_PARAMETERS
 from shared.pipeline.jobs import JOB_SCHEMA, PLAN_SCHEMAS, RemediationRequest
 from shared.remediation.automation import FAILED_STATES
 from shared.times import format_time, parse_time
 
 TRACK_SCHEMA = "certsync.track/1"
+# What certsync lets an Automation job's parameters weigh, as JSON text (names plus quoted values). The
+# Jobs - Create reference states no limit; 512 KiB is the webhook body limit, taken as the bound until a
+# documented one is known (docs/remediation.md, "Parameter transport").
+MAX_PARAMETERS_BYTES = 512 * 1024
 RESULT_SCHEMA = "certsync.result/1"
 RESULT_STATUSES = ("succeeded", "failed", "rolled-back", "what-if")
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # the longest a queue message can stay invisible (Azure Storage's limit)
@@ -232,14 +237,48 @@ def callback_url(base: str, job_id: str) -> str:
     return f"{base.strip().rstrip('/')}/api/jobs/{job_id}/result"
 
 
+def plan_base64(plan: Mapping[str, Any]) -> str:
+    """The plan as it travels to the runbook: base64 of its canonical UTF-8 JSON text (sorted keys, no
+    spaces). Base64 holds no quote, brace or escape, so no JSON decoding on the way can change it."""
+    text = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def plan_from_base64(value: str) -> dict[str, Any]:
+    """The plan `plan_base64` encoded (what the runbook does with its PlanBase64); `CertsyncError` if not one."""
+    try:
+        plan = json.loads(base64.b64decode(value, validate=True).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise CertsyncError("PlanBase64 is not base64 of UTF-8 JSON text") from None
+    if not isinstance(plan, dict):
+        raise CertsyncError("PlanBase64 does not hold a JSON object")
+    return plan
+
+
 def job_parameters(job: RemediationRequest, callback_base: str = "") -> dict[str, str]:
-    """The Automation job's parameters: all strings, public data only (the runbook fetches the PFX itself)."""
-    return {
-        "PlanJson": json.dumps(job.plan, sort_keys=True, separators=(",", ":")),
-        "CorrelationId": job.correlation_id,
-        "JobId": job.job_id,
-        "CallbackUrl": callback_url(callback_base, job.job_id) if callback_base else "",
-    }
+    """The Automation job's parameters (`contract.JOB_PARAMETERS`): all strings, public data only (the runbook
+    fetches the PFX itself). Refused with a one-line `CertsyncError` when they would exceed
+    `MAX_PARAMETERS_BYTES`."""
+    parameters = dict(
+        zip(
+            JOB_PARAMETERS,
+            (
+                plan_base64(job.plan),
+                job.correlation_id,
+                job.job_id,
+                callback_url(callback_base, job.job_id) if callback_base else "",
+            ),
+            strict=True,
+        )
+    )
+    size = sum(len(json.dumps(v).encode()) + len(k) for k, v in parameters.items())
+    if size > MAX_PARAMETERS_BYTES:
+        raise CertsyncError(
+            f"job {job.job_id}: the plan for {job.certificate} makes {size} bytes of job parameters, more than the"
+            f" {MAX_PARAMETERS_BYTES} an Automation job takes; narrow it (fewer servers or connectors in the"
+            " targets) and plan again"
+        )
+    return parameters
 
 
 _SECRET_SHAPES = (
@@ -262,6 +301,8 @@ def check_no_secrets(parameters: Mapping[str, str], secrets: Sequence[bytes] = (
     for name, value in parameters.items():
         if not isinstance(value, str):
             raise CertsyncError(f"job parameter {name} is not a string")
+        if name == "PlanBase64":  # base64 hides every shape: look at the plan's own text too
+            value = f"{value}\n{json.dumps(plan_from_base64(value), ensure_ascii=False)}"
         for shape, what in _SECRET_SHAPES:
             if shape.search(value):
                 raise CertsyncError(f"job parameter {name} would carry {what}; no job was started")
