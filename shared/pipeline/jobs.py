@@ -15,6 +15,7 @@ Storage queue REMEDIATION_QUEUE.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -25,6 +26,21 @@ PlanDocument = dict[str, Any]  # certsync.plan/2 (exchange-inventory.md §3)
 PLAN_SCHEMAS = ("certsync.plan/1", "certsync.plan/2")
 
 JOB_SCHEMA = "certsync.job/1"  # the schema of a remediation request (its name on the wire predates the type's)
+
+
+# What certsync lets an Automation job's parameters weigh, as JSON text (names plus quoted values). The
+# Jobs - Create reference states no limit; 512 KiB is taken as the bound until a documented one is known
+# (docs/remediation.md, "Parameter transport").
+MAX_PARAMETERS_BYTES = 512 * 1024
+PARAMETERS_OVERHEAD = 1024  # the other job parameters (ids, the callback URL) and the JSON around them
+
+
+def plan_base64(plan: dict[str, Any]) -> str:
+    """The plan as it travels to the runbook (its PlanBase64 parameter): base64 of its canonical UTF-8 JSON
+    text (sorted keys, no spaces). Base64 holds no quote, brace or escape, so no JSON decoding on the way
+    can change it."""
+    text = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 def job_id(vault: str, name: str, version: str) -> str:

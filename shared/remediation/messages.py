@@ -30,15 +30,12 @@ from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
 from shared.pipeline.contract import JOB_PARAMETERS
-from shared.pipeline.jobs import JOB_SCHEMA, PLAN_SCHEMAS, RemediationRequest
+from shared.pipeline.jobs import JOB_SCHEMA, MAX_PARAMETERS_BYTES, PLAN_SCHEMAS, RemediationRequest, plan_base64
 from shared.remediation.automation import FAILED_STATES
 from shared.times import format_time, parse_time
 
 TRACK_SCHEMA = "certsync.track/1"
-# What certsync lets an Automation job's parameters weigh, as JSON text (names plus quoted values). The
-# Jobs - Create reference states no limit; 512 KiB is the webhook body limit, taken as the bound until a
-# documented one is known (docs/remediation.md, "Parameter transport").
-MAX_PARAMETERS_BYTES = 512 * 1024
+
 RESULT_SCHEMA = "certsync.result/1"
 RESULT_STATUSES = ("succeeded", "failed", "rolled-back", "what-if")
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # the longest a queue message can stay invisible (Azure Storage's limit)
@@ -237,15 +234,9 @@ def callback_url(base: str, job_id: str) -> str:
     return f"{base.strip().rstrip('/')}/api/jobs/{job_id}/result"
 
 
-def plan_base64(plan: Mapping[str, Any]) -> str:
-    """The plan as it travels to the runbook: base64 of its canonical UTF-8 JSON text (sorted keys, no
-    spaces). Base64 holds no quote, brace or escape, so no JSON decoding on the way can change it."""
-    text = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
 def plan_from_base64(value: str) -> dict[str, Any]:
-    """The plan `plan_base64` encoded (what the runbook does with its PlanBase64); `CertsyncError` if not one."""
+    """The plan `shared.pipeline.jobs.plan_base64` encoded, decoded as the runbook decodes its PlanBase64;
+    `CertsyncError` if it is not one."""
     try:
         plan = json.loads(base64.b64decode(value, validate=True).decode("utf-8"))
     except (ValueError, UnicodeDecodeError):

@@ -176,8 +176,9 @@ class KeyVaultSource:
                 transient=True,
             )
         enabled = properties.enabled is not False
+        content_type: str | None = None
         if enabled:
-            bundle = self._secret_certificates(secrets, name, version)
+            bundle, content_type = self._secret_certificates(secrets, name, version)
         else:
             bundle = self._object_certificate(certificate, name, version)
         stated = properties.x509_thumbprint.hex().upper() if properties.x509_thumbprint else "none"
@@ -196,6 +197,8 @@ class KeyVaultSource:
             enabled=enabled,
             created=properties.created_on,
             tags=dict(properties.tags or {}),
+            content_type=content_type,
+            key_exportable=bundle.has_private_key if enabled else None,
         )
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
@@ -292,9 +295,10 @@ class KeyVaultSource:
                 )
             return self._clients
 
-    def _secret_certificates(self, secrets: SecretClient, name: str, version: str) -> CertificateBundle:
-        """The certificates in the version's secret. The value is deleted before anything is raised, and
-        errors are raised outside the handler, so no traceback frame or exception context holds it."""
+    def _secret_certificates(self, secrets: SecretClient, name: str, version: str) -> tuple[CertificateBundle, str]:
+        """The certificates in the version's secret, and the secret's content type (lower case). The value is
+        deleted before anything is raised, and errors are raised outside the handler, so no traceback frame or
+        exception context holds it."""
         with self._answers(f"reading the secret of certificate {name} version {version}"):
             secret = secrets.get_secret(name, version)
         value = secret.value or ""
@@ -324,7 +328,7 @@ class KeyVaultSource:
             data = b""
         if bundle is None:
             raise SourceError(problem, "bad-content")
-        return bundle
+        return bundle, content_type
 
     def _object_certificate(self, certificate: KeyVaultCertificate, name: str, version: str) -> CertificateBundle:
         label = f"Key Vault {self.vault}: certificate {name} version {version}"
