@@ -77,6 +77,12 @@ def _guid(value: str, name: str) -> str:
     return value
 
 
+def _tenant(value: str, name: str) -> str:
+    if value and not _GUID.fullmatch(value):
+        raise _bad(name, value, "not a tenant id; give the Microsoft 365 tenant's id (a GUID), or leave it empty")
+    return value.lower()
+
+
 def _names_list(value: str, name: str) -> tuple[str, ...]:
     return tuple(v.strip().lower() for v in value.split(",") if v.strip())
 
@@ -284,6 +290,17 @@ REGISTRY: tuple[Setting, ...] = (
         "false",
         parse=_bool,
     ),
+    Setting(
+        "CERTSYNC_EXO_TENANT_ID",
+        "the Exchange Online tenant id a plan's Exchange Online steps connect to, when the inventory names none",
+        parse=_tenant,
+    ),
+    Setting(
+        "CERTSYNC_RESTART_TRANSPORT",
+        "true: a plan restarts the transport services whose connectors it switched, before the proof",
+        "false",
+        parse=_bool,
+    ),
     Setting("CERTSYNC_TRUST_FILE", "the roots to trust instead of Mozilla's"),
     Setting(
         "CERTSYNC_VAULT_DNS_SUFFIX", "a vault's URL is https://<name>.<suffix>", "vault.azure.net", parse=_dns_suffix
@@ -376,6 +393,8 @@ class PipelineValues:
     vault_dns_suffix: str
     vault_urls: Mapping[str, str]
     require_accepted_domain: bool = False  # the planner's rule 4 (exchange-inventory.md §2)
+    exo_tenant: str = ""  # CERTSYNC_EXO_TENANT_ID
+    restart_transport: bool = False  # CERTSYNC_RESTART_TRANSPORT
 
     def vault_url(self, vault: str) -> str:
         return self.vault_urls.get(vault) or f"https://{vault}.{self.vault_dns_suffix}"
@@ -515,6 +534,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             vault_dns_suffix=value("CERTSYNC_VAULT_DNS_SUFFIX", env),
             vault_urls=value("CERTSYNC_VAULT_URLS", env),
             require_accepted_domain=value("CERTSYNC_REQUIRE_ACCEPTED_DOMAIN", env),
+            exo_tenant=value("CERTSYNC_EXO_TENANT_ID", env) or "",
+            restart_transport=value("CERTSYNC_RESTART_TRANSPORT", env),
         ),
         notify=notify_values(env),
         remediation=RemediationValues(

@@ -134,6 +134,8 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         expiry_warning_days=values.expiry_days,
         inventory_max_age=dt.timedelta(hours=settings.remediation.inventory_max_age_hours),
         require_accepted_domain=values.require_accepted_domain,
+        exo_tenant=values.exo_tenant,
+        restart_transport=values.restart_transport,
     )
 
 

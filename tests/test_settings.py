@@ -47,6 +47,8 @@ BAD = {
     "CERTSYNC_ALLOW_HOSTS": ("crl.corp.local,host:port:x", "give HOST or HOST:PORT"),
     "CERTSYNC_EXPIRY_DAYS": ("thirty", "whole number of days"),
     "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN": ("maybe", "write true or false"),
+    "CERTSYNC_EXO_TENANT_ID": ("contoso.onmicrosoft.com", "not a tenant id"),
+    "CERTSYNC_RESTART_TRANSPORT": ("sometimes", "write true or false"),
     "CERTSYNC_CRL_MAX_MB": ("0", "in whole MiB, 1 to 1024"),
     "CERTSYNC_VAULT_DNS_SUFFIX": ("vault azure net", "DNS suffix"),
     "CERTSYNC_VAULT_URLS": ("contoso-kv=http://plain", "write name=https://host"),

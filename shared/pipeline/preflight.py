@@ -30,8 +30,9 @@ from shared.pipeline.sources import StoredVersion
 from shared.pipeline.targets import ALLOWED_STATUSES
 
 PEM_CONTENT_TYPE = "application/x-pem-file"
-# Actions that run against Exchange Online: each step names its tenant, one connection per tenant.
-EXO_ACTIONS = frozenset({"set-exo-inbound-connector", "test-outbound"})
+# Actions that write to Exchange Online: each step names its tenant, one connection per tenant. (A
+# `test-outbound` step carries the tenant when there is one: Validate-OutboundConnector runs only then.)
+EXO_ACTIONS = frozenset({"set-exo-inbound-connector"})
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ from shared.pipeline.inventories import (
 )
 from shared.pipeline.jobs import RemediationQueue, RemediationRequest, job_id
 from shared.pipeline.planner import InventoryPlan, plan_from_inventory
+from shared.pipeline.preflight import preflight
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion, is_object_name
 from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_targets
 from shared.times import Clock, format_time, utc_now
@@ -197,6 +198,8 @@ class PipelineSettings:
     at: dt.datetime | None = None  # assess at this time instead of now (demo, tests)
     inventory_max_age: dt.timedelta = DEFAULT_MAX_AGE  # CERTSYNC_INVENTORY_MAX_AGE_HOURS
     require_accepted_domain: bool = False  # CERTSYNC_REQUIRE_ACCEPTED_DOMAIN
+    exo_tenant: str = ""  # CERTSYNC_EXO_TENANT_ID: when the inventory names no tenant
+    restart_transport: bool = False  # CERTSYNC_RESTART_TRANSPORT
 
     def fetcher(self) -> Fetcher:
         """A Fetcher for one assessment: the allow-list and the CRL cap."""
@@ -370,6 +373,8 @@ class _Run:
             previous_versions=[previous.bundle.leaf] if previous is not None else [],
             require_accepted_domain=self.pipeline.settings.require_accepted_domain,
             version=new,  # the Key Vault identity the runbook fetches the PFX by
+            exo_tenant=self.pipeline.settings.exo_tenant or None,
+            restart_transport=self.pipeline.settings.restart_transport,
         )
         outcome.plan = plan
         document = plan_document(plan, outcome.assessment, targets, record)
@@ -383,6 +388,9 @@ class _Run:
             self._notify("renewal", f"{headline}. {summary}", details)
             outcome.outcome, outcome.reason = "nothing-to-change", summary
             return outcome
+        refusal = preflight(document, new, targets.allow_status)
+        if refusal is not None:  # the runbook would refuse it: never queue a job that cannot succeed
+            return self._block(outcome, new, f"the runbook would refuse this plan: {refusal}")
         request = RemediationRequest(
             vault=new.vault,
             certificate=new.name,

@@ -198,7 +198,8 @@ class KeyVaultSource:
             created=properties.created_on,
             tags=dict(properties.tags or {}),
             content_type=content_type,
-            key_exportable=bundle.has_private_key if enabled else None,
+            # A PFX secret without its key: the policy says exportable: false (PEM is refused by its type).
+            key_exportable=bundle.has_private_key if content_type == PKCS12_CONTENT_TYPE else None,
         )
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
