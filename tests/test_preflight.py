@@ -24,13 +24,12 @@ from shared.pipeline.sources import StoredVersion
 from shared.pipeline.targets import parse_targets_json
 from shared.validation.assessment import TrustStore
 from shared.x509.certificate import Certificate
+from tests import test_pipeline
 from tests.chains import pem_of, unprotected_pfx
 from tests.fakes.keyvault import PEM, PKCS12, FakeKeyVault
-from tests import test_pipeline
 from tests.test_pipeline import NAME, NOW, TARGETS, Renewal, event
 from tests.test_planner_properties import plan_of
 from tests.topologies import Topology, topologies
-
 
 renewal = test_pipeline.renewal  # the pipeline tests' renewal fixture: a rotated intermediate, CRLs on loopback
 
