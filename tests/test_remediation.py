@@ -236,6 +236,10 @@ class Setup:
                 outcomes.append(self.remediation.track(text))
         raise AssertionError(f"still tracking after {limit} rounds: {[o.outcome for o in outcomes]}")
 
+    def result_notice(self):
+        """The last job-result notice (a job that ended without a result is followed by its job-decision)."""
+        return [n for n in self.notices if n.kind == "job-result"][-1]
+
     def post_result(self, job_id: str, body: bytes, *, secret: str | None = None, at=None, headers=None):
         keys = parse_secrets(secret or self.secret, "test")
         signed = sign(keys, f"{job_id}-result", body, at=at) if headers is None else headers
@@ -527,8 +531,8 @@ def test_failed_stopped_and_suspended_jobs_are_reported_with_the_runbook_error(s
     assert details["status"] == state and details["via"] == "poll"
     assert "Set-SendConnector : Access is denied." in details["error"]
     assert "the key set does not exist on EX02" in details["error"] and "rolled back 1 connector" in details["error"]
-    notice = setup.notices[-1]
-    assert notice.kind == "job-result" and notice.severity == "critical"
+    [notice] = [n for n in setup.notices if n.kind == "job-result"]
+    assert notice.severity == "critical"
     if result:
         assert details["result"]["status"] == "rolled-back"
         assert notice.details["servers"] == [
@@ -550,7 +554,7 @@ def test_a_garbled_last_output_line_gives_a_null_result_with_a_clear_error(setup
     [entry] = setup.entries("job-result")
     assert entry.details["result"] is None and entry.details["status"] == "Completed"
     assert entry.details["error"] == "the job's last Output line is not JSON, so there is no certsync.result/1 result"
-    assert setup.notices[-1].details["servers"] == [
+    assert setup.result_notice().details["servers"] == [
         {"server": "EX01", "outcome": "unknown"},
         {"server": "EX02", "outcome": "unknown"},
     ]
@@ -777,7 +781,7 @@ def test_an_output_that_cannot_be_read_is_read_again_later_or_recorded_as_the_er
         [entry] = setup.entries("job-result")
         assert entry.details["error"].startswith("cannot read the job's output: Automation account")
         assert "Automation Job Operator" in entry.details["error"] and entry.details["result"] is None
-        assert setup.notices[-1].details["status"] == "no-result"
+        assert setup.result_notice().details["status"] == "no-result"
 
 
 def test_error_streams_that_cannot_be_read_after_a_reported_failure_are_recorded_as_such(setup):

@@ -85,6 +85,7 @@ _KIND_SEVERITY = {
     "blocked": "critical",
     "job-rejected": "critical",
     "job-poisoned": "critical",
+    "job-decision": "critical",  # a job ended without a result: someone should know what happens next
     "probe": "warning",
     "drift": "warning",
     "unprocessed": "warning",

@@ -227,8 +227,8 @@ def entries(history: Iterable[AuditEntry], kind: str, job_id: str) -> list[Audit
     return found
 
 
-def servers_of(history: Sequence[AuditEntry], job_id: str) -> list[str]:
-    """The plan's servers, from the plan entry the pipeline wrote before queuing this job (if any)."""
+def plan_of(history: Sequence[AuditEntry], job_id: str) -> dict[str, Any] | None:
+    """The plan the pipeline audited before queuing this job (without the intermediates' DER), if any."""
     for entry in reversed(history):
         plan = entry.details.get("plan") if entry.kind == "plan" else None
         if not isinstance(plan, dict):
@@ -236,8 +236,14 @@ def servers_of(history: Sequence[AuditEntry], job_id: str) -> list[str]:
         certificate = plan.get("certificate") or {}
         vault, name, version = (str(certificate.get(k, "")) for k in ("vault", "name", "version"))
         if derive_job_id(vault, name, version) == job_id:
-            return [s for s in plan.get("servers") or [] if isinstance(s, str)]
-    return []
+            return plan
+    return None
+
+
+def servers_of(history: Sequence[AuditEntry], job_id: str) -> list[str]:
+    """The plan's servers, from the plan entry the pipeline wrote before queuing this job (if any)."""
+    plan = plan_of(history, job_id)
+    return [s for s in (plan or {}).get("servers") or [] if isinstance(s, str)]
 
 
 def error_text(errors: Sequence[str]) -> str:

@@ -50,6 +50,8 @@ WRITES = frozenset(
 )
 STAGED = {"import-certificate": "remove-certificate", "install-intermediate": "remove-intermediate"}
 MAX_ENTRIES = 10_000
+ROW_CHARACTERS = 24_000  # the JSON of one job-journal audit row's entries (a Table string holds 32K characters)
+VALUE_CHARACTERS = 2_000  # a `before` or `after` longer than this as JSON is stored cut
 
 
 class JournalError(CertsyncError):
@@ -179,6 +181,51 @@ def _entry(item: object, job_id: str, index: int) -> JournalEntry:
         at=str(item.get("at") or ""),
         rollback=bool(item.get("rollback", False)),
     )
+
+
+# --- job-journal audit rows ------------------------------------------------------------------------
+
+
+def journal_rows(entries: Sequence[JournalEntry], job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """`entries` as the (summary, details) of `job-journal` audit rows, in order, each small enough for a
+    Table entity (`ROW_CHARACTERS`); a long `before` or `after` is cut (`VALUE_CHARACTERS`)."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    batch: list[dict[str, Any]] = []
+    size = 0
+
+    def flush() -> None:
+        if batch:
+            first, last = batch[0]["seq"], batch[-1]["seq"]
+            summary = f"job {job_id}: journal entries {first} to {last} ({len(batch)})"
+            rows.append((summary, {"job_id": job_id, "entries": list(batch)}))
+            batch.clear()
+
+    for entry in entries:
+        item = entry.to_dict(job_id)
+        del item["schema"], item["job"]
+        for key in ("before", "after"):
+            text = json.dumps(item[key], ensure_ascii=False)
+            if len(text) > VALUE_CHARACTERS:
+                item[key] = {"cut": text[:VALUE_CHARACTERS]}
+        length = len(json.dumps(item, ensure_ascii=False)) + 2
+        if batch and size + length > ROW_CHARACTERS:
+            flush()
+            size = 0
+        batch.append(item)
+        size += length
+    flush()
+    return rows
+
+
+def stored_entries(history: Iterable[Any], job_id: str) -> list[JournalEntry]:
+    """The journal entries of job `job_id` kept in `job-journal` audit rows (`AuditEntry`s), by `seq`."""
+    items = []
+    for row in history:
+        details = row.details if row.kind == "job-journal" else {}
+        if details.get("job_id") == job_id and isinstance(details.get("entries"), list):
+            items += [{**e, "schema": JOURNAL_SCHEMA, "job": job_id} for e in details["entries"] if isinstance(e, dict)]
+    found = {e["seq"]: e for e in items if isinstance(e.get("seq"), int)}
+    return parse_entries([found[k] for k in sorted(found)], job_id)
 
 
 # --- what each step went through ---------------------------------------------------------------------

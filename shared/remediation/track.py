@@ -25,8 +25,18 @@ from shared.remediation.context import (
     entries,
     error_text,
     log_info,
+    plan_of,
     poll_delay,
     retry_delay,
+)
+from shared.remediation.journal import (
+    NEEDS_PERSON,
+    RESUME,
+    ROLL_BACK,
+    Decision,
+    JournalError,
+    decide,
+    stored_entries,
 )
 from shared.remediation.messages import (
     MessageError,
@@ -124,7 +134,42 @@ def _record_end(context: RemediationContext, track: TrackMessage, subject: Subje
     probes = None
     if job.status == "Completed" and result is not None and result["status"] == "succeeded":
         probes = prove(context, track, subject)
+    if result is None:
+        decide_from_journal(context, track, subject, job.status)
     return TrackOutcome("recorded", track.job_id, error or job.status, job.status, result=result, probe=probes)
+
+
+def decide_from_journal(context: RemediationContext, track: TrackMessage, subject: Subject, status: str) -> Decision:
+    """A job that ended without a result: what its journal (the `job-journal` rows the callback stored) says
+    to do, audited and notified as `job-decision` with the plan to run next (resume, roll-back)."""
+    history = list(context.audit.history(track.certificate))
+    plan = plan_of(history, track.job_id)
+    try:
+        journal = stored_entries(history, track.job_id)
+    except JournalError as exc:
+        journal, problem = [], str(exc)
+    else:
+        problem = ""
+    resumes = sum(1 for e in entries(history, "job-decision", track.job_id) if e.details.get("decision") == RESUME)
+    if plan is None:
+        decision = Decision(NEEDS_PERSON, f"the plan of job {track.job_id} is not in the audit trail")
+    elif problem:
+        decision = Decision(NEEDS_PERSON, f"the job's journal cannot be read: {problem}")
+    else:
+        decision = decide(plan, journal, status, resumes=resumes)
+    summary = (
+        f"job {track.job_id} ended {status} without a result; its journal says: {decision.kind}: {decision.reason}"
+    )
+    details: dict[str, Any] = {
+        "job_id": track.job_id,
+        "decision": decision.kind,
+        "reason": decision.reason,
+        "entries": len(journal),
+        "steps": (decision.plan or {}).get("steps", []) if decision.kind == ROLL_BACK else [],
+    }
+    context.record(subject, "job-decision", summary, details)
+    context.notify(subject, "job-decision", summary, {k: v for k, v in details.items() if k != "steps"})
+    return decision
 
 
 def _poll_again(

@@ -1,0 +1,145 @@
+"""The journal through the signed callback (`certsync.journal/1` at /api/jobs/{job_id}/result), stored as
+`job-journal` audit rows, and the tracker's decision when the job ends without a result (`job-decision`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.pipeline.audit import AuditEntry
+from shared.pipeline.contract import JOURNAL_SCHEMA
+from shared.remediation.journal import ROW_CHARACTERS, journal_rows, parse_entries
+from tests import test_remediation
+from tests.test_remediation import NAME, VAULT, Setup, make_job
+
+setup = test_remediation.setup  # the remediation tests' fixture: Azurite, the ARM fake, a callback secret
+OLD = "<I>CN=R10<S>CN=mail.contoso.com"
+NEW = "<I>CN=R11<S>CN=mail.contoso.com"
+THUMBPRINT = "1514218ACD2571E7AA8E4920F2EBBE430A5D1996"
+STEPS = [
+    {"phase": "stage", "action": "import-certificate", "server": "EX01", "object": THUMBPRINT, "value": "My"},
+    {
+        "phase": "switch",
+        "action": "set-send-connector",
+        "server": None,
+        "object": "Outbound to Office 365",
+        "property": "TlsCertificateName",
+        "previous": OLD,
+        "value": NEW,
+    },
+    {"phase": "verify", "action": "check-status", "server": "EX01", "object": THUMBPRINT, "value": "Valid"},
+]
+
+
+def entry(job_id: str, seq: int, n: int, event: str, **fields: Any) -> dict[str, Any]:
+    step = STEPS[n - 1]
+    return {
+        "schema": JOURNAL_SCHEMA,
+        "job": job_id,
+        "seq": seq,
+        "n": n,
+        "action": step["action"],
+        "server": step["server"],
+        "object": step["object"],
+        "event": event,
+        "at": "2026-12-03T10:00:00Z",
+        "rollback": False,
+    } | fields
+
+
+def journal_body(job, items: list[dict[str, Any]], **changes: Any) -> bytes:
+    certificate = {"vault": VAULT, "name": NAME, "version": job.version}
+    return json.dumps(
+        {"schema": JOURNAL_SCHEMA, "job_id": job.job_id, "certificate": certificate, "entries": items} | changes
+    ).encode()
+
+
+def started(setup: Setup, **script: Any):
+    job = make_job(schema="certsync.plan/2", steps=STEPS)
+    setup.fast()
+    # the plan as the pipeline audits it before queueing (the tracker reads it back)
+    setup.remediation.audit.record(
+        AuditEntry(
+            NAME, "plan", job.correlation_id, "plan", vault=VAULT, version=job.version, details={"plan": job.plan}
+        )
+    )
+    setup.arm.script(["Running", "Failed"], output="Importing on EX01\n", exception="worker lost", **script)
+    setup.remediation.start(job.to_json())
+    return job
+
+
+def test_a_half_done_job_is_stored_from_the_callback_and_decided_roll_back(setup: Setup) -> None:
+    job = started(setup)
+    items = [
+        entry(job.job_id, 0, 1, "intent", before=False),
+        entry(job.job_id, 1, 1, "outcome", outcome="done", after=True),
+        entry(job.job_id, 2, 2, "intent", before=OLD),
+        entry(job.job_id, 3, 2, "outcome", outcome="done", after=NEW),
+        entry(job.job_id, 4, 3, "intent"),
+    ]
+    first = setup.post_result(job.job_id, journal_body(job, items[:3]))
+    again = setup.post_result(job.job_id, journal_body(job, items))  # the runbook re-sends: stored once
+    assert (first.status_code, first.body, again.body) == (
+        200,
+        {"accepted": True, "stored": 3},
+        {"accepted": True, "stored": 2},
+    )
+    assert [e.details["entries"][0]["seq"] for e in setup.entries("job-journal")] == [0, 3]
+
+    setup.track_until_done()
+
+    [decision] = setup.entries("job-decision")
+    assert decision.details["decision"] == "roll-back" and decision.details["entries"] == 5
+    undo = decision.details["steps"]
+    assert [(s["action"], s["object"], s.get("previous"), s.get("value")) for s in undo] == [
+        ("set-send-connector", "Outbound to Office 365", NEW, OLD),
+        ("remove-certificate", THUMBPRINT, None, None),
+    ]
+    notice = setup.notices[-1]
+    assert notice.kind == "job-decision" and notice.severity == "critical" and "roll-back" in notice.summary
+
+
+def test_a_job_without_a_journal_needs_a_person(setup: Setup) -> None:
+    job = started(setup)
+    setup.track_until_done()
+    [decision] = setup.entries("job-decision")
+    assert decision.details["decision"] == "needs-person" and "before its first step" in decision.details["reason"]
+    assert job.job_id in decision.summary
+
+
+def test_a_journal_that_is_not_this_jobs_is_refused_and_nothing_is_stored(setup: Setup) -> None:
+    job = started(setup)
+    good = [entry(job.job_id, 0, 1, "intent", before=False)]
+    cases = [
+        (
+            journal_body(job, good, certificate={"vault": VAULT, "name": NAME, "version": "other"}),
+            400,
+            "not this job's",
+        ),
+        (journal_body(job, good, certificate=None), 400, "needs vault, name and version"),
+        (journal_body(job, [good[0] | {"action": "format-c"}]), 400, "not one of the runbook's"),
+        (journal_body(job, [good[0] | {"message": "-----BEGIN PRIVATE KEY-----"}]), 400, "would carry a private key"),
+        (journal_body(job, good, job_id="0" * 32), 400, "not " + job.job_id),
+    ]
+    for body, status, words in cases:
+        answer = setup.post_result(job.job_id, body)
+        assert answer.status_code == status and words in answer.body["error"], (words, answer.body)
+    unsigned = setup.post_result(job.job_id, journal_body(job, good), headers={})
+    assert unsigned.status_code == 401
+    other = make_job("0" * 32)
+    answer = setup.post_result(other.job_id, journal_body(other, [entry(other.job_id, 0, 1, "intent")]))
+    assert answer.status_code == 404
+    assert setup.entries("job-journal") == []
+
+
+def test_journal_rows_fit_a_table_entity_and_long_values_are_cut() -> None:
+    job_id = "ab" * 16
+    items = [
+        entry(job_id, seq, 2, "intent", before="x" * 5000 if seq == 0 else OLD, message="m" * 600) for seq in range(200)
+    ]
+    rows = journal_rows(parse_entries(items, job_id), job_id)
+    assert len(rows) > 1
+    assert all(len(json.dumps(details)) <= ROW_CHARACTERS + 200 for _, details in rows)
+    stored = [e for _, details in rows for e in details["entries"]]
+    assert [e["seq"] for e in stored] == list(range(200))
+    assert stored[0]["before"] == {"cut": json.dumps("x" * 5000)[:2000]} and len(stored[1]["message"]) == 500
