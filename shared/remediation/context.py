@@ -29,6 +29,7 @@ from shared.remediation.messages import (
     callback_url,
     kept_certificates,
     name_mismatches,
+    proof_results,
     server_outcomes,
 )
 from shared.times import Clock, utc_now
@@ -177,6 +178,7 @@ class RemediationContext:
             "result": result,
             "error": error,
             "via": via,
+            "proof": proof_results(result),  # per server: transport restarts, probes, mail to Exchange Online
         }
         if not self.audit.record_once(self._entry(subject, "job-result", summary, details), result_key(subject.job_id)):
             log_info(subject, "job %s: its result was recorded already; not recorded again", subject.job_id)
@@ -197,6 +199,7 @@ class RemediationContext:
                 # Both strings per server when Exchange renders the name differently (nothing was switched).
                 "name_mismatch": name_mismatches(result),
                 "kept_certificates": kept_certificates(result),
+                "proof": proof_results(result),
                 "via": via,
             },
         )

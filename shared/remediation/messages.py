@@ -423,6 +423,39 @@ def name_mismatches(result: RunbookResult | None) -> list[str]:
     return found
 
 
+PROOF_ACTIONS = ("restart-transport", "probe-receive-connector", "test-outbound")
+
+
+class ProofResult(TypedDict):
+    """One proof step the runbook ran on one server: a transport restart, a STARTTLS probe of a receive
+    connector's binding, or a test of mail to Exchange Online."""
+
+    server: str
+    check: str  # the plan action
+    target: str  # the connector, the binding or the service
+    outcome: str
+    message: str
+
+
+def proof_results(result: RunbookResult | None) -> list[ProofResult]:
+    """The proof steps of a result, per server, in the order the runbook ran them (the last 50)."""
+    found: list[ProofResult] = []
+    for step in result.get("steps", []) if result is not None else []:
+        if step.get("action") not in PROOF_ACTIONS:
+            continue
+        target = step.get("after") if step.get("action") == "probe-receive-connector" else None
+        found.append(
+            {
+                "server": str(step.get("server") or "(all)")[:64],
+                "check": str(step.get("action")),
+                "target": str(target or step.get("object") or "")[:200],
+                "outcome": str(step.get("outcome") or "unknown")[:20],
+                "message": str(step.get("message") or "")[:300],
+            }
+        )
+    return found[-50:]
+
+
 def kept_certificates(result: RunbookResult | None) -> list[str]:
     """Each old certificate the runbook kept on a server, and why, in words."""
     return [
