@@ -8,14 +8,16 @@ from typing import Any
 
 from shared.pipeline.audit import AuditEntry
 from shared.pipeline.contract import JOURNAL_SCHEMA
+from shared.reconciliation.reconcile import last_proof
 from shared.remediation.journal import ROW_CHARACTERS, journal_rows, parse_entries
 from tests import test_remediation
-from tests.test_remediation import NAME, VAULT, Setup, make_job
+from tests.test_remediation import NAME, VAULT, Setup, make_job, result_for
 
 setup = test_remediation.setup  # the remediation tests' fixture: Azurite, the ARM fake, a callback secret
 OLD = "<I>CN=R10<S>CN=mail.contoso.com"
 NEW = "<I>CN=R11<S>CN=mail.contoso.com"
 THUMBPRINT = "1514218ACD2571E7AA8E4920F2EBBE430A5D1996"
+FRONT_END, OUTBOUND = "MSExchangeFrontEndTransport", "Outbound to Office 365"
 STEPS = [
     {"phase": "stage", "action": "import-certificate", "server": "EX01", "object": THUMBPRINT, "value": "My"},
     {
@@ -143,3 +145,58 @@ def test_journal_rows_fit_a_table_entity_and_long_values_are_cut() -> None:
     stored = [e for _, details in rows for e in details["entries"]]
     assert [e["seq"] for e in stored] == list(range(200))
     assert stored[0]["before"] == {"cut": json.dumps("x" * 5000)[:2000]} and len(stored[1]["message"]) == 500
+
+
+def test_the_proof_steps_of_a_result_are_kept_per_server_in_the_audit_and_the_snapshot(setup: Setup) -> None:
+    job = make_job()
+    setup.fast()
+    result = result_for(job)
+    result["steps"] += [
+        {
+            "n": 7,
+            "action": "restart-transport",
+            "server": "EX01",
+            "object": "MSExchangeFrontEndTransport",
+            "outcome": "done",
+        },
+        {
+            "n": 8,
+            "action": "probe-receive-connector",
+            "server": "EX01",
+            "object": "EX01\\Default Frontend EX01",
+            "after": "ex01.contoso.com:25",
+            "outcome": "failed",
+            "message": "the old certificate was served",
+        },
+        {"n": 9, "action": "test-outbound", "server": "EX01", "object": OUTBOUND, "outcome": "done"},
+    ]
+    setup.remediation.start(job.to_json())
+    assert setup.post_result(job.job_id, json.dumps(result).encode()).status_code == 200
+    [entry] = setup.entries("job-result")
+    assert entry.details["proof"] == [
+        {
+            "server": "EX01",
+            "check": "restart-transport",
+            "target": "MSExchangeFrontEndTransport",
+            "outcome": "done",
+            "message": "",
+        },
+        {
+            "server": "EX01",
+            "check": "probe-receive-connector",
+            "target": "ex01.contoso.com:25",
+            "outcome": "failed",
+            "message": "the old certificate was served",
+        },
+        {
+            "server": "EX01",
+            "check": "test-outbound",
+            "target": "Outbound to Office 365",
+            "outcome": "done",
+            "message": "",
+        },
+    ]
+    assert setup.notices[-1].details["proof"] == entry.details["proof"]
+    shown = last_proof(setup.history())
+    assert [(p["check"], p["job_id"]) for p in shown] == [(p["check"], job.job_id) for p in entry.details["proof"]]
+    assert last_proof([]) == []
