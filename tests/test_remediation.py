@@ -339,6 +339,7 @@ def test_a_job_is_started_once_tracked_to_completion_and_its_result_audited(setu
         "result": result_for(job),
         "error": "",
         "via": "poll",
+        "proof": [],  # the result has no proof steps
     }
     assert result_entry.details["result"]["steps"][0]["after"] == "present"
     assert result_entry.details["result"]["inventory"][0]["kind"] == "send-connector"

@@ -49,6 +49,11 @@ def job_id(vault: str, name: str, version: str) -> str:
     return hashlib.sha256(key).hexdigest()[:32]
 
 
+def follow_up_id(of: str, follow_up: str) -> str:
+    """The job id of follow-up `follow_up` ("roll-back-1") of job `of`: deterministic, so it is queued once."""
+    return hashlib.sha256(f"{of}/{follow_up}".encode()).hexdigest()[:32]
+
+
 class _RemediationRequestDocumentBase(TypedDict):
     schema: str
     job_id: str
@@ -65,6 +70,7 @@ class RemediationRequestDocument(_RemediationRequestDocumentBase, total=False):
     """The `certsync.job/1` message as JSON."""
 
     attempt: int  # transient start failures so far, when remediation re-enqueues it (absent at 0)
+    follow_up: str  # a follow-up of the version's job ("roll-back-1", "resume-1"): its own job id
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,22 @@ class RemediationRequest:
     thumbprint: str
     correlation_id: str
     plan: PlanDocument
+    # A follow-up job certsync queued after the version's job ended without a result (the journal's
+    # decision: "roll-back-1", "resume-1"): it has its own job id, derived from the version's and this.
+    follow_up: str = ""
 
     @property
     def job_id(self) -> str:
+        return follow_up_id(self.of, self.follow_up) if self.follow_up else self.of
+
+    @property
+    def of(self) -> str:
+        """The version's own job id (the job a follow-up follows)."""
         return job_id(self.vault, self.certificate, self.version)
 
     def to_dict(self) -> RemediationRequestDocument:
-        return {
+        extra: RemediationRequestDocument = {"follow_up": self.follow_up} if self.follow_up else {}  # type: ignore[typeddict-item]
+        return extra | {
             "schema": JOB_SCHEMA,
             "job_id": self.job_id,
             "correlation_id": self.correlation_id,

@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.errors import CertsyncError
 from shared.notify.signing import SignatureError, verify
+from shared.pipeline.audit import AuditEntry
 from shared.pipeline.contract import JOURNAL_SCHEMA
 from shared.pipeline.jobs import job_id as derive_job_id
 from shared.remediation.automation import job_name
@@ -71,9 +72,9 @@ def accept_result(
     except ResultError as exc:
         return CallbackResponse(400, {"error": str(exc)})
     certificate = result["certificate"]
-    if derive_job_id(certificate["vault"], certificate["name"], certificate["version"]) != job_id:
-        return CallbackResponse(400, {"error": "the result's certificate (vault, name, version) is not this job's"})
     history = list(context.audit.history(certificate["name"]))
+    if not _is_this_jobs(history, certificate, job_id):
+        return CallbackResponse(400, {"error": "the result's certificate (vault, name, version) is not this job's"})
     started = entries(history, "job-started", job_id)
     if not started:
         return CallbackResponse(404, {"error": f"no job {job_id} was started for certificate {certificate['name']}"})
@@ -97,14 +98,14 @@ def accept_journal(context: RemediationContext, job_id: str, data: dict[str, Any
         isinstance(certificate.get(k), str) for k in ("vault", "name", "version")
     ):
         return CallbackResponse(400, {"error": "the journal's certificate needs vault, name and version"})
-    if derive_job_id(certificate["vault"], certificate["name"], certificate["version"]) != job_id:
+    history = list(context.audit.history(certificate["name"]))
+    if not _is_this_jobs(history, certificate, job_id):
         return CallbackResponse(400, {"error": "the journal's certificate (vault, name, version) is not this job's"})
     try:
         entries = parse_journal(data, job_id)
         check_no_secrets({"journal": json.dumps(data.get("entries"), ensure_ascii=False)})
     except (JournalError, CertsyncError) as exc:
         return CallbackResponse(400, {"error": str(exc)})
-    history = list(context.audit.history(certificate["name"]))
     started = entries_of(history, "job-started", job_id)
     if not started:
         return CallbackResponse(404, {"error": f"no job {job_id} was started for certificate {certificate['name']}"})
@@ -115,3 +116,12 @@ def accept_journal(context: RemediationContext, job_id: str, data: dict[str, Any
     for summary, details in journal_rows(new, job_id):
         context.record(subject, "job-journal", summary, details)
     return CallbackResponse(200, {"accepted": True, "stored": len(new)})
+
+
+def _is_this_jobs(history: list[AuditEntry], certificate: dict[str, Any], job_id: str) -> bool:
+    """Whether `certificate` (vault, name, version) is job `job_id`'s: the version's own job, or a follow-up
+    certsync started for it (its job-started entry names the version's job as `of`)."""
+    of = derive_job_id(str(certificate["vault"]), str(certificate["name"]), str(certificate["version"]))
+    if of == job_id:
+        return True
+    return any(e.details.get("of") == of for e in entries(history, "job-started", job_id))

@@ -35,6 +35,7 @@ from shared.remediation.automation import FAILED_STATES
 from shared.times import format_time, parse_time
 
 TRACK_SCHEMA = "certsync.track/1"
+_FOLLOW_UP = re.compile(r"(roll-back|resume)-[1-9][0-9]?")
 
 RESULT_SCHEMA = "certsync.result/1"
 RESULT_STATUSES = ("succeeded", "failed", "rolled-back", "what-if")
@@ -107,6 +108,9 @@ def parse_job_message(text: str) -> JobMessage:
     attempt = data.get("attempt", 0)
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
         raise fail("attempt is not a whole number")
+    follow_up = data.get("follow_up", "")
+    if not isinstance(follow_up, str) or (follow_up and not _FOLLOW_UP.fullmatch(follow_up)):
+        raise fail("follow_up is not a follow-up name such as roll-back-1")
     job = RemediationRequest(
         vault=data["vault"],
         certificate=data["certificate"],
@@ -115,6 +119,7 @@ def parse_job_message(text: str) -> JobMessage:
         thumbprint=data["thumbprint"],
         correlation_id=data["correlation_id"],
         plan=plan,  # its shape is checked above, the runbook checks the rest
+        follow_up=follow_up,
     )
     if job.job_id != given_id:
         raise fail("job_id does not match its vault, certificate and version")
