@@ -200,3 +200,56 @@ def test_the_proof_steps_of_a_result_are_kept_per_server_in_the_audit_and_the_sn
     shown = last_proof(setup.history())
     assert [(p["check"], p["job_id"]) for p in shown] == [(p["check"], job.job_id) for p in entry.details["proof"]]
     assert last_proof([]) == []
+
+
+def test_a_roll_back_is_queued_as_a_follow_up_job_that_runs_and_settles(setup: Setup) -> None:
+    job = started(setup)
+    half = [
+        entry(job.job_id, 0, 1, "intent", before=False),
+        entry(job.job_id, 1, 1, "outcome", outcome="done", after=True),
+        entry(job.job_id, 2, 2, "intent", before=OLD),
+    ]
+    setup.post_result(job.job_id, journal_body(job, half))
+    setup.arm.script(["Running", "Failed"], output="", exception="worker lost again")  # the follow-up's run
+    setup.track_until_done()
+
+    [decision] = setup.entries("job-decision")
+    follow = decision.details["follow_up_job"]
+    assert decision.details["decision"] == "roll-back" and follow and follow != job.job_id
+    [text] = setup.take(setup.jobs_queue)
+    message = json.loads(text)
+    assert (message["job_id"], message["follow_up"], message["version"]) == (follow, "roll-back-1", job.version)
+    assert [s["action"] for s in message["plan"]["steps"]] == ["set-send-connector", "remove-certificate"]
+
+    started_again = setup.remediation.start(text)  # a second Automation job, under the follow-up's own name
+    assert started_again.outcome == "started" and started_again.job_id == follow
+    [first_put, second_put] = setup.puts()
+    assert first_put[1] != second_put[1]
+    [entry_started] = [e for e in setup.entries("job-started") if e.details["job_id"] == follow]
+    assert entry_started.details["of"] == job.job_id
+
+    undo = message["plan"]["steps"]
+    rollback_entries = []
+    for n, step in enumerate(undo, 1):
+        base = {"schema": JOURNAL_SCHEMA, "job": follow, "n": n, "action": step["action"], "rollback": True}
+        rollback_entries += [
+            base | {"seq": 2 * n - 2, "event": "intent", "object": step["object"], "server": step["server"]},
+            base
+            | {
+                "seq": 2 * n - 1,
+                "event": "outcome",
+                "outcome": "done",
+                "object": step["object"],
+                "server": step["server"],
+            },
+        ]
+    certificate = {"vault": VAULT, "name": NAME, "version": job.version}
+    body = {"schema": JOURNAL_SCHEMA, "job_id": follow, "certificate": certificate, "entries": rollback_entries}
+    answer = setup.post_result(follow, json.dumps(body).encode())
+    assert answer.body == {"accepted": True, "stored": 4}
+    setup.track_until_done()
+
+    decisions = setup.entries("job-decision")
+    assert [d.details["decision"] for d in decisions] == ["roll-back", "rolled-back"]
+    assert decisions[-1].details["of"] == job.job_id and decisions[-1].details["follow_up_job"] == ""
+    assert setup.count(setup.jobs_queue) == 0

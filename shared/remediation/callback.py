@@ -118,7 +118,7 @@ def accept_journal(context: RemediationContext, job_id: str, data: dict[str, Any
     return CallbackResponse(200, {"accepted": True, "stored": len(new)})
 
 
-def _is_this_jobs(history: list[AuditEntry], certificate: dict[str, Any], job_id: str) -> bool:
+def _is_this_jobs(history: list[AuditEntry], certificate: Mapping[str, Any], job_id: str) -> bool:
     """Whether `certificate` (vault, name, version) is job `job_id`'s: the version's own job, or a follow-up
     certsync started for it (its job-started entry names the version's job as `of`)."""
     of = derive_job_id(str(certificate["vault"]), str(certificate["name"]), str(certificate["version"]))
