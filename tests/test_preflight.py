@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import HealthCheck, given, settings
 
 from shared.adapters.azure.keyvault import KeyVaultSource
@@ -50,11 +51,11 @@ def key_vault_pipeline(renewal: Renewal, keyvault: FakeKeyVault, targets: dict =
     )
 
 
-def deliver(renewal: Renewal, keyvault: FakeKeyVault, new: bytes, content_type: str) -> Any:
+def deliver(renewal: Renewal, keyvault: FakeKeyVault, new: bytes, content_type: str, **options: Any) -> Any:
     keyvault.add_version(
         NAME, unprotected_pfx(renewal.old, renewal.inter_a), PKCS12, version="v1", created=NOW.replace(month=8)
     )
-    keyvault.add_version(NAME, new, content_type, version="v2", created=NOW.replace(day=20))
+    keyvault.add_version(NAME, new, content_type, version="v2", created=NOW.replace(day=20), **options)
     vault = keyvault.vault_url.split("//")[1].split(".")[0].split(":")[0]
     return key_vault_pipeline(renewal, keyvault).process(parse_event(event("v2", vault=vault)))
 
@@ -142,3 +143,15 @@ def test_every_plan_the_planner_can_queue_passes_the_preflight(topology: Topolog
     queued = copy.deepcopy(plan) | {"worker_group": "exchange-hybrid", "assessment_status": "Valid"}
     assert {s["action"] for s in queued["steps"]} <= set(contract.ACTIONS)
     assert preflight(queued) is None
+
+
+def test_a_key_vault_pfx_without_its_key_is_blocked_with_the_exportable_fix(renewal, keyvault) -> None:
+    # A policy with exportable: false: Key Vault's secret is a PFX without the private key.
+    keyless = pkcs12.serialize_key_and_certificates(
+        b"", None, renewal.new.cert, [renewal.inter_b.cert], serialization.NoEncryption()
+    )
+    outcome = deliver(renewal, keyvault, keyless, PKCS12, cer=renewal.new.der)
+    assert outcome.outcome == "blocked" and renewal.jobs() == []
+    assert outcome.reason.endswith(
+        "fix: create the certificate with exportable: true (Key Vault certificate policy), then renew"
+    )
