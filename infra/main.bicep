@@ -73,6 +73,12 @@ param expiryWarningDays int = 30
 @description('CERTSYNC_REQUIRE_ACCEPTED_DOMAIN: block a plan whose certificate names are not accepted domains in Exchange Online.')
 param requireAcceptedDomain bool = false
 
+@description('CERTSYNC_EXO_TENANT_ID: the Exchange Online tenant id (GUID) for plans whose inventory names none.')
+param exoTenantId string = ''
+
+@description('CERTSYNC_RESTART_TRANSPORT: restart the transport services a plan switched connectors in, before the proof.')
+param restartTransport bool = false
+
 @description('CERTSYNC_ALLOW_HOSTS: private PKI HOST[:PORT] entries, comma-separated.')
 param allowHosts string = ''
 
@@ -229,6 +235,8 @@ module functionApp 'modules/function-app.bicep' = {
     revocationPolicy: revocationPolicy
     expiryWarningDays: expiryWarningDays
     requireAcceptedDomain: requireAcceptedDomain
+    exoTenantId: exoTenantId
+    restartTransport: restartTransport
     crlMaxMegabytes: crlMaxMegabytes
     allowHosts: allowHosts
     targetsFile: targetsFile

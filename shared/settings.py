@@ -77,6 +77,12 @@ def _guid(value: str, name: str) -> str:
     return value
 
 
+def _tenant(value: str, name: str) -> str:
+    if value and not _GUID.fullmatch(value):
+        raise _bad(name, value, "not a tenant id; give the Microsoft 365 tenant's id (a GUID), or leave it empty")
+    return value.lower()
+
+
 def _names_list(value: str, name: str) -> tuple[str, ...]:
     return tuple(v.strip().lower() for v in value.split(",") if v.strip())
 
@@ -329,6 +335,17 @@ REGISTRY: tuple[Setting, ...] = (
         "false",
         parse=_bool,
     ),
+    Setting(
+        "CERTSYNC_EXO_TENANT_ID",
+        "the Exchange Online tenant id a plan's Exchange Online steps connect to, when the inventory names none",
+        parse=_tenant,
+    ),
+    Setting(
+        "CERTSYNC_RESTART_TRANSPORT",
+        "true: a plan restarts the transport services whose connectors it switched, before the proof",
+        "false",
+        parse=_bool,
+    ),
     Setting("CERTSYNC_TRUST_FILE", "the roots to trust instead of Mozilla's"),
     Setting(
         "CERTSYNC_VAULT_DNS_SUFFIX", "a vault's URL is https://<name>.<suffix>", "vault.azure.net", parse=_dns_suffix
@@ -427,6 +444,8 @@ class PipelineValues:
     block_notice_hours: int = 6
     approval_required: bool = False
     maintenance_windows: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # group -> its Windows
+    exo_tenant: str = ""  # CERTSYNC_EXO_TENANT_ID
+    restart_transport: bool = False  # CERTSYNC_RESTART_TRANSPORT
 
     def vault_url(self, vault: str) -> str:
         return self.vault_urls.get(vault) or f"https://{vault}.{self.vault_dns_suffix}"
@@ -572,6 +591,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             block_notice_hours=value("CERTSYNC_BLOCK_NOTICE_HOURS", env),
             approval_required=value("CERTSYNC_APPROVAL_REQUIRED", env),
             maintenance_windows=value("CERTSYNC_MAINTENANCE_WINDOWS", env),
+            exo_tenant=value("CERTSYNC_EXO_TENANT_ID", env) or "",
+            restart_transport=value("CERTSYNC_RESTART_TRANSPORT", env),
         ),
         notify=notify_values(env),
         remediation=RemediationValues(

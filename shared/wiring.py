@@ -140,6 +140,8 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         block_notice_after=dt.timedelta(hours=values.block_notice_hours),
         approval_required=values.approval_required,
         maintenance_windows=dict(values.maintenance_windows),
+        exo_tenant=values.exo_tenant,
+        restart_transport=values.restart_transport,
     )
 
 

@@ -399,6 +399,44 @@ class ExchangeOrg:
 
         return undo
 
+    def _remove_intermediate(self, step: Mapping[str, Any]) -> Callable[[], None] | None:
+        """Rollback of an intermediate the plan staged: out of LocalMachine\\CA again."""
+        server = self._server_of(step).upper()
+        thumbprint = self._thumbprint_of(step)
+        store = self.intermediates.setdefault(server, set())
+        if thumbprint not in store:
+            return None
+        store.discard(thumbprint)
+        restore = self._refresh_status(server)
+
+        def undo() -> None:
+            restore()
+            store.add(thumbprint)
+
+        return undo
+
+    def _restart_transport(self, step: Mapping[str, Any]) -> None:
+        """Restart-Service: Exchange reloads its certificates; nothing in the inventory changes."""
+        self._server_of(step)
+        if step.get("object") not in ("MSExchangeFrontEndTransport", "MSExchangeTransport"):
+            raise Refused(f"restart-transport: {step.get('object')!r} is not a transport service")
+
+    def _probe_receive_connector(self, step: Mapping[str, Any]) -> None:
+        """STARTTLS to the binding: the connector must find a Valid, SMTP-enabled certificate it selects."""
+        server = self._server_of(step)
+        connector = self._connector("receive_connectors", step.get("object"))
+        name = connector.get("TlsCertificateName")
+        if not self.usable(server, name):
+            raise CheckFailed(f"probe {step.get('value')} on {server}: no certificate for {name!r}")
+
+    def _test_outbound(self, step: Mapping[str, Any]) -> None:
+        """Mail to Exchange Online from the connector's source server: it must present a certificate."""
+        server = self._server_of(step)
+        connector = self._connector("send_connectors", step.get("object"))
+        name = connector.get("TlsCertificateName")
+        if not self.usable(server, name):
+            raise CheckFailed(f"test-outbound {step.get('object')} from {server}: no certificate for {name!r}")
+
     def _import_certificate(self, step: Mapping[str, Any]) -> Callable[[], None] | None:
         server = self._server_of(step)
         thumbprint = self._thumbprint_of(step)

@@ -30,7 +30,7 @@ GROUP = "hrw-exchange"
 CERTSYNC_JOB = "5f2b8c1e9a7d4e3f8b6a1c2d3e4f5a6b"
 NAME = job_name(CERTSYNC_JOB)
 PARAMETERS = {
-    "PlanJson": json.dumps({"schema": "certsync.plan/1", "worker_group": GROUP}, separators=(",", ":")),
+    "PlanBase64": "eyJzY2hlbWEiOiJjZXJ0c3luYy5wbGFuLzIifQ==",
     "CorrelationId": "corr-7d1f0c2b",
     "JobId": CERTSYNC_JOB,
     "CallbackUrl": "",
@@ -128,13 +128,14 @@ def test_start_job_puts_the_documented_request_once(arm: FakeArm, client: Automa
         ("PUT", job_path, {"api-version": API_VERSION}),
     ]
     body = json.loads(arm.requests[1][3])
-    assert body == {"properties": {"runbook": {"name": RUNBOOK}, "parameters": PARAMETERS, "runOn": GROUP}}
-    assert all(isinstance(value, str) for value in body["properties"]["parameters"].values())
+    # each value a JSON string literal: Automation decodes values as JSON (tests/test_parameter_transport.py)
+    sent = {key: json.dumps(value) for key, value in PARAMETERS.items()}
+    assert body == {"properties": {"runbook": {"name": RUNBOOK}, "parameters": sent, "runOn": GROUP}}
     put = arm.http_requests[1]
     assert put.headers["Content-Type"].startswith("application/json")
     request_ids = [request.headers["x-ms-client-request-id"] for request in arm.http_requests]
     assert len(set(request_ids)) == 2 and all(uuid.UUID(value) for value in request_ids)
-    assert arm.jobs[NAME]["parameters"] == PARAMETERS
+    assert arm.jobs[NAME]["parameters"] == sent
     assert arm.jobs[NAME]["runOn"] == GROUP and arm.jobs[NAME]["runbook"] == RUNBOOK
 
 
@@ -376,9 +377,9 @@ def test_no_answer_in_time_is_transient(arm: FakeArm) -> None:
 
 
 def test_errors_never_carry_the_token_or_the_parameters(arm: FakeArm, client: AutomationClient) -> None:
-    plan = PARAMETERS["PlanJson"]
+    plan = PARAMETERS["PlanBase64"]
     # An ARM message that echoes the input must not carry it into our message.
-    arm.fail_next(400, method="PUT", code="BadRequest", message=f"Invalid parameter value {plan} for PlanJson.")
+    arm.fail_next(400, method="PUT", code="BadRequest", message=f"Invalid parameter value {plan} for PlanBase64.")
     arm.fail_next(403, method="PUT")
     arm.fail_next(429, method="PUT", retry_after=1)
     messages = []

@@ -11,23 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from shared.pipeline import contract
+
 CERTSYNC = str(Path(sys.executable).with_name("certsync"))
 FIXTURES = Path(__file__).parent / "fixtures" / "inventory"
 SCENARIOS = ("two-server", "multi-site", "edge", "partner-tls", "not-accepted-domain")
 ASSESS = ("--trust", FIXTURES / "root.pem", "--revocation", "off", "--at", "2026-12-01", "--offline")
 STEP_KEYS = {"phase", "action", "server", "object", "property", "previous", "value"}
-ACTIONS = {
-    "install-intermediate",
-    "import-certificate",
-    "enable-services",
-    "check-name",
-    "set-send-connector",
-    "set-receive-connector",
-    "set-hybrid-configuration",
-    "set-exo-inbound-connector",
-    "check-status",
-    "remove-certificate",
-}
+ACTIONS = set(contract.ACTIONS)  # every action the runbook has a handler for
 
 
 def run(*args, env=None):

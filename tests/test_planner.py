@@ -357,6 +357,70 @@ def test_the_inbound_connector_changes_only_when_the_new_certificate_does_not_co
     assert not [s for s in doc["steps"] if s["action"] == "set-exo-inbound-connector"]
 
 
+def test_an_exchange_online_change_carries_its_tenant_and_is_blocked_without_one(pki):
+    new_host = pki.leaf(make_name("smtp.contoso.com", None, None), hosts=("smtp.contoso.com",))
+    inventory = world(pki)
+    inventory["exo"]["outbound_connectors"] = []
+    old = [cert(pki.old).thumbprint]
+    doc = plan(pki, inventory, new_host, old_thumbprints=old)
+    assert "no tenant id" in doc["blocked"]["reason"] and "CERTSYNC_EXO_TENANT_ID" in doc["blocked"]["fix"]
+    tenant = "1f2e3d4c-5b6a-4789-8a9b-0c1d2e3f4a5b"
+    doc = plan(pki, inventory, new_host, old_thumbprints=old, exo_tenant=tenant)
+    [exo] = [s for s in doc["steps"] if s["action"] == "set-exo-inbound-connector"]
+    assert doc["blocked"] is None and exo["tenant"] == tenant
+    inventory["exo"]["TenantId"] = "aaaaaaaa-5b6a-4789-8a9b-0c1d2e3f4a5b"  # what discovery connected to wins
+    doc = plan(pki, inventory, new_host, old_thumbprints=old, exo_tenant=tenant)
+    assert [s["tenant"] for s in doc["steps"] if s["action"] == "set-exo-inbound-connector"] == [
+        "aaaaaaaa-5b6a-4789-8a9b-0c1d2e3f4a5b"
+    ]
+
+
+def proof_world(pki: Pki) -> dict:
+    inventory = world(pki, servers=[server("EX01") | {"Fqdn": "ex01.corp.contoso.com"}, server("EX02")])
+    for connector in inventory["receive_connectors"]:
+        connector |= {"TransportRole": "FrontendTransport", "Bindings": ["0.0.0.0:25", "[::]:25", "10.0.0.5:2525"]}
+    inventory["send_connectors"][0] |= {
+        "CloudServicesMailEnabled": True,
+        "SmartHosts": ["contoso-com.mail.protection.outlook.com"],
+    }
+    inventory["exo"]["TenantId"] = "1f2e3d4c-5b6a-4789-8a9b-0c1d2e3f4a5b"
+    return inventory
+
+
+def test_the_proof_probes_each_switched_binding_and_tests_mail_to_exchange_online(pki):
+    doc = plan(pki, proof_world(pki))
+    new = cert(pki.new).thumbprint
+    verify = [(s["action"], s["server"], s["object"], s["value"]) for s in doc["steps"] if s["phase"] == "verify"]
+    assert verify == [
+        ("check-status", "EX01", new, "Valid"),
+        ("probe-receive-connector", "EX01", "EX01\\Default Frontend EX01", "ex01.corp.contoso.com:25"),
+        ("probe-receive-connector", "EX01", "EX01\\Default Frontend EX01", "10.0.0.5:2525"),
+        ("check-status", "EX02", new, "Valid"),
+        ("probe-receive-connector", "EX02", "EX02\\Default Frontend EX02", "ex02:25"),  # no Fqdn: the name
+        ("probe-receive-connector", "EX02", "EX02\\Default Frontend EX02", "10.0.0.5:2525"),
+        ("test-outbound", "EX01", "Outbound to Office 365", None),
+    ]
+    [outbound] = [s for s in doc["steps"] if s["action"] == "test-outbound"]
+    assert outbound["tenant"] == "1f2e3d4c-5b6a-4789-8a9b-0c1d2e3f4a5b"
+
+
+def test_transport_is_restarted_only_when_the_setting_asks_and_only_the_services_switched(pki):
+    assert not [s for s in plan(pki, proof_world(pki))["steps"] if s["action"] == "restart-transport"]
+    doc = plan(pki, proof_world(pki), restart_transport=True)
+    restarts = [(s["server"], s["object"]) for s in doc["steps"] if s["action"] == "restart-transport"]
+    # Frontend receive connectors live in the Front End Transport service, send connectors in Transport
+    assert restarts == [
+        ("EX01", "MSExchangeFrontEndTransport"),
+        ("EX01", "MSExchangeTransport"),
+        ("EX02", "MSExchangeFrontEndTransport"),
+        ("EX02", "MSExchangeTransport"),
+    ]
+    first_check = next(
+        i for i, s in enumerate(doc["steps"]) if s["phase"] == "verify" and s["action"] == "check-status"
+    )
+    assert doc["steps"][first_check - 1]["action"] == "restart-transport"  # before the proof reads anything
+
+
 def test_a_name_outside_the_accepted_domains_warns_or_blocks_as_the_setting_asks(pki):
     inventory = world(pki)
     inventory["exo"]["accepted_domains"] = [{"DomainName": "fabrikam.com"}]

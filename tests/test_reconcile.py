@@ -56,6 +56,7 @@ TARGETS = {
 }
 SNAPSHOT_KEYS = {
     "schema",
+    "proof",  # the last job's proof steps per server (issue 16)
     "certificate",
     "vault",
     "version",

@@ -39,11 +39,14 @@ from shared.remediation.messages import (
     parse_job_message,
     parse_result,
     parse_track_message,
+    plan_base64,
+    plan_from_base64,
     result_from_output,
     server_outcomes,
 )
 from shared.remediation.service import Remediation
 from shared.wiring import remediation_from_env
+from tests.automation_params import string_parameters
 from tests.chains import issue, make_name, pem_of
 from tests.fakes.arm import API_VERSION, FakeArm
 from tests.smtp import SmtpTlsServer
@@ -233,6 +236,10 @@ class Setup:
                 outcomes.append(self.remediation.track(text))
         raise AssertionError(f"still tracking after {limit} rounds: {[o.outcome for o in outcomes]}")
 
+    def result_notice(self):
+        """The last job-result notice (a job that ended without a result is followed by its job-decision)."""
+        return [n for n in self.notices if n.kind == "job-result"][-1]
+
     def post_result(self, job_id: str, body: bytes, *, secret: str | None = None, at=None, headers=None):
         keys = parse_secrets(secret or self.secret, "test")
         signed = sign(keys, f"{job_id}-result", body, at=at) if headers is None else headers
@@ -301,13 +308,14 @@ def test_a_job_is_started_once_tracked_to_completion_and_its_result_audited(setu
     properties = json.loads(body)["properties"]
     assert properties["runbook"] == {"name": "Invoke-CertsyncRemediation"}
     assert properties["runOn"] == "hrw-exchange"
-    assert properties["parameters"] == {
-        "PlanJson": json.dumps(job.plan, sort_keys=True, separators=(",", ":")),
+    received = string_parameters(json.loads(body))  # what the runbook's [string] parameters hold
+    assert received == {
+        "PlanBase64": plan_base64(job.plan),
         "CorrelationId": job.correlation_id,
         "JobId": job.job_id,
         "CallbackUrl": f"{CALLBACK_BASE}/api/jobs/{job.job_id}/result",
     }
-    assert json.loads(properties["parameters"]["PlanJson"]) == job.plan
+    assert plan_from_base64(received["PlanBase64"]) == job.plan
     assert setup.secret not in body.decode() and "code=" not in body.decode()
 
     outcomes = setup.track_until_done()
@@ -331,6 +339,7 @@ def test_a_job_is_started_once_tracked_to_completion_and_its_result_audited(setu
         "result": result_for(job),
         "error": "",
         "via": "poll",
+        "proof": [],  # the result has no proof steps
     }
     assert result_entry.details["result"]["steps"][0]["after"] == "present"
     assert result_entry.details["result"]["inventory"][0]["kind"] == "send-connector"
@@ -479,7 +488,7 @@ def test_a_job_message_whose_id_does_not_match_its_certificate_is_rejected(setup
 def test_a_plan_carrying_a_private_key_is_never_sent_to_automation(setup):
     job = make_job(notes="-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----")
     outcome = setup.remediation.start(job.to_json())
-    assert outcome.outcome == "rejected" and "PlanJson would carry a private key" in outcome.reason
+    assert outcome.outcome == "rejected" and "PlanBase64 would carry a private key" in outcome.reason
     assert setup.entries("job-rejected")[0].details["code"] == "UnsafeParameters"
     assert setup.puts() == [] and "MIIB" not in json.dumps([e.to_dict() for e in setup.history()])
 
@@ -523,8 +532,8 @@ def test_failed_stopped_and_suspended_jobs_are_reported_with_the_runbook_error(s
     assert details["status"] == state and details["via"] == "poll"
     assert "Set-SendConnector : Access is denied." in details["error"]
     assert "the key set does not exist on EX02" in details["error"] and "rolled back 1 connector" in details["error"]
-    notice = setup.notices[-1]
-    assert notice.kind == "job-result" and notice.severity == "critical"
+    [notice] = [n for n in setup.notices if n.kind == "job-result"]
+    assert notice.severity == "critical"
     if result:
         assert details["result"]["status"] == "rolled-back"
         assert notice.details["servers"] == [
@@ -546,7 +555,7 @@ def test_a_garbled_last_output_line_gives_a_null_result_with_a_clear_error(setup
     [entry] = setup.entries("job-result")
     assert entry.details["result"] is None and entry.details["status"] == "Completed"
     assert entry.details["error"] == "the job's last Output line is not JSON, so there is no certsync.result/1 result"
-    assert setup.notices[-1].details["servers"] == [
+    assert setup.result_notice().details["servers"] == [
         {"server": "EX01", "outcome": "unknown"},
         {"server": "EX02", "outcome": "unknown"},
     ]
@@ -773,7 +782,7 @@ def test_an_output_that_cannot_be_read_is_read_again_later_or_recorded_as_the_er
         [entry] = setup.entries("job-result")
         assert entry.details["error"].startswith("cannot read the job's output: Automation account")
         assert "Automation Job Operator" in entry.details["error"] and entry.details["result"] is None
-        assert setup.notices[-1].details["status"] == "no-result"
+        assert setup.result_notice().details["status"] == "no-result"
 
 
 def test_error_streams_that_cannot_be_read_after_a_reported_failure_are_recorded_as_such(setup):

@@ -34,8 +34,11 @@ import tree_sitter_powershell
 
 from shared.notify.signing import parse_secrets, signature
 from shared.pipeline import contract
+from shared.pipeline.contract import JOB_PARAMETERS
+from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import (
     RESULT_STATUSES,
+    job_parameters,
     kept_certificates,
     name_mismatches,
     parse_result,
@@ -302,6 +305,14 @@ def test_the_script_supports_whatif():
     block = next(c for c in root.children if c.type == "param_block")
     [binding] = attributes(block, "CmdletBinding")
     assert re.fullmatch(r"\[CmdletBinding\(\s*SupportsShouldProcess\s*=\s*\$true\s*\)\]", text(binding))
+
+
+def test_the_parameters_are_the_automation_job_contract_plus_standalone_switches():
+    job = RemediationRequest(
+        "contoso-kv", "exch-hybrid-smtp", "v2", "https://contoso-kv.vault.azure.net/secrets/x/v2", "AB", "c", {}
+    )
+    automation = list(job_parameters(job, "https://certsync.azurewebsites.net"))
+    assert automation == list(JOB_PARAMETERS)
 
 
 def test_no_parameter_name_looks_like_a_secret():

@@ -47,6 +47,8 @@ BAD = {
     "CERTSYNC_ALLOW_HOSTS": ("crl.corp.local,host:port:x", "give HOST or HOST:PORT"),
     "CERTSYNC_EXPIRY_DAYS": ("thirty", "whole number of days"),
     "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN": ("maybe", "write true or false"),
+    "CERTSYNC_EXO_TENANT_ID": ("contoso.onmicrosoft.com", "not a tenant id"),
+    "CERTSYNC_RESTART_TRANSPORT": ("sometimes", "write true or false"),
     "CERTSYNC_CRL_MAX_MB": ("0", "in whole MiB, 1 to 1024"),
     "CERTSYNC_FETCH_CONNECT_TIMEOUT": ("0", "above 0 and at most 600"),
     "CERTSYNC_FETCH_READ_TIMEOUT": ("ten", "above 0 and at most 600"),

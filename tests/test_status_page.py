@@ -1174,3 +1174,33 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
         rows.append(bytes(line if bpp == 3 else b"".join(line[i : i + 3] for i in range(0, stride, 4))))
         previous = line
     return width, height, rows
+
+
+def test_the_selected_certificate_lists_the_last_jobs_proof_per_server():
+    data = snapshots()
+    smtp = next(s for s in data if s["certificate"] == "exch-hybrid-smtp")
+    smtp["proof"] = [
+        {"server": "EX01", "check": "restart-transport", "target": "MSExchangeFrontEndTransport", "outcome": "done"},
+        {"server": "EX01", "check": "probe-receive-connector", "target": "ex01.corp.contoso.com:25", "outcome": "done"},
+        {
+            "server": "EX02",
+            "check": "probe-receive-connector",
+            "target": "ex02:25",
+            "outcome": "failed",
+            "message": "<old>",
+        },
+        {"server": "EX01", "check": "test-outbound", "target": "Outbound to Office 365", "outcome": "skipped"},
+    ]
+    shown = selected(data, "exch-hybrid-smtp")
+    rows = [[words(c) for c in r.children if isinstance(c, Node)] for r in shown.one("div", "proof").all("tr")]
+    assert rows == [
+        ["Server", "Check", "Target", "Outcome"],
+        ["EX01", "transport restart", "MSExchangeFrontEndTransport", "PROVEN"],
+        ["EX01", "STARTTLS probe", "ex01.corp.contoso.com:25", "PROVEN"],
+        ["EX02", "STARTTLS probe", "ex02:25", "FAILED"],
+        ["EX01", "mail to Exchange Online", "Outbound to Office 365", "SKIPPED"],
+    ]
+    assert "&lt;old&gt;" in render_status_page(
+        data, ANCHOR, query=PageQuery(certificate=f"{smtp['vault']}/exch-hybrid-smtp")
+    )
+    assert selected(data, "exch-hybrid-edge").all("div", "proof") == []  # no proof: no list

@@ -49,7 +49,7 @@ TOO_LONG = (
 NOT_HOST = (
     "is not a DNS host name; give a name like mail.contoso.com or *.contoso.com (A-labels, xn--, for non-ASCII names)"
 )
-STATUSES = "Invalid, Untrusted, DateInvalid, Revoked, RevocationCheckFailure"
+STATUSES = "Untrusted, RevocationCheckFailure"
 NO_TARGETS = (
     "no targets; tag the certificate (certsync-worker-group, certsync-servers, ...) "
     "or add it to the targets file (docs/targets.md)"
@@ -469,7 +469,7 @@ def test_values_are_trimmed_and_normalised():
             receive_connectors=["ex01\\Default Frontend EX01", "EX01\\default frontend ex01"],
             hosts=["Mail.Contoso.COM", "mail.contoso.com", "*.Contoso.com"],
             exo_inbound_connector=f" {INBOUND}",
-            allow_status=["revocationcheckfailure", "DateInvalid", "RevocationCheckFailure"],
+            allow_status=["revocationcheckfailure", "Untrusted", "RevocationCheckFailure"],
         )
     ).for_certificate(CERT)
     assert entry == {
@@ -479,13 +479,20 @@ def test_values_are_trimmed_and_normalised():
         "receive_connectors": ("EX01\\Default Frontend EX01",),  # server upper-cased, name as written
         "hosts": ("mail.contoso.com", "*.contoso.com"),
         "exo_inbound_connector": INBOUND,
-        "allow_status": ("RevocationCheckFailure", "DateInvalid"),  # spelled as Get-ExchangeCertificate does
+        "allow_status": ("RevocationCheckFailure", "Untrusted"),  # spelled as Get-ExchangeCertificate does
     }
 
 
-@pytest.mark.parametrize("status", ["Invalid", "Untrusted", "DateInvalid", "Revoked", "RevocationCheckFailure"])
+@pytest.mark.parametrize("status", ["Untrusted", "RevocationCheckFailure"])
 def test_each_allowed_status_is_accepted(status):
     assert parse(with_entry(allow_status=[status])).for_certificate(CERT)["allow_status"] == (status,)
+
+
+@pytest.mark.parametrize("status", ["Invalid", "dateinvalid", "Revoked"])
+def test_a_status_exchange_itself_shows_is_refused_because_the_runbook_demands_valid(status):
+    # Before issue 16 these were accepted, and a plan queued under them failed at the runbook's Valid check.
+    with pytest.raises(TargetsError, match="status Exchange itself shows, and the runbook imports only a Valid"):
+        parse(with_entry(allow_status=[status]))
 
 
 def test_connector_names_of_64_characters_are_accepted():
@@ -898,7 +905,7 @@ def test_resolve_refuses_a_name_key_vault_would_not_accept():
     ("file", "tags"),
     [
         pytest.param(EXAMPLE, {}, id="example"),
-        pytest.param(EXAMPLE, {"certsync-exo-inbound-connector": "", "certsync-allow-status": "Revoked"}, id="nulls"),
+        pytest.param(EXAMPLE, {"certsync-exo-inbound-connector": "", "certsync-allow-status": "Untrusted"}, id="nulls"),
         pytest.param(None, {"certsync-worker-group": "g", "certsync-servers": "EX09"}, id="default-receive"),
         pytest.param(EXAMPLE, {"certsync-receive-connectors": "", "certsync-hybrid": "false"}, id="no-receive"),
     ],

@@ -317,6 +317,7 @@ def topologies(draw: st.DrawFn) -> Topology:
                 }
             ],
             "accepted_domains": [{"DomainName": domain, "DomainType": "Authoritative"}],
+            "TenantId": "1f2e3d4c-5b6a-4789-8a9b-0c1d2e3f4a5b",
         }
 
     inventory = {

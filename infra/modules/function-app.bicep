@@ -46,6 +46,10 @@ param revocationPolicy string = 'hard'
 param expiryWarningDays int = 30
 
 param requireAcceptedDomain bool = false
+
+param exoTenantId string = ''
+
+param restartTransport bool = false
 @minValue(1)
 @maxValue(1024)
 param crlMaxMegabytes int = 64
@@ -227,6 +231,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_MAINTENANCE_WINDOWS: ''
     CERTSYNC_EXPIRY_DAYS: string(expiryWarningDays)
     CERTSYNC_REQUIRE_ACCEPTED_DOMAIN: string(requireAcceptedDomain)
+    CERTSYNC_EXO_TENANT_ID: exoTenantId
+    CERTSYNC_RESTART_TRANSPORT: string(restartTransport)
     CERTSYNC_TRUST_FILE: trustFile
     CERTSYNC_VAULT_DNS_SUFFIX: vaultDnsSuffix
     CERTSYNC_VAULT_URLS: vaultUrls

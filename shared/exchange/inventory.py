@@ -187,6 +187,7 @@ class ExchangeOnline:
     inbound_connectors: tuple[InboundConnector, ...]
     outbound_connectors: tuple[OutboundConnector, ...]
     accepted_domains: tuple[AcceptedDomain, ...]
+    tenant: str | None = None  # the tenant id discovery connected to (`TenantId`), when it says
 
 
 @dataclass(frozen=True)
@@ -456,6 +457,7 @@ class _Reader:
             inbound_connectors=self.items(obj.get("inbound_connectors"), f"{at}.inbound_connectors", self.inbound),
             outbound_connectors=self.items(obj.get("outbound_connectors"), f"{at}.outbound_connectors", self.outbound),
             accepted_domains=self.items(obj.get("accepted_domains"), f"{at}.accepted_domains", self.accepted),
+            tenant=self.text(obj.get("TenantId"), f"{at}.TenantId", optional=True),
         )
 
     def inbound(self, obj: _Object, at: str) -> InboundConnector:

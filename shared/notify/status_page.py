@@ -183,6 +183,18 @@ class ServerRemediation:
 
 
 @dataclass(frozen=True)
+class ProofRow:
+    """One proof step of the last job on one server (snapshot `proof`): a transport restart, a STARTTLS
+    probe of a receive connector's binding, or a test of mail to Exchange Online."""
+
+    server: str
+    check: str
+    target: str
+    outcome: str
+    message: str
+
+
+@dataclass(frozen=True)
 class CertificateStatus:
     """One snapshot, read leniently: it comes from Table storage, and a page that shows what it can
     beats one that fails. A missing or unknown attention is shown as "unknown"."""
@@ -202,6 +214,7 @@ class CertificateStatus:
     drift: str = ""  # ok | drift | pending | unknown, when the snapshot says
     truncated: bool = False  # shortened to fit a Table property: some servers or findings left out
     deployed_on: tuple[str, ...] = ()  # servers whose inventory lists the thumbprint
+    proof: tuple[ProofRow, ...] = ()  # the last job's proof steps, per server
     snapshot: Mapping = field(default_factory=dict, repr=False, compare=False)  # as read, for JSON
 
     @classmethod
@@ -259,6 +272,16 @@ class CertificateStatus:
             drift=_text(snapshot.get("drift")).lower(),
             truncated=snapshot.get("truncated") is True,
             deployed_on=(deployed or {}).get(thumbprint.upper(), ()) if thumbprint else (),
+            proof=tuple(
+                ProofRow(
+                    _text(p.get("server")) or "(all)",
+                    _text(p.get("check")),
+                    _text(p.get("target")),
+                    _text(p.get("outcome")).lower() or "unknown",
+                    _text(p.get("message")),
+                )
+                for p in _dicts(snapshot.get("proof"))
+            ),
             snapshot=snapshot,
         )
 
@@ -895,7 +918,34 @@ def _selected(view: PageView, now: dt.datetime) -> str:
         f'<div class="tls-row"><span class="tls-label">TlsCertificateName</span>'
         f'<code class="tls">{_e(cert.tls_certificate_name or "unknown")}</code></div>'
         f"{_identity(cert)}{_certificate_timeline(cert, now)}"
-        f'<div class="cert-body">{_servers(cert, now)}{_findings(cert)}</div></section>'
+        f'<div class="cert-body">{_servers(cert, now)}{_proof(cert)}{_findings(cert)}</div></section>'
+    )
+
+
+_PROOF_CHECKS = {
+    "probe-receive-connector": "STARTTLS probe",
+    "test-outbound": "mail to Exchange Online",
+    "restart-transport": "transport restart",
+}
+_PROOF_OUTCOMES = {"done": ("ok", "PROVEN"), "already": ("ok", "PROVEN"), "failed": ("critical", "FAILED")}
+
+
+def _proof(cert: CertificateStatus) -> str:
+    """The last job's proof per server: what was probed or tested there, and how it went."""
+    if not cert.proof:
+        return ""
+    rows = []
+    for row in cert.proof:
+        state, word = _PROOF_OUTCOMES.get(row.outcome, ("unknown", row.outcome.upper()))
+        title = f' title="{_e(row.message)}"' if row.message else ""
+        rows.append(
+            f'<tr><th scope="row">{_e(row.server)}</th><td>{_e(_PROOF_CHECKS.get(row.check, row.check))}</td>'
+            f'<td><code>{_e(row.target)}</code></td><td><span class="chip s-{state}"{title}>{_e(word)}</span></td></tr>'
+        )
+    return (
+        '<div class="proof"><h4>Proof (last job)</h4><table><thead><tr><th scope="col">Server</th>'
+        '<th scope="col">Check</th><th scope="col">Target</th><th scope="col">Outcome</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 

@@ -57,6 +57,8 @@ KINDS = (
     "job-status",  # a non-terminal status seen while tracking (only when it changes)
     "job-result",  # the terminal status and the runbook's result (steps, inventory)
     "probe",  # the STARTTLS probe after a remediation: what each endpoint serves
+    "job-journal",  # journal entries the runbook posted (certsync.journal/1), a batch a row
+    "job-decision",  # a job ended without a result: what its journal says to do (shared/remediation/journal.py)
     # discovery (shared/remediation/discovery.py), under the partition discovery/<worker group>
     "discovery-started",  # the read-only inventory runbook was started on a worker group
     "discovery-result",  # its certsync.inventory/1 document was stored (with its errors)

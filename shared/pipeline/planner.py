@@ -57,6 +57,15 @@ INTERMEDIATE_STORE = "Cert:\\LocalMachine\\CA"
 PERSONAL_STORE = "Cert:\\LocalMachine\\My"
 # Services Enable-ExchangeCertificate moves to the new certificate; others (UM, Federation) keep the old one.
 MOVABLE_SERVICES = frozenset({"IMAP", "POP", "IIS", "SMTP"})
+# Steps that carry the Exchange Online tenant they run against (one connection per tenant).
+EXO_STEP_ACTIONS = frozenset({"set-exo-inbound-connector", "test-outbound"})
+# The Windows service whose SMTP endpoints a connector lives in: a Mailbox server's Front End Transport
+# service holds the FrontendTransport receive connectors (port 25 from the Internet and Exchange Online);
+# its Transport service holds the send connectors and the HubTransport receive connectors (port 2525);
+# an Edge server has only the Transport service.
+FRONT_END_TRANSPORT = "MSExchangeFrontEndTransport"
+TRANSPORT = "MSExchangeTransport"
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "[::]", "::", "[::0]"})
 
 
 class _IntermediateDocumentBase(TypedDict):
@@ -108,6 +117,7 @@ class InventoryStep:
     value: Any
     manual: bool = False
     internal_transport_certificate: str | None = None  # enable-services: must read back unchanged
+    tenant: str | None = None  # Exchange Online steps: the tenant id the runbook connects to
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -122,6 +132,8 @@ class InventoryStep:
         }
         if self.action == "enable-services":
             data["internal_transport_certificate"] = self.internal_transport_certificate
+        if self.action in EXO_STEP_ACTIONS:
+            data["tenant"] = self.tenant
         return data
 
 
@@ -196,6 +208,8 @@ def new_certificate(
         )
     if bundle.container == "pkcs12" and not bundle.has_private_key:
         key_exportable = False
+    if key_exportable is None and version is not None:
+        key_exportable = version.key_exportable  # Key Vault's secret leaves the key out when it is not exportable
     return NewCertificate(
         thumbprint=leaf.thumbprint,
         tls_name=TlsCertificateName.from_certificate(leaf),
@@ -262,6 +276,8 @@ def plan_from_inventory(
     edge_workers: Collection[str] = (),
     key_exportable: bool | None = None,
     version: StoredVersion | None = None,
+    exo_tenant: str | None = None,
+    restart_transport: bool = False,
 ) -> InventoryPlan:
     """Plan the change to `bundle`'s certificate (assessed as `certsync check` does) on `inventory`:
     `plan_certificate(new_certificate(...), ...)` for callers holding a bundle.
@@ -279,6 +295,8 @@ def plan_from_inventory(
         previous_versions=[KnownCertificate.from_certificate(c) for c in previous_versions],
         require_accepted_domain=require_accepted_domain,
         edge_workers=edge_workers,
+        exo_tenant=exo_tenant,
+        restart_transport=restart_transport,
     )
 
 
@@ -291,8 +309,14 @@ def plan_certificate(
     previous_versions: Sequence[KnownCertificate] = (),
     require_accepted_domain: bool = False,
     edge_workers: Collection[str] = (),
+    exo_tenant: str | None = None,
+    restart_transport: bool = False,
 ) -> InventoryPlan:
-    """Plan the change to the certificate `new` describes on `inventory` (spec §2), as `plan_from_inventory`."""
+    """Plan the change to the certificate `new` describes on `inventory` (spec §2), as `plan_from_inventory`.
+
+    `exo_tenant` is the Exchange Online tenant id when the inventory does not state one (its Exchange Online
+    steps carry it; without one they are blocked); `restart_transport` adds, in the verify phase, a restart of
+    each transport service whose connectors the switch changed (CERTSYNC_RESTART_TRANSPORT)."""
     return _Planner(
         new=new,
         new_name=new.tls_name,
@@ -301,6 +325,8 @@ def plan_certificate(
         targets=targets,
         require_accepted_domain=require_accepted_domain,
         edge_workers=frozenset(server_key(s) for s in edge_workers),
+        exo_tenant=(inventory.exo.tenant if inventory.exo is not None else None) or exo_tenant or None,
+        restart_transport=restart_transport,
     ).plan(old_thumbprints, previous_versions)
 
 
@@ -324,6 +350,8 @@ class _Planner:
     targets: Targets | None
     require_accepted_domain: bool
     edge_workers: frozenset[str]
+    exo_tenant: str | None = None
+    restart_transport: bool = False
     old: list[InstalledCertificate] = field(default_factory=list)
     old_names: list[TlsCertificateName] = field(default_factory=list)
     blocks: list[PlanBlock] = field(default_factory=list)
@@ -348,7 +376,8 @@ class _Planner:
         self.switch(objects)
         self.exchange_online()
         for server in servers:
-            self.step("verify", "check-status", server, new.thumbprint, "Status", None, VALID)
+            self.verify(server, objects)
+        self.test_outbound(objects, servers)
         retired = self.retire(servers, objects)
         self.check_left_without(objects, servers, retired)
         if any(s.manual for s in self.steps):
@@ -417,7 +446,7 @@ class _Planner:
         if new.key_exportable is False:
             self.block(
                 "the certificate's private key cannot be exported, and the import on the servers needs it",
-                "give the Key Vault certificate policy exportable: true (or a PFX that holds the key), then renew",
+                "create the certificate with exportable: true (Key Vault certificate policy), then renew",
             )
         allowed = self.targets.allow_status if self.targets else ()
         if new.status != VALID and new.status not in allowed:
@@ -696,7 +725,14 @@ class _Planner:
                     "TlsSenderCertificateName",
                     value,
                     cn,
+                    tenant=self.exo_tenant,
                 )
+                if not self.exo_tenant:
+                    self.block(
+                        f"Exchange Online's inbound connector {connector.identity!r} must change, and no tenant id "
+                        "says which Exchange Online organisation to connect to",
+                        "set CERTSYNC_EXO_TENANT_ID to the tenant's id (a GUID), or run discovery with the tenant",
+                    )
         accepted = [d.domain_name for d in exo.accepted_domains]
         for name in dict.fromkeys(n.lower() for n in used):
             if accepted and not is_accepted(name, accepted):
@@ -719,6 +755,57 @@ class _Planner:
                     f"include {outbound.tls_domain} in the certificate, or Set-OutboundConnector "
                     f"'{outbound.identity}' -TlsDomain <a name of the new certificate> first",
                 )
+
+    # -- the proof: verify
+
+    def verify(self, server: str, objects: list[_Object]) -> None:
+        """After the switch, per server: restart the transport services that hold a switched connector
+        (when `restart_transport`), read back Status Valid, then probe each switched receive connector's
+        binding over STARTTLS."""
+        new = self.new
+        switched = [o for o in objects if o.switch and server in o.servers]
+        receive = {c.identity: c for c in self.inventory.receive_connectors}
+        if self.restart_transport and switched:
+            found = self.inventory.server(server)
+            services = set()
+            for obj in switched:
+                if obj.kind == "send" or (found is not None and found.is_edge):
+                    services.add(TRANSPORT)
+                elif obj.kind == "receive":
+                    role = (receive[obj.identity].transport_role or "").lower()
+                    services.add(FRONT_END_TRANSPORT if role == "frontendtransport" else TRANSPORT)
+            for service in sorted(services):
+                self.step("verify", "restart-transport", server, service, None, None, None)
+        self.step("verify", "check-status", server, new.thumbprint, "Status", None, VALID)
+        for obj in sorted((o for o in switched if o.kind == "receive"), key=lambda o: fold_case(o.identity)):
+            for endpoint in self.endpoints(server, receive[obj.identity].bindings):
+                self.step("verify", "probe-receive-connector", server, obj.identity, "Bindings", None, endpoint)
+
+    def endpoints(self, server: str, bindings: Sequence[str]) -> list[str]:
+        """ "host:port" to probe for each binding: the server's FQDN for an all-addresses binding, else the
+        address itself (an IPv6 one in brackets); one per port for the all-addresses bindings."""
+        found = self.inventory.server(server)
+        host_of_server = (found.fqdn if found is not None and found.fqdn else server).lower()
+        endpoints = []
+        for binding in bindings:
+            host, _, port = binding.strip().rpartition(":")
+            if not host or not port.isdigit():
+                continue
+            host = host_of_server if host in _WILDCARD_HOSTS else host
+            endpoints.append(f"{host}:{port}")
+        return list(dict.fromkeys(endpoints))
+
+    def test_outbound(self, objects: list[_Object], servers: list[str]) -> None:
+        """On-premises -> Exchange Online: for each switched send connector that sends to Exchange Online, a
+        test from one of its source servers in the plan (and `Validate-OutboundConnector` with the tenant)."""
+        send = {c.identity: c for c in self.inventory.send_connectors}
+        for obj in sorted((o for o in objects if o.kind == "send" and o.switch), key=lambda o: fold_case(o.identity)):
+            connector = send[obj.identity]
+            if not _to_exchange_online(connector):
+                continue
+            source = next((s for s in connector.source_servers if s in servers), None)
+            if source is not None:
+                self.step("verify", "test-outbound", source, obj.identity, None, None, None, tenant=self.exo_tenant)
 
     # -- rule 5: retire
 
@@ -774,6 +861,15 @@ class _Planner:
                         f"{server} would be left with no valid certificate for {_describe(obj)} ({obj.after})",
                         "let the plan switch it too (add it to the targets), or renew the certificate it names",
                     )
+
+
+def _to_exchange_online(connector: Any) -> bool:
+    """Whether a send connector sends to Exchange Online (the Hybrid Configuration Wizard's: cloud mail enabled,
+    or a smart host / address space of the service)."""
+    names = [*connector.smart_hosts, *connector.address_spaces]
+    return connector.cloud_services_mail_enabled or any(
+        "mail.protection.outlook.com" in n.lower() or "mail.onmicrosoft.com" in n.lower() for n in names
+    )
 
 
 def _describe(obj: _Object) -> str:

@@ -79,6 +79,7 @@ from shared.pipeline.inventories import (
 )
 from shared.pipeline.jobs import RemediationQueue, RemediationRequest, job_id
 from shared.pipeline.planner import InventoryPlan, plan_from_inventory
+from shared.pipeline.preflight import preflight
 from shared.pipeline.sources import (
     CertificateSource,
     SourceError,
@@ -114,6 +115,7 @@ _KIND_SEVERITY = {
     "awaiting-approval": "warning",
     "job-rejected": "critical",
     "job-poisoned": "critical",
+    "job-decision": "critical",  # a job ended without a result: someone should know what happens next
     "probe": "warning",
     "drift": "warning",
     "unprocessed": "warning",
@@ -233,6 +235,8 @@ class PipelineSettings:
     block_notice_after: dt.timedelta = NOTICE_AFTER  # CERTSYNC_BLOCK_NOTICE_HOURS
     approval_required: bool = False  # CERTSYNC_APPROVAL_REQUIRED: every plan waits for `certsync approve`
     maintenance_windows: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)  # by worker group
+    exo_tenant: str = ""  # CERTSYNC_EXO_TENANT_ID: when the inventory names no tenant
+    restart_transport: bool = False  # CERTSYNC_RESTART_TRANSPORT
 
     def fetcher(self) -> Fetcher:
         """A Fetcher for one assessment: the allow-list, the CRL cap and the timeouts."""
@@ -535,6 +539,8 @@ class _Run:
             previous_versions=[v.bundle.leaf for v in baseline],
             require_accepted_domain=self.pipeline.settings.require_accepted_domain,
             version=new,  # the Key Vault identity the runbook fetches the PFX by
+            exo_tenant=self.pipeline.settings.exo_tenant or None,
+            restart_transport=self.pipeline.settings.restart_transport,
         )
         outcome.plan = plan
         document = plan_document(plan, outcome.assessment, targets, record, digest)
@@ -549,6 +555,9 @@ class _Run:
             self._notify("renewal", f"{headline}. {summary}", details)
             outcome.outcome, outcome.reason = "nothing-to-change", summary
             return outcome
+        refusal = preflight(document, new, targets.allow_status)
+        if refusal is not None:  # the runbook would refuse it: never queue a job that cannot succeed
+            return self._block(outcome, new, Block(f"the runbook would refuse this plan: {refusal}", "contract"))
         if self.pipeline.settings.approval_required and approved is None:
             return self._await_approval(outcome, new, targets.worker_group, summary)
         windows = self.pipeline.settings.maintenance_windows.get(targets.worker_group.lower(), ())

@@ -51,6 +51,11 @@ class StoredVersion:
     enabled: bool = True
     created: dt.datetime | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # What the runbook will find in Key Vault (None where the store is no Key Vault, or the version is disabled):
+    # the secret's content type, and whether the secret carries the private key (a policy `exportable: false`
+    # leaves it out, and the import on the servers needs it).
+    content_type: str | None = None
+    key_exportable: bool | None = None
 
     @property
     def thumbprint(self) -> str:

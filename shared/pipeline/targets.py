@@ -64,8 +64,13 @@ _TAG_SEPARATOR = {
     "allow_status": ",",
     "probe": ",",
 }
-# Statuses (Get-ExchangeCertificate's words) under which a plan may still be queued besides Valid.
-ALLOWED_STATUSES = (INVALID, UNTRUSTED, DATE_INVALID, REVOKED, REVOCATION_CHECK_FAILURE)
+# Statuses (Get-ExchangeCertificate's words) under which a plan may still be queued besides Valid: only the
+# assessment's own, which the servers can still read as Valid (certsync could not reach the CRL or OCSP
+# responder, or does not trust a root the servers trust). The runbook demands Valid on every server
+# (`contract.REQUIRED_STATUS`), so a status Exchange itself would show (Invalid, DateInvalid, Revoked) can
+# never deploy: `allow_status` refuses it at load rather than queue a job that cannot succeed.
+ALLOWED_STATUSES = (UNTRUSTED, REVOCATION_CHECK_FAILURE)
+EXCHANGE_STATUSES = (INVALID, DATE_INVALID, REVOKED)
 
 # Exchange documents 64 characters for receive connector names (New-/Set-ReceiveConnector -Name) and for
 # Exchange Online connector names (New-InboundConnector -Name). New-SendConnector states no limit, but a
@@ -503,6 +508,12 @@ def _status(value: str) -> str:
     text = _text(value)
     if text.lower() == VALID.lower():
         raise _Invalid('"Valid" is always allowed', f"list only statuses besides it: {', '.join(ALLOWED_STATUSES)}")
+    exchange = next((s for s in EXCHANGE_STATUSES if s.lower() == text.lower()), None)
+    if exchange is not None:
+        raise _Invalid(
+            f'"{exchange}" is a status Exchange itself shows, and the runbook imports only a Valid certificate',
+            f"fix the certificate (certsync check), or list only {', '.join(ALLOWED_STATUSES)}",
+        )
     if text.lower() not in _STATUS_BY_FOLDED:
         raise _Invalid(
             f"{_show(text)} is not a status a plan may be queued under", f"use {', '.join(ALLOWED_STATUSES)}"

@@ -247,6 +247,7 @@ def fit_snapshot(snapshot: StatusSnapshot, fits: Callable[[str], bool]) -> str:
         shortened = snapshot.copy()
         shortened["truncated"] = True
         shortened["servers"] = list(snapshot.get("servers", []))[:servers]
+        shortened["proof"] = list(snapshot.get("proof", []))[:servers]
         kept = list(snapshot.get("findings", []))[:findings]
         shortened["findings"] = [{**f, "summary": str(f.get("summary", ""))[:summary]} for f in kept]
         text = json.dumps(shortened, sort_keys=True, ensure_ascii=False)
@@ -915,6 +916,7 @@ class _Run:
             "expiry_state": expiry_state(days, self.reconciler.thresholds),
             "drift": checked.drift,
             "servers": server_outcomes(checked.entries, checked.targets.servers),
+            "proof": last_proof(checked.entries),
             "findings": findings,
             "attention": attention(checked.findings),
             "checked_at": format_time(self.now, timespec="seconds"),
@@ -1112,6 +1114,16 @@ def _domain_selects(value: str, common_name: str | None, dns_names: Iterable[str
         suffix = wanted[1:]
         return any(n.endswith(suffix) and "." not in n[: -len(suffix)] for n in names)
     return False
+
+
+def last_proof(entries: list[AuditEntry]) -> list[dict[str, Any]]:
+    """The proof steps (per server) of the newest job-result that has any: what the status page lists."""
+    for entry in reversed(entries):
+        proof = entry.details.get("proof") if entry.kind == "job-result" else None
+        if isinstance(proof, list) and proof:
+            at = format_time(entry.at, timespec="seconds")
+            return [{**p, "at": at, "job_id": entry.details.get("job_id")} for p in proof if isinstance(p, dict)]
+    return []
 
 
 def server_outcomes(entries: list[AuditEntry], servers: Iterable[str]) -> list[ServerOutcome]:

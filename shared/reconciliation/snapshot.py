@@ -10,7 +10,7 @@ older version); `by_certificate` is the order the stores list them in.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypedDict
+from typing import Any, TypedDict
 
 SNAPSHOT_SCHEMA = "certsync.status/1"
 
@@ -59,6 +59,7 @@ class StatusSnapshot(_StatusSnapshotBase, total=False):
     """`certsync.status/1`: one certificate's state for the status page."""
 
     truncated: bool  # set (True) when a store shortened it to fit (`fit_snapshot`)
+    proof: list[dict[str, Any]]  # the last job's proof steps per server (server, check, target, outcome, ...)
 
 
 def by_certificate(snapshots: Iterable[StatusSnapshot]) -> list[StatusSnapshot]:

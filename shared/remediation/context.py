@@ -29,6 +29,7 @@ from shared.remediation.messages import (
     callback_url,
     kept_certificates,
     name_mismatches,
+    proof_results,
     server_outcomes,
 )
 from shared.times import Clock, utc_now
@@ -177,6 +178,7 @@ class RemediationContext:
             "result": result,
             "error": error,
             "via": via,
+            "proof": proof_results(result),  # per server: transport restarts, probes, mail to Exchange Online
         }
         if not self.audit.record_once(self._entry(subject, "job-result", summary, details), result_key(subject.job_id)):
             log_info(subject, "job %s: its result was recorded already; not recorded again", subject.job_id)
@@ -197,6 +199,7 @@ class RemediationContext:
                 # Both strings per server when Exchange renders the name differently (nothing was switched).
                 "name_mismatch": name_mismatches(result),
                 "kept_certificates": kept_certificates(result),
+                "proof": proof_results(result),
                 "via": via,
             },
         )
@@ -227,8 +230,8 @@ def entries(history: Iterable[AuditEntry], kind: str, job_id: str) -> list[Audit
     return found
 
 
-def servers_of(history: Sequence[AuditEntry], job_id: str) -> list[str]:
-    """The plan's servers, from the plan entry the pipeline wrote before queuing this job (if any)."""
+def plan_of(history: Sequence[AuditEntry], job_id: str) -> dict[str, Any] | None:
+    """The plan the pipeline audited before queuing this job (without the intermediates' DER), if any."""
     for entry in reversed(history):
         plan = entry.details.get("plan") if entry.kind == "plan" else None
         if not isinstance(plan, dict):
@@ -236,8 +239,14 @@ def servers_of(history: Sequence[AuditEntry], job_id: str) -> list[str]:
         certificate = plan.get("certificate") or {}
         vault, name, version = (str(certificate.get(k, "")) for k in ("vault", "name", "version"))
         if derive_job_id(vault, name, version) == job_id:
-            return [s for s in plan.get("servers") or [] if isinstance(s, str)]
-    return []
+            return plan
+    return None
+
+
+def servers_of(history: Sequence[AuditEntry], job_id: str) -> list[str]:
+    """The plan's servers, from the plan entry the pipeline wrote before queuing this job (if any)."""
+    plan = plan_of(history, job_id)
+    return [s for s in (plan or {}).get("servers") or [] if isinstance(s, str)]
 
 
 def error_text(errors: Sequence[str]) -> str:

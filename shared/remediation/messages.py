@@ -29,11 +29,14 @@ from typing import Any, Protocol, TypedDict, cast
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
-from shared.pipeline.jobs import JOB_SCHEMA, PLAN_SCHEMAS, RemediationRequest
+from shared.pipeline.contract import JOB_PARAMETERS
+from shared.pipeline.jobs import JOB_SCHEMA, MAX_PARAMETERS_BYTES, PLAN_SCHEMAS, RemediationRequest, plan_base64
 from shared.remediation.automation import FAILED_STATES
 from shared.times import format_time, parse_time
 
 TRACK_SCHEMA = "certsync.track/1"
+_FOLLOW_UP = re.compile(r"(roll-back|resume)-[1-9][0-9]?")
+
 RESULT_SCHEMA = "certsync.result/1"
 RESULT_STATUSES = ("succeeded", "failed", "rolled-back", "what-if")
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # the longest a queue message can stay invisible (Azure Storage's limit)
@@ -105,6 +108,9 @@ def parse_job_message(text: str) -> JobMessage:
     attempt = data.get("attempt", 0)
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
         raise fail("attempt is not a whole number")
+    follow_up = data.get("follow_up", "")
+    if not isinstance(follow_up, str) or (follow_up and not _FOLLOW_UP.fullmatch(follow_up)):
+        raise fail("follow_up is not a follow-up name such as roll-back-1")
     job = RemediationRequest(
         vault=data["vault"],
         certificate=data["certificate"],
@@ -113,6 +119,7 @@ def parse_job_message(text: str) -> JobMessage:
         thumbprint=data["thumbprint"],
         correlation_id=data["correlation_id"],
         plan=plan,  # its shape is checked above, the runbook checks the rest
+        follow_up=follow_up,
     )
     if job.job_id != given_id:
         raise fail("job_id does not match its vault, certificate and version")
@@ -232,14 +239,42 @@ def callback_url(base: str, job_id: str) -> str:
     return f"{base.strip().rstrip('/')}/api/jobs/{job_id}/result"
 
 
+def plan_from_base64(value: str) -> dict[str, Any]:
+    """The plan `shared.pipeline.jobs.plan_base64` encoded, decoded as the runbook decodes its PlanBase64;
+    `CertsyncError` if it is not one."""
+    try:
+        plan = json.loads(base64.b64decode(value, validate=True).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise CertsyncError("PlanBase64 is not base64 of UTF-8 JSON text") from None
+    if not isinstance(plan, dict):
+        raise CertsyncError("PlanBase64 does not hold a JSON object")
+    return plan
+
+
 def job_parameters(job: RemediationRequest, callback_base: str = "") -> dict[str, str]:
-    """The Automation job's parameters: all strings, public data only (the runbook fetches the PFX itself)."""
-    return {
-        "PlanJson": json.dumps(job.plan, sort_keys=True, separators=(",", ":")),
-        "CorrelationId": job.correlation_id,
-        "JobId": job.job_id,
-        "CallbackUrl": callback_url(callback_base, job.job_id) if callback_base else "",
-    }
+    """The Automation job's parameters (`contract.JOB_PARAMETERS`): all strings, public data only (the runbook
+    fetches the PFX itself). Refused with a one-line `CertsyncError` when they would exceed
+    `MAX_PARAMETERS_BYTES`."""
+    parameters = dict(
+        zip(
+            JOB_PARAMETERS,
+            (
+                plan_base64(job.plan),
+                job.correlation_id,
+                job.job_id,
+                callback_url(callback_base, job.job_id) if callback_base else "",
+            ),
+            strict=True,
+        )
+    )
+    size = sum(len(json.dumps(v).encode()) + len(k) for k, v in parameters.items())
+    if size > MAX_PARAMETERS_BYTES:
+        raise CertsyncError(
+            f"job {job.job_id}: the plan for {job.certificate} makes {size} bytes of job parameters, more than the"
+            f" {MAX_PARAMETERS_BYTES} an Automation job takes; narrow it (fewer servers or connectors in the"
+            " targets) and plan again"
+        )
+    return parameters
 
 
 _SECRET_SHAPES = (
@@ -262,6 +297,8 @@ def check_no_secrets(parameters: Mapping[str, str], secrets: Sequence[bytes] = (
     for name, value in parameters.items():
         if not isinstance(value, str):
             raise CertsyncError(f"job parameter {name} is not a string")
+        if name == "PlanBase64":  # base64 hides every shape: look at the plan's own text too
+            value = f"{value}\n{json.dumps(plan_from_base64(value), ensure_ascii=False)}"
         for shape, what in _SECRET_SHAPES:
             if shape.search(value):
                 raise CertsyncError(f"job parameter {name} would carry {what}; no job was started")
@@ -389,6 +426,39 @@ def name_mismatches(result: RunbookResult | None) -> list[str]:
             expected = entry.get("expected")
             found.append(f"{entry.get('server')}: Exchange renders {rendered!r}, certsync has {expected!r}")
     return found
+
+
+PROOF_ACTIONS = ("restart-transport", "probe-receive-connector", "test-outbound")
+
+
+class ProofResult(TypedDict):
+    """One proof step the runbook ran on one server: a transport restart, a STARTTLS probe of a receive
+    connector's binding, or a test of mail to Exchange Online."""
+
+    server: str
+    check: str  # the plan action
+    target: str  # the connector, the binding or the service
+    outcome: str
+    message: str
+
+
+def proof_results(result: RunbookResult | None) -> list[ProofResult]:
+    """The proof steps of a result, per server, in the order the runbook ran them (the last 50)."""
+    found: list[ProofResult] = []
+    for step in result.get("steps", []) if result is not None else []:
+        if step.get("action") not in PROOF_ACTIONS:
+            continue
+        target = step.get("after") if step.get("action") == "probe-receive-connector" else None
+        found.append(
+            {
+                "server": str(step.get("server") or "(all)")[:64],
+                "check": str(step.get("action")),
+                "target": str(target or step.get("object") or "")[:200],
+                "outcome": str(step.get("outcome") or "unknown")[:20],
+                "message": str(step.get("message") or "")[:300],
+            }
+        )
+    return found[-50:]
 
 
 def kept_certificates(result: RunbookResult | None) -> list[str]:

@@ -71,12 +71,10 @@ def start_job(context: RemediationContext, message_text: str) -> StartOutcome:
 
     how = "created" if started.created else "found (started by an earlier delivery; not started again)"
     summary = f"Automation job {name} {how}: runbook {settings.runbook} on worker group {run_on}"
-    context.record(
-        subject,
-        "job-started",
-        summary,
-        {"job_id": job.job_id, "automation_job": name, "run_on": run_on, "attempt": attempt},
-    )
+    started_details = {"job_id": job.job_id, "automation_job": name, "run_on": run_on, "attempt": attempt}
+    if job.follow_up:  # the callback and the tracker find the version's job by it
+        started_details |= {"of": job.of, "follow_up": job.follow_up}
+    context.record(subject, "job-started", summary, started_details)
     context.notify(subject, "job-started", summary, {"job_id": job.job_id, "automation_job": name, "run_on": run_on})
     endpoints = job.plan.get("probe") or []
     track = TrackMessage(

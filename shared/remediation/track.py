@@ -13,11 +13,13 @@ backoff delay, then moves it to the poison queue; a permanent one is rejected.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shared.pipeline.audit import AuditEntry, partition
+from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.automation import FAILED_STATES, AutomationError, AutomationJob
 from shared.remediation.context import (
     RemediationContext,
@@ -25,10 +27,22 @@ from shared.remediation.context import (
     entries,
     error_text,
     log_info,
+    plan_of,
     poll_delay,
     retry_delay,
 )
+from shared.remediation.journal import (
+    NEEDS_PERSON,
+    RESUME,
+    ROLL_BACK,
+    Decision,
+    JournalEntry,
+    JournalError,
+    decide,
+    stored_entries,
+)
 from shared.remediation.messages import (
+    JobMessage,
     MessageError,
     RunbookResult,
     TrackMessage,
@@ -124,7 +138,90 @@ def _record_end(context: RemediationContext, track: TrackMessage, subject: Subje
     probes = None
     if job.status == "Completed" and result is not None and result["status"] == "succeeded":
         probes = prove(context, track, subject)
+    if result is None:
+        decide_from_journal(context, track, subject, job.status)
     return TrackOutcome("recorded", track.job_id, error or job.status, job.status, result=result, probe=probes)
+
+
+MAX_FOLLOW_UPS = 3  # follow-up jobs of one version's job; after that the decision is someone's
+
+
+def decide_from_journal(context: RemediationContext, track: TrackMessage, subject: Subject, status: str) -> Decision:
+    """A job that ended without a result: what the journal of the version's job and its follow-ups (the
+    `job-journal` rows the callback stored) says to do. Audited and notified as `job-decision`; a resume or
+    roll-back is queued as a follow-up job (its own job id) on the remediation queue."""
+    history = list(context.audit.history(track.certificate))
+    started = entries(history, "job-started", track.job_id)
+    of = next((str(e.details["of"]) for e in started if e.details.get("of")), track.job_id)
+    follow_ups = [e for e in history if e.kind == "job-started" and e.details.get("of") == of]
+    jobs = list(dict.fromkeys([of, *(str(e.details.get("job_id")) for e in follow_ups)]))
+    plan = plan_of(history, of)
+    try:
+        journal = _merged(history, jobs)
+    except JournalError as exc:
+        journal, problem = [], str(exc)
+    else:
+        problem = ""
+    names = [str(e.details.get("follow_up")) for e in follow_ups]
+    resumes = sum(1 for n in names if n.startswith(RESUME))
+    if plan is None:
+        decision = Decision(NEEDS_PERSON, f"the plan of job {of} is not in the audit trail")
+    elif problem:
+        decision = Decision(NEEDS_PERSON, f"the job's journal cannot be read: {problem}")
+    else:
+        decision = decide(plan, journal, status, resumes=resumes)
+    queued = ""
+    if decision.kind in (RESUME, ROLL_BACK) and decision.plan is not None and plan is not None:
+        if len(set(names)) >= MAX_FOLLOW_UPS:
+            decision = Decision(
+                NEEDS_PERSON, f"{decision.reason}; {len(set(names))} follow-up jobs ran already, so none is queued"
+            )
+        else:
+            queued = _queue_follow_up(context, track, plan, decision, names)
+    summary = f"job {track.job_id} ended {status} without a result; its journal says {decision.kind}: {decision.reason}"
+    if queued:
+        summary += f"; follow-up job {queued} queued"
+    details: dict[str, Any] = {
+        "job_id": track.job_id,
+        "of": of,
+        "decision": decision.kind,
+        "reason": decision.reason,
+        "entries": len(journal),
+        "follow_up_job": queued,
+        "steps": (decision.plan or {}).get("steps", []) if decision.kind == ROLL_BACK else [],
+    }
+    context.record(subject, "job-decision", summary, details)
+    context.notify(subject, "job-decision", summary, {k: v for k, v in details.items() if k != "steps"})
+    return decision
+
+
+def _merged(history: Sequence[AuditEntry], jobs: Sequence[str]) -> list[JournalEntry]:
+    """The journal entries of the version's job and its follow-ups, in the order they ran, numbered anew."""
+    merged: list[JournalEntry] = []
+    for job in jobs:
+        merged += stored_entries(history, job)
+    return [dataclasses.replace(e, seq=i) for i, e in enumerate(merged)]
+
+
+def _queue_follow_up(
+    context: RemediationContext, track: TrackMessage, plan: dict[str, Any], decision: Decision, names: list[str]
+) -> str:
+    """The decision's plan as a follow-up `certsync.job/1` on the remediation queue; its job id."""
+    assert decision.plan is not None
+    number = sum(1 for n in names if n.startswith(decision.kind)) + 1
+    certificate = plan.get("certificate") or {}
+    request = RemediationRequest(
+        vault=track.vault,
+        certificate=track.certificate,
+        version=track.version,
+        secret_id=str(certificate.get("secret_id") or ""),
+        thumbprint=track.thumbprint,
+        correlation_id=track.correlation_id,
+        plan=decision.plan,
+        follow_up=f"{decision.kind}-{number}",
+    )
+    context.jobs.send(JobMessage(request).to_json(attempt=0))
+    return request.job_id
 
 
 def _poll_again(

@@ -4,7 +4,7 @@ The calls (api-version 2023-11-01, exchange-azure-facts §3.2), all under the Au
 resource id on the ARM endpoint, with a bearer token for `<endpoint>/.default` from the Function's
 managed identity:
 
-    PUT  .../jobs/{jobName}                 start (body: runbook name, string parameters, runOn)
+    PUT  .../jobs/{jobName}                 start (body: runbook name, parameters as JSON string literals, runOn)
     GET  .../jobs/{jobName}                 status, statusDetails, exception, start/end times
     GET  .../jobs/{jobName}/output          the Output stream as text
     GET  .../jobs/{jobName}/streams?$filter=properties/streamType eq 'Error'   (paged), then each record
@@ -30,6 +30,7 @@ a client is made, not when this module is imported.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 import ssl
@@ -182,9 +183,19 @@ class AutomationClient:
         if existing is not None:
             log.info("Automation job %s exists already (%s); not starting it again", name, existing.status)
             return existing
-        body = {"properties": {"runbook": {"name": runbook}, "parameters": dict(parameters), "runOn": run_on}}
+        # Automation decodes every parameter value as JSON before binding it (a JSON object reaches a [string]
+        # parameter as an object): each value goes as a JSON string literal, which decodes to exactly itself.
+        sent = {key: json.dumps(value) for key, value in parameters.items()}
+        body = {"properties": {"runbook": {"name": runbook}, "parameters": sent, "runOn": run_on}}
         context = _Context(self, f"start Automation job {name}", job=name, runbook=runbook, run_on=run_on)
-        response = self._send("PUT", self._job_path(name), context, json=body, ok=(200, 201, 409), secrets=parameters)
+        response = self._send(
+            "PUT",
+            self._job_path(name),
+            context,
+            json=body,
+            ok=(200, 201, 409),
+            secrets={**{f"{k} as sent": v for k, v in sent.items()}, **parameters},
+        )
         if response.status_code == 409:
             log.info("Automation job %s was created by another caller meanwhile; reading it", name)
             found = self._find_job(name)

@@ -179,8 +179,9 @@ class KeyVaultSource:
                 transient=True,
             )
         enabled = properties.enabled is not False
+        content_type: str | None = None
         if enabled:
-            bundle = self._secret_certificates(secrets, name, version)[0]
+            bundle, content_type, _, _ = self._secret_certificates(secrets, name, version)
         else:
             bundle = self._object_certificate(certificate, name, version)
         stated = properties.x509_thumbprint.hex().upper() if properties.x509_thumbprint else "none"
@@ -199,6 +200,9 @@ class KeyVaultSource:
             enabled=enabled,
             created=properties.created_on,
             tags=dict(properties.tags or {}),
+            content_type=content_type,
+            # A PFX secret without its key: the policy says exportable: false (PEM is refused by its type).
+            key_exportable=bundle.has_private_key if content_type == PKCS12_CONTENT_TYPE else None,
         )
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
@@ -254,7 +258,7 @@ class KeyVaultSource:
         enabled flag, creation time and tags the listing already gave. None when the secret holds another
         certificate than the listing's thumbprint (a version created since the listing): `latest` then
         reads it the two-request way."""
-        bundle, secret_id, version = self._secret_certificates(secrets, name, "")
+        bundle, content_type, secret_id, version = self._secret_certificates(secrets, name, "")
         if bundle.leaf.thumbprint != (listed.x509_thumbprint or b"").hex().upper() or not version:
             return None
         return StoredVersion(
@@ -266,6 +270,9 @@ class KeyVaultSource:
             enabled=True,
             created=listed.created_on,
             tags=dict(listed.tags or {}),
+            content_type=content_type,
+            # A PFX secret without its key: the policy says exportable: false (PEM is refused by its type).
+            key_exportable=bundle.has_private_key if content_type == PKCS12_CONTENT_TYPE else None,
         )
 
     def tags(self, name: str) -> dict[str, str]:
@@ -324,10 +331,10 @@ class KeyVaultSource:
 
     def _secret_certificates(
         self, secrets: SecretClient, name: str, version: str
-    ) -> tuple[CertificateBundle, str, str]:
-        """The certificates in the version's secret ("": the current version's), the secret's id and its
-        version. The value is deleted before anything is raised, and errors are raised outside the
-        handler, so no traceback frame or exception context holds it."""
+    ) -> tuple[CertificateBundle, str, str, str]:
+        """The certificates in the version's secret ("": the current version's), the secret's content type
+        (lower case), its id and its version. The value is deleted before anything is raised, and errors are
+        raised outside the handler, so no traceback frame or exception context holds it."""
         which = f"version {version}" if version else "current version"
         with self._answers(f"reading the secret of certificate {name} {which}"):
             secret = secrets.get_secret(name, version or None)
@@ -359,7 +366,7 @@ class KeyVaultSource:
             data = b""
         if bundle is None:
             raise SourceError(problem, "bad-content")
-        return bundle, secret_id, version
+        return bundle, content_type, secret_id, version
 
     def _object_certificate(self, certificate: KeyVaultCertificate, name: str, version: str) -> CertificateBundle:
         label = f"Key Vault {self.vault}: certificate {name} version {version}"
