@@ -339,7 +339,8 @@ class _Run:
             self._audit(
                 "event-failed", f"{exc} ({retry})", SourceFailureDetails(error=exc.kind, transient=exc.transient)
             )
-            self._notify("failed", str(exc), SourceFailureDetails(error=exc.kind, transient=exc.transient))
+            if not exc.transient:  # a transient failure is retried by Event Grid; people hear of it only if final
+                self._notify("failed", str(exc), SourceFailureDetails(error=exc.kind, transient=False))
             raise
         outcome = Outcome("", self.correlation_id, event, new=new, previous=previous)
         targets: Targets | None = None
