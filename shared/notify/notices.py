@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -124,14 +124,26 @@ class DigestNotifier:
     target: Notifier
     limit: int = DEFAULT_DIGEST_LIMIT
     correlation_id: str = ""
+    defer: bool = True  # False: `hold` runs its callback at once
     pending: list[Notice] = field(default_factory=list)
+    _after: list[Callable[[], None]] = field(default_factory=list)
 
     def notify(self, notice: Notice) -> None:
         self.pending.append(notice)
 
+    def hold(self, notice: Notice, sent: Callable[[], None]) -> None:
+        """Hold `notice`; call `sent` once it went out (a state to remember only when people were told)."""
+        self.pending.append(notice)
+        if self.defer:
+            self._after.append(sent)
+        else:
+            sent()
+
     def flush(self) -> int:
-        """Send what is held; the number of notices (listed in a digest or sent alone) that went out."""
+        """Send what is held, then call the `hold` callbacks; the number of notices (listed in a digest or
+        sent alone) that went out. A failure raises before any callback is called."""
         held, self.pending = self.pending, []
+        after, self._after = self._after, []
         target = self.target
         if isinstance(target, OnceNotifier):
             due, sender = [n for n in held if target.claim(n)], target.inner
@@ -142,6 +154,8 @@ class DigestNotifier:
                 sender.notify(notice)
         else:
             sender.notify(digest_notice(due, self.correlation_id or "digest"))
+        for sent in after:
+            sent()
         return len(due)
 
 
