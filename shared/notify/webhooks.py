@@ -19,7 +19,6 @@ generic webhook's signing keys: messages, logs, audit entries and poison message
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import http.client
 import json
 import logging
