@@ -122,7 +122,10 @@ _LABELLED = {
     "job_id": "Job",
     "worker_group": "Worker group",
     "thumbprint": "Thumbprint",
+    "outcome": "Outcome",
 }
+# details whose value is one of certsync's own codes (issuer_changed, waiting-for-inventory): shown as words
+_WORDED = frozenset({"change", "outcome"})
 # Shown in their own way (TlsCertificateName, servers, findings) or not at all (big structures and flags
 # already said by the title).
 # `state`, `previous`, `finding` and `expiry_state` are reconciliation's internal state names (an expiry
@@ -145,6 +148,10 @@ _SPECIAL = frozenset(
 )
 
 
+# Reconciliation's remembered states: never in a notice (the finding code and the summary say it in words).
+_INTERNAL = frozenset({"state", "previous", "expiry_state"})
+
+
 def notice_facts(notice: Notice) -> list[tuple[str, str]]:
     """The notice as (label, value) pairs for cards: certificate, vault, version, the TlsCertificateName
     (old -> new when a renewal changed it), per-server outcomes, findings, the other details; the
@@ -162,8 +169,8 @@ def notice_facts(notice: Notice) -> list[tuple[str, str]]:
         facts.append(("TlsCertificateName (before)", str(old)))
     for key, label in _LABELLED.items():
         value = details.get(key)
-        if key == "change" and isinstance(value, str):
-            value = value.replace("_", " ")
+        if key in _WORDED and isinstance(value, str):
+            value = value.replace("_", " ").replace("-", " ")
         text = _fact_text(value)
         if text:
             facts.append((label, text))
@@ -395,7 +402,7 @@ def generic_payload(notice: Notice, at: dt.datetime) -> dict:
         "version": notice.version,
         "correlation_id": notice.correlation_id,
         "summary": notice.summary,
-        "details": notice.details,
+        "details": {k: v for k, v in notice.details.items() if k not in _INTERNAL},
     }
     payload = {"type": f"certsync.{notice.kind}", "timestamp": format_time(at, timespec="seconds"), "data": data}
     if _size(payload) < GENERIC_PAYLOAD_LIMIT:
@@ -404,7 +411,7 @@ def generic_payload(notice: Notice, at: dt.datetime) -> dict:
         data[key] = _clip(data[key], _NAME_LIMIT)
     data["summary"] = _clip(notice.summary, _SUMMARY_LIMIT)
     data["details_truncated"] = True
-    data["details"] = _shrink(notice.details)
+    data["details"] = _shrink(data["details"])
     if _size(payload) >= GENERIC_PAYLOAD_LIMIT:
         data["details"] = {}
     if _size(payload) >= GENERIC_PAYLOAD_LIMIT:  # the summary alone is too big (escaped or 4-byte characters)
