@@ -390,7 +390,9 @@ def test_two_instances_delivering_one_version_queue_one_job(deployment, monkeypa
     """Two compositions of the Function App's wiring (two instances) on one Azurite. Event Grid delivers the
     version to instance A, and again to instance B while A is between claiming the job and sending it, or
     between sending it and marking the claim queued: the interleavings that queued 5 of 190 versions twice.
-    B finds A's live claim and settles the version as a duplicate; one job is queued."""
+    B finds A's live claim: not settled yet, it raises (audited, transient) so that Event Grid delivers it
+    again, and that later delivery is a duplicate. One job is queued; acknowledging B's delivery as a
+    duplicate would lose the job when A stops before sending it (the storm found this)."""
     a = deployment.pipeline
     b = pipeline_from_env(
         deployment.env,
@@ -403,18 +405,24 @@ def test_two_instances_delivering_one_version_queue_one_job(deployment, monkeypa
     def deliver_to_b_first(*args, **kwargs):
         monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)
         try:
-            deployment.deliver(deployment.versions[1])
+            with pytest.raises(StorageError, match="being queued by another instance"):
+                deployment.deliver(deployment.versions[1])
         finally:
             monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: a)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(client, method, deliver_to_b_first)
     deployment.deliver(deployment.versions[1])
+    monkeypatch.setattr(client, method, original)
+    monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)
+    deployment.deliver(deployment.versions[1])  # Event Grid's redelivery of B's
+    monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: a)
 
     [job] = deployment.messages()
     assert job["version"] == deployment.versions[1]
     kinds = deployment.kinds()
     assert kinds.count("job-queued") == 1 and kinds.count("duplicate") == 1
+    assert kinds.count("event-failed") == 1
     # Delivered again later, to either instance: still one job.
     deployment.deliver(deployment.versions[1])
     monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
-from shared.errors import CertsyncError
+from shared.errors import CertsyncError, StorageError
 from shared.exchange.inventory import InventoryError as InventoryDocumentError
 from shared.exchange.inventory import read_inventory
 from shared.pipeline.audit import (
@@ -404,6 +404,13 @@ class _Run:
             details["job_id"] = request.job_id
             self._notify("queued", f"{headline}. {summary}", details)
             outcome.outcome, outcome.reason = "queued", summary
+        elif not self.pipeline.jobs.queued(new.vault, request.job_id):
+            # Another instance holds the claim and has not sent the job yet (or stopped before it did): not
+            # settled here. Raised, so Event Grid delivers it again: by then it is queued (a duplicate), or
+            # the claim's lease has ended and that delivery sends it. Acknowledging it could lose the job.
+            reason = f"job {request.job_id} is being queued by another instance; Event Grid will deliver it again"
+            self._audit("event-failed", reason, SourceFailureDetails(error="claimed", transient=True))
+            raise StorageError(reason)
         else:
             self._audit(
                 "duplicate",
