@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.notify.signing import new_secret  # noqa: E402
-from tests.azurite import Azurite  # noqa: E402
-from tests.fakes.arm import FakeArm  # noqa: E402
-from tests.fakes.keyvault import FakeKeyVault  # noqa: E402
-from tests.receivers import WebhookReceiver  # noqa: E402
-from tests.servers import HttpServer, LoopbackTls  # noqa: E402
-from tests.storm import Storm, StormPlan  # noqa: E402
+from shared.notify.signing import new_secret
+from tests.azurite import Azurite
+from tests.fakes.arm import FakeArm
+from tests.fakes.keyvault import FakeKeyVault
+from tests.receivers import WebhookReceiver
+from tests.servers import HttpServer, LoopbackTls
+from tests.storm import Storm, StormPlan
 
 
 def main(argv: list[str] | None = None) -> int:
