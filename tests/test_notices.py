@@ -48,11 +48,12 @@ from shared.pipeline.events import parse_event
 from shared.pipeline.process import LogNotifier, Notice
 from shared.pipeline.sources import SourceError
 from shared.wiring import pipeline_from_env, storage_from_env
-from tests import test_functions_pipeline, test_pipeline
+from tests import test_functions_pipeline, test_pipeline, test_reconcile
 from tests.receivers import WebhookReceiver
 
 renewal = test_pipeline.renewal  # two versions, R10 -> R11, in a vault directory; SQLite audit
 deployment = test_functions_pipeline.deployment  # the Function on Azurite and the Key Vault test server
+world = test_reconcile.world  # a vault directory with a renewal, targets and an inventory, for reconciliation
 AT = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.timezone.utc)
 HUGE = 40_000
 
@@ -272,6 +273,31 @@ def test_a_digest_card_lists_and_counts_its_notices_on_every_channel():
     assert any(f.startswith("cert-000\nRenewal blocked (version v0)") for f in fields)
     data = generic_payload(card, AT)["data"]
     assert data["kind"] == "digest" and data["details"]["count"] == 5 and len(data["details"]["items"]) == 5
+
+
+def test_day_one_of_a_fleet_is_one_digest_card_and_the_next_pass_sends_nothing(world, signed_receiver, secret):
+    """ "On day one, 120 certificates produce 271 cards": the reconciliation's notices, and those of the
+    versions it runs through the pipeline, go out as one digest when more than the limit are due."""
+    from tests.test_scale import _fleet
+
+    _fleet(world, world.vault_dir, 12)
+    reconciler = world.reconciler()
+    notifier = webhook_notifier([generic(signed_receiver, secret)], reconciler.audit, None)
+    reconciler.notifier = notifier
+    assert reconciler.pipeline is not None
+    reconciler.pipeline.notifier = notifier
+    now = dt.datetime.now(dt.timezone.utc)
+    report = reconciler.run(now)
+    assert len(report.processed) == 13  # NAME and its 12 copies: each run through the pipeline
+    [card] = signed_receiver.received
+    assert card.verified and card.json["type"] == "certsync.digest"
+    details = card.json["data"]["details"]
+    assert details["count"] > 10 and details["counts"]["queued"] == 13 and details["counts"]["unprocessed"] == 13
+    marked = [e for e in world.audit().history(test_pipeline.NAME + "-003") if e.kind == "notified"]
+    assert sorted(e.details["notice_kind"] for e in marked) == ["queued", "unprocessed"]
+    reconciler.run(now + dt.timedelta(days=1))  # nothing new is due
+    outcome = reconciler.pipeline.process(parse_event(test_pipeline.event("v2")))  # Event Grid's late delivery
+    assert outcome.outcome == "duplicate" and len(signed_receiver.received) == 1
 
 
 # --- size limits, whatever the input ---------------------------------------------------------------
