@@ -52,6 +52,7 @@ bench: $(STAMP) $(AZURITE)
 	$(BIN)/python bench/keyvault_scale.py
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/status_page.py
+	$(BIN)/python bench/storm.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis

@@ -102,6 +102,12 @@ def _days(value: str, name: str) -> int:
     return int(value)
 
 
+def _digest_limit(value: str, name: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 1000:
+        raise _bad(name, value, "give the most notices sent one by one in a reconciliation run, 1 to 1000")
+    return int(value)
+
+
 def _hours(value: str, name: str) -> int:
     if not value.isdigit() or int(value) == 0:
         raise _bad(name, value, "give a whole number of hours above 0")
@@ -377,6 +383,12 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("CERTSYNC_SLACK_WEBHOOK_URL", "the Slack incoming-webhook URL", secret=True, parse=_webhook_url),
     Setting("CERTSYNC_WEBHOOK_URL", "the generic signed webhook's URL", secret=True, parse=_webhook_url),
     Setting("CERTSYNC_WEBHOOK_SECRET", "the generic webhook's whsec_ secret(s)", secret=True, parse=_secrets),
+    Setting(
+        "CERTSYNC_NOTICE_DIGEST_LIMIT",
+        "more notices than this due in one reconciliation run go out as one digest",
+        "10",
+        parse=_digest_limit,
+    ),
     # The command line.
     Setting("CERTSYNC_DEBUG", "any value: show a traceback for an internal error", scope="cli", parse=_flag),
 )
@@ -457,6 +469,7 @@ class NotifyValues:
 
     webhook_urls: Mapping[str, str] = field(default_factory=dict, repr=False)  # URLs carry their credential
     webhook_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    digest_limit: int = 10  # CERTSYNC_NOTICE_DIGEST_LIMIT
 
 
 @dataclass(frozen=True)
@@ -553,7 +566,8 @@ def notify_values(env: Mapping[str, str] | None = None) -> NotifyValues:
     env = environment(env)
     urls = {kind: value(name, env) for kind, name in WEBHOOK_URLS.items() if _lookup(env, name).strip()}
     secrets = value("CERTSYNC_WEBHOOK_SECRET", env) if "generic" in urls else ()
-    return NotifyValues(webhook_urls=urls, webhook_secrets=secrets)
+    digest_limit = value("CERTSYNC_NOTICE_DIGEST_LIMIT", env)
+    return NotifyValues(webhook_urls=urls, webhook_secrets=secrets, digest_limit=digest_limit)
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

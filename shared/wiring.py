@@ -350,7 +350,9 @@ def reconciler_from_env(
     discovery = None
     if "AUTOMATION_ACCOUNT_ID" not in settings.unset:  # without Automation there is nothing to discover with
         discovery = discovery_from_settings(settings, audit=pipeline.audit, notifier=notifier, pipeline=pipeline)
-    return _reconciler(pipeline, pipeline.settings.vaults, _state_store(settings), notifier, discovery)
+    reconciler = _reconciler(pipeline, pipeline.settings.vaults, _state_store(settings), notifier, discovery)
+    reconciler.digest_limit = settings.notify.digest_limit
+    return reconciler
 
 
 def _reconciler(

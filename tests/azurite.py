@@ -85,8 +85,16 @@ def queued_json(connection_string: str, queue: str) -> list[dict]:
 class Azurite(Service):
     """One Azurite process; a context manager. `start()` waits until blob, queue and table accept TCP."""
 
-    def __init__(self, binary: Path | None = None, *, startup_timeout: float = 15.0, attempts: int = 3) -> None:
+    def __init__(
+        self,
+        binary: Path | None = None,
+        *,
+        startup_timeout: float = 15.0,
+        attempts: int = 3,
+        persistent: bool = False,
+    ) -> None:
         self.binary = Path(binary) if binary is not None else BINARY
+        self.persistent = persistent  # data on disk in its working directory: kept across `restart`
         self.startup_timeout = startup_timeout
         self.attempts = attempts
         self.ports: dict[str, int] = {}
@@ -123,6 +131,24 @@ class Azurite(Service):
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
+
+    def restart(self, pause: float = 0.0) -> None:
+        """Stop the process (SIGTERM: it saves its data) and, `pause` seconds later, start it again on the
+        same ports and data (a persistent one only): what clients see when the storage service goes away
+        and comes back."""
+        if not self.persistent:
+            raise RuntimeError("only a persistent Azurite keeps its data across a restart")
+        process, self._process = self._require(), None
+        terminate_process(process)
+        time.sleep(pause)
+        for attempt in range(50):  # the old listeners' ports may take a moment to be free again
+            try:
+                self._launch(ports=dict(self.ports))
+                return
+            except AzuriteError as exc:
+                if "EADDRINUSE" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1)
 
     # state
 
@@ -161,11 +187,16 @@ class Azurite(Service):
             raise RuntimeError("Azurite has not been started")
         return self._process
 
-    def _launch(self) -> None:
-        self.ports = {service: _free_port() for service in _SERVICES}
-        # Its working directory: it holds the output logs (in-memory mode refuses --location).
-        self._directory = Path(tempfile.mkdtemp(prefix="certsync-azurite-"))
+    def _launch(self, ports: dict[str, int] | None = None) -> None:
+        self.ports = ports or {service: _free_port() for service in _SERVICES}
+        # Its working directory: it holds the output logs (in-memory mode refuses --location), and a
+        # persistent one's data.
+        if self._directory is None:
+            self._directory = Path(tempfile.mkdtemp(prefix="certsync-azurite-"))
         args = [str(self.binary), *FLAGS]
+        if self.persistent:
+            args = [str(self.binary), *FLAGS[: FLAGS.index("--extentMemoryLimit")]]
+            args = [a for a in args if a != "--inMemoryPersistence"] + ["--location", str(self._directory / "data")]
         for service, port in self.ports.items():
             args += [f"--{service}Host", LOOPBACK, f"--{service}Port", str(port)]
         with open(self._directory / "stdout.log", "wb") as stdout, open(self._directory / "stderr.log", "wb") as stderr:
@@ -177,8 +208,9 @@ class Azurite(Service):
             self._wait_until_ready(process, args)
         except BaseException:
             terminate_process(process)
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+            if not self.persistent:  # a persistent one keeps its data for another try (`stop` removes it)
+                shutil.rmtree(self._directory, ignore_errors=True)
+                self._directory = None
             raise
         self._process = process
 

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import re
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,7 +391,9 @@ def test_two_instances_delivering_one_version_queue_one_job(deployment, monkeypa
     """Two compositions of the Function App's wiring (two instances) on one Azurite. Event Grid delivers the
     version to instance A, and again to instance B while A is between claiming the job and sending it, or
     between sending it and marking the claim queued: the interleavings that queued 5 of 190 versions twice.
-    B finds A's live claim and settles the version as a duplicate; one job is queued."""
+    B finds A's live claim: not settled yet, it raises (audited, transient) so that Event Grid delivers it
+    again, and that later delivery is a duplicate. One job is queued; acknowledging B's delivery as a
+    duplicate would lose the job when A stops before sending it (the storm found this)."""
     a = deployment.pipeline
     b = pipeline_from_env(
         deployment.env,
@@ -403,21 +406,59 @@ def test_two_instances_delivering_one_version_queue_one_job(deployment, monkeypa
     def deliver_to_b_first(*args, **kwargs):
         monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)
         try:
-            deployment.deliver(deployment.versions[1])
+            with pytest.raises(StorageError, match="being queued by another instance"):
+                deployment.deliver(deployment.versions[1])
         finally:
             monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: a)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(client, method, deliver_to_b_first)
     deployment.deliver(deployment.versions[1])
+    monkeypatch.setattr(client, method, original)
+    monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)
+    deployment.deliver(deployment.versions[1])  # Event Grid's redelivery of B's
+    monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: a)
 
     [job] = deployment.messages()
     assert job["version"] == deployment.versions[1]
     kinds = deployment.kinds()
     assert kinds.count("job-queued") == 1 and kinds.count("duplicate") == 1
+    assert kinds.count("event-failed") == 1
     # Delivered again later, to either instance: still one job.
     deployment.deliver(deployment.versions[1])
     monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)
     deployment.deliver(deployment.versions[1])
     assert len(deployment.messages()) == 1
     assert deployment.kinds().count("job-queued") == 1
+
+
+def test_a_job_whose_send_failed_is_not_lost_to_a_delivery_during_the_claims_lease(deployment, monkeypatch):
+    """Instance A claims the job, then its send fails (storage went away) and its delivery raises. Event
+    Grid's redelivery reaches B while A's claim is still pending under its lease: B must not settle it as a
+    duplicate (that acknowledged the event and the job was never sent); it raises too, and the redelivery
+    after the lease ends sends the one job. The storm (tests/storm.py) found this."""
+    a = deployment.pipeline
+    b = pipeline_from_env(
+        deployment.env,
+        keyvault_options={"credential": deployment.keyvault.credential, **deployment.keyvault.client_kwargs},
+    )
+    b.jobs.lease = a.jobs.lease = dt.timedelta(seconds=1)
+
+    def storage_gone(*args, **kwargs):
+        from azure.core.exceptions import ServiceRequestError
+
+        raise ServiceRequestError("connection refused")
+
+    monkeypatch.setattr(a.jobs._queue, "send_message", storage_gone)
+    with pytest.raises(StorageError):
+        deployment.deliver(deployment.versions[1])
+    monkeypatch.setattr(shared.wiring, "azure_pipeline", lambda: b)
+    with pytest.raises(StorageError, match="being queued by another instance"):
+        deployment.deliver(deployment.versions[1])  # within A's lease
+    assert deployment.messages() == [] and "duplicate" not in deployment.kinds()
+    deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1.2)
+    while dt.datetime.now(dt.timezone.utc) < deadline:  # the lease runs out (a wait, not a timed assertion)
+        threading.Event().wait(0.1)
+    deployment.deliver(deployment.versions[1])
+    [job] = deployment.messages()
+    assert job["version"] == deployment.versions[1] and deployment.kinds().count("job-queued") == 1

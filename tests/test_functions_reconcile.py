@@ -120,7 +120,8 @@ def test_the_daily_run_processes_warns_isolates_a_failure_and_repeats_nothing(de
 
     [job] = deployment.messages()
     assert job["certificate"] == NAME and job["plan"]["old_certificates"] != []  # the newest version, queued
-    assert sorted(deployment.kinds()) == ["expiry-warning", "failed", "unprocessed"]
+    # the run's notices, the queued renewal it ran through the pipeline among them, go out together at its end
+    assert sorted(deployment.kinds()) == ["expiry-warning", "failed", "queued", "unprocessed"]
     failed = next(n for n in deployment.notifier.notices if n.kind == "failed")
     assert failed.certificate == LOCKED and failed.details["state"] == "forbidden"
     assert "403 Forbidden/ForbiddenByRbac" in failed.summary and "\n" not in failed.summary
@@ -137,7 +138,7 @@ def test_the_daily_run_processes_warns_isolates_a_failure_and_repeats_nothing(de
 
     deployment.tick(deployment.now + dt.timedelta(hours=1), monkeypatch)
     deployment.tick(deployment.now + dt.timedelta(days=1), monkeypatch, past_due=True)
-    assert len(deployment.kinds()) == 3 and len(deployment.messages()) == 1  # nothing repeated, nothing resent
+    assert len(deployment.kinds()) == 4 and len(deployment.messages()) == 1  # nothing repeated, nothing resent
     assert any("running late" in r.getMessage() for r in caplog.records)  # the past-due invocation said so
 
     deployment.tick(deployment.expires - dt.timedelta(days=10), monkeypatch)

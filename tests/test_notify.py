@@ -21,6 +21,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from shared.adapters.azure.queues import StorageMessageQueue
 from shared.adapters.local.sqlite import SqliteAuditLog
 from shared.errors import CertsyncError
+from shared.notify.notices import OnceNotifier
 from shared.notify.signing import new_secret, parse_secrets
 from shared.notify.webhooks import (
     GENERIC_PAYLOAD_LIMIT,
@@ -515,13 +516,16 @@ def test_the_function_apps_pipeline_gets_the_notifier_from_its_settings(azurite,
     env = {"JobsStorage": azurite.connection_string, "CERTSYNC_VAULTS": "contoso-kv"}
     assert isinstance(pipeline_from_env(env).notifier, LogNotifier)
     pipeline = pipeline_from_env(env | {"CERTSYNC_TEAMS_WEBHOOK_URL": receiver.url})
-    assert isinstance(pipeline.notifier, FanoutNotifier)
-    assert [c.kind for c in pipeline.notifier.channels] == ["teams"]
+    assert isinstance(pipeline.notifier, OnceNotifier)  # each (certificate, version, outcome) sent once
     assert pipeline.notifier.audit is pipeline.audit
-    assert isinstance(pipeline.notifier.poison, StorageMessageQueue)  # built by the wiring, passed in
-    assert pipeline.notifier.poison.name == "certsync-notify-poison"
+    fanout = pipeline.notifier.inner
+    assert isinstance(fanout, FanoutNotifier)
+    assert [c.kind for c in fanout.channels] == ["teams"]
+    assert fanout.audit is pipeline.audit
+    assert isinstance(fanout.poison, StorageMessageQueue)  # built by the wiring, passed in
+    assert fanout.poison.name == "certsync-notify-poison"
     renamed = pipeline_from_env(env | {"CERTSYNC_TEAMS_WEBHOOK_URL": receiver.url, "NOTIFY_POISON_QUEUE": "mine"})
-    assert renamed.notifier.poison.name == "mine"
+    assert isinstance(renamed.notifier, OnceNotifier) and renamed.notifier.inner.poison.name == "mine"
 
 
 # --- failed deliveries ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from shared.pipeline.sources import SourceError
 from shared.reconciliation.reconcile import NO_PROGRESS
 from tests.chains import pem_of, renewal_pki
 from tests.inventories import GROUP, exchange, keep
-from tests.test_reconcile import NAME, VAULT, World
+from tests.test_reconcile import NAME, VAULT, RecordingNotifier, World
 
 
 @pytest.fixture(name="world")
@@ -311,6 +311,7 @@ def test_the_pool_checks_in_worker_processes_and_reports_as_one_process_would(wo
     settings = PipelineSettings(trust=trust, revocation="off")
     at = world.new.cert.not_valid_before_utc
     reports = {}
+    told: dict[str, RecordingNotifier] = {}
     for kind, workers in (("serial", 1), ("pooled", 2)):
         base = tmp_path / kind
         reconciler = local_reconciler(
@@ -323,6 +324,7 @@ def test_the_pool_checks_in_worker_processes_and_reports_as_one_process_would(wo
             inventory_store=str(world.tmp / "inventory.sqlite"),  # the world's: Exchange uses v1
         )
         reconciler.progress = progress = CountingProgress()
+        reconciler.notifier = told[kind] = RecordingNotifier()  # the workers' notices come back to the parent's
         reports[kind] = [reconciler.run(at), reconciler.run(at + dt.timedelta(days=1))]
         assert progress.total == progress.done == 2 * 12  # 11 folders and "broken", twice
         assert len(os.listdir(base / "outbox")) == 9  # the 9 tagged copies: one job each
@@ -333,6 +335,9 @@ def test_the_pool_checks_in_worker_processes_and_reports_as_one_process_would(wo
         ]
         assert [p["certificate"] for p in pooled.processed] == [p["certificate"] for p in serial.processed]
         assert len(pooled.failures) == len(serial.failures) == 1  # "broken": no version
+    # one digest per run when more than 10 are due, the same whether the workers or this process checked
+    assert [n.kind for n in told["pooled"].notices] == [n.kind for n in told["serial"].notices] == ["digest"]
+    assert told["pooled"].notices[0].details["counts"] == told["serial"].notices[0].details["counts"]
     serial_snapshots = SqliteStateStore(tmp_path / "serial" / "state.sqlite").snapshots()
     pooled_snapshots = SqliteStateStore(tmp_path / "pooled" / "state.sqlite").snapshots()
     assert [(s["certificate"], s["status"]) for s in pooled_snapshots] == [

@@ -65,6 +65,7 @@ BAD = {
     "CERTSYNC_CALLBACK_URL": ("https://app.azurewebsites.net/api?code=abc", "origin only"),
     "CERTSYNC_CALLBACK_SECRET": ("hunter2-callback", "must start with whsec_"),
     "CERTSYNC_PROBE_TIMEOUT": ("121", "above 0 and at most 120"),
+    "CERTSYNC_NOTICE_DIGEST_LIMIT": ("0", "1 to 1000"),
     "CERTSYNC_TEAMS_WEBHOOK_URL": ("http://outlook.example/webhook?sig=s3cr3t", "https://"),
     "CERTSYNC_SLACK_WEBHOOK_URL": ("@Microsoft.KeyVault(SecretUri=https://kv/secrets/s3cr3t/)", "unresolved"),
     "CERTSYNC_WEBHOOK_URL": ("ftp://hooks.contoso.com/s3cr3t", "http(s) URL"),

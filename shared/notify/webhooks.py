@@ -19,7 +19,6 @@ generic webhook's signing keys: messages, logs, audit entries and poison message
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import http.client
 import json
 import logging
@@ -33,6 +32,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
+from shared.notify.notices import DIGEST_KIND, OnceNotifier, notice_id
 from shared.notify.signing import sign
 from shared.pipeline.audit import AuditEntry, AuditLog, partition
 from shared.pipeline.process import LogNotifier, Notice, Notifier
@@ -62,6 +62,8 @@ SLACK_BLOCK_LIMIT = 50
 GENERIC_PAYLOAD_LIMIT = 20 * 1024  # Standard Webhooks recommends payloads under 20 KB
 _VALUE_LIMIT = 1000  # one fact's value, in characters
 _SUMMARY_LIMIT = 3000  # a summary in a card or a cut generic payload
+_NAME_LIMIT = 200  # a certificate, vault or version name in a title, a label or a cut generic payload
+_LABEL_LIMIT = 100  # a fact's label
 
 # Plain http is for tests and demos on this machine only; a real webhook is https.
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -72,16 +74,12 @@ _ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 # --- formatting ----------------------------------------------------------------------------------
 
 
-def notice_id(notice: Notice) -> str:
-    """The `webhook-id`: the same for every attempt and every re-send of one notice (receivers dedupe on it)."""
-    parts = (notice.correlation_id, notice.kind, notice.certificate, notice.version, notice.summary)
-    return "msg_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
-
-
 def notice_title(notice: Notice) -> str:
     """One line saying what happened to which certificate."""
-    name = notice.certificate or "(no certificate)"
+    name = _clip(notice.certificate or "(no certificate)", _NAME_LIMIT)
     details = notice.details
+    if notice.kind == DIGEST_KIND:
+        return f"certsync digest: {_number(details.get('count')):.0f} notices"
     if notice.kind == "job-result":
         return f"Remediation {details.get('status') or 'finished'}: {name}"
     if notice.kind == "expiry-warning":
@@ -124,7 +122,10 @@ _LABELLED = {
     "job_id": "Job",
     "worker_group": "Worker group",
     "thumbprint": "Thumbprint",
+    "outcome": "Outcome",
 }
+# details whose value is one of certsync's own codes (issuer_changed, waiting-for-inventory): shown as words
+_WORDED = frozenset({"change", "outcome"})
 # Shown in their own way (TlsCertificateName, servers, findings) or not at all (big structures and flags
 # already said by the title).
 # `state`, `previous`, `finding` and `expiry_state` are reconciliation's internal state names (an expiry
@@ -147,14 +148,20 @@ _SPECIAL = frozenset(
 )
 
 
+# Reconciliation's remembered states: never in a notice (the finding code and the summary say it in words).
+_INTERNAL = frozenset({"state", "previous", "expiry_state"})
+
+
 def notice_facts(notice: Notice) -> list[tuple[str, str]]:
     """The notice as (label, value) pairs for cards: certificate, vault, version, the TlsCertificateName
     (old -> new when a renewal changed it), per-server outcomes, findings, the other details; the
     correlation id always comes last."""
     details = notice.details
-    facts = [("Certificate", notice.certificate), ("Vault", notice.vault)]
+    if notice.kind == DIGEST_KIND:
+        return _digest_facts(notice)
+    facts = [("Certificate", _clip(notice.certificate, _VALUE_LIMIT)), ("Vault", _clip(notice.vault, _VALUE_LIMIT))]
     if notice.version:
-        facts.append(("Version", notice.version))
+        facts.append(("Version", _clip(notice.version, _VALUE_LIMIT)))
     old, new = details.get("old"), details.get("new")
     if new:
         facts.append(("TlsCertificateName", f"{old} -> {new}" if old and old != new else str(new)))
@@ -162,8 +169,8 @@ def notice_facts(notice: Notice) -> list[tuple[str, str]]:
         facts.append(("TlsCertificateName (before)", str(old)))
     for key, label in _LABELLED.items():
         value = details.get(key)
-        if key == "change" and isinstance(value, str):
-            value = value.replace("_", " ")
+        if key in _WORDED and isinstance(value, str):
+            value = value.replace("_", " ").replace("-", " ")
         text = _fact_text(value)
         if text:
             facts.append((label, text))
@@ -171,7 +178,8 @@ def notice_facts(notice: Notice) -> list[tuple[str, str]]:
     if isinstance(servers, list) and servers and all(isinstance(s, Mapping) for s in servers):
         for entry in servers:  # per-server outcomes of a job result
             outcome = entry.get("outcome") or entry.get("status") or "?"
-            facts.append((str(entry.get("server") or "(all servers)"), str(outcome)))
+            label = _clip(str(entry.get("server") or "(all servers)"), _LABEL_LIMIT)
+            facts.append((label, _clip(str(outcome), _VALUE_LIMIT)))
     elif text := _fact_text(servers):
         facts.append(("Servers", text))
     findings = details.get("findings")
@@ -179,13 +187,59 @@ def notice_facts(notice: Notice) -> list[tuple[str, str]]:
         for finding in findings:
             if isinstance(finding, Mapping):
                 what = finding.get("summary") or finding.get("code") or ""
-                facts.append((f"Finding ({finding.get('severity') or 'info'})", _clip(str(what), _VALUE_LIMIT)))
+                severity = _clip(str(finding.get("severity") or "info"), 20)
+                facts.append((f"Finding ({severity})", _clip(str(what), _VALUE_LIMIT)))
     for key, value in details.items():
         if key in _LABELLED or key in _SPECIAL:
             continue
         if text := _fact_text(value):
-            facts.append((key.replace("_", " ").capitalize(), text))
-    facts.append(("Correlation id", notice.correlation_id))
+            facts.append((_clip(key.replace("_", " ").capitalize(), _LABEL_LIMIT), text))
+    facts.append(("Correlation id", _clip(notice.correlation_id, _NAME_LIMIT)))
+    return [(label, value) for label, value in facts if value]
+
+
+# How a digest counts each kind of notice it lists.
+_DIGEST_LABELS = {
+    "renewal": "Renewals seen",
+    "queued": "Queued for deployment",
+    "blocked": "Blocked",
+    "failed": "Could not process",
+    "expiry-warning": "Expiry warnings",
+    "drift": "Drift",
+    "unprocessed": "Never processed",
+    "resolved": "Resolved",
+    "job-result": "Remediation results",
+    "job-started": "Remediations started",
+    "job-rejected": "Remediations rejected",
+    "job-poisoned": "Remediations abandoned",
+    "probe": "Probes",
+}
+
+
+def _digest_label(kind: str) -> str:
+    return _DIGEST_LABELS.get(kind) or _clip(kind.replace("-", " ").replace("_", " ").capitalize(), _LABEL_LIMIT)
+
+
+def _digest_facts(notice: Notice) -> list[tuple[str, str]]:
+    """A digest as facts: the count of each kind, then one line per notice it lists (the most urgent first),
+    the correlation id last."""
+    details = notice.details
+    facts: list[tuple[str, str]] = []
+    counts = details.get("counts")
+    if isinstance(counts, Mapping):
+        facts.extend((_digest_label(str(kind)), f"{_number(count):.0f}") for kind, count in counts.items())
+    items = details.get("items")
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        kind = str(item.get("kind") or "")
+        title = _TITLES.get(kind, _digest_label(kind) + ": {}").format("").rstrip(": ")
+        version = str(item.get("version") or "")
+        what = f"{title} (version {version})" if version else title
+        summary = " ".join(str(item.get("summary") or "").split())
+        label = _clip(str(item.get("certificate") or "(no certificate)"), _LABEL_LIMIT)
+        facts.append((label, _clip(f"{what}: {summary}" if summary else what, _VALUE_LIMIT)))
+    facts.append(("Correlation id", _clip(notice.correlation_id, _NAME_LIMIT)))
     return [(label, value) for label, value in facts if value]
 
 
@@ -205,23 +259,28 @@ def teams_message(notice: Notice) -> dict:
             low = middle
         else:
             high = middle - 1
-    return _teams_card(notice, [*head[:low], last], len(head) - low)
+    message = _teams_card(notice, [*head[:low], last], len(head) - low)
+    if _size(message) > _TEAMS_BUDGET:  # the summary alone is too big (every character escaped, 4 UTF-8 bytes)
+        message = _teams_card(notice, [last], len(head), summary_limit=_VALUE_LIMIT)
+    return message
 
 
 _TEAMS_COLOURS = {"critical": "attention", "warning": "warning", "good": "good", "info": "accent"}
 
 
-def _teams_card(notice: Notice, facts: Sequence[tuple[str, str]], left_out: int) -> dict:
+def _teams_card(
+    notice: Notice, facts: Sequence[tuple[str, str]], left_out: int, *, summary_limit: int = _SUMMARY_LIMIT
+) -> dict:
     body: list[dict] = [
         {
             "type": "TextBlock",
-            "text": _teams_text(notice_title(notice)),
+            "text": _teams_text(_clip(notice_title(notice), 2 * _NAME_LIMIT)),
             "size": "Medium",
             "weight": "Bolder",
             "color": _TEAMS_COLOURS[notice.severity],
             "wrap": True,
         },
-        {"type": "TextBlock", "text": _teams_text(_clip(notice.summary, _SUMMARY_LIMIT) or notice.kind), "wrap": True},
+        {"type": "TextBlock", "text": _teams_text(_clip(notice.summary, summary_limit) or notice.kind), "wrap": True},
         {
             "type": "FactSet",
             "facts": [{"title": _teams_text(label), "value": _teams_text(value)} for label, value in facts],
@@ -343,16 +402,20 @@ def generic_payload(notice: Notice, at: dt.datetime) -> dict:
         "version": notice.version,
         "correlation_id": notice.correlation_id,
         "summary": notice.summary,
-        "details": notice.details,
+        "details": {k: v for k, v in notice.details.items() if k not in _INTERNAL},
     }
     payload = {"type": f"certsync.{notice.kind}", "timestamp": format_time(at, timespec="seconds"), "data": data}
     if _size(payload) < GENERIC_PAYLOAD_LIMIT:
         return payload
+    for key in ("title", "certificate", "vault", "version", "correlation_id"):
+        data[key] = _clip(data[key], _NAME_LIMIT)
     data["summary"] = _clip(notice.summary, _SUMMARY_LIMIT)
     data["details_truncated"] = True
-    data["details"] = _shrink(notice.details)
+    data["details"] = _shrink(data["details"])
     if _size(payload) >= GENERIC_PAYLOAD_LIMIT:
         data["details"] = {}
+    if _size(payload) >= GENERIC_PAYLOAD_LIMIT:  # the summary alone is too big (escaped or 4-byte characters)
+        data["summary"] = _clip(notice.summary, _VALUE_LIMIT // 2)
     return payload
 
 
@@ -738,7 +801,8 @@ def webhook_notifier(
 ) -> Notifier:
     """`FanoutNotifier` over `channels`, failed deliveries on `poison` (the Function App's is the
     NOTIFY_POISON_QUEUE queue, built by `shared.wiring`) and in `audit`; only `LogNotifier` when there is
-    no channel."""
+    no channel. With an `audit` trail, each (certificate, version, outcome) is sent once (`OnceNotifier`)."""
     if not channels:
         return LogNotifier()
-    return FanoutNotifier(list(channels), audit, poison)
+    fanout = FanoutNotifier(list(channels), audit, poison)
+    return OnceNotifier(fanout, audit) if audit is not None else fanout

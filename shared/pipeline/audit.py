@@ -64,6 +64,7 @@ KINDS = (
     "discovery-result",  # its certsync.inventory/1 document was stored (with its errors)
     "discovery-failed",  # the job failed, could not be read, or wrote no usable inventory
     # notifications and reconciliation (shared/notify/webhooks.py, shared/reconciliation/reconcile.py)
+    "notified",  # a notice was sent: one per (certificate, version, outcome) (shared/notify/notices.py)
     "notification-failed",  # a webhook delivery that failed after its retries (also in the poison queue)
     "reconcile-finding",  # a finding of the daily reconciliation whose state changed
 )

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
-from shared.errors import CertsyncError
+from shared.errors import CertsyncError, StorageError
 from shared.exchange.inventory import Inventory, read_inventory
 from shared.exchange.inventory import InventoryError as InventoryDocumentError
 from shared.pipeline.audit import (
@@ -499,7 +499,8 @@ class _Run:
             self._audit(
                 "event-failed", f"{exc} ({retry})", SourceFailureDetails(error=exc.kind, transient=exc.transient)
             )
-            self._notify("failed", str(exc), SourceFailureDetails(error=exc.kind, transient=exc.transient))
+            if not exc.transient:  # a transient failure is retried by Event Grid; people hear of it only if final
+                self._notify("failed", str(exc), SourceFailureDetails(error=exc.kind, transient=False))
             raise
         outcome = Outcome("", self.correlation_id, event, new=new, previous=previous)
         targets: Targets | None = None
@@ -586,6 +587,13 @@ class _Run:
             details["job_id"] = request.job_id
             self._notify("queued", f"{headline}. {summary}", details)
             outcome.outcome, outcome.reason = "queued", summary
+        elif not self.pipeline.jobs.queued(new.vault, request.job_id):
+            # Another instance holds the claim and has not sent the job yet (or stopped before it did): not
+            # settled here. Raised, so Event Grid delivers it again: by then it is queued (a duplicate), or
+            # the claim's lease has ended and that delivery sends it. Acknowledging it could lose the job.
+            reason = f"job {request.job_id} is being queued by another instance; Event Grid will deliver it again"
+            self._audit("event-failed", reason, SourceFailureDetails(error="claimed", transient=True))
+            raise StorageError(reason)
         else:
             self._audit(
                 "duplicate",

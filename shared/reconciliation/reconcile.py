@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 from shared.errors import CertsyncError, StorageError
+from shared.notify.notices import DEFAULT_DIGEST_LIMIT, DigestNotifier
 from shared.pipeline.audit import SETTLED_KINDS, AuditEntry, AuditLog, batched, partition
 from shared.pipeline.events import KeyVaultEvent
 from shared.pipeline.jobs import job_id
@@ -169,6 +170,7 @@ class ReconcileReport:
     processed: list[ProcessedVersion] = field(default_factory=list)  # unprocessed versions run through the pipeline
     failures: list[str] = field(default_factory=list)  # one line each: what could not be checked or sent
     discoveries: list[str] = field(default_factory=list)  # worker groups whose discovery was started (or found)
+    notices: list[Notice] = field(default_factory=list, repr=False)  # a pool worker's, sent by the parent
 
     @property
     def notified(self) -> int:
@@ -313,6 +315,8 @@ class Reconciler:
     # once, then checks batches of certificates; the parent merges their reports in name order.
     workers: int = 1
     replica: Callable[[], Reconciler] | None = None
+    # More notices than this due in one run go out as one digest (CERTSYNC_NOTICE_DIGEST_LIMIT).
+    digest_limit: int = DEFAULT_DIGEST_LIMIT
 
     def __post_init__(self) -> None:
         if not self.thresholds or any(not isinstance(t, int) or t <= 0 for t in self.thresholds):
@@ -325,15 +329,27 @@ class Reconciler:
         """Check every certificate with targets in every vault; never raises for one certificate's failure."""
         now = now.astimezone(dt.timezone.utc) if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
         report = ReconcileReport(uuid.uuid4().hex, now, tuple(self.vaults))
-        self._retry_due(now, report)
-        run = _Run(self, self._pipeline_at(now), now, report, self.progress)
+        # The run's notices (its own and those of the versions it runs through the pipeline) are held and
+        # sent at the end: one by one, or as one digest when more than `digest_limit` are due.
+        digest = DigestNotifier(self.notifier, self.digest_limit, report.run_id)
+        sending, self.notifier = self.notifier, digest
         try:
-            for vault in self.vaults:
-                run.vault(vault)
-            run.discover()
+            self._retry_due(now, report, digest)
+            run = _Run(self, self._pipeline_at(now, digest), now, report, self.progress)
+            try:
+                for vault in self.vaults:
+                    run.vault(vault)
+                run.discover()
+            finally:
+                run._batches.close()
+                self.progress.close()
         finally:
-            run._batches.close()
-            self.progress.close()
+            self.notifier = sending
+            try:
+                digest.flush()
+            except Exception as exc:  # their states are not remembered: the next run notifies again
+                log.error("reconciliation notices not sent: %s", _reason(exc))
+                report.failures.append(f"the run's notices were not sent: {_reason(exc)}")
         return report
 
     def retry_due(self, now: dt.datetime) -> ReconcileReport:
@@ -344,8 +360,8 @@ class Reconciler:
         self._retry_due(now, report)
         return report
 
-    def _retry_due(self, now: dt.datetime, report: ReconcileReport) -> None:
-        pipeline = self._pipeline_at(now)
+    def _retry_due(self, now: dt.datetime, report: ReconcileReport, notifier: Notifier | None = None) -> None:
+        pipeline = self._pipeline_at(now, notifier)
         if pipeline is None:
             return
         try:
@@ -366,11 +382,12 @@ class Reconciler:
                 )
             )
 
-    def _pipeline_at(self, now: dt.datetime) -> Pipeline | None:
-        """The pipeline, assessing at the same instant as the reconciliation."""
+    def _pipeline_at(self, now: dt.datetime, notifier: Notifier | None = None) -> Pipeline | None:
+        """The pipeline, assessing at the same instant as the reconciliation (notifying `notifier`)."""
         if self.pipeline is None:
             return None
-        return dataclasses.replace(self.pipeline, settings=dataclasses.replace(self.pipeline.settings, at=now))
+        settings = dataclasses.replace(self.pipeline.settings, at=now)
+        return dataclasses.replace(self.pipeline, settings=settings, notifier=notifier or self.pipeline.notifier)
 
 
 # --- the process pool: workers check batches of certificates -------------------------------------
@@ -396,16 +413,23 @@ def _check_batch(task: tuple[str, str, dt.datetime, list[str]]) -> tuple[Reconci
     assert reconciler is not None, "_start_worker runs first"
     report = ReconcileReport(run_id, now, (vault,))
     global _worker_states
-    run = _Run(reconciler, reconciler._pipeline_at(now), now, report, batch_writes=False)
-    if _worker_states is None:
-        _worker_states = reconciler.state.states()
-    run._states = _worker_states
-    source = reconciler.sources(vault)
-    source.names()  # a fresh listing: the vault directory checks each folder once from here on
+    # Never flushed here: the parent sends what its workers held (a worker remembers states as it goes).
+    held = DigestNotifier(reconciler.notifier, defer=False)
+    sending, reconciler.notifier = reconciler.notifier, held
     try:
-        seen = run.certificates(vault, source, names)
+        run = _Run(reconciler, reconciler._pipeline_at(now, held), now, report, batch_writes=False)
+        if _worker_states is None:
+            _worker_states = reconciler.state.states()
+        run._states = _worker_states
+        source = reconciler.sources(vault)
+        source.names()  # a fresh listing: the vault directory checks each folder once from here on
+        try:
+            seen = run.certificates(vault, source, names)
+        finally:
+            run._batches.close()
     finally:
-        run._batches.close()
+        reconciler.notifier = sending
+    report.notices.extend(held.pending)
     return report, seen
 
 
@@ -526,6 +550,8 @@ class _Run:
                 self.report.resolved.extend(part.resolved)
                 self.report.processed.extend(part.processed)
                 self.report.failures.extend(part.failures)
+                for notice in part.notices:  # into the run's digest
+                    self.reconciler.notifier.notify(notice)
                 seen |= part_seen
                 self.progress.advance(len(task[3]))
         self._states = None  # the workers changed them
@@ -848,26 +874,34 @@ class _Run:
             **finding.details,
         }
         notice = Notice(notice_kind, name, vault, version, self.report.run_id, finding.summary, notice_details)
+
+        def remember() -> None:
+            self.reconciler.audit.record(
+                AuditEntry(
+                    certificate=partition(name) if name != "*" else "-",
+                    kind="reconcile-finding",
+                    correlation_id=self.report.run_id,
+                    summary=finding.summary,
+                    vault=vault,
+                    version=version,
+                    details=notice_details,
+                )
+            )
+            store.put(key, code, state, self.now)
+            if self._states is not None:
+                self._states[(key.lower(), code)] = state
+
+        notifier = self.reconciler.notifier
         try:
-            self.reconciler.notifier.notify(notice)
+            if isinstance(notifier, DigestNotifier):
+                notifier.hold(notice, remember)  # remembered once the run's notices are sent
+            else:
+                notifier.notify(notice)
+                remember()
         except Exception as exc:  # not remembered: the next run notifies again
             log.error("reconciliation notice for %s not sent: %s", key, _reason(exc))
             self.report.failures.append(f"{key}: the {notice_kind} notice was not sent: {_reason(exc)}")
             return finding
-        self.reconciler.audit.record(
-            AuditEntry(
-                certificate=partition(name) if name != "*" else "-",
-                kind="reconcile-finding",
-                correlation_id=self.report.run_id,
-                summary=finding.summary,
-                vault=vault,
-                version=version,
-                details=notice_details,
-            )
-        )
-        store.put(key, code, state, self.now)
-        if self._states is not None:
-            self._states[(key.lower(), code)] = state
         finding = dataclasses.replace(finding, changed=True)
         if state == OK:
             self.report.resolved.append(finding)

@@ -49,6 +49,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import random
 import secrets
 import threading
 import time
@@ -157,6 +158,9 @@ class FakeKeyVault(HttpsServer):
         self._in_flight = 0
         self.peak_in_flight = 0  # the most requests being answered at once
         self._data_lock = threading.Lock()
+        self._chaos: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (error rate, slow rate, slow seconds)
+        self._chaos_random = random.Random(0)
+        self.chaos_answers = {"5xx": 0, "429": 0, "slow": 0}  # what `chaos` injected so far
 
     # what clients need
 
@@ -252,6 +256,32 @@ class FakeKeyVault(HttpsServer):
         with self._data_lock:
             self._throttles.append((path_prefix.lower(), count, retry_after))
 
+    def chaos(
+        self, error_rate: float = 0.0, *, slow_rate: float = 0.0, slow_seconds: float = 0.0, seed: int = 0
+    ) -> None:
+        """Fault injection for storms: answer a share `error_rate` of authenticated requests 503
+        ServiceUnavailable or 429 Throttled (`Retry-After: 0`), alternately, and hold a share `slow_rate`
+        `slow_seconds` before answering; drawn from a random generator seeded with `seed`, so a run repeats.
+        `chaos()` turns it off."""
+        with self._data_lock:
+            self._chaos = (error_rate, slow_rate, slow_seconds)
+            self._chaos_random = random.Random(seed)
+
+    def _chaos_pick(self) -> tuple[str | None, float]:
+        """(the injected failure, "5xx", "429" or None; seconds to hold the answer) for one request."""
+        with self._data_lock:
+            error_rate, slow_rate, slow_seconds = self._chaos
+            if not (error_rate or slow_rate):
+                return None, 0.0
+            draw, slow = self._chaos_random.random(), self._chaos_random.random() < slow_rate
+            failure = None
+            if draw < error_rate:
+                failure = "5xx" if draw < error_rate / 2 else "429"
+                self.chaos_answers[failure] += 1
+            if slow:
+                self.chaos_answers["slow"] += 1
+            return failure, slow_seconds if slow else 0.0
+
     @property
     def answers(self) -> list[Answer]:
         """Every authenticated request so far, in the order they arrived."""
@@ -301,6 +331,14 @@ class FakeKeyVault(HttpsServer):
             return self._challenge("AKV10000: Request is missing a Bearer or PoP token.")
         if authorization != f"Bearer {self.credential.token}":
             return self._challenge("The access token is not valid for this vault.")
+        injected, hold = self._chaos_pick()
+        if hold:
+            time.sleep(hold)
+        if injected == "5xx":
+            return _error(503, "ServiceUnavailable", "The fake Key Vault is unavailable (injected).")
+        if injected == "429":
+            status, throttled, payload = _error(429, "Throttled", _DEFAULT_MESSAGES["Throttled"])
+            return status, {**throttled, "Retry-After": "0"}, payload
         retry_after = self._throttled(path)
         if retry_after is not None:
             status, throttled, payload = _error(429, "Throttled", _DEFAULT_MESSAGES["Throttled"])
