@@ -41,6 +41,7 @@ from shared.errors import CertsyncError
 from shared.pipeline.audit import SETTLED_KINDS
 from shared.pipeline.jobs import job_id
 from shared.wiring import pipeline_from_env, remediation_from_env
+from tests.automation_params import decode
 from tests.azurite import Azurite
 from tests.chains import renewal_pki, unprotected_pfx
 from tests.fakes.arm import FakeArm
@@ -338,7 +339,8 @@ class Storm:
         audit = self.pipelines[0].audit
         queued = Counter((job["certificate"], job["version"]) for job in self._jobs)
         expected = {job_id(VAULT, name, version) for name, version, expired in self.versions if not expired}
-        created = Counter(str(job["parameters"].get("JobId", "")) for job in self.arm.jobs.values())
+        # as the runbook receives it: Automation decodes each value the adapter sent as a JSON string literal
+        created = Counter(str(decode(job["parameters"].get("JobId", '""'))) for job in self.arm.jobs.values())
         report.duplicate_jobs = sum(n - 1 for n in queued.values() if n > 1) + sum(
             n - 1 for n in created.values() if n > 1
         )
