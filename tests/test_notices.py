@@ -426,6 +426,9 @@ def every_outcome() -> list[Notice]:
         notice("failed", finding="failed", state="forbidden", previous="ok", error="forbidden", **reconcile),
         notice("resolved", finding="drift", state="ok", previous="drift:0123456789ab", severity="good"),
         Notice("discovery-failed", "discovery/hrw-exchange", "", "", "job-7", "discovery failed", {"reason": "failed"}),
+        notice("unblocked", **renewal_facts, reason="the CRL answers again"),
+        notice("awaiting-approval", **renewal_facts, reason="every plan waits for approval"),
+        notice("job-decision", job_id="j1", decision="roll-back", reason="the worker restarted after step 3"),
     ]
     return [*made, digest_notice(made, "run-1")]
 
@@ -460,6 +463,13 @@ def test_no_notice_shows_an_internal_state_name(made):
         assert found is None, f"{made.kind}: {found.group(0)!r} in {plain!r}"
     details = generic_payload(made, AT)["data"]["details"]
     assert not {"state", "previous", "expiry_state"} & set(details)
+
+
+def test_every_kind_the_pipeline_notifies_has_words_of_its_own():
+    from shared.notify.webhooks import _DIGEST_LABELS, _TITLES
+    from shared.pipeline.process import _KIND_SEVERITY
+
+    assert set(_KIND_SEVERITY) <= set(_TITLES) and set(_KIND_SEVERITY) <= set(_DIGEST_LABELS)
 
 
 def test_log_notifier_only_is_not_deduplicated_in_the_trail(tmp_path):
