@@ -45,6 +45,7 @@ from shared.pipeline.audit import (
     partition,
 )
 from shared.pipeline.events import (
+    NEAR_EXPIRY,
     NEW_VERSION,
     EventError,
     KeyVaultEvent,
@@ -67,6 +68,8 @@ from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_
 from shared.times import Clock, format_time, utc_now
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import CRL_MAX_MB, Fetcher, FetchLimits
+from shared.validation.lifetime import OK as LIFETIME_OK
+from shared.validation.lifetime import ExpiryThresholds
 from shared.validation.revocation import FetchCache
 from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificates
 from shared.x509.x500 import X500Name
@@ -121,10 +124,13 @@ class ExpiryDetails(TypedDict):
 
 
 class ExpiryNoticeDetails(ExpiryDetails):
-    """`Notice.details` of an expiry-warning from a NearExpiry or Expired event."""
+    """`Notice.details` of an expiry-warning from a NearExpiry or Expired event: `expiry_state` by the
+    certificate's lifetime, `renewal_due` when a NearExpiry is routine for it (an info notice)."""
 
     expired: bool
     thumbprint: str
+    expiry_state: str
+    renewal_due: bool
 
 
 # `Notice.details` as the pipeline writes them (a failed notice's: `SourceFailureDetails`). Other senders
@@ -157,7 +163,9 @@ class Notice:
         if self.kind == "expiry-warning":
             days = details.get("days_left")
             soon = isinstance(days, int | float) and days <= 7
-            return "critical" if soon or details.get("expiry_state") in ("7", "expired") else "warning"
+            if details.get("renewal_due"):  # a NearExpiry that the certificate's lifetime says is routine
+                return "info"
+            return "critical" if soon or details.get("expiry_state") in ("critical", "expired") else "warning"
         return _KIND_SEVERITY.get(self.kind, "warning")
 
 
@@ -193,7 +201,10 @@ class PipelineSettings:
     revocation: str = "hard"
     allow_hosts: tuple[str, ...] = ()
     crl_max_mb: int = CRL_MAX_MB  # CERTSYNC_CRL_MAX_MB
-    expiry_warning_days: int = 30
+    expiry: ExpiryThresholds = field(
+        default_factory=ExpiryThresholds
+    )  # CERTSYNC_EXPIRY_*: warning and critical by lifetime
+    prestage_intermediates: bool = False  # CERTSYNC_PRESTAGE_INTERMEDIATES: the forecast's, in every plan
     at: dt.datetime | None = None  # assess at this time instead of now (demo, tests)
     inventory_max_age: dt.timedelta = DEFAULT_MAX_AGE  # CERTSYNC_INVENTORY_MAX_AGE_HOURS
     require_accepted_domain: bool = False  # CERTSYNC_REQUIRE_ACCEPTED_DOMAIN
@@ -465,7 +476,7 @@ class _Run:
             revocation=settings.revocation,
             fetcher=settings.fetcher(),
             cache=self.pipeline.cache,
-            expiry_warning_days=settings.expiry_warning_days,
+            expiry=settings.expiry,
         )
         self._audit(
             "assessment",
@@ -475,16 +486,30 @@ class _Run:
         return assessment
 
     def _expiry(self, outcome: Outcome, new: StoredVersion) -> Outcome:
+        """NearExpiry or Expired. Key Vault's NearExpiry fires 30 days before expiry whatever the lifetime, so
+        it is read against the certificate's own lifetime (`PipelineSettings.expiry`): for a short-lived
+        certificate that is not yet in its warning window it is "renewal due per policy", an info notice."""
         leaf = new.bundle.leaf
         now = self.pipeline.settings.at or dt.datetime.now(dt.timezone.utc)
         days = (leaf.not_after - now).total_seconds() / 86400
+        expiry = self.pipeline.settings.expiry
+        state = expiry.state(leaf.not_before, leaf.not_after, now)
+        renewal_due = self.event.event_type == NEAR_EXPIRY and state == LIFETIME_OK
         when = f"expired {-days:.0f} day(s) ago" if days < 0 else f"expires in {days:.0f} day(s)"
-        summary = f"{new.name} version {new.version} {when}; renew it in Key Vault"
+        if renewal_due:
+            meaning = expiry.near_expiry_meaning(leaf.not_before, leaf.not_after, now)
+            summary = (
+                f"{new.name} version {new.version} {when}: {meaning}; Key Vault renews it by its policy "
+                "(renew it in Key Vault if it does not)"
+            )
+        else:
+            summary = f"{new.name} version {new.version} {when}; renew it in Key Vault"
         facts = ExpiryDetails(not_after=leaf.not_after.isoformat(), days_left=round(days, 1))
         self._audit("expiry-warning", summary, facts)
-        self._notify(
-            "expiry-warning", summary, ExpiryNoticeDetails(**facts, expired=days < 0, thumbprint=new.thumbprint)
+        details = ExpiryNoticeDetails(
+            **facts, expired=days < 0, thumbprint=new.thumbprint, expiry_state=state, renewal_due=renewal_due
         )
+        self._notify("expiry-warning", summary, details)
         outcome.outcome, outcome.reason = "expiry-warning", summary
         return outcome
 

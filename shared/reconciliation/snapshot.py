@@ -47,7 +47,7 @@ class _StatusSnapshotBase(TypedDict):
     status: str | None  # the assessment's status
     not_after: str | None
     days_left: float | None  # at checked_at
-    expiry_state: str  # "ok", a threshold in days ("30", "14", "7"), "expired" or "unknown"
+    expiry_state: str  # "ok", "warning", "critical" (fractions of its lifetime), "expired" or "unknown"
     drift: str  # ok | drift | pending | unknown
     servers: list[ServerOutcome]
     findings: list[SnapshotFinding]  # worst first
