@@ -36,6 +36,7 @@ from shared.reconciliation.reconcile import (
     fit_snapshot,
 )
 from shared.validation.assessment import TrustStore
+from shared.validation.lifetime import ExpiryThresholds
 from shared.x509.certificate import Certificate
 from tests.chains import MAIL_HOSTS, Issued, RenewalPki, pem_of, renewal_pki
 from tests.inventories import exchange, keep
@@ -348,19 +349,24 @@ def test_without_a_pipeline_an_unprocessed_version_is_reported_once_and_left_alo
 def test_expiry_notifies_at_each_crossing_only_then_resolves_on_renewal(world):
     end = world.expires
     states = []
-    for days_before in (95, 25, 24, 13, 12, 6, 5, -1, -2):
+    # a 101-day certificate: warning under 15% of its lifetime (15.15 days), critical under 5% (5.05 days)
+    for days_before in (95, 25, 16, 13, 6, 5, 4, -1, -2):
         report = world.reconciler().run(end - dt.timedelta(days=days_before))
         [snapshot] = world.state().snapshots()
         states.append(snapshot["expiry_state"])
-    assert states == ["ok", "30", "30", "14", "14", "7", "7", "expired", "expired"]
+    assert states == ["ok", "ok", "ok", "warning", "warning", "critical", "critical", "expired", "expired"]
     notices = world.notifier.of("expiry-warning")
-    assert [n.details["state"] for n in notices] == ["30", "14", "7", "expired"]
-    assert [n.details["severity"] for n in notices] == ["warning", "warning", "critical", "critical"]
-    assert notices[0].summary.startswith(f"{NAME} version v2 expires in 25 day(s)")
+    assert [n.details["state"] for n in notices] == ["warning", "critical", "expired"]
+    assert [n.details["severity"] for n in notices] == ["warning", "critical", "critical"]
+    assert notices[0].summary.startswith(f"{NAME} version v2 expires in 13 day(s)")
     assert "expired 1 day(s) ago" in notices[-1].summary
     assert [f.state for f in findings(report, "expiry")] == ["expired"]  # still a finding, just not news
     audited = [e for e in world.audit().history(NAME) if e.kind == "reconcile-finding"]
-    assert [e.details["state"] for e in audited if e.details["finding"] == "expiry"] == ["30", "14", "7", "expired"]
+    assert [e.details["state"] for e in audited if e.details["finding"] == "expiry"] == [
+        "warning",
+        "critical",
+        "expired",
+    ]
 
     renewed = world.leaf(world.inter_b)
     world.add_version(NAME, "v3", pem_of([renewed, world.inter_b]), "2026-03-01T00:00:00Z")
@@ -371,24 +377,18 @@ def test_expiry_notifies_at_each_crossing_only_then_resolves_on_renewal(world):
     assert [f.code for f in report.resolved] == ["expiry"]
     assert [p["version"] for p in report.processed] == ["v3"]
     world.reconciler().run(end + dt.timedelta(days=4))
-    assert len(world.notifier.of("resolved")) == 1 and len(world.notifier.of("expiry-warning")) == 4
+    assert len(world.notifier.of("resolved")) == 1 and len(world.notifier.of("expiry-warning")) == 3
 
 
-def test_expiry_states_follow_the_thresholds():
-    assert [expiry_state(d) for d in (31, 30, 14.5, 14, 7.01, 7, 0.5, 0, -3)] == [
-        OK,
-        "30",
-        "30",
-        "14",
-        "14",
-        "7",
-        "7",
-        "expired",
-        "expired",
-    ]
-    assert expiry_state(50, (60, 10)) == "60"
-    with pytest.raises(CertsyncError, match="thresholds"):
-        Reconciler(sources=None, vaults=(), audit=None, state=None, notifier=None, thresholds=(30, 0))
+def test_expiry_states_follow_the_lifetime_not_fixed_days():
+    start = dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
+    short, long = start + dt.timedelta(days=45), start + dt.timedelta(days=398)
+    at = [end - dt.timedelta(days=d) for end in (short, long) for d in (30, 6, 2, -1)]
+    states = [expiry_state(start, end, when) for end, when in zip([short] * 4 + [long] * 4, at, strict=True)]
+    assert states == [OK, "warning", "critical", "expired", "warning", "critical", "critical", "expired"]
+    assert expiry_state(start, long, long - dt.timedelta(days=40), ExpiryThresholds(warning_cap_days=60)) == "warning"
+    with pytest.raises(CertsyncError, match="expiry"):
+        ExpiryThresholds(warning_fraction=0.01, critical_fraction=0.2)
 
 
 # --- drift ---------------------------------------------------------------------------------------
