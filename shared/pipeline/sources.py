@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from shared.errors import CertsyncError
+from shared.pipeline.policy import IssuancePolicy
 from shared.x509.certificate import CertificateBundle
 
 # Key Vault object names: 1-127 characters, letters, digits and dashes.
@@ -51,6 +52,7 @@ class StoredVersion:
     enabled: bool = True
     created: dt.datetime | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    policy: IssuancePolicy | None = None  # the certificate's issuance policy, when the store gave it
 
     @property
     def thumbprint(self) -> str:
