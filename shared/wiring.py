@@ -106,6 +106,24 @@ def local_pipeline(
     )
 
 
+def local_source(
+    *, vault_dir: str | None = None, vault_url: str | None = None, env: Mapping[str, str] | None = None
+) -> CertificateSource:
+    """One vault for a command: a vault directory, or a real vault (AZURE_CLIENT_ID from `env`)."""
+    from shared.adapters.local.vault_directory import DirectoryVault
+
+    if (vault_dir is None) == (vault_url is None):
+        raise CertsyncError("give exactly one of --vault-dir DIR or --vault-url URL")
+    if vault_dir is not None:
+        root = Path(vault_dir)
+        if not root.is_dir():
+            raise CertsyncError(f"{vault_dir}: no such directory; give --vault-dir a folder of certificate folders")
+        return DirectoryVault(root, root.resolve().name or "vault")
+    from shared.adapters.azure.keyvault import KeyVaultSource
+
+    return KeyVaultSource(str(vault_url), client_id=value("AZURE_CLIENT_ID", env))
+
+
 def _local_inventories(inventory: str | None, store: str) -> InventoryStore | None:
     """The file given, else the store when `certsync discover` made one (None: every version waits; no
     empty store file is left behind)."""

@@ -9,7 +9,7 @@ or from a vault directory's `policy.json` in Key Vault's REST shape (`shared.ada
 `check_policy` reports, each with its fix:
 
 - `policy-renews-late`: the auto-renew trigger leaves less of the lifetime than the expiry warning
-  window (`shared.validation.lifetime`), or, for a lifetime of 100 days or less, less than a third of it
+  window (`shared.validation.lifetime`), or, for a lifetime of 100 days or less, less than 30% of it
   (a failed renewal then has no time to be retried); `policy-no-auto-renew`: Key Vault only emails;
 - `policy-key-not-exportable`: the runbook imports a PFX with its key;
 - `policy-content-type`: not one the runbook accepts (`contract.ACCEPTED_CONTENT_TYPES`);
@@ -39,6 +39,7 @@ POLICY_SEVERITIES = ("info", "warning", "error")
 _GOOD_CURVES = ("P-256", "P-384")
 DAYS_PER_MONTH = 30.44
 SHORT_LIFETIME_DAYS = 100  # the CA/B Forum maximum from 15 March 2027
+RETRY_FRACTION = 0.3  # short lifetimes renew with about a third left (Let's Encrypt renews at two thirds)
 # Exchange builds that can use an ECDSA certificate (with ECC support enabled): 2019 CU12, 2016 CU23.
 _ECC_MINIMUM = {(15, 2): 1118, (15, 1): 2507}
 _VERSION = re.compile(r"(?:Version\s+)?(\d+)\.(\d+)\s*(?:\(Build\s+(\d+)|\.(\d+))", re.IGNORECASE)
@@ -209,12 +210,12 @@ def _check_schedule(policy: IssuancePolicy, lifetime: dt.timedelta | None, expir
             f"{warning:.1f}-day expiry warning window: every renewal would come after the warning",
             fix,
         )
-    elif days <= SHORT_LIFETIME_DAYS and left < days / 3:
+    elif days <= SHORT_LIFETIME_DAYS and left < days * RETRY_FRACTION:
         add(
             "policy-renews-late",
             "warning",
             f"the auto-renew trigger ({trigger}) leaves {left:.1f} days of a {days:.0f}-day lifetime, less than "
-            "a third: a failed renewal has little time to be retried",
+            f"{RETRY_FRACTION:.0%}: a failed renewal has little time to be retried",
             fix,
         )
 
