@@ -68,6 +68,7 @@ from shared.pipeline.targets import Targets, TargetsError, TargetsFile, resolve_
 from shared.times import Clock, format_time, utc_now
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import CRL_MAX_MB, Fetcher, FetchLimits
+from shared.validation.hierarchies import explain_issuer_change
 from shared.validation.lifetime import OK as LIFETIME_OK
 from shared.validation.lifetime import ExpiryThresholds
 from shared.validation.revocation import FetchCache
@@ -107,7 +108,10 @@ class _RenewalDetailsBase(TypedDict):
 
 
 class RenewalDetails(_RenewalDetailsBase, total=False):
-    """`Notice.details` of the kinds renewal, queued (with `job_id`) and blocked (with `reason`)."""
+    """`Notice.details` of the kinds renewal, queued (with `job_id`) and blocked (with `reason`); with
+    `issuer_change` when the issuer changed: what the table of CA hierarchies makes of it."""
+
+    issuer_change: dict[str, Any]
 
     assessment_status: str
     worker_group: str
@@ -160,6 +164,9 @@ class Notice:
         if self.kind == "job-result":
             status = str(details.get("status") or "").lower()
             return "good" if status == "succeeded" else "info" if status == "what-if" else "critical"
+        change = details.get("issuer_change")
+        if self.kind in ("renewal", "queued") and isinstance(change, Mapping) and change.get("expected") is False:
+            return "warning"  # an issuer change the table of CA hierarchies does not explain
         if self.kind == "expiry-warning":
             days = details.get("days_left")
             soon = isinstance(days, int | float) and days <= 7
@@ -233,8 +240,10 @@ class Outcome:
         diff = None
         if self.new is not None and self.previous is not None:
             d = diff_certificates(self.previous.bundle.leaf, self.new.bundle.leaf)
+            explained = explain_issuer_change(d.old.issuer, d.new.issuer)
             diff = {
                 "change": d.change,
+                "issuer_change": explained.to_dict() if explained is not None else None,
                 "old": str(d.old),
                 "new": str(d.new),
                 "dns_names_added": list(d.dns_names_added),
@@ -625,14 +634,24 @@ def _renewal(outcome: Outcome, new: StoredVersion) -> tuple[str, RenewalDetails]
         details["worker_group"] = outcome.targets.worker_group
         details["servers"] = list(outcome.plan.servers)
     moves = []  # (which name, old common name, new common name)
+    explained = None
     if diff is not None and change != "same_certificate":
         if diff.issuer_changed:
             moves.append(("issuer", _common_name(diff.old.issuer), _common_name(diff.new.issuer)))
+            explained = explain_issuer_change(diff.old.issuer, diff.new.issuer)
+            if explained is not None:
+                details["issuer_change"] = explained.to_dict()
         if diff.subject_changed:
             moves.append(("subject", _common_name(diff.old.subject), _common_name(diff.new.subject)))
     # "issuer changed (R10 -> R11)"; the part is named only when both changed
     said = "; ".join(f"{which} {a} -> {b}" if len(moves) > 1 else f"{a} -> {b}" for which, a, b in moves)
     headline = "Renewal seen: " + change.replace("_", " ") + (f" ({said})" if said else "")
+    if explained is not None:
+        headline += (
+            f": {explained.explanation}"
+            if explained.expected
+            else ", which certsync's table of CA hierarchies does not explain: check it"
+        )
     return headline, details
 
 
