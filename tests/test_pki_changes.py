@@ -4,13 +4,22 @@ cross-sign, leaves without a subject), clientAuth, expiry by lifetime (`tests/fi
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from shared.exchange.inventory import read_inventory
+from shared.pipeline.planner import plan_from_inventory
+from shared.times import format_time
 from shared.validation.assessment import TrustStore, assess
+from shared.validation.hierarchies import explain_issuer_change, forecast_for
 from shared.validation.lifetime import CRITICAL, EXPIRED, OK, WARNING, ExpiryThresholds
-from shared.x509.containers import load_certificates
+from shared.x509.certificate import Certificate
+from shared.x509.containers import certificates_in, load_certificates
+from tests.chains import Issued, issue, make_name, pem_of
+from tests.exchange_model import CheckFailed, ExchangeOrg
+from tests.inventories import exchange
 
 PKI = Path(__file__).parent / "fixtures" / "pki"
 AT = dt.datetime(2026, 10, 2, 12, tzinfo=dt.timezone.utc)  # inside the test-site leaves' week
@@ -99,3 +108,120 @@ def test_bad_expiry_thresholds_are_refused_in_one_line(options: dict[str, float]
 
     with pytest.raises(CertsyncError, match="expiry"):
         ExpiryThresholds(**options)
+
+
+# --- a renewal from Generation X to Generation Y, through the planner onto the model of Exchange ----------
+# Generated CAs under the real names (no Generation Y leaf with a CN and a key exists to use): ISRG Root X1
+# issues R12 and cross-signs Root YR, which issues YR1. The 4-certificate chain is leaf, YR1, Root YR
+# (cross-signed), ISRG Root X1 in the trust store.
+
+
+@dataclass
+class GenerationY:
+    x1: Issued
+    r12: Issued
+    root_yr: Issued
+    yr1: Issued
+    old: Issued
+    new: Issued
+
+    @property
+    def trust(self) -> TrustStore:
+        return TrustStore.from_certificates([Certificate.from_der(self.x1.der)], "ISRG Root X1 (generated)")
+
+    def leaf(self, issuer: Issued) -> Issued:
+        return issue(
+            make_name("mail.contoso.com", None, None), issuer=issuer, kind="rsa", dns_names=["mail.contoso.com"]
+        )
+
+
+@pytest.fixture(scope="module")
+def generation_y() -> GenerationY:
+    x1 = issue(make_name("ISRG Root X1", "Internet Security Research Group"), kind="rsa", ca=True)
+    r12 = issue(make_name("R12", "Let's Encrypt"), issuer=x1, kind="rsa", ca=True, path_length=0)
+    root_yr = issue(make_name("Root YR", "ISRG"), issuer=x1, kind="rsa", ca=True)  # the cross-sign
+    yr1 = issue(make_name("YR1", "Let's Encrypt"), issuer=root_yr, kind="rsa", ca=True, path_length=0)
+    world = GenerationY(x1, r12, root_yr, yr1, x1, x1)
+    world.old, world.new = world.leaf(r12), world.leaf(yr1)
+    return world
+
+
+def facts(leaf: Issued, *chain: Issued) -> dict:
+    cert = Certificate.from_der(leaf.der)
+    return {
+        "thumbprint": cert.thumbprint,
+        "subject": str(cert.subject),
+        "issuer": str(cert.issuer),
+        "tls_certificate_name": f"<I>{cert.issuer}<S>{cert.subject}",
+        "dns_names": list(cert.dns_names),
+        "intermediates": [
+            {"thumbprint": Certificate.from_der(c.der).thumbprint, "subject": str(Certificate.from_der(c.der).subject)}
+            for c in chain
+        ],
+        "not_before": format_time(cert.not_before, timespec="seconds"),
+        "not_after": format_time(cert.not_after, timespec="seconds"),
+        "exportable": True,
+    }
+
+
+def test_a_renewal_from_generation_x_to_a_4_certificate_generation_y_chain_keeps_mail_flowing(generation_y):
+    g = generation_y
+    bundle = load_certificates(pem_of([g.new, g.yr1, g.root_yr]), "the Generation Y renewal")
+    assessment = assess(bundle, hosts=["mail.contoso.com"], trust=g.trust, revocation="off", offline=True)
+    assert assessment.status == "Valid" and len(assessment.path) == 4
+    old = Certificate.from_der(g.old.der)
+    plan = plan_from_inventory(bundle, assessment, read_inventory(exchange(g.old), "test"), previous_versions=[old])
+    assert plan.blocked is None, plan.to_dict()
+    cross_sign, yr1 = (Certificate.from_der(c.der).thumbprint for c in (g.root_yr, g.yr1))
+    for server in ("EX01", "EX02"):  # YR1 and the Root YR cross-sign, on every server, before the import
+        installs = [s.object for s in plan.steps if s.server == server and s.action == "install-intermediate"]
+        assert installs == [yr1, cross_sign]
+    new_name = "<I>CN=YR1, O=Let's Encrypt, C=US<S>CN=mail.contoso.com"
+    assert plan.tls_certificate_name == new_name
+    r12 = Certificate.from_der(g.r12.der).thumbprint
+    org = ExchangeOrg(
+        exchange(g.old),
+        intermediates={"EX01": {r12}, "EX02": {r12}},
+        importable={Certificate.from_der(g.new.der).thumbprint: facts(g.new, g.yr1, g.root_yr)},
+    )
+    org.apply_plan(plan.to_dict())
+    assert org.violations() == [] and org.exo_violations() == []
+    assert {c["TlsCertificateName"] for c in org.inventory["send_connectors"]} == {new_name}
+    change = explain_issuer_change(old.issuer, Certificate.from_der(g.new.der).issuer)
+    assert change is not None and change.expected
+    assert change.explanation == "Let's Encrypt rotated R12 -> YR1 (Generation X -> Generation Y), expected"
+
+
+def test_without_the_cross_sign_the_new_certificate_stays_untrusted_on_the_servers(generation_y):
+    g = generation_y
+    bundle = load_certificates(pem_of([g.new, g.yr1, g.root_yr]), "the Generation Y renewal")
+    assessment = assess(bundle, trust=g.trust, revocation="off", offline=True)
+    plan = plan_from_inventory(bundle, assessment, read_inventory(exchange(g.old), "test")).to_dict()
+    cross_sign = Certificate.from_der(g.root_yr.der).thumbprint
+    plan["steps"] = [s for s in plan["steps"] if s["object"] != cross_sign]  # what a 3-certificate planner did
+    org = ExchangeOrg(exchange(g.old), importable={plan["certificate"]["thumbprint"]: facts(g.new, g.yr1, g.root_yr)})
+    with pytest.raises(CheckFailed, match=r"Untrusted, not Valid"):
+        org.apply_plan(plan)
+
+
+def test_pre_staging_installs_the_forecast_generation_y_intermediates_with_a_generation_x_renewal(generation_y):
+    g = generation_y
+    older = g.leaf(g.r12)  # a Generation X renewal (R12 -> R12): pre-stage what the next one may bring
+    bundle = load_certificates(pem_of([older, g.r12]), "a Generation X renewal")
+    assessment = assess(bundle, trust=g.trust, revocation="off", offline=True)
+    inventory = read_inventory(exchange(g.old), "test")
+    plain = plan_from_inventory(bundle, assessment, inventory)
+    staged = plan_from_inventory(bundle, assessment, inventory, prestage=True)
+    real = {
+        c.thumbprint: str(c.subject)
+        for f in ("le-yr1.pem", "le-yr2.pem", "le-root-yr-by-x1.pem")
+        for c in certificates_in((PKI / f).read_bytes(), f)
+    }
+    extra = [i for i in staged.to_dict()["certificate"]["intermediates"] if i.get("prestage")]
+    assert {i["thumbprint"]: i["subject"] for i in extra} == real
+    assert all(i["der_base64"] for i in extra)
+    added = [s for s in staged.steps if s not in plain.steps]
+    assert {s.action for s in added} == {"install-intermediate"} and {s.phase for s in added} == {"stage"}
+    assert {s.object for s in added} == set(real) and {s.server for s in added} == {"EX01", "EX02"}
+    forecast = forecast_for(Certificate.from_der(older.der), dt.date(2026, 12, 3))
+    assert forecast.issuer_strings[:2] == ("<I>CN=YR1, O=Let's Encrypt, C=US", "<I>CN=YR2, O=Let's Encrypt, C=US")

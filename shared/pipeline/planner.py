@@ -46,6 +46,7 @@ from shared.pipeline.sources import StoredVersion
 from shared.pipeline.targets import Targets
 from shared.times import format_time
 from shared.validation.assessment import VALID, Assessment
+from shared.validation.hierarchies import prestage_certificates
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.tls_certificate_name import TlsCertificateName, is_exchange_host_name
 from shared.x509.x500 import COMMON_NAME, fold_case
@@ -65,6 +66,7 @@ class _IntermediateDocumentBase(TypedDict):
 
 class IntermediateDocument(_IntermediateDocumentBase, total=False):
     der_base64: str  # left out in the audit trail's copy of the plan
+    prestage: bool  # for the next renewal (the hierarchy forecast), not this certificate's chain
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,14 @@ class PlanIntermediate:
     thumbprint: str
     subject: str
     der_base64: str
+    prestage: bool = False  # CERTSYNC_PRESTAGE_INTERMEDIATES: one the next renewal may need
 
     def to_dict(self, *, der: bool = True) -> IntermediateDocument:
         document: IntermediateDocument = {"thumbprint": self.thumbprint, "subject": self.subject}
         if der:
             document["der_base64"] = self.der_base64
+        if self.prestage:
+            document["prestage"] = True
         return document
 
 
@@ -182,9 +187,12 @@ def new_certificate(
     version: StoredVersion | None = None,
     *,
     key_exportable: bool | None = None,
+    prestage: bool = False,
 ) -> NewCertificate:
     """The planner's facts about `bundle`'s certificate, assessed as `certsync check` does; `version` is
-    the Key Vault version it came from (its identifiers go into the plan for the runbook)."""
+    the Key Vault version it came from (its identifiers go into the plan for the runbook). With `prestage`
+    (CERTSYNC_PRESTAGE_INTERMEDIATES) the intermediates its CA's next certificate may need (the hierarchy
+    forecast, where certsync ships them) are installed too, so that renewal finds them in place."""
     leaf = bundle.leaf
     if version is not None and version.thumbprint != leaf.thumbprint:
         raise CertsyncError(
@@ -193,14 +201,22 @@ def new_certificate(
         )
     if bundle.container == "pkcs12" and not bundle.has_private_key:
         key_exportable = False
+    chain = [
+        PlanIntermediate(c.thumbprint, str(c.subject), base64.b64encode(c.der).decode())
+        for c in assessment.intermediates_to_install
+    ]
+    if prestage:
+        present = {i.thumbprint for i in chain}
+        chain += [
+            PlanIntermediate(c.thumbprint, str(c.subject), base64.b64encode(c.der).decode(), prestage=True)
+            for c in prestage_certificates(leaf, assessment.at.date())
+            if c.thumbprint not in present
+        ]
     return NewCertificate(
         thumbprint=leaf.thumbprint,
         tls_name=TlsCertificateName.from_certificate(leaf),
         dns_names=tuple(leaf.dns_names),
-        intermediates=tuple(
-            PlanIntermediate(c.thumbprint, str(c.subject), base64.b64encode(c.der).decode())
-            for c in assessment.intermediates_to_install
-        ),
+        intermediates=tuple(chain),
         status=assessment.status,
         error_codes=tuple(f.code for f in assessment.findings if f.severity == "error"),
         key_exportable=key_exportable,
@@ -258,6 +274,7 @@ def plan_from_inventory(
     edge_workers: Collection[str] = (),
     key_exportable: bool | None = None,
     version: StoredVersion | None = None,
+    prestage: bool = False,
 ) -> InventoryPlan:
     """Plan the change to `bundle`'s certificate (assessed as `certsync check` does) on `inventory`:
     `plan_certificate(new_certificate(...), ...)` for callers holding a bundle.
@@ -268,7 +285,7 @@ def plan_from_inventory(
     `key_exportable=False` says the Key Vault policy keeps the key in the vault (the import needs it);
     `version` is the Key Vault version the bundle came from."""
     return plan_certificate(
-        new_certificate(bundle, assessment, version, key_exportable=key_exportable),
+        new_certificate(bundle, assessment, version, key_exportable=key_exportable, prestage=prestage),
         inventory,
         targets=targets,
         old_thumbprints=old_thumbprints,

@@ -390,6 +390,7 @@ class _Run:
             previous_versions=[previous.bundle.leaf] if previous is not None else [],
             require_accepted_domain=self.pipeline.settings.require_accepted_domain,
             version=new,  # the Key Vault identity the runbook fetches the PFX by
+            prestage=self.pipeline.settings.prestage_intermediates,
         )
         outcome.plan = plan
         document = plan_document(plan, outcome.assessment, targets, record)

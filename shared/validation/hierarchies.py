@@ -24,6 +24,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from shared.errors import CertsyncError
+from shared.x509.certificate import Certificate
+from shared.x509.containers import certificates_in
+from shared.x509.parsed import MalformedCertificate, to_x509
 from shared.x509.x500 import COMMON_NAME, X500Name, fold_case
 
 ORGANIZATION = "2.5.4.10"
@@ -558,6 +565,37 @@ def forecast(issuer: X500Name | None, key: str | None = None, at: dt.date | None
     return Forecast(
         " / ".join(dict.fromkeys(g.ca for g in current)) or found.generation.ca, issuers, as_of, "; ".join(notes)
     )
+
+
+def key_type_of(cert: Certificate) -> str | None:
+    """ "RSA" or "ECDSA" for a certificate's key (a leaf's decides which intermediates its CA uses)."""
+    try:
+        key = to_x509(cert).public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm, MalformedCertificate):
+        return None
+    return (
+        "RSA" if isinstance(key, rsa.RSAPublicKey) else "ECDSA" if isinstance(key, ec.EllipticCurvePublicKey) else None
+    )
+
+
+def forecast_for(cert: Certificate, at: dt.date | None = None) -> Forecast:
+    """`forecast` for a certificate: its issuer and key type."""
+    try:
+        issuer = cert.issuer
+    except CertsyncError:
+        issuer = None
+    return forecast(issuer, key_type_of(cert), at)
+
+
+def prestage_certificates(cert: Certificate, at: dt.date | None = None) -> tuple[Certificate, ...]:
+    """The CA certificates certsync ships for the issuers `cert`'s next renewal may bring (each
+    intermediate, then the cross-sign it needs), once each, in that order."""
+    found: dict[str, Certificate] = {}
+    for issuer in forecast_for(cert, at).prestageable:
+        for pem in issuer.chain:
+            for ca in certificates_in(pem.encode(), issuer.subject):
+                found.setdefault(ca.thumbprint, ca)
+    return tuple(found.values())
 
 
 def key_type(algorithm: str) -> str | None:
