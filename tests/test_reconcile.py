@@ -538,7 +538,13 @@ def test_snapshots_have_the_status_schema(world):
     now = dt.datetime.now(dt.timezone.utc)
     world.reconciler().run(now)
     [snapshot] = world.state().snapshots()
-    assert set(snapshot) == SNAPSHOT_KEYS
+    assert set(snapshot) == SNAPSHOT_KEYS | {"forecast"}
+    assert snapshot["forecast"] == {
+        "ca": None,
+        "as_of": None,
+        "issuer_strings": [],
+        "note": snapshot["forecast"]["note"],
+    }
     assert snapshot["schema"] == SNAPSHOT_SCHEMA
     assert (snapshot["certificate"], snapshot["vault"], snapshot["version"]) == (NAME, VAULT, "v2")
     assert snapshot["thumbprint"] == thumbprint(world.new)
@@ -716,7 +722,7 @@ def test_certsync_reconcile_prints_findings_and_exits_1_then_0(world):
     assert report["findings"] == [] and report["certificates"] == [f"{VAULT}/{NAME}"]
 
     late = run_cli(world, "--at", (world.expires - dt.timedelta(days=10)).isoformat())
-    assert late.returncode == 1 and f"WARNING  {NAME} expiry 14:" in late.stdout
+    assert late.returncode == 1 and f"WARNING  {NAME} expiry warning:" in late.stdout
 
 
 @pytest.mark.parametrize(
@@ -765,3 +771,26 @@ def test_each_run_starts_the_discovery_of_the_worker_groups_the_targets_name(wor
     assert failed.discoveries == []
     [failure] = failed.failures
     assert failure.startswith("discovery of worker group hrw-gone not started:") and "\n" not in failure
+
+
+def test_the_issuance_policy_s_problems_are_on_the_status_page_before_the_renewal(world):
+    policy = {
+        "key_props": {"exportable": False, "kty": "RSA", "key_size": 2048},
+        "secret_props": {"contentType": "application/x-pkcs12"},
+        "x509_props": {"subject": "", "validity_months": 12},
+        "lifetime_actions": [{"trigger": {"lifetime_percentage": 67}, "action": {"action_type": "AutoRenew"}}],
+    }
+    (world.vault_dir / NAME / "policy.json").write_text(json.dumps(policy))
+    now = dt.datetime.now(dt.timezone.utc)
+    world.reconciler().run(now)
+    [snapshot] = world.state().snapshots()
+    policy_findings = {f["code"]: f for f in snapshot["findings"] if f["code"].startswith("policy-")}
+    assert set(policy_findings) == {"policy-key-not-exportable", "policy-subject-empty"}
+    assert policy_findings["policy-subject-empty"]["severity"] == "warning"
+    assert "Let's Encrypt 'classic'" in policy_findings["policy-subject-empty"]["summary"]
+    assert snapshot["attention"] == "warning" and world.notifier.of("expiry-warning") == []
+    from shared.notify.status_page import PageQuery, render_status_page
+
+    page = render_status_page([snapshot], now, query=PageQuery(certificate=f"{VAULT}/{NAME}"))
+    assert "policy-subject-empty" in page and "Key Vault policy: the policy&#x27;s subject is empty" in page
+    assert "Next renewal" in page and "not in certsync&#x27;s table of CA hierarchies" in page

@@ -1174,3 +1174,23 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
         rows.append(bytes(line if bpp == 3 else b"".join(line[i : i + 3] for i in range(0, stride, 4))))
         previous = line
     return width, height, rows
+
+
+def test_the_selected_certificate_shows_the_issuers_its_next_renewal_may_bring():
+    forecast = {
+        "ca": "Let's Encrypt",
+        "as_of": "2026-12-03",
+        "issuer_strings": ["<I>CN=YR1, O=Let's Encrypt, C=US", "<I>CN=YR2, O=Let's Encrypt, C=US"],
+        "note": "the only generation since Generation X was retired in July 2026",
+    }
+    data = [snapshot(forecast=forecast)]
+    name, vault = data[0]["certificate"], data[0]["vault"]
+    page = dom(render_status_page(data, ANCHOR, query=PageQuery(certificate=f"{vault}/{name}")))
+    shown = page.one("div", "forecast")
+    assert "Let's Encrypt may issue it from one of these" in shown.text()
+    assert [c.text() for c in shown.all("code")] == forecast["issuer_strings"]
+    assert "retired in July 2026" in shown.text()
+    bare = dom(
+        render_status_page([snapshot(forecast="nonsense")], ANCHOR, query=PageQuery(certificate=f"{vault}/{name}"))
+    )
+    assert "no forecast" in bare.one("div", "forecast").text()

@@ -62,6 +62,7 @@ from shared.errors import CertsyncError, StorageError
 from shared.pipeline.audit import SETTLED_KINDS, AuditEntry, AuditLog, batched, partition
 from shared.pipeline.events import NEW_VERSION, KeyVaultEvent
 from shared.pipeline.jobs import job_id
+from shared.pipeline.policy import check_policy
 from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
 from shared.pipeline.targets import TAG_PREFIX, Targets, TargetsError, TargetsFile, resolve_targets
@@ -70,10 +71,12 @@ from shared.reconciliation.snapshot import (
     SNAPSHOT_SCHEMA,
     ServerOutcome,
     SnapshotFinding,
+    SnapshotForecast,
     StatusSnapshot,
 )
 from shared.times import format_time, parse_time
 from shared.validation.assessment import VALID, Assessment, assess
+from shared.validation.hierarchies import forecast_for
 from shared.validation.lifetime import CRITICAL, EXPIRED, ExpiryThresholds
 from shared.validation.revocation import FetchCache
 from shared.x509.tls_certificate_name import TlsCertificateName
@@ -861,7 +864,16 @@ class _Run:
             SnapshotFinding(code=f.code, severity=f.severity, summary=f.summary)
             for f in sorted(checked.findings, key=lambda f: -FINDING_SEVERITIES.index(f.severity))
         ]
+        policy = self._policy_findings(latest)
+        findings += policy
+        forecast = forecast_for(leaf, self.now.date())
         return {
+            "forecast": SnapshotForecast(
+                ca=forecast.ca,
+                as_of=forecast.as_of.isoformat() if forecast.as_of else None,
+                issuer_strings=list(forecast.issuer_strings),
+                note=forecast.note,
+            ),
             "schema": SNAPSHOT_SCHEMA,
             "certificate": latest.name,
             "vault": checked.vault,
@@ -875,9 +887,33 @@ class _Run:
             "drift": checked.drift,
             "servers": server_outcomes(checked.entries, checked.targets.servers),
             "findings": findings,
-            "attention": attention(checked.findings),
+            "attention": max(
+                [attention(checked.findings)] + ["warning" for f in policy if f["severity"] == "warning"],
+                key=lambda a: (a != OK, FINDING_SEVERITIES.index(a) if a in FINDING_SEVERITIES else 0),
+            ),
             "checked_at": format_time(self.now, timespec="seconds"),
         }
+
+    def _policy_findings(self, latest: StoredVersion) -> list[SnapshotFinding]:
+        """The issuance policy's problems (`certsync doctor --policies`), shown before the renewal they
+        would break; not notified. A policy error is a warning here, a policy warning information."""
+        if latest.policy is None:
+            return []
+        leaf = latest.bundle.leaf
+        found = check_policy(
+            f"{latest.vault}/{latest.name}",
+            latest.policy,
+            lifetime=leaf.not_after - leaf.not_before,
+            expiry=self.reconciler.settings.expiry,
+        )
+        return [
+            SnapshotFinding(
+                code=f.code,
+                severity="warning" if f.severity == "error" else "info",
+                summary=f"Key Vault policy: {f.message}; fix: {f.fix}",
+            )
+            for f in found
+        ]
 
     def _failure_snapshot(self, vault: str, name: str, exc: BaseException, *, create: bool) -> None:
         """The last good snapshot with the failure on top (the page shows what is known, and that the

@@ -55,8 +55,19 @@ class _StatusSnapshotBase(TypedDict):
     checked_at: str
 
 
+class SnapshotForecast(TypedDict):
+    """The issuers the next renewal may bring (`shared.validation.hierarchies.forecast`)."""
+
+    ca: str | None  # None: the issuer is not in certsync's table
+    as_of: str | None  # the table's date for that CA
+    issuer_strings: list[str]  # the `<I>` parts of the TlsCertificateName they would give
+    note: str
+
+
 class StatusSnapshot(_StatusSnapshotBase, total=False):
     """`certsync.status/1`: one certificate's state for the status page."""
+
+    forecast: SnapshotForecast
 
     truncated: bool  # set (True) when a store shortened it to fit (`fit_snapshot`)
 
