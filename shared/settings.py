@@ -108,6 +108,22 @@ def _digest_limit(value: str, name: str) -> int:
     return int(value)
 
 
+def _positive_days(value: str, name: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise _bad(name, value, "give a whole number of days above 0")
+    return int(value)
+
+
+def _fraction(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < 1:
+        raise _bad(name, value, "give a fraction of the lifetime between 0 and 1, e.g. 0.15")
+    return number
+
+
 def _hours(value: str, name: str) -> int:
     if not value.isdigit() or int(value) == 0:
         raise _bad(name, value, "give a whole number of hours above 0")
@@ -334,7 +350,33 @@ REGISTRY: tuple[Setting, ...] = (
         'when each worker group may be changed, JSON: {"group": ["Sat 22:00-Sun 04:00"]} (UTC)',
         parse=_maintenance_windows,
     ),
-    Setting("CERTSYNC_EXPIRY_DAYS", "the expiry warning window, in days", "30", parse=_days),
+    Setting(
+        "CERTSYNC_EXPIRY_DAYS",
+        "the longest expiry warning window, in days (a long-lived certificate warns this far ahead)",
+        "30",
+        parse=_days,
+    ),
+    Setting(
+        "CERTSYNC_EXPIRY_WARNING_FRACTION",
+        "warn when less than this fraction of a certificate's own lifetime is left",
+        "0.15",
+        parse=_fraction,
+    ),
+    Setting(
+        "CERTSYNC_EXPIRY_CRITICAL_FRACTION",
+        "critical when less than this fraction of its lifetime is left",
+        "0.05",
+        parse=_fraction,
+    ),
+    Setting("CERTSYNC_EXPIRY_CRITICAL_DAYS", "the longest critical window, in days", "7", parse=_positive_days),
+    Setting("CERTSYNC_EXPIRY_WARNING_FLOOR_DAYS", "the shortest warning window, in days", "3", parse=_positive_days),
+    Setting("CERTSYNC_EXPIRY_CRITICAL_FLOOR_DAYS", "the shortest critical window, in days", "1", parse=_positive_days),
+    Setting(
+        "CERTSYNC_PRESTAGE_INTERMEDIATES",
+        "every plan also installs the intermediates the next renewal may bring (the hierarchy forecast)",
+        "false",
+        parse=_bool,
+    ),
     Setting(
         "CERTSYNC_REQUIRE_ACCEPTED_DOMAIN",
         "block a plan whose certificate names are not accepted domains in Exchange Online (else a warning)",
@@ -458,6 +500,12 @@ class PipelineValues:
     maintenance_windows: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # group -> its Windows
     exo_tenant: str = ""  # CERTSYNC_EXO_TENANT_ID
     restart_transport: bool = False  # CERTSYNC_RESTART_TRANSPORT
+    expiry_warning_fraction: float = 0.15
+    expiry_critical_fraction: float = 0.05
+    expiry_critical_days: int = 7
+    expiry_warning_floor_days: int = 3
+    expiry_critical_floor_days: int = 1
+    prestage_intermediates: bool = False
 
     def vault_url(self, vault: str) -> str:
         return self.vault_urls.get(vault) or f"https://{vault}.{self.vault_dns_suffix}"
@@ -607,6 +655,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             maintenance_windows=value("CERTSYNC_MAINTENANCE_WINDOWS", env),
             exo_tenant=value("CERTSYNC_EXO_TENANT_ID", env) or "",
             restart_transport=value("CERTSYNC_RESTART_TRANSPORT", env),
+            expiry_warning_fraction=value("CERTSYNC_EXPIRY_WARNING_FRACTION", env),
+            expiry_critical_fraction=value("CERTSYNC_EXPIRY_CRITICAL_FRACTION", env),
+            expiry_critical_days=value("CERTSYNC_EXPIRY_CRITICAL_DAYS", env),
+            expiry_warning_floor_days=value("CERTSYNC_EXPIRY_WARNING_FLOOR_DAYS", env),
+            expiry_critical_floor_days=value("CERTSYNC_EXPIRY_CRITICAL_FLOOR_DAYS", env),
+            prestage_intermediates=value("CERTSYNC_PRESTAGE_INTERMEDIATES", env),
         ),
         notify=notify_values(env),
         remediation=RemediationValues(

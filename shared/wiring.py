@@ -23,9 +23,18 @@ from shared.pipeline.audit import AuditLog, check_limit, lower_bound
 from shared.pipeline.process import Notifier, Outcome, Pipeline, PipelineSettings
 from shared.pipeline.sources import CertificateSource
 from shared.pipeline.targets import TargetsFile, load_targets_file
-from shared.settings import Settings, StorageConnection, load, notify_values, storage_connection, value
+from shared.settings import (
+    PipelineValues,
+    Settings,
+    StorageConnection,
+    load,
+    notify_values,
+    storage_connection,
+    value,
+)
 from shared.times import utc_now
 from shared.validation.assessment import TrustStore
+from shared.validation.lifetime import ExpiryThresholds
 
 if TYPE_CHECKING:
     from shared.adapters.azure.automation import AutomationClient
@@ -97,6 +106,24 @@ def local_pipeline(
     )
 
 
+def local_source(
+    *, vault_dir: str | None = None, vault_url: str | None = None, env: Mapping[str, str] | None = None
+) -> CertificateSource:
+    """One vault for a command: a vault directory, or a real vault (AZURE_CLIENT_ID from `env`)."""
+    from shared.adapters.local.vault_directory import DirectoryVault
+
+    if (vault_dir is None) == (vault_url is None):
+        raise CertsyncError("give exactly one of --vault-dir DIR or --vault-url URL")
+    if vault_dir is not None:
+        root = Path(vault_dir)
+        if not root.is_dir():
+            raise CertsyncError(f"{vault_dir}: no such directory; give --vault-dir a folder of certificate folders")
+        return DirectoryVault(root, root.resolve().name or "vault")
+    from shared.adapters.azure.keyvault import KeyVaultSource
+
+    return KeyVaultSource(str(vault_url), client_id=value("AZURE_CLIENT_ID", env))
+
+
 def _local_inventories(inventory: str | None, store: str) -> InventoryStore | None:
     """The file given, else the store when `certsync discover` made one (None: every version waits; no
     empty store file is left behind)."""
@@ -131,7 +158,8 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         revocation=values.revocation,
         allow_hosts=values.allow_hosts,
         crl_max_mb=values.crl_max_mb,
-        expiry_warning_days=values.expiry_days,
+        expiry=expiry_thresholds(values),
+        prestage_intermediates=values.prestage_intermediates,
         inventory_max_age=dt.timedelta(hours=settings.remediation.inventory_max_age_hours),
         require_accepted_domain=values.require_accepted_domain,
         fetch_connect_timeout=values.fetch_connect_timeout,
@@ -143,6 +171,21 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         exo_tenant=values.exo_tenant,
         restart_transport=values.restart_transport,
     )
+
+
+def expiry_thresholds(values: PipelineValues) -> ExpiryThresholds:
+    """CERTSYNC_EXPIRY_*: warning and critical windows as fractions of each certificate's lifetime."""
+    try:
+        return ExpiryThresholds(
+            warning_fraction=values.expiry_warning_fraction,
+            critical_fraction=values.expiry_critical_fraction,
+            warning_floor_days=values.expiry_warning_floor_days,
+            critical_floor_days=values.expiry_critical_floor_days,
+            warning_cap_days=values.expiry_days,
+            critical_cap_days=values.expiry_critical_days,
+        )
+    except CertsyncError as exc:
+        raise CertsyncError(f"CERTSYNC_EXPIRY_*: {exc}") from None
 
 
 def _trust(settings: Settings) -> TrustStore | None:

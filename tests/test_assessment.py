@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from shared.validation.assessment import TrustStore, assess, host_matches
 from shared.validation.crl import parse_crl
 from shared.validation.fetch import Fetcher, FetchLimits
+from shared.validation.lifetime import ExpiryThresholds
 from shared.validation.revocation import FetchCache
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.containers import load_certificates
@@ -246,12 +247,26 @@ def test_an_expired_intermediate_is_date_invalid(pki):
     assert "intermediate-expired" in codes(result)
 
 
-@pytest.mark.parametrize(("days_left", "warning_days", "warned"), [(10, 30, True), (40, 30, False), (40, 60, True)])
-def test_expiry_warning_window(pki, days_left, warning_days, warned):
-    leaf = pki.new_leaf(not_after=NOW + dt.timedelta(days=days_left))
-    result = pki.assess(leaf, expiry_warning_days=warning_days)
+@pytest.mark.parametrize(
+    ("lifetime", "days_left", "expiry", "warned"),
+    [
+        (45, 30, None, False),  # Key Vault's NearExpiry point: the normal time to renew a 45-day certificate
+        (45, 6, None, True),  # under 15% of 45 days
+        (365, 25, None, True),  # a long-lived certificate still warns 30 days ahead (the cap)
+        (365, 40, None, False),
+        (365, 40, ExpiryThresholds(warning_cap_days=60), True),
+        (7, 2.5, None, True),  # a week-long certificate: the 3-day floor
+    ],
+)
+def test_expiry_warning_window_is_a_fraction_of_the_lifetime(pki, lifetime, days_left, expiry, warned):
+    not_after = NOW + dt.timedelta(days=days_left)
+    leaf = pki.new_leaf(not_before=not_after - dt.timedelta(days=lifetime), not_after=not_after)
+    result = pki.assess(leaf, expiry=expiry)
     assert result.status == "Valid"
     assert ("expires-soon" in codes(result)) is warned
+    if warned:
+        [finding] = [f for f in result.findings if f.code == "expires-soon"]
+        assert f"{lifetime}-day lifetime" in finding.message
 
 
 def test_the_time_of_assessment_can_be_given(pki):
@@ -269,10 +284,14 @@ def test_a_leaf_without_server_auth_is_invalid(pki):
     assert codes(result)["eku-no-server-auth"] == "error"
 
 
-def test_a_leaf_without_client_auth_is_a_warning(pki):
+def test_a_leaf_without_client_auth_is_information_with_the_dated_evidence(pki):
     result = pki.assess(pki.new_leaf(eku=[SERVER_AUTH]))
     assert result.status == "Valid"
-    assert codes(result)["eku-no-client-auth"] == "warning"
+    assert codes(result)["eku-no-client-auth"] == "info"
+    [finding] = [f for f in result.findings if f.code == "eku-no-client-auth"]
+    for fact in ("11 February 2026", "1 March 2027", "15 March 2027", "not confirmed"):
+        assert fact in finding.message
+    assert "client-auth-ending" not in codes(result)  # a private CA: nothing to say about its plans
 
 
 def test_an_intermediate_whose_eku_excludes_server_auth_is_invalid(pki):

@@ -322,8 +322,9 @@ def test_unread_servers_unknown_servers_duplicates_and_expiry():
     assert any("EX09 is not in the inventory" in f.error for f in predict(lost))
     twice = parse(certificates=[certificate(), certificate(Thumbprint="B" * 40)])
     assert {f.severity for f in predict(twice)} == {"info"} and not worst_is_warning_or_worse(predict(twice))
-    soon = predict(parse(collected_at="2027-02-01T00:00:00Z"))
-    assert [f.kind for f in soon] == ["certificate"] and "expires in 17 day(s)" in soon[0].error
+    soon = predict(parse(collected_at="2027-02-08T00:00:00Z"))  # 10 of 90 days left: under 15% of its lifetime
+    assert [f.kind for f in soon] == ["certificate"] and "expires in 10 day(s)" in soon[0].error
+    assert predict(parse(collected_at="2027-02-01T00:00:00Z")) == []  # 17 days: routine for a 90-day certificate
     assert predict(parse(), at=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)) == []
 
 

@@ -73,7 +73,8 @@ def deployment(azurite, keyvault, http_server, tmp_path: Path, monkeypatch) -> D
     pki = renewal_pki(http_server, crl_next_update=now + dt.timedelta(days=400))
     secrets, leaves = [], []
     for inter, days in ((pki.inter_a, 300), (pki.inter_b, 20)):
-        leaf = pki.leaf(inter, not_after=now + dt.timedelta(days=days))
+        # one-year certificates: the newest, with 20 days left, is in its warning window (the 30-day cap)
+        leaf = pki.leaf(inter, not_before=now + dt.timedelta(days=days - 365), not_after=now + dt.timedelta(days=days))
         leaves.append(leaf)
         data = unprotected_pfx(leaf, inter)
         secrets += [base64.b64encode(data).decode(), leaf.key_pem.split(b"-----")[2].strip().decode()[:64]]
@@ -126,10 +127,10 @@ def test_the_daily_run_processes_warns_isolates_a_failure_and_repeats_nothing(de
     assert failed.certificate == LOCKED and failed.details["state"] == "forbidden"
     assert "403 Forbidden/ForbiddenByRbac" in failed.summary and "\n" not in failed.summary
     expiry = next(n for n in deployment.notifier.notices if n.kind == "expiry-warning")
-    assert expiry.certificate == NAME and expiry.details["state"] == "30"
+    assert expiry.certificate == NAME and expiry.details["state"] == "warning"
     snapshots = {s["certificate"]: s for s in state_store_from_env(deployment.env).snapshots()}
     assert set(snapshots) == {NAME, LOCKED}  # other-web has no targets
-    assert snapshots[NAME]["expiry_state"] == "30" and snapshots[NAME]["attention"] == "warning"
+    assert snapshots[NAME]["expiry_state"] == "warning" and snapshots[NAME]["attention"] == "warning"
     assert snapshots[NAME]["servers"][0]["outcome"] == "pending"
     assert snapshots[LOCKED]["attention"] == "critical" and snapshots[LOCKED]["findings"][0]["code"] == "failed"
     assert not [r.path for r in deployment.keyvault.requests if r.path.startswith("/secrets/other-web")]
@@ -141,11 +142,12 @@ def test_the_daily_run_processes_warns_isolates_a_failure_and_repeats_nothing(de
     assert len(deployment.kinds()) == 4 and len(deployment.messages()) == 1  # nothing repeated, nothing resent
     assert any("running late" in r.getMessage() for r in caplog.records)  # the past-due invocation said so
 
-    deployment.tick(deployment.expires - dt.timedelta(days=10), monkeypatch)
-    assert [n.details["state"] for n in deployment.notifier.notices if n.kind == "expiry-warning"] == ["30", "14"]
+    deployment.tick(deployment.expires - dt.timedelta(days=6), monkeypatch)
+    states = [n.details["state"] for n in deployment.notifier.notices if n.kind == "expiry-warning"]
+    assert states == ["warning", "critical"]
 
     deployment.keyvault.clear_failures()
-    deployment.tick(deployment.expires - dt.timedelta(days=9), monkeypatch)
+    deployment.tick(deployment.expires - dt.timedelta(days=5), monkeypatch)
     resolved = [n for n in deployment.notifier.notices if n.kind == "resolved"]
     assert [(n.certificate, n.details["finding"]) for n in resolved] == [(LOCKED, "failed")]
 

@@ -36,6 +36,7 @@ from shared.reconciliation.reconcile import (
     fit_snapshot,
 )
 from shared.validation.assessment import TrustStore
+from shared.validation.lifetime import ExpiryThresholds
 from shared.x509.certificate import Certificate
 from tests.chains import MAIL_HOSTS, Issued, RenewalPki, pem_of, renewal_pki
 from tests.inventories import exchange, keep
@@ -349,19 +350,24 @@ def test_without_a_pipeline_an_unprocessed_version_is_reported_once_and_left_alo
 def test_expiry_notifies_at_each_crossing_only_then_resolves_on_renewal(world):
     end = world.expires
     states = []
-    for days_before in (95, 25, 24, 13, 12, 6, 5, -1, -2):
+    # a 101-day certificate: warning under 15% of its lifetime (15.15 days), critical under 5% (5.05 days)
+    for days_before in (95, 25, 16, 13, 6, 5, 4, -1, -2):
         report = world.reconciler().run(end - dt.timedelta(days=days_before))
         [snapshot] = world.state().snapshots()
         states.append(snapshot["expiry_state"])
-    assert states == ["ok", "30", "30", "14", "14", "7", "7", "expired", "expired"]
+    assert states == ["ok", "ok", "ok", "warning", "warning", "critical", "critical", "expired", "expired"]
     notices = world.notifier.of("expiry-warning")
-    assert [n.details["state"] for n in notices] == ["30", "14", "7", "expired"]
-    assert [n.details["severity"] for n in notices] == ["warning", "warning", "critical", "critical"]
-    assert notices[0].summary.startswith(f"{NAME} version v2 expires in 25 day(s)")
+    assert [n.details["state"] for n in notices] == ["warning", "critical", "expired"]
+    assert [n.details["severity"] for n in notices] == ["warning", "critical", "critical"]
+    assert notices[0].summary.startswith(f"{NAME} version v2 expires in 13 day(s)")
     assert "expired 1 day(s) ago" in notices[-1].summary
     assert [f.state for f in findings(report, "expiry")] == ["expired"]  # still a finding, just not news
     audited = [e for e in world.audit().history(NAME) if e.kind == "reconcile-finding"]
-    assert [e.details["state"] for e in audited if e.details["finding"] == "expiry"] == ["30", "14", "7", "expired"]
+    assert [e.details["state"] for e in audited if e.details["finding"] == "expiry"] == [
+        "warning",
+        "critical",
+        "expired",
+    ]
 
     renewed = world.leaf(world.inter_b)
     world.add_version(NAME, "v3", pem_of([renewed, world.inter_b]), "2026-03-01T00:00:00Z")
@@ -372,24 +378,18 @@ def test_expiry_notifies_at_each_crossing_only_then_resolves_on_renewal(world):
     assert [f.code for f in report.resolved] == ["expiry"]
     assert [p["version"] for p in report.processed] == ["v3"]
     world.reconciler().run(end + dt.timedelta(days=4))
-    assert len(world.notifier.of("resolved")) == 1 and len(world.notifier.of("expiry-warning")) == 4
+    assert len(world.notifier.of("resolved")) == 1 and len(world.notifier.of("expiry-warning")) == 3
 
 
-def test_expiry_states_follow_the_thresholds():
-    assert [expiry_state(d) for d in (31, 30, 14.5, 14, 7.01, 7, 0.5, 0, -3)] == [
-        OK,
-        "30",
-        "30",
-        "14",
-        "14",
-        "7",
-        "7",
-        "expired",
-        "expired",
-    ]
-    assert expiry_state(50, (60, 10)) == "60"
-    with pytest.raises(CertsyncError, match="thresholds"):
-        Reconciler(sources=None, vaults=(), audit=None, state=None, notifier=None, thresholds=(30, 0))
+def test_expiry_states_follow_the_lifetime_not_fixed_days():
+    start = dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
+    short, long = start + dt.timedelta(days=45), start + dt.timedelta(days=398)
+    at = [end - dt.timedelta(days=d) for end in (short, long) for d in (30, 6, 2, -1)]
+    states = [expiry_state(start, end, when) for end, when in zip([short] * 4 + [long] * 4, at, strict=True)]
+    assert states == [OK, "warning", "critical", "expired", "warning", "critical", "critical", "expired"]
+    assert expiry_state(start, long, long - dt.timedelta(days=40), ExpiryThresholds(warning_cap_days=60)) == "warning"
+    with pytest.raises(CertsyncError, match="expiry"):
+        ExpiryThresholds(warning_fraction=0.01, critical_fraction=0.2)
 
 
 # --- drift ---------------------------------------------------------------------------------------
@@ -539,7 +539,13 @@ def test_snapshots_have_the_status_schema(world):
     now = dt.datetime.now(dt.timezone.utc)
     world.reconciler().run(now)
     [snapshot] = world.state().snapshots()
-    assert set(snapshot) == SNAPSHOT_KEYS
+    assert set(snapshot) == SNAPSHOT_KEYS | {"forecast"}
+    assert snapshot["forecast"] == {
+        "ca": None,
+        "as_of": None,
+        "issuer_strings": [],
+        "note": snapshot["forecast"]["note"],
+    }
     assert snapshot["schema"] == SNAPSHOT_SCHEMA
     assert (snapshot["certificate"], snapshot["vault"], snapshot["version"]) == (NAME, VAULT, "v2")
     assert snapshot["thumbprint"] == thumbprint(world.new)
@@ -717,7 +723,7 @@ def test_certsync_reconcile_prints_findings_and_exits_1_then_0(world):
     assert report["findings"] == [] and report["certificates"] == [f"{VAULT}/{NAME}"]
 
     late = run_cli(world, "--at", (world.expires - dt.timedelta(days=10)).isoformat())
-    assert late.returncode == 1 and f"WARNING  {NAME} expiry 14:" in late.stdout
+    assert late.returncode == 1 and f"WARNING  {NAME} expiry warning:" in late.stdout
 
 
 @pytest.mark.parametrize(
@@ -766,3 +772,26 @@ def test_each_run_starts_the_discovery_of_the_worker_groups_the_targets_name(wor
     assert failed.discoveries == []
     [failure] = failed.failures
     assert failure.startswith("discovery of worker group hrw-gone not started:") and "\n" not in failure
+
+
+def test_the_issuance_policy_s_problems_are_on_the_status_page_before_the_renewal(world):
+    policy = {
+        "key_props": {"exportable": False, "kty": "RSA", "key_size": 2048},
+        "secret_props": {"contentType": "application/x-pkcs12"},
+        "x509_props": {"subject": "", "validity_months": 12},
+        "lifetime_actions": [{"trigger": {"lifetime_percentage": 67}, "action": {"action_type": "AutoRenew"}}],
+    }
+    (world.vault_dir / NAME / "policy.json").write_text(json.dumps(policy))
+    now = dt.datetime.now(dt.timezone.utc)
+    world.reconciler().run(now)
+    [snapshot] = world.state().snapshots()
+    policy_findings = {f["code"]: f for f in snapshot["findings"] if f["code"].startswith("policy-")}
+    assert set(policy_findings) == {"policy-key-not-exportable", "policy-subject-empty"}
+    assert policy_findings["policy-subject-empty"]["severity"] == "warning"
+    assert "Let's Encrypt 'classic'" in policy_findings["policy-subject-empty"]["summary"]
+    assert snapshot["attention"] == "warning" and world.notifier.of("expiry-warning") == []
+    from shared.notify.status_page import PageQuery, render_status_page
+
+    page = render_status_page([snapshot], now, query=PageQuery(certificate=f"{VAULT}/{NAME}"))
+    assert "policy-subject-empty" in page and "Key Vault policy: the policy&#x27;s subject is empty" in page
+    assert "Next renewal" in page and "not in certsync&#x27;s table of CA hierarchies" in page

@@ -1204,3 +1204,23 @@ def test_the_selected_certificate_lists_the_last_jobs_proof_per_server():
         data, ANCHOR, query=PageQuery(certificate=f"{smtp['vault']}/exch-hybrid-smtp")
     )
     assert selected(data, "exch-hybrid-edge").all("div", "proof") == []  # no proof: no list
+
+
+def test_the_selected_certificate_shows_the_issuers_its_next_renewal_may_bring():
+    forecast = {
+        "ca": "Let's Encrypt",
+        "as_of": "2026-12-03",
+        "issuer_strings": ["<I>CN=YR1, O=Let's Encrypt, C=US", "<I>CN=YR2, O=Let's Encrypt, C=US"],
+        "note": "the only generation since Generation X was retired in July 2026",
+    }
+    data = [snapshot(forecast=forecast)]
+    name, vault = data[0]["certificate"], data[0]["vault"]
+    page = dom(render_status_page(data, ANCHOR, query=PageQuery(certificate=f"{vault}/{name}")))
+    shown = page.one("div", "forecast")
+    assert "Let's Encrypt may issue it from one of these" in shown.text()
+    assert [c.text() for c in shown.all("code")] == forecast["issuer_strings"]
+    assert "retired in July 2026" in shown.text()
+    bare = dom(
+        render_status_page([snapshot(forecast="nonsense")], ANCHOR, query=PageQuery(certificate=f"{vault}/{name}"))
+    )
+    assert "no forecast" in bare.one("div", "forecast").text()

@@ -1,7 +1,10 @@
-"""`certsync doctor`: what is broken in mail flow right now, predicted from a saved Exchange inventory.
+"""`certsync doctor`: what is broken in mail flow right now, predicted from a saved Exchange inventory;
+with `--policies`, what in each certificate's Key Vault issuance policy will fail Exchange or the
+renewal schedule (`shared.pipeline.policy`), read from a vault or a vault directory.
 
 Exit 0 with no finding of severity warning or worse, 1 with one, 2 on bad input. `--json` prints
-`certsync.doctor/1` (`exchange-inventory.md` §4).
+`certsync.doctor/1` (`exchange-inventory.md` §4); policy findings have `kind` "policy", `object`
+"<vault>/<certificate>", `server` null and their `code`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ import argparse
 from typing import Any
 
 from shared.cli.common import EXIT_FINDING, EXIT_OK, parse_at, print_json, visible
+from shared.errors import CertsyncError
 
 EPILOG = """examples:
   certsync doctor --inventory inventory.json
   certsync doctor --inventory inventory.json --json | jq '.findings[] | select(.severity == "error")'
   certsync doctor --inventory inventory.json --at 2027-01-31
+  certsync doctor --policies --vault-url https://contoso-kv.vault.azure.net --inventory inventory.json
+  certsync doctor --policies --vault-dir vault --json
 """
 
 
@@ -28,7 +34,21 @@ def register(commands: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    doctor.add_argument("--inventory", required=True, metavar="FILE", help="the Exchange inventory (JSON)")
+    doctor.add_argument(
+        "--inventory",
+        metavar="FILE",
+        help="the Exchange inventory (JSON); with --policies, the servers' Exchange builds for ECDSA keys",
+    )
+    doctor.add_argument(
+        "--policies",
+        action="store_true",
+        help="check each certificate's Key Vault issuance policy instead (with --vault-url or --vault-dir)",
+    )
+    doctor.add_argument("--vault-url", metavar="URL", help="--policies: the vault (AZURE_CLIENT_ID for its identity)")
+    doctor.add_argument("--vault-dir", metavar="DIR", help="--policies: a vault directory (DIR/<name>/policy.json)")
+    doctor.add_argument(
+        "--name", action="append", default=[], metavar="NAME", help="--policies: only this certificate (repeatable)"
+    )
     doctor.add_argument(
         "--at", metavar="ISO8601", help="date expiry warnings from this time (default: when it was collected)"
     )
@@ -40,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
     from shared.exchange.inventory import load_inventory
     from shared.exchange.mailflow import doctor_document, predict, worst_is_warning_or_worse
 
+    if args.policies:
+        return run_policies(args)
+    if args.inventory is None:
+        raise CertsyncError("give --inventory FILE (or --policies with --vault-url or --vault-dir)")
+    if args.vault_url or args.vault_dir or args.name:
+        raise CertsyncError("--vault-url, --vault-dir and --name go with --policies")
     inventory = load_inventory(args.inventory)
     findings = predict(inventory, parse_at(args.at) if args.at else None)
     if args.json:
@@ -49,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FINDING if worst_is_warning_or_worse(findings) else EXIT_OK
 
 
-def print_findings(findings: list[dict[str, Any]], servers: int) -> None:
+def print_findings(findings: list[dict[str, Any]], servers: int, *, what: str = "") -> None:
     """Each finding: severity, where, the error Exchange would log, and the fix."""
     for finding in findings:
         where = f"{finding['server']} " if finding["server"] else ""
@@ -58,5 +84,56 @@ def print_findings(findings: list[dict[str, Any]], servers: int) -> None:
             print(visible(f"{'':<8} TlsCertificateName {finding['tls_certificate_name']}"))
         print(visible(f"{'':<8} Error: {finding['error']}"))
         print(visible(f"{'':<8} Fix: {finding['fix']}"))
-    if not findings:
+    if not findings and what:
+        print(f"No findings in {what}.")
+    elif not findings:
         print(f"No findings: every connector finds a valid certificate on its {servers} server(s).")
+
+
+def run_policies(args: argparse.Namespace) -> int:
+    """`certsync doctor --policies`: each certificate's issuance policy, checked against the lifetime of its
+    current certificate and (with --inventory) the servers' Exchange builds."""
+    from shared.exchange.inventory import load_inventory
+    from shared.pipeline.policy import check_policy
+    from shared.wiring import local_source
+
+    source = local_source(vault_dir=args.vault_dir, vault_url=args.vault_url)
+    inventory = load_inventory(args.inventory) if args.inventory else None
+    names = args.name or source.names()
+    findings: list[dict[str, Any]] = []
+    unchecked = []
+    for name in names:
+        latest = source.latest(name)
+        if latest is None or latest.policy is None:
+            unchecked.append(name)
+            continue
+        leaf = latest.bundle.leaf
+        for finding in check_policy(
+            f"{latest.vault}/{latest.name}",
+            latest.policy,
+            lifetime=leaf.not_after - leaf.not_before,
+            inventory=inventory,
+        ):
+            findings.append(
+                {
+                    "server": None,
+                    "object": finding.certificate,
+                    "kind": "policy",
+                    "tls_certificate_name": None,
+                    "severity": finding.severity,
+                    "error": finding.message,
+                    "fix": finding.fix,
+                    "code": finding.code,
+                }
+            )
+    order = {"error": 0, "warning": 1, "info": 2}
+    findings.sort(key=lambda f: (order[f["severity"]], f["object"].lower(), f["code"]))
+    if args.json:
+        from shared.exchange.mailflow import DOCTOR_SCHEMA
+
+        print_json({"schema": DOCTOR_SCHEMA, "findings": findings, "unchecked": unchecked})
+    else:
+        print_findings(findings, 0, what=f"{len(names) - len(unchecked)} certificate polic(ies)")
+        if unchecked:
+            print(visible(f"No policy to check for: {', '.join(unchecked)}"))
+    return EXIT_FINDING if any(f["severity"] in ("error", "warning") for f in findings) else EXIT_OK

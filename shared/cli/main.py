@@ -25,6 +25,7 @@ from shared.errors import CertsyncError
 
 if TYPE_CHECKING:
     from shared.pipeline.process import Outcome
+    from shared.validation.lifetime import ExpiryThresholds
 
 AUDIT_DEFAULT = "certsync-audit.sqlite"
 
@@ -128,7 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _crl_cap_option(check)
     check.add_argument(
-        "--expiry-days", type=int, default=30, metavar="N", help="warn when fewer than N days are left (default 30)"
+        "--expiry-days",
+        type=int,
+        default=30,
+        metavar="N",
+        help="warn at most N days before expiry (default 30); shorter lifetimes warn at 15%% of their lifetime",
     )
     _json_option(check)
     check.set_defaults(run=_cmd_check)
@@ -165,7 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _crl_cap_option(process)
     process.add_argument(
-        "--expiry-days", type=int, default=30, metavar="N", help="warn when fewer than N days are left (default 30)"
+        "--expiry-days",
+        type=int,
+        default=30,
+        metavar="N",
+        help="warn at most N days before expiry (default 30); shorter lifetimes warn at 15%% of their lifetime",
     )
     _json_option(process)
     process.set_defaults(run=_cmd_process)
@@ -366,7 +375,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         revocation=args.revocation,
         crls=crls,
         fetcher=fetcher,
-        expiry_warning_days=args.expiry_days,
+        expiry=_expiry(args.expiry_days),
     )
     if args.json:
         _print_json(result.to_dict())
@@ -387,6 +396,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if not result.findings:
             print("No findings.")
     return EXIT_OK if result.status == VALID else EXIT_FINDING
+
+
+def _expiry(days: int) -> ExpiryThresholds:
+    """--expiry-days N: the longest warning window; the rest are the lifetime-fraction defaults."""
+    from shared.validation.lifetime import ExpiryThresholds
+
+    if days <= 0:
+        raise CertsyncError(f"--expiry-days {days}: give a whole number of days above 0")
+    return ExpiryThresholds(warning_cap_days=days, critical_cap_days=min(7, days))
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
@@ -411,7 +429,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
         allow_hosts=tuple(args.allow_host),
         crl_max_mb=args.crl_max_mb,
         at=_parse_time(args.at) if args.at else None,
-        expiry_warning_days=args.expiry_days,
+        expiry=_expiry(args.expiry_days),
     )
     pipeline = local_pipeline(
         vault_dir=args.vault_dir,

@@ -23,10 +23,11 @@ from shared.exchange.inventory import (
 )
 from shared.exchange.match import read_value
 from shared.validation.assessment import host_matches
+from shared.validation.lifetime import OK, ExpiryThresholds
 
 DOCTOR_SCHEMA = "certsync.doctor/1"
 SEVERITIES = ("error", "warning", "info")
-EXPIRY_WARNING_DAYS = 30
+EXPIRY = ExpiryThresholds()  # by the certificate's own lifetime (the defaults of CERTSYNC_EXPIRY_*)
 
 SEND_NOT_FOUND = "454 4.7.5 The certificate specified in TlsCertificateName of the SendConnector could not be found."
 RECEIVE_NOT_FOUND = "TLS negotiation failed with error NoCredentials"
@@ -255,7 +256,8 @@ def _expiring(inventory: Inventory, at: dt.datetime | None) -> list[MailFlowFind
     for cert in inventory.certificates:
         if cert.usable and cert.not_after and any(n.matches(cert.name) for n in names):
             left = (cert.not_after - at).days
-            if left < EXPIRY_WARNING_DAYS:
+            started = cert.not_before or cert.not_after - dt.timedelta(days=365)  # not read: a year's window
+            if EXPIRY.state(started, cert.not_after, at) != OK:
                 found.append(
                     _finding(
                         cert.server,

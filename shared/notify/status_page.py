@@ -215,6 +215,9 @@ class CertificateStatus:
     truncated: bool = False  # shortened to fit a Table property: some servers or findings left out
     deployed_on: tuple[str, ...] = ()  # servers whose inventory lists the thumbprint
     proof: tuple[ProofRow, ...] = ()  # the last job's proof steps, per server
+    forecast_ca: str = ""  # the CA the next renewal comes from, when certsync's table knows it
+    forecast: tuple[str, ...] = ()  # the `<I>` strings the next renewal may bring
+    forecast_note: str = ""
     snapshot: Mapping = field(default_factory=dict, repr=False, compare=False)  # as read, for JSON
 
     @classmethod
@@ -282,6 +285,9 @@ class CertificateStatus:
                 )
                 for p in _dicts(snapshot.get("proof"))
             ),
+            forecast_ca=_text(_forecast_of(snapshot).get("ca")),
+            forecast=tuple(_text(s) for s in _list(_forecast_of(snapshot).get("issuer_strings")) if _text(s)),
+            forecast_note=_text(_forecast_of(snapshot).get("note")),
             snapshot=snapshot,
         )
 
@@ -918,7 +924,7 @@ def _selected(view: PageView, now: dt.datetime) -> str:
         f'<div class="tls-row"><span class="tls-label">TlsCertificateName</span>'
         f'<code class="tls">{_e(cert.tls_certificate_name or "unknown")}</code></div>'
         f"{_identity(cert)}{_certificate_timeline(cert, now)}"
-        f'<div class="cert-body">{_servers(cert, now)}{_proof(cert)}{_findings(cert)}</div></section>'
+        f'<div class="cert-body">{_servers(cert, now)}{_proof(cert)}{_findings(cert)}{_forecast(cert)}</div></section>'
     )
 
 
@@ -1061,6 +1067,28 @@ def _servers(cert: CertificateStatus, now: dt.datetime) -> str:
         '<div class="servers"><h4>Last remediation</h4><table><thead><tr><th scope="col">Server</th>'
         '<th scope="col">Outcome</th><th scope="col">When</th><th scope="col">Job</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _forecast_of(snapshot: Mapping[str, object]) -> Mapping[str, object]:
+    forecast = snapshot.get("forecast")
+    return forecast if isinstance(forecast, Mapping) else {}
+
+
+def _forecast(cert: CertificateStatus) -> str:
+    """The issuers (so the `<I>` strings) the next renewal may bring, from certsync's table of CA hierarchies."""
+    if not cert.forecast_ca:
+        text = "The issuer is not in certsync's table of CA hierarchies: no forecast."
+        return f'<div class="forecast"><h4>Next renewal</h4><p class="muted">{_e(text)}</p></div>'
+    items = "".join(f'<li><code class="tls">{_e(s)}</code></li>' for s in cert.forecast)
+    note = f'<p class="muted">{_e(cert.forecast_note)}</p>' if cert.forecast_note else ""
+    return (
+        f'<div class="forecast"><h4>Next renewal</h4><p>{_e(cert.forecast_ca)} may issue it from one of these '
+        f"(the TlsCertificateName's &lt;I&gt; part):</p><ul>{items}</ul>{note}</div>"
     )
 
 

@@ -47,6 +47,7 @@ from shared.pipeline.sources import StoredVersion
 from shared.pipeline.targets import Targets
 from shared.times import format_time
 from shared.validation.assessment import VALID, Assessment
+from shared.validation.hierarchies import prestage_certificates
 from shared.x509.certificate import Certificate, CertificateBundle
 from shared.x509.tls_certificate_name import TlsCertificateName, is_exchange_host_name
 from shared.x509.x500 import COMMON_NAME, fold_case
@@ -75,6 +76,7 @@ class _IntermediateDocumentBase(TypedDict):
 
 class IntermediateDocument(_IntermediateDocumentBase, total=False):
     der_base64: str  # left out in the audit trail's copy of the plan
+    prestage: bool  # for the next renewal (the hierarchy forecast), not this certificate's chain
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,14 @@ class PlanIntermediate:
     thumbprint: str
     subject: str
     der_base64: str
+    prestage: bool = False  # CERTSYNC_PRESTAGE_INTERMEDIATES: one the next renewal may need
 
     def to_dict(self, *, der: bool = True) -> IntermediateDocument:
         document: IntermediateDocument = {"thumbprint": self.thumbprint, "subject": self.subject}
         if der:
             document["der_base64"] = self.der_base64
+        if self.prestage:
+            document["prestage"] = True
         return document
 
 
@@ -197,9 +202,12 @@ def new_certificate(
     version: StoredVersion | None = None,
     *,
     key_exportable: bool | None = None,
+    prestage: bool = False,
 ) -> NewCertificate:
     """The planner's facts about `bundle`'s certificate, assessed as `certsync check` does; `version` is
-    the Key Vault version it came from (its identifiers go into the plan for the runbook)."""
+    the Key Vault version it came from (its identifiers go into the plan for the runbook). With `prestage`
+    (CERTSYNC_PRESTAGE_INTERMEDIATES) the intermediates its CA's next certificate may need (the hierarchy
+    forecast, where certsync ships them) are installed too, so that renewal finds them in place."""
     leaf = bundle.leaf
     if version is not None and version.thumbprint != leaf.thumbprint:
         raise CertsyncError(
@@ -210,14 +218,22 @@ def new_certificate(
         key_exportable = False
     if key_exportable is None and version is not None:
         key_exportable = version.key_exportable  # Key Vault's secret leaves the key out when it is not exportable
+    chain = [
+        PlanIntermediate(c.thumbprint, str(c.subject), base64.b64encode(c.der).decode())
+        for c in assessment.intermediates_to_install
+    ]
+    if prestage:
+        present = {i.thumbprint for i in chain}
+        chain += [
+            PlanIntermediate(c.thumbprint, str(c.subject), base64.b64encode(c.der).decode(), prestage=True)
+            for c in prestage_certificates(leaf, assessment.at.date())
+            if c.thumbprint not in present
+        ]
     return NewCertificate(
         thumbprint=leaf.thumbprint,
         tls_name=TlsCertificateName.from_certificate(leaf),
         dns_names=tuple(leaf.dns_names),
-        intermediates=tuple(
-            PlanIntermediate(c.thumbprint, str(c.subject), base64.b64encode(c.der).decode())
-            for c in assessment.intermediates_to_install
-        ),
+        intermediates=tuple(chain),
         status=assessment.status,
         error_codes=tuple(f.code for f in assessment.findings if f.severity == "error"),
         key_exportable=key_exportable,
@@ -278,6 +294,7 @@ def plan_from_inventory(
     version: StoredVersion | None = None,
     exo_tenant: str | None = None,
     restart_transport: bool = False,
+    prestage: bool = False,
 ) -> InventoryPlan:
     """Plan the change to `bundle`'s certificate (assessed as `certsync check` does) on `inventory`:
     `plan_certificate(new_certificate(...), ...)` for callers holding a bundle.
@@ -288,7 +305,7 @@ def plan_from_inventory(
     `key_exportable=False` says the Key Vault policy keeps the key in the vault (the import needs it);
     `version` is the Key Vault version the bundle came from."""
     return plan_certificate(
-        new_certificate(bundle, assessment, version, key_exportable=key_exportable),
+        new_certificate(bundle, assessment, version, key_exportable=key_exportable, prestage=prestage),
         inventory,
         targets=targets,
         old_thumbprints=old_thumbprints,

@@ -62,6 +62,7 @@ from shared.pipeline.blocks import (
     status_block,
 )
 from shared.pipeline.events import (
+    NEAR_EXPIRY,
     NEW_VERSION,
     EventError,
     KeyVaultEvent,
@@ -92,6 +93,9 @@ from shared.pipeline.windows import Window, next_open
 from shared.times import Clock, format_time, utc_now
 from shared.validation.assessment import Assessment, TrustStore, assess
 from shared.validation.fetch import CRL_MAX_MB, Fetcher, FetchLimits
+from shared.validation.hierarchies import explain_issuer_change
+from shared.validation.lifetime import OK as LIFETIME_OK
+from shared.validation.lifetime import ExpiryThresholds
 from shared.validation.revocation import FetchCache
 from shared.x509.tls_certificate_name import TlsCertificateName, diff_certificates
 from shared.x509.x500 import X500Name
@@ -136,7 +140,10 @@ class _RenewalDetailsBase(TypedDict):
 
 
 class RenewalDetails(_RenewalDetailsBase, total=False):
-    """`Notice.details` of the kinds renewal, queued (with `job_id`) and blocked (with `reason`)."""
+    """`Notice.details` of the kinds renewal, queued (with `job_id`) and blocked (with `reason`); with
+    `issuer_change` when the issuer changed: what the table of CA hierarchies makes of it."""
+
+    issuer_change: dict[str, Any]
 
     assessment_status: str
     worker_group: str
@@ -153,10 +160,13 @@ class ExpiryDetails(TypedDict):
 
 
 class ExpiryNoticeDetails(ExpiryDetails):
-    """`Notice.details` of an expiry-warning from a NearExpiry or Expired event."""
+    """`Notice.details` of an expiry-warning from a NearExpiry or Expired event: `expiry_state` by the
+    certificate's lifetime, `renewal_due` when a NearExpiry is routine for it (an info notice)."""
 
     expired: bool
     thumbprint: str
+    expiry_state: str
+    renewal_due: bool
 
 
 # `Notice.details` as the pipeline writes them (a failed notice's: `SourceFailureDetails`). Other senders
@@ -186,10 +196,15 @@ class Notice:
         if self.kind == "job-result":
             status = str(details.get("status") or "").lower()
             return "good" if status == "succeeded" else "info" if status == "what-if" else "critical"
+        change = details.get("issuer_change")
+        if self.kind in ("renewal", "queued") and isinstance(change, Mapping) and change.get("expected") is False:
+            return "warning"  # an issuer change the table of CA hierarchies does not explain
         if self.kind == "expiry-warning":
             days = details.get("days_left")
             soon = isinstance(days, int | float) and days <= 7
-            return "critical" if soon or details.get("expiry_state") in ("7", "expired") else "warning"
+            if details.get("renewal_due"):  # a NearExpiry that the certificate's lifetime says is routine
+                return "info"
+            return "critical" if soon or details.get("expiry_state") in ("critical", "expired") else "warning"
         return _KIND_SEVERITY.get(self.kind, "warning")
 
 
@@ -225,7 +240,10 @@ class PipelineSettings:
     revocation: str = "hard"
     allow_hosts: tuple[str, ...] = ()
     crl_max_mb: int = CRL_MAX_MB  # CERTSYNC_CRL_MAX_MB
-    expiry_warning_days: int = 30
+    expiry: ExpiryThresholds = field(
+        default_factory=ExpiryThresholds
+    )  # CERTSYNC_EXPIRY_*: warning and critical by lifetime
+    prestage_intermediates: bool = False  # CERTSYNC_PRESTAGE_INTERMEDIATES: the forecast's, in every plan
     at: dt.datetime | None = None  # assess at this time instead of now (demo, tests)
     inventory_max_age: dt.timedelta = DEFAULT_MAX_AGE  # CERTSYNC_INVENTORY_MAX_AGE_HOURS
     require_accepted_domain: bool = False  # CERTSYNC_REQUIRE_ACCEPTED_DOMAIN
@@ -270,8 +288,10 @@ class Outcome:
         diff = None
         if self.new is not None and self.previous is not None:
             d = diff_certificates(self.previous.bundle.leaf, self.new.bundle.leaf)
+            explained = explain_issuer_change(d.old.issuer, d.new.issuer)
             diff = {
                 "change": d.change,
+                "issuer_change": explained.to_dict() if explained is not None else None,
                 "old": str(d.old),
                 "new": str(d.new),
                 "dns_names_added": list(d.dns_names_added),
@@ -542,6 +562,7 @@ class _Run:
             version=new,  # the Key Vault identity the runbook fetches the PFX by
             exo_tenant=self.pipeline.settings.exo_tenant or None,
             restart_transport=self.pipeline.settings.restart_transport,
+            prestage=self.pipeline.settings.prestage_intermediates,
         )
         outcome.plan = plan
         document = plan_document(plan, outcome.assessment, targets, record, digest)
@@ -684,7 +705,7 @@ class _Run:
             revocation=settings.revocation,
             fetcher=settings.fetcher(),
             cache=self.pipeline.cache,
-            expiry_warning_days=settings.expiry_warning_days,
+            expiry=settings.expiry,
         )
         self._audit(
             "assessment",
@@ -694,16 +715,30 @@ class _Run:
         return assessment
 
     def _expiry(self, outcome: Outcome, new: StoredVersion) -> Outcome:
+        """NearExpiry or Expired. Key Vault's NearExpiry fires 30 days before expiry whatever the lifetime, so
+        it is read against the certificate's own lifetime (`PipelineSettings.expiry`): for a short-lived
+        certificate that is not yet in its warning window it is "renewal due per policy", an info notice."""
         leaf = new.bundle.leaf
         now = self.pipeline.settings.at or dt.datetime.now(dt.timezone.utc)
         days = (leaf.not_after - now).total_seconds() / 86400
+        expiry = self.pipeline.settings.expiry
+        state = expiry.state(leaf.not_before, leaf.not_after, now)
+        renewal_due = self.event.event_type == NEAR_EXPIRY and state == LIFETIME_OK
         when = f"expired {-days:.0f} day(s) ago" if days < 0 else f"expires in {days:.0f} day(s)"
-        summary = f"{new.name} version {new.version} {when}; renew it in Key Vault"
+        if renewal_due:
+            meaning = expiry.near_expiry_meaning(leaf.not_before, leaf.not_after, now)
+            summary = (
+                f"{new.name} version {new.version} {when}: {meaning}; Key Vault renews it by its policy "
+                "(renew it in Key Vault if it does not)"
+            )
+        else:
+            summary = f"{new.name} version {new.version} {when}; renew it in Key Vault"
         facts = ExpiryDetails(not_after=leaf.not_after.isoformat(), days_left=round(days, 1))
         self._audit("expiry-warning", summary, facts)
-        self._notify(
-            "expiry-warning", summary, ExpiryNoticeDetails(**facts, expired=days < 0, thumbprint=new.thumbprint)
+        details = ExpiryNoticeDetails(
+            **facts, expired=days < 0, thumbprint=new.thumbprint, expiry_state=state, renewal_due=renewal_due
         )
+        self._notify("expiry-warning", summary, details)
         outcome.outcome, outcome.reason = "expiry-warning", summary
         return outcome
 
@@ -940,14 +975,24 @@ def _renewal(outcome: Outcome, new: StoredVersion) -> tuple[str, RenewalDetails]
         details["worker_group"] = outcome.targets.worker_group
         details["servers"] = list(outcome.plan.servers)
     moves = []  # (which name, old common name, new common name)
+    explained = None
     if diff is not None and change != "same_certificate":
         if diff.issuer_changed:
             moves.append(("issuer", _common_name(diff.old.issuer), _common_name(diff.new.issuer)))
+            explained = explain_issuer_change(diff.old.issuer, diff.new.issuer)
+            if explained is not None:
+                details["issuer_change"] = explained.to_dict()
         if diff.subject_changed:
             moves.append(("subject", _common_name(diff.old.subject), _common_name(diff.new.subject)))
     # "issuer changed (R10 -> R11)"; the part is named only when both changed
     said = "; ".join(f"{which} {a} -> {b}" if len(moves) > 1 else f"{a} -> {b}" for which, a, b in moves)
     headline = "Renewal seen: " + change.replace("_", " ") + (f" ({said})" if said else "")
+    if explained is not None:
+        headline += (
+            f": {explained.explanation}"
+            if explained.expected
+            else ", which certsync's table of CA hierarchies does not explain: check it"
+        )
     return headline, details
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from shared.errors import CertsyncError
+from shared.pipeline.policy import IssuancePolicy
 from shared.x509.certificate import CertificateBundle
 
 # Key Vault object names: 1-127 characters, letters, digits and dashes.
@@ -56,6 +57,7 @@ class StoredVersion:
     # leaves it out, and the import on the servers needs it).
     content_type: str | None = None
     key_exportable: bool | None = None
+    policy: IssuancePolicy | None = None  # the certificate's issuance policy, when the store gave it
 
     @property
     def thumbprint(self) -> str:

@@ -8,7 +8,8 @@ targets, and looks at its latest enabled version for:
 - `unprocessed`: no audit entry shows the pipeline settled this version (`SETTLED_KINDS`: a plan, a
   block, a queued or duplicate job, a runbook job). It is run through the pipeline as a synthesized
   CertificateNewVersionCreated event `reconcile-<version>`; the job claim keeps that idempotent.
-- `expiry`: within one of the thresholds (30, 14, 7 days) of notAfter, or expired.
+- `expiry`: in its warning or critical window (fractions of the certificate's own lifetime, with day
+  floors and caps: `shared.validation.lifetime`, `PipelineSettings.expiry`), or expired.
 - `drift`: the last runbook inventory (the newest `job-result` entry whose certsync.result/1 carries an
   `inventory`) against Key Vault: a connector whose TlsCertificateName does not select the version's
   certificate, a target server without the version's thumbprint, or with it in a status other than
@@ -23,7 +24,7 @@ those with their own entry in the targets file. The file's `"*"` entry only supp
 servers, other apps) are not reconciled, and their secrets are not even read.
 
 Notified once per change of state. The `StateStore` remembers each tracked finding's last state per
-certificate (`<vault>/<name>`): `unprocessed` (the version id), `expiry` ("ok", "30", "14", "7",
+certificate (`<vault>/<name>`): `unprocessed` (the version id), `expiry` ("ok", "warning", "critical",
 "expired"), `drift` ("ok" or "drift:<hash of what drifted>"), `failed` ("ok" or the failure's kind). A
 state that differs from the remembered one is notified (Notice kinds `unprocessed`, `expiry-warning`,
 `drift`, `failed`), audited as `reconcile-finding`, and remembered; a problem that clears (a renewal,
@@ -62,6 +63,7 @@ from shared.notify.notices import DEFAULT_DIGEST_LIMIT, DigestNotifier
 from shared.pipeline.audit import SETTLED_KINDS, AuditEntry, AuditLog, batched, partition
 from shared.pipeline.events import KeyVaultEvent
 from shared.pipeline.jobs import job_id
+from shared.pipeline.policy import check_policy
 from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings, version_event
 from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
 from shared.pipeline.targets import TAG_PREFIX, Targets, TargetsError, TargetsFile, resolve_targets
@@ -70,16 +72,18 @@ from shared.reconciliation.snapshot import (
     SNAPSHOT_SCHEMA,
     ServerOutcome,
     SnapshotFinding,
+    SnapshotForecast,
     StatusSnapshot,
 )
 from shared.times import format_time, parse_time
 from shared.validation.assessment import VALID, Assessment, assess
+from shared.validation.hierarchies import forecast_for
+from shared.validation.lifetime import CRITICAL, EXPIRED, ExpiryThresholds
 from shared.validation.revocation import FetchCache
 from shared.x509.tls_certificate_name import TlsCertificateName
 
 log = logging.getLogger("certsync")
 
-THRESHOLDS = (30, 14, 7)
 OK = "ok"
 # How long the latest version's own job counts as under way before its absence of a result is drift.
 PENDING_GRACE = dt.timedelta(days=1)
@@ -306,7 +310,6 @@ class Reconciler:
     pipeline: Pipeline | None = None  # None: unprocessed versions are reported, not processed
     targets_file: TargetsFile | None = None
     settings: PipelineSettings = field(default_factory=PipelineSettings)  # trust, revocation, allow_hosts
-    thresholds: tuple[int, ...] = THRESHOLDS  # days before notAfter; any order
     cache: FetchCache | None = None  # None: the pipeline's (CRLs and OCSP answers are shared)
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)  # certificates checked, e.g. on a terminal
     discovery: DiscoveryStarter | None = None  # refreshes the inventory of each worker group the targets name
@@ -319,9 +322,6 @@ class Reconciler:
     digest_limit: int = DEFAULT_DIGEST_LIMIT
 
     def __post_init__(self) -> None:
-        if not self.thresholds or any(not isinstance(t, int) or t <= 0 for t in self.thresholds):
-            raise CertsyncError(f"expiry thresholds {self.thresholds!r}: give whole numbers of days above 0")
-        self.thresholds = tuple(sorted(set(self.thresholds)))  # ascending: the first that applies is the state
         if self.cache is None:
             self.cache = self.pipeline.cache if self.pipeline is not None else FetchCache()
 
@@ -649,7 +649,7 @@ class _Run:
             return None
         if self._trust_token is None:
             roots = sorted(root.thumbprint for root in settings.trust.roots) if settings.trust is not None else []
-            self._trust_token = json.dumps([roots, list(settings.allow_hosts), self.reconciler.thresholds[-1]])
+            self._trust_token = json.dumps([roots, list(settings.allow_hosts), repr(settings.expiry)])
         facts = [latest.version.lower(), latest.thumbprint, self._trust_token, sorted(targets.hosts)]
         return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:24]
 
@@ -677,7 +677,7 @@ class _Run:
             return
         leaf = assessment.path[0].certificate
         until = min(
-            leaf.not_after - dt.timedelta(days=self.reconciler.thresholds[-1]),
+            self.reconciler.settings.expiry.warning_starts(leaf.not_before, leaf.not_after),
             *(entry.certificate.not_after for entry in assessment.path),
         )
         state = f"{token} {format_time(until, timespec='seconds')}"
@@ -696,7 +696,7 @@ class _Run:
             revocation=settings.revocation,
             fetcher=settings.fetcher(),
             cache=self.reconciler.cache,
-            expiry_warning_days=self.reconciler.thresholds[-1],
+            expiry=settings.expiry,
         )
 
     def _unprocessed(
@@ -752,7 +752,7 @@ class _Run:
             and theirs.trust is ours.trust
             and theirs.revocation == ours.revocation
             and theirs.allow_hosts == ours.allow_hosts
-            and theirs.expiry_warning_days == self.reconciler.thresholds[-1]
+            and theirs.expiry == ours.expiry
             and theirs.at == self.now
         )
 
@@ -760,7 +760,7 @@ class _Run:
         latest = checked.latest
         not_after = latest.bundle.leaf.not_after
         days = (not_after - self.now).total_seconds() / 86400
-        state = expiry_state(days, self.reconciler.thresholds)
+        state = expiry_state(latest.bundle.leaf.not_before, not_after, self.now, self.reconciler.settings.expiry)
         if state == OK:
             summary = (
                 f"{latest.name} version {latest.version} is valid until {format_time(not_after, timespec='seconds')}"
@@ -772,7 +772,7 @@ class _Run:
             f"{latest.name} version {latest.version} {when} ({format_time(not_after, timespec='seconds')}); "
             "renew it in Key Vault"
         )
-        critical = state == "expired" or state == str(self.reconciler.thresholds[0])
+        critical = state in (EXPIRED, CRITICAL)
         details = FindingDetails(
             not_after=format_time(not_after, timespec="seconds"), days_left=round(days, 1), expiry_state=state
         )
@@ -937,7 +937,16 @@ class _Run:
             SnapshotFinding(code=f.code, severity=f.severity, summary=f.summary)
             for f in sorted(checked.findings, key=lambda f: -FINDING_SEVERITIES.index(f.severity))
         ]
+        policy = self._policy_findings(latest)
+        findings += policy
+        forecast = forecast_for(leaf, self.now.date())
         return {
+            "forecast": SnapshotForecast(
+                ca=forecast.ca,
+                as_of=forecast.as_of.isoformat() if forecast.as_of else None,
+                issuer_strings=list(forecast.issuer_strings),
+                note=forecast.note,
+            ),
             "schema": SNAPSHOT_SCHEMA,
             "certificate": latest.name,
             "vault": checked.vault,
@@ -947,14 +956,38 @@ class _Run:
             "status": checked.assessment.status,
             "not_after": format_time(leaf.not_after, timespec="seconds"),
             "days_left": round(days, 1),
-            "expiry_state": expiry_state(days, self.reconciler.thresholds),
+            "expiry_state": expiry_state(leaf.not_before, leaf.not_after, self.now, self.reconciler.settings.expiry),
             "drift": checked.drift,
             "servers": server_outcomes(checked.entries, checked.targets.servers),
             "proof": last_proof(checked.entries),
             "findings": findings,
-            "attention": attention(checked.findings),
+            "attention": max(
+                [attention(checked.findings)] + ["warning" for f in policy if f["severity"] == "warning"],
+                key=lambda a: (a != OK, FINDING_SEVERITIES.index(a) if a in FINDING_SEVERITIES else 0),
+            ),
             "checked_at": format_time(self.now, timespec="seconds"),
         }
+
+    def _policy_findings(self, latest: StoredVersion) -> list[SnapshotFinding]:
+        """The issuance policy's problems (`certsync doctor --policies`), shown before the renewal they
+        would break; not notified. A policy error is a warning here, a policy warning information."""
+        if latest.policy is None:
+            return []
+        leaf = latest.bundle.leaf
+        found = check_policy(
+            f"{latest.vault}/{latest.name}",
+            latest.policy,
+            lifetime=leaf.not_after - leaf.not_before,
+            expiry=self.reconciler.settings.expiry,
+        )
+        return [
+            SnapshotFinding(
+                code=f.code,
+                severity="warning" if f.severity == "error" else "info",
+                summary=f"Key Vault policy: {f.message}; fix: {f.fix}",
+            )
+            for f in found
+        ]
 
     def _failure_snapshot(self, vault: str, name: str, exc: BaseException, *, create: bool) -> None:
         """The last good snapshot with the failure on top (the page shows what is known, and that the
@@ -1049,11 +1082,11 @@ def _tagged(tags: Mapping[str, str] | Exception | None) -> bool:
     return any(str(tag).strip().lower().startswith(TAG_PREFIX) for tag in tags)
 
 
-def expiry_state(days_left: float, thresholds: Iterable[int] = THRESHOLDS) -> str:
-    """ "expired", the smallest threshold (in days) not yet passed as text, or "ok"."""
-    if days_left <= 0:
-        return "expired"
-    return next((str(t) for t in sorted(thresholds) if days_left <= t), OK)
+def expiry_state(
+    not_before: dt.datetime, not_after: dt.datetime, now: dt.datetime, thresholds: ExpiryThresholds | None = None
+) -> str:
+    """ "ok", "warning", "critical" or "expired": where `now` is in the certificate's own lifetime."""
+    return (thresholds or ExpiryThresholds()).state(not_before, not_after, now)
 
 
 def attention(findings: Iterable[ReconcileFinding]) -> str:

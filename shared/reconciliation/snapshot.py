@@ -47,7 +47,7 @@ class _StatusSnapshotBase(TypedDict):
     status: str | None  # the assessment's status
     not_after: str | None
     days_left: float | None  # at checked_at
-    expiry_state: str  # "ok", a threshold in days ("30", "14", "7"), "expired" or "unknown"
+    expiry_state: str  # "ok", "warning", "critical" (fractions of its lifetime), "expired" or "unknown"
     drift: str  # ok | drift | pending | unknown
     servers: list[ServerOutcome]
     findings: list[SnapshotFinding]  # worst first
@@ -55,8 +55,19 @@ class _StatusSnapshotBase(TypedDict):
     checked_at: str
 
 
+class SnapshotForecast(TypedDict):
+    """The issuers the next renewal may bring (`shared.validation.hierarchies.forecast`)."""
+
+    ca: str | None  # None: the issuer is not in certsync's table
+    as_of: str | None  # the table's date for that CA
+    issuer_strings: list[str]  # the `<I>` parts of the TlsCertificateName they would give
+    note: str
+
+
 class StatusSnapshot(_StatusSnapshotBase, total=False):
     """`certsync.status/1`: one certificate's state for the status page."""
+
+    forecast: SnapshotForecast
 
     truncated: bool  # set (True) when a store shortened it to fit (`fit_snapshot`)
     proof: list[dict[str, Any]]  # the last job's proof steps per server (server, check, target, outcome, ...)

@@ -36,7 +36,9 @@ from shared.errors import CertsyncError
 from shared.times import format_time, utc_now
 from shared.validation.crl import Crl
 from shared.validation.fetch import Fetcher
+from shared.validation.hierarchies import identify
 from shared.validation.leniency import lenient_chain
+from shared.validation.lifetime import OK, ExpiryThresholds
 from shared.validation.revocation import FetchCache, check_revocation
 from shared.x509 import der
 from shared.x509.certificate import Certificate, CertificateBundle
@@ -57,6 +59,12 @@ from shared.x509.tls_certificate_name import TlsCertificateName
 from shared.x509.x500 import X500Name
 
 VALID, INVALID, UNTRUSTED = "Valid", "Invalid", "Untrusted"
+# Dated facts (issue 18): what public CAs do with clientAuth, and what is not known.
+CLIENT_AUTH_EVIDENCE = (
+    "Let's Encrypt stopped including clientAuth on 11 February 2026, DigiCert keeps it until 1 March 2027, "
+    "and Chrome's root program requires serverAuth-only certificates from 15 March 2027. Whether Exchange "
+    "Online needs clientAuth on the on-premises certificate is not confirmed by Microsoft."
+)
 DATE_INVALID, REVOKED, REVOCATION_CHECK_FAILURE = "DateInvalid", "Revoked", "RevocationCheckFailure"
 _PRECEDENCE = (REVOKED, DATE_INVALID, UNTRUSTED, INVALID, REVOCATION_CHECK_FAILURE)
 POLICIES = ("hard", "soft", "off")
@@ -215,13 +223,14 @@ def assess(
     fetcher: Fetcher | None = None,
     offline: bool = False,
     cache: FetchCache | None = None,
-    expiry_warning_days: int = 30,
+    expiry: ExpiryThresholds | None = None,
 ) -> Assessment:
     """Assess `bundle` (the leaf and what came with it) for use by Exchange.
 
     `at` defaults to now; `trust` to Mozilla's roots; `fetcher` to a default guarded one. With `offline`,
     nothing is fetched (AIA and revocation use only what is given). `cache` carries CRLs and OCSP answers
-    between assessments."""
+    between assessments. `expiry` sets when a certificate `expires-soon`: a fraction of its own lifetime
+    (`shared.validation.lifetime`; the defaults when None)."""
     if revocation not in POLICIES:
         raise CertsyncError(f"revocation policy {revocation!r}: use one of {', '.join(POLICIES)}")
     run = _Run(
@@ -233,7 +242,7 @@ def assess(
         crls=tuple(crls),
         fetcher=None if offline else (fetcher or Fetcher()),
         cache=cache if cache is not None else FetchCache(),
-        expiry_days=expiry_warning_days,
+        expiry=expiry or ExpiryThresholds(),
     )
     return run.assess()
 
@@ -248,7 +257,7 @@ class _Run:
     crls: tuple[Crl, ...]
     fetcher: Fetcher | None
     cache: FetchCache
-    expiry_days: int
+    expiry: ExpiryThresholds
     findings: list[Finding] = field(default_factory=list)
     _verifier_reason: str = ""
 
@@ -510,13 +519,17 @@ class _Run:
             )
         else:
             left = leaf.not_after - self.at
-            if left < dt.timedelta(days=self.expiry_days):
+            state = self.expiry.state(leaf.not_before, leaf.not_after, self.at)
+            if state != OK:
+                lifetime = (leaf.not_after - leaf.not_before).total_seconds() / 86400
+                warning_days = self.expiry.days(leaf.not_after - leaf.not_before)[0]
                 self._add(
                     "expires-soon",
                     "warning",
                     leaf,
                     f"The certificate expires on {format_time(leaf.not_after, timespec='seconds')}, "
-                    f"in {left.days} days.",
+                    f"in {left.days} days: less than the {warning_days:.1f} days its {lifetime:.0f}-day "
+                    "lifetime allows before a warning.",
                     "Renew it now; Key Vault can renew it automatically at a lifetime percentage.",
                 )
         for entry in path[1:]:
@@ -539,7 +552,20 @@ class _Run:
         self._lint_key(leaf)
         self._lint_hosts(leaf, path)
         problems = _tls_name(leaf)[1]
-        if problems:
+        if _tls_name(leaf)[2] is None:
+            empty = not _subject_rdns(leaf)
+            self._add(
+                "subject-without-cn",
+                "error",
+                leaf,
+                "The certificate's subject is empty, so Exchange's TlsCertificateName (<S>) cannot name it."
+                if empty
+                else "The certificate's subject has no CN, so Exchange's TlsCertificateName (<S>) cannot name it.",
+                "Request a profile that includes a CN (Let's Encrypt 'classic', not 'shortlived' or 'tlsserver'), "
+                "or set the subject (CN=<mail host name>) in the Key Vault certificate policy, then renew.",
+                INVALID,
+            )
+        elif problems:
             self._add(
                 "cn-not-dns-name",
                 "error",
@@ -565,12 +591,20 @@ class _Run:
         if ExtendedKeyUsageOID.CLIENT_AUTH not in ekus:
             self._add(
                 "eku-no-client-auth",
-                "warning",
+                "info",
                 leaf,
-                "The extended key usage lacks Client Authentication; Exchange presents this certificate as a "
-                "TLS client when it sends to Exchange Online, and the connection may fall back or fail.",
-                "Prefer a certificate with clientAuth, or confirm that the partner (Exchange Online) accepts "
-                "a serverAuth-only certificate for the outbound connector.",
+                "The extended key usage has Server Authentication only. Exchange presents this certificate as a "
+                f"TLS client when it sends to Exchange Online; {CLIENT_AUTH_EVIDENCE}",
+                "Nothing to do now; if mail to Exchange Online fails TLS after this renewal, report it with the "
+                "connector's protocol log.",
+            )
+        elif _public_issuer(leaf):  # a public CA's: the next renewal may drop it
+            self._add(
+                "client-auth-ending",
+                "info",
+                leaf,
+                f"The certificate has Client Authentication, which public CAs are removing: {CLIENT_AUTH_EVIDENCE}",
+                "Nothing to do now; expect a renewal without clientAuth.",
             )
         key_usage = _key_usage(leaf)
         if key_usage is not None and not key_usage.digital_signature and not key_usage.key_encipherment:
@@ -872,6 +906,21 @@ def _tls_name(cert: Certificate) -> tuple[str, tuple[str, ...], str | None]:
     """The TlsCertificateName, what Exchange would object to in it, and the first CN as Exchange reads it."""
     name = TlsCertificateName.from_certificate(cert)
     return str(name), tuple(name.problems()), name.first_cn_as_exchange_reads_it()
+
+
+def _public_issuer(cert: Certificate) -> bool:
+    """Whether the certificate's issuer is in the table of public CA hierarchies."""
+    try:
+        return identify(cert.issuer) is not None
+    except CertsyncError:
+        return False
+
+
+def _subject_rdns(cert: Certificate) -> int:
+    try:
+        return len(cert.subject.rdns)
+    except CertsyncError:
+        return 1  # undecodable is not empty: cn-not-dns-name's problems say what Exchange makes of it
 
 
 @functools.lru_cache(maxsize=KEPT_PER_CERTIFICATE)

@@ -27,6 +27,7 @@ What it does, following Key Vault as far as we know it:
   most `page_size` (default 2; Key Vault's is 25), linked by `nextLink` with a `$skiptoken`. Items
   come in version-id order, not by date (as Key Vault and lowkey-vault list them), so callers have
   to sort. An unknown name lists nothing (assumed, not verified against Key Vault).
+- `GET /certificates/{name}/policy`: the newest version's issuance policy (`add_version(policy=)`).
 - `GET /certificates`: one item per certificate (id without a version; the attributes and tags of
   its newest version), in name order, paged the same way.
 - Names and versions are case-insensitive; ids keep the case they were added with. Any api-version
@@ -40,7 +41,7 @@ What it does, following Key Vault as far as we know it:
   other, never with a wall clock; `peak_in_flight` is the most requests it was answering at once.
 
 Not emulated: writes (the challenge request of a POST/PUT is sent without its body), deleted
-objects, the policy and issuer endpoints, CAE claims challenges.
+objects, the issuer endpoints, policy writes, CAE claims challenges.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class _Version:
     not_before: int
     expires: int
     tags: dict[str, str] = field(default_factory=dict)
+    policy: dict[str, Any] | None = None  # the policy sent with this version (None: a minimal one)
 
 
 class FakeKeyVault(HttpsServer):
@@ -194,13 +196,17 @@ class FakeKeyVault(HttpsServer):
         tags: Mapping[str, str] | None = None,
         version: str | None = None,
         cer: bytes | None = None,
+        policy: Mapping[str, Any] | None = None,
     ) -> str:
         """Add a version of certificate `name` backed by `pfx_or_pem` (an unprotected PFX, or PEM with
         the private key and the certificates); returns its version id (random unless given).
 
         `created` defaults to now, or a second after the newest version if that is later, so versions
         added one after another are ordered. The certificate object reports the key's certificate
-        unless `cer` (DER) says otherwise — a way to make the object and its secret disagree."""
+        unless `cer` (DER) says otherwise — a way to make the object and its secret disagree. `policy`
+        (Key Vault's REST shape: `key_props`, `secret_props`, `x509_props`, `lifetime_actions`, `issuer`)
+        is the issuance policy sent with the version and by `GET /certificates/{name}/policy` for the
+        newest one; without it a minimal one matching the certificate is sent."""
         if content_type == PKCS12:
             value = base64.b64encode(pfx_or_pem).decode("ascii")
         elif content_type == PEM:
@@ -228,6 +234,7 @@ class FakeKeyVault(HttpsServer):
                 not_before=int(leaf.not_valid_before_utc.timestamp()),
                 expires=int(leaf.not_valid_after_utc.timestamp()),
                 tags=dict(tags or {}),
+                policy=json.loads(json.dumps(policy)) if policy is not None else None,
             )
             existing.append(entry)
         return entry.version
@@ -357,6 +364,11 @@ class FakeKeyVault(HttpsServer):
             rest = segments[2] if len(segments) == 3 else ""
             if collection == "certificates" and rest.lower() == "versions":
                 return self._list_versions(name, query)
+            if collection == "certificates" and rest.lower() == "policy":
+                found = self._find(name, "")
+                if found is None:
+                    return _error(404, "CertificateNotFound", f"A certificate with (name/id) {name} was not found.")
+                return _json(200, self._policy(found))
             return self._get(collection, name, rest)
         return _error(404, "NotFound", f"The fake Key Vault has no route for {path}.")
 
@@ -436,12 +448,6 @@ class FakeKeyVault(HttpsServer):
         return f"{self.vault_url}/{collection}/{v.name}/{v.version}"
 
     def _certificate_bundle(self, v: _Version) -> dict[str, Any]:
-        cert = x509.load_der_x509_certificate(v.cer)
-        try:
-            dns_names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            sans = {"dns_names": dns_names.get_values_for_type(x509.DNSName)}
-        except x509.ExtensionNotFound:
-            sans = {}
         return {
             "id": self._url("certificates", v),
             "kid": self._url("keys", v),
@@ -450,18 +456,29 @@ class FakeKeyVault(HttpsServer):
             "cer": base64.b64encode(v.cer).decode("ascii"),
             "attributes": _attributes(v),
             **({"tags": v.tags} if v.tags else {}),
-            "policy": {
-                "id": f"{self.vault_url}/certificates/{v.name}/policy",
-                "key_props": {
-                    "exportable": True,
-                    "kty": "RSA" if isinstance(cert.public_key(), rsa.RSAPublicKey) else "EC",
-                    "reuse_key": False,
-                },
-                "secret_props": {"contentType": v.content_type},
-                "x509_props": {"subject": cert.subject.rfc4514_string(), "sans": sans, "validity_months": 12},
-                "issuer": {"name": "Unknown"},
-                "attributes": {"enabled": True, "created": v.created, "updated": v.created},
+            "policy": self._policy(v),
+        }
+
+    def _policy(self, v: _Version) -> dict[str, Any]:
+        if v.policy is not None:
+            return {"id": f"{self.vault_url}/certificates/{v.name}/policy", **v.policy}
+        cert = x509.load_der_x509_certificate(v.cer)
+        try:
+            dns_names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = {"dns_names": dns_names.get_values_for_type(x509.DNSName)}
+        except x509.ExtensionNotFound:
+            sans = {}
+        return {
+            "id": f"{self.vault_url}/certificates/{v.name}/policy",
+            "key_props": {
+                "exportable": True,
+                "kty": "RSA" if isinstance(cert.public_key(), rsa.RSAPublicKey) else "EC",
+                "reuse_key": False,
             },
+            "secret_props": {"contentType": v.content_type},
+            "x509_props": {"subject": cert.subject.rfc4514_string(), "sans": sans, "validity_months": 12},
+            "issuer": {"name": "Unknown"},
+            "attributes": {"enabled": True, "created": v.created, "updated": v.created},
         }
 
     def _secret_bundle(self, v: _Version) -> dict[str, Any]:

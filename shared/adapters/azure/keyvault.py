@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
+from shared.pipeline.policy import IssuancePolicy
 from shared.pipeline.sources import SourceError, StoredVersion, check_object_name, gather
 from shared.x509.certificate import CertificateBundle
 from shared.x509.containers import load_certificates
@@ -203,6 +204,7 @@ class KeyVaultSource:
             content_type=content_type,
             # A PFX secret without its key: the policy says exportable: false (PEM is refused by its type).
             key_exportable=bundle.has_private_key if content_type == PKCS12_CONTENT_TYPE else None,
+            policy=issuance_policy(certificate.policy),
         )
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
@@ -459,6 +461,32 @@ class _Throttle:
             self._next_start = start + self._interval
         if start > now:
             time.sleep(start - now)
+
+
+def issuance_policy(policy: Any) -> IssuancePolicy | None:
+    """The SDK's `CertificatePolicy` (sent with each certificate version) as the policy doctor reads it."""
+    if policy is None:
+        return None
+    renew = [a for a in policy.lifetime_actions or () if str(getattr(a.action, "value", a.action)) == "AutoRenew"]
+    trigger = renew[0] if renew else None
+
+    def text(value: Any) -> str | None:
+        return None if value is None else str(getattr(value, "value", value))
+
+    return IssuancePolicy(
+        exportable=policy.exportable,
+        key_type=text(policy.key_type),
+        key_size=policy.key_size,
+        curve=text(policy.key_curve_name),
+        content_type=text(policy.content_type),
+        subject=policy.subject,
+        dns_names=tuple(policy.san_dns_names or ()),
+        validity_months=policy.validity_in_months,
+        lifetime_percentage=trigger.lifetime_percentage if trigger else None,
+        days_before_expiry=trigger.days_before_expiry if trigger else None,
+        auto_renew=trigger is not None,
+        issuer=policy.issuer_name,
+    )
 
 
 def retry_after(value: str | None) -> float:

@@ -3,7 +3,10 @@
 
 Directory layout: `DIR/<certificate name>/<version>.<pem|cer|der|crt|p7b|pfx>`, one file per version,
 plus an optional `DIR/<certificate name>/certificate.json`:
-`{"tags": {"name": "value"}, "disabled": ["<version>"], "created": {"<version>": "<ISO 8601>"}}`.
+`{"tags": {"name": "value"}, "disabled": ["<version>"], "created": {"<version>": "<ISO 8601>"}}`, and an
+optional `DIR/<certificate name>/policy.json`: the certificate's issuance policy in Key Vault's REST shape
+(`key_props`, `secret_props`, `x509_props`, `lifetime_actions`, `issuer`), as `az keyvault certificate
+policy show` or `GET /certificates/{name}/policy` print it (`certsync doctor --policies` reads it).
 Versions are ordered by `created`, else by the leaf's notBefore, then by version id.
 """
 
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import CertificateInputError, CertsyncError
+from shared.pipeline.policy import IssuancePolicy
 from shared.pipeline.sources import SourceError, StoredVersion, check_object_name, gather, is_object_name
 from shared.times import parse_time
 from shared.x509.containers import load_certificate_file
@@ -44,6 +48,7 @@ class _Folder:
     listed: list[_Listed]  # file order; `ordered` sorts them
     ordered: list[_Listed] | None = None
     listing: int = 0  # the `names()` listing it was last checked in
+    policy: IssuancePolicy | None = None
 
 
 class DirectoryVault:
@@ -147,7 +152,11 @@ class DirectoryVault:
                 )
             )
         folder = _Folder(
-            stamp, {str(k): str(v) for k, v in meta.get("tags", {}).items()}, listed, listing=self._listing
+            stamp,
+            {str(k): str(v) for k, v in meta.get("tags", {}).items()},
+            listed,
+            listing=self._listing,
+            policy=self._policy(path),
         )
         self._folders[name.lower()] = folder
         return folder
@@ -183,11 +192,28 @@ class DirectoryVault:
             enabled=listed.enabled,
             created=listed.created,
             tags=dict(folder.tags),
+            policy=folder.policy,
         )
         self._parsed[key] = stored
         while len(self._parsed) > self.PARSED_KEPT:
             self._parsed.popitem(last=False)
         return stored
+
+    @staticmethod
+    def _policy(folder: Path) -> IssuancePolicy | None:
+        path = folder / "policy.json"
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{path}: not readable JSON ({exc}); fix or remove it", "bad-content") from None
+        if not isinstance(document, dict):
+            raise SourceError(f"{path}: must be a JSON object (a Key Vault certificate policy)", "bad-content")
+        try:
+            return IssuancePolicy.from_document(document, str(path))
+        except CertsyncError as exc:
+            raise SourceError(str(exc), "bad-content") from None
 
     @staticmethod
     def _meta(folder: Path) -> dict:
