@@ -19,7 +19,7 @@ param keyVaultLocation string
 
 param tags object = {}
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: name
   location: keyVaultLocation
   tags: tags
@@ -32,5 +32,6 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   }
 }
 
+output id string = systemTopic.id
 output name string = systemTopic.name
 output principalId string = systemTopic.identity.principalId
