@@ -3,7 +3,6 @@
 # root), and stops on the first failing command. Windows PowerShell 5.1 and PowerShell 7.
 Set-StrictMode -Version 3.0
 $ErrorActionPreference = 'Stop'
-$PSNativeCommandUseErrorActionPreference = $true
 
 $hook = [System.IO.Path]::GetFileNameWithoutExtension($MyInvocation.PSCommandPath)
 $root = (Resolve-Path (Join-Path $PSScriptRoot '..\..')).Path

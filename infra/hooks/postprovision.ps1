@@ -22,6 +22,7 @@ if (-not (Test-Path -LiteralPath $runbook -PathType Leaf)) {
 # The roles below grant nothing on a vault that still uses access policies.
 $rbac = & az keyvault show --name $env:KEY_VAULT_NAME --resource-group $env:KEY_VAULT_RESOURCE_GROUP `
     --query properties.enableRbacAuthorization --output tsv --only-show-errors
+if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
 if ("$rbac".Trim() -ne 'true') {
     [Console]::Error.WriteLine("certsync postprovision: Key Vault $env:KEY_VAULT_NAME uses access policies; switch it to Azure RBAC (az keyvault update --name $env:KEY_VAULT_NAME --enable-rbac-authorization true) and run azd provision again")
     exit 2
