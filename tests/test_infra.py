@@ -693,7 +693,12 @@ def test_the_function_reads_only_the_secrets_of_watched_certificates_and_referen
     # main.bicep derives the referenced secrets from the notification and callback settings it references.
     main = bicep("main.bicep")
     referenced = text(main.variables["functionSecretNames"])
-    for name in ("teamsWebhookSecretName", "slackWebhookSecretName", "webhookUrlSecretName", "webhookSigningSecretName"):
+    for name in (
+        "teamsWebhookSecretName",
+        "slackWebhookSecretName",
+        "webhookUrlSecretName",
+        "webhookSigningSecretName",
+    ):
         assert name in referenced
     assert "certsync-callback-secret" in referenced
     assert {"WATCHED_CERTIFICATES", "FUNCTION_SECRET_NAMES", "WORKER_SECRET_NAMES"} <= main.outputs
@@ -1008,7 +1013,9 @@ def test_application_insights_takes_entra_only_ingestion_with_the_functions_iden
     [component] = [m for m in monitoring.modules if m.reference.startswith("br/public:avm/res/insights/component:")]
     assert literal(component.body, "params.disableLocalAuth") is True
     # The identity that sends telemetry may publish it there, and the app says which identity that is.
-    grant = next(g for g in bicep_grants() if permissions.role_name(g.role_definition_id) == "Monitoring Metrics Publisher")
+    grant = next(
+        g for g in bicep_grants() if permissions.role_name(g.role_definition_id) == "Monitoring Metrics Publisher"
+    )
     assert (grant.principal, grant.scope) == (permissions.FUNCTION, "Microsoft.Insights/components")
     setting = text(app_settings()["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"])
     assert setting == "'ClientId=${identityClientId};Authorization=AAD'"
@@ -1045,13 +1052,26 @@ def test_every_sh_hook_has_a_powershell_twin_doing_the_same():
         sh = sh_path.read_text().replace("\\\n", " ")
         ps = hook_scripts("windows")[hook].read_text().replace("`\n", " ")
         assert '. "$PSScriptRoot/common.ps1"' in ps, hook
-        required_sh = {v for line in re.findall(r"^require (.+?)$", sh, re.M) for v in re.findall(r"[A-Z][A-Z0-9_]+", line)}
-        required_ps = {v for call in re.findall(r"^Require '[^']+' @\((.*?)\)", ps, re.M | re.S) for v in re.findall(r"'([A-Z][A-Z0-9_]+)'", call)}
+        required_sh = {
+            v for line in re.findall(r"^require (.+?)$", sh, re.M) for v in re.findall(r"[A-Z][A-Z0-9_]+", line)
+        }
+        required_ps = {
+            v
+            for call in re.findall(r"^Require '[^']+' @\((.*?)\)", ps, re.M | re.S)
+            for v in re.findall(r"'([A-Z][A-Z0-9_]+)'", call)
+        }
         assert required_sh and required_sh == required_ps, hook
-        stacks_sh = {s.removeprefix("certsync-$AZURE_ENV_NAME") for s in re.findall(r"certsync-\$AZURE_ENV_NAME-[\w-]+", sh)}
-        stacks_ps = {s.removeprefix("certsync-$env:AZURE_ENV_NAME") for s in re.findall(r"certsync-\$env:AZURE_ENV_NAME-[\w-]+", ps)}
+        stacks_sh = {
+            s.removeprefix("certsync-$AZURE_ENV_NAME") for s in re.findall(r"certsync-\$AZURE_ENV_NAME-[\w-]+", sh)
+        }
+        stacks_ps = {
+            s.removeprefix("certsync-$env:AZURE_ENV_NAME")
+            for s in re.findall(r"certsync-\$env:AZURE_ENV_NAME-[\w-]+", ps)
+        }
         assert stacks_sh == stacks_ps, hook
-        assert set(re.findall(r"infra/modules/[\w-]+\.bicep", sh)) == set(re.findall(r"infra/modules/[\w-]+\.bicep", ps))
+        assert set(re.findall(r"infra/modules/[\w-]+\.bicep", sh)) == set(
+            re.findall(r"infra/modules/[\w-]+\.bicep", ps)
+        )
         stack_params_sh = set(re.findall(r"(\w+)=\"\$", " ".join(re.findall(r"--parameters (.+?) --", sh))))
         stack_params_ps = set(re.findall(r"\"(\w+)=\$", " ".join(re.findall(r"--parameters (.+?) --", ps))))
         assert stack_params_sh == stack_params_ps, hook
@@ -1113,7 +1133,11 @@ AVM_NOT_USED = {
         "the topic's identity is the dead-letter writer the contract test follows",
     ),
     "modules/alerts.bicep": (
-        {"Microsoft.Insights/actionGroups", "Microsoft.Insights/metricAlerts", "Microsoft.Insights/scheduledQueryRules"},
+        {
+            "Microsoft.Insights/actionGroups",
+            "Microsoft.Insights/metricAlerts",
+            "Microsoft.Insights/scheduledQueryRules",
+        },
         "each rule's query and threshold is checked by test_the_alerts_*",
     ),
     "modules/monitoring.bicep": ({"Microsoft.Insights/workbooks"}, "the workbook's serializedData is a checked file"),
@@ -1216,7 +1240,10 @@ def test_the_alerts_read_fields_the_code_writes():
 def test_the_workbook_has_a_timeline_failures_and_time_to_deploy():
     monitoring = bicep("modules/monitoring.bicep")
     [workbook] = monitoring.resources_of("Microsoft.Insights/workbooks")
-    assert text(lookup(workbook.body, "properties.serializedData")) == "loadTextContent('../workbooks/certsync-audit.json')"
+    assert (
+        text(lookup(workbook.body, "properties.serializedData"))
+        == "loadTextContent('../workbooks/certsync-audit.json')"
+    )
     document = json.loads((INFRA / "workbooks" / "certsync-audit.json").read_text())
     assert document["version"] == "Notebook/1.0"
     queries = {i["name"]: i["content"]["query"] for i in document["items"] if i["type"] == 3}
@@ -1310,7 +1337,7 @@ def test_the_codes_api_versions_are_current():
 
     from shared.adapters.azure import automation
 
-    assert automation.API_VERSION >= MINIMUM_CODE_API_VERSIONS["automation jobs"]
+    assert MINIMUM_CODE_API_VERSIONS["automation jobs"] <= automation.API_VERSION
     for default in (certificates_default.value, secrets_default.value):
         # 7.x, or the newer date-shaped versions, which sort after every 7.x.
         assert default[0] == "2" or tuple(map(int, default.split("."))) >= (7, 6), default

@@ -10,11 +10,13 @@ import argparse
 from typing import Any
 
 from shared.cli.common import EXIT_FINDING, EXIT_OK, parse_at, print_json, visible
+from shared.errors import CertsyncError
 
 EPILOG = """examples:
   certsync doctor --inventory inventory.json
   certsync doctor --inventory inventory.json --json | jq '.findings[] | select(.severity == "error")'
   certsync doctor --inventory inventory.json --at 2027-01-31
+  certsync doctor --deployment --json
 """
 
 
@@ -28,7 +30,13 @@ def register(commands: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    doctor.add_argument("--inventory", required=True, metavar="FILE", help="the Exchange inventory (JSON)")
+    doctor.add_argument("--inventory", metavar="FILE", help="the Exchange inventory (JSON)")
+    doctor.add_argument(
+        "--deployment",
+        action="store_true",
+        help="check the whole deployment instead: settings, Key Vault, identity, Event Grid, Automation, worker "
+        "groups, inventories (shared/cli/doctor_deployment.py)",
+    )
     doctor.add_argument(
         "--at", metavar="ISO8601", help="date expiry warnings from this time (default: when it was collected)"
     )
@@ -37,6 +45,14 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "deployment", False):
+        from shared.cli.doctor_deployment import run_deployment
+
+        if args.inventory:
+            raise CertsyncError("give either --inventory FILE (mail flow) or --deployment, not both")
+        return run_deployment(args)
+    if not args.inventory:
+        raise CertsyncError("doctor needs --inventory FILE (mail flow) or --deployment (the whole deployment)")
     from shared.exchange.inventory import load_inventory
     from shared.exchange.mailflow import doctor_document, predict, worst_is_warning_or_worse
 

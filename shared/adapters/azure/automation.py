@@ -226,6 +226,17 @@ class AutomationClient:
         context = _Context(self, f"stop Automation job {name}", job=name)
         self._send("POST", self._job_path(name) + "/stop", context)
 
+    def read(self, path: str, what: str, api_version: str = API_VERSION) -> dict[str, Any] | None:
+        """GET the ARM resource at `path` (a resource id, or one under the account) for `certsync doctor
+        --deployment`: its JSON, or None when ARM answers 404. `what` names it in errors."""
+        context = _Context(self, f"read {what}")
+        separator = "&" if "?" in path else "?"
+        url = f"{path}{separator}api-version={quote(api_version, safe='')}"
+        response = self._send("GET", url, context, ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        return _json(response, context)
+
     # internals
 
     def _job_path(self, name: str) -> str:

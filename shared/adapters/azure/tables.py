@@ -29,6 +29,10 @@ from shared.pipeline.audit import HISTORY_PAGE, AuditEntry, check_limit, lower_b
 from shared.pipeline.inventories import InventoryRecord
 from shared.reconciliation.reconcile import certificate_key, fit_snapshot
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
+from shared.times import format_time
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
 
 # Every audit row is also one record of this logger: the Functions worker exports the `certsync` loggers to
 # Application Insights, where infra/workbooks/certsync-audit.json and the alerts in infra/modules/alerts.bicep
@@ -53,10 +57,6 @@ def log_audit_entry(entry: AuditEntry) -> None:
             "certsync.audit.status": status if isinstance(status, str) else "",
         },
     )
-from shared.times import format_time
-
-if TYPE_CHECKING:
-    from azure.data.tables import TableClient
 
 
 # --- batch transactions ------------------------------------------------------------------------------------
