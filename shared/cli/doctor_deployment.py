@@ -117,9 +117,11 @@ def deployment_from_env(
         deployment.arm = ArmDeployment(automation)
     if not bad & {registry.JOBS_STORAGE, "JobsStorage__clientId", "INVENTORY_TABLE"}:
         import shared.wiring
+        from shared.adapters.azure.tables import TableInventoryStore
         from shared.pipeline.inventories import DEFAULT_MAX_AGE
 
-        deployment.inventories = shared.wiring.inventory_store_from_env(env)
+        storage = shared.wiring.storage_from_env(env)
+        deployment.inventories = TableInventoryStore(storage.table_client(registry.value("INVENTORY_TABLE", env)))
         hours = good("CERTSYNC_INVENTORY_MAX_AGE_HOURS")
         deployment.inventory_max_age = dt.timedelta(hours=hours) if hours else DEFAULT_MAX_AGE
     return deployment

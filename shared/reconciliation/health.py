@@ -144,10 +144,12 @@ def _check_vaults(deployment: Deployment) -> list[Finding]:
             )
         )
     seen: set[str] = set()
+    listed_all = True
     for probe in deployment.vaults:
         try:
             names = probe.certificate_names()
         except CertsyncError as exc:
+            listed_all = False
             findings.append(
                 Finding(
                     "keyvault",
@@ -163,7 +165,7 @@ def _check_vaults(deployment: Deployment) -> list[Finding]:
             key = name.lower()
             seen.add(key)
             findings += _check_secret(probe, name, key in deployment.watched, bool(deployment.watched))
-    if deployment.vaults:
+    if deployment.vaults and listed_all:  # a vault that did not answer may hold them
         for missing in sorted(set(deployment.watched) - seen):
             findings.append(
                 Finding(

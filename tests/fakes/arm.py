@@ -46,6 +46,15 @@ Assumptions, not verified against Azure (the client must cope either way):
 - An unknown hybrid worker group is refused with 400 at creation (ARM may instead queue the job).
 - The 404 for an unknown runbook uses code "NotFound" and a message naming the runbook.
 
+For `certsync doctor --deployment` it also serves reads of the deployment:
+- `GET .../automationAccounts/{account}`: the account (`{"name", "properties": {"state": "Ok"}}`);
+- `GET .../hybridRunbookWorkerGroups/{group}`: a group of `worker_groups` (404 for another);
+- `GET .../hybridRunbookWorkerGroups/{group}/hybridRunbookWorkers`: `{"value": [...]}`, one item per worker
+  of `workers[group]` (name -> lastSeenDateTime text), as ARM lists them;
+- `GET <event subscription id>` under `providers/Microsoft.EventGrid/systemTopics/{topic}/eventSubscriptions/
+  {name}` (api-version 2025-02-15, the only one accepted there): the document in `event_subscriptions`
+  (keyed by the lower-case id), else 404. `event_subscription(...)` builds a realistic one.
+
 `delay_next(seconds)` holds the next answer back (for read timeouts).
 
 `jobs` maps jobName to what was created (`body`, `parameters`, `runOn`, `runbook`, `states`, `polls`,
@@ -71,6 +80,7 @@ from tests.fakes.keyvault import StaticTokenCredential
 from tests.servers import Headers, HttpsServer, LoopbackTls, Request, Route
 
 API_VERSION = "2023-11-01"
+EVENT_GRID_API_VERSION = "2025-02-15"
 JOB_TYPE = "Microsoft.Automation/AutomationAccounts/Jobs"
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped", "Suspended"})
 DEFAULT_STATES = ("New", "Running", "Completed")
@@ -127,6 +137,8 @@ class FakeArm(HttpsServer):
         self.credential = StaticTokenCredential(secrets.token_urlsafe(24))
         self.principal_id = str(uuid.uuid4())
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.workers: dict[str, dict[str, str]] = {}  # group -> worker name -> lastSeenDateTime
+        self.event_subscriptions: dict[str, dict[str, Any]] = {}  # lower-case resource id -> document
         self._scripts: deque[dict[str, Any]] = deque()
         self._failures: deque[dict[str, Any]] = deque()
         self._delays: deque[float] = deque()
@@ -155,6 +167,41 @@ class FakeArm(HttpsServer):
     def env(self) -> dict[str, str]:
         """The app settings that point `automation_from_env` at this fake."""
         return {"AUTOMATION_ACCOUNT_ID": self.account_id, "CERTSYNC_ARM_ENDPOINT": self.endpoint}
+
+    def event_subscription_id(self, topic: str = "evgt-certsync-kv", name: str = "certsync-certificate-events") -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.EventGrid/systemTopics/{topic}/eventSubscriptions/{name}"
+        )
+
+    def add_event_subscription(
+        self,
+        resource_id: str,
+        *,
+        function: str = "keyvault_certificate_events",
+        event_types: Sequence[str] = (
+            "Microsoft.KeyVault.CertificateNewVersionCreated",
+            "Microsoft.KeyVault.CertificateNearExpiry",
+            "Microsoft.KeyVault.CertificateExpired",
+        ),
+        state: str = "Succeeded",
+    ) -> None:
+        """An event subscription as ARM returns it, delivering to `function` of a Function App."""
+        site = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/Microsoft.Web/sites/func-certsync"
+        self.event_subscriptions[resource_id.lower()] = {
+            "id": resource_id,
+            "name": resource_id.rsplit("/", 1)[-1],
+            "type": "Microsoft.EventGrid/eventSubscriptions",
+            "properties": {
+                "provisioningState": state,
+                "destination": {
+                    "endpointType": "AzureFunction",
+                    "properties": {"resourceId": f"{site}/functions/{function}"},
+                },
+                "filter": {"includedEventTypes": list(event_types)},
+                "eventDeliverySchema": "EventGridSchema",
+            },
+        }
 
     # scripting
 
@@ -243,7 +290,7 @@ class FakeArm(HttpsServer):
             )
         if headers.get("Authorization") != f"Bearer {self.credential.token}":
             return _unauthorized("InvalidAuthenticationToken", "The access token is invalid.")
-        problem = self._check_api_version(query.get("api-version"))
+        problem = self._check_api_version(query.get("api-version"), path)
         if problem is not None:
             return problem
         failure = self._take_failure(method, path)
@@ -251,7 +298,8 @@ class FakeArm(HttpsServer):
             return failure
         return self._route(method, path, query, headers, body)
 
-    def _check_api_version(self, version: str | None) -> Answer | None:
+    def _check_api_version(self, version: str | None, path: str = "") -> Answer | None:
+        expected = EVENT_GRID_API_VERSION if "/microsoft.eventgrid/" in path.lower() else API_VERSION
         if not version:
             return _error(
                 400,
@@ -262,14 +310,14 @@ class FakeArm(HttpsServer):
             return _error(
                 400,
                 "InvalidApiVersionParameter",
-                f"The api-version '{version}' is invalid. The supported versions are '{API_VERSION}'.",
+                f"The api-version '{version}' is invalid. The supported versions are '{expected}'.",
             )
-        if version != API_VERSION:
+        if version != expected:
             return _error(
                 400,
                 "NoRegisteredProviderFound",
                 f"No registered resource provider found for location 'westeurope' and API version '{version}' "
-                f"for type 'automationAccounts/jobs'. The supported api-versions are '{API_VERSION}'.",
+                f"for type 'automationAccounts/jobs'. The supported api-versions are '{expected}'.",
             )
         return None
 
@@ -299,6 +347,8 @@ class FakeArm(HttpsServer):
             return _error(404, "ResourceNotFound", f"No route for '{path}'.")
         if segments[3].lower() != self.resource_group.lower():
             return _error(404, "ResourceGroupNotFound", f"Resource group '{segments[3]}' could not be found.")
+        if [s.lower() for s in segments[4:6]] == ["providers", "microsoft.eventgrid"]:
+            return self._event_subscription(method, path)
         prefix = ["providers", "microsoft.automation", "automationaccounts"]
         if len(segments) < 7 or [s.lower() for s in segments[4:7]] != prefix:
             return _error(404, "ResourceNotFound", f"No route for '{path}'.")
@@ -310,6 +360,10 @@ class FakeArm(HttpsServer):
                 f"'{segments[3]}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
             )
         rest = segments[8:]
+        if method == "GET" and rest and rest[0].lower() == "hybridrunbookworkergroups":
+            return self._worker_group(rest[1:])
+        if method == "GET" and not rest and len(segments) == 8:
+            return _json(200, {"id": self.account_id, "name": self.account, "properties": {"state": "Ok"}})
         if len(rest) < 2 or rest[0].lower() != "jobs":
             return _error(404, "ResourceNotFound", f"The fake ARM has no route for '{path}'.")
         name = rest[1]
@@ -330,6 +384,36 @@ class FakeArm(HttpsServer):
         if method != allowed:
             return _not_allowed(method, path)
         return handler()
+
+    # deployment reads (doctor --deployment)
+
+    def _worker_group(self, rest: list[str]) -> Answer:
+        groups = {g.lower(): g for g in self.worker_groups}
+        if not rest or rest[0].lower() not in groups:
+            name = rest[0] if rest else ""
+            return _error(404, "NotFound", f"Hybrid Runbook Worker group '{name}' not found.")
+        group = groups[rest[0].lower()]
+        if len(rest) == 1:
+            return _json(200, {"id": f"{self.account_id}/hybridRunbookWorkerGroups/{group}", "name": group})
+        if len(rest) == 2 and rest[1].lower() == "hybridrunbookworkers":
+            items = [
+                {
+                    "id": f"{self.account_id}/hybridRunbookWorkerGroups/{group}/hybridRunbookWorkers/{name}",
+                    "name": name,
+                    "properties": {"workerName": name, "workerType": "HybridV2", "lastSeenDateTime": seen},
+                }
+                for name, seen in self.workers.get(group, {}).items()
+            ]
+            return _json(200, {"value": items})
+        return _error(404, "ResourceNotFound", "The fake ARM has no route for this worker group path.")
+
+    def _event_subscription(self, method: str, path: str) -> Answer:
+        if method != "GET":
+            return _not_allowed(method, path)
+        found = self.event_subscriptions.get(path.rstrip("/").lower())
+        if found is None:
+            return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
+        return _json(200, found)
 
     # jobs
 

@@ -25,9 +25,8 @@ class KeyVaultProbe:
 
     def __init__(self, vault: str, vault_url: str, credential: Any = None, *, client_id: str = "", **options: Any):
         self.vault = vault
-        self._certificates, self._secrets = make_clients(
-            vault_url, credential, client_id=client_id, retry_total=0, **options
-        )
+        options = {"retry_total": 0, **options}  # one answer per question: doctor reports, it does not wait
+        self._certificates, self._secrets = make_clients(vault_url, credential, client_id=client_id, **options)
 
     def certificate_names(self) -> list[str]:
         from azure.core.exceptions import AzureError
