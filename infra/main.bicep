@@ -307,3 +307,10 @@ output SYSTEM_TOPIC_RESOURCE_GROUP string = systemTopicResourceGroup
 output SYSTEM_TOPIC_REUSED bool = reuseSystemTopic
 output STORAGE_ACCOUNT_ID string = storage.outputs.id
 output DEAD_LETTER_CONTAINER string = storage.outputs.deadLetterContainerName
+// For `certsync doctor --deployment` from an admin's machine: `azd env get-values` gives these under the
+// names of the settings it reads (with CERTSYNC_WATCHED_CERTIFICATES, which the admin set).
+output CERTSYNC_VAULTS string = empty(certsyncVaults) ? keyVaultName : certsyncVaults
+output AUTOMATION_ACCOUNT_ID string = automation.outputs.id
+output CERTSYNC_EVENT_SUBSCRIPTION_ID string = '/subscriptions/${subscription().subscriptionId}/resourceGroups/${systemTopicResourceGroup}/providers/Microsoft.EventGrid/systemTopics/${systemTopicName}/eventSubscriptions/certsync-certificate-events'
+output JobsStorage__queueServiceUri string = storage.outputs.queueEndpoint
+output JobsStorage__tableServiceUri string = storage.outputs.tableEndpoint

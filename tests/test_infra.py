@@ -1347,3 +1347,31 @@ def test_the_codes_api_versions_are_current():
     pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
     for package in ("azure-keyvault-certificates", "azure-keyvault-secrets"):
         assert tuple(map(int, pins[package].split("."))) >= (4, 12, 0), package
+
+
+def test_azd_gives_doctor_deployment_the_settings_it_reads():
+    # `azd env get-values` prints main.bicep's outputs (and what the admin set): the settings doctor
+    # --deployment needs to find the deployment are among them, under the registry's names.
+    outputs = bicep("main.bicep").outputs
+    assert {
+        "CERTSYNC_VAULTS",
+        "AUTOMATION_ACCOUNT_ID",
+        "CERTSYNC_EVENT_SUBSCRIPTION_ID",
+        "HYBRID_WORKER_GROUP",
+    } <= outputs
+    assert {"JobsStorage__queueServiceUri", "JobsStorage__tableServiceUri"} <= outputs
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["watchedCertificates"]["value"] == "${CERTSYNC_WATCHED_CERTIFICATES=}"
+    from shared.settings import BY_NAME
+
+    for name in ("CERTSYNC_WATCHED_CERTIFICATES", "CERTSYNC_EVENT_SUBSCRIPTION_ID", "HYBRID_WORKER_GROUP"):
+        assert BY_NAME[name].scope == "cli", name
+    subscription = text(
+        next(
+            n
+            for n in bicep("main.bicep").tree.root_node.named_children
+            if n.type == "output_declaration" and text(n.named_children[0]) == "CERTSYNC_EVENT_SUBSCRIPTION_ID"
+        )
+    )
+    name = string_value(lookup_param_default("modules/event-subscription.bicep", "name"))
+    assert subscription.endswith(f"/eventSubscriptions/{name}'")
