@@ -137,7 +137,8 @@ def test_the_json_answer_is_the_health_document(stack, capsys):
             "severity": "error",
             "object": "CERTSYNC_EXPIRY_DAYS",
             "problem": "CERTSYNC_EXPIRY_DAYS='soon': give a whole number of days",
-            "fix": "set CERTSYNC_EXPIRY_DAYS in the Function App's settings (locally: the environment); README, Settings",
+            "fix": "set CERTSYNC_EXPIRY_DAYS in the Function App's settings (locally: the environment);"
+            " README, Settings",
         }
     ]
 

@@ -187,7 +187,8 @@ class FakeArm(HttpsServer):
         state: str = "Succeeded",
     ) -> None:
         """An event subscription as ARM returns it, delivering to `function` of a Function App."""
-        site = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/Microsoft.Web/sites/func-certsync"
+        group = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+        site = f"{group}/providers/Microsoft.Web/sites/func-certsync"
         self.event_subscriptions[resource_id.lower()] = {
             "id": resource_id,
             "name": resource_id.rsplit("/", 1)[-1],
