@@ -117,7 +117,10 @@ def only(findings: list[Finding]) -> Finding:
 def test_a_healthy_deployment_exits_0_and_says_so(stack, capsys):
     code, out = stack.run(capsys)
     assert code == 0, out
-    assert out.startswith("Healthy: settings, Key Vault, identity, Event Grid, Automation")
+    assert out.splitlines() == [
+        f"Key Vault kv: 2 certificate(s) listed; secrets readable: {WATCHED}",
+        "Healthy: settings, Key Vault, identity, Event Grid, Automation, worker groups and inventories.",
+    ]
     # It did look: the vault was listed, both secrets tried, and ARM asked for each part.
     paths = [p for _, p, _, _ in stack.arm.requests]
     assert any(p.endswith("/hybridRunbookWorkerGroups/hrw-exchange/hybridRunbookWorkers") for p in paths)
@@ -131,6 +134,7 @@ def test_the_json_answer_is_the_health_document(stack, capsys):
     code, out = stack.run(capsys, as_json=True)
     document = json.loads(out)
     assert code == 1 and document["schema"] == "certsync.deployment-health/1" and document["healthy"] is False
+    assert document["reach"] == {"kv": {"certificates": [WATCHED, UNWATCHED], "readable_secrets": [WATCHED]}}
     assert document["findings"] == [
         {
             "check": "settings",

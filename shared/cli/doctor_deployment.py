@@ -52,6 +52,7 @@ def doctor_deployment(
     if as_json:
         print_json(document(findings, deployment))
     else:
+        print_reach(deployment.reach)
         print_deployment_findings([f.to_dict() for f in findings])
     return EXIT_FINDING if findings else EXIT_OK
 
@@ -125,6 +126,17 @@ def deployment_from_env(
         hours = good("CERTSYNC_INVENTORY_MAX_AGE_HOURS")
         deployment.inventory_max_age = dt.timedelta(hours=hours) if hours else DEFAULT_MAX_AGE
     return deployment
+
+
+def print_reach(reach: Mapping[str, Mapping[str, list[str]]]) -> None:
+    """What the identity could list and read, per vault, before the findings."""
+    for vault, seen in sorted(reach.items()):
+        readable = ", ".join(seen["readable_secrets"]) or "none"
+        print(
+            visible(
+                f"Key Vault {vault}: {len(seen['certificates'])} certificate(s) listed; secrets readable: {readable}"
+            )
+        )
 
 
 def print_deployment_findings(findings: list[dict[str, str]]) -> None:

@@ -95,6 +95,9 @@ class Deployment:
     inventories: InventoryStore | None = None
     inventory_max_age: dt.timedelta = dt.timedelta(hours=24)
     default_worker_group: str = "hrw-exchange"
+    # What the identity could reach, filled in by `check_deployment`: vault -> {"certificates": names it
+    # could list, "readable_secrets": the certificates whose secret it could read}.
+    reach: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def worker_groups(self) -> list[str]:
@@ -121,6 +124,7 @@ def document(findings: Sequence[Finding], deployment: Deployment) -> dict[str, A
         "checked_at": format_time(deployment.now, "seconds"),
         "healthy": not findings,
         "findings": [f.to_dict() for f in findings],
+        "reach": deployment.reach,
     }
 
 
@@ -161,10 +165,12 @@ def _check_vaults(deployment: Deployment) -> list[Finding]:
                 )
             )
             continue
+        reach = deployment.reach.setdefault(probe.vault, {"certificates": list(names), "readable_secrets": []})
         for name in names:
             key = name.lower()
             seen.add(key)
-            findings += _check_secret(probe, name, key in deployment.watched, bool(deployment.watched))
+            found = _check_secret(probe, name, key in deployment.watched, bool(deployment.watched), reach)
+            findings += found
     if deployment.vaults and listed_all:  # a vault that did not answer may hold them
         for missing in sorted(set(deployment.watched) - seen):
             findings.append(
@@ -179,9 +185,13 @@ def _check_vaults(deployment: Deployment) -> list[Finding]:
     return findings
 
 
-def _check_secret(probe: VaultProbe, name: str, watched: bool, judged: bool) -> list[Finding]:
+def _check_secret(
+    probe: VaultProbe, name: str, watched: bool, judged: bool, reach: dict[str, list[str]]
+) -> list[Finding]:
     try:
         readable = probe.can_read_secret(name)
+        if readable:
+            reach["readable_secrets"].append(name)
     except CertsyncError as exc:
         return [
             Finding(
