@@ -12,8 +12,13 @@ function Remove-Stack {
         Write-Output "certsync: no resource group recorded for $Stack; nothing to remove"
         return
     }
+    # A missing stack is not an error here; Windows PowerShell 5.1 would turn the redirected stderr into
+    # a terminating error under 'Stop', so this one call runs under 'Continue'.
+    $ErrorActionPreference = 'Continue'
     & az stack group show --name $Stack --resource-group $Group --only-show-errors --output none 2>$null
-    if ($LASTEXITCODE -eq 0) {
+    $found = $LASTEXITCODE -eq 0
+    $ErrorActionPreference = 'Stop'
+    if ($found) {
         Write-Output "certsync: deleting deployment stack $Stack in $Group and the resources it manages"
         Invoke-Az stack group delete --name $Stack --resource-group $Group `
             --action-on-unmanage deleteResources --yes --only-show-errors --output none

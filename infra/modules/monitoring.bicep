@@ -45,9 +45,6 @@ module component 'br/public:avm/res/insights/component:0.7.1' = {
 // Read only: the component the module made, as the scope of the role assignment below.
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
-  dependsOn: [
-    component
-  ]
 }
 
 // Monitoring Metrics Publisher for the Function identity on Application Insights: with local authentication
@@ -55,6 +52,9 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 resource functionTelemetryPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(appInsights.id, functionPrincipalId, '3913510d-42f4-4e42-8a64-420c390055eb')
   scope: appInsights
+  dependsOn: [
+    component // the existing reference is by name: wait for the module that creates it
+  ]
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '3913510d-42f4-4e42-8a64-420c390055eb')
     principalId: functionPrincipalId

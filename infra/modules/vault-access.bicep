@@ -56,11 +56,13 @@ var functionSecrets = union(map(certificates, certificate => certificate.name), 
 // A job sent to a worker group runs on any one of its workers, so every worker of the group needs the
 // grant; a worker gets its own group's certificates' secrets and nothing of another group.
 var workerGrants = concat(
-  flatten(map(certificates, certificate => map(
-    filter(workers, worker => worker.group == certificate.group),
-    worker => { secret: certificate.name, principalId: worker.principalId }
-  ))),
-  flatten(map(workerExtraSecrets, secret => map(workers, worker => { secret: secret, principalId: worker.principalId })))
+  flatten([
+    for certificate in certificates: map(
+      filter(workers, worker => worker.group == certificate.group),
+      worker => { secret: certificate.name, principalId: worker.principalId }
+    )
+  ]),
+  flatten([for secret in workerExtraSecrets: map(workers, worker => { secret: secret, principalId: worker.principalId })])
 )
 
 resource vault 'Microsoft.KeyVault/vaults@2026-02-01' existing = {
