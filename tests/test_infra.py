@@ -1293,9 +1293,9 @@ MINIMUM_API_VERSIONS = {
     "Microsoft.Insights/scheduledQueryRules": "2023-12-01",
     "Microsoft.Insights/workbooks": "2023-06-01",
 }
-# Automation jobs over ARM (shared/adapters/azure/automation.py): not a Key Vault control-plane call, and
-# the jobs API is unchanged since (exchange-azure-facts §3.2).
-MINIMUM_CODE_API_VERSIONS = {"automation jobs": "2023-11-01"}
+# Automation jobs over ARM (shared/adapters/azure/automation.py): the same version as the Bicep's Automation
+# resources, the newest stable one (the job contract of exchange-azure-facts §3.2 is unchanged).
+MINIMUM_CODE_API_VERSIONS = {"automation jobs": "2024-10-23"}
 # Key Vault's data plane is not retiring; the SDKs' default is at least the newest stable version (7.6).
 MINIMUM_KEY_VAULT_DATA_PLANE = "7.6"
 

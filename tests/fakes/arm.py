@@ -1,4 +1,4 @@
-"""A local HTTPS Azure Resource Manager that serves the Azure Automation job API (api-version 2023-11-01),
+"""A local HTTPS Azure Resource Manager that serves the Azure Automation job API (api-version 2024-10-23),
 checks the contract our client relies on, and simulates jobs running on a Hybrid Runbook Worker group.
 
 There is no Automation emulator, so this is our own: an `HttpsServer` from `tests.servers`, on
@@ -34,7 +34,7 @@ automationAccounts/{account}; these segments are matched case-insensitively, as 
 Checked on every request, in ARM's order: the bearer token (missing or not `credential`'s: 401
 InvalidAuthenticationToken-like, with ARM's `WWW-Authenticate`), then `api-version` (missing: 400
 MissingApiVersionParameter; not a date: 400 InvalidApiVersionParameter; any other version than
-2023-11-01: 400 NoRegisteredProviderFound), then `fail_next`, then the path (unknown subscription,
+2024-10-23: 400 NoRegisteredProviderFound), then `fail_next`, then the path (unknown subscription,
 resource group or account: 404 SubscriptionNotFound / ResourceGroupNotFound / ResourceNotFound; an
 unknown route under the account: 404 ResourceNotFound; a known route with the wrong method: 405).
 Errors carry ARM's body `{"error": {"code": ..., "message": ...}}`.
@@ -79,7 +79,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from tests.fakes.keyvault import StaticTokenCredential
 from tests.servers import Headers, HttpsServer, LoopbackTls, Request, Route
 
-API_VERSION = "2023-11-01"
+API_VERSION = "2024-10-23"
 EVENT_GRID_API_VERSION = "2025-02-15"
 JOB_TYPE = "Microsoft.Automation/AutomationAccounts/Jobs"
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped", "Suspended"})

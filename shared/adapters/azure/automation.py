@@ -1,6 +1,7 @@
 """Azure Automation over ARM REST: start a runbook job on a Hybrid Runbook Worker group and read it back.
 
-The calls (api-version 2023-11-01, exchange-azure-facts §3.2), all under the Automation account's
+The calls (api-version 2024-10-23, the newest stable; the job contract is the one exchange-azure-facts §3.2
+gives for 2023-11-01), all under the Automation account's
 resource id on the ARM endpoint, with a bearer token for `<endpoint>/.default` from the Function's
 managed identity:
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("certsync.automation")
 
-API_VERSION = "2023-11-01"
+API_VERSION = "2024-10-23"
 DEFAULT_ENDPOINT = "https://management.azure.com"
 ROLE_HINT = "grant the Function's managed identity the Automation Job Operator role on the Automation account"
 

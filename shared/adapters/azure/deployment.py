@@ -4,7 +4,7 @@
 `KeyVaultProbe` lists a vault's certificates and tries to read the secret behind each one with the real
 Key Vault SDK clients (the identity's own view: a 403 means it may not). A secret's value is dropped the
 moment it arrives and never reaches an exception, a log or the answer. `ArmDeployment` reads the
-Automation account, its Hybrid Runbook Worker groups and their workers (api-version 2023-11-01, through
+Automation account, its Hybrid Runbook Worker groups and their workers (api-version 2024-10-23, through
 `AutomationClient.read`), and the Event Grid subscription (api-version 2025-02-15).
 """
 
