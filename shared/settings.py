@@ -213,6 +213,12 @@ def _worker_group(value: str, name: str) -> str:
     return value
 
 
+def _resource_group(value: str, name: str) -> str:
+    if value and not re.fullmatch(r"[-\w.()]{1,90}", value):
+        raise _bad(name, value, "not a resource group name; use up to 90 letters, digits, -, _, ., ( and )")
+    return value
+
+
 def _watched(value: str, name: str) -> dict[str, str]:
     """NAME or NAME=WORKER_GROUP, comma-separated (as azd's CERTSYNC_WATCHED_CERTIFICATES): name -> group
     ("" for the default group)."""
@@ -374,6 +380,12 @@ REGISTRY: tuple[Setting, ...] = (
         "hrw-exchange",
         scope="cli",
         parse=_worker_group,
+    ),
+    Setting(
+        "KEY_VAULT_RESOURCE_GROUP",
+        "the vaults' resource group, for doctor --deployment's check of their permission model",
+        scope="cli",
+        parse=_resource_group,
     ),
     Setting(
         "CERTSYNC_EVENT_SUBSCRIPTION_ID",

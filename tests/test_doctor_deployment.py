@@ -92,6 +92,7 @@ def stack(keyvault: FakeKeyVault, arm: FakeArm, azurite: Azurite) -> Iterator[St
         keyvault.add_version(name, pfx_of(build_chain("rsa")), PKCS12)
     keyvault.fail(f"/secrets/{UNWATCHED}", 403, "Forbidden", inner_code="ForbiddenByRbac")
     arm.workers[GROUP] = {"EX01": format_time(now - dt.timedelta(minutes=5))}
+    arm.key_vaults["kv"] = True  # Azure RBAC
     subscription = arm.event_subscription_id()
     arm.add_event_subscription(subscription)
     env = {
@@ -101,6 +102,7 @@ def stack(keyvault: FakeKeyVault, arm: FakeArm, azurite: Azurite) -> Iterator[St
         "CERTSYNC_VAULT_URLS": f"kv={keyvault.vault_url}",
         "CERTSYNC_WATCHED_CERTIFICATES": f"{WATCHED}={GROUP}",
         "CERTSYNC_EVENT_SUBSCRIPTION_ID": subscription,
+        "KEY_VAULT_RESOURCE_GROUP": arm.resource_group,
         **arm.env,
     }
     world = Stack(keyvault, arm, azurite, now, env)
@@ -203,6 +205,21 @@ def test_without_a_watched_list_least_privilege_cannot_be_judged(stack):
     del stack.env["CERTSYNC_WATCHED_CERTIFICATES"]
     finding = only(stack.findings())
     assert (finding.check, finding.severity, finding.object) == ("identity", "warning", "CERTSYNC_WATCHED_CERTIFICATES")
+
+
+def test_a_vault_that_still_uses_access_policies_is_found(stack):
+    stack.arm.key_vaults["kv"] = False
+    finding = only(stack.findings())
+    assert (finding.check, finding.severity, finding.object) == ("keyvault", "error", "kv")
+    assert "access policies" in finding.problem and "--enable-rbac-authorization true" in finding.fix
+    asked = [q["api-version"] for _, p, q, _ in stack.arm.requests if "/Microsoft.KeyVault/" in p]
+    assert asked == ["2026-02-01"]  # the control-plane version that does not retire in 2027
+
+
+def test_a_vault_outside_the_given_resource_group_is_a_warning(stack):
+    stack.env["KEY_VAULT_RESOURCE_GROUP"] = "rg-elsewhere"  # the fake ARM answers 404 for another group
+    finding = only(stack.findings())
+    assert (finding.check, finding.severity, finding.object) == ("keyvault", "warning", "kv")
 
 
 # --- Event Grid ------------------------------------------------------------------------------------------------

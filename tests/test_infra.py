@@ -1364,7 +1364,13 @@ def test_azd_gives_doctor_deployment_the_settings_it_reads():
     assert parameters["watchedCertificates"]["value"] == "${CERTSYNC_WATCHED_CERTIFICATES=}"
     from shared.settings import BY_NAME
 
-    for name in ("CERTSYNC_WATCHED_CERTIFICATES", "CERTSYNC_EVENT_SUBSCRIPTION_ID", "HYBRID_WORKER_GROUP"):
+    assert "KEY_VAULT_RESOURCE_GROUP" in outputs
+    for name in (
+        "CERTSYNC_WATCHED_CERTIFICATES",
+        "CERTSYNC_EVENT_SUBSCRIPTION_ID",
+        "HYBRID_WORKER_GROUP",
+        "KEY_VAULT_RESOURCE_GROUP",
+    ):
         assert BY_NAME[name].scope == "cli", name
     subscription = text(
         next(

@@ -87,6 +87,7 @@ def deployment_from_env(
         default_worker_group=group,
         event_subscription_id=good("CERTSYNC_EVENT_SUBSCRIPTION_ID") or "",
         automation_account_id=good("AUTOMATION_ACCOUNT_ID") or "",
+        vault_resource_group=good("KEY_VAULT_RESOURCE_GROUP") or "",
     )
     client_id = good("AZURE_CLIENT_ID") or ""
     if not bad & {"CERTSYNC_VAULTS", "CERTSYNC_VAULT_DNS_SUFFIX", "CERTSYNC_VAULT_URLS", "AZURE_CLIENT_ID"}:

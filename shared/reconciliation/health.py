@@ -80,6 +80,11 @@ class DeploymentArm(Protocol):
 
     def event_subscription(self, resource_id: str) -> Mapping[str, Any] | None: ...
 
+    def key_vault(self, resource_group: str, name: str) -> Mapping[str, Any] | None:
+        """The vault's control-plane resource (api-version 2026-02-01), in the Automation account's
+        subscription."""
+        ...
+
 
 @dataclass
 class Deployment:
@@ -92,6 +97,7 @@ class Deployment:
     arm: DeploymentArm | None = None
     automation_account_id: str = ""
     event_subscription_id: str = ""
+    vault_resource_group: str = ""  # KEY_VAULT_RESOURCE_GROUP: where the vaults' RBAC setting is read
     inventories: InventoryStore | None = None
     inventory_max_age: dt.timedelta = dt.timedelta(hours=24)
     default_worker_group: str = "hrw-exchange"
@@ -111,6 +117,7 @@ def check_deployment(deployment: Deployment) -> list[Finding]:
         for name, message in deployment.settings_problems
     ]
     findings += _check_vaults(deployment)
+    findings += _check_vault_permission_model(deployment)
     findings += _check_event_grid(deployment)
     findings += _check_automation(deployment)
     findings += _check_inventories(deployment)
@@ -225,6 +232,44 @@ def _check_secret(
             )
         ]
     return []
+
+
+def _check_vault_permission_model(deployment: Deployment) -> list[Finding]:
+    """Per-secret roles grant nothing on a vault that still uses access policies."""
+    arm, group = deployment.arm, deployment.vault_resource_group
+    if arm is None or not group:
+        return []
+    findings = []
+    for probe in deployment.vaults:
+        try:
+            vault = arm.key_vault(group, probe.vault)
+        except CertsyncError as exc:
+            findings.append(
+                Finding("keyvault", "error", probe.vault, f"cannot read it in ARM: {exc}", _reader_fix(group))
+            )
+            continue
+        if vault is None:
+            findings.append(
+                Finding(
+                    "keyvault",
+                    "warning",
+                    probe.vault,
+                    f"not found in resource group {group}, so its permission model was not checked",
+                    "set KEY_VAULT_RESOURCE_GROUP to the vault's resource group",
+                )
+            )
+        elif (vault.get("properties") or {}).get("enableRbacAuthorization") is not True:
+            findings.append(
+                Finding(
+                    "keyvault",
+                    "error",
+                    probe.vault,
+                    "the vault uses access policies, so the Key Vault roles certsync is granted do nothing",
+                    f"switch it to Azure RBAC: az keyvault update --name {probe.vault} "
+                    "--enable-rbac-authorization true (after granting the roles; infra/README.md)",
+                )
+            )
+    return findings
 
 
 # --- Event Grid -----------------------------------------------------------------------------------------

@@ -53,7 +53,9 @@ For `certsync doctor --deployment` it also serves reads of the deployment:
   of `workers[group]` (name -> lastSeenDateTime text), as ARM lists them;
 - `GET <event subscription id>` under `providers/Microsoft.EventGrid/systemTopics/{topic}/eventSubscriptions/
   {name}` (api-version 2025-02-15, the only one accepted there): the document in `event_subscriptions`
-  (keyed by the lower-case id), else 404. `event_subscription(...)` builds a realistic one.
+  (keyed by the lower-case id), else 404. `add_event_subscription(...)` builds a realistic one;
+- `GET .../providers/Microsoft.KeyVault/vaults/{name}` (api-version 2026-02-01 only): a vault of `key_vaults`
+  (name -> enableRbacAuthorization), else 404.
 
 `delay_next(seconds)` holds the next answer back (for read timeouts).
 
@@ -81,6 +83,7 @@ from tests.servers import Headers, HttpsServer, LoopbackTls, Request, Route
 
 API_VERSION = "2024-10-23"
 EVENT_GRID_API_VERSION = "2025-02-15"
+KEY_VAULT_API_VERSION = "2026-02-01"
 JOB_TYPE = "Microsoft.Automation/AutomationAccounts/Jobs"
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped", "Suspended"})
 DEFAULT_STATES = ("New", "Running", "Completed")
@@ -139,6 +142,7 @@ class FakeArm(HttpsServer):
         self.jobs: dict[str, dict[str, Any]] = {}
         self.workers: dict[str, dict[str, str]] = {}  # group -> worker name -> lastSeenDateTime
         self.event_subscriptions: dict[str, dict[str, Any]] = {}  # lower-case resource id -> document
+        self.key_vaults: dict[str, bool] = {}  # vault name (in `resource_group`) -> enableRbacAuthorization
         self._scripts: deque[dict[str, Any]] = deque()
         self._failures: deque[dict[str, Any]] = deque()
         self._delays: deque[float] = deque()
@@ -300,7 +304,12 @@ class FakeArm(HttpsServer):
         return self._route(method, path, query, headers, body)
 
     def _check_api_version(self, version: str | None, path: str = "") -> Answer | None:
-        expected = EVENT_GRID_API_VERSION if "/microsoft.eventgrid/" in path.lower() else API_VERSION
+        lowered = path.lower()
+        expected = API_VERSION
+        if "/microsoft.eventgrid/" in lowered:
+            expected = EVENT_GRID_API_VERSION
+        elif "/microsoft.keyvault/" in lowered:
+            expected = KEY_VAULT_API_VERSION
         if not version:
             return _error(
                 400,
@@ -350,6 +359,8 @@ class FakeArm(HttpsServer):
             return _error(404, "ResourceGroupNotFound", f"Resource group '{segments[3]}' could not be found.")
         if [s.lower() for s in segments[4:6]] == ["providers", "microsoft.eventgrid"]:
             return self._event_subscription(method, path)
+        if [s.lower() for s in segments[4:7]] == ["providers", "microsoft.keyvault", "vaults"] and len(segments) == 8:
+            return self._key_vault(method, path, segments[7])
         prefix = ["providers", "microsoft.automation", "automationaccounts"]
         if len(segments) < 7 or [s.lower() for s in segments[4:7]] != prefix:
             return _error(404, "ResourceNotFound", f"No route for '{path}'.")
@@ -407,6 +418,15 @@ class FakeArm(HttpsServer):
             ]
             return _json(200, {"value": items})
         return _error(404, "ResourceNotFound", "The fake ARM has no route for this worker group path.")
+
+    def _key_vault(self, method: str, path: str, name: str) -> Answer:
+        if method != "GET":
+            return _not_allowed(method, path)
+        vaults = {n.lower(): (n, rbac) for n, rbac in self.key_vaults.items()}
+        if name.lower() not in vaults:
+            return _error(404, "ResourceNotFound", f"The Resource 'Microsoft.KeyVault/vaults/{name}' was not found.")
+        vault, rbac = vaults[name.lower()]
+        return _json(200, {"id": path, "name": vault, "properties": {"enableRbacAuthorization": rbac}})
 
     def _event_subscription(self, method: str, path: str) -> Answer:
         if method != "GET":

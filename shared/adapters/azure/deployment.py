@@ -5,7 +5,8 @@
 Key Vault SDK clients (the identity's own view: a 403 means it may not). A secret's value is dropped the
 moment it arrives and never reaches an exception, a log or the answer. `ArmDeployment` reads the
 Automation account, its Hybrid Runbook Worker groups and their workers (api-version 2024-10-23, through
-`AutomationClient.read`), and the Event Grid subscription (api-version 2025-02-15).
+`AutomationClient.read`), the Event Grid subscription (api-version 2025-02-15) and the vaults' control-plane
+resource (api-version 2026-02-01: its `enableRbacAuthorization`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from shared.adapters.azure.keyvault import PAGE_SIZE, make_clients
 from shared.errors import CertsyncError
 
 EVENT_GRID_API_VERSION = "2025-02-15"
+# Key Vault control plane: versions before 2026-02-01 retire on 27 February 2027.
+KEY_VAULT_API_VERSION = "2026-02-01"
 
 
 class KeyVaultProbe:
@@ -71,6 +74,16 @@ class ArmDeployment:
     def event_subscription(self, resource_id: str) -> Mapping[str, Any] | None:
         name = resource_id.rstrip("/").rsplit("/", 1)[-1]
         return self.automation.read(resource_id, f"Event Grid subscription {name}", EVENT_GRID_API_VERSION)
+
+    def key_vault(self, resource_group: str, name: str) -> Mapping[str, Any] | None:
+        from urllib.parse import quote
+
+        account = self.automation.account
+        path = (
+            f"/subscriptions/{account.subscription}/resourceGroups/{quote(resource_group, safe='')}"
+            f"/providers/Microsoft.KeyVault/vaults/{quote(name, safe='')}"
+        )
+        return self.automation.read(path, f"Key Vault {name}", KEY_VAULT_API_VERSION)
 
     def _group_path(self, name: str) -> str:
         from urllib.parse import quote
