@@ -212,7 +212,7 @@ def test_a_vault_that_still_uses_access_policies_is_found(stack):
     finding = only(stack.findings())
     assert (finding.check, finding.severity, finding.object) == ("keyvault", "error", "kv")
     assert "access policies" in finding.problem and "--enable-rbac-authorization true" in finding.fix
-    asked = [q["api-version"] for _, p, q, _ in stack.arm.requests if "/Microsoft.KeyVault/" in p]
+    asked = [q["api-version"] for _, p, q, _ in stack.arm.requests if p.endswith("/Microsoft.KeyVault/vaults/kv")]
     assert asked == ["2026-02-01"]  # the control-plane version that does not retire in 2027
 
 
@@ -220,6 +220,39 @@ def test_a_vault_outside_the_given_resource_group_is_a_warning(stack):
     stack.env["KEY_VAULT_RESOURCE_GROUP"] = "rg-elsewhere"  # the fake ARM answers 404 for another group
     finding = only(stack.findings())
     assert (finding.check, finding.severity, finding.object) == ("keyvault", "warning", "kv")
+
+
+def test_a_managed_identity_that_reads_the_whole_vault_is_found_from_its_role_assignment(stack):
+    # The data-plane probe shows what the identity running doctor can read; ARM shows everyone's grants.
+    group = f"/subscriptions/{stack.arm.subscription}/resourceGroups/{stack.arm.resource_group}"
+    vault = f"{group}/providers/Microsoft.KeyVault/vaults/kv"
+    roles = "/providers/Microsoft.Authorization/roleDefinitions"
+    worker = str(uuid.uuid4())
+    stack.arm.role_assignments += [
+        {  # a worker's old vault-wide grant: reads every certificate's private key
+            "scope": vault,
+            "roleDefinitionId": f"{roles}/4633458b-17de-408a-b874-0445c86b69e6",
+            "principalId": worker,
+            "principalType": "ServicePrincipal",
+        },
+        {  # per secret, as vault-access.bicep grants: not at or above the vault, so not listed by atScope()
+            "scope": f"{vault}/secrets/{WATCHED}",
+            "roleDefinitionId": f"{roles}/4633458b-17de-408a-b874-0445c86b69e6",
+            "principalId": str(uuid.uuid4()),
+            "principalType": "ServicePrincipal",
+        },
+        {  # an administrator: people are not certsync's to judge
+            "scope": vault,
+            "roleDefinitionId": f"{roles}/00482a5a-887f-4fb3-b363-3b7fe8e74483",
+            "principalId": str(uuid.uuid4()),
+            "principalType": "User",
+        },
+    ]
+    finding = only(stack.findings())
+    assert (finding.check, finding.severity, finding.object) == ("identity", "warning", f"kv: {worker}")
+    assert finding.problem == (
+        "holds Key Vault Secrets User on the whole vault: it can read every secret in the vault, every private key"
+    )
 
 
 # --- Event Grid ------------------------------------------------------------------------------------------------

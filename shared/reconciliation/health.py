@@ -85,6 +85,11 @@ class DeploymentArm(Protocol):
         subscription."""
         ...
 
+    def vault_secret_readers(self, resource_group: str, name: str) -> list[Mapping[str, str]]:
+        """Role assignments on the vault or above it whose role reads secret values ({role, principalId,
+        principalType, scope})."""
+        ...
+
 
 @dataclass
 class Deployment:
@@ -258,7 +263,8 @@ def _check_vault_permission_model(deployment: Deployment) -> list[Finding]:
                     "set KEY_VAULT_RESOURCE_GROUP to the vault's resource group",
                 )
             )
-        elif (vault.get("properties") or {}).get("enableRbacAuthorization") is not True:
+            continue
+        if (vault.get("properties") or {}).get("enableRbacAuthorization") is not True:
             findings.append(
                 Finding(
                     "keyvault",
@@ -269,6 +275,35 @@ def _check_vault_permission_model(deployment: Deployment) -> list[Finding]:
                     "--enable-rbac-authorization true (after granting the roles; infra/README.md)",
                 )
             )
+        findings += _vault_wide_readers(arm, group, probe.vault)
+    return findings
+
+
+def _vault_wide_readers(arm: DeploymentArm, group: str, vault: str) -> list[Finding]:
+    """Applications and managed identities that read every secret of the vault: a role that reads secret
+    values, held on the vault or above it, instead of per secret."""
+    try:
+        readers = arm.vault_secret_readers(group, vault)
+    except CertsyncError as exc:
+        return [Finding("identity", "error", vault, f"cannot list its role assignments: {exc}", _reader_fix(group))]
+    findings = []
+    for reader in readers:
+        if reader.get("principalType") != "ServicePrincipal":
+            continue  # people (administrators) are not certsync's to judge
+        where = (
+            "the whole vault"
+            if reader["scope"].lower().rstrip("/").endswith(f"/vaults/{vault.lower()}")
+            else reader["scope"]
+        )
+        findings.append(
+            Finding(
+                "identity",
+                "warning",
+                f"{vault}: {reader['principalId']}",
+                f"holds {reader['role']} on {where}: it can read every secret in the vault, every private key",
+                "remove that assignment and grant Key Vault Secrets User per secret (infra/modules/vault-access.bicep)",
+            )
+        )
     return findings
 
 

@@ -55,7 +55,9 @@ For `certsync doctor --deployment` it also serves reads of the deployment:
   {name}` (api-version 2025-02-15, the only one accepted there): the document in `event_subscriptions`
   (keyed by the lower-case id), else 404. `add_event_subscription(...)` builds a realistic one;
 - `GET .../providers/Microsoft.KeyVault/vaults/{name}` (api-version 2026-02-01 only): a vault of `key_vaults`
-  (name -> enableRbacAuthorization), else 404.
+  (name -> enableRbacAuthorization), else 404;
+- `GET <scope>/providers/Microsoft.Authorization/roleAssignments?$filter=atScope()` (api-version 2022-04-01):
+  the entries of `role_assignments` at that scope or above it.
 
 `delay_next(seconds)` holds the next answer back (for read timeouts).
 
@@ -84,6 +86,7 @@ from tests.servers import Headers, HttpsServer, LoopbackTls, Request, Route
 API_VERSION = "2024-10-23"
 EVENT_GRID_API_VERSION = "2025-02-15"
 KEY_VAULT_API_VERSION = "2026-02-01"
+AUTHORIZATION_API_VERSION = "2022-04-01"
 JOB_TYPE = "Microsoft.Automation/AutomationAccounts/Jobs"
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped", "Suspended"})
 DEFAULT_STATES = ("New", "Running", "Completed")
@@ -143,6 +146,7 @@ class FakeArm(HttpsServer):
         self.workers: dict[str, dict[str, str]] = {}  # group -> worker name -> lastSeenDateTime
         self.event_subscriptions: dict[str, dict[str, Any]] = {}  # lower-case resource id -> document
         self.key_vaults: dict[str, bool] = {}  # vault name (in `resource_group`) -> enableRbacAuthorization
+        self.role_assignments: list[dict[str, str]] = []  # {scope, roleDefinitionId, principalId, principalType}
         self._scripts: deque[dict[str, Any]] = deque()
         self._failures: deque[dict[str, Any]] = deque()
         self._delays: deque[float] = deque()
@@ -306,7 +310,9 @@ class FakeArm(HttpsServer):
     def _check_api_version(self, version: str | None, path: str = "") -> Answer | None:
         lowered = path.lower()
         expected = API_VERSION
-        if "/microsoft.eventgrid/" in lowered:
+        if "/microsoft.authorization/" in lowered:
+            expected = AUTHORIZATION_API_VERSION
+        elif "/microsoft.eventgrid/" in lowered:
             expected = EVENT_GRID_API_VERSION
         elif "/microsoft.keyvault/" in lowered:
             expected = KEY_VAULT_API_VERSION
@@ -361,6 +367,8 @@ class FakeArm(HttpsServer):
             return self._event_subscription(method, path)
         if [s.lower() for s in segments[4:7]] == ["providers", "microsoft.keyvault", "vaults"] and len(segments) == 8:
             return self._key_vault(method, path, segments[7])
+        if [s.lower() for s in segments[8:11]] == ["providers", "microsoft.authorization", "roleassignments"]:
+            return self._role_assignments(method, path, query)
         prefix = ["providers", "microsoft.automation", "automationaccounts"]
         if len(segments) < 7 or [s.lower() for s in segments[4:7]] != prefix:
             return _error(404, "ResourceNotFound", f"No route for '{path}'.")
@@ -427,6 +435,20 @@ class FakeArm(HttpsServer):
             return _error(404, "ResourceNotFound", f"The Resource 'Microsoft.KeyVault/vaults/{name}' was not found.")
         vault, rbac = vaults[name.lower()]
         return _json(200, {"id": path, "name": vault, "properties": {"enableRbacAuthorization": rbac}})
+
+    def _role_assignments(self, method: str, path: str, query: dict[str, str]) -> Answer:
+        """`atScope()`: the assignments at the scope or above it (a prefix of it), as ARM filters them."""
+        if method != "GET":
+            return _not_allowed(method, path)
+        if query.get("$filter") != "atScope()":
+            return _error(400, "BadRequest", "The fake ARM lists role assignments only with $filter=atScope().")
+        scope = path.split("/providers/Microsoft.Authorization/", 1)[0].lower().rstrip("/")
+        items = [
+            {"id": f"{a['scope']}/providers/Microsoft.Authorization/roleAssignments/{i}", "properties": dict(a)}
+            for i, a in enumerate(self.role_assignments)
+            if scope == a["scope"].lower().rstrip("/") or scope.startswith(a["scope"].lower().rstrip("/") + "/")
+        ]
+        return _json(200, {"value": items})
 
     def _event_subscription(self, method: str, path: str) -> Answer:
         if method != "GET":

@@ -16,11 +16,13 @@ from typing import Any
 
 from shared.adapters.azure.automation import AutomationClient
 from shared.adapters.azure.keyvault import PAGE_SIZE, make_clients
+from shared.adapters.azure.permissions import SECRET_READING_ROLES, role_name
 from shared.errors import CertsyncError
 
 EVENT_GRID_API_VERSION = "2025-02-15"
 # Key Vault control plane: versions before 2026-02-01 retire on 27 February 2027.
 KEY_VAULT_API_VERSION = "2026-02-01"
+AUTHORIZATION_API_VERSION = "2022-04-01"
 
 
 class KeyVaultProbe:
@@ -84,6 +86,33 @@ class ArmDeployment:
             f"/providers/Microsoft.KeyVault/vaults/{quote(name, safe='')}"
         )
         return self.automation.read(path, f"Key Vault {name}", KEY_VAULT_API_VERSION)
+
+    def vault_secret_readers(self, resource_group: str, name: str) -> list[Mapping[str, str]]:
+        """Role assignments at the vault or above it (`atScope()`) whose role reads secret values:
+        {role, principalId, principalType, scope} each."""
+        from urllib.parse import quote
+
+        account = self.automation.account
+        path = (
+            f"/subscriptions/{account.subscription}/resourceGroups/{quote(resource_group, safe='')}"
+            f"/providers/Microsoft.KeyVault/vaults/{quote(name, safe='')}"
+            "/providers/Microsoft.Authorization/roleAssignments?$filter=atScope()"
+        )
+        found = self.automation.read(path, f"the role assignments on Key Vault {name}", AUTHORIZATION_API_VERSION)
+        readers: list[Mapping[str, str]] = []
+        for item in (found or {}).get("value") or []:
+            props = (item.get("properties") or {}) if isinstance(item, Mapping) else {}
+            role = role_name(str(props.get("roleDefinitionId") or "").rsplit("/", 1)[-1])
+            if role in SECRET_READING_ROLES:
+                readers.append(
+                    {
+                        "role": role,
+                        "principalId": str(props.get("principalId") or ""),
+                        "principalType": str(props.get("principalType") or ""),
+                        "scope": str(props.get("scope") or ""),
+                    }
+                )
+        return readers
 
     def _group_path(self, name: str) -> str:
         from urllib.parse import quote

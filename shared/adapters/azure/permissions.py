@@ -27,7 +27,21 @@ BUILT_IN_ROLES: dict[str, str] = {
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Automation Job Operator": "4fe576fe-1146-4730-92eb-48519fa6bf9f",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    # Never assigned by certsync: `certsync doctor --deployment` looks for them on the vault (below).
+    "Key Vault Administrator": "00482a5a-887f-4fb3-b363-3b7fe8e74483",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Key Vault Certificates Officer": "a4417e6f-fecd-4de8-b567-7b0420556985",
 }
+
+# Roles whose data actions read secret values: held on a vault (or above it), they read every secret in it,
+# every certificate's private key included. certsync grants Secrets User per secret only.
+SECRET_READING_ROLES = (
+    "Key Vault Administrator",
+    "Key Vault Secrets Officer",
+    "Key Vault Certificates Officer",
+    "Key Vault Secrets User",
+    "Key Vault Certificate User",
+)
 
 # Who holds a role.
 FUNCTION = "function"  # the Function App's user-assigned managed identity
