@@ -213,6 +213,21 @@ def _worker_group(value: str, name: str) -> str:
     return value
 
 
+def _site_id(value: str, name: str) -> str:
+    if value and not re.fullmatch(
+        r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Web/sites/[-\w]{2,60}",
+        value.strip().rstrip("/"),
+        re.IGNORECASE,
+    ):
+        raise _bad(
+            name,
+            value,
+            "not a Function App id; give /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Web/"
+            "sites/<app>",
+        )
+    return value.strip().rstrip("/")
+
+
 def _resource_group(value: str, name: str) -> str:
     if value and not re.fullmatch(r"[-\w.()]{1,90}", value):
         raise _bad(name, value, "not a resource group name; use up to 90 letters, digits, -, _, ., ( and )")
@@ -380,6 +395,12 @@ REGISTRY: tuple[Setting, ...] = (
         "hrw-exchange",
         scope="cli",
         parse=_worker_group,
+    ),
+    Setting(
+        "FUNCTION_APP_ID",
+        "the Function App's resource id: the Event Grid subscription must deliver to it",
+        scope="cli",
+        parse=_site_id,
     ),
     Setting(
         "KEY_VAULT_RESOURCE_GROUP",

@@ -103,6 +103,7 @@ def stack(keyvault: FakeKeyVault, arm: FakeArm, azurite: Azurite) -> Iterator[St
         "CERTSYNC_WATCHED_CERTIFICATES": f"{WATCHED}={GROUP}",
         "CERTSYNC_EVENT_SUBSCRIPTION_ID": subscription,
         "KEY_VAULT_RESOURCE_GROUP": arm.resource_group,
+        "FUNCTION_APP_ID": arm.function_app_id,
         **arm.env,
     }
     world = Stack(keyvault, arm, azurite, now, env)
@@ -278,6 +279,14 @@ def test_an_event_subscription_that_targets_another_function_or_drops_events_is_
     )
     assert (
         problems[1] == "it filters out Microsoft.KeyVault.CertificateExpired, Microsoft.KeyVault.CertificateNearExpiry"
+    )
+
+
+def test_an_event_subscription_that_delivers_to_another_function_app_is_found(stack):
+    stack.env["FUNCTION_APP_ID"] = stack.arm.function_app_id.replace("func-certsync", "func-certsync-new")
+    finding = only(stack.findings())
+    assert finding.check == "event-grid" and finding.problem.endswith(
+        "a function of another Function App than FUNCTION_APP_ID"
     )
 
 

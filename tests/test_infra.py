@@ -1364,12 +1364,13 @@ def test_azd_gives_doctor_deployment_the_settings_it_reads():
     assert parameters["watchedCertificates"]["value"] == "${CERTSYNC_WATCHED_CERTIFICATES=}"
     from shared.settings import BY_NAME
 
-    assert "KEY_VAULT_RESOURCE_GROUP" in outputs
+    assert {"KEY_VAULT_RESOURCE_GROUP", "FUNCTION_APP_ID"} <= outputs
     for name in (
         "CERTSYNC_WATCHED_CERTIFICATES",
         "CERTSYNC_EVENT_SUBSCRIPTION_ID",
         "HYBRID_WORKER_GROUP",
         "KEY_VAULT_RESOURCE_GROUP",
+        "FUNCTION_APP_ID",
     ):
         assert BY_NAME[name].scope == "cli", name
     subscription = text(

@@ -65,6 +65,7 @@ BAD = {
     "CERTSYNC_WATCHED_CERTIFICATES": ("exch-smtp=hrw-exchange,exch smtp", "write NAME or NAME=WORKER_GROUP"),
     "HYBRID_WORKER_GROUP": ("hrw exchange", "not a worker group name"),
     "KEY_VAULT_RESOURCE_GROUP": ("rg pki", "not a resource group name"),
+    "FUNCTION_APP_ID": ("func-certsync", "not a Function App id"),
     "CERTSYNC_EVENT_SUBSCRIPTION_ID": ("certsync-certificate-events", "not an event subscription id"),
 }
 # What a setting needs set beside it to be read at all.

@@ -88,6 +88,7 @@ def deployment_from_env(
         event_subscription_id=good("CERTSYNC_EVENT_SUBSCRIPTION_ID") or "",
         automation_account_id=good("AUTOMATION_ACCOUNT_ID") or "",
         vault_resource_group=good("KEY_VAULT_RESOURCE_GROUP") or "",
+        function_app_id=good("FUNCTION_APP_ID") or "",
     )
     client_id = good("AZURE_CLIENT_ID") or ""
     if not bad & {"CERTSYNC_VAULTS", "CERTSYNC_VAULT_DNS_SUFFIX", "CERTSYNC_VAULT_URLS", "AZURE_CLIENT_ID"}:

@@ -103,6 +103,7 @@ class Deployment:
     automation_account_id: str = ""
     event_subscription_id: str = ""
     vault_resource_group: str = ""  # KEY_VAULT_RESOURCE_GROUP: where the vaults' RBAC setting is read
+    function_app_id: str = ""  # FUNCTION_APP_ID: the app the subscription must deliver to
     inventories: InventoryStore | None = None
     inventory_max_age: dt.timedelta = dt.timedelta(hours=24)
     default_worker_group: str = "hrw-exchange"
@@ -346,6 +347,8 @@ def _check_event_grid(deployment: Deployment) -> list[Finding]:
         f"/functions/{EVENT_FUNCTION}"
     ):
         problems.append(f"it delivers to {target or destination.get('endpointType') or 'nothing'}, not the function")
+    elif deployment.function_app_id and not target.lower().startswith(deployment.function_app_id.lower() + "/"):
+        problems.append(f"it delivers to {target}, a function of another Function App than FUNCTION_APP_ID")
     types = set((props.get("filter") or {}).get("includedEventTypes") or [])
     missing = sorted(set(CERTIFICATE_EVENTS) - types) if types else []
     if missing:

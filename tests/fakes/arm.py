@@ -182,6 +182,12 @@ class FakeArm(HttpsServer):
             f"/providers/Microsoft.EventGrid/systemTopics/{topic}/eventSubscriptions/{name}"
         )
 
+    @property
+    def function_app_id(self) -> str:
+        """The Function App event subscriptions deliver to (`add_event_subscription`)."""
+        group = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+        return f"{group}/providers/Microsoft.Web/sites/func-certsync"
+
     def add_event_subscription(
         self,
         resource_id: str,
@@ -195,8 +201,7 @@ class FakeArm(HttpsServer):
         state: str = "Succeeded",
     ) -> None:
         """An event subscription as ARM returns it, delivering to `function` of a Function App."""
-        group = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
-        site = f"{group}/providers/Microsoft.Web/sites/func-certsync"
+        site = self.function_app_id
         self.event_subscriptions[resource_id.lower()] = {
             "id": resource_id,
             "name": resource_id.rsplit("/", 1)[-1],
