@@ -803,11 +803,13 @@ def test_the_event_subscription_delivers_the_three_certificate_events_to_the_fun
 
 
 def test_the_system_topic_is_the_vaults_and_has_an_identity_for_dead_letters():
-    topic = bicep("modules/event-grid.bicep").resources_of("Microsoft.EventGrid/systemTopics")[0]
-    assert literal(topic.body, "properties.topicType") == "Microsoft.KeyVault.vaults"
-    assert text(lookup(topic.body, "properties.source")) == "keyVaultId"
-    assert text(lookup(topic.body, "location")) == "keyVaultLocation"
-    assert literal(topic.body, "identity.type") == "SystemAssigned"
+    module = bicep("modules/event-grid.bicep")
+    [topic] = [m for m in module.modules if m.reference.startswith("br/public:avm/res/event-grid/system-topic:")]
+    assert literal(topic.body, "params.topicType") == "Microsoft.KeyVault.vaults"
+    assert text(lookup(topic.body, "params.source")) == "keyVaultId"
+    assert text(lookup(topic.body, "params.location")) == "keyVaultLocation"
+    assert literal(topic.body, "params.managedIdentities.systemAssigned") is True
+    assert "output principalId string = systemTopic.outputs.systemAssignedMIPrincipalId ?? ''" in module.source
     # The identity that writes dead letters is the one granted on the dead-letter container.
     grant = next(g for g in bicep_grants() if g.principal == permissions.EVENT_GRID)
     assert grant.scope == "Microsoft.Storage/storageAccounts/blobServices/containers"
@@ -1128,10 +1130,6 @@ AVM_NOT_USED = {
         "runbooks are declared without content (the hook publishes it), and the Job Operator role is"
         " checked on this account's symbol",
     ),
-    "modules/event-grid.bicep": (
-        {"Microsoft.EventGrid/systemTopics"},
-        "the topic's identity is the dead-letter writer the contract test follows",
-    ),
     "modules/alerts.bicep": (
         {
             "Microsoft.Insights/actionGroups",
@@ -1158,6 +1156,7 @@ def test_azure_verified_modules_are_used_where_one_exists():
         "avm/res/operational-insights/workspace",
         "avm/res/insights/component",
         "avm/res/managed-identity/user-assigned-identity",
+        "avm/res/event-grid/system-topic",
     }
 
 
@@ -1169,11 +1168,13 @@ def test_azure_verified_modules_are_pinned_and_given_only_names_their_module_tak
             "name", "location", "tags", "kind", "applicationType", "workspaceResourceId", "disableLocalAuth",
         },
         "avm/res/managed-identity/user-assigned-identity": {"name", "location", "tags"},
+        "avm/res/event-grid/system-topic": {"name", "location", "tags", "source", "topicType", "managedIdentities"},
     }  # fmt: skip
     outputs = {
         "avm/res/operational-insights/workspace": {"resourceId", "name"},
         "avm/res/insights/component": {"resourceId", "name", "connectionString"},
         "avm/res/managed-identity/user-assigned-identity": {"resourceId", "name", "clientId", "principalId"},
+        "avm/res/event-grid/system-topic": {"resourceId", "name", "systemAssignedMIPrincipalId"},
     }
     for parsed in all_bicep():
         for module in (m for m in parsed.modules if m.registry):
