@@ -1,7 +1,8 @@
 """`certsync doctor`: what is broken in mail flow right now, predicted from a saved Exchange inventory.
 
 Exit 0 with no finding of severity warning or worse, 1 with one, 2 on bad input. `--json` prints
-`certsync.doctor/1` (`exchange-inventory.md` §4).
+`certsync.doctor/1` (`exchange-inventory.md` §4). `--deployment` checks the whole deployment instead
+(`shared/cli/doctor_deployment.py`).
 """
 
 from __future__ import annotations
