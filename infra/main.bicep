@@ -48,8 +48,17 @@ param existingSystemTopicResourceGroup string = ''
 @description('Name of the Hybrid Runbook Worker group of the Exchange servers.')
 param hybridWorkerGroupName string = 'hrw-exchange'
 
-@description('Principal ids of the hybrid workers\' identities (each Arc-enabled Exchange server\'s system-assigned identity), comma-separated, for Key Vault Secrets User on the vault; empty until the workers exist. Used by the postprovision hook.')
+@description('Hybrid workers\' identities (each Arc-enabled Exchange server\'s system-assigned identity), comma-separated PRINCIPAL_ID or GROUP=PRINCIPAL_ID (alone: the group above), for Key Vault Secrets User on their own group\'s certificates\' secrets; empty until the workers exist. Used by the postprovision hook.')
 param hybridWorkerPrincipalIds string = ''
+
+@description('The certificates certsync watches, comma-separated NAME or NAME=WORKER_GROUP: the Function and that group\'s workers may read each one\'s secret, and nothing else in the vault. Used by the postprovision hook.')
+param watchedCertificates string = ''
+
+@description('Resource ids of existing action groups the alerts notify, comma-separated.')
+param alertActionGroupIds string = ''
+
+@description('An e-mail address for a new action group of the alerts; empty for none.')
+param alertEmail string = ''
 
 @description('Exchange Online organization (contoso.onmicrosoft.com) for EXO connector steps; empty for on-premises only.')
 param exoOrganization string = ''
@@ -131,6 +140,22 @@ var systemTopicResourceGroup = reuseSystemTopic
   ? (empty(existingSystemTopicResourceGroup) ? keyVaultResourceGroup : existingSystemTopicResourceGroup)
   : rg.name
 var systemTopicName = reuseSystemTopic ? existingSystemTopicName : 'evgt-certsync-${keyVaultName}'
+// The secrets app settings reference (the Function resolves them) and those the runbook reads besides the
+// certificates (the callback's); the postprovision hook grants exactly these (modules/vault-access.bicep).
+var functionSecretNames = join(
+  filter(
+    [
+      teamsWebhookSecretName
+      slackWebhookSecretName
+      webhookUrlSecretName
+      webhookSigningSecretName
+      enableResultCallback ? 'certsync-callback-secret' : ''
+    ],
+    secretName => !empty(secretName)
+  ),
+  ','
+)
+var workerSecretNames = enableResultCallback ? 'certsync-callback-key,certsync-callback-secret' : ''
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'certsync-deadletter'
 
@@ -141,13 +166,13 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
 }
 
 // Read only: the vault's id, region and URI.
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+resource vault 'Microsoft.KeyVault/vaults@2026-02-01' existing = {
   name: keyVaultName
   scope: resourceGroup(keyVaultResourceGroup)
 }
 
 // Read only: a system topic the vault already has, for its identity (it writes our dead letters).
-resource existingSystemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = if (reuseSystemTopic) {
+resource existingSystemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = if (reuseSystemTopic) {
   name: existingSystemTopicName
   scope: resourceGroup(systemTopicResourceGroup)
 }
@@ -170,6 +195,20 @@ module monitoring 'modules/monitoring.bicep' = {
     applicationInsightsName: 'appi-certsync-${resourceToken}'
     location: location
     tags: tags
+    functionPrincipalId: identity.outputs.principalId
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.workspaceId
+    systemTopicId: reuseSystemTopic ? existingSystemTopic!.id : eventGrid!.outputs.id
+    actionGroupIds: alertActionGroupIds
+    alertEmail: alertEmail
   }
 }
 
@@ -264,6 +303,9 @@ output FUNCTION_PRINCIPAL_ID string = identity.outputs.principalId
 output KEY_VAULT_NAME string = keyVaultName
 output KEY_VAULT_RESOURCE_GROUP string = keyVaultResourceGroup
 output HYBRID_WORKER_PRINCIPAL_IDS string = hybridWorkerPrincipalIds
+output WATCHED_CERTIFICATES string = watchedCertificates
+output FUNCTION_SECRET_NAMES string = functionSecretNames
+output WORKER_SECRET_NAMES string = workerSecretNames
 output HYBRID_WORKER_GROUP string = automation.outputs.hybridWorkerGroupName
 output AUTOMATION_ACCOUNT_NAME string = automation.outputs.name
 output AUTOMATION_RUNBOOK_NAME string = automation.outputs.runbookName
@@ -273,3 +315,10 @@ output SYSTEM_TOPIC_RESOURCE_GROUP string = systemTopicResourceGroup
 output SYSTEM_TOPIC_REUSED bool = reuseSystemTopic
 output STORAGE_ACCOUNT_ID string = storage.outputs.id
 output DEAD_LETTER_CONTAINER string = storage.outputs.deadLetterContainerName
+// For `certsync doctor --deployment` from an admin's machine: `azd env get-values` gives these under the
+// names of the settings it reads (with CERTSYNC_WATCHED_CERTIFICATES, which the admin set).
+output CERTSYNC_VAULTS string = empty(certsyncVaults) ? keyVaultName : certsyncVaults
+output AUTOMATION_ACCOUNT_ID string = automation.outputs.id
+output CERTSYNC_EVENT_SUBSCRIPTION_ID string = '/subscriptions/${subscription().subscriptionId}/resourceGroups/${systemTopicResourceGroup}/providers/Microsoft.EventGrid/systemTopics/${systemTopicName}/eventSubscriptions/certsync-certificate-events'
+output JobsStorage__queueServiceUri string = storage.outputs.queueEndpoint
+output JobsStorage__tableServiceUri string = storage.outputs.tableEndpoint

@@ -244,6 +244,71 @@ def _webhook_url(value: str, name: str) -> str:
     return value
 
 
+_EVENT_SUBSCRIPTION = re.compile(
+    r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.EventGrid/"
+    r"systemTopics/[-\w]{3,128}/eventSubscriptions/[-\w]{3,64}",
+    re.IGNORECASE,
+)
+
+
+def _worker_group(value: str, name: str) -> str:
+    if not _RUNBOOK.fullmatch(value):
+        raise _bad(name, value, "not a worker group name; use letters, digits, - and _ (e.g. hrw-exchange)")
+    return value
+
+
+def _site_id(value: str, name: str) -> str:
+    if value and not re.fullmatch(
+        r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Web/sites/[-\w]{2,60}",
+        value.strip().rstrip("/"),
+        re.IGNORECASE,
+    ):
+        raise _bad(
+            name,
+            value,
+            "not a Function App id; give /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Web/"
+            "sites/<app>",
+        )
+    return value.strip().rstrip("/")
+
+
+def _resource_group(value: str, name: str) -> str:
+    if value and not re.fullmatch(r"[-\w.()]{1,90}", value):
+        raise _bad(name, value, "not a resource group name; use up to 90 letters, digits, -, _, ., ( and )")
+    return value
+
+
+def _watched(value: str, name: str) -> dict[str, str]:
+    """NAME or NAME=WORKER_GROUP, comma-separated (as azd's CERTSYNC_WATCHED_CERTIFICATES): name -> group
+    ("" for the default group)."""
+    from shared.pipeline.sources import check_object_name
+
+    watched: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        certificate, _, group = (part.strip() for part in item.partition("="))
+        try:
+            check_object_name(certificate)
+            if group:
+                _worker_group(group, name)
+        except CertsyncError:
+            raise CertsyncError(
+                f"{name} item {item!r}: write NAME or NAME=WORKER_GROUP, comma-separated, e.g. exch-smtp=hrw-exchange"
+            ) from None
+        watched[certificate.lower()] = group
+    return watched
+
+
+def _event_subscription(value: str, name: str) -> str:
+    if value and not _EVENT_SUBSCRIPTION.fullmatch(value.strip().rstrip("/")):
+        raise _bad(
+            name,
+            value,
+            "not an event subscription id; give /subscriptions/<id>/resourceGroups/<group>/providers/"
+            "Microsoft.EventGrid/systemTopics/<topic>/eventSubscriptions/<name>",
+        )
+    return value.strip().rstrip("/")
+
+
 def _flag(value: str, name: str) -> bool:
     return bool(value)
 
@@ -433,6 +498,38 @@ REGISTRY: tuple[Setting, ...] = (
     ),
     # The command line.
     Setting("CERTSYNC_DEBUG", "any value: show a traceback for an internal error", scope="cli", parse=_flag),
+    # `certsync doctor --deployment` (named as azd's environment, so `azd env get-values` gives them).
+    Setting(
+        "CERTSYNC_WATCHED_CERTIFICATES",
+        "the certificates the deployment watches, NAME or NAME=WORKER_GROUP, comma-separated",
+        scope="cli",
+        parse=_watched,
+    ),
+    Setting(
+        "HYBRID_WORKER_GROUP",
+        "the worker group of a watched certificate without one",
+        "hrw-exchange",
+        scope="cli",
+        parse=_worker_group,
+    ),
+    Setting(
+        "FUNCTION_APP_ID",
+        "the Function App's resource id: the Event Grid subscription must deliver to it",
+        scope="cli",
+        parse=_site_id,
+    ),
+    Setting(
+        "KEY_VAULT_RESOURCE_GROUP",
+        "the vaults' resource group, for doctor --deployment's check of their permission model",
+        scope="cli",
+        parse=_resource_group,
+    ),
+    Setting(
+        "CERTSYNC_EVENT_SUBSCRIPTION_ID",
+        "the Event Grid subscription's resource id, for doctor --deployment",
+        scope="cli",
+        parse=_event_subscription,
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in REGISTRY}
@@ -676,6 +773,25 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         azure_client_id=value("AZURE_CLIENT_ID", env),
         unset=unset,
     )
+
+
+def problems(env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """Every registered setting of `env` that is required and unset or has a bad value: (name, the one-line
+    message with the fix), in registry order. Unlike `load`, it does not stop at the first."""
+    env = environment(env)
+    found = []
+    for setting in REGISTRY:
+        try:
+            if setting.name == JOBS_STORAGE:
+                if _connection(env, JOBS_STORAGE) is None:
+                    raise missing_error(setting)
+            elif setting.required and not _lookup(env, setting.name).strip():
+                raise missing_error(setting)
+            elif setting.validated:
+                setting.value(env)
+        except CertsyncError as exc:
+            found.append((setting.name, str(exc)))
+    return found
 
 
 def debug(env: Mapping[str, str] | None = None) -> bool:

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import tree_sitter
 import tree_sitter_bicep
+import tree_sitter_powershell
 import yaml
 
 from shared.adapters.azure import permissions
@@ -71,13 +72,15 @@ HOST_ONLY_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": None,
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",
     "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME": "certsync",
+    # Application Insights takes Entra-only ingestion (disableLocalAuth): sign in as the user-assigned identity.
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": None,
 }
 # The Functions host's own storage connection (no binding names it).
 HOST_CONNECTION = "AzureWebJobsStorage"
 # How the Bicep passes each principal's id to a role assignment (registry principal -> Bicep param).
 PRINCIPAL_PARAMS = {
     "functionPrincipalId": permissions.FUNCTION,
-    "hybridWorkerPrincipalId": permissions.HYBRID_WORKER,
+    "grant.principalId": permissions.HYBRID_WORKER,  # vault-access.bicep's loop over (secret, worker) grants
     "eventGridPrincipalId": permissions.EVENT_GRID,
 }
 # Environment variables azd itself gives every hook (the rest must be main.bicep outputs).
@@ -236,6 +239,11 @@ class Module:
     symbol: str
     path: Path
     body: tree_sitter.Node
+    reference: str = ""  # as written: 'modules/x.bicep' or 'br/public:avm/res/...:<version>'
+
+    @property
+    def registry(self) -> bool:
+        return self.reference.startswith("br/") or self.reference.startswith("br:")
 
 
 @dataclass
@@ -290,7 +298,8 @@ def bicep(relative: str) -> BicepFile:
             )
         elif node.type == "module_declaration":
             body, _ = _body(node)
-            parsed.modules.append(Module(text(children[0]), (path.parent / string_value(children[1])), body))
+            reference = string_value(children[1]) or ""
+            parsed.modules.append(Module(text(children[0]), path.parent / reference, body, reference))
     return parsed
 
 
@@ -602,10 +611,11 @@ def bicep_grants() -> list[Grant]:
             principal_param = text(lookup(assignment.body, "properties.principalId"))
             assert principal_param in PRINCIPAL_PARAMS, f"{where}: principalId {principal_param} is not known"
             assert literal(assignment.body, "properties.principalType") == "ServicePrincipal", where
-            scope = parsed.resource(text(lookup(assignment.body, "scope")))
+            scope_text = text(lookup(assignment.body, "scope"))
+            scope = parsed.resource(re.sub(r"\[\w+\]$", "", scope_text))
             # The assignment's name is derived from the same scope, principal and role (stable, unique).
             name = text(lookup(assignment.body, "name"))
-            assert name == f"guid({scope.symbol}.id, {principal_param}, '{guid}')", where
+            assert name == f"guid({scope_text}.id, {principal_param}, '{guid}')", where
             principal = PRINCIPAL_PARAMS[principal_param]
             grants.append(Grant(guid, principal, scope.arm_type, parsed.path.name, assignment.symbol))
     return grants
@@ -621,7 +631,7 @@ def test_the_role_registry_names_built_in_roles_by_guid():
         assert assignment.principal in permissions.PRINCIPALS
         assert assignment.reason and assignment.needed_by
     assert {a.role for a in permissions.assignments_for(permissions.FUNCTION)} >= {
-        "Key Vault Certificate User", "Key Vault Secrets User", "Automation Job Operator",
+        "Key Vault Reader", "Key Vault Secrets User", "Automation Job Operator",
         "Storage Queue Data Contributor", "Storage Table Data Contributor",
     }  # fmt: skip
     with pytest.raises(CertsyncError) as raised:
@@ -652,19 +662,74 @@ def test_every_role_assignment_says_which_role_and_why():
             assert literal(assignment.body, "properties.description").startswith("certsync: ")
 
 
-def test_every_hybrid_worker_given_gets_the_grant_and_none_is_needed():
-    # A job sent to the group runs on any of its workers: one grant per worker identity, none until the
-    # workers exist (an empty list, not an assignment with an empty principal).
+KEY_VAULT_DATA_ROLES = {"Key Vault Secrets User", "Key Vault Certificate User", "Key Vault Secrets Officer"}
+
+
+def test_no_identity_can_read_every_secret_in_the_vault():
+    # Least privilege (issue 20): on the vault itself only Key Vault Reader (list, public facts; no value);
+    # every role that reads a secret's value is scoped to one secret.
+    for grant in bicep_grants():
+        role = permissions.role_name(grant.role_definition_id)
+        if grant.scope == permissions.KEY_VAULT:
+            assert role == "Key Vault Reader", f"{grant.file}:{grant.symbol}: {role} on the whole vault"
+        if role in KEY_VAULT_DATA_ROLES:
+            assert grant.scope == permissions.KEY_VAULT_SECRET, f"{grant.file}:{grant.symbol}"
+    reader = [g for g in bicep_grants() if permissions.role_name(g.role_definition_id) == "Key Vault Reader"]
+    assert [g.principal for g in reader] == [permissions.FUNCTION]  # workers never list the vault
+
+
+def test_the_function_reads_only_the_secrets_of_watched_certificates_and_referenced_settings():
+    access = bicep("modules/vault-access.bicep")
+    assert access.params["watchedCertificates"] is True and access.params["functionSecretNames"] is True
+    secrets = access.resource("functionSecret")
+    assert secrets.existing and secrets.arm_type == permissions.KEY_VAULT_SECRET
+    loop = secrets.declaration.named_children[-1]
+    assert loop.type == "for_statement" and text(loop.named_children[1]) == "functionSecrets"
+    assert text(access.variables["functionSecrets"]) == (
+        "union(map(certificates, certificate => certificate.name), functionExtraSecrets)"
+    )
+    grant = access.resource("functionSecretsUser")
+    assert text(lookup(grant.body, "scope")) == "functionSecret[i]"
+    # main.bicep derives the referenced secrets from the notification and callback settings it references.
+    main = bicep("main.bicep")
+    referenced = text(main.variables["functionSecretNames"])
+    for name in (
+        "teamsWebhookSecretName",
+        "slackWebhookSecretName",
+        "webhookUrlSecretName",
+        "webhookSigningSecretName",
+    ):
+        assert name in referenced
+    assert "certsync-callback-secret" in referenced
+    assert {"WATCHED_CERTIFICATES", "FUNCTION_SECRET_NAMES", "WORKER_SECRET_NAMES"} <= main.outputs
+
+
+def test_each_worker_group_reads_only_its_own_certificates_secrets():
+    # A job sent to a group runs on any of its workers: a grant per (certificate of the group, worker of the
+    # group), none for another group's certificates, none until workers exist (an empty list).
     access = bicep("modules/vault-access.bicep")
     assert access.params["hybridWorkerPrincipalIds"] is True  # optional
-    principals = text(access.variables["hybridWorkerPrincipals"])
-    assert "split(hybridWorkerPrincipalIds, ',')" in principals and "!empty(" in principals
-    assignments = access.resources_of("Microsoft.Authorization/roleAssignments")
-    worker = [r for r in assignments if "hybridWorkerPrincipalId" in text(r.body)]
-    assert len(worker) == 1
-    loop = worker[0].declaration.named_children[-1]
-    assert loop.type == "for_statement"
-    assert [text(c) for c in loop.named_children[:2]] == ["hybridWorkerPrincipalId", "hybridWorkerPrincipals"]
+    grants = text(access.variables["workerGrants"])
+    assert "filter(workers, worker => worker.group == certificate.group)" in grants
+    assert "{ secret: certificate.name, principalId: worker.principalId }" in grants
+    for name in ("certificateEntries", "workerEntries"):
+        assert "!empty(entry)" in text(access.variables[name]), name  # blanks never become grants
+    workers = [r for r in access.resources_of("Microsoft.Authorization/roleAssignments") if "grant." in text(r.body)]
+    assert [w.symbol for w in workers] == ["workerSecretsUser"]
+    loop = workers[0].declaration.named_children[-1]
+    assert loop.type == "for_statement" and text(loop.named_children[-2]) == "workerGrants"
+    assert text(lookup(workers[0].body, "scope")) == "workerSecret[i]"
+    assert text(lookup(access.resource("workerSecret").body, "name")) == "grant.secret"
+
+
+def test_the_hooks_hand_the_watched_certificates_and_worker_groups_to_vault_access():
+    for platform in ("posix", "windows"):
+        hook = hook_scripts(platform)["postprovision"].read_text()
+        for param in ("watchedCertificates", "hybridWorkerPrincipalIds", "defaultWorkerGroup", "functionSecretNames",
+                      "workerSecretNames"):  # fmt: skip
+            assert f"{param}=" in hook, (platform, param)
+        # The roles grant nothing on an access-policy vault: the hook stops first (Key Vault RBAC).
+        assert "properties.enableRbacAuthorization" in hook and "--enable-rbac-authorization true" in hook
 
 
 def test_vault_roles_are_assigned_outside_main_bicep():
@@ -697,7 +762,7 @@ def test_roles_named_in_the_codes_hints_are_in_the_registry():
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 for role in _role_names_in(node.value):
                     named.setdefault(role, set()).add(path.name)
-    assert {"Key Vault Certificate User", "Key Vault Secrets User"} <= set(named), named  # the scan works
+    assert {"Key Vault Reader", "Key Vault Secrets User"} <= set(named), named  # the scan works
     unknown = {role: files for role, files in named.items() if role not in permissions.BUILT_IN_ROLES}
     assert unknown == {}, "roles named in hints but missing from shared/adapters/azure/permissions.py"
 
@@ -738,11 +803,13 @@ def test_the_event_subscription_delivers_the_three_certificate_events_to_the_fun
 
 
 def test_the_system_topic_is_the_vaults_and_has_an_identity_for_dead_letters():
-    topic = bicep("modules/event-grid.bicep").resources_of("Microsoft.EventGrid/systemTopics")[0]
-    assert literal(topic.body, "properties.topicType") == "Microsoft.KeyVault.vaults"
-    assert text(lookup(topic.body, "properties.source")) == "keyVaultId"
-    assert text(lookup(topic.body, "location")) == "keyVaultLocation"
-    assert literal(topic.body, "identity.type") == "SystemAssigned"
+    module = bicep("modules/event-grid.bicep")
+    [topic] = [m for m in module.modules if m.reference.startswith("br/public:avm/res/event-grid/system-topic:")]
+    assert literal(topic.body, "params.topicType") == "Microsoft.KeyVault.vaults"
+    assert text(lookup(topic.body, "params.source")) == "keyVaultId"
+    assert text(lookup(topic.body, "params.location")) == "keyVaultLocation"
+    assert literal(topic.body, "params.managedIdentities.systemAssigned") is True
+    assert "output principalId string = systemTopic.outputs.systemAssignedMIPrincipalId ?? ''" in module.source
     # The identity that writes dead letters is the one granted on the dead-letter container.
     grant = next(g for g in bicep_grants() if g.principal == permissions.EVENT_GRID)
     assert grant.scope == "Microsoft.Storage/storageAccounts/blobServices/containers"
@@ -805,6 +872,8 @@ def lookup_param_default(relative: str, name: str) -> tree_sitter.Node:
 def test_modules_exist_and_get_exactly_their_declared_params():
     for parsed in all_bicep():
         for module in parsed.modules:
+            if module.registry:
+                continue  # an Azure Verified Module: its params are checked by test_azure_verified_modules_*
             assert module.path.is_file(), module.path
             target = bicep(module.path.relative_to(INFRA).as_posix())
             given = set(properties(lookup(module.body, "params")))
@@ -815,7 +884,7 @@ def test_modules_exist_and_get_exactly_their_declared_params():
 
 def test_module_outputs_that_are_read_exist():
     main = bicep("main.bicep")
-    modules = {m.symbol: bicep(m.path.relative_to(INFRA).as_posix()) for m in main.modules}
+    modules = {m.symbol: bicep(m.path.relative_to(INFRA).as_posix()) for m in main.modules if not m.registry}
     source = re.sub(r"//[^\n]*", "", main.source)
     references = re.findall(r"\b(\w+)!?\.outputs\.(\w+)", source)
     assert references
@@ -838,9 +907,10 @@ def test_the_parameters_file_covers_main_bicep_with_azd_substitutions():
 # --- azd: azure.yaml and the hooks ------------------------------------------------------------------
 
 
-def hook_scripts() -> dict[str, Path]:
+def hook_scripts(platform: str = "posix") -> dict[str, Path]:
+    """Each azd hook's script: `posix` (sh) or `windows` (PowerShell)."""
     config = yaml.safe_load((ROOT / "azure.yaml").read_text())
-    return {name: ROOT / hook["run"] for name, hook in config["hooks"].items()}
+    return {name: ROOT / hook[platform]["run"] for name, hook in config["hooks"].items()}
 
 
 def test_azure_yaml_deploys_the_function_app_from_the_project_root():
@@ -850,7 +920,10 @@ def test_azure_yaml_deploys_the_function_app_from_the_project_root():
     assert config["services"] == {"api": {"project": ".", "language": "python", "host": "function"}}
     assert set(config["hooks"]) == {"postprovision", "postdeploy", "predown"}
     for name, hook in config["hooks"].items():
-        assert hook["shell"] == "sh" and hook["continueOnError"] is False, name
+        assert set(hook) == {"posix", "windows"}, name  # every hook on both, so Windows admins can run azd
+        assert hook["posix"]["shell"] == "sh" and hook["posix"]["continueOnError"] is False, name
+        assert hook["windows"]["shell"] == "pwsh" and hook["windows"]["continueOnError"] is False, name
+        assert hook["windows"]["run"] == hook["posix"]["run"].removesuffix(".sh") + ".ps1", name
 
 
 @pytest.mark.parametrize("hook", ["postprovision", "postdeploy", "predown"])
@@ -932,3 +1005,381 @@ def test_the_infra_readme_lists_every_role_assignment_and_says_nothing_was_deplo
         assert assignment.role in readme and assignment.role_definition_id in readme, assignment.role
     assert "azd down --purge" in readme
     assert "nothing here has been deployed to azure" in readme.lower()
+
+
+# --- Application Insights: Entra-only ingestion -----------------------------------------------------------
+
+
+def test_application_insights_takes_entra_only_ingestion_with_the_functions_identity():
+    monitoring = bicep("modules/monitoring.bicep")
+    [component] = [m for m in monitoring.modules if m.reference.startswith("br/public:avm/res/insights/component:")]
+    assert literal(component.body, "params.disableLocalAuth") is True
+    # The identity that sends telemetry may publish it there, and the app says which identity that is.
+    grant = next(
+        g for g in bicep_grants() if permissions.role_name(g.role_definition_id) == "Monitoring Metrics Publisher"
+    )
+    assert (grant.principal, grant.scope) == (permissions.FUNCTION, "Microsoft.Insights/components")
+    setting = text(app_settings()["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"])
+    assert setting == "'ClientId=${identityClientId};Authorization=AAD'"
+    # No instrumentation key anywhere: the connection string only locates the component.
+    for parsed in all_bicep():
+        assert "InstrumentationKey" not in re.sub(r"//[^\n]*", "", parsed.source), parsed.path
+
+
+# --- azd hooks on Windows ----------------------------------------------------------------------------------
+
+POWERSHELL = tree_sitter.Language(tree_sitter_powershell.language())
+
+
+def powershell_errors(source: bytes) -> list[str]:
+    tree = tree_sitter.Parser(POWERSHELL).parse(source)
+    return syntax_errors(tree)
+
+
+@pytest.mark.parametrize("path", sorted(HOOKS.glob("*.ps1")), ids=lambda p: p.name)
+def test_every_powershell_hook_parses(path):
+    # No pwsh here (spec: local-stack §5): the tree-sitter PowerShell grammar is the syntax gate.
+    assert powershell_errors(path.read_bytes()) == [], path
+
+
+def test_the_powershell_syntax_gate_flags_broken_scripts():
+    assert powershell_errors(b"if ($x {\n  Write-Output 'a'\n") != []
+    assert powershell_errors(b"function F {\n  param([string] $a\n}\n") != []
+
+
+def test_every_sh_hook_has_a_powershell_twin_doing_the_same():
+    # Same required variables, same deployment stacks and templates, same parameters, same az commands.
+    assert {p.stem for p in HOOKS.glob("*.sh")} == {p.stem for p in HOOKS.glob("*.ps1")}
+    for hook, sh_path in hook_scripts("posix").items():
+        sh = sh_path.read_text().replace("\\\n", " ")
+        ps = hook_scripts("windows")[hook].read_text().replace("`\n", " ")
+        assert '. "$PSScriptRoot/common.ps1"' in ps, hook
+        required_sh = {
+            v for line in re.findall(r"^require (.+?)$", sh, re.M) for v in re.findall(r"[A-Z][A-Z0-9_]+", line)
+        }
+        required_ps = {
+            v
+            for call in re.findall(r"^Require '[^']+' @\((.*?)\)", ps, re.M | re.S)
+            for v in re.findall(r"'([A-Z][A-Z0-9_]+)'", call)
+        }
+        assert required_sh and required_sh == required_ps, hook
+        stacks_sh = {
+            s.removeprefix("certsync-$AZURE_ENV_NAME") for s in re.findall(r"certsync-\$AZURE_ENV_NAME-[\w-]+", sh)
+        }
+        stacks_ps = {
+            s.removeprefix("certsync-$env:AZURE_ENV_NAME")
+            for s in re.findall(r"certsync-\$env:AZURE_ENV_NAME-[\w-]+", ps)
+        }
+        assert stacks_sh == stacks_ps, hook
+        assert set(re.findall(r"infra/modules/[\w-]+\.bicep", sh)) == set(
+            re.findall(r"infra/modules/[\w-]+\.bicep", ps)
+        )
+        stack_params_sh = set(re.findall(r"(\w+)=\"\$", " ".join(re.findall(r"--parameters (.+?) --", sh))))
+        stack_params_ps = set(re.findall(r"\"(\w+)=\$", " ".join(re.findall(r"--parameters (.+?) --", ps))))
+        assert stack_params_sh == stack_params_ps, hook
+        commands = r"(?m)(?:^\s*|\$\(|\bif )az ((?:stack group|automation runbook|keyvault) \w+(?:-\w+)?)"
+        ps_commands = r"(?:Invoke-Az|& az) ((?:stack group|automation runbook|keyvault) \w+(?:-\w+)?)"
+        assert set(re.findall(commands, sh)) == set(re.findall(ps_commands, ps)) != set(), hook
+        for line in re.findall(r"WriteLine\(\"certsync [^\"]+\"\)", ps):
+            assert "\n" not in line
+    common = (HOOKS / "common.ps1").read_text()
+    assert "is not set; run this through azd ($Via)" in common and "exit 2" in common
+
+
+def test_hooks_read_only_variables_main_bicep_outputs_on_windows_too():
+    outputs = bicep("main.bicep").outputs
+    for hook, path in hook_scripts("windows").items():
+        script = path.read_text()
+        used = set(re.findall(r"\$env:([A-Z][A-Z0-9_]+)", script)) | set(re.findall(r"'([A-Z][A-Z0-9_]{3,})'", script))
+        assert used, hook
+        assert used - outputs - AZD_HOOK_VARIABLES == set(), f"{hook} reads variables main.bicep does not output"
+
+
+# --- Azure Verified Modules -----------------------------------------------------------------------------------
+
+# Resource types with an Azure Verified Module (the AVM index, azure.github.io/Azure-Verified-Modules):
+# a hand-written resource of one of these types must be listed in AVM_NOT_USED with the reason.
+AVM_MODULES = {
+    "Microsoft.OperationalInsights/workspaces": "avm/res/operational-insights/workspace",
+    "Microsoft.Insights/components": "avm/res/insights/component",
+    "Microsoft.ManagedIdentity/userAssignedIdentities": "avm/res/managed-identity/user-assigned-identity",
+    "Microsoft.Storage/storageAccounts": "avm/res/storage/storage-account",
+    "Microsoft.Web/sites": "avm/res/web/site",
+    "Microsoft.Web/serverfarms": "avm/res/web/serverfarm",
+    "Microsoft.Automation/automationAccounts": "avm/res/automation/automation-account",
+    "Microsoft.EventGrid/systemTopics": "avm/res/event-grid/system-topic",
+    "Microsoft.Insights/actionGroups": "avm/res/insights/action-group",
+    "Microsoft.Insights/metricAlerts": "avm/res/insights/metric-alert",
+    "Microsoft.Insights/scheduledQueryRules": "avm/res/insights/scheduled-query-rule",
+    "Microsoft.Insights/workbooks": "avm/res/insights/workbook",
+}
+# file -> (types still hand-written there, why). Each is a contract the structure tests above read from the
+# resource's own properties, or a shape no AVM module takes.
+AVM_NOT_USED = {
+    "modules/storage.bicep": (
+        {"Microsoft.Storage/storageAccounts"},
+        "the dead-letter role is scoped to one container resource, and the queue/table contract tests read"
+        " the resources; the AVM module exposes neither as a symbol",
+    ),
+    "modules/function-app.bicep": (
+        {"Microsoft.Web/sites", "Microsoft.Web/serverfarms"},
+        "Flex Consumption functionAppConfig and the app settings contract are read from the site resource",
+    ),
+    "modules/automation.bicep": (
+        {"Microsoft.Automation/automationAccounts"},
+        "runbooks are declared without content (the hook publishes it), and the Job Operator role is"
+        " checked on this account's symbol",
+    ),
+    "modules/alerts.bicep": (
+        {
+            "Microsoft.Insights/actionGroups",
+            "Microsoft.Insights/metricAlerts",
+            "Microsoft.Insights/scheduledQueryRules",
+        },
+        "each rule's query and threshold is checked by test_the_alerts_*",
+    ),
+    "modules/monitoring.bicep": ({"Microsoft.Insights/workbooks"}, "the workbook's serializedData is a checked file"),
+}
+AVM_REFERENCE = re.compile(r"^br/public:(avm/res/[a-z0-9-]+/[a-z0-9-]+):(\d+\.\d+\.\d+)$")
+
+
+def test_azure_verified_modules_are_used_where_one_exists():
+    hand_written: dict[str, set[str]] = {}
+    for parsed in all_bicep():
+        relative = parsed.path.relative_to(INFRA).as_posix()
+        for resource in parsed.resources:
+            if not resource.existing and resource.arm_type in AVM_MODULES:
+                hand_written.setdefault(relative, set()).add(resource.arm_type)
+    assert hand_written == {f: types for f, (types, _) in AVM_NOT_USED.items()}, "use the AVM module, or say why not"
+    used = {m.reference for parsed in all_bicep() for m in parsed.modules if m.registry}
+    assert {AVM_REFERENCE.match(r)[1] for r in used if AVM_REFERENCE.match(r)} >= {
+        "avm/res/operational-insights/workspace",
+        "avm/res/insights/component",
+        "avm/res/managed-identity/user-assigned-identity",
+        "avm/res/event-grid/system-topic",
+    }
+
+
+def test_azure_verified_modules_are_pinned_and_given_only_names_their_module_takes():
+    # Pinned to an exact version (no `latest`, no range); each known module gets params it documents.
+    documented = {
+        "avm/res/operational-insights/workspace": {"name", "location", "tags", "dataRetention"},
+        "avm/res/insights/component": {
+            "name", "location", "tags", "kind", "applicationType", "workspaceResourceId", "disableLocalAuth",
+        },
+        "avm/res/managed-identity/user-assigned-identity": {"name", "location", "tags"},
+        "avm/res/event-grid/system-topic": {"name", "location", "tags", "source", "topicType", "managedIdentities"},
+    }  # fmt: skip
+    outputs = {
+        "avm/res/operational-insights/workspace": {"resourceId", "name"},
+        "avm/res/insights/component": {"resourceId", "name", "connectionString"},
+        "avm/res/managed-identity/user-assigned-identity": {"resourceId", "name", "clientId", "principalId"},
+        "avm/res/event-grid/system-topic": {"resourceId", "name", "systemAssignedMIPrincipalId"},
+    }
+    for parsed in all_bicep():
+        for module in (m for m in parsed.modules if m.registry):
+            match = AVM_REFERENCE.match(module.reference)
+            assert match, f"{parsed.path.name}:{module.symbol}: pin br/public:avm/res/<group>/<name>:<x.y.z>"
+            assert set(properties(lookup(module.body, "params"))) <= documented[match[1]], module.symbol
+            for read in re.findall(rf"\b{module.symbol}\.outputs\.(\w+)", parsed.source):
+                assert read in outputs[match[1]], f"{module.symbol}.outputs.{read}"
+
+
+# --- alerts and the workbook -----------------------------------------------------------------------------------
+
+
+def alert_queries() -> dict[str, str]:
+    alerts = bicep("modules/alerts.bicep")
+    return {
+        r.symbol: string_value(lookup(lookup(r.body, "properties.criteria.allOf").named_children[0], "query")) or ""
+        for r in alerts.resources_of("Microsoft.Insights/scheduledQueryRules")
+    }
+
+
+def test_the_alerts_fire_on_dead_letters_poison_failed_jobs_and_a_missing_reconciliation():
+    alerts = bicep("modules/alerts.bicep")
+    [dead] = alerts.resources_of("Microsoft.Insights/metricAlerts")
+    criterion = lookup(dead.body, "properties.criteria.allOf").named_children[0]
+    assert literal(criterion, "metricName") == "DeadLetteredCount"
+    assert literal(criterion, "metricNamespace") == "Microsoft.EventGrid/systemTopics"
+    assert (literal(criterion, "operator"), literal(criterion, "threshold")) == ("GreaterThan", 0)
+    assert text(lookup(dead.body, "properties.scopes").named_children[0]) == "systemTopicId"
+
+    rules = {r.symbol: r for r in alerts.resources_of("Microsoft.Insights/scheduledQueryRules")}
+    queries = alert_queries()
+    assert set(rules) == {"poisonAlert", "jobFailedAlert", "reconciliationHeartbeatAlert"}
+    assert '"-poison"' in queries["poisonAlert"] and '"job-poisoned"' in queries["poisonAlert"]
+    assert '"JobLogs"' in queries["jobFailedAlert"] and '"Failed"' in queries["jobFailedAlert"]
+    assert "ago(26h)" in queries["reconciliationHeartbeatAlert"]
+    assert 'Properties["certsync.run_id"]' in queries["reconciliationHeartbeatAlert"]
+    for symbol, rule in rules.items():
+        criterion = lookup(rule.body, "properties.criteria.allOf").named_children[0]
+        expected = ("LessThan", 1) if symbol == "reconciliationHeartbeatAlert" else ("GreaterThan", 0)
+        assert (literal(criterion, "operator"), literal(criterion, "threshold")) == expected, symbol
+        assert text(lookup(rule.body, "properties.actions.actionGroups")) == "actionGroups", symbol
+        assert text(lookup(rule.body, "properties.scopes").named_children[0]) == "workspaceId", symbol
+    assert "actionGroupId: id" in text(lookup(dead.body, "properties.actions"))
+    main = bicep("main.bicep")
+    assert "alerts" in {m.symbol for m in main.modules} and {"alertActionGroupIds", "alertEmail"} <= set(main.params)
+
+
+def test_the_alerts_read_fields_the_code_writes():
+    # The heartbeat's run id (functions/reconcile.py) and the audit dimensions (shared/adapters/azure/tables.py).
+    from shared.pipeline.audit import KINDS
+
+    assert '"certsync.run_id": report.run_id' in (ROOT / "functions" / "reconcile.py").read_text()
+    written = set(re.findall(r'"(certsync\.audit\.\w+)"', (ROOT / "shared/adapters/azure/tables.py").read_text()))
+    document = json.loads((INFRA / "workbooks" / "certsync-audit.json").read_text())
+    workbook = [i["content"]["query"] for i in document["items"] if i["type"] == 3]
+    for source in (*alert_queries().values(), *workbook):
+        assert set(re.findall(r"certsync\.audit\.\w+", source)) <= written
+        for kind in re.findall(r'"([a-z]+-[a-z-]+)"', source):
+            if kind not in ("-poison",):
+                assert kind in KINDS, kind
+
+
+def test_the_workbook_has_a_timeline_failures_and_time_to_deploy():
+    monitoring = bicep("modules/monitoring.bicep")
+    [workbook] = monitoring.resources_of("Microsoft.Insights/workbooks")
+    assert (
+        text(lookup(workbook.body, "properties.serializedData"))
+        == "loadTextContent('../workbooks/certsync-audit.json')"
+    )
+    document = json.loads((INFRA / "workbooks" / "certsync-audit.json").read_text())
+    assert document["version"] == "Notebook/1.0"
+    queries = {i["name"]: i["content"]["query"] for i in document["items"] if i["type"] == 3}
+    assert set(queries) == {"timeline", "failures", "time-to-deploy"}
+    assert "order by certificate asc, TimeGenerated asc" in queries["timeline"]
+    assert '"{Certificate}"' in queries["timeline"]
+    assert '"job-poisoned"' in queries["failures"] and 'status != "succeeded"' in queries["failures"]
+    deploy = queries["time-to-deploy"]
+    assert 'kind == "event-received"' in deploy and 'kind == "job-result" and status == "succeeded"' in deploy
+    assert "datetime_diff" in deploy and "by certificate" in deploy
+    for query in queries.values():
+        assert query.startswith("AppTraces") and 'Properties["certsync.audit.kind"]' in query
+
+
+# --- API versions (issue 18 item 10) --------------------------------------------------------------------------
+
+# The oldest API version each resource type may use, and why. Key Vault: control-plane versions before
+# 2026-02-01 retire on 27 February 2027, and 2026-02-01 makes RBAC the default
+# (learn.microsoft.com/azure/key-vault/general/migrate-api-version). The others: the newest stable version
+# in Microsoft's template reference (learn.microsoft.com/azure/templates/<type>) when this table was written
+# (Dec 2026), or the oldest with a property we use.
+MINIMUM_API_VERSIONS = {
+    "Microsoft.KeyVault/vaults": "2026-02-01",  # retirement 2027-02-27; RBAC default
+    "Microsoft.KeyVault/vaults/secrets": "2026-02-01",  # same provider, same retirement
+    "Microsoft.Authorization/roleAssignments": "2022-04-01",  # newest stable
+    "Microsoft.Resources/resourceGroups": "2024-03-01",
+    "Microsoft.Storage/storageAccounts": "2025-01-01",
+    "Microsoft.Storage/storageAccounts/blobServices": "2025-01-01",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "2025-01-01",
+    "Microsoft.Storage/storageAccounts/queueServices": "2025-01-01",
+    "Microsoft.Storage/storageAccounts/queueServices/queues": "2025-01-01",
+    "Microsoft.Storage/storageAccounts/tableServices": "2025-01-01",
+    "Microsoft.Storage/storageAccounts/tableServices/tables": "2025-01-01",
+    "Microsoft.Web/serverfarms": "2024-11-01",
+    "Microsoft.Web/sites": "2024-11-01",  # functionAppConfig (Flex) since 2023-12-01
+    "Microsoft.Web/sites/config": "2024-11-01",
+    "Microsoft.EventGrid/systemTopics": "2025-02-15",
+    "Microsoft.EventGrid/systemTopics/eventSubscriptions": "2025-02-15",  # deadLetterWithResourceIdentity
+    "Microsoft.Automation/automationAccounts": "2024-10-23",
+    "Microsoft.Automation/automationAccounts/runbooks": "2024-10-23",
+    "Microsoft.Automation/automationAccounts/hybridRunbookWorkerGroups": "2024-10-23",
+    "Microsoft.Automation/automationAccounts/variables": "2024-10-23",
+    "Microsoft.Insights/components": "2020-02-02",  # newest stable
+    "Microsoft.Insights/diagnosticSettings": "2021-05-01-preview",  # the only version with categories
+    "Microsoft.Insights/actionGroups": "2023-01-01",
+    "Microsoft.Insights/metricAlerts": "2018-03-01",  # newest stable
+    "Microsoft.Insights/scheduledQueryRules": "2023-12-01",
+    "Microsoft.Insights/workbooks": "2023-06-01",
+}
+# Automation jobs over ARM (shared/adapters/azure/automation.py): the same version as the Bicep's Automation
+# resources, the newest stable one (the job contract of exchange-azure-facts §3.2 is unchanged).
+MINIMUM_CODE_API_VERSIONS = {"automation jobs": "2024-10-23"}
+# Key Vault's data plane is not retiring; the SDKs' default is at least the newest stable version (7.6).
+MINIMUM_KEY_VAULT_DATA_PLANE = "7.6"
+
+
+def bicep_api_versions() -> list[tuple[str, str, str]]:
+    """(file:symbol, type, api version) of every resource declaration, `existing` ones included."""
+    return [
+        (f"{parsed.path.name}:{r.symbol}", r.arm_type, r.type.partition("@")[2])
+        for parsed in all_bicep()
+        for r in parsed.resources
+    ]
+
+
+def _version_key(version: str) -> tuple:
+    date, _, preview = version.partition("-preview")
+    return (date, preview == "" and "-preview" not in version)
+
+
+def test_every_bicep_resource_uses_a_current_api_version():
+    found = bicep_api_versions()
+    assert len(found) > 30  # the scan sees the resources
+    for where, arm_type, version in found:
+        assert arm_type in MINIMUM_API_VERSIONS, f"{where}: {arm_type} has no minimum version in this table"
+        minimum = MINIMUM_API_VERSIONS[arm_type]
+        assert _version_key(version) >= _version_key(minimum), f"{where}: {arm_type}@{version} is older than {minimum}"
+        if version.endswith("-preview"):
+            assert version == minimum, f"{where}: a preview version only where no stable one has the feature"
+
+
+def test_the_version_check_refuses_an_old_key_vault_version():
+    assert _version_key("2023-07-01") < _version_key(MINIMUM_API_VERSIONS["Microsoft.KeyVault/vaults"])
+    assert _version_key("2026-02-01") >= _version_key("2026-02-01")
+    assert _version_key("2021-05-01-preview") < _version_key("2021-05-01")
+
+
+def test_the_codes_api_versions_are_current():
+    from azure.keyvault.certificates._shared.client_base import DEFAULT_VERSION as certificates_default
+    from azure.keyvault.secrets._shared.client_base import DEFAULT_VERSION as secrets_default
+
+    from shared.adapters.azure import automation
+
+    assert MINIMUM_CODE_API_VERSIONS["automation jobs"] <= automation.API_VERSION
+    for default in (certificates_default.value, secrets_default.value):
+        # 7.x, or the newer date-shaped versions, which sort after every 7.x.
+        assert default[0] == "2" or tuple(map(int, default.split("."))) >= (7, 6), default
+    # The code leaves the data-plane version to the pinned SDK (no api_version= anywhere in shared/).
+    for path in (ROOT / "shared").rglob("*.py"):
+        assert "api_version=" not in path.read_text(), path
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    for package in ("azure-keyvault-certificates", "azure-keyvault-secrets"):
+        assert tuple(map(int, pins[package].split("."))) >= (4, 12, 0), package
+
+
+def test_azd_gives_doctor_deployment_the_settings_it_reads():
+    # `azd env get-values` prints main.bicep's outputs (and what the admin set): the settings doctor
+    # --deployment needs to find the deployment are among them, under the registry's names.
+    outputs = bicep("main.bicep").outputs
+    assert {
+        "CERTSYNC_VAULTS",
+        "AUTOMATION_ACCOUNT_ID",
+        "CERTSYNC_EVENT_SUBSCRIPTION_ID",
+        "HYBRID_WORKER_GROUP",
+    } <= outputs
+    assert {"JobsStorage__queueServiceUri", "JobsStorage__tableServiceUri"} <= outputs
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["watchedCertificates"]["value"] == "${CERTSYNC_WATCHED_CERTIFICATES=}"
+    from shared.settings import BY_NAME
+
+    assert {"KEY_VAULT_RESOURCE_GROUP", "FUNCTION_APP_ID"} <= outputs
+    for name in (
+        "CERTSYNC_WATCHED_CERTIFICATES",
+        "CERTSYNC_EVENT_SUBSCRIPTION_ID",
+        "HYBRID_WORKER_GROUP",
+        "KEY_VAULT_RESOURCE_GROUP",
+        "FUNCTION_APP_ID",
+    ):
+        assert BY_NAME[name].scope == "cli", name
+    subscription = text(
+        next(
+            n
+            for n in bicep("main.bicep").tree.root_node.named_children
+            if n.type == "output_declaration" and text(n.named_children[0]) == "CERTSYNC_EVENT_SUBSCRIPTION_ID"
+        )
+    )
+    name = string_value(lookup_param_default("modules/event-subscription.bicep", "name"))
+    assert subscription.endswith(f"/eventSubscriptions/{name}'")

@@ -404,7 +404,7 @@ def test_forbidden_is_transient_and_says_which_roles_to_grant(keyvault: FakeKeyV
     error = caught.value
     assert (error.kind, error.transient) == ("forbidden", True)
     assert "403 Forbidden/ForbiddenByRbac" in str(error)
-    assert "Key Vault Certificate User and Key Vault Secrets User on localhost" in str(error)
+    assert "Key Vault Reader on localhost and Key Vault Secrets User on the certificate's secret" in str(error)
     assert version in str(error) and "\n" not in str(error)
 
 

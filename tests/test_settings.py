@@ -77,6 +77,11 @@ BAD = {
     "CERTSYNC_WEBHOOK_URL": ("ftp://hooks.contoso.com/s3cr3t", "http(s) URL"),
     "CERTSYNC_WEBHOOK_SECRET": ("whsec_s3cr3t!", "not valid base64"),
     "CERTSYNC_DEBUG": None,  # any value turns it on
+    "CERTSYNC_WATCHED_CERTIFICATES": ("exch-smtp=hrw-exchange,exch smtp", "write NAME or NAME=WORKER_GROUP"),
+    "HYBRID_WORKER_GROUP": ("hrw exchange", "not a worker group name"),
+    "KEY_VAULT_RESOURCE_GROUP": ("rg pki", "not a resource group name"),
+    "FUNCTION_APP_ID": ("func-certsync", "not a Function App id"),
+    "CERTSYNC_EVENT_SUBSCRIPTION_ID": ("certsync-certificate-events", "not an event subscription id"),
 }
 # What a setting needs set beside it to be read at all.
 CONTEXT = {"CERTSYNC_WEBHOOK_SECRET": {"CERTSYNC_WEBHOOK_URL": "https://hooks.contoso.com/certsync"}}
@@ -94,7 +99,10 @@ def test_every_validated_setting_has_a_bad_value_here():
 def test_a_bad_value_is_one_line_naming_the_setting_and_what_to_do(setting: Setting):
     bad, words = BAD[setting.name]
     with pytest.raises(CertsyncError) as caught:
-        load({**CONTEXT.get(setting.name, {}), setting.name: bad})
+        if setting.scope == "cli":  # read by the command line on its own, not by `load`
+            setting.value({setting.name: bad})
+        else:
+            load({**CONTEXT.get(setting.name, {}), setting.name: bad})
     message = str(caught.value)
     assert message.startswith(setting.name) and "\n" not in message
     assert words in message
@@ -375,3 +383,26 @@ def test_the_crl_cap_reaches_the_pipelines_fetcher():
     settings = shared.wiring.settings_from_env({"CERTSYNC_VAULTS": "kv", "CERTSYNC_CRL_MAX_MB": "2"})
     assert settings.crl_max_mb == 2 and settings.fetcher().limits.max_bytes["crl"] == 2 * 1024 * 1024
     assert shared.wiring.settings_from_env({"CERTSYNC_VAULTS": "kv"}).fetcher().limits.max_bytes["crl"] == 64 << 20
+
+
+def test_problems_lists_every_bad_or_missing_setting_not_only_the_first():
+    from shared.settings import problems
+
+    env = {"CERTSYNC_EXPIRY_DAYS": "thirty", "CERTSYNC_REVOCATION": "strict", "CERTSYNC_WEBHOOK_URL": "ftp://x/s3cr3t"}
+    found = dict(problems(env))
+    assert set(found) == {
+        "JobsStorage", "CERTSYNC_VAULTS", "AUTOMATION_ACCOUNT_ID",  # required, unset
+        "CERTSYNC_EXPIRY_DAYS", "CERTSYNC_REVOCATION", "CERTSYNC_WEBHOOK_URL",
+    }  # fmt: skip
+    assert all("\n" not in message for message in found.values())
+    assert "s3cr3t" not in found["CERTSYNC_WEBHOOK_URL"]  # a secret's value is never echoed
+    good = {"JobsStorage": "UseDevelopmentStorage=true", "CERTSYNC_VAULTS": "kv", "AUTOMATION_ACCOUNT_ID": ACCOUNT}
+    assert problems(good) == []
+
+
+def test_the_watched_certificates_are_names_with_their_worker_group():
+    assert value("CERTSYNC_WATCHED_CERTIFICATES", {"CERTSYNC_WATCHED_CERTIFICATES": " Exch-SMTP=hrw-a , edge ,"}) == {
+        "exch-smtp": "hrw-a",
+        "edge": "",
+    }
+    assert value("CERTSYNC_EVENT_SUBSCRIPTION_ID", {}) == ""

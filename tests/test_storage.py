@@ -710,3 +710,23 @@ def test_a_lone_surrogate_is_stored_as_a_replacement_character(audit_table):
     log.record(entry("web", summary="bad \udc80 name", details={"name": "x\ud800"}))
     [read] = log.history("web")
     assert read.summary == "bad \ufffd name" and read.details == {"name": "x\ufffd"}
+
+
+def test_every_audit_row_is_also_a_certsync_audit_trace_for_the_workbook_and_alerts(audit_table, caplog):
+    # Azure Monitor cannot query Table storage: the workbook (infra/workbooks/certsync-audit.json) and the
+    # alerts (infra/modules/alerts.bicep) read these records' certsync.audit.* dimensions in AppTraces.
+    log = TableAuditLog(audit_table)
+    result = entry("web", "job-result", minutes=1, vault="contoso-kv", version="v2", details={"status": "failed"})
+    caplog.set_level("INFO", logger="certsync.audit")
+
+    log.record(entry("web", "event-received", vault="contoso-kv", version="v2"))
+    assert log.record_once(result, "job-1") is True
+    assert log.record_once(result, "job-1") is False  # not written: not logged either
+
+    records = [r for r in caplog.records if r.name == "certsync.audit"]
+    assert [getattr(r, "certsync.audit.kind") for r in records] == ["event-received", "job-result"]
+    last = records[-1].__dict__
+    assert last["certsync.audit.certificate"] == "web" and last["certsync.audit.status"] == "failed"
+    assert last["certsync.audit.vault"] == "contoso-kv" and last["certsync.audit.version"] == "v2"
+    assert last["certsync.audit.correlation_id"] == result.correlation_id
+    assert getattr(records[0], "certsync.audit.status") == ""  # no status in its details

@@ -23,6 +23,14 @@ if [ ! -f "$runbook" ]; then
     exit 2
 fi
 
+# The roles below grant nothing on a vault that still uses access policies.
+rbac=$(az keyvault show --name "$KEY_VAULT_NAME" --resource-group "$KEY_VAULT_RESOURCE_GROUP" \
+    --query properties.enableRbacAuthorization --output tsv --only-show-errors)
+if [ "$rbac" != "true" ]; then
+    echo "certsync postprovision: Key Vault $KEY_VAULT_NAME uses access policies; switch it to Azure RBAC (az keyvault update --name $KEY_VAULT_NAME --enable-rbac-authorization true) and run azd provision again" >&2
+    exit 2
+fi
+
 echo "certsync: role assignments on Key Vault $KEY_VAULT_NAME (deployment stack certsync-$AZURE_ENV_NAME-vault-access in $KEY_VAULT_RESOURCE_GROUP)"
 az stack group create \
     --name "certsync-$AZURE_ENV_NAME-vault-access" \
@@ -31,6 +39,10 @@ az stack group create \
     --parameters keyVaultName="$KEY_VAULT_NAME" \
         functionPrincipalId="$FUNCTION_PRINCIPAL_ID" \
         hybridWorkerPrincipalIds="${HYBRID_WORKER_PRINCIPAL_IDS:-}" \
+        defaultWorkerGroup="${HYBRID_WORKER_GROUP:-hrw-exchange}" \
+        watchedCertificates="${WATCHED_CERTIFICATES:-}" \
+        functionSecretNames="${FUNCTION_SECRET_NAMES:-}" \
+        workerSecretNames="${WORKER_SECRET_NAMES:-}" \
     --action-on-unmanage deleteResources \
     --deny-settings-mode none \
     --description "certsync ($AZURE_ENV_NAME): role assignments on the certificate vault" \

@@ -31,7 +31,7 @@ param workspaceId string
 @description('Exchange Online organization (contoso.onmicrosoft.com) for plan steps on EXO connectors; empty for none.')
 param exoOrganization string = ''
 
-resource automation 'Microsoft.Automation/automationAccounts@2023-11-01' = {
+resource automation 'Microsoft.Automation/automationAccounts@2024-10-23' = {
   name: name
   location: location
   tags: tags
@@ -46,7 +46,7 @@ resource automation 'Microsoft.Automation/automationAccounts@2023-11-01' = {
   }
 }
 
-resource runbook 'Microsoft.Automation/automationAccounts/runbooks@2023-11-01' = {
+resource runbook 'Microsoft.Automation/automationAccounts/runbooks@2024-10-23' = {
   parent: automation
   name: runbookName
   location: location
@@ -62,7 +62,7 @@ resource runbook 'Microsoft.Automation/automationAccounts/runbooks@2023-11-01' =
 
 // The read-only discovery runbook (Get-CertsyncInventory): reads servers, certificates, connectors and the
 // hybrid configuration into certsync.inventory/1. Published by the same hook as the remediation runbook.
-resource discoveryRunbook 'Microsoft.Automation/automationAccounts/runbooks@2023-11-01' = {
+resource discoveryRunbook 'Microsoft.Automation/automationAccounts/runbooks@2024-10-23' = {
   parent: automation
   name: discoveryRunbookName
   location: location
@@ -77,7 +77,7 @@ resource discoveryRunbook 'Microsoft.Automation/automationAccounts/runbooks@2023
 
 // Workers join on premises: the Arc-enabled Exchange server gets the Hybrid Worker extension and is
 // added to this group (infra/README.md, "On-premises prerequisites").
-resource hybridWorkerGroup 'Microsoft.Automation/automationAccounts/hybridRunbookWorkerGroups@2023-11-01' = {
+resource hybridWorkerGroup 'Microsoft.Automation/automationAccounts/hybridRunbookWorkerGroups@2024-10-23' = {
   parent: automation
   name: hybridWorkerGroupName
 }
@@ -85,7 +85,7 @@ resource hybridWorkerGroup 'Microsoft.Automation/automationAccounts/hybridRunboo
 // The runbook reads the Exchange Online organization from this Automation variable when a plan changes
 // an EXO inbound connector (Connect-ExchangeOnline -ManagedIdentity -Organization ...). Variable values
 // are JSON: a string value is quoted.
-resource exoOrganizationVariable 'Microsoft.Automation/automationAccounts/variables@2023-11-01' = if (!empty(exoOrganization)) {
+resource exoOrganizationVariable 'Microsoft.Automation/automationAccounts/variables@2024-10-23' = if (!empty(exoOrganization)) {
   parent: automation
   name: 'CertsyncExoOrganization'
   properties: {

@@ -19,18 +19,21 @@ param keyVaultLocation string
 
 param tags object = {}
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
-  name: name
-  location: keyVaultLocation
-  tags: tags
-  identity: {
-    type: 'SystemAssigned'
-  }
-  properties: {
+// Azure Verified Module; the system-assigned identity is the one storage.bicep lets write dead letters.
+module systemTopic 'br/public:avm/res/event-grid/system-topic:0.6.4' = {
+  name: 'event-grid-system-topic'
+  params: {
+    name: name
+    location: keyVaultLocation
+    tags: tags
     source: keyVaultId
     topicType: 'Microsoft.KeyVault.vaults'
+    managedIdentities: {
+      systemAssigned: true
+    }
   }
 }
 
-output name string = systemTopic.name
-output principalId string = systemTopic.identity.principalId
+output id string = systemTopic.outputs.resourceId
+output name string = systemTopic.outputs.name
+output principalId string = systemTopic.outputs.systemAssignedMIPrincipalId ?? ''

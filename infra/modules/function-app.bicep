@@ -101,7 +101,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+resource storage 'Microsoft.Storage/storageAccounts@2025-01-01' existing = {
   name: storageAccountName
 }
 
@@ -124,7 +124,7 @@ var resourceManager = environment().resourceManager
 var armEndpoint = endsWith(resourceManager, '/') ? substring(resourceManager, 0, length(resourceManager) - 1) : resourceManager
 var vaultDnsSuffix = environment().suffixes.keyvaultDns
 
-resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+resource plan 'Microsoft.Web/serverfarms@2024-11-01' = {
   name: planName
   location: location
   tags: tags
@@ -138,7 +138,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-resource site 'Microsoft.Web/sites@2024-04-01' = {
+resource site 'Microsoft.Web/sites@2024-11-01' = {
   name: name
   location: location
   // azd finds the service to deploy (`api` in azure.yaml) by this tag.
@@ -185,7 +185,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 // All app settings in one place (this resource replaces the whole set on every deployment). The names
 // are the contract with the code (shared/*.py), the bindings (functions/*.py) and
 // local.settings.json.example; tests/test_infra.py checks all three agree.
-resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
   parent: site
   name: 'appsettings'
   properties: {
@@ -197,6 +197,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Telemetry: the host (host.json telemetryMode OpenTelemetry) and the Python worker export to
     // Application Insights; only the `certsync` logger's records are exported by the worker.
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+    // Local authentication is off on the component (monitoring.bicep): sign telemetry in with the
+    // user-assigned identity, which holds Monitoring Metrics Publisher there.
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
     PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
     PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'certsync'
 

@@ -4,7 +4,8 @@ renewal schedule (`shared.pipeline.policy`), read from a vault or a vault direct
 
 Exit 0 with no finding of severity warning or worse, 1 with one, 2 on bad input. `--json` prints
 `certsync.doctor/1` (`exchange-inventory.md` §4); policy findings have `kind` "policy", `object`
-"<vault>/<certificate>", `server` null and their `code`.
+"<vault>/<certificate>", `server` null and their `code`. `--deployment` checks the whole deployment instead
+(`shared/cli/doctor_deployment.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ EPILOG = """examples:
   certsync doctor --inventory inventory.json --at 2027-01-31
   certsync doctor --policies --vault-url https://contoso-kv.vault.azure.net --inventory inventory.json
   certsync doctor --policies --vault-dir vault --json
+  certsync doctor --deployment --json
 """
 
 
@@ -50,6 +52,12 @@ def register(commands: Any) -> None:
         "--name", action="append", default=[], metavar="NAME", help="--policies: only this certificate (repeatable)"
     )
     doctor.add_argument(
+        "--deployment",
+        action="store_true",
+        help="check the whole deployment instead: settings, Key Vault, identity, Event Grid, Automation, worker "
+        "groups, inventories (shared/cli/doctor_deployment.py)",
+    )
+    doctor.add_argument(
         "--at", metavar="ISO8601", help="date expiry warnings from this time (default: when it was collected)"
     )
     doctor.add_argument("--json", action="store_true", help="print the certsync.doctor/1 document")
@@ -57,13 +65,22 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "deployment", False):
+        from shared.cli.doctor_deployment import run_deployment
+
+        if args.inventory:
+            raise CertsyncError("give either --inventory FILE (mail flow) or --deployment, not both")
+        return run_deployment(args)
+    if args.policies:
+        return run_policies(args)
     from shared.exchange.inventory import load_inventory
     from shared.exchange.mailflow import doctor_document, predict, worst_is_warning_or_worse
 
-    if args.policies:
-        return run_policies(args)
     if args.inventory is None:
-        raise CertsyncError("give --inventory FILE (or --policies with --vault-url or --vault-dir)")
+        raise CertsyncError(
+            "give --inventory FILE (or --policies with --vault-url or --vault-dir, or --deployment for the whole"
+            " deployment)"
+        )
     if args.vault_url or args.vault_dir or args.name:
         raise CertsyncError("--vault-url, --vault-dir and --name go with --policies")
     inventory = load_inventory(args.inventory)

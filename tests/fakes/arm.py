@@ -1,4 +1,4 @@
-"""A local HTTPS Azure Resource Manager that serves the Azure Automation job API (api-version 2023-11-01),
+"""A local HTTPS Azure Resource Manager that serves the Azure Automation job API (api-version 2024-10-23),
 checks the contract our client relies on, and simulates jobs running on a Hybrid Runbook Worker group.
 
 There is no Automation emulator, so this is our own: an `HttpsServer` from `tests.servers`, on
@@ -34,7 +34,7 @@ automationAccounts/{account}; these segments are matched case-insensitively, as 
 Checked on every request, in ARM's order: the bearer token (missing or not `credential`'s: 401
 InvalidAuthenticationToken-like, with ARM's `WWW-Authenticate`), then `api-version` (missing: 400
 MissingApiVersionParameter; not a date: 400 InvalidApiVersionParameter; any other version than
-2023-11-01: 400 NoRegisteredProviderFound), then `fail_next`, then the path (unknown subscription,
+2024-10-23: 400 NoRegisteredProviderFound), then `fail_next`, then the path (unknown subscription,
 resource group or account: 404 SubscriptionNotFound / ResourceGroupNotFound / ResourceNotFound; an
 unknown route under the account: 404 ResourceNotFound; a known route with the wrong method: 405).
 Errors carry ARM's body `{"error": {"code": ..., "message": ...}}`.
@@ -45,6 +45,19 @@ Assumptions, not verified against Azure (the client must cope either way):
   the existing job or start a second one; the client's GET-before-PUT keeps the last case away.
 - An unknown hybrid worker group is refused with 400 at creation (ARM may instead queue the job).
 - The 404 for an unknown runbook uses code "NotFound" and a message naming the runbook.
+
+For `certsync doctor --deployment` it also serves reads of the deployment:
+- `GET .../automationAccounts/{account}`: the account (`{"name", "properties": {"state": "Ok"}}`);
+- `GET .../hybridRunbookWorkerGroups/{group}`: a group of `worker_groups` (404 for another);
+- `GET .../hybridRunbookWorkerGroups/{group}/hybridRunbookWorkers`: `{"value": [...]}`, one item per worker
+  of `workers[group]` (name -> lastSeenDateTime text), as ARM lists them;
+- `GET <event subscription id>` under `providers/Microsoft.EventGrid/systemTopics/{topic}/eventSubscriptions/
+  {name}` (api-version 2025-02-15, the only one accepted there): the document in `event_subscriptions`
+  (keyed by the lower-case id), else 404. `add_event_subscription(...)` builds a realistic one;
+- `GET .../providers/Microsoft.KeyVault/vaults/{name}` (api-version 2026-02-01 only): a vault of `key_vaults`
+  (name -> enableRbacAuthorization), else 404;
+- `GET <scope>/providers/Microsoft.Authorization/roleAssignments?$filter=atScope()` (api-version 2022-04-01):
+  the entries of `role_assignments` at that scope or above it.
 
 `delay_next(seconds)` holds the next answer back (for read timeouts).
 
@@ -70,7 +83,10 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from tests.fakes.keyvault import StaticTokenCredential
 from tests.servers import Headers, HttpsServer, LoopbackTls, Request, Route
 
-API_VERSION = "2023-11-01"
+API_VERSION = "2024-10-23"
+EVENT_GRID_API_VERSION = "2025-02-15"
+KEY_VAULT_API_VERSION = "2026-02-01"
+AUTHORIZATION_API_VERSION = "2022-04-01"
 JOB_TYPE = "Microsoft.Automation/AutomationAccounts/Jobs"
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped", "Suspended"})
 DEFAULT_STATES = ("New", "Running", "Completed")
@@ -127,6 +143,10 @@ class FakeArm(HttpsServer):
         self.credential = StaticTokenCredential(secrets.token_urlsafe(24))
         self.principal_id = str(uuid.uuid4())
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.workers: dict[str, dict[str, str]] = {}  # group -> worker name -> lastSeenDateTime
+        self.event_subscriptions: dict[str, dict[str, Any]] = {}  # lower-case resource id -> document
+        self.key_vaults: dict[str, bool] = {}  # vault name (in `resource_group`) -> enableRbacAuthorization
+        self.role_assignments: list[dict[str, str]] = []  # {scope, roleDefinitionId, principalId, principalType}
         self._scripts: deque[dict[str, Any]] = deque()
         self._failures: deque[dict[str, Any]] = deque()
         self._delays: deque[float] = deque()
@@ -155,6 +175,47 @@ class FakeArm(HttpsServer):
     def env(self) -> dict[str, str]:
         """The app settings that point `automation_from_env` at this fake."""
         return {"AUTOMATION_ACCOUNT_ID": self.account_id, "CERTSYNC_ARM_ENDPOINT": self.endpoint}
+
+    def event_subscription_id(self, topic: str = "evgt-certsync-kv", name: str = "certsync-certificate-events") -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.EventGrid/systemTopics/{topic}/eventSubscriptions/{name}"
+        )
+
+    @property
+    def function_app_id(self) -> str:
+        """The Function App event subscriptions deliver to (`add_event_subscription`)."""
+        group = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+        return f"{group}/providers/Microsoft.Web/sites/func-certsync"
+
+    def add_event_subscription(
+        self,
+        resource_id: str,
+        *,
+        function: str = "keyvault_certificate_events",
+        event_types: Sequence[str] = (
+            "Microsoft.KeyVault.CertificateNewVersionCreated",
+            "Microsoft.KeyVault.CertificateNearExpiry",
+            "Microsoft.KeyVault.CertificateExpired",
+        ),
+        state: str = "Succeeded",
+    ) -> None:
+        """An event subscription as ARM returns it, delivering to `function` of a Function App."""
+        site = self.function_app_id
+        self.event_subscriptions[resource_id.lower()] = {
+            "id": resource_id,
+            "name": resource_id.rsplit("/", 1)[-1],
+            "type": "Microsoft.EventGrid/eventSubscriptions",
+            "properties": {
+                "provisioningState": state,
+                "destination": {
+                    "endpointType": "AzureFunction",
+                    "properties": {"resourceId": f"{site}/functions/{function}"},
+                },
+                "filter": {"includedEventTypes": list(event_types)},
+                "eventDeliverySchema": "EventGridSchema",
+            },
+        }
 
     # scripting
 
@@ -243,7 +304,7 @@ class FakeArm(HttpsServer):
             )
         if headers.get("Authorization") != f"Bearer {self.credential.token}":
             return _unauthorized("InvalidAuthenticationToken", "The access token is invalid.")
-        problem = self._check_api_version(query.get("api-version"))
+        problem = self._check_api_version(query.get("api-version"), path)
         if problem is not None:
             return problem
         failure = self._take_failure(method, path)
@@ -251,7 +312,15 @@ class FakeArm(HttpsServer):
             return failure
         return self._route(method, path, query, headers, body)
 
-    def _check_api_version(self, version: str | None) -> Answer | None:
+    def _check_api_version(self, version: str | None, path: str = "") -> Answer | None:
+        lowered = path.lower()
+        expected = API_VERSION
+        if "/microsoft.authorization/" in lowered:
+            expected = AUTHORIZATION_API_VERSION
+        elif "/microsoft.eventgrid/" in lowered:
+            expected = EVENT_GRID_API_VERSION
+        elif "/microsoft.keyvault/" in lowered:
+            expected = KEY_VAULT_API_VERSION
         if not version:
             return _error(
                 400,
@@ -262,14 +331,14 @@ class FakeArm(HttpsServer):
             return _error(
                 400,
                 "InvalidApiVersionParameter",
-                f"The api-version '{version}' is invalid. The supported versions are '{API_VERSION}'.",
+                f"The api-version '{version}' is invalid. The supported versions are '{expected}'.",
             )
-        if version != API_VERSION:
+        if version != expected:
             return _error(
                 400,
                 "NoRegisteredProviderFound",
                 f"No registered resource provider found for location 'westeurope' and API version '{version}' "
-                f"for type 'automationAccounts/jobs'. The supported api-versions are '{API_VERSION}'.",
+                f"for type 'automationAccounts/jobs'. The supported api-versions are '{expected}'.",
             )
         return None
 
@@ -299,6 +368,12 @@ class FakeArm(HttpsServer):
             return _error(404, "ResourceNotFound", f"No route for '{path}'.")
         if segments[3].lower() != self.resource_group.lower():
             return _error(404, "ResourceGroupNotFound", f"Resource group '{segments[3]}' could not be found.")
+        if [s.lower() for s in segments[4:6]] == ["providers", "microsoft.eventgrid"]:
+            return self._event_subscription(method, path)
+        if [s.lower() for s in segments[4:7]] == ["providers", "microsoft.keyvault", "vaults"] and len(segments) == 8:
+            return self._key_vault(method, path, segments[7])
+        if [s.lower() for s in segments[8:11]] == ["providers", "microsoft.authorization", "roleassignments"]:
+            return self._role_assignments(method, path, query)
         prefix = ["providers", "microsoft.automation", "automationaccounts"]
         if len(segments) < 7 or [s.lower() for s in segments[4:7]] != prefix:
             return _error(404, "ResourceNotFound", f"No route for '{path}'.")
@@ -310,6 +385,10 @@ class FakeArm(HttpsServer):
                 f"'{segments[3]}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
             )
         rest = segments[8:]
+        if method == "GET" and rest and rest[0].lower() == "hybridrunbookworkergroups":
+            return self._worker_group(rest[1:])
+        if method == "GET" and not rest and len(segments) == 8:
+            return _json(200, {"id": self.account_id, "name": self.account, "properties": {"state": "Ok"}})
         if len(rest) < 2 or rest[0].lower() != "jobs":
             return _error(404, "ResourceNotFound", f"The fake ARM has no route for '{path}'.")
         name = rest[1]
@@ -330,6 +409,59 @@ class FakeArm(HttpsServer):
         if method != allowed:
             return _not_allowed(method, path)
         return handler()
+
+    # deployment reads (doctor --deployment)
+
+    def _worker_group(self, rest: list[str]) -> Answer:
+        groups = {g.lower(): g for g in self.worker_groups}
+        if not rest or rest[0].lower() not in groups:
+            name = rest[0] if rest else ""
+            return _error(404, "NotFound", f"Hybrid Runbook Worker group '{name}' not found.")
+        group = groups[rest[0].lower()]
+        if len(rest) == 1:
+            return _json(200, {"id": f"{self.account_id}/hybridRunbookWorkerGroups/{group}", "name": group})
+        if len(rest) == 2 and rest[1].lower() == "hybridrunbookworkers":
+            items = [
+                {
+                    "id": f"{self.account_id}/hybridRunbookWorkerGroups/{group}/hybridRunbookWorkers/{name}",
+                    "name": name,
+                    "properties": {"workerName": name, "workerType": "HybridV2", "lastSeenDateTime": seen},
+                }
+                for name, seen in self.workers.get(group, {}).items()
+            ]
+            return _json(200, {"value": items})
+        return _error(404, "ResourceNotFound", "The fake ARM has no route for this worker group path.")
+
+    def _key_vault(self, method: str, path: str, name: str) -> Answer:
+        if method != "GET":
+            return _not_allowed(method, path)
+        vaults = {n.lower(): (n, rbac) for n, rbac in self.key_vaults.items()}
+        if name.lower() not in vaults:
+            return _error(404, "ResourceNotFound", f"The Resource 'Microsoft.KeyVault/vaults/{name}' was not found.")
+        vault, rbac = vaults[name.lower()]
+        return _json(200, {"id": path, "name": vault, "properties": {"enableRbacAuthorization": rbac}})
+
+    def _role_assignments(self, method: str, path: str, query: dict[str, str]) -> Answer:
+        """`atScope()`: the assignments at the scope or above it (a prefix of it), as ARM filters them."""
+        if method != "GET":
+            return _not_allowed(method, path)
+        if query.get("$filter") != "atScope()":
+            return _error(400, "BadRequest", "The fake ARM lists role assignments only with $filter=atScope().")
+        scope = path.split("/providers/Microsoft.Authorization/", 1)[0].lower().rstrip("/")
+        items = [
+            {"id": f"{a['scope']}/providers/Microsoft.Authorization/roleAssignments/{i}", "properties": dict(a)}
+            for i, a in enumerate(self.role_assignments)
+            if scope == a["scope"].lower().rstrip("/") or scope.startswith(a["scope"].lower().rstrip("/") + "/")
+        ]
+        return _json(200, {"value": items})
+
+    def _event_subscription(self, method: str, path: str) -> Answer:
+        if method != "GET":
+            return _not_allowed(method, path)
+        found = self.event_subscriptions.get(path.rstrip("/").lower())
+        if found is None:
+            return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
+        return _json(200, found)
 
     # jobs
 

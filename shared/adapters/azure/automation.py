@@ -1,6 +1,7 @@
 """Azure Automation over ARM REST: start a runbook job on a Hybrid Runbook Worker group and read it back.
 
-The calls (api-version 2023-11-01, exchange-azure-facts §3.2), all under the Automation account's
+The calls (api-version 2024-10-23, the newest stable; the job contract is the one exchange-azure-facts §3.2
+gives for 2023-11-01), all under the Automation account's
 resource id on the ARM endpoint, with a bearer token for `<endpoint>/.default` from the Function's
 managed identity:
 
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("certsync.automation")
 
-API_VERSION = "2023-11-01"
+API_VERSION = "2024-10-23"
 DEFAULT_ENDPOINT = "https://management.azure.com"
 ROLE_HINT = "grant the Function's managed identity the Automation Job Operator role on the Automation account"
 
@@ -236,6 +237,17 @@ class AutomationClient:
         _check_job_name(name)
         context = _Context(self, f"stop Automation job {name}", job=name)
         self._send("POST", self._job_path(name) + "/stop", context)
+
+    def read(self, path: str, what: str, api_version: str = API_VERSION) -> dict[str, Any] | None:
+        """GET the ARM resource at `path` (a resource id, or one under the account) for `certsync doctor
+        --deployment`: its JSON, or None when ARM answers 404. `what` names it in errors."""
+        context = _Context(self, f"read {what}")
+        separator = "&" if "?" in path else "?"
+        url = f"{path}{separator}api-version={quote(api_version, safe='')}"
+        response = self._send("GET", url, context, ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        return _json(response, context)
 
     # internals
 

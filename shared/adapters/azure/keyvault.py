@@ -4,13 +4,13 @@ Per version it reads the certificate object (`get_certificate_version`: enabled,
 secret id) and the secret Key Vault keeps behind it (`get_secret(name, version)`: a PFX or a PEM),
 from which only the certificates are taken: the leaf and its chain. The private key in the secret is
 never parsed or kept, the secret's value is dropped as soon as the certificates are read, and it
-never reaches an exception or a log. The identity needs the Key Vault Certificate User and Key
-Vault Secrets User roles on the vault.
+never reaches an exception or a log. The identity needs Key Vault Reader on the vault (list, public
+facts) and Key Vault Secrets User on each watched certificate's secret (infra/modules/vault-access.bicep).
 
 The daily reconciliation also lists the vault's certificates (`list_properties_of_certificates`, paged)
 and each one's versions: `tags` (of the newest enabled version) from the listing alone, so certificates
 certsync has no targets for are never read further, and `latest` (the listing, then `get`). Listing is
-covered by the same Certificate User role (certificates/read).
+covered by Key Vault Reader (certificates/read), which reads no secret value.
 
 At fleet scale the reconciliation reads a batch of names at once (`tags_many`, `latest_many`): tags
 come from the vault listing when its item (the current version) is enabled, so they cost no request;
@@ -389,7 +389,10 @@ class KeyVaultSource:
         )
 
         where = f"Key Vault {self.vault}: {action}"
-        grant = f"grant the Function's identity Key Vault Certificate User and Key Vault Secrets User on {self.vault}"
+        grant = (
+            f"grant the Function's identity Key Vault Reader on {self.vault} and Key Vault Secrets User on the"
+            " certificate's secret (infra/modules/vault-access.bicep)"
+        )
         try:
             yield
         except ResourceNotFoundError as exc:

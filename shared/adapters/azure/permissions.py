@@ -19,13 +19,29 @@ from shared.errors import CertsyncError
 # Built-in role name -> role definition id.
 BUILT_IN_ROLES: dict[str, str] = {
     "Key Vault Certificate User": "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba",
+    "Key Vault Reader": "21090545-7ca7-4776-b22c-e363652d74d2",
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Automation Job Operator": "4fe576fe-1146-4730-92eb-48519fa6bf9f",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    # Never assigned by certsync: `certsync doctor --deployment` looks for them on the vault (below).
+    "Key Vault Administrator": "00482a5a-887f-4fb3-b363-3b7fe8e74483",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Key Vault Certificates Officer": "a4417e6f-fecd-4de8-b567-7b0420556985",
 }
+
+# Roles whose data actions read secret values: held on a vault (or above it), they read every secret in it,
+# every certificate's private key included. certsync grants Secrets User per secret only.
+SECRET_READING_ROLES = (
+    "Key Vault Administrator",
+    "Key Vault Secrets Officer",
+    "Key Vault Certificates Officer",
+    "Key Vault Secrets User",
+    "Key Vault Certificate User",
+)
 
 # Who holds a role.
 FUNCTION = "function"  # the Function App's user-assigned managed identity
@@ -35,6 +51,8 @@ PRINCIPALS = (FUNCTION, HYBRID_WORKER, EVENT_GRID)
 
 # The resource types roles are assigned on (the scope of the assignment).
 KEY_VAULT = "Microsoft.KeyVault/vaults"
+KEY_VAULT_SECRET = "Microsoft.KeyVault/vaults/secrets"  # one secret: a certificate's, or a setting's
+APPLICATION_INSIGHTS = "Microsoft.Insights/components"
 STORAGE_ACCOUNT = "Microsoft.Storage/storageAccounts"
 BLOB_CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
 AUTOMATION_ACCOUNT = "Microsoft.Automation/automationAccounts"
@@ -57,29 +75,38 @@ class RoleAssignment:
 
 ASSIGNMENTS: tuple[RoleAssignment, ...] = (
     RoleAssignment(
-        "Key Vault Certificate User",
+        "Key Vault Reader",
         FUNCTION,
         KEY_VAULT,
-        "reads each certificate version (enabled, x5t, tags, the id of the secret behind it)",
+        "lists the vault's certificates and reads each version's public facts (enabled, x5t, tags, the"
+        " certificate, the id of the secret behind it); it cannot read any secret's value",
         ("shared/adapters/azure/keyvault.py",),
     ),
     RoleAssignment(
         "Key Vault Secrets User",
         FUNCTION,
-        KEY_VAULT,
-        "reads the secret behind a certificate version for its chain (the private key is never parsed), and"
-        " App Service resolves the @Microsoft.KeyVault(...) app settings (webhook URLs and secrets, the"
-        " callback secret) with this identity",
+        KEY_VAULT_SECRET,
+        "on each watched certificate's secret only: reads it for the chain (the private key is never"
+        " parsed); and on each secret an app setting references (webhook URLs and secrets, the callback"
+        " secret), which App Service resolves with this identity",
         ("shared/adapters/azure/keyvault.py", "shared/notify/webhooks.py", "app settings (keyVaultReferenceIdentity)"),
     ),
     RoleAssignment(
         "Key Vault Secrets User",
         HYBRID_WORKER,
-        KEY_VAULT,
-        "the runbook reads the certificate (PFX) it installs and the callback key and secret from the vault"
-        " itself, so no secret travels in job parameters; every worker of the group needs it (a job runs on"
-        " any one of them)",
+        KEY_VAULT_SECRET,
+        "on the secrets of its own worker group's certificates only (and the callback key and secret): the"
+        " runbook reads the PFX it installs from the vault itself, so no secret travels in job parameters;"
+        " every worker of the group needs it (a job runs on any one of them)",
         ("infra/runbooks/Invoke-CertsyncRemediation.ps1",),
+    ),
+    RoleAssignment(
+        "Monitoring Metrics Publisher",
+        FUNCTION,
+        APPLICATION_INSIGHTS,
+        "Application Insights takes Entra-only ingestion (local authentication off): the host and the worker"
+        " send telemetry signed in as this identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING)",
+        ("Functions host and Python worker telemetry",),
     ),
     RoleAssignment(
         "Storage Blob Data Owner",

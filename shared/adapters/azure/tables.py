@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import re
 import uuid
 from collections.abc import Collection, Iterator, Mapping
@@ -32,6 +33,30 @@ from shared.times import format_time
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
+
+# Every audit row is also one record of this logger: the Functions worker exports the `certsync` loggers to
+# Application Insights, where infra/workbooks/certsync-audit.json and the alerts in infra/modules/alerts.bicep
+# query them (Azure Monitor cannot query Table storage). Identifiers and statuses only, never details.
+audit_log = logging.getLogger("certsync.audit")
+
+
+def log_audit_entry(entry: AuditEntry) -> None:
+    """One `certsync.audit` record for `entry`, its fields as `certsync.audit.*` custom dimensions."""
+    status = entry.details.get("status") if isinstance(entry.details, Mapping) else None
+    audit_log.info(
+        "%s %s: %s",
+        entry.certificate,
+        entry.kind,
+        entry.summary,
+        extra={
+            "certsync.audit.certificate": entry.certificate,
+            "certsync.audit.kind": entry.kind,
+            "certsync.audit.correlation_id": entry.correlation_id,
+            "certsync.audit.vault": entry.vault,
+            "certsync.audit.version": entry.version,
+            "certsync.audit.status": status if isinstance(status, str) else "",
+        },
+    )
 
 
 # --- batch transactions ------------------------------------------------------------------------------------
@@ -161,6 +186,7 @@ class TableAuditLog:
 
     def record(self, entry: AuditEntry) -> None:
         self._writes.write("create", _audit_entity(entry))
+        log_audit_entry(entry)
 
     def record_once(self, entry: AuditEntry, key: str) -> bool:
         """`AuditLog.record_once`: a row for the key (RowKey `~once~<key>`, after every entry's key, so
@@ -184,6 +210,7 @@ class TableAuditLog:
                 if getattr(exc, "error_code", None) != "EntityAlreadyExists" or exc.index != 0:
                     raise
                 return False
+        log_audit_entry(entry)
         return True
 
     def history(
