@@ -4,6 +4,7 @@ imports these, so there is one way to do each."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 from typing import TYPE_CHECKING
@@ -14,6 +15,14 @@ if TYPE_CHECKING:
     from shared.x509.certificate import CertificateBundle
 
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def examples(*commands: str) -> dict[str, object]:
+    """`add_parser` keywords that end a command's `--help` with these examples, one `certsync ...` a line."""
+    return {
+        "epilog": "examples:\n" + "".join(f"  {command}\n" for command in commands),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
 
 
 def load_bundle(path: str, password_env: str | None) -> CertificateBundle:

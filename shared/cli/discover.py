@@ -17,6 +17,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from shared.cli.common import examples
 from shared.cli.common import visible as _visible
 from shared.errors import CertsyncError
 
@@ -31,6 +32,11 @@ def register(commands: Any) -> None:
         "discover",
         allow_abbrev=False,
         help="read the Exchange inventory of a Hybrid worker group (read-only runbook), or --import one",
+        **examples(
+            "certsync discover --import inventory.json --worker-group hrw-exchange",
+            "certsync discover hrw-exchange",
+            "certsync discover hrw-exchange --timeout 1800 --json",
+        ),
     )
     discover.add_argument("worker_group", nargs="?", metavar="WORKER_GROUP", help="the Hybrid Runbook Worker group")
     discover.add_argument(
