@@ -16,7 +16,8 @@ EPILOG = r"""examples:
   certsync plan mail-2026-11.pem --inventory inventory.json --trust root.pem
   certsync plan mail-2026-11.pfx --password-env PFX_PASSWORD --inventory inventory.json \
       --old 3F7A91F5C78FBC5E86109A7904B0ED4812B72908
-  certsync plan mail-2026-11.pem --inventory inventory.json --targets targets.json --revocation soft --json > plan.json
+  certsync plan mail-2026-11.pem --inventory inventory.json --targets targets.json --name exch-hybrid-smtp \
+      --revocation soft --json > plan.json
 """
 
 
