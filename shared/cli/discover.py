@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,23 @@ def run_discover(args: argparse.Namespace) -> int:
     if args.timeout <= 0 or args.poll_interval <= 0:
         raise CertsyncError("--timeout and --poll-interval: give a number of seconds above 0")
     discovery = shared.wiring.local_discovery(inventory=args.inventory, audit=args.audit)
-    outcome = discovery.run(args.worker_group, args.timeout, interval=args.poll_interval)
+    from shared.cli.progress import on_stderr
+
+    waited = on_stderr(f"waiting for discovery on {args.worker_group}", unit="s", total=round(args.timeout))
+
+    started, shown = time.monotonic(), 0
+
+    def sleep(seconds: float) -> None:
+        nonlocal shown
+        time.sleep(seconds)
+        now = int(time.monotonic() - started)  # whole seconds waited, so far
+        waited.advance(now - shown)
+        shown = now
+
+    try:
+        outcome = discovery.run(args.worker_group, args.timeout, interval=args.poll_interval, sleep=sleep)
+    finally:
+        waited.close()
     if outcome.outcome == "running":
         outcome = type(outcome)(
             "timed-out",

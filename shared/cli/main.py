@@ -552,10 +552,9 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         settings=settings,
         inventory_store=args.inventory_store,
     )
-    if sys.stderr.isatty():
-        from shared.cli.progress import TerminalProgress
+    from shared.cli.progress import on_stderr
 
-        reconciler.progress = TerminalProgress(sys.stderr, "reconciling certificates")
+    reconciler.progress = on_stderr("reconciling")
     report = reconciler.run(at)
     if args.json:
         _print_json(report.to_dict())
