@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import CertsyncError
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-def examples(*commands: str) -> dict[str, object]:
+def examples(*commands: str) -> dict[str, Any]:
     """`add_parser` keywords that end a command's `--help` with these examples, one `certsync ...` a line."""
     return {
         "epilog": "examples:\n" + "".join(f"  {command}\n" for command in commands),
