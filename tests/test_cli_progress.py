@@ -4,6 +4,7 @@ fake ARM's job. stdout, the report, is the same either way."""
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -41,13 +42,13 @@ def world(tmp_path) -> Path:
 
 RECONCILE = ["reconcile", "--vault-dir", "vault", "--vault", "contoso-kv", "--targets", "targets.json"]
 RECONCILE += ["--trust", "demo-root.pem", "--revocation", "off"]
+AT = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # both runs' time
 
 
 def _reconcile(world: Path, stderr: int) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CERTSYNC_DEBUG"}
-    return subprocess.run(
-        [CERTSYNC, *RECONCILE], cwd=world, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=120
-    )
+    argv = [CERTSYNC, *RECONCILE, "--at", AT]
+    return subprocess.run(argv, cwd=world, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=120)
 
 
 def _read_all(fd: int) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shared.cli.common import EXIT_FINDING, EXIT_OK, parse_at, print_json, visible
+from shared.cli.common import EXIT_FINDING, EXIT_OK, counted, parse_at, print_json, print_rows
 
 EPILOG = """examples:
   certsync doctor --inventory inventory.json
@@ -50,13 +50,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_findings(findings: list[dict[str, Any]], servers: int) -> None:
-    """Each finding: severity, where, the error Exchange would log, and the fix."""
-    for finding in findings:
-        where = f"{finding['server']} " if finding["server"] else ""
-        print(visible(f"{finding['severity'].upper():<8} {where}{finding['kind']} {finding['object']}"))
-        if finding["tls_certificate_name"]:
-            print(visible(f"{'':<8} TlsCertificateName {finding['tls_certificate_name']}"))
-        print(visible(f"{'':<8} Error: {finding['error']}"))
-        print(visible(f"{'':<8} Fix: {finding['fix']}"))
+    """A table of the findings, worst first, then by server, kind and connector; under each the error Exchange
+    would log and the fix; then one line that counts them."""
     if not findings:
         print(f"No findings: every connector finds a valid certificate on its {servers} server(s).")
+        return
+    order = {"error": 0, "warning": 1, "info": 2}
+    ordered = sorted(findings, key=lambda f: (order.get(f["severity"], 3), f["server"] or "", f["kind"], f["object"]))
+    rows = [(f["severity"].upper(), f["server"] or "", f["kind"], f["object"]) for f in ordered]
+    notes = [
+        ([f"TlsCertificateName {f['tls_certificate_name']}"] if f["tls_certificate_name"] else [])
+        + [f"Error: {f['error']}", f"Fix: {f['fix']}"]
+        for f in ordered
+    ]
+    severities = [f["severity"] for f in findings]
+    counts = counted({s: severities.count(s) for s in ("error", "warning", "info")})
+    summary = f"{len(findings)} finding(s) on {servers} server(s): {counts}."
+    print_rows(("SEVERITY", "SERVER", "KIND", "CONNECTOR"), rows, summary, notes)

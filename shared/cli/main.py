@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from shared import __version__
 from shared.cli import discover, doctor, plan
-from shared.cli.common import EXIT_BAD_INPUT, EXIT_FINDING, EXIT_INTERNAL, EXIT_OK, examples
+from shared.cli.common import EXIT_BAD_INPUT, EXIT_FINDING, EXIT_INTERNAL, EXIT_OK, counted, examples, print_rows
 from shared.cli.common import load_bundle as _load
 from shared.cli.common import parse_at as _parse_time
 from shared.cli.common import print_json as _print_json
@@ -25,6 +25,7 @@ from shared.errors import CertsyncError
 
 if TYPE_CHECKING:
     from shared.pipeline.process import Outcome
+    from shared.reconciliation.reconcile import ReconcileReport
 
 AUDIT_DEFAULT = "certsync-audit.sqlite"
 
@@ -559,24 +560,39 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report.to_dict())
     else:
-        checked = report.to_dict()["checked_at"]
-        print(f"Reconciled {len(report.certificates)} certificate(s) in {', '.join(report.vaults)} as of {checked}")
-        for finding in report.findings:
-            new = "  (new)" if finding.changed else ""
-            print(
-                f"{finding.severity.upper():<8} {finding.certificate} {finding.code} {finding.state}: "
-                f"{_visible(finding.summary)}{new}"
-            )
-        for finding in report.resolved:
-            print(f"RESOLVED {finding.certificate} {finding.code}: {_visible(finding.summary)}")
-        for item in report.processed:
-            job = f" (job {args.outbox}/{item['job_id']}.json)" if item.get("job_id") else ""
-            print(f"Processed {item['certificate']} version {item['version']}: {item['outcome']}{job}")
-        for failure in report.failures:
-            print(f"Failure: {_visible(failure)}")
-        if not report.findings and not report.failures:
-            print("No findings.")
+        _print_reconcile_report(report, args.outbox)
     return EXIT_FINDING if report.findings or report.failures else EXIT_OK
+
+
+# the order of reconcile's rows: what failed, then findings from the worst, then what it resolved and processed
+_RECONCILE_ORDER = ("FAILURE", "CRITICAL", "ERROR", "WARNING", "INFO", "RESOLVED", "PROCESSED")
+
+
+def _print_reconcile_report(report: ReconcileReport, outbox: str) -> None:
+    """One row a finding, resolved finding, processed version or failure, worst first, then by certificate and
+    check; then one line that counts them."""
+    rows = [
+        (f.severity.upper(), f.certificate, f.code, f.state + (" (new)" if f.changed else ""), f.summary)
+        for f in report.findings
+    ]
+    rows += [("RESOLVED", f.certificate, f.code, "resolved", f.summary) for f in report.resolved]
+    for item in report.processed:
+        job = f" (job {outbox}/{item['job_id']}.json)" if item.get("job_id") else ""
+        rows.append(("PROCESSED", item["certificate"], "processed", item["version"], item["outcome"] + job))
+    rows += [("FAILURE", "", "", "", failure) for failure in report.failures]
+    rank = {what: n for n, what in enumerate(_RECONCILE_ORDER)}
+    rows.sort(key=lambda row: (rank.get(row[0], len(rank)), row[1], row[2]))
+    severities = [f.severity for f in report.findings]
+    counts = {s: severities.count(s) for s in ("critical", "error", "warning", "info")}
+    new = sum(1 for f in report.findings if f.changed)
+    found = counted(counts) + (f" ({new} new)" if new else "") if severities else "no findings"
+    more = counted(
+        {"resolved": len(report.resolved), "processed": len(report.processed), "failure(s)": len(report.failures)}
+    )
+    checked = report.to_dict()["checked_at"]
+    summary = f"{len(report.certificates)} certificate(s) in {', '.join(report.vaults)} as of {checked}: {found}"
+    tail = f"; {more}" if more != "nothing" else ""
+    print_rows(("SEVERITY", "CERTIFICATE", "CHECK", "STATE", "DETAIL"), rows, f"{summary}{tail}.")
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -599,13 +615,26 @@ def _cmd_history(args: argparse.Namespace) -> int:
             separator = ",\n"
         out.write("[]\n" if separator == "[\n" else "\n]\n")
         return EXIT_OK
-    printed = False
+    from shared.pipeline.audit import KINDS
+
+    # a table whose widths are known before the first row: the trail is printed as it is read
+    width = max(len(kind) for kind in KINDS)
+    kinds: dict[str, int] = {}  # entries of each kind, for the summary: memory as flat as the stream's
+    first = last = ""
     for entry in entries:
-        at = entry.at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")[:19]
-        out.write(f"{at}Z  {entry.kind:<15} {entry.correlation_id[:8]}  {_visible(entry.summary)}\n")
-        printed = True
-    if not printed:
+        at = entry.at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")[:19] + "Z"
+        if not kinds:
+            out.write(f"{'TIME (UTC)':<20}  {'KIND':<{width}}  DELIVERY  SUMMARY\n")
+            first = at
+        last = at
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+        out.write(f"{at}  {entry.kind:<{width}}  {entry.correlation_id[:8]:<8}  {_visible(entry.summary)}\n")
+    if not kinds:
         out.write(f"No audit entries for {args.name}" + (f" since {args.since}" if since else "") + ".\n")
+        return EXIT_OK
+    total = sum(kinds.values())
+    span = f"at {first}" if first == last else f"from {first} to {last}"
+    out.write(f"{total} entr{'y' if total == 1 else 'ies'} for {args.name} {span}: {counted(kinds)}.\n")
     return EXIT_OK
 
 
