@@ -98,3 +98,28 @@ def test_the_wheel_installed_in_a_clean_venv_runs_certsync(wheel: Path, tmp_path
     assert name.stdout.splitlines()[0] == "TlsCertificateName  <I>CN=R11, O=Let's Encrypt, C=US<S>CN=mail.contoso.com"
     powershell = run(certsync, "name", "--powershell", str(REPO / "examples" / "mail-2026-11.pem"))
     assert powershell.stdout == "'<I>CN=R11, O=Let''s Encrypt, C=US<S>CN=mail.contoso.com'\n", powershell
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            pins |= _pins(path.with_name(line[3:].strip()))
+        elif "==" in line:
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_the_demo_installs_the_cli_and_its_two_servers_pinned_as_everywhere_else():
+    demo, everything = _pins(REPO / "requirements-demo.txt"), _pins(REPO / "requirements-dev.txt")
+    assert {name: everything.get(name) for name in demo} == demo  # the same pins as the tests run with
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in project["dependencies"]}
+    assert needed | {"aiosmtpd", "standardwebhooks"} == set(demo)  # the CLI's own, the SMTP server, the receiver
+    makefile = (REPO / "Makefile").read_text()
+    demo_rule = next(line for line in makefile.splitlines() if line.startswith("demo:"))
+    assert demo_rule.split(":", 1)[1].split() == ["$(DEMO_STAMP)"]  # not Azurite, not the test tools
