@@ -160,3 +160,12 @@ def test_name_powershell_and_json_cannot_be_combined():
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+def test_the_readme_shows_what_certsync_prints_for_a_non_ascii_name():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("PS> certsync name --powershell societe.pem\n", 1)[1].splitlines()[0]
+    name = "<I>CN=R3, O=Soci\u00e9t\u00e9 G\u00e9n\u00e9rale<S>CN=mail.example.fr"
+    assert shown == powershell_argument(name) and evaluate(shown) == name
+    literal = readme.split("PS> certsync name --powershell examples\\mail-2026-11.pem\n", 1)[1].splitlines()[0]
+    assert literal == powershell_argument("<I>CN=R11, O=Let's Encrypt, C=US<S>CN=mail.contoso.com")
