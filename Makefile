@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# `make demo` needs less: the CLI and the demo's two loopback servers (requirements-demo.txt), nothing else.
+# `make demo` needs less: the CLI without the Azure SDK and the demo's two loopback servers (requirements-demo.txt).
 DEMO_STAMP := $(VENV)/.installed-demo
 # Azurite (the Storage emulator the integration tests start), pinned by tools/azurite/package-lock.json.
 AZURITE := .tools/azurite/.installed
@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 
 $(DEMO_STAMP): pyproject.toml requirements-demo.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-demo.txt -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-demo.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 $(AZURITE): tools/azurite/package.json tools/azurite/package-lock.json scripts/install-azurite.sh

@@ -119,7 +119,8 @@ def test_the_demo_installs_the_cli_and_its_two_servers_pinned_as_everywhere_else
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     needed = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in project["dependencies"]}
-    assert needed | {"aiosmtpd", "standardwebhooks"} == set(demo)  # the CLI's own, the SMTP server, the receiver
+    without_azure = {name for name in needed if not name.startswith("azure-")}  # the demo reads a vault directory
+    assert without_azure | {"aiosmtpd", "standardwebhooks"} == set(demo)  # the CLI's, the SMTP server, the receiver
     makefile = (REPO / "Makefile").read_text()
     demo_rule = next(line for line in makefile.splitlines() if line.startswith("demo:"))
     assert demo_rule.split(":", 1)[1].split() == ["$(DEMO_STAMP)"]  # not Azurite, not the test tools
