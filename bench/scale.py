@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
+from shared.cli.progress import on_stderr  # noqa: E402
+
 AT = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 VERSIONS = 3
 
@@ -82,6 +84,7 @@ def build_vault(folder: Path, count: int) -> Path:
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(inter_key.public_key())
     eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
     usage = x509.KeyUsage(True, False, True, False, False, False, False, False, False)
+    progress = on_stderr(f"building {count} certificates", total=count)  # a bar only on a terminal
     for i in range(count):
         name = f"mail-{i:05d}"
         host = f"{name}.bench.example"
@@ -118,6 +121,8 @@ def build_vault(folder: Path, count: int) -> Path:
             "created": created,
         }
         (cert_folder / "certificate.json").write_text(json.dumps(meta))
+        progress.advance(1)
+    progress.close()
     return vault
 
 
