@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# `make demo` needs less: the CLI without the Azure SDK and the demo's two loopback servers (requirements-demo.txt).
+DEMO_STAMP := $(VENV)/.installed-demo
 # Azurite (the Storage emulator the integration tests start), pinned by tools/azurite/package-lock.json.
 AZURITE := .tools/azurite/.installed
 # Debian's Chromium, for the status page's browser test (a test tool's own browser download cannot work here).
@@ -18,6 +20,12 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
 	@touch $@
 
+$(DEMO_STAMP): pyproject.toml requirements-demo.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-demo.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
 $(AZURITE): tools/azurite/package.json tools/azurite/package-lock.json scripts/install-azurite.sh
 	bash scripts/install-azurite.sh
 
@@ -25,16 +33,18 @@ $(CHROMIUM):
 	@echo "installing Debian's chromium (the status page is tested in headless Chromium)"
 	@apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-demo: $(STAMP) $(AZURITE)
+demo: $(DEMO_STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-# ruff, mypy (strict on the X.509 core and validation), every test (tests/test_layers.py holds the dependency
+# ruff, mypy (strict on the X.509 core and validation), the wheel (.artifacts/dist: `pipx install` takes it;
+# tests/test_distribution.py installs one in a clean venv), every test (tests/test_layers.py holds the dependency
 # rule) with branch coverage, then the floor: 90% overall, 85% in every module (scripts/coverage_floor.py).
 test: $(STAMP) $(AZURITE) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	@rm -rf .artifacts/coverage && mkdir -p .artifacts
+	@rm -rf .artifacts/coverage .artifacts/dist && mkdir -p .artifacts
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir .artifacts/dist .
 	set -o pipefail; $(BIN)/python -m pytest --cov --cov-report= | tee .artifacts/pytest.log
 	$(BIN)/python scripts/coverage_floor.py
 	@tail -n 1 .artifacts/pytest.log  # pytest's closing line, last, for whoever reads the run's end

@@ -41,6 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
+from shared.cli.progress import on_stderr  # noqa: E402
+
 AT = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 VERSIONS = 3
 # Certificates per worker group (one Exchange organisation each): an MSP's fleet is many organisations of a
@@ -88,6 +90,7 @@ def build_vault(folder: Path, count: int, group_size: int = GROUP_SIZE) -> Path:
     eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
     usage = x509.KeyUsage(True, False, True, False, False, False, False, False, False)
     groups: dict[str, list[tuple[str, x509.Certificate]]] = {}
+    progress = on_stderr(f"building {count} certificates", total=count)  # a bar only on a terminal
     for i in range(count):
         name = f"mail-{i:05d}"
         host = f"{name}.bench.example"
@@ -124,6 +127,8 @@ def build_vault(folder: Path, count: int, group_size: int = GROUP_SIZE) -> Path:
             "created": created,
         }
         (cert_folder / "certificate.json").write_text(json.dumps(meta))
+        progress.advance(1)
+    progress.close()
     (folder / "inventories.json").write_text(json.dumps([_inventory(g, certs) for g, certs in groups.items()]))
     return vault
 

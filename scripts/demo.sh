@@ -8,39 +8,33 @@ old=examples/mail-2026-08.pem
 new=examples/mail-2026-11.pem
 connector_value="<I>CN=R10, O=Let's Encrypt, C=US<S>CN=mail.contoso.com"
 
-step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "$2"; }
-expect() {  # run a command and check its exit code is the one this step is about
-  local want=$1; shift
-  "$@"; local got=$?
-  [ "$got" -eq "$want" ] || { echo "demo: expected exit $want from '$*', got $got" >&2; exit 1; }
+# `step TITLE EXIT COMMAND`: print the title and COMMAND, then run COMMAND, that very text (eval), and check
+# that its exit code is EXIT, the one the step is about. What is shown is what runs: secrets stay variables.
+step() {
+  local title=$1 want=$2 command=$3
+  printf '\n\033[1m== %s\033[0m\n$ %s\n' "$title" "$command"
+  eval "$command"; local got=$?
+  [ "$got" -eq "$want" ] || { echo "demo: expected exit $want from '$command', got $got" >&2; exit 1; }
   echo "(exit $got)"
 }
 
-step "1. The certificate the connectors use today" "certsync name $old"
-expect 0 certsync name "$old"
+step "1. The certificate the connectors use today" 0 "certsync name $old"
 
-step "2. The renewed certificate, issued by a different intermediate" "certsync name $new"
-expect 0 certsync name "$new"
+step "2. The renewed certificate, issued by a different intermediate" 0 "certsync name $new"
 
-step "3. What the renewal changes for the connectors (exit 1: they must change)" "certsync diff $old $new"
-expect 1 certsync diff "$old" "$new"
+step "3. What the renewal changes for the connectors (exit 1: they must change)" 1 "certsync diff $old $new"
 
-step "4. The value on the send connector today no longer selects the renewed certificate" \
+step "4. The value on the send connector today no longer selects the renewed certificate" 1 \
   "certsync parse \"$connector_value\" --cert $new"
-expect 1 certsync parse "$connector_value" --cert "$new"
 
-step "5. Machine-readable, for scripts and pipelines" "certsync diff --json $old $new"
-expect 1 certsync diff --json "$old" "$new"
+step "5. Machine-readable, for scripts and pipelines" 1 "certsync diff --json $old $new"
 at=2026-12-01T00:00Z  # a fixed time, so the demo tells the same story whenever it runs
-step "6. Will Exchange accept the renewed certificate? Chain, dates, EKU, key, host names" \
+step "6. Will Exchange accept the renewed certificate? Chain, dates, EKU, key, host names" 0 \
   "certsync check $new --trust examples/demo-root.pem --host mail.contoso.com --host smtp.contoso.com --at $at --revocation soft"
-expect 0 certsync check "$new" --trust examples/demo-root.pem --host mail.contoso.com --host smtp.contoso.com \
-  --at "$at" --revocation soft
 
-step "7. The old certificate alone: no intermediate delivered, expired by then, smtp.contoso.com not covered" \
-  "certsync check $old --trust examples/demo-root.pem --host smtp.contoso.com --at $at --revocation off"
-expect 1 certsync check <(head -n "$(grep -n 'END CERTIFICATE' "$old" | head -1 | cut -d: -f1)" "$old") \
-  --trust examples/demo-root.pem --host smtp.contoso.com --at "$at" --revocation off
+# The file's first certificate alone, the leaf: sed stops after its END line.
+step "7. The old certificate alone: no intermediate delivered, expired by then, smtp.contoso.com not covered" 1 \
+  "certsync check <(sed '/END CERTIFICATE/q' $old) --trust examples/demo-root.pem --host smtp.contoso.com --at $at --revocation off"
 
 # Steps 8-14: the same kind of renewal as Key Vault announces it, through the event pipeline: a fresh
 # demo PKI (dates relative to now) whose CRLs are served on loopback, a vault directory, a targets file
@@ -69,74 +63,48 @@ first_line() {  # wait for a background server's first output line (its URL or e
 port=$(first_line "$work/http.log" | sed -n 's/^Serving HTTP on .* port \([0-9][0-9]*\) .*/\1/p')
 [ -n "$port" ] || { echo "demo: the CRL server did not start:" >&2; cat "$work/http.log" >&2; exit 1; }
 
-step "8. A demo PKI with the same rotation, generated now; its CRLs are served on 127.0.0.1:$port" \
+step "8. A demo PKI with the same rotation, generated now; its CRLs are served on 127.0.0.1:$port" 0 \
   "python scripts/demo_pki.py $work --port $port"
-expect 0 python scripts/demo_pki.py "$work" --port "$port"
 
-step "9. What Exchange has, as the read-only discovery runbook reports it: stored for the worker group" \
+step "9. What Exchange has, as the read-only discovery runbook reports it: stored for the worker group" 0 \
   "certsync discover --import $work/inventory.json --worker-group hrw-exchange --inventory $work/inventory.sqlite --audit $work/audit.sqlite"
-expect 0 certsync discover --import "$work/inventory.json" --worker-group hrw-exchange \
-  --inventory "$work/inventory.sqlite" --audit "$work/audit.sqlite"
 
-process=(certsync process "$work/event.json" --vault-dir "$work/vault" --targets "$work/targets.json"
-  --inventory-store "$work/inventory.sqlite" --trust "$work/demo-root.pem" --allow-host "127.0.0.1:$port"
-  --outbox "$work/outbox" --audit "$work/audit.sqlite")
+process="certsync process $work/event.json --vault-dir $work/vault --targets $work/targets.json \
+--inventory-store $work/inventory.sqlite --trust $work/demo-root.pem --allow-host 127.0.0.1:$port \
+--outbox $work/outbox --audit $work/audit.sqlite"
 
 # A webhook receiver on loopback that verifies Standard Webhooks signatures with its own copy of the
 # secret (the independent `standardwebhooks` library); certsync signs with CERTSYNC_WEBHOOK_SECRET.
-secret=$(python -c "from shared.notify.signing import new_secret; print(new_secret())") || exit 1
-python -u -m tests.receivers --secret "$secret" --count 1 --timeout 60 >"$work/webhook.log" 2>&1 &
+# The receiver's URL and secret are in the environment (certsync reads CERTSYNC_WEBHOOK_URL and
+# CERTSYNC_WEBHOOK_SECRET), never on a command line or on screen: a webhook URL is a secret, even this one.
+CERTSYNC_WEBHOOK_SECRET=$(python -c "from shared.notify.signing import new_secret; print(new_secret())") || exit 1
+export CERTSYNC_WEBHOOK_SECRET
+receiver_command="python -u -m tests.receivers --secret \"\$CERTSYNC_WEBHOOK_SECRET\" --count 1 --timeout 60 \
+>$work/webhook.log 2>&1"
+printf '\nIn the background, a webhook receiver on loopback (CERTSYNC_WEBHOOK_URL is its URL):\n$ %s &\n' \
+  "$receiver_command"
+eval "$receiver_command" &
 receiver=$!
 background+=("$receiver")
-webhook_url=$(first_line "$work/webhook.log") || exit 1
+CERTSYNC_WEBHOOK_URL=$(first_line "$work/webhook.log") || exit 1
+export CERTSYNC_WEBHOOK_URL
 
-step "10. Key Vault announces the renewal: the event through the pipeline (diff, assessment, plan, job, notice)" \
-  "CERTSYNC_WEBHOOK_URL=<the receiver's URL> CERTSYNC_WEBHOOK_SECRET=whsec_... ${process[*]}"
-CERTSYNC_WEBHOOK_URL=$webhook_url CERTSYNC_WEBHOOK_SECRET=$secret expect 0 "${process[@]}"
+step "10. Key Vault announces the renewal: the event through the pipeline (diff, assessment, plan, job, notice)" 0 \
+  "$process"
 
-step "11. Event Grid delivers the same event again: recognised, nothing queued twice, nobody notified twice" \
-  "${process[*]}"
-CERTSYNC_WEBHOOK_URL=$webhook_url CERTSYNC_WEBHOOK_SECRET=$secret expect 0 "${process[@]}"
+step "11. Event Grid delivers the same event again: recognised, nothing queued twice, nobody notified twice" 0 \
+  "$process"
 
-step "12. The signed webhook, as the receiver saw it: the signature verifies with the shared secret" \
-  "python -m tests.receivers --secret whsec_... --count 1"
-wait "$receiver"; got=$?
-sed 1d "$work/webhook.log"  # its first line is the URL: a webhook URL is a secret, even this one
-[ "$got" -eq 0 ] && grep -q '^VERIFIED .* certsync\.queued' "$work/webhook.log" \
-  || { echo "demo: the receiver did not verify the renewal's notice (exit $got)" >&2; exit 1; }
-echo "(exit $got)"
+step "12. The signed webhook, as the receiver saw it: the signature verifies with the shared secret" 0 \
+  "wait $receiver && sed 1d $work/webhook.log  # the receiver's first line is its URL, a secret"
+grep -q '^VERIFIED .* certsync\.queued' "$work/webhook.log" \
+  || { echo "demo: the receiver did not verify the renewal's notice" >&2; exit 1; }
 
-step "13. The job for the Hybrid Runbook Worker: identifiers and the plan, no key material" \
-  "python -m json.tool $work/outbox/*.json  (summarised)"
-expect 0 python - "$work/outbox" <<'PY'
-import base64, collections, json, pathlib, sys
-jobs = sorted(pathlib.Path(sys.argv[1]).glob("*.json"))
-if len(jobs) != 1:
-    sys.exit(f"demo: expected one job file after two deliveries, found {len(jobs)}")
-text = jobs[0].read_text(encoding="utf-8")
-job, words = json.loads(text), ("PRIVATE KEY", "ENCRYPTED", "pfx", "pkcs12", "password", "private")
-plan = job["plan"]
-print(f"{jobs[0]}  (the only job file after two deliveries)")
-for key in ("schema", "job_id", "correlation_id", "vault", "certificate", "version", "secret_id", "thumbprint"):
-    print(f"  {key:<15} {job[key]}")
-print(f"  plan            {plan['schema']}: assessment {plan['assessment_status']}, "
-      f"worker group {plan['worker_group']}, servers {', '.join(plan['servers'])}")
-inventory = plan["inventory"]
-print(f"  made from       the inventory of {inventory['worker_group']} collected {inventory['collected_at']} "
-      f"(sha256 {inventory['sha256'][:12]}...)")
-print("  steps           " + ", ".join(f"{n} {p}" for p, n in collections.Counter(s["phase"] for s in plan["steps"]).items()))
-for inter in plan["certificate"]["intermediates"]:
-    size = len(base64.b64decode(inter["der_base64"]))
-    print(f"  intermediate    {inter['subject']} ({inter['thumbprint'][:8]}: the public certificate, {size} bytes)")
-found = [w for w in words if w.lower() in text.lower()]
-if found:
-    sys.exit(f"demo: the job file mentions {', '.join(found)}")
-print("  key material    none: the runbook reads the PFX from Key Vault (secret_id) with its own identity")
-PY
+step "13. The job for the Hybrid Runbook Worker: identifiers and the plan, no key material" 0 \
+  "python scripts/demo_job.py $work/outbox"
 
-step "14. The audit trail: every step of both deliveries, one correlation id each" \
+step "14. The audit trail: every step of both deliveries, one correlation id each" 0 \
   "certsync history exch-hybrid-smtp --audit $work/audit.sqlite"
-expect 0 certsync history exch-hybrid-smtp --audit "$work/audit.sqlite"
 
 # Steps 15-16: proof after the change, as Exchange Online sees the on-premises server: EHLO, STARTTLS,
 # and the chain the server presents. The demo's mail server is an SMTP server on loopback.
@@ -147,17 +115,15 @@ mail_server() {  # serve a chain over STARTTLS; sets $smtp (the process) and $en
   background+=("$smtp")
   endpoint=$(first_line "$work/smtp.log")
 }
-probe_args=(--servername mail.contoso.com --expect-file "$work/mailserver/new-leaf.pem" --trust "$work/demo-root.pem"
-  --allow-host "127.0.0.1:$port")
+probe_args="--servername mail.contoso.com --expect-file $work/mailserver/new-leaf.pem --trust $work/demo-root.pem \
+--allow-host 127.0.0.1:$port"
 mail_server "$work/mailserver/new-leaf.pem" || exit 1
-step "15. The runbook imported the renewal, but the server does not send R11: Exchange Online cannot build the chain" \
-  "certsync probe $endpoint ${probe_args[*]}"
-expect 1 certsync probe "$endpoint" "${probe_args[@]}"
+step "15. The runbook imported the renewal, but the server does not send R11: Exchange Online cannot build the chain" 1 \
+  "certsync probe $endpoint $probe_args"
 kill "$smtp"; wait "$smtp" 2>/dev/null
 
 mail_server "$work/mailserver/new-chain.pem" || exit 1
-step "16. With R11 in Cert:\\LocalMachine\\CA (the plan's first step), the server sends the full chain" \
-  "certsync probe $endpoint ${probe_args[*]}"
-expect 0 certsync probe "$endpoint" "${probe_args[@]}"
+step "16. With R11 in Cert:\\LocalMachine\\CA (the plan's first step), the server sends the full chain" 0 \
+  "certsync probe $endpoint $probe_args"
 
 printf '\nDemo finished: the renewal needs a connector update, and certsync says exactly to what.\n'

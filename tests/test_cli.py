@@ -347,7 +347,9 @@ def test_history_prints_every_entry_oldest_first(tmp_path):
     result = run("history", "Mail-Contoso-Com", "--audit", audit_file(tmp_path, 3))
     assert result.returncode == 0, result
     assert result.stdout.splitlines() == [
-        f"2026-11-26T12:0{i}:00Z  assessment      corr{i:04d}  entry {i}" for i in range(3)
+        "TIME (UTC)            KIND                   DELIVERY  SUMMARY",
+        *(f"2026-11-26T12:0{i}:00Z  assessment             corr{i:04d}  entry {i}" for i in range(3)),
+        "3 entries for Mail-Contoso-Com from 2026-11-26T12:00:00Z to 2026-11-26T12:02:00Z: 3 assessment.",
     ]
 
 
@@ -355,9 +357,11 @@ def test_history_since_and_limit_select_a_window(tmp_path):
     path = audit_file(tmp_path, 10)
     result = run("history", "mail-contoso-com", "--audit", path, "--since", "2026-11-26T12:04Z", "--limit", "3")
     assert result.returncode == 0, result
-    assert [line.split()[-1] for line in result.stdout.splitlines()] == ["4", "5", "6"]
+    assert [line.split()[-1] for line in result.stdout.splitlines()[1:-1]] == ["4", "5", "6"]
     offset = run("history", "mail-contoso-com", "--audit", path, "--since", "2026-11-26T13:08:00+01:00")
-    assert [line.split()[-1] for line in offset.stdout.splitlines()] == ["8", "9"]
+    assert [line.split()[-1] for line in offset.stdout.splitlines()[1:-1]] == ["8", "9"]
+    one = run("history", "mail-contoso-com", "--audit", path, "--limit", "1")
+    assert one.stdout.splitlines()[-1] == "1 entry for mail-contoso-com at 2026-11-26T12:00:00Z: 1 assessment."
 
 
 def test_history_json_is_one_array_of_the_entries_one_per_line(tmp_path):

@@ -65,14 +65,25 @@ def test_the_readable_plan_and_the_issue_15_servers():
     out = result.stdout
     assert "Servers             EX01, EX02, EX04" in out  # EX04 sends hybrid mail, though the targets omit it
     assert "Plan                READY" in out
-    assert "[switch] set-send-connector Outbound to Office 365 - London TlsCertificateName: <I>CN=R10" in out
+    table = [line.split(None, 5) for line in out.splitlines()[5:33]]
+    assert table[0] == ["#", "PHASE", "SERVER", "ACTION", "OBJECT", "CHANGE"]
+    assert [int(row[0]) for row in table[1:]] == list(range(1, 28))  # the order the steps run in
+    switch = out.splitlines()[22]
+    assert switch.split()[:3] == ["17", "switch", "set-send-connector"] and "Outbound to Office 365 - London" in switch
+    assert switch.endswith(
+        "TlsCertificateName: <I>CN=R10, O=Let's Encrypt, C=US<S>CN=mail.contoso.com -> <I>CN=R11, "
+        "O=Let's Encrypt, C=US<S>CN=mail.contoso.com"
+    )
+    assert out.splitlines()[-1] == (
+        "Plan READY: 27 step(s) (15 stage, 6 switch, 3 verify, 3 retire) on EX01, EX02, EX04; 1 kept, 1 warning(s)."
+    )
     assert "Kept     EX03 " in out and "EX03 is not one of the servers" in out
     assert "Warning  discovery could not read EX05" in out
 
 
 def test_edge_steps_are_marked_manual_and_partner_connectors_are_conflicts_not_writes():
     edge = plan("edge").stdout
-    assert "EDGE01: import-certificate" in edge and "(manual)" in edge
+    assert any(line.split()[2:5] == ["EDGE01", "import-certificate", "(manual)"] for line in edge.splitlines())
     assert "Warning  manual: run the runbook on the Edge server EDGE01" in edge
     partner = plan("partner-tls", "--json")
     doc = json.loads(partner.stdout)
@@ -101,7 +112,16 @@ def test_a_certificate_that_is_not_valid_blocks_with_exit_1():
 def test_the_doctor_table():
     result = run("doctor", "--inventory", FIXTURES / "multi-site" / "inventory.json")
     assert result.returncode == 1
-    assert "ERROR    EX02 send Outbound to Office 365" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["SEVERITY", "SERVER", "KIND", "CONNECTOR"]
+    rows = [line.split(None, 3) for line in lines[1:-1] if not line.startswith(" ")]
+    assert rows == [  # worst first, then by server, kind and connector
+        ["ERROR", "EX02", "hybrid", "Hybrid Configuration"],
+        ["ERROR", "EX02", "receive", "EX02\\Default Frontend EX02"],
+        ["ERROR", "EX02", "send", "Outbound to Office 365 - 0b9d5c6e-3f51-4d2b-9a70-2f1c8e4b7a10"],
+        ["WARNING", "EX05", "certificate", "EX05"],
+    ]
+    assert lines[-1] == "4 finding(s) on 5 server(s): 3 error, 1 warning."
     assert (
         "Error: 454 4.7.5 The certificate specified in TlsCertificateName of the SendConnector could not be found."
         in result.stdout

@@ -93,8 +93,25 @@ def test_the_demo_pki_loads_with_certsyncs_loaders_and_assesses_valid(tmp_path: 
     assert (mail / "new-key.pem").stat().st_mode & 0o077 == 0
 
 
+# `make demo` installs no Azure SDK (requirements-demo.txt): every process of the demo refuses `azure` imports
+NO_AZURE = """import sys
+
+
+class NoAzure:
+    def find_spec(self, name, path=None, target=None):
+        if name == "azure" or name.startswith("azure."):
+            raise ModuleNotFoundError(f"{name}: make demo installs no Azure SDK", name=name)
+
+
+sys.meta_path.insert(0, NoAzure())
+"""
+
+
 def test_make_demo_runs_end_to_end(tmp_path: Path):
     env = dict(os.environ)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(NO_AZURE)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), *filter(None, [env.get("PYTHONPATH")])])
     env["PATH"] = os.pathsep.join([str(REPO / ".venv" / "bin"), str(Path(sys.executable).parent), env["PATH"]])
     env["DEMO_WORK"] = str(tmp_path / "demo")
     env.pop("CERTSYNC_DEBUG", None)
@@ -132,3 +149,20 @@ def test_make_demo_runs_end_to_end(tmp_path: Path):
     assert "Intermediates sent  NO" in probes[0] and "(exit 1)" in probes[0]
     assert "Intermediates sent  yes" in probes[1] and "Status              Valid" in probes[1]
     assert "Demo finished" in output
+    _the_steps_show_the_commands_they_run(output, env)
+
+
+def _the_steps_show_the_commands_they_run(output: str, env: dict[str, str]) -> None:
+    """Steps 1-7 work on the bundled examples at a fixed time: each command as printed, pasted into bash,
+    prints what the step printed and exits as it did (step 7 once showed one command and ran another)."""
+    steps = output.split("\n\033[1m== ")[1:]
+    assert len(steps) == 16
+    for text in steps[:7]:
+        title, shown, *printed = text.splitlines()
+        assert shown.startswith("$ certsync "), title
+        exit_line = next(n for n in range(len(printed) - 1, -1, -1) if printed[n].startswith("(exit "))
+        again = subprocess.run(
+            ["bash", "-c", shown[2:]], capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=False
+        )
+        assert printed[exit_line] == f"(exit {again.returncode})", title
+        assert again.stdout.splitlines() == printed[:exit_line], title

@@ -713,8 +713,12 @@ def run_cli(world: World, *args: str) -> subprocess.CompletedProcess:
 def test_certsync_reconcile_prints_findings_and_exits_1_then_0(world):
     first = run_cli(world)
     assert first.returncode == 1, first.stderr
-    assert f"INFO     {NAME} unprocessed v2:" in first.stdout and "(new)" in first.stdout
-    assert f"Processed {NAME} version v2: queued" in first.stdout
+    lines = [line.split(None, 4) for line in first.stdout.splitlines()]
+    assert lines[0] == ["SEVERITY", "CERTIFICATE", "CHECK", "STATE", "DETAIL"]
+    assert lines[1][:5] == ["INFO", NAME, "unprocessed", "v2", "(new)  " + lines[1][4][7:]]
+    assert lines[2][:4] == ["PROCESSED", NAME, "processed", "v2"] and lines[2][4].startswith("queued (job ")
+    assert first.stdout.splitlines()[-1].startswith("1 certificate(s) in ")
+    assert first.stdout.splitlines()[-1].endswith(": 1 info (1 new); 1 processed.")
     assert len(world.jobs()) == 1
 
     second = run_cli(world, "--json")
@@ -723,7 +727,10 @@ def test_certsync_reconcile_prints_findings_and_exits_1_then_0(world):
     assert report["findings"] == [] and report["certificates"] == [f"{VAULT}/{NAME}"]
 
     late = run_cli(world, "--at", (world.expires - dt.timedelta(days=10)).isoformat())
-    assert late.returncode == 1 and f"WARNING  {NAME} expiry warning:" in late.stdout
+    assert late.returncode == 1 and ["WARNING", NAME, "expiry", "warning"] in [
+        line.split()[:4] for line in late.stdout.splitlines()
+    ]
+    assert late.stdout.splitlines()[-1].endswith(": 1 warning (1 new).")
 
 
 @pytest.mark.parametrize(

@@ -116,10 +116,15 @@ def test_terminal_progress_redraws_one_line_and_clears_it():
     progress = TerminalProgress(stream, "reconciling", interval=3600)
     progress.add_total(3)
     progress.advance(1)  # within the interval: not drawn
-    progress.advance(2)  # the last one always is
+    progress.advance(2)
+    drawn = stream.getvalue()
     progress.close()
     progress.close()  # twice: nothing more
-    assert stream.getvalue() == "\r\x1b[Kreconciling 0/3 (0%)\r\x1b[Kreconciling 3/3 (100%)\r\x1b[K"
+    frames = [f for f in drawn.split("\r") if f]
+    assert frames[-1].startswith("reconciling:   0%|") and " 0/3 [" in frames[-1]  # one line, redrawn in place
+    assert "\n" not in stream.getvalue()
+    assert stream.getvalue().endswith("\r")  # cleared: nothing of the bar is left on the line
+    assert stream.getvalue()[len(drawn) :].strip(" \r\x1b[A") == ""
     NO_PROGRESS.add_total(1)
     NO_PROGRESS.advance(1)
     NO_PROGRESS.close()

@@ -25,9 +25,9 @@ AUDIT_DEFAULT = "certsync-audit.sqlite"  # the same file as `certsync process` a
 INVENTORY_DEFAULT = "certsync-inventory.sqlite"
 
 RETRY_EPILOG = r"""examples:
-  certsync retry exch-hybrid-smtp --vault-dir vault --targets targets.json
-  certsync retry exch-hybrid-smtp 8f1c2a9e4b7d4c0e9a6b3f5d2e1c0b9a --vault-url https://contoso-kv.vault.azure.net
-  certsync retry exch-hybrid-smtp --vault-dir vault --vault contoso-kv --json
+  certsync retry exch-hybrid-smtp 8f1c2a9e4b7d4c0e9a6b3f5d2e1c0b9a --vault-dir vault --targets targets.json
+  certsync retry exch-hybrid-smtp --vault-url https://contoso-kv.vault.azure.net
+  certsync retry exch-hybrid-smtp 8f1c2a9e4b7d4c0e9a6b3f5d2e1c0b9a --vault-dir vault --vault contoso-kv --json
 """
 APPROVE_EPILOG = r"""examples:
   certsync approve exch-hybrid-smtp 8f1c2a9e4b7d4c0e9a6b3f5d2e1c0b9a --reason "private CA, root deployed by GPO" \

@@ -4,9 +4,11 @@ imports these, so there is one way to do each."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import CertsyncError
 
@@ -14,6 +16,14 @@ if TYPE_CHECKING:
     from shared.x509.certificate import CertificateBundle
 
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def examples(*commands: str) -> dict[str, Any]:
+    """`add_parser` keywords that end a command's `--help` with these examples, one `certsync ...` a line."""
+    return {
+        "epilog": "examples:\n" + "".join(f"  {command}\n" for command in commands),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
 
 
 def load_bundle(path: str, password_env: str | None) -> CertificateBundle:
@@ -49,6 +59,31 @@ def print_table(rows: list[tuple[str, str]]) -> None:
     width = max((len(label) for label, _ in rows), default=0)
     for label, value in rows:
         print(f"{label:<{width}}  {visible(value)}".rstrip())
+
+
+def print_rows(
+    header: tuple[str, ...],
+    rows: Sequence[tuple[str, ...]],
+    summary: str | None,
+    notes: Sequence[Sequence[str]] | None = None,
+) -> None:
+    """A table for people: the header, then `rows` in the order given (each command sorts its own), every
+    column but the last padded to its widest cell, each row followed by its `notes` (indented lines), then
+    `summary`, one line. Without rows, only the summary."""
+    if rows:
+        cells = [tuple(visible(cell) for cell in row) for row in rows]
+        widths = [max(len(row[n]) for row in [header, *cells]) for n in range(len(header) - 1)]
+        for n, row in enumerate([header, *cells]):
+            print("  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip())
+            for note in notes[n - 1] if notes and n else ():
+                print(visible(f"    {note}"))
+    if summary is not None:
+        print(visible(summary))
+
+
+def counted(counts: dict[str, int]) -> str:
+    """`{"critical": 1, "warning": 0, "info": 3}` as `1 critical, 3 info`: the counts above zero, in order."""
+    return ", ".join(f"{n} {what}" for what, n in counts.items() if n) or "nothing"
 
 
 def visible(text: str) -> str:

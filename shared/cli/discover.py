@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
+from shared.cli.common import examples
 from shared.cli.common import visible as _visible
 from shared.errors import CertsyncError
 
@@ -31,6 +33,11 @@ def register(commands: Any) -> None:
         "discover",
         allow_abbrev=False,
         help="read the Exchange inventory of a Hybrid worker group (read-only runbook), or --import one",
+        **examples(
+            "certsync discover --import inventory.json --worker-group hrw-exchange",
+            "certsync discover hrw-exchange",
+            "certsync discover hrw-exchange --timeout 1800 --json",
+        ),
     )
     discover.add_argument("worker_group", nargs="?", metavar="WORKER_GROUP", help="the Hybrid Runbook Worker group")
     discover.add_argument(
@@ -67,7 +74,23 @@ def run_discover(args: argparse.Namespace) -> int:
     if args.timeout <= 0 or args.poll_interval <= 0:
         raise CertsyncError("--timeout and --poll-interval: give a number of seconds above 0")
     discovery = shared.wiring.local_discovery(inventory=args.inventory, audit=args.audit)
-    outcome = discovery.run(args.worker_group, args.timeout, interval=args.poll_interval)
+    from shared.cli.progress import on_stderr
+
+    waited = on_stderr(f"waiting for discovery on {args.worker_group}", unit="s", total=round(args.timeout))
+
+    started, shown = time.monotonic(), 0
+
+    def sleep(seconds: float) -> None:
+        nonlocal shown
+        time.sleep(seconds)
+        now = int(time.monotonic() - started)  # whole seconds waited, so far
+        waited.advance(now - shown)
+        shown = now
+
+    try:
+        outcome = discovery.run(args.worker_group, args.timeout, interval=args.poll_interval, sleep=sleep)
+    finally:
+        waited.close()
     if outcome.outcome == "running":
         outcome = type(outcome)(
             "timed-out",

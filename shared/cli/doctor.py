@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shared.cli.common import EXIT_FINDING, EXIT_OK, parse_at, print_json, visible
+from shared.cli.common import EXIT_FINDING, EXIT_OK, counted, parse_at, print_json, print_rows, visible
 from shared.errors import CertsyncError
 
 EPILOG = """examples:
-  certsync doctor --inventory inventory.json
-  certsync doctor --inventory inventory.json --json | jq '.findings[] | select(.severity == "error")'
   certsync doctor --inventory inventory.json --at 2027-01-31
   certsync doctor --policies --vault-url https://contoso-kv.vault.azure.net --inventory inventory.json
-  certsync doctor --policies --vault-dir vault --json
   certsync doctor --deployment --json
 """
 
@@ -93,18 +90,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_findings(findings: list[dict[str, Any]], servers: int, *, what: str = "") -> None:
-    """Each finding: severity, where, the error Exchange would log, and the fix."""
-    for finding in findings:
-        where = f"{finding['server']} " if finding["server"] else ""
-        print(visible(f"{finding['severity'].upper():<8} {where}{finding['kind']} {finding['object']}"))
-        if finding["tls_certificate_name"]:
-            print(visible(f"{'':<8} TlsCertificateName {finding['tls_certificate_name']}"))
-        print(visible(f"{'':<8} Error: {finding['error']}"))
-        print(visible(f"{'':<8} Fix: {finding['fix']}"))
-    if not findings and what:
-        print(f"No findings in {what}.")
-    elif not findings:
-        print(f"No findings: every connector finds a valid certificate on its {servers} server(s).")
+    """A table of the findings, worst first, then by server, kind and object; under each the error Exchange
+    would log and the fix; then one line that counts them (`what` names what was checked, when not servers)."""
+    if not findings:
+        if what:
+            print(f"No findings in {what}.")
+        else:
+            print(f"No findings: every connector finds a valid certificate on its {servers} server(s).")
+        return
+    order = {"error": 0, "warning": 1, "info": 2}
+    ordered = sorted(findings, key=lambda f: (order.get(f["severity"], 3), f["server"] or "", f["kind"], f["object"]))
+    rows = [(f["severity"].upper(), f["server"] or "", f["kind"], f["object"]) for f in ordered]
+    notes = [
+        ([f"TlsCertificateName {f['tls_certificate_name']}"] if f["tls_certificate_name"] else [])
+        + [f"Error: {f['error']}", f"Fix: {f['fix']}"]
+        for f in ordered
+    ]
+    severities = [f["severity"] for f in findings]
+    counts = counted({s: severities.count(s) for s in ("error", "warning", "info")})
+    where = f"in {what}" if what else f"on {servers} server(s)"
+    print_rows(
+        ("SEVERITY", "SERVER", "KIND", "OBJECT" if what else "CONNECTOR"),
+        rows,
+        f"{len(findings)} finding(s) {where}: {counts}.",
+        notes,
+    )
 
 
 def run_policies(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from shared import __version__
 from shared.cli import blocks, discover, doctor, plan
-from shared.cli.common import EXIT_BAD_INPUT, EXIT_FINDING, EXIT_INTERNAL, EXIT_OK
+from shared.cli.common import EXIT_BAD_INPUT, EXIT_FINDING, EXIT_INTERNAL, EXIT_OK, counted, examples, print_rows
 from shared.cli.common import load_bundle as _load
 from shared.cli.common import parse_at as _parse_time
 from shared.cli.common import print_json as _print_json
@@ -25,6 +25,7 @@ from shared.errors import CertsyncError
 
 if TYPE_CHECKING:
     from shared.pipeline.process import Outcome
+    from shared.reconciliation.reconcile import ReconcileReport
     from shared.validation.lifetime import ExpiryThresholds
 
 AUDIT_DEFAULT = "certsync-audit.sqlite"
@@ -79,14 +80,35 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     discover.register(commands)
 
-    name = commands.add_parser("name", allow_abbrev=False, help="print a certificate's TlsCertificateName")
+    name = commands.add_parser(
+        "name",
+        allow_abbrev=False,
+        help="print a certificate's TlsCertificateName",
+        **examples(
+            "certsync name examples/mail-2026-11.pem",
+            "certsync name --powershell examples/mail-2026-11.pem",
+            "certsync name mail.pfx --password-env PFX_PASSWORD --json",
+        ),
+    )
     name.add_argument("file", metavar="FILE", help="PEM, DER, PKCS#7 (.p7b) or PKCS#12 (.pfx) file")
     _password_option(name)
-    _json_option(name)
+    output = name.add_mutually_exclusive_group()
+    output.add_argument(
+        "--powershell",
+        action="store_true",
+        help="print only the value, quoted for Windows PowerShell 5.1 in ASCII (paste after -TlsCertificateName)",
+    )
+    output.add_argument("--json", action="store_true", help="print machine-readable JSON")
     name.set_defaults(run=_cmd_name)
 
     diff = commands.add_parser(
-        "diff", allow_abbrev=False, help="what a renewal changes for the connectors (exit 1 if they must change)"
+        "diff",
+        allow_abbrev=False,
+        help="what a renewal changes for the connectors (exit 1 if they must change)",
+        **examples(
+            "certsync diff examples/mail-2026-08.pem examples/mail-2026-11.pem",
+            "certsync diff --json examples/mail-2026-08.pem examples/mail-2026-11.pem",
+        ),
     )
     diff.add_argument("old", metavar="OLD", help="the certificate the connectors use now")
     diff.add_argument("new", metavar="NEW", help="the renewed certificate")
@@ -95,7 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     diff.set_defaults(run=_cmd_diff)
 
     parse = commands.add_parser(
-        "parse", allow_abbrev=False, help="check a TlsCertificateName copied from Get-SendConnector"
+        "parse",
+        allow_abbrev=False,
+        help="check a TlsCertificateName copied from Get-SendConnector",
+        **examples(
+            'certsync parse "<I>CN=R10, O=Let\'s Encrypt, C=US<S>CN=mail.contoso.com" --cert examples/mail-2026-11.pem',
+            'certsync parse "<I>CN=R11, O=Let\'s Encrypt, C=US<S>CN=mail.contoso.com" --json',
+        ),
     )
     parse.add_argument("value", metavar="STRING", help="e.g. '<I>CN=R11, O=Contoso, C=US<S>CN=mail.contoso.com'")
     parse.add_argument("--cert", metavar="FILE", help="also check that the value selects this certificate")
@@ -104,7 +132,15 @@ def _parser() -> argparse.ArgumentParser:
     parse.set_defaults(run=_cmd_parse)
 
     check = commands.add_parser(
-        "check", allow_abbrev=False, help="assess a certificate the way Exchange will see it (exit 1 unless Valid)"
+        "check",
+        allow_abbrev=False,
+        help="assess a certificate the way Exchange will see it (exit 1 unless Valid)",
+        **examples(
+            "certsync check examples/mail-2026-11.pem --trust examples/demo-root.pem --host mail.contoso.com "
+            "--at 2026-12-01 --revocation off",
+            "certsync check mail.pfx --password-env PFX_PASSWORD --host mail.contoso.com --host smtp.contoso.com",
+            "certsync check mail.pem --revocation soft --json",
+        ),
     )
     check.add_argument("file", metavar="FILE", help="the certificate with its chain: PEM, DER, PKCS#7 or PKCS#12")
     _password_option(check)
@@ -142,6 +178,12 @@ def _parser() -> argparse.ArgumentParser:
         "process",
         allow_abbrev=False,
         help="run a Key Vault event through the pipeline locally (exit 1 if blocked or expiring)",
+        **examples(
+            "certsync process event.json --vault-dir vault --targets targets.json --inventory inventory.json "
+            "--trust demo-root.pem --revocation off",
+            "certsync process event.json --vault-url https://contoso-kv.vault.azure.net --targets targets.json",
+            "certsync process event.json --vault-dir vault --inventory-store certsync-inventory.sqlite --json",
+        ),
     )
     process.add_argument("event", metavar="EVENT.json", help="an Event Grid or CloudEvents Key Vault event (or array)")
     where = process.add_mutually_exclusive_group(required=True)
@@ -179,7 +221,16 @@ def _parser() -> argparse.ArgumentParser:
     _json_option(process)
     process.set_defaults(run=_cmd_process)
 
-    history = commands.add_parser("history", allow_abbrev=False, help="a certificate's audit trail, oldest first")
+    history = commands.add_parser(
+        "history",
+        allow_abbrev=False,
+        help="a certificate's audit trail, oldest first",
+        **examples(
+            "certsync history exch-hybrid-smtp --audit certsync-audit.sqlite",
+            "certsync history exch-hybrid-smtp --since 2027-01-31 --limit 50",
+            "certsync history exch-hybrid-smtp --json",
+        ),
+    )
     history.add_argument("name", metavar="NAME", help="the Key Vault certificate name")
     history.add_argument("--audit", metavar="FILE", default=AUDIT_DEFAULT, help="the audit trail (SQLite)")
     history.add_argument("--since", metavar="TIME", help="only entries at or after TIME (ISO 8601, UTC if no offset)")
@@ -191,6 +242,12 @@ def _parser() -> argparse.ArgumentParser:
         "reconcile",
         allow_abbrev=False,
         help="the daily reconciliation, once: unprocessed versions, expiry, drift (exit 1 on findings)",
+        **examples(
+            "certsync reconcile --vault-dir vault --vault contoso-kv --targets targets.json --trust demo-root.pem "
+            "--revocation off",
+            "certsync reconcile --vault-url https://contoso-kv.vault.azure.net --targets targets.json",
+            "certsync reconcile --vault-dir vault --at 2027-01-31 --json",
+        ),
     )
     where = reconcile.add_mutually_exclusive_group(required=True)
     where.add_argument("--vault-dir", metavar="DIR", help="certificates from DIR/<name>/<version>.pem|.pfx|...")
@@ -224,6 +281,12 @@ def _parser() -> argparse.ArgumentParser:
         "probe",
         allow_abbrev=False,
         help="connect over SMTP STARTTLS and assess the certificate served (exit 1 unless it is right)",
+        **examples(
+            "certsync probe mail.contoso.com --expect-file mail-2026-11.pem",
+            "certsync probe 203.0.113.25:25 --servername mail.contoso.com "
+            "--expect 6D9AFCAD551C8DC5DBEC667DD7A1C359118BF440",
+            "certsync probe mail.contoso.com --revocation hard --json",
+        ),
     )
     probe.add_argument("endpoint", metavar="HOST[:PORT]", help="the SMTP server, port 25 unless given")
     expect = probe.add_mutually_exclusive_group()
@@ -290,11 +353,13 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_name(args: argparse.Namespace) -> int:
-    from shared.x509.reports import name_report
+    from shared.x509.reports import name_report, powershell_argument
 
     report = name_report(_load(args.file, args.password_env))
     if args.json:
         _print_json(report)
+    elif args.powershell:
+        print(powershell_argument(report["tls_certificate_name"]))
     else:
         _print_table([*_certificate_rows(report), ("Chain", _chain_text(report["chain"]))])
         _print_problems(report["problems"])
@@ -507,32 +572,46 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         settings=settings,
         inventory_store=args.inventory_store,
     )
-    if sys.stderr.isatty():
-        from shared.cli.progress import TerminalProgress
+    from shared.cli.progress import on_stderr
 
-        reconciler.progress = TerminalProgress(sys.stderr, "reconciling certificates")
+    reconciler.progress = on_stderr("reconciling")
     report = reconciler.run(at)
     if args.json:
         _print_json(report.to_dict())
     else:
-        checked = report.to_dict()["checked_at"]
-        print(f"Reconciled {len(report.certificates)} certificate(s) in {', '.join(report.vaults)} as of {checked}")
-        for finding in report.findings:
-            new = "  (new)" if finding.changed else ""
-            print(
-                f"{finding.severity.upper():<8} {finding.certificate} {finding.code} {finding.state}: "
-                f"{_visible(finding.summary)}{new}"
-            )
-        for finding in report.resolved:
-            print(f"RESOLVED {finding.certificate} {finding.code}: {_visible(finding.summary)}")
-        for item in report.processed:
-            job = f" (job {args.outbox}/{item['job_id']}.json)" if item.get("job_id") else ""
-            print(f"Processed {item['certificate']} version {item['version']}: {item['outcome']}{job}")
-        for failure in report.failures:
-            print(f"Failure: {_visible(failure)}")
-        if not report.findings and not report.failures:
-            print("No findings.")
+        _print_reconcile_report(report, args.outbox)
     return EXIT_FINDING if report.findings or report.failures else EXIT_OK
+
+
+# the order of reconcile's rows: what failed, then findings from the worst, then what it resolved and processed
+_RECONCILE_ORDER = ("FAILURE", "CRITICAL", "ERROR", "WARNING", "INFO", "RESOLVED", "PROCESSED")
+
+
+def _print_reconcile_report(report: ReconcileReport, outbox: str) -> None:
+    """One row a finding, resolved finding, processed version or failure, worst first, then by certificate and
+    check; then one line that counts them."""
+    rows = [
+        (f.severity.upper(), f.certificate, f.code, f.state + (" (new)" if f.changed else ""), f.summary)
+        for f in report.findings
+    ]
+    rows += [("RESOLVED", f.certificate, f.code, "resolved", f.summary) for f in report.resolved]
+    for item in report.processed:
+        job = f" (job {outbox}/{item['job_id']}.json)" if item.get("job_id") else ""
+        rows.append(("PROCESSED", item["certificate"], "processed", item["version"], item["outcome"] + job))
+    rows += [("FAILURE", "", "", "", failure) for failure in report.failures]
+    rank = {what: n for n, what in enumerate(_RECONCILE_ORDER)}
+    rows.sort(key=lambda row: (rank.get(row[0], len(rank)), row[1], row[2]))
+    severities = [f.severity for f in report.findings]
+    counts = {s: severities.count(s) for s in ("critical", "error", "warning", "info")}
+    new = sum(1 for f in report.findings if f.changed)
+    found = counted(counts) + (f" ({new} new)" if new else "") if severities else "no findings"
+    more = counted(
+        {"resolved": len(report.resolved), "processed": len(report.processed), "failure(s)": len(report.failures)}
+    )
+    checked = report.to_dict()["checked_at"]
+    summary = f"{len(report.certificates)} certificate(s) in {', '.join(report.vaults)} as of {checked}: {found}"
+    tail = f"; {more}" if more != "nothing" else ""
+    print_rows(("SEVERITY", "CERTIFICATE", "CHECK", "STATE", "DETAIL"), rows, f"{summary}{tail}.")
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -555,13 +634,26 @@ def _cmd_history(args: argparse.Namespace) -> int:
             separator = ",\n"
         out.write("[]\n" if separator == "[\n" else "\n]\n")
         return EXIT_OK
-    printed = False
+    from shared.pipeline.audit import KINDS
+
+    # a table whose widths are known before the first row: the trail is printed as it is read
+    width = max(len(kind) for kind in KINDS)
+    kinds: dict[str, int] = {}  # entries of each kind, for the summary: memory as flat as the stream's
+    first = last = ""
     for entry in entries:
-        at = entry.at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")[:19]
-        out.write(f"{at}Z  {entry.kind:<15} {entry.correlation_id[:8]}  {_visible(entry.summary)}\n")
-        printed = True
-    if not printed:
+        at = entry.at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")[:19] + "Z"
+        if not kinds:
+            out.write(f"{'TIME (UTC)':<20}  {'KIND':<{width}}  DELIVERY  SUMMARY\n")
+            first = at
+        last = at
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+        out.write(f"{at}  {entry.kind:<{width}}  {entry.correlation_id[:8]:<8}  {_visible(entry.summary)}\n")
+    if not kinds:
         out.write(f"No audit entries for {args.name}" + (f" since {args.since}" if since else "") + ".\n")
+        return EXIT_OK
+    total = sum(kinds.values())
+    span = f"at {first}" if first == last else f"from {first} to {last}"
+    out.write(f"{total} entr{'y' if total == 1 else 'ies'} for {args.name} {span}: {counted(kinds)}.\n")
     return EXIT_OK
 
 
@@ -624,6 +716,8 @@ def _parse_count(text: str, option: str) -> int:
 
 
 def _certificate_rows(report: dict) -> list[tuple[str, str]]:
+    from shared.x509.reports import powershell_argument
+
     return [
         ("TlsCertificateName", report["tls_certificate_name"]),
         ("Issuer", report["issuer"]),
@@ -632,7 +726,7 @@ def _certificate_rows(report: dict) -> list[tuple[str, str]]:
         ("Serial", report["serial"]),
         ("Valid", f"{report['not_before']} to {report['not_after']}"),
         ("DNS names", ", ".join(report["dns_names"]) or "(none)"),
-        ("PowerShell", report["powershell_literal"]),
+        ("PowerShell", powershell_argument(report["tls_certificate_name"])),
     ]
 
 

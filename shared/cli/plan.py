@@ -10,13 +10,24 @@ import argparse
 import os
 from typing import Any
 
-from shared.cli.common import EXIT_FINDING, EXIT_OK, load_bundle, parse_at, print_json, print_table, visible
+from shared.cli.common import (
+    EXIT_FINDING,
+    EXIT_OK,
+    counted,
+    load_bundle,
+    parse_at,
+    print_json,
+    print_rows,
+    print_table,
+    visible,
+)
 
 EPILOG = r"""examples:
   certsync plan mail-2026-11.pem --inventory inventory.json --trust root.pem
   certsync plan mail-2026-11.pfx --password-env PFX_PASSWORD --inventory inventory.json \
       --old 3F7A91F5C78FBC5E86109A7904B0ED4812B72908
-  certsync plan mail-2026-11.pem --inventory inventory.json --targets targets.json --revocation soft --json > plan.json
+  certsync plan mail-2026-11.pem --inventory inventory.json --targets targets.json --name exch-hybrid-smtp \
+      --revocation soft --json > plan.json
 """
 
 
@@ -114,14 +125,14 @@ def print_plan(document: dict[str, Any], status: str) -> None:
         rows.append(("Fix", blocked["fix"]))
     print_table(rows)
     print_plan_body(document)
+    print(visible(plan_summary(document)))
 
 
 def print_plan_body(document: dict[str, Any]) -> None:
-    """A plan/2's steps, kept certificates, warnings and conflicts, one line each (also `certsync process`)."""
-    if document["steps"]:
-        print("Steps:")
+    """A plan/2's steps as a table in the order they run, then kept certificates (by server), warnings and
+    conflicts, one line each (also `certsync process`)."""
+    rows = []
     for n, step in enumerate(document["steps"], 1):
-        where = f"{step['server']}: " if step["server"] else ""
         value = step["value"]
         shown = ", ".join(value) if isinstance(value, list) else ("" if value is None else str(value))
         change = shown
@@ -129,13 +140,32 @@ def print_plan_body(document: dict[str, Any]) -> None:
             previous = step["previous"]
             before = ", ".join(previous) if isinstance(previous, list) else str(previous)
             change = f"{before or '(none)'} -> {shown}"
-        prop = f" {step['property']}" if step["property"] else ""
-        manual = "  (manual)" if step["manual"] else ""
-        line = f"{n:>4}. [{step['phase']}] {where}{step['action']} {step['object']}{prop}"
-        print(visible(f"{line}: {change}{manual}" if change else f"{line}{manual}"))
-    for kept in document["kept"]:
+        if step["property"]:
+            change = f"{step['property']}: {change}"
+        manual = " (manual)" if step["manual"] else ""
+        rows.append((f"{n:>2}", step["phase"], step["server"] or "", step["action"] + manual, step["object"], change))
+    print_rows(("#", "PHASE", "SERVER", "ACTION", "OBJECT", "CHANGE"), rows, None)
+    for kept in sorted(document["kept"], key=lambda k: (k["server"], k["thumbprint"])):
         print(visible(f"Kept     {kept['server']} {kept['thumbprint']}: {kept['reason']}"))
     for warning in document["warnings"]:
         print(visible(f"Warning  {warning}"))
     for conflict in document["conflicts"]:
         print(visible(f"Conflict {conflict}"))
+
+
+def plan_summary(document: dict[str, Any]) -> str:
+    """One line: ready or blocked, the steps by phase, on which servers, what is kept, warned about, in conflict."""
+    phases: dict[str, int] = {}
+    for step in document["steps"]:
+        phases[step["phase"]] = phases.get(step["phase"], 0) + 1
+    verdict = "READY" if document["blocked"] is None else "BLOCKED"
+    steps = f"{len(document['steps'])} step(s)" + (f" ({counted(phases)})" if phases else "")
+    servers = ", ".join(document["servers"]) or "no server"
+    more = counted(
+        {
+            "kept": len(document["kept"]),
+            "warning(s)": len(document["warnings"]),
+            "conflict(s)": len(document["conflicts"]),
+        }
+    )
+    return f"Plan {verdict}: {steps} on {servers}" + (f"; {more}" if more != "nothing" else "") + "."

@@ -1,45 +1,49 @@
-"""Progress of a long command on a terminal's stderr (`certsync reconcile`): one line, redrawn at most
-ten times a second, cleared at the end. Implements `shared.reconciliation.reconcile.Progress`; a
-progress library (tqdm, rich) could stand in behind the same three methods."""
+"""Progress of long work on stderr, only when stderr is a terminal: `certsync reconcile` (certificates
+checked), `certsync discover` (seconds waited for the job) and the benchmarks. A tqdm bar behind the three
+methods of `shared.reconciliation.reconcile.Progress`; redrawn at most ten times a second, cleared at the end,
+so that nothing of it is left in a scrollback, a pipe or a log."""
 
 from __future__ import annotations
 
-import time
+import sys
 from typing import TextIO
+
+from tqdm import tqdm
+
+from shared.reconciliation.reconcile import NO_PROGRESS, Progress
 
 
 class TerminalProgress:
-    """`<what> <done>/<total> (<percent>%)` redrawn in place on `stream` (a terminal)."""
+    """A tqdm bar on `stream`: `<what>: 40%|████      | 48/120 [00:03<00:04, 14.2 cert/s]`."""
 
-    def __init__(self, stream: TextIO, what: str, interval: float = 0.1) -> None:
-        self._stream = stream
-        self._what = what
-        self._interval = interval
-        self._total = 0
-        self._done = 0
-        self._drawn = 0.0
-        self._shown = False
+    def __init__(self, stream: TextIO, what: str, *, unit: str = "cert", interval: float = 0.1) -> None:
+        self._bar = tqdm(
+            total=0,
+            desc=what,
+            unit=unit,
+            file=stream,
+            mininterval=interval,
+            leave=False,  # cleared when closed: the report that follows is the record
+            dynamic_ncols=True,
+            disable=False,  # tqdm would otherwise decide by itself whether `stream` is a terminal
+        )
 
     def add_total(self, count: int) -> None:
-        self._total += count
-        self._draw(force=True)
+        self._bar.total = (self._bar.total or 0) + count
+        self._bar.refresh()
 
-    def advance(self, count: int) -> None:
-        self._done += count
-        self._draw(force=self._done >= self._total)
+    def advance(self, count: float) -> None:
+        self._bar.update(count)
 
     def close(self) -> None:
-        if self._shown:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._shown = False
+        self._bar.close()
 
-    def _draw(self, *, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._drawn < self._interval:
-            return
-        self._drawn = now
-        percent = f" ({100 * self._done // self._total}%)" if self._total else ""
-        self._stream.write(f"\r\x1b[K{self._what} {self._done}/{self._total}{percent}")
-        self._stream.flush()
-        self._shown = True
+
+def on_stderr(what: str, *, unit: str = "cert", total: int = 0) -> Progress:
+    """A bar on stderr when it is a terminal, otherwise nothing (stdout stays the report in every case)."""
+    if not sys.stderr.isatty():
+        return NO_PROGRESS
+    progress = TerminalProgress(sys.stderr, what, unit=unit)
+    if total:
+        progress.add_total(total)
+    return progress

@@ -22,6 +22,30 @@ def powershell_literal(text: str) -> str:
     return "'" + "".join(ch * 2 if ch in _PS_SINGLE_QUOTES else ch for ch in text) + "'"
 
 
+def powershell_argument(text: str) -> str:
+    """`text` as a Windows PowerShell 5.1 argument in printable ASCII only (`certsync name --powershell`).
+
+    A plain single-quoted literal when `text` is printable ASCII (`$`, backticks and commas are literal
+    inside single quotes; a quote is doubled). Otherwise literals joined by `+`, with `[char]0xNNNN` for each
+    other UTF-16 code unit, in parentheses, beginning with a literal so that `+` joins strings: PowerShell
+    5.1 reads a script without a byte-order mark in the ANSI code page, where `é` in a literal becomes `Ã©`
+    and the connector would select no certificate; ASCII reads the same in every code page and console."""
+    parts: list[str] = []
+    run: list[str] = []
+    for ch in text:
+        if " " <= ch <= "~":
+            run.append("''" if ch == "'" else ch)
+            continue
+        if run or not parts:
+            parts.append("'" + "".join(run) + "'")
+            run = []
+        data = ch.encode("utf-16-be")
+        parts += [f"[char]0x{data[i] << 8 | data[i + 1]:04X}" for i in range(0, len(data), 2)]
+    if run or not parts:
+        parts.append("'" + "".join(run) + "'")
+    return parts[0] if len(parts) == 1 else "(" + " + ".join(parts) + ")"
+
+
 def name_report(bundle: CertificateBundle) -> dict[str, Any]:
     """What `certsync name` reports about the leaf of a bundle."""
     leaf = bundle.leaf
