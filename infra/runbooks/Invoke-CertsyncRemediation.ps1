@@ -160,8 +160,8 @@ function Connect-CertsyncExchange {
             break
         }
         if ($null -eq $Context.Session) { throw ('No remote PowerShell session to Exchange ({0}); give the Hybrid worker group a Run As credential that Exchange RBAC admits (docs/runbook.md).' -f ($errors -join '; ')) }
+        Assert-CertsyncCmdlets  # (an Edge server has no RBAC, and no organisation cmdlets to check)
     }
-    if ($steps.Count -gt 0) { Assert-CertsyncCmdlets }
 }
 
 function Assert-CertsyncCmdlets {
