@@ -160,8 +160,8 @@ function Connect-CertsyncExchange {
             break
         }
         if ($null -eq $Context.Session) { throw ('No remote PowerShell session to Exchange ({0}); give the Hybrid worker group a Run As credential that Exchange RBAC admits (docs/runbook.md).' -f ($errors -join '; ')) }
+        Assert-CertsyncCmdlets  # (an Edge server has no RBAC, and no organisation cmdlets to check)
     }
-    if ($steps.Count -gt 0) { Assert-CertsyncCmdlets }
 }
 
 function Assert-CertsyncCmdlets {
@@ -342,7 +342,7 @@ function Invoke-CertsyncStep {
     $Context.Pending = $null
     try { $result = & ((Get-CertsyncHandlers)[[string]$Step.action]) -Context $Context -Step $Step }
     catch { $result = @{ Outcome = 'failed'; Before = $null; After = $null; Message = (Format-CertsyncError $_) } }
-    foreach ($key in 'outcome', 'before', 'after', 'message') { $Record[$key] = $(if ($null -ne $result[$key]) { [string]$result[$key] } else { $null }) }
+    foreach ($key in 'outcome', 'before', 'after', 'message') { $Record[$key] = $(if ($null -ne $result[$key] -or $key -eq 'message') { [string]$result[$key] } else { $null }) }
     # A write journaled as intended (in this run or, by the journal, an earlier one) is this job's to reverse.
     $earlier = $Context.Earlier[[int]$Step.n]
     if ($null -ne $Context.Pending) { $Context.Written.Add(@{ Step = $Step; Before = $Context.Pending.Before; Record = $Record }) } elseif ($result.Outcome -eq 'already' -and $null -ne $earlier) { $Context.Written.Add(@{ Step = $Step; Before = $earlier.before; Record = $Record }) }

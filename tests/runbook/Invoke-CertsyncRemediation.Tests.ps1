@@ -179,7 +179,7 @@ Describe 'Invoke-CertsyncRemediation' {
             (Find-FakeCertificate -Server 'EX01' -Thumbprint $script:NewThumbprint).Issuer = "C=US, O=Let's Encrypt, CN=R11"
             $mismatch = Invoke-CertsyncCheckName -Context $context -Step $context.Steps[4]
             $mismatch.Outcome | Should -Be 'failed'
-            $context.ServerNames[-1]['matches'] | Should -BeFalse
+            $context.ServerNames[$context.ServerNames.Count - 1]['matches'] | Should -BeFalse
             (Find-FakeCertificate -Server 'EX01' -Thumbprint $script:NewThumbprint).Status = 'RevocationCheckFailure'
             (Invoke-CertsyncCheckStatus -Context $context -Step $context.Steps[3]).Outcome | Should -Be 'failed'
         }
