@@ -383,13 +383,13 @@ class Pipeline:
             retry_at = details_time(entry.details.get("retry_at"))
             if retry_at is None or retry_at > now:
                 continue
-            # only the entries since it was written (its own block is recorded just before it): a short read
-            since = entry.at - dt.timedelta(seconds=30)
-            history = [e for e in self.audit.history(name, since=since) if not e.vault or e.vault.lower() == vault]
-            last = last_outcome(history, version)
-            if last is None or last.correlation_id != entry.correlation_id:
-                continue  # something happened to the version since: not this retry's business
             try:
+                # only the entries since it was written (its own block is recorded just before it): a short read
+                since = entry.at - dt.timedelta(seconds=30)
+                history = [e for e in self.audit.history(name, since=since) if not e.vault or e.vault.lower() == vault]
+                last = last_outcome(history, version)
+                if last is None or last.correlation_id != entry.correlation_id:
+                    continue  # something happened to the version since: not this retry's business
                 newest = self.sources(entry.vault or vault).latest(str(entry.details.get("certificate") or name))
                 if newest is not None and newest.version.lower() != version:
                     log.info("pending version %s/%s not run again: %s is newer", name, version, newest.version)
