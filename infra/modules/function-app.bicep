@@ -239,6 +239,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CERTSYNC_SLACK_WEBHOOK_URL: slackWebhookUrl
     CERTSYNC_WEBHOOK_URL: webhookUrl
     CERTSYNC_WEBHOOK_SECRET: webhookSecret
+    CERTSYNC_NOTICE_DIGEST_LIMIT: '10'
     RECONCILE_SCHEDULE: reconcileSchedule
   }
 }
