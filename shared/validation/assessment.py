@@ -842,7 +842,7 @@ def _verifier(trust: TrustStore, at: dt.datetime) -> verification.ClientVerifier
 
 def _verifier_reason(text: str) -> str:
     """cryptography's message without the certificate repr it appends."""
-    text = text.split(" (encountered processing", 1)[0]
+    text = text.split(" (encountered processing", 1)[0].split(": AlgorithmIdentifier {", 1)[0]
     return text.removeprefix("validation failed: ")
 
 

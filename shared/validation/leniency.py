@@ -29,7 +29,7 @@ again, as Windows would:
 | basicConstraints CA not critical | CAs | criticality not required (RFC 5280 §4.2.1.9 is a CA's duty) |
 | certificatePolicies critical | CAs | policy processing is implemented, so it is understood |
 | directoryName and URI name constraints | CAs | implemented (only x400, EDI, registeredID are unsupported) |
-| brainpool P-256/384/512 keys | CAs | CNG implements brainpool curves |
+| brainpool P-256/384/512 keys | CAs | CNG implements the brainpool curves |
 | version 1 root | trust-store roots only | a v1 root in the store is a CA |
 
 Sources for each row: docs/validation.md, "Windows-like leniency".

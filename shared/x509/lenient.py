@@ -4,14 +4,14 @@
 *encoded*, not what they say. `canonical()` rewrites a certificate's TBSCertificate into the DER a strict
 parser wants and says what it changed; the signature is left as it was (so it no longer matches the new TBS:
 signatures are always checked over the original bytes, `signed_parts()`). Each rewrite, and why Windows
-accepts the original (sources in docs/validation.md, "Windows-like leniency"):
+accepts the original (sources, and how well each is documented, in docs/validation.md):
 
 | quirk | rewritten to | Windows |
 | --- | --- | --- |
-| validity before 2050 as GeneralizedTime | UTCTime | CryptoAPI decodes either `Time` choice (ASN.1 allows both) |
-| `critical FALSE` encoded (DER forbids encoding a default) | the BOOLEAN omitted | CryptoAPI decodes BER |
-| a PrintableString holding `*`, `@`, `&`... | UTF8String | CryptoAPI decodes PrintableString as 8-bit text, unchecked |
-| a negative serial (`shadow` only) | its absolute value | CryptoAPI treats the serial as an opaque byte string |
+| validity before 2050 as GeneralizedTime | UTCTime | decoded to a FILETIME, whichever `Time` choice |
+| `critical FALSE` encoded (DER forbids encoding a default) | the BOOLEAN omitted | decoded to fCritical FALSE |
+| a PrintableString holding `*`, `@`, `&`... | UTF8String | "an arbitrary string of printable characters (8 bits)" |
+| a negative serial (`shadow` only) | its absolute value | the serial is a byte blob |
 
 `canonical(..., shadow=True)` also makes the changes that let a strict verifier check a *shadow* of the
 chain (`shared.validation.leniency`): basicConstraints marked critical, certificatePolicies marked
