@@ -288,3 +288,15 @@ def test_the_pipeline_queues_the_generation_y_renewal_with_both_intermediates_an
     )
     org.apply_plan(plan)
     assert org.violations() == [] and org.exo_violations() == []
+
+
+def test_the_plan_for_a_real_leaf_without_a_subject_blocks_with_the_fix(generation_y):
+    bundle = real_chain("le-valid-yr-leaf.pem", "le-yr1.pem", "le-root-yr-by-x1.pem")
+    assessment = assess(bundle, at=AT, revocation="off", offline=True)
+    plan = plan_from_inventory(bundle, assessment, read_inventory(exchange(generation_y.old), "test"))
+    assert plan.blocked is not None and "empty subject" in plan.blocked.reason
+    assert "Let's Encrypt 'classic'" in plan.blocked.fix and "Key Vault certificate policy" in plan.blocked.fix
+    assert [i.subject for i in plan.certificate.intermediates] == [
+        "CN=YR1, O=Let's Encrypt, C=US",
+        "CN=Root YR, O=ISRG, C=US",
+    ]
