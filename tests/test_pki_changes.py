@@ -300,3 +300,60 @@ def test_the_plan_for_a_real_leaf_without_a_subject_blocks_with_the_fix(generati
         "CN=YR1, O=Let's Encrypt, C=US",
         "CN=Root YR, O=ISRG, C=US",
     ]
+
+
+@pytest.mark.parametrize(("lifetime", "severity", "renewal_due"), [(45, "info", True), (365, "warning", False)])
+def test_key_vault_near_expiry_at_30_days_is_read_against_the_lifetime(
+    generation_y, tmp_path, lifetime, severity, renewal_due
+):
+    from shared.adapters.local.outbox import OutboxQueue
+    from shared.adapters.local.sqlite import SqliteAuditLog
+    from shared.adapters.local.vault_directory import DirectoryVault
+    from shared.pipeline.events import parse_event
+    from shared.pipeline.process import Pipeline, PipelineSettings
+    from tests.test_pipeline import NAME, event
+
+    g = generation_y
+    not_after = dt.datetime(2027, 6, 1, tzinfo=dt.timezone.utc)
+    leaf = issue(
+        make_name("mail.contoso.com", None, None),
+        issuer=g.yr1,
+        kind="rsa",
+        dns_names=["mail.contoso.com"],
+        not_before=not_after - dt.timedelta(days=lifetime),
+        not_after=not_after,
+    )
+    folder = tmp_path / "vault" / NAME
+    folder.mkdir(parents=True)
+    (folder / "v2.pem").write_bytes(pem_of([leaf, g.yr1, g.root_yr]))
+    notices = Notices()
+    pipeline = Pipeline(
+        sources=lambda vault: DirectoryVault(tmp_path / "vault", vault),
+        jobs=OutboxQueue(tmp_path / "outbox"),
+        audit=SqliteAuditLog(tmp_path / "audit.sqlite"),
+        settings=PipelineSettings(trust=g.trust, revocation="off", at=not_after - dt.timedelta(days=30)),
+        notifier=notices,
+    )
+    outcome = pipeline.process(parse_event(event("v2", event_type="CertificateNearExpiry")))
+    [notice] = notices
+    assert outcome.outcome == "expiry-warning" and notice.kind == "expiry-warning"
+    assert notice.severity == severity and notice.details["renewal_due"] is renewal_due
+    assert ("renewal due per policy" in notice.summary) is renewal_due
+    assert notice.details["expiry_state"] == ("ok" if renewal_due else "warning")
+
+
+def test_a_public_ca_s_certificate_with_client_auth_gets_the_dated_note(generation_y):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    g = generation_y
+    leaf = issue(
+        make_name("mail.contoso.com", None, None),
+        issuer=g.yr1,
+        kind="rsa",
+        dns_names=["mail.contoso.com"],
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    result = assess(load_certificates(pem_of([leaf, g.yr1, g.root_yr]), "t"), trust=g.trust, revocation="off")
+    [note] = [f for f in result.findings if f.code == "client-auth-ending"]
+    assert note.severity == "info" and result.status == "Valid"
+    assert "1 March 2027" in note.message and "not confirmed" in note.message
