@@ -185,6 +185,8 @@ def test_diff_of_an_issuer_rotation_requires_a_connector_update_and_exits_1():
     assert human.returncode == 1
     assert "UPDATE REQUIRED" in human.stdout
     assert "'<I>CN=R11, O=Let''s Encrypt, C=US<S>CN=mail.contoso.com'" in human.stdout
+    assert report["issuer_change"]["expected"] is True  # the table of CA hierarchies explains it
+    assert "Let's Encrypt rotated R10 -> R11 within Generation X, expected" in human.stdout
 
 
 def test_diff_of_a_renewal_with_the_same_names_needs_no_update_and_exits_0(tmp_path):

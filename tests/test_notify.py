@@ -673,3 +673,13 @@ def test_an_expiry_event_notifies_with_the_days_left(renewal, signed_receiver, s
     # the renewal's certificate has most of its lifetime left: Key Vault's NearExpiry is routine for it
     assert data["details"]["renewal_due"] is True and data["details"]["expiry_state"] == "ok"
     assert data["severity"] == "info" and "renewal due per policy" in data["summary"]
+
+
+def test_a_renewal_card_says_why_the_issuer_changed_or_that_it_is_flagged():
+    expected = {"old": "x", "new": "y", "expected": True, "explanation": "Let's Encrypt rotated R12 -> YR1 (...)"}
+    facts = dict(notice_facts(notice(issuer_change=expected, renewal_due=False)))
+    assert facts["Issuer change"] == "Let's Encrypt rotated R12 -> YR1 (...)" and "Renewal due" not in facts
+    flagged = {**expected, "expected": False, "explanation": "the issuer changed from R12 to Fabrikam CA"}
+    shown = notice("queued", issuer_change=flagged)
+    assert dict(notice_facts(shown))["Issuer change"].startswith("FLAGGED: the issuer changed")
+    assert shown.severity == "warning"

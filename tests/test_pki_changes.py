@@ -4,6 +4,7 @@ cross-sign, leaves without a subject), clientAuth, expiry by lifetime (`tests/fi
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,10 @@ class GenerationY:
 
     def leaf(self, issuer: Issued) -> Issued:
         return issue(
-            make_name("mail.contoso.com", None, None), issuer=issuer, kind="rsa", dns_names=["mail.contoso.com"]
+            make_name("mail.contoso.com", None, None),
+            issuer=issuer,
+            kind="rsa",
+            dns_names=["mail.contoso.com", "autodiscover.contoso.com"],
         )
 
 
@@ -225,3 +229,131 @@ def test_pre_staging_installs_the_forecast_generation_y_intermediates_with_a_gen
     assert {s.object for s in added} == set(real) and {s.server for s in added} == {"EX01", "EX02"}
     forecast = forecast_for(Certificate.from_der(older.der), dt.date(2026, 12, 3))
     assert forecast.issuer_strings[:2] == ("<I>CN=YR1, O=Let's Encrypt, C=US", "<I>CN=YR2, O=Let's Encrypt, C=US")
+
+
+class Notices(list):
+    def notify(self, notice) -> None:
+        self.append(notice)
+
+
+def test_the_pipeline_queues_the_generation_y_renewal_with_both_intermediates_and_calls_it_expected(
+    generation_y, tmp_path
+):
+    from shared.adapters.local.outbox import OutboxQueue
+    from shared.adapters.local.sqlite import SqliteAuditLog, SqliteInventoryStore
+    from shared.adapters.local.vault_directory import DirectoryVault
+    from shared.pipeline.events import parse_event
+    from shared.pipeline.process import Pipeline, PipelineSettings
+    from shared.pipeline.targets import parse_targets_json
+    from tests.inventories import keep
+    from tests.test_pipeline import NAME, TARGETS, event
+
+    g = generation_y
+    folder = tmp_path / "vault" / NAME
+    folder.mkdir(parents=True)
+    (folder / "v1.pem").write_bytes(pem_of([g.old, g.r12]))
+    (folder / "v2.pem").write_bytes(pem_of([g.new, g.yr1, g.root_yr]))  # as Let's Encrypt delivers it
+    (folder / "certificate.json").write_text(
+        '{"created": {"v1": "2026-06-01T00:00:00Z", "v2": "2026-11-20T00:00:00Z"}}'
+    )
+    inventories = SqliteInventoryStore(tmp_path / "inventory.sqlite")
+    keep(inventories, exchange(g.old), collected=dt.datetime.now(dt.timezone.utc))
+    notices = Notices()
+    pipeline = Pipeline(
+        sources=lambda vault: DirectoryVault(tmp_path / "vault", vault),
+        jobs=OutboxQueue(tmp_path / "outbox"),
+        audit=SqliteAuditLog(tmp_path / "audit.sqlite"),
+        settings=PipelineSettings(trust=g.trust, revocation="off"),
+        targets_file=parse_targets_json(json.dumps(TARGETS), "targets.json"),
+        inventories=inventories,
+        notifier=notices,
+    )
+    outcome = pipeline.process(parse_event(event("v2")))
+    assert outcome.outcome == "queued", outcome.to_dict()
+    [notice] = notices
+    assert notice.severity == "info" and notice.details["issuer_change"]["expected"] is True
+    assert notice.summary.startswith(
+        "Renewal seen: issuer changed (R12 -> YR1): Let's Encrypt rotated R12 -> YR1 (Generation X -> Generation Y), "
+        "expected. Stage on EX01, EX02"
+    )
+    assert outcome.to_dict()["diff"]["issuer_change"]["expected"] is True
+    plan = outcome.request.plan
+    intermediates = [i["subject"] for i in plan["certificate"]["intermediates"]]
+    assert intermediates == ["CN=YR1, O=Let's Encrypt, C=US", "CN=Root YR, O=ISRG, C=US"]
+    r12 = Certificate.from_der(g.r12.der).thumbprint
+    org = ExchangeOrg(
+        exchange(g.old),
+        intermediates={"EX01": {r12}, "EX02": {r12}},
+        importable={plan["certificate"]["thumbprint"]: facts(g.new, g.yr1, g.root_yr)},
+    )
+    org.apply_plan(plan)
+    assert org.violations() == [] and org.exo_violations() == []
+
+
+def test_the_plan_for_a_real_leaf_without_a_subject_blocks_with_the_fix(generation_y):
+    bundle = real_chain("le-valid-yr-leaf.pem", "le-yr1.pem", "le-root-yr-by-x1.pem")
+    assessment = assess(bundle, at=AT, revocation="off", offline=True)
+    plan = plan_from_inventory(bundle, assessment, read_inventory(exchange(generation_y.old), "test"))
+    assert plan.blocked is not None and "empty subject" in plan.blocked.reason
+    assert "Let's Encrypt 'classic'" in plan.blocked.fix and "Key Vault certificate policy" in plan.blocked.fix
+    assert [i.subject for i in plan.certificate.intermediates] == [
+        "CN=YR1, O=Let's Encrypt, C=US",
+        "CN=Root YR, O=ISRG, C=US",
+    ]
+
+
+@pytest.mark.parametrize(("lifetime", "severity", "renewal_due"), [(45, "info", True), (365, "warning", False)])
+def test_key_vault_near_expiry_at_30_days_is_read_against_the_lifetime(
+    generation_y, tmp_path, lifetime, severity, renewal_due
+):
+    from shared.adapters.local.outbox import OutboxQueue
+    from shared.adapters.local.sqlite import SqliteAuditLog
+    from shared.adapters.local.vault_directory import DirectoryVault
+    from shared.pipeline.events import parse_event
+    from shared.pipeline.process import Pipeline, PipelineSettings
+    from tests.test_pipeline import NAME, event
+
+    g = generation_y
+    not_after = dt.datetime(2027, 6, 1, tzinfo=dt.timezone.utc)
+    leaf = issue(
+        make_name("mail.contoso.com", None, None),
+        issuer=g.yr1,
+        kind="rsa",
+        dns_names=["mail.contoso.com"],
+        not_before=not_after - dt.timedelta(days=lifetime),
+        not_after=not_after,
+    )
+    folder = tmp_path / "vault" / NAME
+    folder.mkdir(parents=True)
+    (folder / "v2.pem").write_bytes(pem_of([leaf, g.yr1, g.root_yr]))
+    notices = Notices()
+    pipeline = Pipeline(
+        sources=lambda vault: DirectoryVault(tmp_path / "vault", vault),
+        jobs=OutboxQueue(tmp_path / "outbox"),
+        audit=SqliteAuditLog(tmp_path / "audit.sqlite"),
+        settings=PipelineSettings(trust=g.trust, revocation="off", at=not_after - dt.timedelta(days=30)),
+        notifier=notices,
+    )
+    outcome = pipeline.process(parse_event(event("v2", event_type="CertificateNearExpiry")))
+    [notice] = notices
+    assert outcome.outcome == "expiry-warning" and notice.kind == "expiry-warning"
+    assert notice.severity == severity and notice.details["renewal_due"] is renewal_due
+    assert ("renewal due per policy" in notice.summary) is renewal_due
+    assert notice.details["expiry_state"] == ("ok" if renewal_due else "warning")
+
+
+def test_a_public_ca_s_certificate_with_client_auth_gets_the_dated_note(generation_y):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    g = generation_y
+    leaf = issue(
+        make_name("mail.contoso.com", None, None),
+        issuer=g.yr1,
+        kind="rsa",
+        dns_names=["mail.contoso.com"],
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    result = assess(load_certificates(pem_of([leaf, g.yr1, g.root_yr]), "t"), trust=g.trust, revocation="off")
+    [note] = [f for f in result.findings if f.code == "client-auth-ending"]
+    assert note.severity == "info" and result.status == "Valid"
+    assert "1 March 2027" in note.message and "not confirmed" in note.message

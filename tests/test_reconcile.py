@@ -539,7 +539,8 @@ def test_snapshots_have_the_status_schema(world):
     now = dt.datetime.now(dt.timezone.utc)
     world.reconciler().run(now)
     [snapshot] = world.state().snapshots()
-    assert set(snapshot) == SNAPSHOT_KEYS | {"forecast"}
+    assert set(snapshot) == SNAPSHOT_KEYS | {"forecast", "expiry_windows"}
+    assert snapshot["expiry_windows"] == [15.15, 5.05]  # 15% and 5% of its 101 days
     assert snapshot["forecast"] == {
         "ca": None,
         "as_of": None,

@@ -1224,3 +1224,12 @@ def test_the_selected_certificate_shows_the_issuers_its_next_renewal_may_bring()
         render_status_page([snapshot(forecast="nonsense")], ANCHOR, query=PageQuery(certificate=f"{vault}/{name}"))
     )
     assert "no forecast" in bare.one("div", "forecast").text()
+
+
+def test_the_timeline_draws_the_certificate_s_own_warning_and_critical_windows():
+    data = [snapshot(expiry_windows=[6.75, 2.25])]  # a 45-day certificate
+    name, vault = data[0]["certificate"], data[0]["vault"]
+    page = render_status_page(data, ANCHOR, query=PageQuery(certificate=f"{vault}/{name}"))
+    assert "(6.75 and 2.25 days before expiry, by its lifetime)" in page
+    older = render_status_page([snapshot(expiry_windows="x")], ANCHOR, query=PageQuery(certificate=f"{vault}/{name}"))
+    assert "(30 and 7 days before expiry, by its lifetime)" in older

@@ -367,9 +367,16 @@ def _cmd_name(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
+    from shared.validation.hierarchies import explain_issuer_change
     from shared.x509.reports import diff_report
 
-    report = diff_report(_load(args.old, args.password_env), _load(args.new, args.password_env))
+    old_bundle, new_bundle = _load(args.old, args.password_env), _load(args.new, args.password_env)
+    report = diff_report(old_bundle, new_bundle)
+    try:
+        explained = explain_issuer_change(old_bundle.leaf.issuer, new_bundle.leaf.issuer)
+    except CertsyncError:  # an undecodable issuer: diff_report has said what it can
+        explained = None
+    report["issuer_change"] = explained.to_dict() if explained is not None else None
     old, new = report["old"], report["new"]
     if args.json:
         _print_json(report)
@@ -377,6 +384,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         rows = [("Old", old["tls_certificate_name"]), ("New", new["tls_certificate_name"]), ("", "")]
         rows.append(_change_row("Issuer", old["issuer"], new["issuer"], report["issuer_changed"]))
         rows.append(_change_row("Subject", old["subject"], new["subject"], report["subject_changed"]))
+        if explained is not None:
+            rows.append(("Why", explained.explanation if explained.expected else "FLAGGED: " + explained.explanation))
         added = ["+" + n for n in report["dns_names_added"]]
         removed = ["-" + n for n in report["dns_names_removed"]]
         rows.append(("DNS names", " ".join(added + removed) or "unchanged"))

@@ -218,6 +218,7 @@ class CertificateStatus:
     forecast_ca: str = ""  # the CA the next renewal comes from, when certsync's table knows it
     forecast: tuple[str, ...] = ()  # the `<I>` strings the next renewal may bring
     forecast_note: str = ""
+    windows: tuple[float, float] = (30.0, 7.0)  # warning and critical, days before expiry (by its lifetime)
     snapshot: Mapping = field(default_factory=dict, repr=False, compare=False)  # as read, for JSON
 
     @classmethod
@@ -288,6 +289,7 @@ class CertificateStatus:
             forecast_ca=_text(_forecast_of(snapshot).get("ca")),
             forecast=tuple(_text(s) for s in _list(_forecast_of(snapshot).get("issuer_strings")) if _text(s)),
             forecast_note=_text(_forecast_of(snapshot).get("note")),
+            windows=_windows(snapshot.get("expiry_windows")),
             snapshot=snapshot,
         )
 
@@ -957,7 +959,7 @@ def _proof(cert: CertificateStatus) -> str:
 
 def _certificate_timeline(cert: CertificateStatus, now: dt.datetime) -> str:
     """One certificate's story on a time axis: each server's last remediation (shaped by outcome), the
-    last check, today, the 30/14/7-day warnings before expiry and the expiry itself."""
+    last check, today, its warning and critical windows before expiry (by its lifetime) and the expiry itself."""
     events: list[tuple[dt.datetime, str, str, str]] = []  # when, state, label, tooltip
     for server in cert.servers:
         if server.at is not None:
@@ -982,11 +984,12 @@ def _certificate_timeline(cert: CertificateStatus, now: dt.datetime) -> str:
         f'<svg class="timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         'aria-labelledby="tl-title tl-desc" xmlns="http://www.w3.org/2000/svg">',
         f'<title id="tl-title">Timeline of {_e(cert.name)}</title>',
-        '<desc id="tl-desc">Its last remediation on each server, its last check, today, the warnings 30, 14 and '
-        "7 days before expiry, and its expiry.</desc>",
+        '<desc id="tl-desc">Its last remediation on each server, its last check, today, its warning and '
+        f"critical windows ({cert.windows[0]:g} and {cert.windows[1]:g} days before expiry, by its lifetime), "
+        "and its expiry.</desc>",
     ]
     if cert.not_after is not None:
-        for days, cls in ((30, "band-30"), (7, "band-7")):
+        for days, cls in ((cert.windows[0], "band-30"), (cert.windows[1], "band-7")):
             bx = x_of(max(start, cert.not_after - dt.timedelta(days=days)))
             out.append(
                 f'<rect x="{bx:.1f}" y="20" width="{max(0.0, x_of(cert.not_after) - bx):.1f}" height="66" '
@@ -1068,6 +1071,14 @@ def _servers(cert: CertificateStatus, now: dt.datetime) -> str:
         '<th scope="col">Outcome</th><th scope="col">When</th><th scope="col">Job</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
+
+
+def _windows(value: object) -> tuple[float, float]:
+    """A snapshot's [warning, critical] days (older snapshots have none: 30 and 7, as they were)."""
+    numbers = [_number(v) for v in _list(value)]
+    if len(numbers) == 2 and all(n is not None and 0 < n < 1000 for n in numbers):
+        return float(numbers[0] or 30), float(numbers[1] or 7)
+    return 30.0, 7.0
 
 
 def _list(value: object) -> list[object]:

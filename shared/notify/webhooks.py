@@ -147,6 +147,8 @@ _SPECIAL = frozenset(
         "finding",
         "expiry_state",
         "correlation_id",
+        "issuer_change",
+        "renewal_due",
     }
 )
 
@@ -177,6 +179,10 @@ def notice_facts(notice: Notice) -> list[tuple[str, str]]:
         text = _fact_text(value)
         if text:
             facts.append((label, text))
+    change = details.get("issuer_change")  # what the table of CA hierarchies makes of a new issuer
+    if isinstance(change, Mapping) and change.get("explanation"):
+        said = "" if change.get("expected") is True else "FLAGGED: "
+        facts.append(("Issuer change", _clip(said + str(change["explanation"]), _VALUE_LIMIT)))
     servers = details.get("servers")
     if isinstance(servers, list) and servers and all(isinstance(s, Mapping) for s in servers):
         for entry in servers:  # per-server outcomes of a job result

@@ -444,15 +444,19 @@ class _Planner:
 
     def check_certificate(self) -> None:
         new, name = self.new, self.new_name
+        no_cn_fix = (
+            "request a profile that includes a CN (Let's Encrypt 'classic', not 'shortlived' or 'tlsserver'), "
+            "or set the subject CN=<mail host name> in the Key Vault certificate policy, then renew"
+        )
         if not name.subject.rdns:
             self.block(
                 f"the certificate {new.thumbprint} has an empty subject, so Exchange's <S> cannot name it",
-                "issue it with the host name as the subject's CN (not an ACME short-lived or 'tlsserver' profile)",
+                no_cn_fix,
             )
         elif name.subject.first(COMMON_NAME) is None:
             self.block(
                 f"the certificate's subject {str(name.subject)!r} has no CN, so TlsCertificateName cannot name it",
-                "re-issue the certificate with the host name as the subject's first CN",
+                no_cn_fix,
             )
         elif not is_exchange_host_name(name.first_cn_as_exchange_reads_it() or ""):
             self.block(

@@ -940,7 +940,9 @@ class _Run:
         policy = self._policy_findings(latest)
         findings += policy
         forecast = forecast_for(leaf, self.now.date())
+        windows = self.reconciler.settings.expiry.days(leaf.not_after - leaf.not_before)
         return {
+            "expiry_windows": [round(windows[0], 2), round(windows[1], 2)],
             "forecast": SnapshotForecast(
                 ca=forecast.ca,
                 as_of=forecast.as_of.isoformat() if forecast.as_of else None,

@@ -68,6 +68,7 @@ class StatusSnapshot(_StatusSnapshotBase, total=False):
     """`certsync.status/1`: one certificate's state for the status page."""
 
     forecast: SnapshotForecast
+    expiry_windows: list[float]  # [warning, critical] days before notAfter, by the certificate's lifetime
 
     truncated: bool  # set (True) when a store shortened it to fit (`fit_snapshot`)
     proof: list[dict[str, Any]]  # the last job's proof steps per server (server, check, target, outcome, ...)

@@ -365,7 +365,8 @@ HIERARCHIES: tuple[Generation, ...] = (
             KnownIssuer('CN=DigiCert G5 TLS RSA4096 SHA384 2021 CA1, O="DigiCert, Inc.", C=US', "RSA"),
             KnownIssuer('CN=DigiCert G5 TLS ECC SHA384 2021 CA1, O="DigiCert, Inc.", C=US', "ECDSA"),
         ),
-        root="DigiCert TLS RSA4096 Root G5, DigiCert TLS ECC P384 Root G5",
+        root="DigiCert TLS RSA4096 Root G5 (also cross-signed by DigiCert Global Root G2: a 4-certificate chain "
+        "where Windows lacks Root G5), DigiCert TLS ECC P384 Root G5",
         as_of=dt.date(2026, 12, 3),
         sources=("https://www.digicert.com/kb/digicert-root-certificates.htm",),
         pattern=r"DigiCert .*",
