@@ -65,9 +65,9 @@ def test_the_readable_plan_and_the_issue_15_servers():
     out = result.stdout
     assert "Servers             EX01, EX02, EX04" in out  # EX04 sends hybrid mail, though the targets omit it
     assert "Plan                READY" in out
-    table = [line.split(None, 5) for line in out.splitlines()[5:33]]
+    table = [line.split(None, 5) for line in out.splitlines()[5:38]]
     assert table[0] == ["#", "PHASE", "SERVER", "ACTION", "OBJECT", "CHANGE"]
-    assert [int(row[0]) for row in table[1:]] == list(range(1, 28))  # the order the steps run in
+    assert [int(row[0]) for row in table[1:]] == list(range(1, 33))  # the order the steps run in
     switch = out.splitlines()[22]
     assert switch.split()[:3] == ["17", "switch", "set-send-connector"] and "Outbound to Office 365 - London" in switch
     assert switch.endswith(
@@ -75,7 +75,7 @@ def test_the_readable_plan_and_the_issue_15_servers():
         "O=Let's Encrypt, C=US<S>CN=mail.contoso.com"
     )
     assert out.splitlines()[-1] == (
-        "Plan READY: 27 step(s) (15 stage, 6 switch, 3 verify, 3 retire) on EX01, EX02, EX04; 1 kept, 1 warning(s)."
+        "Plan READY: 32 step(s) (15 stage, 6 switch, 8 verify, 3 retire) on EX01, EX02, EX04; 1 kept, 1 warning(s)."
     )
     assert "Kept     EX03 " in out and "EX03 is not one of the servers" in out
     assert "Warning  discovery could not read EX05" in out
