@@ -41,7 +41,7 @@ import tree_sitter_powershell
 
 import shared.pipeline.planner
 from shared.notify.signing import parse_secrets, signature
-from shared.pipeline.contract import JOB_PARAMETERS
+from shared.pipeline.contract import ACTIONS, JOB_PARAMETERS
 from shared.pipeline.jobs import RemediationRequest
 from shared.remediation.messages import (
     RESULT_STATUSES,
@@ -390,6 +390,11 @@ def test_the_runbook_takes_the_contracts_job_parameters():
     assert script_parameters() == [*JOB_PARAMETERS, *STANDALONE_PARAMETERS]
 
 
+@pytest.mark.xfail(strict=True, reason="the proof actions get handlers in branch exec16's runbook")
+def test_the_runbook_has_a_handler_for_every_action_the_planner_writes():
+    assert plan_actions() <= set(dispatch())
+
+
 def test_no_parameter_name_looks_like_a_secret():
     # Azure Automation records job parameters; a secret must never be one (PfxPath is a path, standalone).
     secretive = re.compile(r"password|secret|key|token|credential|pfx(?!path)", re.IGNORECASE)
@@ -398,7 +403,8 @@ def test_no_parameter_name_looks_like_a_secret():
 
 def test_every_action_of_both_plan_schemas_has_exactly_one_handler_and_unknown_actions_throw():
     assert {step["action"] for step in example_plan()["steps"]} <= set(PLAN1_ACTIONS)  # a real plan/1 job
-    assert plan_actions() == set(PLAN2_ACTIONS)  # the collection sees every action the planner writes
+    # the collection sees every action the planner writes, and the planner writes only the contract's actions
+    assert set(PLAN2_ACTIONS) <= plan_actions() <= set(ACTIONS)
     clauses = dispatch()
     assert sorted(c for c in clauses if c != "default") == sorted(all_actions())
     for action in PLAN2_ACTIONS:  # each plan/2 action: one clause that calls one of the runbook's handlers
