@@ -335,3 +335,38 @@ def test_exchange_online_takes_the_tenant_from_each_step_never_from_the_worker()
     assert "get-automationvariable" not in called
     for name in ("Invoke-CertsyncSetExoInboundConnector", "Invoke-CertsyncTestOutbound"):
         assert "connect-certsynctenant" in {n for n, _ in commands(functions()[name])}, name
+
+
+def _planner_actions() -> set[str]:
+    """Every action shared/pipeline/planner.py can put in a plan: the second argument of each
+    `self.step(phase, action, ...)`, a constant or one of the values of a table it indexes."""
+    import ast
+    import inspect
+
+    import shared.pipeline.planner
+
+    tree = ast.parse(inspect.getsource(shared.pipeline.planner))
+    tables = {
+        target.id: node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    actions = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step":
+            action = node.args[1]
+            if isinstance(action, ast.Subscript) and isinstance(action.value, ast.Name):
+                actions.update(ast.literal_eval(tables[action.value.id]).values())
+            else:
+                assert isinstance(action, ast.Constant) and isinstance(action.value, str), ast.dump(node)
+                actions.add(action.value)
+    return actions
+
+
+def test_every_action_the_planner_writes_is_the_contracts_and_so_has_a_handler():
+    written = _planner_actions()
+    assert {"install-intermediate", "import-certificate", "set-send-connector", "remove-certificate"} <= written
+    assert {"restart-transport", "probe-receive-connector", "test-outbound"} <= written  # the proof
+    assert written <= set(contract.ACTIONS)
