@@ -37,6 +37,7 @@ VOLATILE = (  # what a fresh demo run changes, masked before comparing
     (re.compile(r"msg_[0-9A-Za-z]+"), "msg_<id>"),
     (re.compile(r"\b[0-9A-Fa-f]{8,}\b"), "<hex>"),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
+    (re.compile(r"\bwait \d+"), "wait <pid>"),
 )
 
 

@@ -83,6 +83,7 @@ def test_certsync_doctor_reports_it_and_exits_1(tmp_path):
     path.write_text(json.dumps(fixture(EX01=True, EX02=False)), encoding="utf-8")
     result = run("doctor", "--inventory", path)
     assert result.returncode == 1, result.stderr
-    assert "ERROR    EX02" in result.stdout and EXO_ROOT_NAME in result.stdout and "Traceback" not in result.stderr
+    rows = [line.split()[:2] for line in result.stdout.splitlines()]
+    assert ["ERROR", "EX02"] in rows and EXO_ROOT_NAME in result.stdout and "Traceback" not in result.stderr
     document = json.loads(run("doctor", "--inventory", path, "--json").stdout)
     assert [f["server"] for f in document["findings"] if f["error"] == EXO_ROOT_MISSING] == ["EX02"]
