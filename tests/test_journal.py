@@ -66,10 +66,12 @@ class Runbook:
 
     def read(self, step: Mapping[str, Any]) -> Any:
         action = step["action"]
+        # "present" / "absent", as the runbook's Get-CertsyncPresence reads a certificate or an intermediate
         if action == "import-certificate":
-            return self.org.certificate(step["server"], step["object"]) is not None
+            return "present" if self.org.certificate(step["server"], step["object"]) is not None else "absent"
         if action in ("install-intermediate", "remove-intermediate"):
-            return step["object"].upper() in self.org.intermediates.get(step["server"].upper(), set())
+            held = step["object"].upper() in self.org.intermediates.get(step["server"].upper(), set())
+            return "present" if held else "absent"
         if action.startswith("set-"):
             collection = {
                 "set-send-connector": "send_connectors",

@@ -288,7 +288,7 @@ def test_the_journal_entry_has_the_contracts_fields_schema_events_and_outcomes()
     assert "(Get-CertsyncContract).JournalSchema" in text(entry)
     assert contract_values()["JournalSchema"] == contract.JOURNAL_SCHEMA
     body = [h for h in hash_literals(journal) if "entries" in hash_keys(h)]
-    assert [hash_keys(h) for h in body] == [["schema", "job_id", "entries"]]
+    assert [hash_keys(h) for h in body] == [["schema", "job_id", "certificate", "entries"]]
     kinds, outcomes = set(), set()
     for name, call in commands(runbook_tree().root_node):
         if name != "write-certsyncjournal":
@@ -370,3 +370,14 @@ def test_every_action_the_planner_writes_is_the_contracts_and_so_has_a_handler()
     assert {"install-intermediate", "import-certificate", "set-send-connector", "remove-certificate"} <= written
     assert {"restart-transport", "probe-receive-connector", "test-outbound"} <= written  # the proof
     assert written <= set(contract.ACTIONS)
+
+
+def test_the_journal_callback_names_the_jobs_certificate_as_the_callback_requires():
+    # shared/remediation/callback.py accept_journal files entries under the body's certificate (vault, name,
+    # version): the runbook must send them, from the plan's certificate
+    source = RUNBOOK.read_text(encoding="utf-8")
+    send = next(line for line in source.splitlines() if "-journal-" in line and "Send-CertsyncCallback" in line)
+    for key in ("vault", "name", "version"):
+        assert f"{key} = [string](Get-CertsyncField $Context.Certificate '{key}')" in send
+    # and the presence it journals for a staged certificate is what the journal decisions read
+    assert "'absent' } else { 'present' }" in source or "'present' } else { 'absent' }" in source

@@ -305,7 +305,7 @@ function Write-CertsyncJournal {
     $stream = New-Object System.IO.FileStream($Context.Journal, [System.IO.FileMode]::Append, [System.IO.FileAccess]::Write, [System.IO.FileShare]::Read)
     $bytes = [System.Text.Encoding]::UTF8.GetBytes((ConvertTo-Json -InputObject $entry -Depth 3 -Compress) + "`n")
     try { $stream.Write($bytes, 0, $bytes.Length); $stream.Flush($true) } finally { $stream.Dispose() }
-    Send-CertsyncCallback -Context $Context -MessageId ('{0}-journal-{1}' -f $Context.JobId, $Context.Seq) -Json (ConvertTo-Json -Depth 4 -Compress -InputObject ([ordered]@{ schema = $entry.schema; job_id = $Context.JobId; entries = [object[]]@($entry) }))
+    Send-CertsyncCallback -Context $Context -MessageId ('{0}-journal-{1}' -f $Context.JobId, $Context.Seq) -Json (ConvertTo-Json -Depth 4 -Compress -InputObject ([ordered]@{ schema = $entry.schema; job_id = $Context.JobId; certificate = [ordered]@{ vault = [string](Get-CertsyncField $Context.Certificate 'vault'); name = [string](Get-CertsyncField $Context.Certificate 'name'); version = [string](Get-CertsyncField $Context.Certificate 'version') }; entries = [object[]]@($entry) }))
 }
 
 # --- compare-and-set, checks, and the step loop ------------------------------------------------------

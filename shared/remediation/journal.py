@@ -265,9 +265,12 @@ def _steps(entries: Iterable[JournalEntry]) -> dict[int, _Step]:
 
 
 def _was_present(before: Any) -> bool | None:
-    """An import/install intent's `before`: whether the thumbprint was there (true/false, or {"present": ...})."""
+    """An import/install intent's `before`: whether the thumbprint was there ("present"/"absent" as the
+    runbook writes it, true/false, or {"present": ...})."""
     if isinstance(before, bool):
         return before
+    if before in ("present", "absent"):
+        return before == "present"
     if isinstance(before, Mapping) and isinstance(before.get("present"), bool):
         return bool(before["present"])
     return None
