@@ -397,3 +397,23 @@ def test_history_of_nothing(tmp_path):
 )
 def test_history_refuses_a_malformed_option_in_one_line_naming_it(tmp_path, option, value, words):
     assert_bad_input(run("history", "mail-contoso-com", "--audit", audit_file(tmp_path, 1), option, value), *words)
+
+
+def test_a_missing_azure_sdk_is_a_one_line_error_not_an_internal_one(tmp_path):
+    # `make demo` installs no Azure SDK: a command that needs it says so and how to get it (exit 2)
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class _NoAzure:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'azure' or name.startswith('azure.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _NoAzure())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{Path(__file__).resolve().parent.parent}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", "doctor", "--policies", "--vault-url", "https://contoso-kv.vault.azure.net"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Azure SDK" in result.stderr and "Traceback" not in result.stderr

@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()  # the reader went away (e.g. `| head`); nothing more to say
         return EXIT_OK
     except Exception as exc:  # a bug, not bad input: still no traceback unless asked for
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("azure"):
+            _error(  # `make demo`'s venv has no Azure SDK; --vault-url and the Azure stores need it
+                f"the Azure SDK ({exc.name}) is not installed here: `make test` or `pipx install exchange-certsync` "
+                "installs it; --vault-dir works without it"
+            )
+            return EXIT_BAD_INPUT
         from shared.settings import debug
 
         if debug():
