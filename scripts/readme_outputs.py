@@ -38,6 +38,8 @@ VOLATILE = (  # what a fresh demo run changes, masked before comparing
     (re.compile(r"\b[0-9A-Fa-f]{8,}\b"), "<hex>"),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
     (re.compile(r"\bwait \d+"), "wait <pid>"),
+    # a summary's span: "at <time>" when every entry fell in one second, "from <time> to <time>" otherwise
+    (re.compile(r"\b(?:at <time>|from <time> to <time>)"), "<when>"),
 )
 
 

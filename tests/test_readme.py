@@ -93,3 +93,11 @@ def test_the_cli_synopsis_names_only_real_commands_and_options():
         for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", line.split("   ", 1)[0] if match else line):
             assert option in options, f"the synopsis gives `certsync {current}` {option}, which it does not take"
     assert seen == set(commands), f"the synopsis misses {sorted(set(commands) - seen)}"
+
+
+def test_the_mask_takes_what_a_slower_run_changes(outputs):
+    # entries within one second are summed up "at T", entries across seconds "from T to U": the same output
+    fast = "7 entries for exch-hybrid-smtp at 2026-12-03T10:00:01Z: 2 event-received."
+    slow = "7 entries for exch-hybrid-smtp from 2026-12-03T10:00:01Z to 2026-12-03T10:00:02Z: 2 event-received."
+    assert outputs.mask(fast) == outputs.mask(slow)
+    assert outputs.mask(fast) != outputs.mask(fast.replace("7 entries", "8 entries"))
