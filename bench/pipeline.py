@@ -74,6 +74,7 @@ from shared.validation.fetch import Fetcher  # noqa: E402
 from shared.wiring import local_inventory_store  # noqa: E402
 from shared.x509.certificate import Certificate  # noqa: E402
 from shared.x509.containers import load_certificate_file  # noqa: E402
+from tests import test_pipeline  # noqa: E402
 from tests.chains import issue, make_crl, make_name, pem_of  # noqa: E402
 from tests.inventories import exchange, keep  # noqa: E402
 from tests.servers import HttpServer  # noqa: E402
@@ -94,24 +95,7 @@ IMPORT_PROBE = (
 
 def event(name: str, version: str) -> dict:
     """A Key Vault CertificateNewVersionCreated event in the Event Grid schema (as in the tests)."""
-    return {
-        "id": f"evt-{name}-{version}",
-        "topic": f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{VAULT}",
-        "subject": name,
-        "eventType": "Microsoft.KeyVault.CertificateNewVersionCreated",
-        "eventTime": "2026-11-26T08:00:00.1234567Z",
-        "data": {
-            "Id": f"https://{VAULT}.vault.azure.net/certificates/{name}/{version}",
-            "VaultName": VAULT,
-            "ObjectType": "Certificate",
-            "ObjectName": name,
-            "Version": version,
-            "NBF": 1777622400,
-            "EXP": 1809158400,
-        },
-        "dataVersion": "1",
-        "metadataVersion": "1",
-    }
+    return test_pipeline.event(version, vault=VAULT, name=name, event_id=f"evt-{name}-{version}")
 
 
 class Renewal:

@@ -96,22 +96,22 @@ def _revocation(value: str, name: str) -> str:
     return policy
 
 
-def _days(value: str, name: str) -> int:
-    if not value.isdigit():
-        raise _bad(name, value, "give a whole number of days")
-    return int(value)
+def _whole(fix: str, low: int = 0, high: int | None = None) -> Parser:
+    """A parser of a whole number from `low` to `high` (no limit when None); `fix` says what to give instead."""
+
+    def parse(value: str, name: str) -> int:
+        if not value.isdigit() or int(value) < low or (high is not None and int(value) > high):
+            raise _bad(name, value, fix)
+        return int(value)
+
+    return parse
 
 
-def _digest_limit(value: str, name: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 1000:
-        raise _bad(name, value, "give the most notices sent one by one in a reconciliation run, 1 to 1000")
-    return int(value)
-
-
-def _positive_days(value: str, name: str) -> int:
-    if not value.isdigit() or int(value) == 0:
-        raise _bad(name, value, "give a whole number of days above 0")
-    return int(value)
+_days = _whole("give a whole number of days")
+_positive_days = _whole("give a whole number of days above 0", 1)
+_hours = _whole("give a whole number of hours above 0", 1)
+_digest_limit = _whole("give the most notices sent one by one in a reconciliation run, 1 to 1000", 1, 1000)
+_crl_max_mb = _whole("give the largest CRL to download in whole MiB, 1 to 1024", 1, 1024)
 
 
 def _fraction(value: str, name: str) -> float:
@@ -122,18 +122,6 @@ def _fraction(value: str, name: str) -> float:
     if not 0 < number < 1:
         raise _bad(name, value, "give a fraction of the lifetime between 0 and 1, e.g. 0.15")
     return number
-
-
-def _hours(value: str, name: str) -> int:
-    if not value.isdigit() or int(value) == 0:
-        raise _bad(name, value, "give a whole number of hours above 0")
-    return int(value)
-
-
-def _crl_max_mb(value: str, name: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 1024:
-        raise _bad(name, value, "give the largest CRL to download in whole MiB, 1 to 1024")
-    return int(value)
 
 
 def _fetch_seconds(value: str, name: str) -> float:

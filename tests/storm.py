@@ -50,6 +50,7 @@ from tests.inventories import SEND, exchange, keep
 from tests.receivers import WebhookReceiver
 from tests.servers import HttpServer
 from tests.test_functions_pipeline import HOSTS, VAULT, app_settings
+from tests.test_pipeline import event
 
 GROUP = "hrw-exchange"
 
@@ -189,25 +190,7 @@ class Storm:
         return [_Delivery(json.loads(json.dumps(body)), name, version) for name, version, body in chosen]
 
     def _event(self, name: str, version: str) -> dict[str, Any]:
-        source = f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{VAULT}"
-        return {
-            "id": str(uuid.UUID(int=self.random.getrandbits(128))),
-            "topic": source,
-            "subject": name,
-            "eventType": "Microsoft.KeyVault.CertificateNewVersionCreated",
-            "eventTime": "2026-12-01T08:00:00Z",
-            "data": {
-                "Id": f"https://{VAULT}.vault.azure.net/certificates/{name}/{version}",
-                "VaultName": VAULT,
-                "ObjectType": "Certificate",
-                "ObjectName": name,
-                "Version": version,
-                "NBF": 1777622400,
-                "EXP": 1809158400,
-            },
-            "dataVersion": "1",
-            "metadataVersion": "1",
-        }
+        return event(version, vault=VAULT, name=name, event_id=str(uuid.UUID(int=self.random.getrandbits(128))))
 
     def run(self) -> StormReport:
         plan = self.plan

@@ -53,20 +53,29 @@ TARGETS = {
 NOW = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.timezone.utc)
 
 
-def event(version: str, *, event_type: str = "CertificateNewVersionCreated", vault: str = VAULT, **data) -> dict:
+def event(
+    version: str,
+    *,
+    event_type: str = "CertificateNewVersionCreated",
+    vault: str = VAULT,
+    name: str = NAME,
+    event_id: str | None = None,
+    **data,
+) -> dict:
+    """A Key Vault event in the Event Grid schema, as Event Grid delivers it (also for the storm and the benches)."""
     body = {
-        "Id": f"https://{vault}.vault.azure.net/certificates/{NAME}/{version}",
+        "Id": f"https://{vault}.vault.azure.net/certificates/{name}/{version}",
         "VaultName": vault,
         "ObjectType": "Certificate",
-        "ObjectName": NAME,
+        "ObjectName": name,
         "Version": version,
         "NBF": 1777622400,
         "EXP": 1809158400,
     } | data
     return {
-        "id": f"evt-{version}-{event_type}",
+        "id": event_id or f"evt-{version}-{event_type}",
         "topic": f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{vault}",
-        "subject": NAME,
+        "subject": name,
         "eventType": f"Microsoft.KeyVault.{event_type}",
         "eventTime": "2026-11-26T08:00:00.1234567Z",
         "data": body,
