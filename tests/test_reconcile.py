@@ -603,8 +603,11 @@ def test_the_sqlite_state_store_remembers_states_and_snapshots(tmp_path):
     for name, vault in (("b", "kv"), ("a", "kv2"), ("a", "kv")):
         store.put_snapshot({"certificate": name, "vault": vault, "n": 1})
     assert [(s["certificate"], s["vault"]) for s in store.snapshots()] == [("a", "kv"), ("a", "kv2"), ("b", "kv")]
+    assert store.snapshot_keys() == {"kv/a", "kv2/a", "kv/b"}
+    assert store.snapshot("KV", "B") == {"certificate": "b", "vault": "kv", "n": 1}
     store.delete_snapshot("KV2", "A")
     assert len(store.snapshots()) == 2
+    assert store.snapshot("kv2", "a") is None and store.snapshot_keys() == {"kv/a", "kv/b"}
 
 
 def test_the_table_state_store_on_azurite(azurite):
@@ -614,6 +617,7 @@ def test_the_table_state_store_on_azurite(azurite):
     store = TableStateStore(TableClient.from_connection_string(azurite.connection_string, name))
     at = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
     assert store.get("contoso-kv/exch", "expiry") is None and store.snapshots() == []  # no table yet
+    assert store.snapshot_keys() == set() and store.snapshot("contoso-kv", "exch") is None
     store.put("contoso-kv/exch", "expiry", "30", at)
     store.put("contoso-kv/exch", "expiry", "14", at)
     store.put("other-kv/exch", "expiry", "7", at)
@@ -630,8 +634,11 @@ def test_the_table_state_store_on_azurite(azurite):
     stored = store.snapshots()
     assert [(s["certificate"], s["vault"]) for s in stored] == [("exch", "contoso-kv"), ("exch", "other-kv")]
     assert stored[0]["truncated"] is True
+    assert store.snapshot_keys() == {"contoso-kv/exch", "other-kv/exch"}
+    assert store.snapshot("Other-KV", "EXCH") == stored[1]
     store.delete_snapshot("other-kv", "exch")
     assert len(store.snapshots()) == 1
+    assert store.snapshot_keys() == {"contoso-kv/exch"} and store.snapshot("other-kv", "exch") is None
 
 
 def test_table_state_store_errors_name_the_table(azurite):

@@ -232,6 +232,14 @@ class StateStore(Protocol):
         """Every snapshot, sorted by certificate (then vault)."""
         ...
 
+    def snapshot_keys(self) -> set[str]:
+        """The certificate keys (`certificate_key`) of every stored snapshot, without reading the snapshots."""
+        ...
+
+    def snapshot(self, vault: str, certificate: str) -> StatusSnapshot | None:
+        """The snapshot of one certificate, or None."""
+        ...
+
     def delete_snapshot(self, vault: str, certificate: str) -> None:
         """Forget a certificate that no longer exists or no longer has targets."""
         ...
@@ -463,7 +471,7 @@ class _Run:
     now: dt.datetime
     report: ReconcileReport
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)
-    _previous_snapshots: list[StatusSnapshot] | None = None
+    _snapshot_keys: set[str] | None = None  # the stored snapshots' keys before this run wrote any
     _states: dict[tuple[str, str], str] | None = None  # the state store's, read once per run
     _trust_token: str | None = None  # the trust inputs of `_assessment_token`, computed once per run
     # the current batch's histories, read at once, or why they could not be (each certificate fails with it)
@@ -995,14 +1003,7 @@ class _Run:
         """The last good snapshot with the failure on top (the page shows what is known, and that the
         check failed), or, with `create` (it has targets), a bare one when it was never checked."""
         try:
-            previous = next(
-                (
-                    s
-                    for s in self._snapshots_before()
-                    if certificate_key(s.get("vault", ""), s.get("certificate", "")) == certificate_key(vault, name)
-                ),
-                None,
-            )
+            previous = self.reconciler.state.snapshot(vault, name)
             failed = SnapshotFinding(code="failed", severity="critical", summary=f"not checked: {_reason(exc)}")
             snapshot: StatusSnapshot
             if previous is not None:
@@ -1032,19 +1033,16 @@ class _Run:
         except Exception as again:
             log.error("status snapshot of %s/%s not written: %s", vault, name, _reason(again))
 
-    def _snapshots_before(self) -> list[StatusSnapshot]:
-        if self._previous_snapshots is None:
-            self._previous_snapshots = self.reconciler.state.snapshots()
-        return self._previous_snapshots
-
     def _prune(self, vault: str, seen: set[str]) -> None:
-        """Snapshots of this vault's certificates that are gone or lost their targets."""
+        """Snapshots of this vault's certificates that are gone or lost their targets (read by key only: a
+        fleet's snapshots are tens of MiB of JSON)."""
         try:
-            for snapshot in self._snapshots_before():
-                if str(snapshot.get("vault", "")).lower() != vault.lower():
-                    continue
-                if certificate_key(vault, str(snapshot.get("certificate", ""))) not in seen:
-                    self.reconciler.state.delete_snapshot(vault, str(snapshot["certificate"]))
+            if self._snapshot_keys is None:
+                self._snapshot_keys = self.reconciler.state.snapshot_keys()
+            prefix = certificate_key(vault, "")
+            for key in sorted(self._snapshot_keys):
+                if key.startswith(prefix) and key not in seen:
+                    self.reconciler.state.delete_snapshot(vault, key[len(prefix) :])
         except Exception as exc:
             log.error("stale status snapshots of %s not removed: %s", vault, _reason(exc))
 

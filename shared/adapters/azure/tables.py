@@ -387,6 +387,32 @@ class TableStateStore:
                 return []
         return by_certificate(json.loads(row["snapshot"]) for row in rows)
 
+    def snapshot_keys(self) -> set[str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        self._writes.flush()
+        with storage_errors(self._what, self._table):
+            try:
+                rows = list(
+                    self._table.query_entities(
+                        "PartitionKey eq @pk", parameters={"pk": _SNAPSHOT_PARTITION}, select=["vault", "certificate"]
+                    )
+                )
+            except ResourceNotFoundError:  # no table yet: no run has written one
+                return set()
+        return {certificate_key(str(row["vault"]), str(row["certificate"])) for row in rows}
+
+    def snapshot(self, vault: str, certificate: str) -> StatusSnapshot | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        self._writes.flush()
+        with storage_errors(self._what, self._table):
+            try:
+                row = self._table.get_entity(_SNAPSHOT_PARTITION, table_key(certificate_key(vault, certificate)))
+            except ResourceNotFoundError:  # no such row, or no table yet
+                return None
+        return json.loads(row["snapshot"])
+
     def delete_snapshot(self, vault: str, certificate: str) -> None:
         key = table_key(certificate_key(vault, certificate))
         self._writes.write("delete", {"PartitionKey": _SNAPSHOT_PARTITION, "RowKey": key})

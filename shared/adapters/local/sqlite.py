@@ -225,6 +225,15 @@ class SqliteStateStore:
     def snapshots(self) -> list[StatusSnapshot]:
         return by_certificate(json.loads(body) for (body,) in self._db.execute("SELECT body FROM snapshot"))
 
+    def snapshot_keys(self) -> set[str]:
+        return {key for (key,) in self._db.execute("SELECT certificate FROM snapshot")}
+
+    def snapshot(self, vault: str, certificate: str) -> StatusSnapshot | None:
+        from shared.reconciliation.reconcile import certificate_key
+
+        rows = self._db.execute("SELECT body FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
+        return json.loads(rows[0][0]) if rows else None
+
     def delete_snapshot(self, vault: str, certificate: str) -> None:
         from shared.reconciliation.reconcile import certificate_key
 
