@@ -84,6 +84,19 @@ def test_a_parsed_version_is_kept_until_its_folder_changes_and_the_cache_is_boun
     assert raised.value.kind == "not-found"
 
 
+def test_the_folder_listings_kept_are_bounded_and_an_evicted_folder_is_listed_again(world: World):
+    vault = DirectoryVault(world.vault_dir, VAULT)
+    vault.FOLDERS_KEPT = 1
+    vault.names()
+    assert vault.latest(NAME).version == "v2"
+    assert vault.tags("other-web") == {}
+    assert list(vault._folders) == ["other-web"]  # NAME's listing was let go
+    world.add_version(NAME, "v3", pem_of([world.new, world.inter_b]), "2026-03-01T00:00:00Z", tags={"a": "b"})
+    latest = vault.latest(NAME)  # the same listing, but NAME is read from its folder again
+    assert (latest.version, latest.tags) == ("v3", {"a": "b"})
+    assert vault.previous(NAME, "v3").version == "v2" and list(vault._folders) == [NAME.lower()]
+
+
 def test_a_sqlite_batch_is_one_transaction_committed_at_its_end_even_on_error(tmp_path):
     db = SqliteFile(tmp_path / "t.sqlite", "CREATE TABLE IF NOT EXISTS t (x INTEGER);", "test")
     other = sqlite3.connect(tmp_path / "t.sqlite")

@@ -402,7 +402,11 @@ class Reconciler:
 
 # A vault with fewer certificates is checked in-process: starting the pool costs more than it saves.
 POOL_MIN = 2000
+# Certificates per pool task: small enough that the workers end together (the last task runs alone), large
+# enough that a task's fixed costs (its histories query, its report sent back) stay small.
+POOL_TASK = 200
 _worker: Reconciler | None = None  # a pool worker's own reconciler, built once by `_start_worker`
+_worker_listed: set[tuple[str, str]] = set()  # (run id, vault) this worker listed
 # A pool worker's finding states, read once per run and kept current by its own writes (each batch's
 # certificates are checked by one worker, so no other process changes the states it reads).
 _worker_states: dict[tuple[str, str], str] | None = None
@@ -430,7 +434,9 @@ def _check_batch(task: tuple[str, str, dt.datetime, list[str]]) -> tuple[Reconci
             _worker_states = reconciler.state.states()
         run._states = _worker_states
         source = reconciler.sources(vault)
-        source.names()  # a fresh listing: the vault directory checks each folder once from here on
+        if (run_id, vault) not in _worker_listed:  # a fresh listing, once per run: the vault directory
+            source.names()  # checks each folder once from here on
+            _worker_listed.add((run_id, vault))
         try:
             seen = run.certificates(vault, source, names)
         finally:
@@ -548,7 +554,9 @@ class _Run:
         """`certificates` over batches in the reconciler's worker processes, merged in name order (the
         report is the one an in-process run makes). This process writes nothing meanwhile."""
         self._batches.close()
-        tasks = [(self.report.run_id, vault, self.now, names[i : i + BATCH]) for i in range(0, len(names), BATCH)]
+        tasks = [
+            (self.report.run_id, vault, self.now, names[i : i + POOL_TASK]) for i in range(0, len(names), POOL_TASK)
+        ]
         seen: set[str] = set()
         workers = min(self.reconciler.workers, len(tasks))
         with context.Pool(workers, initializer=_start_worker, initargs=(self.reconciler.replica,)) as pool:

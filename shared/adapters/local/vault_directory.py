@@ -29,21 +29,22 @@ from shared.x509.containers import load_certificate_file
 _EXTENSIONS = (".pem", ".cer", ".der", ".crt", ".p7b", ".pfx")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Listed:
     """One version file as the folder lists it, before it is parsed."""
 
     version: str
-    path: Path
+    path: str
     enabled: bool
     created: dt.datetime | None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Folder:
-    """A certificate folder's listing and certificate.json, valid while `stamp` is."""
+    """A certificate folder's listing and certificate.json, valid while `stamp` (each file's name, mtime
+    and size, as one string) is."""
 
-    stamp: tuple
+    stamp: str
     tags: dict[str, str]
     listed: list[_Listed]  # file order; `ordered` sorts them
     ordered: list[_Listed] | None = None
@@ -64,6 +65,9 @@ class DirectoryVault:
     # At least a reconciliation batch (`reconcile.BATCH`, 500): the batch's latest versions are read
     # ahead (`latest_many`), then each is read again by the pipeline's `get`, which must find it here.
     PARSED_KEPT = 1024
+    # Folders whose listing is kept: a batch's, each read several times (tags, latest, get, previous);
+    # a fleet's 10,000 would hold tens of MiB. An evicted folder is listed again when next read.
+    FOLDERS_KEPT = 2048
 
     def __init__(self, root: str | Path, vault: str, vault_url: str | None = None) -> None:
         self.root = Path(root)
@@ -71,24 +75,24 @@ class DirectoryVault:
             raise CertsyncError(f"{self.root}: no such directory; give --vault-dir a folder of certificate folders")
         self.vault = vault
         self.vault_url = (vault_url or f"https://{vault}.vault.azure.net").rstrip("/")
-        self._folders: dict[str, _Folder] = {}
-        self._parsed: OrderedDict[tuple[str, tuple, str], StoredVersion] = OrderedDict()
+        self._folders: OrderedDict[str, _Folder] = OrderedDict()
+        self._parsed: OrderedDict[tuple[str, str, str], StoredVersion] = OrderedDict()
         self._listing = 0  # bumped by each names()
 
     def get(self, name: str, version: str) -> StoredVersion:
-        ordered = self._ordered(name)
+        folder, ordered = self._ordered(name)
         for listed in ordered:
             if listed.version.lower() == version.lower():
-                return self._stored(name, listed)
+                return self._stored(name, listed, folder)
         raise SourceError(f"{self.root / name}: has no version {version!r}", "not-found")
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
-        ordered = self._ordered(name)
+        folder, ordered = self._ordered(name)
         index = next((i for i, v in enumerate(ordered) if v.version.lower() == version.lower()), None)
         if index is None:
             raise SourceError(f"{self.root / name}: has no version {version!r}", "not-found")
         listed = next((v for v in reversed(ordered[:index]) if v.enabled), None)
-        return self._stored(name, listed) if listed is not None else None
+        return self._stored(name, listed, folder) if listed is not None else None
 
     def names(self) -> list[str]:
         """The certificate folders; folders whose name Key Vault could not hold are not certificates."""
@@ -101,8 +105,9 @@ class DirectoryVault:
         return sorted(folders, key=str.lower)
 
     def latest(self, name: str) -> StoredVersion | None:
-        listed = next((v for v in reversed(self._ordered(name, recheck=False)) if v.enabled), None)
-        return self._stored(name, listed) if listed is not None else None
+        folder, ordered = self._ordered(name, recheck=False)
+        listed = next((v for v in reversed(ordered) if v.enabled), None)
+        return self._stored(name, listed, folder) if listed is not None else None
 
     def tags(self, name: str) -> dict[str, str]:
         folder = self._folder(name, recheck=False)
@@ -121,14 +126,17 @@ class DirectoryVault:
             check_object_name(name)
         except CertsyncError as exc:  # no folder can be that certificate: as Key Vault answers such a name
             raise SourceError(f"{self.root}: {exc}", "not-found") from None
-        cached = self._folders.get(name.lower())
-        if not recheck and cached is not None and self._listing and cached.listing == self._listing:
-            return cached
+        key = name.lower()
+        cached = self._folders.get(key)
+        if cached is not None:
+            self._folders.move_to_end(key)
+            if not recheck and self._listing and cached.listing == self._listing:
+                return cached
         path = self.root / name
         try:
             with os.scandir(path) as scan:
                 entries = sorted(scan, key=lambda e: e.name)
-                stamp = tuple((e.name, (st := e.stat()).st_mtime_ns, st.st_size) for e in entries)
+                stamp = "/".join(f"{e.name}:{(st := e.stat()).st_mtime_ns}:{st.st_size}" for e in entries)
         except (FileNotFoundError, NotADirectoryError):
             raise SourceError(f"{path}: no such certificate folder", "not-found") from None
         if cached is not None and cached.stamp == stamp:
@@ -139,15 +147,15 @@ class DirectoryVault:
         disabled = {str(v).lower() for v in meta.get("disabled", [])}
         listed = []
         for entry in entries:
-            file = Path(entry.path)
-            if file.suffix.lower() not in _EXTENSIONS or not entry.is_file():
+            stem, suffix = os.path.splitext(entry.name)
+            if suffix.lower() not in _EXTENSIONS or not entry.is_file():
                 continue
-            when = created.get(file.stem)
+            when = created.get(stem)
             listed.append(
                 _Listed(
-                    version=file.stem,
-                    path=file,
-                    enabled=file.stem.lower() not in disabled,
+                    version=stem,
+                    path=entry.path,
+                    enabled=stem.lower() not in disabled,
                     created=_parse_created(when, path) if when else None,
                 )
             )
@@ -158,29 +166,31 @@ class DirectoryVault:
             listing=self._listing,
             policy=self._policy(path),
         )
-        self._folders[name.lower()] = folder
+        self._folders[key] = folder
+        while len(self._folders) > self.FOLDERS_KEPT:
+            self._folders.popitem(last=False)
         return folder
 
-    def _ordered(self, name: str, *, recheck: bool = True) -> list[_Listed]:
-        """Every version, oldest first: by `created`, else by the leaf's notBefore (parsed for it), then id."""
+    def _ordered(self, name: str, *, recheck: bool = True) -> tuple[_Folder, list[_Listed]]:
+        """The folder and every version, oldest first: by `created`, else by the leaf's notBefore (parsed
+        for it), then id."""
         folder = self._folder(name, recheck=recheck)
         if folder.ordered is None:
             folder.ordered = sorted(
                 folder.listed,
-                key=lambda v: (v.created or self._stored(name, v).bundle.leaf.not_before, v.version),
+                key=lambda v: (v.created or self._stored(name, v, folder).bundle.leaf.not_before, v.version),
             )
-        return folder.ordered
+        return folder, folder.ordered
 
-    def _stored(self, name: str, listed: _Listed) -> StoredVersion:
+    def _stored(self, name: str, listed: _Listed, folder: _Folder) -> StoredVersion:
         """The parsed version, from the LRU while its folder (the file, certificate.json) is unchanged."""
-        folder = self._folders[name.lower()]
         key = (name.lower(), folder.stamp, listed.version)
         stored = self._parsed.get(key)
         if stored is not None:
             self._parsed.move_to_end(key)
             return stored
         try:
-            bundle = load_certificate_file(str(listed.path))
+            bundle = load_certificate_file(listed.path)
         except CertificateInputError as exc:
             raise SourceError(str(exc), "bad-content") from None
         stored = StoredVersion(
