@@ -8,6 +8,7 @@ names. The files that hold certificates (PEM, DER, PKCS#7, PKCS#12) are read by 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -45,11 +46,18 @@ class Certificate:
 
     @classmethod
     def from_der(cls, data: bytes, label: str = "certificate") -> Certificate:
-        """Read a DER certificate; raises CertificateInputError naming `label` when it is not one."""
+        """Read a DER certificate; raises CertificateInputError naming `label` when it is not one.
+
+        The same DER read again (an intermediate in every version of a fleet's certificates) is not walked
+        again: the last `_WALKED` walks are kept, and a hit is a copy under the new label."""
         try:
-            return cls._walk(bytes(data), label)
+            walked = _walked(bytes(data))
         except DerError as exc:
             raise CertificateInputError(f"{label}: not a valid X.509 certificate ({exc})") from None
+        copy = object.__new__(cls)
+        copy.__dict__.update(walked.__dict__)  # the fields, and the names once read (immutable)
+        copy.__dict__["label"] = label
+        return copy
 
     @classmethod
     def _walk(cls, buf: bytes, label: str) -> Certificate:
@@ -97,7 +105,7 @@ class Certificate:
 
     def _name(self, name_der: bytes, which: str) -> X500Name:
         try:
-            return X500Name.from_der(name_der)
+            return _name(name_der)
         except NameDecodeError as exc:
             raise NameDecodeError(
                 f"{self.label}: the {which} name cannot be decoded ({exc}); re-issue the certificate"
@@ -187,6 +195,20 @@ class _Extensions(TypedDict, total=False):
     subject_key_id: bytes
     authority_key_id: bytes | None
     is_ca: bool
+
+
+_WALKED = 256
+
+
+@functools.lru_cache(maxsize=_WALKED)
+def _walked(buf: bytes) -> Certificate:
+    return Certificate._walk(buf, "")
+
+
+@functools.lru_cache(maxsize=4 * _WALKED)
+def _name(name_der: bytes) -> X500Name:
+    """A decoded name, shared (a leaf's issuer is its intermediate's subject), with its text and key caches."""
+    return X500Name.from_der(name_der)
 
 
 def _read_extensions(buf: bytes, trailing: list[der.Tlv]) -> _Extensions:

@@ -78,8 +78,10 @@ class X500Name:
     """A Name as a sequence of RDNs in display order (the last encoded RDN first, as Windows prints)."""
 
     rdns: tuple[tuple[Attribute, ...], ...]
-    # `exchange_key`, computed on first use: planning compares the same few names thousands of times.
+    # `exchange_key` and the text, computed on first use: planning renders and compares the same few names
+    # thousands of times.
     _key: str | None = field(default=None, init=False, repr=False, compare=False)
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_der(cls, name_der: bytes) -> X500Name:
@@ -98,7 +100,11 @@ class X500Name:
         return _Parser(text).parse()
 
     def __str__(self) -> str:
-        return ", ".join(" + ".join(str(ava) for ava in rdn) for rdn in self.rdns)
+        text = self._text
+        if text is None:
+            text = ", ".join(" + ".join(str(ava) for ava in rdn) for rdn in self.rdns)
+            object.__setattr__(self, "_text", text)  # a cache of a value derived from the frozen fields
+        return text
 
     def first(self, oid: str) -> str | None:
         """The value of the first attribute with this OID, in display order."""
@@ -112,7 +118,7 @@ class X500Name:
         """What Exchange compares: the canonical text, upper-cased character by character."""
         key = self._key
         if key is None:
-            key = fold_case(str(self))
+            key = fold_case(self.__str__())
             object.__setattr__(self, "_key", key)  # a cache of a value derived from the frozen fields
         return key
 
