@@ -451,3 +451,19 @@ def test_the_vault_directory_keeps_a_whole_reconciliation_batch_parsed():
     from shared.reconciliation.reconcile import BATCH
 
     assert DirectoryVault.PARSED_KEPT >= BATCH
+
+
+def test_the_inventory_store_decodes_a_record_again_only_when_it_changed(tmp_path):
+    from shared.adapters.local.sqlite import SqliteInventoryStore
+    from shared.pipeline.inventories import InventoryRecord
+
+    store, other = SqliteInventoryStore(tmp_path / "i.sqlite"), SqliteInventoryStore(tmp_path / "i.sqlite")
+    at = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    store.put(InventoryRecord("HRW-A", at, at, {"servers": ["EX01"]}, "import"))
+    first = store.get("hrw-a")
+    assert store.get("HRW-A") is first and first.inventory == {"servers": ["EX01"]}
+    later = at + dt.timedelta(hours=1)
+    other.put(InventoryRecord("hrw-a", later, later, {"servers": ["EX02"]}, "runbook", "job-2"))  # another process
+    again = store.get("hrw-a")
+    assert (again.inventory, again.collected_at, again.automation_job) == ({"servers": ["EX02"]}, later, "job-2")
+    assert store.get("hrw-b") is None

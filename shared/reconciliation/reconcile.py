@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import hashlib
 import json
 import logging
@@ -414,6 +415,9 @@ _worker_states: dict[tuple[str, str], str] | None = None
 
 def _start_worker(replica: Callable[[], Reconciler]) -> None:
     global _worker, _worker_states
+    # What the worker inherited stays out of the cyclic collector: never scanned again, and its pages,
+    # shared with the parent until written, are not copied by the collector's bookkeeping.
+    gc.freeze()
     _worker = replica()
     _worker_states = None
 

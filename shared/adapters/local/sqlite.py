@@ -231,7 +231,9 @@ class SqliteStateStore:
     def snapshot(self, vault: str, certificate: str) -> StatusSnapshot | None:
         from shared.reconciliation.reconcile import certificate_key
 
-        rows = self._db.execute("SELECT body FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),))
+        rows = self._db.execute(
+            "SELECT body FROM snapshot WHERE certificate = ?", (certificate_key(vault, certificate),)
+        )
         return json.loads(rows[0][0]) if rows else None
 
     def delete_snapshot(self, vault: str, certificate: str) -> None:
@@ -246,7 +248,10 @@ class SqliteStateStore:
 class SqliteInventoryStore:
     """The latest inventory per worker group in one SQLite file (`certsync discover`, `--import`)."""
 
+    KEPT = 16  # decoded records kept, by worker group
+
     def __init__(self, path: str | Path) -> None:
+        self._kept: dict[str, tuple[str, InventoryRecord]] = {}
         self._db = SqliteFile(
             path,
             "CREATE TABLE IF NOT EXISTS inventory (worker_group TEXT PRIMARY KEY, meta TEXT NOT NULL,"
@@ -266,8 +271,25 @@ class SqliteInventoryStore:
         )
 
     def get(self, worker_group: str) -> InventoryRecord | None:
-        rows = self._db.execute("SELECT meta, body FROM inventory WHERE worker_group = ?", (worker_group.lower(),))
-        return InventoryRecord.from_meta(json.loads(rows[0][0]), json.loads(rows[0][1])) if rows else None
+        """The group's record; its document is decoded again only when the record changed (its meta: when
+        collected and stored, by which job), since every event of the group asks for it."""
+        group = worker_group.lower()
+        rows = self._db.execute("SELECT meta FROM inventory WHERE worker_group = ?", (group,))
+        if not rows:
+            return None
+        meta = rows[0][0]
+        kept = self._kept.get(group)
+        if kept is not None and kept[0] == meta:
+            return kept[1]
+        rows = self._db.execute("SELECT meta, body FROM inventory WHERE worker_group = ?", (group,))
+        if not rows:  # deleted in between
+            return None
+        meta, body = rows[0]
+        record = InventoryRecord.from_meta(json.loads(meta), json.loads(body))
+        self._kept[group] = (meta, record)
+        while len(self._kept) > self.KEPT:
+            self._kept.pop(next(iter(self._kept)))
+        return record
 
     def all(self) -> list[InventoryRecord]:
         rows = self._db.execute("SELECT meta, body FROM inventory ORDER BY worker_group")
