@@ -1021,3 +1021,43 @@ def test_rc2_rfc_2268_vectors() -> None:
     for key, bits, plain, cipher in vectors:
         # CBC with a zero IV over one block is the block cipher itself.
         assert reader._rc2_cbc_decrypt(bytes.fromhex(key), bits, bytes(8), bytes.fromhex(cipher)).hex() == plain
+
+
+KDF_CASES = [
+    ("sha256", bmp(""), 2048, 3, 32),  # Key Vault's MAC key
+    ("sha1", b"", 1, 3, 20),  # the zero-length form
+    ("sha1", bmp("pässwörd"), 2048, 1, 24),  # a 3DES key: longer than one digest
+    ("sha1", bmp("x" * 70), 3, 2, 8),  # a password longer than one block
+    ("sha384", bmp("mail"), 7, 3, 48),
+    ("sha512", bmp("mail"), 2, 1, 130),  # several rounds of the B.2 loop
+    ("sha224", bmp("mail"), 5, 3, 28),
+]
+
+
+@pytest.mark.parametrize(("hash_name", "password", "iterations", "purpose", "size"), KDF_CASES)
+def test_the_native_kdf_gives_the_reference_bytes(
+    hash_name: str, password: bytes, iterations: int, purpose: int, size: int
+) -> None:
+    """OpenSSL's PKCS12_key_gen_uni (the system libcrypto, as on every Linux certsync runs on) and the Python
+    loop both give what RFC 7292 B.2, written out again in this file, gives."""
+    native = reader._native_kdf()
+    assert native is not None, "no libcrypto loaded: the MAC check costs 0.3 ms more per PFX"
+    salt = os.urandom(8)
+    expected = kdf(hash_name, password, salt, iterations, purpose, size)
+    assert native(hash_name, password, salt, iterations, purpose, size) == expected
+    new = getattr(hashlib, hash_name)
+    assert reader._python_kdf(new, new().block_size, password, salt, iterations, purpose, size) == expected
+
+
+def test_a_digest_libcrypto_does_not_know_falls_back_to_python() -> None:
+    native = reader._native_kdf()
+    assert native is not None
+    assert native("no-such-digest", b"", b"salt", 1, 3, 16) is None
+
+
+def test_without_libcrypto_a_pfx_reads_the_same(ec_chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = pfx(data_info(cert_bag(ec_chain.leaf), cert_bag(ec_chain.root)), mac_password=bmp(""))
+    with_native = ders(read_pkcs12(data, None, "kv.pfx"))
+    monkeypatch.setattr(reader, "_native_kdf", lambda: None)
+    assert ders(read_pkcs12(data, None, "kv.pfx")) == with_native == [ec_chain.leaf.der, ec_chain.root.der]
+    expect_error(lambda: read_pkcs12(data, b"x", "kv.pfx"), "wrong password")

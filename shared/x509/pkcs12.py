@@ -439,20 +439,79 @@ class _Reader:
         new: Callable[[bytes], hashlib._Hash] = getattr(hashlib, hash_name)
         u, v = new(b"").digest_size, new(b"").block_size
         self._charge(iterations * -(-size // u))
-        block = bytearray(_fill(salt, v) + _fill(password, v))
-        prefix = bytes([purpose]) * v
-        out = b""
-        while True:
-            a = new(prefix + block).digest()
-            for _ in range(iterations - 1):
-                a = new(a).digest()
-            out += a
-            if len(out) >= size:
-                return out[:size]
-            b = int.from_bytes(_fill(a, v), "big") + 1
-            for j in range(0, len(block), v):
-                chunk = (int.from_bytes(block[j : j + v], "big") + b) & ((1 << (8 * v)) - 1)
-                block[j : j + v] = chunk.to_bytes(v, "big")
+        native = _native_kdf()
+        if native is not None:
+            derived = native(hash_name, password, salt, iterations, purpose, size)
+            if derived is not None:
+                return derived
+        return _python_kdf(new, v, password, salt, iterations, purpose, size)
+
+
+def _python_kdf(
+    new: Callable[[bytes], hashlib._Hash],
+    v: int,
+    password: bytes,
+    salt: bytes,
+    iterations: int,
+    purpose: int,
+    size: int,
+) -> bytes:
+    """RFC 7292 B.2 in Python: the reference for `_native_kdf`, and what runs where it is not available."""
+    block = bytearray(_fill(salt, v) + _fill(password, v))
+    prefix = bytes([purpose]) * v
+    out = b""
+    while True:
+        a = new(prefix + block).digest()
+        for _ in range(iterations - 1):
+            a = new(a).digest()
+        out += a
+        if len(out) >= size:
+            return out[:size]
+        b = int.from_bytes(_fill(a, v), "big") + 1
+        for j in range(0, len(block), v):
+            chunk = (int.from_bytes(block[j : j + v], "big") + b) & ((1 << (8 * v)) - 1)
+            block[j : j + v] = chunk.to_bytes(v, "big")
+
+
+# The RFC 7292 key derivation hashes its input `iterations` times (2,048 for Key Vault's MAC): 0.45 ms in
+# a Python loop, 0.15 ms in OpenSSL. libcrypto is the system's (`cryptography` links its own statically and
+# does not expose this function); where it is not there, the Python loop gives the same bytes.
+_LIBCRYPTO = ("libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so", "libcrypto.3.dylib", "libcrypto.dylib")
+
+
+@functools.cache
+def _native_kdf() -> Callable[[str, bytes, bytes, int, int, int], bytes | None] | None:
+    """OpenSSL's `PKCS12_key_gen_uni` through ctypes, or None where no libcrypto can be loaded."""
+    import ctypes
+
+    for name in _LIBCRYPTO:
+        try:
+            lib = ctypes.CDLL(name)
+            key_gen, by_name = lib.PKCS12_key_gen_uni, lib.EVP_get_digestbyname
+        except (OSError, AttributeError):
+            continue
+        break
+    else:
+        return None
+    by_name.restype, by_name.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    key_gen.restype = ctypes.c_int
+    key_gen.argtypes = [
+        ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+    ]  # fmt: skip
+    digests: dict[str, int | None] = {}
+
+    def derive(hash_name: str, password: bytes, salt: bytes, iterations: int, purpose: int, size: int) -> bytes | None:
+        if hash_name not in digests:
+            digests[hash_name] = by_name(hash_name.encode("ascii"))
+        digest = digests[hash_name]
+        if not digest:
+            return None
+        out = ctypes.create_string_buffer(size)
+        ok = key_gen(password, len(password), salt, len(salt), purpose, iterations, size, out, digest)
+        return out.raw if ok == 1 else None
+
+    return derive
 
 
 # -- helpers ----------------------------------------------------------------------------------------
