@@ -14,6 +14,7 @@ tag, with what to do. Pure: no I/O beyond reading the file named to `load_target
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 import unicodedata
@@ -346,7 +347,7 @@ def resolve_targets(name: str, *, tags: dict[str, str] | None = None, file: Targ
         check_object_name(name)
     except CertsyncError as exc:
         raise TargetsError(f"{exc}; give the certificate's Key Vault name") from None
-    tag_entry = targets_from_tags(tags or {}, source=name)
+    tag_entry = _tag_entry(tags or {}, name)
     own = file._own(name) if file is not None else None
     if own is None and not tag_entry:
         raise TargetsError(
@@ -396,6 +397,22 @@ def resolve_targets(name: str, *, tags: dict[str, str] | None = None, file: Targ
         sources=tuple(sources),
         probe=probe,
     )
+
+
+def _tag_entry(tags: dict[str, str], source: str) -> dict:
+    """`targets_from_tags`, read once per (certificate, tags): a reconciliation resolves each certificate's
+    targets, then the pipeline resolves them again for the version it runs."""
+    key = (source, tuple(tags.items()))
+    try:
+        hash(key)
+    except TypeError:  # a value that is not text: the check says so
+        return targets_from_tags(tags, source=source)
+    return dict(_cached_tag_entry(key))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_tag_entry(key: tuple[str, tuple[tuple[str, str], ...]]) -> dict:
+    return targets_from_tags(dict(key[1]), source=key[0])
 
 
 def _check_receive_servers(entry: dict, where: str, servers_from: str) -> None:

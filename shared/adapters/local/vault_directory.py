@@ -142,7 +142,8 @@ class DirectoryVault:
         if cached is not None and cached.stamp == stamp:
             cached.listing = self._listing
             return cached
-        meta = self._meta(path)
+        present = {e.name for e in entries}  # the listing says which metadata files there are: no failed opens
+        meta = self._meta(path) if "certificate.json" in present else {}
         created = meta.get("created", {})
         disabled = {str(v).lower() for v in meta.get("disabled", [])}
         listed = []
@@ -164,7 +165,7 @@ class DirectoryVault:
             {str(k): str(v) for k, v in meta.get("tags", {}).items()},
             listed,
             listing=self._listing,
-            policy=self._policy(path),
+            policy=self._policy(path) if "policy.json" in present else None,
         )
         self._folders[key] = folder
         while len(self._folders) > self.FOLDERS_KEPT:
