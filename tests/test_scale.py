@@ -467,3 +467,51 @@ def test_the_inventory_store_decodes_a_record_again_only_when_it_changed(tmp_pat
     again = store.get("hrw-a")
     assert (again.inventory, again.collected_at, again.automation_job) == ({"servers": ["EX02"]}, later, "job-2")
     assert store.get("hrw-b") is None
+
+
+def test_a_buffered_block_holds_writes_until_the_next_read_without_taking_the_write_lock(tmp_path):
+    db = SqliteFile(tmp_path / "t.sqlite", "CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY);", "test")
+    other = sqlite3.connect(tmp_path / "t.sqlite", timeout=0, isolation_level=None)
+
+    def seen() -> list[int]:
+        return [x for (x,) in other.execute("SELECT x FROM t ORDER BY x")]
+
+    with db.buffered():
+        db.execute("INSERT INTO t VALUES (1)")
+        db.execute("INSERT INTO t VALUES (2)")
+        assert seen() == []  # held
+        other.execute("BEGIN IMMEDIATE")  # another process can write meanwhile: no lock is held
+        other.execute("INSERT INTO t VALUES (10)")
+        other.execute("COMMIT")
+        assert db.execute("SELECT x FROM t ORDER BY x") == [(1,), (2,), (10,)]  # a read sees its own writes
+        assert seen() == [1, 2, 10]
+        db.execute("INSERT INTO t VALUES (3)")
+    assert seen() == [1, 2, 3, 10]  # the end of the block writes what is left
+    with pytest.raises(sqlite3.IntegrityError), db.buffered():
+        db.execute("INSERT INTO t VALUES (4)")
+        db.execute("INSERT INTO t VALUES (1)")  # a duplicate: raised when sent, after the good one is written
+        db.execute("INSERT INTO t VALUES (5)")
+    assert seen() == [1, 2, 3, 4, 10]
+    db.execute("INSERT INTO t VALUES (6)")  # outside a block: written at once
+    assert seen()[-2:] == [6, 10]
+
+
+def test_pool_workers_hold_their_writes_and_the_serial_run_batches_them(tmp_path, monkeypatch):
+    from shared.pipeline import audit as audit_module
+    from shared.reconciliation import reconcile
+
+    used = []
+    monkeypatch.setattr(reconcile, "buffered", lambda store: used.append("buffered") or audit_module.buffered(store))
+    monkeypatch.setattr(reconcile, "batched", lambda store: used.append("batched") or audit_module.batched(store))
+    state, audit = SqliteStateStore(tmp_path / "s.sqlite"), SqliteAuditLog(tmp_path / "a.sqlite")
+    reconciler = reconcile.Reconciler(lambda vault: None, ("kv",), audit, state, RecordingNotifier())
+    run = reconcile._Run(reconciler, None, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), None, batch_writes=False)
+    run._commit()
+    state.put("kv/a", "expiry", "30", dt.datetime(2026, 1, 1))
+    assert SqliteStateStore(tmp_path / "s.sqlite").states() == {}  # held by the worker
+    run._batches.close()
+    assert SqliteStateStore(tmp_path / "s.sqlite").states() == {("kv/a", "expiry"): "30"}
+    serial = reconcile._Run(reconciler, None, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), None)
+    serial._commit()
+    serial._batches.close()
+    assert used == ["buffered", "buffered", "batched", "batched"]

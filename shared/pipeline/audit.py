@@ -317,6 +317,14 @@ class AuditLog(Protocol):
         ...
 
 
+def buffered(store: object) -> contextlib.AbstractContextManager[None]:
+    """`store.buffered()` when the store holds writes until it is next read without holding its lock
+    meanwhile (SQLite), else `batched(store)` (Azure Tables' batches already work that way): for writers
+    that share the store with other processes (the reconciliation's pool workers)."""
+    hold = getattr(store, "buffered", None)
+    return hold() if callable(hold) else batched(store)
+
+
 def batched(store: object) -> contextlib.AbstractContextManager[None]:
     """`store.batch()` when the store (an `AuditLog`, a `StateStore`) can group writes into one
     transaction, else a block that changes nothing: callers that write many entries (the reconciliation)

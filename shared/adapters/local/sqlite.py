@@ -20,6 +20,8 @@ from shared.pipeline.inventories import InventoryRecord
 from shared.reconciliation.snapshot import StatusSnapshot, by_certificate
 from shared.times import format_time
 
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLAC"})  # a statement's first six characters
+
 
 class SqliteFile:
     """One SQLite file of a local backend (created on first use); one statement at a time across threads.
@@ -41,11 +43,59 @@ class SqliteFile:
             raise CertsyncError(f"{self.path}: cannot open the {what} database ({exc}); check the path") from None
         self._lock = threading.RLock()
         self._depth = 0  # nested batches: the outermost commits
+        self._held: list[tuple[str, tuple]] | None = None  # writes held by `buffered`, oldest first
+        self._buffering = 0  # nested `buffered` blocks: the outermost sends what is left
 
     def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """The statement's rows (none for a write)."""
+        """The statement's rows (none for a write). Inside `buffered`, a write is held until the next read."""
         with self._lock:
+            if self._held is not None and sql.lstrip()[:6].upper() in _WRITES:
+                self._held.append((sql, params))
+                return []
+            self._send_held()
             return self._db.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def buffered(self) -> Iterator[None]:
+        """Writes inside are held, then written in one short transaction when this file is next read (so
+        every read sees them) or when the block ends: the write lock is taken only while they are written,
+        never while the caller computes, so processes writing to one file do not wait on each other's work.
+        Reconcile's pool workers use it (an Azure Tables store holds its writes the same way)."""
+        with self._lock:
+            self._buffering += 1
+            if self._held is None:
+                self._held = []
+            try:
+                yield
+            finally:
+                self._buffering -= 1
+                if self._buffering == 0:
+                    try:
+                        self._send_held()
+                    finally:
+                        self._held = None
+
+    def _send_held(self) -> None:
+        """Write the held writes in one transaction; when that fails, one by one, so that the good ones are
+        written as they would have been without holding them, and the first failure is raised."""
+        if not self._held:
+            return
+        held, self._held[:] = list(self._held), []
+        if self._depth == 0:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, params in held:
+                        self._db.execute(sql, params)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                pass  # each one on its own below: the one that fails raises
+        for sql, params in held:
+            self._db.execute(sql, params)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Callable[[str, tuple], int]]:
@@ -54,6 +104,7 @@ class SqliteFile:
         of the batch's transaction; outside, BEGIN IMMEDIATE takes the file's write lock at once, so
         processes on one file take turns."""
         with self._lock:
+            self._send_held()
             outer = self._depth == 0
             self._db.execute("BEGIN IMMEDIATE" if outer else "SAVEPOINT once")
             try:
@@ -70,6 +121,7 @@ class SqliteFile:
         """One transaction for every statement inside (this thread's; others wait), committed at the end,
         also when the block raises: what was written stays written, as without the batch."""
         with self._lock:
+            self._send_held()
             self._depth += 1
             try:
                 if self._depth == 1:
@@ -131,6 +183,10 @@ class SqliteAuditLog:
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Record the entries written inside in one transaction (`shared.pipeline.audit.batched`)."""
         return self._db.batch()
+
+    def buffered(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the entries written inside until the trail is next read (`SqliteFile.buffered`)."""
+        return self._db.buffered()
 
     def history(
         self,
@@ -195,6 +251,10 @@ class SqliteStateStore:
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Write the states and snapshots put inside in one transaction."""
         return self._db.batch()
+
+    def buffered(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the states and snapshots put inside until the store is next read (`SqliteFile.buffered`)."""
+        return self._db.buffered()
 
     def get(self, certificate: str, finding: str) -> str | None:
         rows = self._db.execute(
