@@ -5,6 +5,7 @@ against a runbook inventory, failures that stay with their certificate, the stat
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -810,3 +811,36 @@ def test_the_issuance_policy_s_problems_are_on_the_status_page_before_the_renewa
     page = render_status_page([snapshot], now, query=PageQuery(certificate=f"{VAULT}/{NAME}"))
     assert "policy-subject-empty" in page and "Key Vault policy: the policy&#x27;s subject is empty" in page
     assert "Next renewal" in page and "not in certsync&#x27;s table of CA hierarchies" in page
+
+
+def test_the_pipeline_takes_the_history_the_reconciliation_read_and_hands_back_what_it_audited(world, monkeypatch):
+    reads = []
+    real = SqliteAuditLog.history
+    monkeypatch.setattr(SqliteAuditLog, "history", lambda self, *a, **k: reads.append(a) or real(self, *a, **k))
+    reconciler = world.reconciler()
+    report = reconciler.run(dt.datetime.now(dt.timezone.utc))
+    [processed] = report.processed
+    assert processed["outcome"] == "queued"
+    assert reads == [("pending/versions",)]  # the versions due again; the certificate's own: one batch read
+    [snapshot] = world.state().snapshots()
+    stored = [e.kind for e in world.audit().history(NAME) if e.version == "v2"]
+    assert stored[:4] == ["event-received", "assessment", "plan", "job-queued"]
+    assert snapshot["status"] == "Valid" and snapshot["version"] == "v2"
+
+
+def test_an_event_given_its_history_uses_it_and_reports_its_own_entries(world):
+    from shared.pipeline.audit import AuditEntry
+    from shared.pipeline.events import parse_event
+    from tests.test_pipeline import event
+
+    pipeline = world.reconciler().pipeline
+    assert pipeline is not None
+    pipeline.settings = dataclasses.replace(pipeline.settings, approval_required=True)
+    delivered = parse_event(event("v2", vault=VAULT, name=NAME))
+    waiting = pipeline.process(delivered, history=[])
+    assert waiting.outcome == "awaiting-approval"
+    assert [e.kind for e in waiting.audited] == ["event-received", "assessment", "plan", "awaiting-approval"]
+    approved = AuditEntry(NAME, "approved", "c1", "approved by a person", vault=VAULT, version="v2")
+    queued = pipeline.process(delivered, history=[*waiting.audited, approved])  # never written: only given
+    assert queued.outcome == "queued"
+    assert [e.kind for e in queued.audited] == ["event-received", "assessment", "plan", "job-queued"]

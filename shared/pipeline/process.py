@@ -26,7 +26,7 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
@@ -283,6 +283,7 @@ class Outcome:
     targets: Targets | None = None
     inventory: InventoryRecord | None = None  # what the plan was made from
     request: RemediationRequest | None = None  # what was queued (or found queued before)
+    audited: list[AuditEntry] = field(default_factory=list, repr=False)  # this run's entries for the certificate
 
     def to_dict(self) -> dict[str, Any]:
         diff = None
@@ -325,10 +326,16 @@ class Pipeline:
     # inventories, and reading one (validation, names) costs more than planning on it.
     decoded: _DecodedInventories = field(default_factory=lambda: _DecodedInventories(), repr=False, compare=False)
 
-    def process(self, event: KeyVaultEvent) -> Outcome:
-        """Run one event through; raises (after auditing) when Event Grid should deliver it again."""
-        run = _Run(self, event, uuid.uuid4().hex)
-        return run.go()
+    def process(self, event: KeyVaultEvent, *, history: Sequence[AuditEntry] | None = None) -> Outcome:
+        """Run one event through; raises (after auditing) when Event Grid should deliver it again.
+
+        `history`: the certificate's entries in the event's vault as the caller has just read them (the
+        reconciliation reads a few hundred certificates' at once); None: read here. The outcome's `audited`
+        holds the entries this run added to it, so the caller need not read the trail again."""
+        run = _Run(self, event, uuid.uuid4().hex, None if history is None else list(history))
+        outcome = run.go()
+        outcome.audited = run.audited
+        return outcome
 
     def receive(self, envelope: object, what: str = "event") -> Outcome:
         """One delivery as on the wire (`what` names it in errors): read, then `process`. An envelope that is
@@ -483,6 +490,8 @@ class _Run:
     pipeline: Pipeline
     event: KeyVaultEvent
     correlation_id: str
+    known: list[AuditEntry] | None = None  # the certificate's entries before this run, as the caller read them
+    audited: list[AuditEntry] = field(default_factory=list)  # recorded in the certificate's partition
     _history: list[AuditEntry] | None = None
 
     def go(self) -> Outcome:
@@ -626,6 +635,8 @@ class _Run:
 
     def history(self) -> list[AuditEntry]:
         """The certificate's audit entries in this vault, read once per run."""
+        if self._history is None and self.known is not None:  # as a read now would find them
+            self._history = [*self.known, *self.audited]
         if self._history is None:
             vault = self.event.vault.lower()
             entries = self.pipeline.audit.history(partition(self.event.name))
@@ -830,18 +841,19 @@ class _Run:
         event = self.event
         name = event.name
         key = partition(name) if not name or is_object_name(name) else rejected_partition(name)
-        self.pipeline.audit.record(
-            AuditEntry(
-                certificate=where or key,
-                kind=kind,
-                correlation_id=self.correlation_id,
-                summary=summary,
-                vault=event.vault,
-                version=event.version,
-                event_id=event.event_id,
-                details=details,
-            )
+        entry = AuditEntry(
+            certificate=where or key,
+            kind=kind,
+            correlation_id=self.correlation_id,
+            summary=summary,
+            vault=event.vault,
+            version=event.version,
+            event_id=event.event_id,
+            details=details,
         )
+        self.pipeline.audit.record(entry)
+        if where is None:
+            self.audited.append(entry)
 
     def _notify(self, kind: str, summary: str, details: PipelineNoticeDetails) -> None:
         event = self.event

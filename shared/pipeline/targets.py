@@ -538,6 +538,7 @@ def _status(value: str) -> str:
     return _STATUS_BY_FOLDED[text.lower()]
 
 
+@functools.lru_cache(maxsize=4096)  # a fleet's targets name the same few hosts thousands of times
 def _probe_endpoint(value: str) -> str:
     text = _text(value)
     try:

@@ -626,9 +626,11 @@ class _Run:
         findings: list[ReconcileFinding] = []
         assessment: Assessment | None = None
         if not _settled(entries, latest.version):
-            finding, assessment = self._unprocessed(vault, latest, key, targets)
+            finding, assessment, audited = self._unprocessed(vault, latest, key, targets, entries)
             findings.append(finding)
-            if self.pipeline is not None:  # it ran the version: read what it audited
+            if audited is not None:  # it ran the version: with what it audited
+                entries = [*entries, *audited]
+            elif self.pipeline is not None:  # it failed: read what it audited
                 entries = self._history(vault, latest.name, fresh=True)
         token = self._assessment_token(latest, targets)
         if assessment is None:
@@ -721,11 +723,13 @@ class _Run:
         )
 
     def _unprocessed(
-        self, vault: str, latest: StoredVersion, key: str, targets: Targets
-    ) -> tuple[ReconcileFinding, Assessment | None]:
-        """The finding, and the pipeline's assessment of the version when it is the one `_assess` would
-        make (same instant, trust, revocation, hosts, warning days and cache): not assessed twice."""
+        self, vault: str, latest: StoredVersion, key: str, targets: Targets, entries: list[AuditEntry]
+    ) -> tuple[ReconcileFinding, Assessment | None, list[AuditEntry] | None]:
+        """The finding, the pipeline's assessment of the version when it is the one `_assess` would make
+        (same instant, trust, revocation, hosts, warning days and cache): not assessed twice, and the entries
+        the pipeline added to the certificate's `entries` (None when it did not run or failed)."""
         assessment = None
+        audited = None
         what = f"{latest.name} version {latest.version} was never processed (no Key Vault event for it)"
         details = FindingDetails(outcome=None)
         severity = "warning"
@@ -733,13 +737,14 @@ class _Run:
             summary = f"{what}; deliver its event, or run the reconciliation with the pipeline"
         else:
             try:
-                outcome = self.pipeline.process(_synthesized_event(vault, latest, self.now))
+                outcome = self.pipeline.process(_synthesized_event(vault, latest, self.now), history=entries)
             except Exception as exc:  # audited by the pipeline; the event is tried again tomorrow
                 reason = _reason(exc)
                 summary = f"{what}; running it through the pipeline failed: {reason}"
                 self.report.failures.append(f"{key}: version {latest.version}: {reason}")
                 details["outcome"] = "failed"
             else:
+                audited = outcome.audited
                 job = outcome.request.job_id if outcome.request is not None else None
                 details = FindingDetails(outcome=outcome.outcome, job_id=job, correlation_id=outcome.correlation_id)
                 if self._same_assessment(outcome.targets, targets):
@@ -761,7 +766,7 @@ class _Run:
         finding = self._track(
             vault, latest.name, key, "unprocessed", latest.version.lower(), severity, summary, latest.version, details
         )
-        return finding, assessment
+        return finding, assessment, audited
 
     def _same_assessment(self, used: Targets | None, targets: Targets) -> bool:
         """Whether the pipeline assessed as `_assess` would: its settings (at = now) and cache, these hosts."""
