@@ -12,9 +12,15 @@ child's `ru_maxrss`):
 - floor: parse every latest leaf (`Certificate.from_der`) and verify its one signature with the
   issuer's key (cryptography) -- the least any reconciliation must do per certificate.
 
+Memory is the process tree's: a thread of the child reads the proportional set size (PSS, from
+/proc/PID/smaps_rollup: each page shared by n processes counts 1/n, so the forked pool's inherited pages
+count once) of the child and of its pool's workers every 100 ms; `mem` is the largest sum seen. `rss bound`
+is the sum of peak RSS (the child's plus each worker at the largest worker's peak), which counts every
+shared page once per process: an upper bound, shown beside it.
+
 Revocation is off (the leaves carry no CRL distribution point; CRL costs are bench/assess.py's).
-Prints a table and, on its last line, `key=value` pairs: wall and CPU seconds, peak RSS (MiB) and
-per-certificate microseconds of the first and the daily run at each size, the floor's, the ratio of
+Prints a table and, on its last line, `key=value` pairs: wall and CPU seconds, peak memory (MiB, PSS) and
+the RSS bound, per-certificate microseconds of the first and the daily run at each size, the floor's, the ratio of
 each run to the floor, and `flat` = per-certificate cost at the largest size / at the smallest (daily).
 Run: `make bench` or `.venv/bin/python bench/scale.py [--quick] [--sizes 1000,10000]`.
 """
@@ -22,6 +28,7 @@ Run: `make bench` or `.venv/bin/python bench/scale.py [--quick] [--sizes 1000,10
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -30,6 +37,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -184,7 +192,51 @@ def keep_inventories(folder: Path) -> None:
 # --- the child: one measured thing, figures as JSON on stdout ---------------------------------------
 
 
+def _pss_kib(pid: int) -> int:
+    """The process's proportional set size in KiB (0 once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                found += [int(p) for p in listed.read().split()]
+    return found
+
+
+class _PeakMemory(threading.Thread):
+    """The largest PSS sum of this process and its children, sampled every 100 ms until `stop`."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_kib = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self._stop_event.wait(0.1):
+            total = _pss_kib(me) + sum(_pss_kib(child) for child in _children(me))
+            self.peak_kib = max(self.peak_kib, total)
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak_kib / 1024
+
+
 def child(kind: str, folder: Path) -> None:
+    memory = _PeakMemory()
+    if Path("/proc/self/smaps_rollup").exists():
+        memory.start()
     start_cpu = time.process_time()
     start = time.perf_counter()
     if kind == "floor":
@@ -227,6 +279,7 @@ def child(kind: str, folder: Path) -> None:
         if report.failures:
             raise SystemExit(f"reconcile failed: {report.failures[:3]}")
     wall = time.perf_counter() - start
+    mem = memory.stop() if memory.is_alive() else 0.0
     workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the reconcile pool's workers, once they ended
     cpu = time.process_time() - start_cpu + workers.ru_utime + workers.ru_stime
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -235,7 +288,15 @@ def child(kind: str, folder: Path) -> None:
     total = rss + pool * worker_rss  # at most: each worker at the largest one's peak
     print(
         json.dumps(
-            {"wall": wall, "cpu": cpu, "rss": total, "parent_rss": rss, "worker_rss": worker_rss, "count": count}
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "mem": mem or total,  # no /proc: the bound
+                "rss": total,
+                "parent_rss": rss,
+                "worker_rss": worker_rss,
+                "count": count,
+            }
         )
     )
 
@@ -266,7 +327,10 @@ def main() -> None:
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     headline: dict[str, str] = {}
     print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} dir={base} group_size={group_size}")
-    print(f"{'size':>6} {'run':<6} {'wall s':>8} {'cpu s':>8} {'rss MiB':>8} {'us/cert':>9} {'x floor':>8}")
+    print(
+        f"{'size':>6} {'run':<6} {'wall s':>8} {'cpu s':>8} {'mem MiB':>8} {'rss bound':>9} {'us/cert':>9}"
+        f" {'x floor':>8}"
+    )
     per_cert: dict[tuple[int, str], float] = {}
     for size in sizes:
         with tempfile.TemporaryDirectory(dir=base, prefix="certsync-scale-") as tmp:
@@ -282,11 +346,15 @@ def main() -> None:
             us = r["wall"] / size * 1e6
             per_cert[(size, kind)] = us
             ratio = us / floor_us
-            print(f"{size:>6} {kind:<6} {r['wall']:>8.2f} {r['cpu']:>8.2f} {r['rss']:>8.0f} {us:>9.0f} {ratio:>8.1f}")
+            print(
+                f"{size:>6} {kind:<6} {r['wall']:>8.2f} {r['cpu']:>8.2f} {r['mem']:>8.0f} {r['rss']:>9.0f} {us:>9.0f}"
+                f" {ratio:>8.1f}"
+            )
             tag = f"{kind}_{size // 1000}k" if size >= 1000 else f"{kind}_{size}"
             headline[f"{tag}_wall_s"] = f"{r['wall']:.2f}"
             headline[f"{tag}_cpu_s"] = f"{r['cpu']:.2f}"
-            headline[f"{tag}_rss_mib"] = f"{r['rss']:.0f}"
+            headline[f"{tag}_mem_mib"] = f"{r['mem']:.0f}"
+            headline[f"{tag}_rss_bound_mib"] = f"{r['rss']:.0f}"
             headline[f"{tag}_us_per_cert"] = f"{us:.0f}"
             if kind != "floor":
                 headline[f"{tag}_x_floor"] = f"{ratio:.1f}"
