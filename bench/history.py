@@ -16,6 +16,8 @@ machine's load does not inflate as much) and peak RSS (`wait4`'s ru_maxrss):
 - sqlite_tail: `--since` the last 100 entries' time with `--limit 100` (one indexed range read);
 - sqlite_floor: a bare `SELECT row_key, body` of the same rows in key order, each body written out;
 - tables: `TableAuditLog.history` of the partition, each entry written as `certsync history` prints it;
+- tables_tail: the same `--since` the last 100 entries' time, `limit=100`; tables_page: the first page of
+  1,000 (what the history function answers at once; its `next` link fetches the following page);
 - tables_floor: the SDK's `TableClient.query_entities` of the same partition (1,000 per page), each
   entity written as JSON.
 Contenders run interleaved (ABCDEF, ABCDEF, ...) for R rounds; figures are medians. ratio = contender / floor.
@@ -24,7 +26,8 @@ The target of issue 19 is ≤ 1 s and ≤ 300 MiB for 100,000 rows.
 Prints figures, never pass/fail, and the load average; the last line is the headline as key=value:
 `rows=`, `sqlite_s=`, `sqlite_cpu_s=`, `sqlite_mib=`, `sqlite_json_s=`, `sqlite_json_mib=`,
 `sqlite_tail_s=`, `sqlite_floor_s=`, `sqlite_floor_mib=`, `sqlite_ratio=`, `sqlite_json_ratio=`, `tables_s=`,
-`tables_cpu_s=`, `tables_mib=`, `tables_floor_s=`, `tables_floor_mib=`, `tables_ratio=`.
+`tables_cpu_s=`, `tables_mib=`, `tables_floor_s=`, `tables_floor_mib=`, `tables_ratio=`, `tables_tail_s=`,
+`tables_page_s=`, `tables_page_mib=`.
 Run: `make bench` or `.venv/bin/python bench/history.py [--rows N] [--rounds R] [--quick]`.
 """
 
@@ -55,6 +58,7 @@ NAME = "exch-hybrid-smtp"
 OTHER = "exch-internal"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 TAIL = 100
+PAGE = 1000  # what GET /api/certificates/{name}/history answers at most at once
 
 # The children: each prints what `certsync history` would, to stdout (/dev/null).
 SQLITE_FLOOR = """
@@ -68,10 +72,13 @@ for row_key, body in db.execute(
 """
 TABLES_HISTORY = """
 import sys
+from shared.times import parse_time
 from shared.wiring import audit_from_env
 audit = audit_from_env({"JobsStorage": sys.argv[1], "AUDIT_TABLE": sys.argv[2]})
 out = sys.stdout
-for entry in audit.history(sys.argv[3]):
+since = parse_time(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
+limit = int(sys.argv[5]) if len(sys.argv) > 5 else None
+for entry in audit.history(sys.argv[3], since=since, limit=limit):
     item = entry.to_dict()
     out.write(f"{item['at'][:19]}Z  {item['kind']:<15} {entry.correlation_id[:8]}  {entry.summary}\\n")
 """
@@ -219,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             "sqlite_tail": [certsync, "history", NAME, "--audit", str(audit), "--since", since, "--limit", str(TAIL)],
             "sqlite_floor": [python, "-c", SQLITE_FLOOR, str(audit), partition(NAME)],
             "tables": [python, "-c", TABLES_HISTORY, cs, table, NAME],
+            "tables_tail": [python, "-c", TABLES_HISTORY, cs, table, NAME, since, str(TAIL)],
+            "tables_page": [python, "-c", TABLES_HISTORY, cs, table, NAME, "", str(PAGE)],
             "tables_floor": [python, "-c", TABLES_FLOOR, cs, table, pk],
         }
         samples: dict[str, list[tuple[float, float, float]]] = {k: [] for k in contenders}
@@ -250,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         "tables_floor_s": f"{figures['tables_floor_s']:.3f}",
         "tables_floor_mib": f"{figures['tables_floor_mib']:.0f}",
         "tables_ratio": f"{figures['tables_s'] / figures['tables_floor_s']:.2f}",
+        "tables_tail_s": f"{figures['tables_tail_s']:.3f}",
+        "tables_page_s": f"{figures['tables_page_s']:.3f}",
+        "tables_page_mib": f"{figures['tables_page_mib']:.0f}",
     }
     print(" ".join(f"{k}={v}" for k, v in head.items()))
     return 0

@@ -57,10 +57,11 @@ class DirectoryVault:
 
     Reading is as lazy as a fleet needs: `tags` reads certificate.json only, `latest` parses only the
     newest enabled version when every version has a `created` time (otherwise every version is parsed
-    once to order them by notBefore), and parsed versions are kept in an LRU (`PARSED_KEPT`), not all
-    of them. A folder is re-read only when a file in it changed; `get` and `previous` (the event path)
-    check it on each call, `tags` and `latest` (the reconciliation, after `names()`) once per listing:
-    each `names()` starts a new one, so a run checks each folder once, not once per call."""
+    once to order them by notBefore), and parsed versions and folder listings are kept in LRUs
+    (`PARSED_KEPT`, `FOLDERS_KEPT`), not all of them. A folder is re-read only when a file in it changed;
+    `get` and `previous` (the event path) check it on each call, `tags` and `latest` (the reconciliation,
+    after `names()`) once per listing: each `names()` starts a new one, so a run checks each folder once,
+    not once per call."""
 
     # At least a reconciliation batch (`reconcile.BATCH`, 500): the batch's latest versions are read
     # ahead (`latest_many`), then each is read again by the pipeline's `get`, which must find it here.
