@@ -301,11 +301,22 @@ def child(kind: str, folder: Path) -> None:
     )
 
 
+# Linux carries a process's RSS high-water mark across fork and exec, so a child started from this process
+# (which built the vault) would report at least this process's RSS as its own peak. A bare `python -S`
+# forks the child instead, so its peak starts from the launcher's few MiB.
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
 def measure(kind: str, folder: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(folder)], capture_output=True, text=True, env=env, check=False
-    )
+    command = [sys.executable, "-S", "-c", LAUNCHER, sys.executable, __file__, "--child", kind, str(folder)]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{kind} in {folder} failed:\n{out.stderr[-2000:]}")
     figures = json.loads(out.stdout.strip().splitlines()[-1])
