@@ -801,6 +801,7 @@ def host_matches(pattern: str, host: str) -> bool:
     return bool(first) and host_rest == rest
 
 
+@functools.lru_cache(maxsize=1024)  # the same few host names, every assessment
 def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))

@@ -20,6 +20,7 @@ Facts are dated: a CA may add or rotate intermediates after `as_of`. An issuer t
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -487,6 +488,11 @@ def identify(issuer: X500Name | None) -> Identified | None:
     """The generation (and issuer, when listed) a certificate's issuer name belongs to, or None."""
     if issuer is None:
         return None
+    return _identify(issuer)
+
+
+@functools.lru_cache(maxsize=1024)  # every assessment asks; a fleet has a few issuers
+def _identify(issuer: X500Name) -> Identified | None:
     organization = fold_case(issuer.first(ORGANIZATION) or "")
     common_name = fold_case(issuer.first(COMMON_NAME) or "")
     if not common_name:
