@@ -8,6 +8,7 @@ certificate is renewed, because a changed string is what breaks mail flow.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -88,12 +89,7 @@ class TlsCertificateName:
     def first_cn_as_exchange_reads_it(self) -> str | None:
         """The subject text from the first `CN=` up to the next `,`, as Exchange takes it: a quoted
         value keeps its quote, and the rest of a multi-valued RDN (` + O=x`) comes along."""
-        for rdn in self.subject.rdns:
-            for i, ava in enumerate(rdn):
-                if ava.oid == COMMON_NAME:
-                    rendered = str(ava)[len("CN=") :] + "".join(" + " + str(rest) for rest in rdn[i + 1 :])
-                    return rendered.split(",", 1)[0]
-        return None
+        return _first_cn(self.subject)
 
     def exchange_key(self) -> str:
         return fold_case(str(self))
@@ -107,6 +103,16 @@ class TlsCertificateName:
     def selects(self, cert: Certificate) -> bool:
         """Whether a connector holding this value would look for `cert` (chain validity aside)."""
         return self.matches(TlsCertificateName.from_certificate(cert))
+
+
+@functools.lru_cache(maxsize=4096)  # planning asks it of the same few subjects thousands of times
+def _first_cn(subject: X500Name) -> str | None:
+    for rdn in subject.rdns:
+        for i, ava in enumerate(rdn):
+            if ava.oid == COMMON_NAME:
+                rendered = str(ava)[len("CN=") :] + "".join(" + " + str(rest) for rest in rdn[i + 1 :])
+                return rendered.split(",", 1)[0]
+    return None
 
 
 def _parse_part(text: str, which: str) -> X500Name:
