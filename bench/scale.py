@@ -14,7 +14,7 @@ child's `ru_maxrss`):
 
 Memory is the process tree's: a thread of the child reads the proportional set size (PSS, from
 /proc/PID/smaps_rollup: each page shared by n processes counts 1/n, so the forked pool's inherited pages
-count once) of the child and of its pool's workers every 100 ms; `mem` is the largest sum seen. `rss bound`
+count once) of the child and of its pool's workers every 250 ms; `mem` is the largest sum seen. `rss bound`
 is the sum of peak RSS (the child's plus each worker at the largest worker's peak), which counts every
 shared page once per process: an upper bound, shown beside it.
 
@@ -214,7 +214,7 @@ def _children(pid: int) -> list[int]:
 
 
 class _PeakMemory(threading.Thread):
-    """The largest PSS sum of this process and its children, sampled every 100 ms until `stop`."""
+    """The largest PSS sum of this process and its children, sampled every 250 ms until `stop`."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -223,7 +223,7 @@ class _PeakMemory(threading.Thread):
 
     def run(self) -> None:
         me = os.getpid()
-        while not self._stop_event.wait(0.1):
+        while not self._stop_event.wait(0.25):
             total = _pss_kib(me) + sum(_pss_kib(child) for child in _children(me))
             self.peak_kib = max(self.peak_kib, total)
 
