@@ -844,3 +844,27 @@ def test_an_event_given_its_history_uses_it_and_reports_its_own_entries(world):
     queued = pipeline.process(delivered, history=[*waiting.audited, approved])  # never written: only given
     assert queued.outcome == "queued"
     assert [e.kind for e in queued.audited] == ["event-received", "assessment", "plan", "job-queued"]
+
+
+def test_a_reconciliation_reads_each_folder_once_the_pipeline_included(world, monkeypatch):
+    from shared.adapters.local.vault_directory import DirectoryVault
+
+    vault = DirectoryVault(world.vault_dir, VAULT)
+    scans: list[str] = []
+    real = DirectoryVault._folder
+
+    def folder(self, name, *, recheck=True):
+        before = self._folders.get(name.lower())
+        found = real(self, name, recheck=recheck)
+        if before is None or before.listing != found.listing or recheck:
+            scans.append(name)
+        return found
+
+    monkeypatch.setattr(DirectoryVault, "_folder", folder)
+    reconciler = world.reconciler()
+    reconciler.sources = lambda _vault: vault
+    assert reconciler.pipeline is not None
+    reconciler.pipeline.sources = reconciler.sources
+    report = reconciler.run(dt.datetime.now(dt.timezone.utc))
+    assert [p["outcome"] for p in report.processed] == ["queued"]
+    assert scans.count(NAME) == 1  # tags, latest, and the pipeline's get and previous: one check

@@ -84,6 +84,32 @@ def test_a_parsed_version_is_kept_until_its_folder_changes_and_the_cache_is_boun
     assert raised.value.kind == "not-found"
 
 
+def test_inside_one_pass_get_and_previous_read_a_folder_as_the_listing_found_it(world: World):
+    import json
+    import threading
+
+    from shared.pipeline.sources import one_pass
+
+    vault = DirectoryVault(world.vault_dir, VAULT)
+    vault.names()
+    assert vault.tags(NAME) == {}
+    meta = world.vault_dir / NAME / "certificate.json"
+    data = json.loads(meta.read_text())
+    data["tags"] = {"certsync-servers": "EX01"}
+    meta.write_text(json.dumps(data))
+    with one_pass(vault):
+        assert vault.get(NAME, "v2").tags == {}  # as this listing found it: not checked again
+        assert vault.previous(NAME, "v2").tags == {}
+        other: list[dict] = []  # another thread is not in the pass: it checks
+        reader = threading.Thread(target=lambda: other.append(vault.get(NAME, "v2").tags))
+        reader.start()
+        reader.join()
+        assert other == [{"certsync-servers": "EX01"}]
+    assert vault.get(NAME, "v2").tags == {"certsync-servers": "EX01"}  # out of the pass: checked on each call
+    with one_pass(object()):  # a source without passes (Key Vault): nothing changes
+        pass
+
+
 def test_the_folder_listings_kept_are_bounded_and_an_evicted_folder_is_listed_again(world: World):
     vault = DirectoryVault(world.vault_dir, VAULT)
     vault.FOLDERS_KEPT = 1

@@ -13,6 +13,7 @@ concurrently, `gather` runs the reads and keeps each name's result or error).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Callable, Sequence
@@ -98,6 +99,14 @@ class CertificateSource(Protocol):
 
 
 _T = TypeVar("_T")
+
+
+def one_pass(source: object) -> contextlib.AbstractContextManager[None]:
+    """`source.one_pass()` when the source can serve a whole reconciliation pass from one listing (the vault
+    directory: the pipeline's reads of the versions the pass runs do not check their folders again), else a
+    block that changes nothing (Key Vault answers each read as it is now)."""
+    enter = getattr(source, "one_pass", None)
+    return enter() if callable(enter) else contextlib.nullcontext()
 
 
 def gather(names: Sequence[str], read: Callable[[str], _T], concurrency: int = 1) -> dict[str, _T | Exception]:

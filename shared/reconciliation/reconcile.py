@@ -66,7 +66,7 @@ from shared.pipeline.events import KeyVaultEvent
 from shared.pipeline.jobs import job_id
 from shared.pipeline.policy import check_policy
 from shared.pipeline.process import Notice, Notifier, Pipeline, PipelineSettings, version_event
-from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion
+from shared.pipeline.sources import CertificateSource, SourceError, StoredVersion, one_pass
 from shared.pipeline.targets import TAG_PREFIX, Targets, TargetsError, TargetsFile, resolve_targets
 from shared.reconciliation.snapshot import (
     FINDING_SEVERITIES,
@@ -539,24 +539,25 @@ class _Run:
         """Check these certificates of the vault, in order; the keys of those whose snapshots stay."""
         seen: set[str] = set()
         batch = _Prefetched({}, {})
-        for index, name in enumerate(names):
-            if index % BATCH == 0:
-                self._commit()
-                self._read_histories(names[index : index + BATCH])
-                batch = self._prefetch(source, names[index : index + BATCH])
-            progress.advance(1)
-            key = certificate_key(vault, name)
-            targeted: bool | None = None  # None: not known, the tags could not be read
-            try:
-                targeted = self._has_targets(batch, name)
-                if targeted:
+        with one_pass(source):  # the pipeline reads these versions as this pass found them
+            for index, name in enumerate(names):
+                if index % BATCH == 0:
+                    self._commit()
+                    self._read_histories(names[index : index + BATCH])
+                    batch = self._prefetch(source, names[index : index + BATCH])
+                progress.advance(1)
+                key = certificate_key(vault, name)
+                targeted: bool | None = None  # None: not known, the tags could not be read
+                try:
+                    targeted = self._has_targets(batch, name)
+                    if targeted:
+                        seen.add(key)
+                        self.report.certificates.append(key)
+                        self._certificate(vault, batch, name, key)
+                except Exception as exc:  # one certificate's failure must not stop the others
                     seen.add(key)
-                    self.report.certificates.append(key)
-                    self._certificate(vault, batch, name, key)
-            except Exception as exc:  # one certificate's failure must not stop the others
-                seen.add(key)
-                self._failed(vault, name, "", key, exc)
-                self._failure_snapshot(vault, name, exc, create=bool(targeted))
+                    self._failed(vault, name, "", key, exc)
+                    self._failure_snapshot(vault, name, exc, create=bool(targeted))
         return seen
 
     def _pooled(self, context: Any, vault: str, names: list[str]) -> set[str]:

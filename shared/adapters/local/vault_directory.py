@@ -12,11 +12,13 @@ Versions are ordered by `created`, else by the leaf's notBefore, then by version
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +63,9 @@ class DirectoryVault:
     (`PARSED_KEPT`, `FOLDERS_KEPT`), not all of them. A folder is re-read only when a file in it changed;
     `get` and `previous` (the event path) check it on each call, `tags` and `latest` (the reconciliation,
     after `names()`) once per listing: each `names()` starts a new one, so a run checks each folder once,
-    not once per call."""
+    not once per call. Inside `one_pass()` (the reconciliation's, on its own thread), `get` and `previous`
+    too take a folder as this listing found it: the versions a reconciliation runs through the pipeline
+    are read as the reconciliation saw them, without checking the folder twice more each."""
 
     # At least a reconciliation batch (`reconcile.BATCH`, 500): the batch's latest versions are read
     # ahead (`latest_many`), then each is read again by the pipeline's `get`, which must find it here.
@@ -79,16 +83,29 @@ class DirectoryVault:
         self._folders: OrderedDict[str, _Folder] = OrderedDict()
         self._parsed: OrderedDict[tuple[str, str, str], StoredVersion] = OrderedDict()
         self._listing = 0  # bumped by each names()
+        self._pass = threading.local()  # `depth`: the calling thread is inside `one_pass()`
+
+    @contextlib.contextmanager
+    def one_pass(self) -> Iterator[None]:
+        """Inside, on this thread, `get` and `previous` check a folder only when this listing has not."""
+        self._pass.depth = getattr(self._pass, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._pass.depth -= 1
+
+    def _recheck(self) -> bool:
+        return not getattr(self._pass, "depth", 0)
 
     def get(self, name: str, version: str) -> StoredVersion:
-        folder, ordered = self._ordered(name)
+        folder, ordered = self._ordered(name, recheck=self._recheck())
         for listed in ordered:
             if listed.version.lower() == version.lower():
                 return self._stored(name, listed, folder)
         raise SourceError(f"{self.root / name}: has no version {version!r}", "not-found")
 
     def previous(self, name: str, version: str) -> StoredVersion | None:
-        folder, ordered = self._ordered(name)
+        folder, ordered = self._ordered(name, recheck=self._recheck())
         index = next((i for i, v in enumerate(ordered) if v.version.lower() == version.lower()), None)
         if index is None:
             raise SourceError(f"{self.root / name}: has no version {version!r}", "not-found")
