@@ -84,11 +84,9 @@ def test_a_parsed_version_is_kept_until_its_folder_changes_and_the_cache_is_boun
     assert raised.value.kind == "not-found"
 
 
-def test_inside_one_pass_get_and_previous_read_a_folder_as_the_listing_found_it(world: World):
+def listed_then_tagged(world: World) -> tuple[DirectoryVault, dict]:
+    """A vault directory that listed NAME's folder (no tags), then NAME tagged on disk; the tags' file data."""
     import json
-    import threading
-
-    from shared.pipeline.sources import one_pass
 
     vault = DirectoryVault(world.vault_dir, VAULT)
     vault.names()
@@ -97,6 +95,15 @@ def test_inside_one_pass_get_and_previous_read_a_folder_as_the_listing_found_it(
     data = json.loads(meta.read_text())
     data["tags"] = {"certsync-servers": "EX01"}
     meta.write_text(json.dumps(data))
+    return vault, data
+
+
+def test_inside_one_pass_get_and_previous_read_a_folder_as_the_listing_found_it(world: World):
+    import threading
+
+    from shared.pipeline.sources import one_pass
+
+    vault, _ = listed_then_tagged(world)
     with one_pass(vault):
         assert vault.get(NAME, "v2").tags == {}  # as this listing found it: not checked again
         assert vault.previous(NAME, "v2").tags == {}
@@ -242,13 +249,8 @@ def test_sqlite_reads_every_state_and_a_range_of_histories_at_once(tmp_path):
 def test_a_folder_is_checked_once_per_listing_by_tags_and_latest_and_on_each_get(world: World):
     import json
 
-    vault = DirectoryVault(world.vault_dir, VAULT)
-    vault.names()
-    assert vault.tags(NAME) == {}
+    vault, data = listed_then_tagged(world)
     meta = world.vault_dir / NAME / "certificate.json"
-    data = json.loads(meta.read_text())
-    data["tags"] = {"certsync-servers": "EX01"}
-    meta.write_text(json.dumps(data))
     assert vault.tags(NAME) == {}  # the same listing: not checked again
     assert vault.get(NAME, "v2").tags == {"certsync-servers": "EX01"}  # the event path checks each time
     vault.names()
