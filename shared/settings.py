@@ -114,24 +114,24 @@ _digest_limit = _whole("give the most notices sent one by one in a reconciliatio
 _crl_max_mb = _whole("give the largest CRL to download in whole MiB, 1 to 1024", 1, 1024)
 
 
-def _fraction(value: str, name: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 < number < 1:
-        raise _bad(name, value, "give a fraction of the lifetime between 0 and 1, e.g. 0.15")
-    return number
+def _above_zero(fix: str, high: float, *, inclusive: bool = True) -> Parser:
+    """A parser of a number above 0 and at most `high` (below it, not `inclusive`); `fix` says what to give."""
+
+    def parse(value: str, name: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0.0
+        if not (0 < number <= high if inclusive else 0 < number < high):
+            raise _bad(name, value, fix)
+        return number
+
+    return parse
 
 
-def _fetch_seconds(value: str, name: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 600:
-        raise _bad(name, value, "give seconds, above 0 and at most 600 (e.g. 2.5)")
-    return seconds
+_fraction = _above_zero("give a fraction of the lifetime between 0 and 1, e.g. 0.15", 1, inclusive=False)
+_fetch_seconds = _above_zero("give seconds, above 0 and at most 600 (e.g. 2.5)", 600)
+_probe_timeout = _above_zero("give seconds per probe, above 0 and at most 120", 120)
 
 
 def _maintenance_windows(value: str, name: str) -> dict[str, tuple[Any, ...]]:
@@ -196,16 +196,6 @@ def _callback_url(value: str, name: str) -> str:
     if value:
         callback_url(value, "0" * 32)  # its message names CERTSYNC_CALLBACK_URL and what to give
     return value
-
-
-def _probe_timeout(value: str, name: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 120:
-        raise _bad(name, value, "give seconds per probe, above 0 and at most 120")
-    return seconds
 
 
 def _resolved(value: str, name: str) -> None:
