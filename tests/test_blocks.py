@@ -17,7 +17,7 @@ from shared.x509.certificate import Certificate
 from tests.chains import make_crl, pem_of
 from tests.exchange_model import ExchangeOrg
 from tests.inventories import exchange, tls_name
-from tests.test_pipeline import NAME, NOW, VAULT, Renewal, event
+from tests.test_pipeline import NAME, NOW, VAULT, Renewal, event, local_options
 from tests.test_pipeline import renewal as renewal_fixture
 
 renewal = renewal_fixture  # the fixture: v1 (R10) deployed, v2 (R11) in the vault, CRLs on loopback
@@ -304,34 +304,11 @@ def test_a_worker_group_without_windows_is_changed_at_any_time(renewal):
 
 def cli(renewal: Renewal, capsys, *arguments: str, trust=None) -> tuple[int, str, str]:
     from shared.cli.main import main
-    from tests.test_pipeline import TARGETS
 
-    folder = renewal.vault_dir.parent
     fresh = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)  # the CLI's clock is the real one
     renewal.store(exchange(renewal.old), collected=fresh)
-    (folder / "targets.json").write_text(json.dumps(TARGETS))
-    (folder / "root.pem").write_bytes(trust or renewal.root.pem)
-    code = main(
-        [
-            *arguments,
-            "--vault-dir",
-            str(renewal.vault_dir),
-            "--vault",
-            VAULT,
-            "--targets",
-            str(folder / "targets.json"),
-            "--trust",
-            str(folder / "root.pem"),
-            "--allow-host",
-            f"127.0.0.1:{renewal.server.port}",
-            "--outbox",
-            str(renewal.outbox),
-            "--audit",
-            str(renewal.audit_path),
-            "--inventory-store",
-            str(renewal.inventory_path),
-        ]
-    )
+    options = local_options(renewal, trust)
+    code = main([*arguments, *options, "--vault", VAULT, "--inventory-store", str(renewal.inventory_path)])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -593,32 +593,34 @@ def test_waiting_entries_that_are_not_events_are_skipped(renewal):
 # --- certsync process: the local inventory --------------------------------------------------------------
 
 
+def local_options(renewal: Renewal, trust: bytes | None = None) -> list[str]:
+    """The renewal's local adapters as certsync's options, with TARGETS and the trust file (the root's, or
+    `trust`) written beside its vault directory."""
+    folder = renewal.vault_dir.parent
+    (folder / "targets.json").write_text(json.dumps(TARGETS))
+    (folder / "root.pem").write_bytes(trust or renewal.root.pem)
+    return [
+        "--vault-dir",
+        str(renewal.vault_dir),
+        "--targets",
+        str(folder / "targets.json"),
+        "--trust",
+        str(folder / "root.pem"),
+        "--allow-host",
+        f"127.0.0.1:{renewal.server.port}",
+        "--outbox",
+        str(renewal.outbox),
+        "--audit",
+        str(renewal.audit_path),
+    ]
+
+
 def run_process(renewal: Renewal, capsys, *options: str) -> tuple[int, str, str]:
     from shared.cli.main import main
 
     path = renewal.vault_dir.parent / "event.json"
     path.write_text(json.dumps(event("v2")))
-    (renewal.vault_dir.parent / "targets.json").write_text(json.dumps(TARGETS))
-    (renewal.vault_dir.parent / "root.pem").write_bytes(renewal.root.pem)
-    code = main(
-        [
-            "process",
-            str(path),
-            "--vault-dir",
-            str(renewal.vault_dir),
-            "--targets",
-            str(renewal.vault_dir.parent / "targets.json"),
-            "--trust",
-            str(renewal.vault_dir.parent / "root.pem"),
-            "--allow-host",
-            f"127.0.0.1:{renewal.server.port}",
-            "--outbox",
-            str(renewal.outbox),
-            "--audit",
-            str(renewal.audit_path),
-            *options,
-        ]
-    )
+    code = main(["process", str(path), *local_options(renewal), *options])
     out, err = capsys.readouterr()
     return code, out, err
 
