@@ -27,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.servers import LIVE_PROCESSES, LOOPBACK, Service, terminate_process
@@ -235,3 +236,19 @@ class Azurite(Service):
         return AzuriteError(
             f"{what}\ncommand: {' '.join(args)}\nstderr:\n{stderr or '(empty)'}\nstdout:\n{stdout or '(empty)'}"
         )
+
+
+def running(emulator: Azurite) -> Iterator[Azurite]:
+    """For a pytest fixture (`yield from running(...)`): the emulator started, then stopped. Fails the test,
+    never skips it, when it cannot start: `make test` (and so CI) installs Azurite, so a missing emulator
+    is a broken setup that a skip would hide."""
+    import pytest
+
+    try:
+        emulator.start()
+    except AzuriteError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()

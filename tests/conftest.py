@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.azurite import Azurite, AzuriteError
+from tests.azurite import Azurite, running
 from tests.chains import Issued
 from tests.servers import HttpServer, OcspResponder
 
@@ -47,19 +47,9 @@ def ocsp_responder(tmp_path: Path) -> Iterator[Callable[..., OcspResponder]]:
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
-    """One running Azurite for the whole session (in memory, random loopback ports).
-
-    Fails, never skips, when Azurite is not installed: `make test` (and so CI) installs it, so a
-    missing emulator means a broken setup that a skip would hide."""
-    emulator = Azurite()
-    try:
-        emulator.start()
-    except AzuriteError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+    """One running Azurite for the whole session (in memory, random loopback ports); fails, never skips,
+    when Azurite is not installed (`tests.azurite.running`)."""
+    yield from running(Azurite())
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.notify.signing import new_secret
-from tests.azurite import Azurite, AzuriteError
+from tests.azurite import Azurite, running
 from tests.receivers import WebhookReceiver
 from tests.storm import Storm, StormPlan
 
@@ -17,15 +17,7 @@ from tests.storm import Storm, StormPlan
 @pytest.fixture
 def persistent_azurite() -> Iterator[Azurite]:
     """An Azurite of this test's own, with its data on disk, so it can be restarted mid-run."""
-    emulator = Azurite(persistent=True)
-    try:
-        emulator.start()
-    except AzuriteError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+    yield from running(Azurite(persistent=True))
 
 
 @pytest.fixture
