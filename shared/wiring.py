@@ -466,6 +466,19 @@ def process_event(envelope: Mapping[str, Any], what: str) -> Outcome:
     return azure_pipeline().receive(envelope, what)
 
 
+def local_vault_name(vault_dir: str | None, vault_url: str | None, vault: str | None) -> str:
+    """The vault a local command works on, as the events name it: the Key Vault URL's host, or for a vault
+    directory `vault` (default: the directory's name)."""
+    from shared.adapters.azure.keyvault import vault_name
+    from shared.pipeline.sources import check_object_name
+
+    if vault_url is not None:
+        if vault is not None:
+            raise CertsyncError("--vault names a --vault-dir vault; with --vault-url the URL names the vault")
+        return vault_name(vault_url)
+    return check_object_name(vault or Path(vault_dir or ".").resolve().name, "vault name").lower()
+
+
 def local_reconciler(
     *,
     vault_dir: str | None = None,
@@ -485,9 +498,7 @@ def local_reconciler(
 
     A vault directory of `POOL_MIN` certificates or more is checked in `workers` processes (default: one
     per core), each with its own reconciler from these arguments; 1 checks in this process."""
-    from shared.adapters.azure.keyvault import vault_name
     from shared.adapters.local.sqlite import SqliteStateStore
-    from shared.pipeline.sources import check_object_name
 
     pipeline = local_pipeline(
         vault_dir=vault_dir,
@@ -498,12 +509,7 @@ def local_reconciler(
         settings=settings,
         inventory_store=inventory_store,
     )
-    if vault_url is not None:
-        if vault is not None:
-            raise CertsyncError("--vault names a --vault-dir vault; with --vault-url the URL names the vault")
-        name = vault_name(vault_url)
-    else:
-        name = check_object_name(vault or Path(vault_dir or ".").resolve().name, "vault name").lower()
+    name = local_vault_name(vault_dir, vault_url, vault)
     reconciler = _reconciler(pipeline, (name,), SqliteStateStore(state), pipeline.notifier)
     if vault_dir is not None:  # CPU-bound: parsing and assessing; against Key Vault the work is I/O
         reconciler.workers = workers if workers is not None else (os.cpu_count() or 1)

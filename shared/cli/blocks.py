@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
-from pathlib import Path
 from typing import Any
 
 from shared.cli.common import EXIT_FINDING, EXIT_OK, parse_at, print_json, visible
-from shared.errors import CertsyncError
 
 AUDIT_DEFAULT = "certsync-audit.sqlite"  # the same file as `certsync process` and `certsync history`
 INVENTORY_DEFAULT = "certsync-inventory.sqlite"
@@ -115,19 +113,11 @@ def _pipeline(args: argparse.Namespace) -> tuple[Any, str]:
     import logging
 
     from shared.pipeline.process import PipelineSettings
-    from shared.pipeline.sources import check_object_name
     from shared.validation.assessment import TrustStore
-    from shared.wiring import local_pipeline
+    from shared.wiring import local_pipeline, local_vault_name
 
     logging.getLogger("certsync").addHandler(logging.NullHandler())  # notices: the outcome line says it all
-    if args.vault_url is not None:
-        from shared.adapters.azure.keyvault import vault_name
-
-        if args.vault is not None:
-            raise CertsyncError("--vault names a --vault-dir vault; with --vault-url the URL names the vault")
-        vault = vault_name(args.vault_url)
-    else:
-        vault = check_object_name(args.vault or Path(args.vault_dir).resolve().name, "vault name").lower()
+    vault = local_vault_name(args.vault_dir, args.vault_url, args.vault)
     settings = PipelineSettings(
         trust=TrustStore.from_file(args.trust) if args.trust else None,
         revocation=args.revocation,
