@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import shared.wiring
 from shared.cli.main import main
 from tests.fakes.arm import FakeArm
 from tests.inventories import GROUP
-from tests.test_discovery import RUNBOOKS, inventory
+from tests.test_discovery import RUNBOOKS, discover_through, inventory
 
 REPO = Path(__file__).resolve().parent.parent
 CERTSYNC = str(Path(sys.executable).with_name("certsync"))
@@ -103,14 +102,7 @@ def arm(keyvault_tls):
 
 
 def test_discover_shows_the_wait_for_the_job_on_a_terminal(arm, tmp_path, monkeypatch, capsys):
-    for name, value in arm.env.items():
-        monkeypatch.setenv(name, value)
-    local = shared.wiring.local_discovery
-
-    def with_fake_arm(**kwargs):
-        return local(**kwargs, automation_options={"credential": arm.credential, **arm.client_kwargs})
-
-    monkeypatch.setattr(shared.wiring, "local_discovery", with_fake_arm)
+    discover_through(arm, monkeypatch)
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     arm.script(["New", "Running", "Running", "Completed"], output=json.dumps(inventory()))

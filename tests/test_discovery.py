@@ -518,7 +518,8 @@ def test_discover_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
-def test_discover_runs_the_job_and_waits_for_it(arm, tmp_path, monkeypatch, capsys):
+def discover_through(arm: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`certsync discover` in this process reaches Automation at the loopback ARM (its settings and client)."""
     for name, value in arm.env.items():
         monkeypatch.setenv(name, value)
     local = shared.wiring.local_discovery
@@ -527,6 +528,10 @@ def test_discover_runs_the_job_and_waits_for_it(arm, tmp_path, monkeypatch, caps
         return local(**kwargs, automation_options={"credential": arm.credential, **arm.client_kwargs})
 
     monkeypatch.setattr(shared.wiring, "local_discovery", with_fake_arm)
+
+
+def test_discover_runs_the_job_and_waits_for_it(arm, tmp_path, monkeypatch, capsys):
+    discover_through(arm, monkeypatch)
     inventory_file, audit = str(tmp_path / "inv.sqlite"), str(tmp_path / "audit.sqlite")
     common = ["--inventory", inventory_file, "--audit", audit, "--poll-interval", "0.01"]
     arm.script(["New", "Running", "Completed"], output=json.dumps(inventory()))
