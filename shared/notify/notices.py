@@ -78,6 +78,19 @@ def notice_id(notice: Notice) -> str:
     return "msg_" + hashlib.sha256(_identity(notice)).hexdigest()[:24]
 
 
+def notice_entry(notice: Notice, kind: str, summary: str, details: dict[str, Any]) -> AuditEntry:
+    """An audit entry about a notice (sent, not delivered), on its certificate's trail under its ids."""
+    return AuditEntry(
+        certificate=partition(notice.certificate),
+        kind=kind,
+        correlation_id=notice.correlation_id,
+        summary=summary,
+        vault=notice.vault,
+        version=notice.version,
+        details=details,
+    )
+
+
 class Claimer(Protocol):
     def claim(self, notice: Notice) -> bool: ...
 
@@ -92,14 +105,11 @@ class OnceNotifier:
 
     def claim(self, notice: Notice) -> bool:
         """Record that `notice` is being sent; False when it (its key) was recorded before."""
-        entry = AuditEntry(
-            certificate=partition(notice.certificate),
-            kind="notified",
-            correlation_id=notice.correlation_id,
-            summary=f"{notice.kind} notice {notice_id(notice)} sent",
-            vault=notice.vault,
-            version=notice.version,
-            details={"notice_kind": notice.kind, "notice_id": notice_id(notice), "outcome": notice_outcome(notice)},
+        entry = notice_entry(
+            notice,
+            "notified",
+            f"{notice.kind} notice {notice_id(notice)} sent",
+            {"notice_kind": notice.kind, "notice_id": notice_id(notice), "outcome": notice_outcome(notice)},
         )
         if self.audit.record_once(entry, notice_key(notice)):
             return True

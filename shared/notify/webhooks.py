@@ -32,9 +32,9 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from shared.errors import CertsyncError
-from shared.notify.notices import DIGEST_KIND, OnceNotifier, notice_id
+from shared.notify.notices import DIGEST_KIND, OnceNotifier, notice_entry, notice_id
 from shared.notify.signing import sign
-from shared.pipeline.audit import AuditEntry, AuditLog, partition
+from shared.pipeline.audit import AuditLog
 from shared.pipeline.process import LogNotifier, Notice, Notifier
 from shared.times import format_time, retry_after_seconds
 
@@ -768,14 +768,11 @@ class FanoutNotifier:
             return
         try:
             self.audit.record(
-                AuditEntry(
-                    certificate=partition(notice.certificate),
-                    kind="notification-failed",
-                    correlation_id=notice.correlation_id,
-                    summary=f"{_LABELS[result.channel]} notification ({notice.kind}) not delivered: {result.error}",
-                    vault=notice.vault,
-                    version=notice.version,
-                    details={
+                notice_entry(
+                    notice,
+                    "notification-failed",
+                    f"{_LABELS[result.channel]} notification ({notice.kind}) not delivered: {result.error}",
+                    {
                         "channel": result.channel,
                         "notice_kind": notice.kind,
                         "notice_id": message_id,
