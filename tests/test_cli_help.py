@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli.main import _parser
+from tests.test_demo import run_demo_pki
 
 REPO = Path(__file__).resolve().parent.parent
 CERTSYNC = str(Path(sys.executable).with_name("certsync"))
@@ -48,13 +49,7 @@ def test_every_command_help_ends_with_two_or_three_examples(name):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     world = tmp_path_factory.mktemp("world")
-    made = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo_pki.py"), str(world), "--port", "8080"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    run_demo_pki(world, 8080)
     shutil.copytree(REPO / "examples", world / "examples")
     versions = sorted((world / "vault" / "exch-hybrid-smtp").glob("*.pem"), key=lambda p: p.stat().st_mtime)
     new = next(p for p in versions if "R11" in _issuer(p))

@@ -21,6 +21,7 @@ import pytest
 from shared.cli.main import main
 from tests.fakes.arm import FakeArm
 from tests.inventories import GROUP
+from tests.test_demo import run_demo_pki
 from tests.test_discovery import RUNBOOKS, discover_through, inventory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,13 +30,7 @@ CERTSYNC = str(Path(sys.executable).with_name("certsync"))
 
 @pytest.fixture
 def world(tmp_path) -> Path:
-    made = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo_pki.py"), str(tmp_path), "--port", "8080"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    run_demo_pki(tmp_path, 8080)
     return tmp_path
 
 

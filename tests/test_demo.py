@@ -23,7 +23,8 @@ NAME = "exch-hybrid-smtp"
 VAULT = "contoso-kv"
 
 
-def _run_demo_pki(work: Path, port: int) -> None:
+def run_demo_pki(work: Path, port: int) -> None:
+    """`scripts/demo_pki.py` writes the demo's world (PKI, vault, targets, trust) into `work`, for `port`."""
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "demo_pki.py"), str(work), "--port", str(port)],
         capture_output=True,
@@ -37,7 +38,7 @@ def _run_demo_pki(work: Path, port: int) -> None:
 def test_the_demo_pki_loads_with_certsyncs_loaders_and_assesses_valid(tmp_path: Path):
     work = tmp_path / "demo"
     with HttpServer() as server:
-        _run_demo_pki(work, server.port)
+        run_demo_pki(work, server.port)
         crls = sorted(p.name for p in (work / "crl").iterdir())
         assert crls == ["R10.crl", "R11.crl", "root.crl"]
         for name in crls:
