@@ -407,7 +407,7 @@ POOL_MIN = 2000
 # enough that a task's fixed costs (its histories query, its report sent back) stay small.
 POOL_TASK = 200
 _worker: Reconciler | None = None  # a pool worker's own reconciler, built once by `_start_worker`
-_worker_listed: set[tuple[str, str]] = set()  # (run id, vault) this worker listed
+_worker_listed: set[str] = set()  # the vaults this worker listed (a pool lives for one run)
 # A pool worker's finding states, read once per run and kept current by its own writes (each batch's
 # certificates are checked by one worker, so no other process changes the states it reads).
 _worker_states: dict[tuple[str, str], str] | None = None
@@ -423,6 +423,7 @@ def _start_worker(replica: Callable[[], Reconciler]) -> None:
     gc.set_threshold(20_000, 10, 10)
     _worker = replica()
     _worker_states = None
+    _worker_listed.clear()
 
 
 def _check_batch(task: tuple[str, str, dt.datetime, list[str]]) -> tuple[ReconcileReport, set[str]]:
@@ -441,9 +442,9 @@ def _check_batch(task: tuple[str, str, dt.datetime, list[str]]) -> tuple[Reconci
             _worker_states = reconciler.state.states()
         run._states = _worker_states
         source = reconciler.sources(vault)
-        if (run_id, vault) not in _worker_listed:  # a fresh listing, once per run: the vault directory
+        if vault not in _worker_listed:  # a fresh listing, once per run: the vault directory
             source.names()  # checks each folder once from here on
-            _worker_listed.add((run_id, vault))
+            _worker_listed.add(vault)
         try:
             seen = run.certificates(vault, source, names)
         finally:
@@ -484,7 +485,6 @@ class _Run:
     now: dt.datetime
     report: ReconcileReport
     progress: Progress = field(default_factory=lambda: NO_PROGRESS)
-    _snapshot_keys: set[str] | None = None  # the stored snapshots' keys before this run wrote any
     _states: dict[tuple[str, str], str] | None = None  # the state store's, read once per run
     _trust_token: str | None = None  # the trust inputs of `_assessment_token`, computed once per run
     # the current batch's histories, read at once, or why they could not be (each certificate fails with it)
@@ -1059,10 +1059,8 @@ class _Run:
         """Snapshots of this vault's certificates that are gone or lost their targets (read by key only: a
         fleet's snapshots are tens of MiB of JSON)."""
         try:
-            if self._snapshot_keys is None:
-                self._snapshot_keys = self.reconciler.state.snapshot_keys()
             prefix = certificate_key(vault, "")
-            for key in sorted(self._snapshot_keys):
+            for key in sorted(self.reconciler.state.snapshot_keys()):
                 if key.startswith(prefix) and key not in seen:
                     self.reconciler.state.delete_snapshot(vault, key[len(prefix) :])
         except Exception as exc:

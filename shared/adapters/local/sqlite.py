@@ -43,13 +43,13 @@ class SqliteFile:
             raise CertsyncError(f"{self.path}: cannot open the {what} database ({exc}); check the path") from None
         self._lock = threading.RLock()
         self._depth = 0  # nested batches: the outermost commits
-        self._held: list[tuple[str, tuple]] | None = None  # writes held by `buffered`, oldest first
+        self._held: list[tuple[str, tuple]] = []  # writes held by `buffered`, oldest first
         self._buffering = 0  # nested `buffered` blocks: the outermost sends what is left
 
     def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
         """The statement's rows (none for a write). Inside `buffered`, a write is held until the next read."""
         with self._lock:
-            if self._held is not None and sql.lstrip()[:6].upper() in _WRITES:
+            if self._buffering and sql.lstrip()[:6].upper() in _WRITES:
                 self._held.append((sql, params))
                 return []
             self._send_held()
@@ -63,39 +63,39 @@ class SqliteFile:
         Reconcile's pool workers use it (an Azure Tables store holds its writes the same way)."""
         with self._lock:
             self._buffering += 1
-            if self._held is None:
-                self._held = []
             try:
                 yield
             finally:
                 self._buffering -= 1
                 if self._buffering == 0:
-                    try:
-                        self._send_held()
-                    finally:
-                        self._held = None
+                    self._send_held()
 
     def _send_held(self) -> None:
         """Write the held writes in one transaction; when that fails, one by one, so that the good ones are
         written as they would have been without holding them, and the first failure is raised."""
-        if not self._held:
+        held, self._held = self._held, []
+        if not held or (self._depth == 0 and self._all_at_once(held)):
             return
-        held, self._held[:] = list(self._held), []
-        if self._depth == 0:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for sql, params in held:
-                        self._db.execute(sql, params)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                pass  # each one on its own below: the one that fails raises
-        for sql, params in held:
+        for sql, params in held:  # inside a batch (its transaction), or after the one transaction failed
             self._db.execute(sql, params)
+
+    def _all_at_once(self, statements: list[tuple[str, tuple]]) -> bool:
+        """The statements in one transaction; False (nothing written) when SQLite refused one of them."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return False
+        try:
+            for sql, params in statements:
+                self._db.execute(sql, params)
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            return False
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return True
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Callable[[str, tuple], int]]:
@@ -334,17 +334,16 @@ class SqliteInventoryStore:
         """The group's record; its document is decoded again only when the record changed (its meta: when
         collected and stored, by which job), since every event of the group asks for it."""
         group = worker_group.lower()
-        rows = self._db.execute("SELECT meta FROM inventory WHERE worker_group = ?", (group,))
+        kept = self._kept.get(group)
+        rows = self._db.execute(  # the body only when the meta is not the kept record's
+            "SELECT meta, CASE WHEN meta = ? THEN NULL ELSE body END FROM inventory WHERE worker_group = ?",
+            (kept[0] if kept else None, group),
+        )
         if not rows:
             return None
-        meta = rows[0][0]
-        kept = self._kept.get(group)
-        if kept is not None and kept[0] == meta:
-            return kept[1]
-        rows = self._db.execute("SELECT meta, body FROM inventory WHERE worker_group = ?", (group,))
-        if not rows:  # deleted in between
-            return None
         meta, body = rows[0]
+        if body is None and kept is not None:
+            return kept[1]
         record = InventoryRecord.from_meta(json.loads(meta), json.loads(body))
         self._kept[group] = (meta, record)
         while len(self._kept) > self.KEPT:
