@@ -73,8 +73,10 @@ class SqliteFile:
     def _send_held(self) -> None:
         """Write the held writes in one transaction; when that fails, one by one, so that the good ones are
         written as they would have been without holding them, and the first failure is raised."""
+        if not self._held:  # every statement asks: the common answer costs nothing
+            return
         held, self._held = self._held, []
-        if not held or (self._depth == 0 and self._all_at_once(held)):
+        if self._depth == 0 and self._all_at_once(held):
             return
         for sql, params in held:  # inside a batch (its transaction), or after the one transaction failed
             self._db.execute(sql, params)
