@@ -222,10 +222,30 @@ def _webhook_url(value: str, name: str) -> str:
     return value
 
 
-_EVENT_SUBSCRIPTION = re.compile(
-    r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.EventGrid/"
-    r"systemTopics/[-\w]{3,128}/eventSubscriptions/[-\w]{3,64}",
-    re.IGNORECASE,
+def _resource_id(provider_path: str, fix: str) -> Parser:
+    """A parser of an optional Azure resource id, /subscriptions/<id>/resourceGroups/<group>/providers/ then
+    `provider_path` (a regular expression), kept without blanks and a trailing /; `fix` names its form."""
+    pattern = re.compile(
+        r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}/providers/" + provider_path, re.IGNORECASE
+    )
+
+    def parse(value: str, name: str) -> str:
+        trimmed = value.strip().rstrip("/")
+        if value and not pattern.fullmatch(trimmed):
+            raise _bad(name, value, fix)
+        return trimmed
+
+    return parse
+
+
+_site_id = _resource_id(
+    r"Microsoft\.Web/sites/[-\w]{2,60}",
+    "not a Function App id; give /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Web/sites/<app>",
+)
+_event_subscription = _resource_id(
+    r"Microsoft\.EventGrid/systemTopics/[-\w]{3,128}/eventSubscriptions/[-\w]{3,64}",
+    "not an event subscription id; give /subscriptions/<id>/resourceGroups/<group>/providers/"
+    "Microsoft.EventGrid/systemTopics/<topic>/eventSubscriptions/<name>",
 )
 
 
@@ -233,21 +253,6 @@ def _worker_group(value: str, name: str) -> str:
     if not _RUNBOOK.fullmatch(value):
         raise _bad(name, value, "not a worker group name; use letters, digits, - and _ (e.g. hrw-exchange)")
     return value
-
-
-def _site_id(value: str, name: str) -> str:
-    if value and not re.fullmatch(
-        r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Web/sites/[-\w]{2,60}",
-        value.strip().rstrip("/"),
-        re.IGNORECASE,
-    ):
-        raise _bad(
-            name,
-            value,
-            "not a Function App id; give /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Web/"
-            "sites/<app>",
-        )
-    return value.strip().rstrip("/")
 
 
 def _resource_group(value: str, name: str) -> str:
@@ -274,17 +279,6 @@ def _watched(value: str, name: str) -> dict[str, str]:
             ) from None
         watched[certificate.lower()] = group
     return watched
-
-
-def _event_subscription(value: str, name: str) -> str:
-    if value and not _EVENT_SUBSCRIPTION.fullmatch(value.strip().rstrip("/")):
-        raise _bad(
-            name,
-            value,
-            "not an event subscription id; give /subscriptions/<id>/resourceGroups/<group>/providers/"
-            "Microsoft.EventGrid/systemTopics/<topic>/eventSubscriptions/<name>",
-        )
-    return value.strip().rstrip("/")
 
 
 def _flag(value: str, name: str) -> bool:
